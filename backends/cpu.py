@@ -1,0 +1,15 @@
+"""The `cpu` backend: the pure-PyTorch reference (mxquant/reference.py), always available on
+CPU and the lowest-priority choice. It is the source of truth for every other backend."""
+
+from mxquant import reference
+from mxquant.backend import Backend, Capabilities
+
+backend = Backend(
+    name="cpu",
+    capabilities=Capabilities(devices=frozenset({"cpu"})),
+    probe=lambda device: None,
+    quantize=reference.quantize,
+    dequantize=reference.dequantize,
+    priority=0,
+    description="reference implementation in plain PyTorch (docs/semantics.md, bit for bit)",
+)

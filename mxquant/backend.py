@@ -1,0 +1,127 @@
+"""The backend interface: what a backend declares and the two callables it provides.
+
+A backend is a `Backend` object. Plugins hand one (or a lazy `BackendSpec` naming where
+one lives) to the `register` callback of the `register_backends` hook; see
+docs/writing-a-backend.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .formats import ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+
+QuantizeFn = Callable[[torch.Tensor, torch.dtype, str, str], "tuple[torch.Tensor, torch.Tensor]"]
+"""quantize(x, dtype, scale_mode, scale_layout) -> (data, scale). Arguments are already
+validated; outputs must be contiguous and shaped as docs/semantics.md says."""
+
+DequantizeFn = Callable[[torch.Tensor, torch.Tensor, str, torch.dtype], torch.Tensor]
+"""dequantize(data, scale, scale_layout, out_dtype) -> tensor. Arguments are already validated."""
+
+ProbeFn = Callable[[torch.device], Optional[str]]
+"""probe(device) -> None if the backend can run on `device`, else a human-readable reason.
+It must never raise: the registry turns an exception into a reason anyway."""
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A documented difference from docs/semantics.md that the backend cannot avoid.
+
+    `code` is a short identifier (`nan-ignored`, `inf-saturates`, ...) that users name in
+    MXQUANT_ALLOW_DEVIATIONS / `mxquant.allow_deviations()` to let automatic selection pick
+    the backend anyway. `summary` says what differs, in one sentence.
+    """
+
+    code: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    devices: frozenset
+    """Device types served, e.g. {"cuda"}."""
+    element_dtypes: frozenset = frozenset(ELEMENT_FORMATS)
+    scale_modes: frozenset = frozenset(SCALE_MODES)
+    scale_layouts: frozenset = frozenset(SCALE_LAYOUTS)
+    input_dtypes: frozenset = frozenset(INPUT_DTYPES)
+    """High-precision dtypes accepted by quantize (and produced by dequantize)."""
+
+    def describe(self) -> dict:
+        return {
+            "devices": sorted(self.devices),
+            "element_dtypes": sorted(describe_dtype(d) for d in self.element_dtypes),
+            "scale_modes": sorted(self.scale_modes),
+            "scale_layouts": sorted(self.scale_layouts),
+            "input_dtypes": sorted(describe_dtype(d) for d in self.input_dtypes),
+        }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call signature; the registry resolves and caches one backend per signature."""
+
+    op: str  # "quantize" or "dequantize"
+    device: torch.device
+    hp_dtype: torch.dtype  # input of quantize, output of dequantize
+    element_dtype: torch.dtype
+    scale_mode: Optional[str]  # None for dequantize
+    scale_layout: str
+
+    def describe(self) -> str:
+        if self.op == "quantize":
+            return (f"mxfp8_quantize({self.device}, {describe_dtype(self.hp_dtype)} -> "
+                    f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout})")
+        return (f"mxfp8_dequantize({self.device}, {describe_dtype(self.element_dtype)} -> "
+                f"{describe_dtype(self.hp_dtype)}, {self.scale_layout})")
+
+
+@dataclass
+class Backend:
+    name: str
+    capabilities: Capabilities
+    probe: ProbeFn
+    quantize: Optional[QuantizeFn] = None
+    dequantize: Optional[DequantizeFn] = None
+    priority: int = 0
+    """Higher wins among available, capable backends."""
+    deviations: tuple = ()
+    """`Deviation`s from docs/semantics.md; such a backend is picked automatically only when
+    the caller allows every one of them."""
+    description: str = ""
+    install_hint: str = ""
+
+    def incapable_reason(self, call: Call) -> Optional[str]:
+        """None if this backend implements `call`, else why not (never probes the device)."""
+        caps = self.capabilities
+        fn = self.quantize if call.op == "quantize" else self.dequantize
+        if fn is None:
+            return f"does not implement {call.op}"
+        if call.device.type not in caps.devices:
+            return f"does not serve device type '{call.device.type}' (serves {', '.join(sorted(caps.devices))})"
+        checks = [
+            ("element dtype", call.element_dtype, caps.element_dtypes),
+            ("input dtype" if call.op == "quantize" else "output dtype", call.hp_dtype, caps.input_dtypes),
+            ("scale layout", call.scale_layout, caps.scale_layouts),
+        ]
+        if call.op == "quantize":
+            checks.append(("scale mode", call.scale_mode, caps.scale_modes))
+        for what, value, accepted in checks:
+            if value not in accepted:
+                show = describe_dtype if isinstance(value, torch.dtype) else str
+                return f"does not support {what} {show(value)} (supports {', '.join(sorted(map(show, accepted)))})"
+        return None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend known by name before it is imported: `target` is "module:attribute" of a
+    `Backend` object (or of a zero-argument callable returning one). The registry imports it
+    only when a call for one of `devices` needs it, or when `mxquant info` asks."""
+
+    name: str
+    target: str
+    devices: tuple = field(default=())
+    install_hint: str = ""

@@ -1,0 +1,74 @@
+"""Argument validation shared by the public functions, the custom ops and their fakes.
+
+Every check runs before any output is allocated, so bad input never leaves anything half
+written. Errors name the argument and the accepted values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .formats import (
+    BLOCK,
+    ELEMENT_FORMATS,
+    INPUT_DTYPES,
+    OUTPUT_DTYPES,
+    SCALE_LAYOUTS,
+    SCALE_MODES,
+    describe_dtype,
+    scale_shape,
+    swizzled_scale_shape,
+)
+
+_NAMES_IN = ", ".join(describe_dtype(d) for d in INPUT_DTYPES)
+_NAMES_ELEM = ", ".join(describe_dtype(d) for d in ELEMENT_FORMATS)
+
+
+def _choice(name: str, value, accepted) -> None:
+    if not isinstance(value, str) or value not in accepted:
+        raise ValueError(f"{name}={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}")
+
+
+def check_quantize(x, dtype, scale_mode, scale_layout) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in INPUT_DTYPES:
+        raise TypeError(f"x has dtype {describe_dtype(x.dtype)}; mxfp8_quantize accepts x of dtype {_NAMES_IN}")
+    if dtype not in ELEMENT_FORMATS:
+        raise TypeError(f"dtype={dtype!r} is not an MXFP8 element dtype; accepted: torch.{_NAMES_ELEM.replace(', ', ', torch.')}")
+    _choice("scale_mode", scale_mode, SCALE_MODES)
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (blocks run along the last one)")
+    if x.shape[-1] % BLOCK:
+        raise ValueError(f"x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
+
+
+def check_dequantize(data, scale, scale_layout, out_dtype) -> None:
+    for name, t in (("data", data), ("scale", scale)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if data.dtype not in ELEMENT_FORMATS:
+        raise TypeError(f"data has dtype {describe_dtype(data.dtype)}; accepted: {_NAMES_ELEM}")
+    if scale.dtype != torch.float8_e8m0fnu:
+        hint = " (view uint8 scale bytes with .view(torch.float8_e8m0fnu))" if scale.dtype == torch.uint8 else ""
+        raise TypeError(f"scale has dtype {describe_dtype(scale.dtype)}; it must be float8_e8m0fnu{hint}")
+    if out_dtype not in OUTPUT_DTYPES:
+        raise TypeError(f"out_dtype={out_dtype!r} is not supported; accepted: {_NAMES_IN}")
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+    if data.device != scale.device:
+        raise ValueError(f"data is on {data.device} but scale is on {scale.device}; they must be on one device")
+    if data.dim() == 0 or data.shape[-1] % BLOCK:
+        raise ValueError(f"data.shape = {tuple(data.shape)}: the last dimension must be a multiple of {BLOCK}")
+    if scale_layout == "linear":
+        want = scale_shape(tuple(data.shape), "linear")
+        if tuple(scale.shape) != want:
+            raise ValueError(f"scale.shape = {tuple(scale.shape)} does not match data.shape = {tuple(data.shape)}; linear layout needs {want}")
+    else:
+        rows = data.numel() // data.shape[-1] if data.shape[-1] else 0
+        want = swizzled_scale_shape(rows, data.shape[-1])
+        if scale.numel() != want[0] * want[1] or not scale.is_contiguous():
+            raise ValueError(
+                f"scale.shape = {tuple(scale.shape)} does not match data.shape = {tuple(data.shape)}; the swizzled "
+                f"layout needs a contiguous tensor of {want[0]}x{want[1]} bytes (shape {want} or flattened)"
+            )

@@ -1,0 +1,41 @@
+"""Errors raised when no backend can serve a call. Each lists every candidate and its status."""
+
+from __future__ import annotations
+
+
+def _table(candidates) -> str:
+    if not candidates:
+        return "  (no backends are registered)"
+    width = max(len(n) for n, _, _ in candidates)
+    return "\n".join(f"  {name:<{width}}  [{origin}]  {status}" for name, origin, status in candidates)
+
+
+class BackendError(RuntimeError):
+    """Base class: no backend could serve an mxquant call."""
+
+    def __init__(self, message: str, candidates):
+        self.candidates = list(candidates)
+        super().__init__(f"{message}\ncandidates for this call:\n{_table(self.candidates)}\n"
+                         "Run `mxquant info` for the full report.")
+
+
+class UnknownBackendError(BackendError, ValueError):
+    def __init__(self, name, forced_by, call, candidates):
+        self.backend = name
+        super().__init__(f"mxquant: unknown backend {name!r} (forced by {forced_by}) for {call.describe()}", candidates)
+
+
+class BackendUnavailableError(BackendError):
+    def __init__(self, name, forced_by, call, reason, candidates):
+        self.backend, self.reason = name, reason
+        super().__init__(f"mxquant: backend {name!r} (forced by {forced_by}) cannot run {call.describe()}: "
+                         f"{reason}. No fallback is made from a forced backend.", candidates)
+
+
+class BackendIncapableError(BackendUnavailableError):
+    """The forced backend is available but does not support this call's dtype/mode/layout."""
+
+
+class NoBackendError(BackendError):
+    def __init__(self, call, candidates):
+        super().__init__(f"mxquant: no backend can run {call.describe()}", candidates)

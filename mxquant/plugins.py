@@ -1,0 +1,127 @@
+"""Plugin discovery: the pluggy hook and the `mxquant.backends` entry-point group.
+
+A plugin is a module (named by an entry point in the `mxquant.backends` group) that
+implements one hook::
+
+    import mxquant
+
+    @mxquant.hookimpl
+    def register_backends(register):
+        register(mxquant.Backend(...))            # or a lazy mxquant.BackendSpec(...)
+
+mxquant's own backends are registered the same way, through the entry point `builtin` of
+the distribution `mxquant`. Entry points are loaded on first resolution (never at
+`import mxquant`); a plugin that fails to import or register becomes a reported problem,
+never an exception out of the library.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable, Optional
+
+import pluggy
+
+PROJECT = "mxquant"
+ENTRY_POINT_GROUP = "mxquant.backends"
+BUILTIN_DISTRIBUTION = "mxquant"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    @hookspec
+    def register_backends(self, register: Callable) -> None:
+        """Call `register(backend)` once per backend, with an `mxquant.Backend` or an
+        `mxquant.BackendSpec`."""
+
+
+@dataclass
+class PluginRecord:
+    name: str  # entry-point name (or the name given to register_plugin)
+    distribution: Optional[str]  # None for plugins registered in-process
+    value: str  # what the entry point points at
+    error: Optional[str] = None  # why it failed to load or register, if it did
+    skipped: Optional[str] = None  # why MXQUANT_PLUGINS kept it from loading, if it did
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+
+def plugin_filter(value: Optional[str] = None) -> Callable[[str], Optional[str]]:
+    """Parse MXQUANT_PLUGINS into a predicate name -> None (load) or a reason (skip).
+
+    unset / "all": load every plugin;  "none": load none;  "a,b": load only a and b;
+    "-a,-b": load all but a and b. Built-in backends are not plugins here: they always load.
+    """
+    raw = os.environ.get("MXQUANT_PLUGINS", "") if value is None else value
+    items = [p.strip() for p in raw.split(",") if p.strip()]
+    if not items or items == ["all"]:
+        return lambda name: None
+    if items == ["none"]:
+        return lambda name: "MXQUANT_PLUGINS=none"
+    deny = {p[1:] for p in items if p.startswith("-")}
+    allow = {p for p in items if not p.startswith("-")}
+    if deny and allow:
+        raise ValueError(f"MXQUANT_PLUGINS={raw!r} mixes allowed and denied names; use one or the other")
+
+    def decide(name: str) -> Optional[str]:
+        if deny:
+            return f"denied by MXQUANT_PLUGINS={raw}" if name in deny else None
+        return None if name in allow else f"not listed in MXQUANT_PLUGINS={raw}"
+
+    return decide
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(HookSpecs)
+    return pm
+
+
+def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
+    """Load every entry point of the group into `pm`; return a record for each."""
+    records: list[PluginRecord] = []
+    try:
+        decide = plugin_filter()
+    except ValueError as exc:
+        decide = lambda name, msg=str(exc): msg  # noqa: E731  (bad setting: load no third-party plugin)
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else None
+        rec = PluginRecord(ep.name, dist, ep.value)
+        records.append(rec)
+        if not rec.builtin:
+            rec.skipped = decide(ep.name)
+            if rec.skipped:
+                continue
+        if pm.has_plugin(ep.name):
+            rec.error = f"another plugin is already registered under the name {ep.name!r}"
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin is reported, never raised
+            rec.error = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
+    return records
+
+
+def call_register_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_for) -> None:
+    """Run each plugin's register_backends on its own, so one failing plugin spoils nothing else.
+
+    `register_for(record)` returns the `register` callback to hand that plugin.
+    """
+    by_name = {r.name: r for r in records}
+    for impl in pm.hook.register_backends.get_hookimpls():
+        rec = by_name.get(impl.plugin_name)
+        if rec is None:
+            rec = PluginRecord(impl.plugin_name, None, repr(impl.plugin))
+            records.append(rec)
+            by_name[rec.name] = rec
+        try:
+            impl.function(register=register_for(rec))
+        except Exception as exc:
+            rec.error = f"register_backends raised {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"

@@ -1,0 +1,121 @@
+"""The reference MXFP8 quantizer: pure PyTorch, written to be read next to docs/semantics.md.
+
+This is the source of truth every backend is compared with byte for byte. It favours clarity
+over speed: each rule of the contract is one or two lines here. It runs on any device PyTorch
+runs on (the `cpu` backend serves it for CPU tensors; GPU tests move inputs to the CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .formats import (
+    BLOCK,
+    E8M0_BIAS,
+    E8M0_NAN,
+    ELEMENT_FORMATS,
+    ELEMENT_NAN,
+    RCEIL_MANTISSA_THRESHOLD,
+    SWIZZLE_COLS,
+    SWIZZLE_ROWS,
+    swizzled_scale_shape,
+)
+
+_ABS_MASK = 0x7FFFFFFF
+_FP32_INF_BITS = 0x7F800000
+
+
+def scale_exponents(amax_bits: torch.Tensor, dtype: torch.dtype, scale_mode: str) -> torch.Tensor:
+    """The shared exponent s of each block, from the fp32 bit pattern of its amax (int32).
+
+    floor: s = floor(log2(amax)) - emax                      (OCP MX v1.0)
+    rceil: s = smallest integer with 2**s >= amax / max_finite (NVIDIA / cuBLAS)
+    Both read the exponent and mantissa fields of amax's fp32 bits, so no rounding enters.
+    A zero or fp32-subnormal amax has exponent field 0, which the clamp turns into s = -127.
+    """
+    emax = ELEMENT_FORMATS[dtype].emax
+    biased = amax_bits >> 23  # fp32 exponent field: floor(log2(amax)) + 127 for normal amax
+    s = biased - 127 - emax
+    if scale_mode == "rceil":
+        # max_finite = 1.75 * 2**emax, so amax / max_finite > 2**(floor(log2 amax) - emax)
+        # exactly when amax's mantissa is above 1.75's.
+        s = s + ((amax_bits & 0x7FFFFF) > RCEIL_MANTISSA_THRESHOLD).to(s.dtype)
+    return s.clamp(-127, 127)
+
+
+def power_of_two(exponent: torch.Tensor) -> torch.Tensor:
+    """2**exponent as fp32 built from bits, for exponent in [-127, 127] (2**-127 is subnormal)."""
+    normal = ((exponent + 127).clamp(min=1) << 23).view(torch.float32)
+    subnormal = torch.full_like(normal, 2.0**-127)
+    return torch.where(exponent == -127, subnormal, normal)
+
+
+def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str):
+    """Quantize `x` (fp32/bf16/fp16, last dim a multiple of 32). Returns (data, scale)."""
+    fmt = ELEMENT_FORMATS[dtype]
+    shape = x.shape
+    k = shape[-1]
+    blocks = x.reshape(-1, k // BLOCK, BLOCK).to(torch.float32)  # exact upcast
+
+    # amax from the bits: for non-negative floats, integer order is float order, and NaN/Inf
+    # (exponent field all ones) compare above every finite value.
+    abs_bits = blocks.view(torch.int32) & _ABS_MASK
+    amax_bits = abs_bits.amax(dim=-1) if blocks.numel() else abs_bits.sum(dim=-1)
+    special = amax_bits >= _FP32_INF_BITS  # a NaN or an Inf somewhere in the block
+
+    s = scale_exponents(amax_bits, dtype, scale_mode)
+    scale_bytes = torch.where(special, E8M0_NAN, s + E8M0_BIAS).to(torch.uint8)
+
+    # Elements: x * 2**-s in fp32 (2**-s is a normal fp32 for every s a finite block can get),
+    # clamped to the format's largest finite value, then rounded to nearest-even by the cast.
+    scaled = blocks * power_of_two(-s).unsqueeze(-1)
+    scaled = scaled.clamp(-fmt.max_finite, fmt.max_finite)
+    data = scaled.to(dtype).view(torch.uint8)
+    data = torch.where(special.unsqueeze(-1), ELEMENT_NAN, data).to(torch.uint8)
+
+    data = data.reshape(shape).view(dtype)
+    scale = scale_bytes.reshape(*shape[:-1], k // BLOCK)
+    if scale_layout == "swizzled":
+        scale = swizzle(scale.reshape(-1, k // BLOCK))
+    return data, scale.view(torch.float8_e8m0fnu)
+
+
+def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype):
+    """data * 2**s per block, computed exactly in fp32 and rounded once to `out_dtype`."""
+    shape = data.shape
+    k = shape[-1]
+    rows = data.numel() // k if k else 0
+    scale_bytes = scale.view(torch.uint8)
+    if scale_layout == "swizzled":
+        scale_bytes = unswizzle(scale_bytes.reshape(-1), rows, k // BLOCK)
+    scale_bytes = scale_bytes.reshape(rows, k // BLOCK).to(torch.int32)
+
+    factor = power_of_two(scale_bytes.clamp(max=254) - E8M0_BIAS)
+    factor = torch.where(scale_bytes == E8M0_NAN, float("nan"), factor)
+    values = data.reshape(rows, k // BLOCK, BLOCK).to(torch.float32) * factor.unsqueeze(-1)
+    return values.reshape(shape).to(out_dtype)
+
+
+def _tile_view(padded_rows: int, padded_cols: int):
+    """Index map of the 128x4 layout: tiles row-major, inside a tile (r%32)*16 + (r//32)*4 + c."""
+    return (padded_rows // SWIZZLE_ROWS, SWIZZLE_ROWS // 32, 32, padded_cols // SWIZZLE_COLS, SWIZZLE_COLS)
+
+
+def swizzle(scale_2d: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) uint8 scales -> the cuBLAS/FlashInfer 128x4 layout, shape (rows', cols')
+    padded to multiples of 128 and 4 with zero bytes, bytes in memory order of that layout."""
+    rows, cols = scale_2d.shape
+    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    padded = scale_2d.new_zeros((prow, pcol))
+    padded[:rows, :cols] = scale_2d
+    # (row_tile, r//32, r%32, col_tile, c) -> (row_tile, col_tile, r%32, r//32, c)
+    tiles = padded.view(_tile_view(prow, pcol)).permute(0, 3, 2, 1, 4)
+    return tiles.contiguous().view(prow, pcol)
+
+
+def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Inverse of `swizzle`: the 128x4-layout bytes back to (rows, cols)."""
+    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
+    tiles = flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
+    return tiles.reshape(prow, pcol)[:rows, :cols]
