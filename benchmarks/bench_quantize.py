@@ -1,0 +1,219 @@
+"""Side-by-side MXFP8 quantize benchmark on one CUDA GPU, all contenders in one process and run.
+
+    python3 benchmarks/bench_quantize.py --out bench-out        # or: mxquant bench --out bench-out
+
+Contenders (bf16 input, e4m3 elements, rceil and floor): our Triton backend called directly
+(linear and swizzled scales), the public `mxquant.mxfp8_quantize` (dispatch included),
+`torch.compile` of our reference, `torch.compile(torchao ... to_mx)` when torchao imports,
+and two ceilings: a plain `x.to(torch.float8_e4m3fn)` cast and a device-to-device copy.
+Times are medians of `triton.testing.do_bench` (CUDA events, L2 flushed before each run).
+Bytes moved: 2 read + 1 write + 1/32 scale per element for the quantizers, 2 + 1 for the
+cast, 2 + 2 for the copy; GB/s = bytes / time. Each contender's output is also compared
+with the reference on the same input (plus one zero block and one NaN block): `exact`.
+Writes bench.json and bench.png (bandwidth vs size) to --out, and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+SHAPES = [(1, 4096), (16, 4096), (128, 7168), (2048, 4096), (4096, 7168), (8192, 8192), (16384, 16384)]
+E4M3 = torch.float8_e4m3fn
+
+
+def bench(fn, rep_ms=100):
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3  # µs
+
+
+def torchao_quantizer(mode):
+    """torch.compile(torchao to_mx) for `mode`, or None with the reason if torchao is missing."""
+    try:
+        from torchao.prototype.mx_formats.config import ScaleCalculationMode
+        from torchao.prototype.mx_formats.mx_tensor import to_mx
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return None, f"torchao not importable: {type(exc).__name__}: {exc}"
+    scaling = {"rceil": ScaleCalculationMode.RCEIL, "floor": ScaleCalculationMode.FLOOR}[mode]
+
+    def run(x):
+        scale, data = to_mx(x, E4M3, 32, scaling_mode=scaling)
+        return data, scale
+
+    return torch.compile(run, fullgraph=True), None
+
+
+def contenders(mode):
+    import mxquant
+    from mxquant import reference
+    from mxquant.backends import triton as tb
+
+    out = {
+        "triton": lambda x: tb.quantize(x, E4M3, mode, "linear"),
+        "triton swizzled": lambda x: tb.quantize(x, E4M3, mode, "swizzled"),
+        "mxquant api": lambda x: mxquant.mxfp8_quantize(x, scale_mode=mode),
+        "compile(reference)": torch.compile(lambda x: reference.quantize(x, E4M3, mode, "linear"), fullgraph=True),
+    }
+    tao, why = torchao_quantizer(mode)
+    if tao is not None:
+        out["compile(torchao to_mx)"] = tao
+    return out, why
+
+
+def exactness(fn, x, mode, layout):
+    """Does fn give the reference's bytes on x with its first block zeroed and its second NaN?"""
+    from mxquant import reference
+
+    x = x.clone()
+    x.view(-1)[:32] = 0
+    if x.numel() >= 64:
+        x.view(-1)[40] = float("nan")
+    try:
+        data, scale = fn(x)
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    rd, rs = reference.quantize(x.cpu(), E4M3, mode, layout)
+    same_d = torch.equal(data.reshape(rd.shape).cpu().view(torch.uint8), rd.view(torch.uint8))
+    same_s = torch.equal(scale.reshape(rs.shape).cpu().view(torch.uint8), rs.view(torch.uint8))
+    if same_d and same_s:
+        return "yes"
+    bad_s = (scale.reshape(rs.shape).cpu().view(torch.uint8) != rs.view(torch.uint8)).sum().item()
+    bad_d = (data.reshape(rd.shape).cpu().view(torch.uint8) != rd.view(torch.uint8)).sum().item()
+    return f"no ({bad_s} scale, {bad_d} element bytes differ)"
+
+
+def run(shapes, modes, rep_ms, sweep):
+    rows = []
+    for mode in modes:
+        fns, tao_missing = contenders(mode)
+        if tao_missing:
+            print(f"note: {tao_missing}", file=sys.stderr)
+        for m, k in shapes:
+            x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+            n = m * k
+            copy_dst = torch.empty_like(x)
+            t_copy = bench(lambda: copy_dst.copy_(x), rep_ms)
+            t_cast = bench(lambda: x.to(E4M3), rep_ms)
+            base = {"mode": mode, "shape": f"{m}x{k}", "elements": n}
+            rows.append({**base, "contender": "copy (ceiling)", "us": t_copy, "bytes": 4 * n, "exact": "-"})
+            rows.append({**base, "contender": "cast .to(e4m3)", "us": t_cast, "bytes": 3 * n, "exact": "-"})
+            for name, fn in fns.items():
+                layout = "swizzled" if "swizzled" in name else "linear"
+                exact = exactness(fn, x, mode, layout)
+                t = bench(lambda: fn(x), rep_ms)
+                rows.append({**base, "contender": name, "us": t, "bytes": n * (3 + 1 / 32), "exact": exact})
+            if sweep:
+                rows.extend(sweep_configs(x, mode, base, rep_ms))
+            del x, copy_dst
+            torch.cuda.empty_cache()
+    for r in rows:
+        r["GB/s"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
+    # % of the copy's bandwidth at the same shape, and time ratio to torchao (same mode/shape)
+    for r in rows:
+        same = [q for q in rows if q["mode"] == r["mode"] and q["shape"] == r["shape"]]
+        copy = next(q for q in same if q["contender"] == "copy (ceiling)")
+        tao = next((q for q in same if q["contender"] == "compile(torchao to_mx)"), None)
+        r["% copy BW"] = 100 * r["GB/s"] / copy["GB/s"]
+        r["x torchao"] = r["us"] / tao["us"] if tao else None
+    return rows
+
+
+def sweep_configs(x, mode, base, rep_ms):
+    from mxquant.backends import triton as tb
+
+    out = []
+    m, k = x.shape
+    for bm in (1, 2, 4, 8, 16, 32, 64):
+        for bk in (64, 128, 256, 512, 1024):
+            for warps in (2, 4, 8):
+                if bm > tb.triton_next_pow2(m) or bk > k or bm * bk > 32768 or bm * bk < 512 or warps * 32 * 4 > bm * bk:
+                    continue
+                cfg = (bm, bk, warps)
+                t = bench(lambda: tb.quantize(x, E4M3, mode, "linear", config=cfg), rep_ms // 2)
+                out.append({**base, "contender": f"sweep {bm}x{bk} w{warps}", "us": t,
+                            "bytes": x.numel() * (3 + 1 / 32), "exact": "-"})
+    return out
+
+
+def print_table(rows):
+    head = ["mode", "shape", "contender", "us", "GB/s", "% copy BW", "x torchao", "exact"]
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    table = [[fmt(r[h]) for h in head] for r in rows if not r["contender"].startswith("sweep")]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(head)]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for t in table:
+        print(" | ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # pragma: no cover
+        print(f"note: no plot ({exc})", file=sys.stderr)
+        return
+    modes = sorted({r["mode"] for r in rows})
+    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        names = [n for n in dict.fromkeys(r["contender"] for r in rows) if not n.startswith("sweep")]
+        for name in names:
+            pts = sorted((r["elements"], r["GB/s"]) for r in rows if r["mode"] == mode and r["contender"] == name)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("elements (bf16 input)")
+        ax.set_ylabel("GB/s")
+        ax.set_title(f"MXFP8 quantize, e4m3, {mode}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench-out", help="folder for bench.json and bench.png")
+    p.add_argument("--modes", default="rceil,floor")
+    p.add_argument("--shapes", default=None, help="e.g. 16x4096,8192x8192 (default: the standard set)")
+    p.add_argument("--rep-ms", type=int, default=100, help="do_bench measuring time per contender")
+    p.add_argument("--sweep", action="store_true", help="also time Triton block configurations")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_quantize: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    shapes = SHAPES if not a.shapes else [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    rows = run(shapes, a.modes.split(","), a.rep_ms, a.sweep)
+    os.makedirs(a.out, exist_ok=True)
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+    }
+    try:
+        import triton
+
+        meta["triton"] = triton.__version__
+        import torchao
+
+        meta["torchao"] = torchao.__version__
+    except Exception:
+        pass
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    plot(rows, os.path.join(a.out, "bench.png"))
+    print(json.dumps(meta))
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The `triton` backend on a real CUDA GPU, byte for byte against the CPU reference.
+
+Marked `cuda`: skipped where no CUDA device (and Triton) is present, as on CI. Run on the
+device machine: `python3 -m pytest -m cuda tests/`.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import mxquant
+from mxquant import reference
+
+pytestmark = pytest.mark.cuda
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+from mxquant import cases  # noqa: E402
+triton_backend = pytest.importorskip("mxquant.backends.triton")
+if triton_backend.probe(torch.device("cuda", 0)) is not None:
+    pytest.skip(f"triton backend unavailable: {triton_backend.probe(torch.device('cuda', 0))}", allow_module_level=True)
+
+ELEMS = [torch.float8_e4m3fn, torch.float8_e5m2]
+MODES = ["rceil", "floor"]
+LAYOUTS = ["linear", "swizzled"]
+INPUTS = [torch.float32, torch.bfloat16, torch.float16]
+COMBOS = list(itertools.product(ELEMS, MODES, LAYOUTS, INPUTS))
+
+
+def _ids(c):
+    return "-".join(str(v).replace("torch.", "") for v in c)
+
+
+def assert_same_bytes(x, dtype, mode, layout):
+    data, scale = triton_backend.quantize(x, dtype, mode, layout)
+    torch.cuda.synchronize()
+    ref_data, ref_scale = reference.quantize(x.cpu(), dtype, mode, layout)
+    assert data.shape == ref_data.shape and data.dtype == ref_data.dtype and data.is_contiguous()
+    assert scale.shape == ref_scale.shape and scale.dtype == torch.float8_e8m0fnu and scale.is_contiguous()
+    got_s, want_s = scale.cpu().view(torch.uint8), ref_scale.view(torch.uint8)
+    got_d, want_d = data.cpu().view(torch.uint8), ref_data.view(torch.uint8)
+    bad_s = (got_s != want_s).sum().item()
+    bad_d = (got_d != want_d).sum().item()
+    if bad_s or bad_d:
+        idx = (got_d != want_d).nonzero()[:5].tolist()
+        flat = x.float().cpu()
+        detail = [(i, flat[tuple(i)].item(), got_d[tuple(i)].item(), want_d[tuple(i)].item()) for i in idx]
+        pytest.fail(f"{bad_s} scale and {bad_d} element bytes differ; first elements (index, x, got, want): {detail}")
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=_ids)
+def test_adversarial_batch(combo):
+    dtype, mode, layout, idt = combo
+    x = cases.adversarial_batch(idt, seed=1).cuda()
+    assert_same_bytes(x, dtype, mode, layout)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=_ids)
+def test_golden_blocks(combo):
+    dtype, mode, layout, idt = combo
+    blocks = cases.special_blocks(dtype)
+    x = torch.stack(list(blocks.values())).to(idt).cuda()
+    assert_same_bytes(x, dtype, mode, layout)
+
+
+SHAPES = [(1, 32), (1, 4096), (3, 96), (16, 4096), (5, 7, 160), (127, 288), (129, 32 * 37), (300, 2048), (2, 3, 4, 512)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("combo", COMBOS, ids=_ids)
+def test_random_shapes(shape, combo):
+    dtype, mode, layout, idt = combo
+    g = torch.Generator().manual_seed(hash((shape, _ids(combo))) % 2**31)
+    mag = torch.exp2(torch.randint(-30, 30, shape, generator=g).float())
+    x = (torch.randn(shape, generator=g) * mag).to(idt).cuda()
+    assert_same_bytes(x, dtype, mode, layout)
+
+
+def test_wide_dynamic_range_per_block():
+    # Magnitudes spanning fp32's whole range, including subnormal inputs and 2**-127 scales.
+    g = torch.Generator().manual_seed(7)
+    e = torch.randint(-149, 128, (512, 256), generator=g).float()
+    x = (torch.rand(512, 256, generator=g) + 1) * torch.exp2(e.clamp(max=127))
+    x = torch.where(torch.rand(512, 256, generator=g) < 0.5, -x, x)
+    x = torch.nan_to_num(x, posinf=3.0e38)
+    for dtype, mode in itertools.product(ELEMS, MODES):
+        assert_same_bytes(x.cuda(), dtype, mode, "linear")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_inputs(layout):
+    base = torch.randn(64, 3 * 256, dtype=torch.bfloat16, device="cuda")
+    sliced = base[:, 256:512]  # row stride 768: no copy
+    assert_same_bytes(sliced, torch.float8_e4m3fn, "rceil", layout)
+    transposed = torch.randn(8, 16, 128, device="cuda").transpose(0, 1)  # leading dims permuted
+    assert_same_bytes(transposed, torch.float8_e4m3fn, "floor", layout)
+    strided_last = torch.randn(16, 256, device="cuda")[:, ::2]  # last-dim stride 2: copied
+    assert_same_bytes(strided_last, torch.float8_e5m2, "rceil", layout)
+
+
+@pytest.mark.parametrize("combo", list(itertools.product(ELEMS, LAYOUTS, INPUTS)), ids=_ids)
+def test_dequantize_matches_reference(combo):
+    dtype, layout, out_dtype = combo
+    x = cases.adversarial_batch(torch.float32, seed=3)
+    data, scale = reference.quantize(x, dtype, "rceil", layout)
+    got = triton_backend.dequantize(data.cuda(), scale.cuda(), layout, out_dtype).cpu()
+    want = reference.dequantize(data, scale, layout, out_dtype)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    int_view = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}[out_dtype]
+    # Bits equal (so -0.0 vs +0.0 counts), except NaN payloads: any NaN matches any NaN.
+    same = (got.view(int_view) == want.view(int_view)) | (got.isnan() & want.isnan())
+    assert same.all(), f"{(~same).sum().item()} values differ"
+
+
+def test_public_call_picks_triton_and_is_exact():
+    x = torch.randn(4, 1024, dtype=torch.bfloat16, device="cuda")
+    reg = mxquant.get_registry()
+    from mxquant.backend import Call
+
+    call = Call("quantize", x.device, torch.bfloat16, torch.float8_e4m3fn, "rceil", "linear")
+    assert reg.resolved_name(call) == "triton"
+    data, scale = mxquant.mxfp8_quantize(x)
+    ref_data, ref_scale = reference.quantize(x.cpu(), torch.float8_e4m3fn, "rceil", "linear")
+    assert torch.equal(data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
+    assert torch.equal(scale.cpu().view(torch.uint8), ref_scale.view(torch.uint8))
+
+
+def test_torch_compile_fullgraph_cuda():
+    @torch.compile(fullgraph=True)
+    def f(x):
+        q = mxquant.mxfp8_quantize(x, scale_layout="swizzled")
+        return q.data, q.scale, mxquant.mxfp8_dequantize(q.data, q.scale, scale_layout="swizzled") * 2
+
+    x = torch.randn(256, 512, dtype=torch.bfloat16, device="cuda")
+    data, scale, y = f(x)
+    assert scale.dtype == torch.float8_e8m0fnu
+    ref_data, ref_scale = reference.quantize(x.cpu(), torch.float8_e4m3fn, "rceil", "swizzled")
+    assert torch.equal(data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
+    assert torch.equal(scale.cpu().view(torch.uint8), ref_scale.view(torch.uint8))
+    want = reference.dequantize(ref_data, ref_scale, "swizzled", torch.bfloat16) * 2
+    assert torch.equal(y.cpu(), want)
+
+
+def test_cuda_graph_capture_and_replay():
+    x = torch.randn(128, 1024, dtype=torch.bfloat16, device="cuda")
+    for layout in LAYOUTS:  # warm up: resolve, import, compile the kernels outside capture
+        mxquant.mxfp8_quantize(x, scale_layout=layout)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        q_lin = mxquant.mxfp8_quantize(x)
+        q_swz = mxquant.mxfp8_quantize(x, torch.float8_e5m2, scale_mode="floor", scale_layout="swizzled")
+    for seed in range(3):  # new data in the captured input buffer, replay, compare
+        torch.manual_seed(seed)
+        x.copy_(torch.randn_like(x) * 10 ** seed)
+        graph.replay()
+        torch.cuda.synchronize()
+        for q, args in ((q_lin, (torch.float8_e4m3fn, "rceil", "linear")),
+                        (q_swz, (torch.float8_e5m2, "floor", "swizzled"))):
+            ref_data, ref_scale = reference.quantize(x.cpu(), *args)
+            assert torch.equal(q.data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
+            assert torch.equal(q.scale.cpu().view(torch.uint8), ref_scale.view(torch.uint8))
