@@ -22,6 +22,27 @@ from .registry import allow_deviations, get_registry, use_backend
 __version__ = "0.1.0"
 
 
+def _source_tree_backends() -> None:
+    # The built-in backends live in the top-level folder backends/, installed as
+    # mxquant.backends. Run from a source checkout with no install (PYTHONPATH=.), bind them.
+    import importlib.util
+    import os
+    import sys
+
+    if "mxquant.backends" in sys.modules or importlib.util.find_spec("mxquant.backends") is not None:
+        return
+    init = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backends", "__init__.py")
+    if os.path.isfile(init):
+        spec = importlib.util.spec_from_file_location(
+            "mxquant.backends", init, submodule_search_locations=[os.path.dirname(init)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mxquant.backends"] = module
+        spec.loader.exec_module(module)
+
+
+_source_tree_backends()
+
+
 class MXFP8Quantized(NamedTuple):
     data: torch.Tensor
     """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""

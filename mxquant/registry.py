@@ -255,6 +255,10 @@ class Registry:
             self._cache[key] = fn
         return fn
 
+    def resolved_name(self, call: Call) -> str:
+        """Name of the backend that serves `call` under the current overrides (uncached)."""
+        return self.resolve(call, *selection()).name
+
 
 def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
     """(forced name, what forced it, allowed deviations) under the current overrides."""
