@@ -140,7 +140,7 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
         scale = torch.empty((*x.shape[:-1], scale_cols), dtype=torch.uint8, device=x.device)
     if scale.numel():
         block_m, block_k, warps = config or quantize_config(m, k)
-        grid = (cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k))
+        grid = (cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k), 1)
         constexprs = dict(
             EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
             E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
@@ -164,7 +164,7 @@ def dequantize(data, scale, scale_layout, out_dtype):
     scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
         block_m, block_k, warps = quantize_config(m, k)
-        grid = (cdiv(m, block_m), cdiv(k, block_k))
+        grid = (cdiv(m, block_m), cdiv(k, block_k), 1)
         constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
         args = (d2.view(torch.uint8), scale.contiguous().view(torch.uint8), out, m, k, d2.stride(0), scale_cols)
         launch(_kernels().mxfp8_dequantize_kernel, grid, args, constexprs, warps, data.device)

@@ -168,3 +168,17 @@ def test_cuda_graph_capture_and_replay():
             ref_data, ref_scale = reference.quantize(x.cpu(), *args)
             assert torch.equal(q.data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
             assert torch.equal(q.scale.cpu().view(torch.uint8), ref_scale.view(torch.uint8))
+
+
+def test_cached_launch_respects_specialization():
+    # The second call of a signature goes through the cached compiled kernel; inputs that differ
+    # in what Triton specializes on (alignment, M == 1, strides % 16) must not share a kernel.
+    base = torch.randn(64 * 256 + 64, dtype=torch.bfloat16, device="cuda")
+    aligned = base[: 64 * 256].view(64, 256)
+    unaligned = base[1 : 1 + 64 * 256].view(64, 256)  # data_ptr % 16 == 2
+    one_row = base[:256].view(1, 256)
+    odd_stride = base[: 63 * 264].view(63, 264)[:, :256]  # row stride 264 (% 16 == 8)
+    for _ in range(2):
+        for x in (aligned, unaligned, one_row, odd_stride, aligned * 3):
+            for layout in LAYOUTS:
+                assert_same_bytes(x, torch.float8_e4m3fn, "rceil", layout)
