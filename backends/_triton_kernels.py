@@ -35,7 +35,7 @@ def mxfp8_quantize_kernel(
     scale_rows, scale_cols,
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    MASK_M: tl.constexpr, MASK_K: tl.constexpr,
+    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
     pid_m = tl.program_id(0)
@@ -49,9 +49,9 @@ def mxfp8_quantize_kernel(
     d_offs = r3.to(tl.int64) * K + c3
     if MASK_M or MASK_K:
         mask = (r3 < M) & (c3 < K)
-        x = tl.load(x_ptr + x_offs, mask=mask, other=0.0)
+        x = tl.load(x_ptr + x_offs, mask=mask, other=0.0, eviction_policy=EVICT)
     else:
-        x = tl.load(x_ptr + x_offs)
+        x = tl.load(x_ptr + x_offs, eviction_policy=EVICT)
     x = x.to(tl.float32)
 
     abs_bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF

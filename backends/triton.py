@@ -58,13 +58,13 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(-1, k)
 
 
-def quantize_config(m: int, k: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_K, num_warps), from the block-shape sweep in docs/performance.md:
+def quantize_config(m: int, k: int) -> tuple[int, int, int, str]:
+    """(BLOCK_M, BLOCK_K, num_warps, load eviction policy), from the block-shape sweep in docs/performance.md:
     one row of up to 1024 elements per program, 2 warps, was fastest from 2048x4096 up, and
     within noise of the best at 16x4096; shorter rows stack several per program."""
     block_k = min(1024, next_pow2(k))
     block_m = max(1, min(next_pow2(m), 1024 // block_k))
-    return block_m, block_k, 2 if block_m * block_k <= 1024 else 4
+    return block_m, block_k, 2 if block_m * block_k <= 1024 else 4, "evict_first"
 
 
 def next_pow2(n: int) -> int:
@@ -139,12 +139,12 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
         scale_rows, scale_cols = m, k // BLOCK
         scale = torch.empty((*x.shape[:-1], scale_cols), dtype=torch.uint8, device=x.device)
     if scale.numel():
-        block_m, block_k, warps = config or quantize_config(m, k)
+        block_m, block_k, warps, evict = config or quantize_config(m, k)
         grid = (cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k), 1)
         constexprs = dict(
             EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
             E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
-            MASK_M=grid[0] * block_m != m, MASK_K=grid[1] * block_k != k,
+            MASK_M=grid[0] * block_m != m, MASK_K=grid[1] * block_k != k, EVICT=evict,
         )
         args = (x2, data.view(torch.uint8), scale, m, k, x2.stride(0), scale_rows, scale_cols)
         launch(_kernels().mxfp8_quantize_kernel, grid, args, constexprs, warps, x.device)
@@ -163,7 +163,7 @@ def dequantize(data, scale, scale_layout, out_dtype):
     swizzled = scale_layout == "swizzled"
     scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
-        block_m, block_k, warps = quantize_config(m, k)
+        block_m, block_k, warps, _ = quantize_config(m, k)
         grid = (cdiv(m, block_m), cdiv(k, block_k), 1)
         constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
         args = (d2.view(torch.uint8), scale.contiguous().view(torch.uint8), out, m, k, d2.stride(0), scale_cols)

@@ -162,16 +162,44 @@ def sweep_configs(x, mode, base, rep_ms):
 
     out = []
     m, k = x.shape
-    for bm in (1, 2, 4, 8, 16, 32, 64):
-        for bk in (64, 128, 256, 512, 1024):
-            for warps in (2, 4, 8):
-                if bm > tb.next_pow2(m) or bk > k or bm * bk > 32768 or bm * bk < 512 or warps * 32 * 4 > bm * bk:
-                    continue
-                cfg = (bm, bk, warps)
-                t = bench(lambda: tb.quantize(x, E4M3, mode, "linear", config=cfg), rep_ms // 2)
-                out.append({**base, "contender": f"sweep {bm}x{bk} w{warps}", "us": t,
-                            "bytes": x.numel() * (3 + 1 / 32), "exact": "-"})
+    for bm in (1, 2, 4, 8, 16):
+        for bk in (256, 512, 1024, 2048):
+            for warps in (1, 2, 4, 8):
+                for evict in ("", "evict_first"):
+                    elems = bm * bk
+                    if bm > tb.next_pow2(m) or bk > k or elems > 8192 or elems < 512 or not 64 <= elems // (32 * warps) * 8 <= 512:
+                        continue
+                    cfg = (bm, bk, warps, evict)
+                    t = bench(lambda: tb.quantize(x, E4M3, mode, "linear", config=cfg), rep_ms // 2)
+                    out.append({**base, "contender": f"sweep {bm}x{bk} w{warps} {evict or 'normal'}", "us": t,
+                                "bytes": x.numel() * (3 + 1 / 32), "exact": "-"})
     return out
+
+
+def profile_host(path, calls=3000):
+    """cProfile of the backend call and the public call at 16x4096 (hot spots of host time)."""
+    import cProfile
+    import io
+    import pstats
+
+    import mxquant
+    from mxquant.backends import triton as tb
+
+    x = torch.randn(16, 4096, dtype=torch.bfloat16, device="cuda")
+    with open(path, "w") as f:
+        for name, fn in (("backend", lambda: tb.quantize(x, E4M3, "rceil", "linear")),
+                         ("public", lambda: mxquant.mxfp8_quantize(x))):
+            fn()
+            torch.cuda.synchronize()
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(calls):
+                fn()
+            prof.disable()
+            torch.cuda.synchronize()
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
+            f.write(f"=== {name}\n{s.getvalue()}\n")
 
 
 def print_table(rows):
@@ -218,14 +246,17 @@ def main(argv=None):
     p.add_argument("--shapes", default=None, help="e.g. 16x4096,8192x8192 (default: the standard set)")
     p.add_argument("--rep-ms", type=int, default=100, help="do_bench measuring time per contender")
     p.add_argument("--sweep", action="store_true", help="also time Triton block configurations")
+    p.add_argument("--profile-host", action="store_true", help="write host_profile.txt (cProfile at 16x4096)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_quantize: needs a CUDA GPU", file=sys.stderr)
         return 2
+    os.makedirs(a.out, exist_ok=True)
     shapes = SHAPES if not a.shapes else [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
     rows = run(shapes, a.modes.split(","), a.rep_ms, a.sweep)
     overhead = host_overhead()
-    os.makedirs(a.out, exist_ok=True)
+    if a.profile_host:
+        profile_host(os.path.join(a.out, "host_profile.txt"))
     meta = {
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(),
