@@ -32,14 +32,16 @@ def _scale_offsets(rows, sblk, scale_cols, SWIZZLED: tl.constexpr):
 def mxfp8_quantize_kernel(
     x_ptr, data_ptr, scale_ptr,
     M, K, stride_xm,
-    scale_rows, scale_cols,
+    scale_rows, scale_cols, n_k,
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
-    pid_m = tl.program_id(0)
-    pid_k = tl.program_id(1)
+    # A 1-D grid in row-major tile order: consecutive programs stream consecutive memory.
+    pid = tl.program_id(0)
+    pid_m = pid // n_k
+    pid_k = pid % n_k
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BM,)
     sblk = pid_k * NB + tl.arange(0, NB)                                # (NB,)
     r3 = rows[:, None, None]
@@ -88,12 +90,13 @@ def mxfp8_quantize_kernel(
 @triton.jit
 def mxfp8_dequantize_kernel(
     data_ptr, scale_ptr, out_ptr,
-    M, K, stride_dm, scale_cols,
+    M, K, stride_dm, scale_cols, n_k,
     E5M2: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    sblk = tl.program_id(1) * NB + tl.arange(0, NB)
+    pid = tl.program_id(0)
+    rows = (pid // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
+    sblk = (pid % n_k) * NB + tl.arange(0, NB)
     r3 = rows[:, None, None]
     c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
     mask = (r3 < M) & (c3 < K)

@@ -58,13 +58,15 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(-1, k)
 
 
+@functools.lru_cache(maxsize=4096)
 def quantize_config(m: int, k: int) -> tuple[int, int, int, str]:
-    """(BLOCK_M, BLOCK_K, num_warps, load eviction policy), from the block-shape sweep in docs/performance.md:
-    one row of up to 1024 elements per program, 2 warps, was fastest from 2048x4096 up, and
-    within noise of the best at 16x4096; shorter rows stack several per program."""
-    block_k = min(1024, next_pow2(k))
-    block_m = max(1, min(next_pow2(m), 1024 // block_k))
-    return block_m, block_k, 2 if block_m * block_k <= 1024 else 4, "evict_first"
+    """(BLOCK_M, BLOCK_K, num_warps, load eviction policy), from the block-shape sweep in
+    docs/performance.md: programs of 2048 elements (one row-chunk, 4 warps) were fastest from
+    8192x8192 up and within noise of the best below; shorter rows stack several per program."""
+    block_k = min(2048, next_pow2(k))
+    block_m = max(1, min(next_pow2(m), 2048 // block_k))
+    elems = block_m * block_k
+    return block_m, block_k, max(1, min(4, elems // 512)), ""
 
 
 def next_pow2(n: int) -> int:
@@ -76,14 +78,7 @@ def cdiv(a: int, b: int) -> int:
 
 
 _LAUNCHERS: dict = {}
-
-
-def _arg_key(v):
-    # What Triton specializes a compiled kernel on: tensor dtype and 16-byte alignment; for
-    # integers, == 1, divisibility by 16 and whether it fits in int32.
-    if isinstance(v, torch.Tensor):
-        return v.dtype, v.data_ptr() % 16 == 0
-    return v == 1, v % 16 == 0, -(2**31) <= v < 2**31
+_FAST_LAUNCH = [None]  # decided on the first CUDA call: Triton 3.6, no launch hooks installed
 
 
 def _fast_launch_ok() -> bool:
@@ -92,29 +87,39 @@ def _fast_launch_ok() -> bool:
     return triton.__version__.split(".")[:2] == ["3", "6"]
 
 
-def launch(kernel, grid, args: tuple, constexprs: dict, num_warps: int, device: torch.device) -> None:
-    """kernel[grid](*args, **constexprs): on CUDA with Triton 3.6, the compiled kernel is cached
-    per specialization and launched directly, skipping Triton's per-call argument binding
-    (several microseconds, which is most of a small call's time). `constexprs` must be in the
-    kernel's parameter order, after `args`."""
-    if device.type != "cuda" or not _FAST_LAUNCH[0]:
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+def _int_key(v: int):
+    # What Triton 3.6 specializes an integer argument on: == 1, divisibility by 16, int32 range.
+    return v == 1, v % 16 == 0, v < 2**31
+
+
+def launch(kernel, grid: int, tensors: tuple, ints: tuple, constexprs: dict, num_warps: int, device) -> None:
+    """kernel[(grid,)](*tensors, *ints, **constexprs), the argument order of our kernels.
+
+    On CUDA with Triton 3.6 the compiled kernel is cached per specialization (tensor dtypes
+    and 16-byte alignment, the integers' == 1 / % 16 / int32 properties, the constexprs) and
+    launched directly, skipping Triton's per-call argument binding: most of a small call's
+    host time. Elsewhere, or with Triton launch hooks installed, Triton's normal launch runs."""
+    if not _FAST_LAUNCH[0]:
+        kernel[(grid,)](*tensors, *ints, **constexprs, num_warps=num_warps)
         return
-    key = (kernel, device.index, num_warps, tuple(constexprs.values()), tuple(map(_arg_key, args)))
+    key = (kernel, device.index, num_warps, *constexprs.values(),
+           *[(t.dtype, t.data_ptr() % 16 == 0) for t in tensors], *map(_int_key, ints))
     compiled = _LAUNCHERS.get(key)
     if compiled is None:
-        _LAUNCHERS[key] = kernel[grid](*args, **constexprs, num_warps=num_warps)
-    else:
-        compiled[grid](*args, *constexprs.values())
-
-
-_FAST_LAUNCH = [None]
+        _LAUNCHERS[key] = kernel[(grid,)](*tensors, *ints, **constexprs, num_warps=num_warps)
+        return
+    stream = torch._C._cuda_getCurrentRawStream(device.index)
+    compiled.run(grid, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None,
+                 *tensors, *ints, *constexprs.values())
 
 
 def _on_device(device: torch.device):
     """Kernels launch on the current device: make it `device` when it is not already."""
-    if _FAST_LAUNCH[0] is None:
-        _FAST_LAUNCH[0] = device.type == "cuda" and _fast_launch_ok()
+    if _FAST_LAUNCH[0] is None and device.type == "cuda":
+        import triton
+
+        _FAST_LAUNCH[0] = (_fast_launch_ok() and triton.knobs.runtime.launch_enter_hook is None
+                           and triton.knobs.runtime.launch_exit_hook is None)
     if device.type not in ("cuda", "xpu") or device.index is None:
         return None
     mod = torch.cuda if device.type == "cuda" else torch.xpu
@@ -140,14 +145,14 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
         scale = torch.empty((*x.shape[:-1], scale_cols), dtype=torch.uint8, device=x.device)
     if scale.numel():
         block_m, block_k, warps, evict = config or quantize_config(m, k)
-        grid = (cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k), 1)
+        n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
         constexprs = dict(
             EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
             E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
-            MASK_M=grid[0] * block_m != m, MASK_K=grid[1] * block_k != k, EVICT=evict,
+            MASK_M=n_m * block_m != m, MASK_K=n_k * block_k != k, EVICT=evict,
         )
-        args = (x2, data.view(torch.uint8), scale, m, k, x2.stride(0), scale_rows, scale_cols)
-        launch(_kernels().mxfp8_quantize_kernel, grid, args, constexprs, warps, x.device)
+        launch(_kernels().mxfp8_quantize_kernel, n_m * n_k, (x2, data.view(torch.uint8), scale),
+               (m, k, x2.stride(0), scale_rows, scale_cols, n_k), constexprs, warps, x.device)
     return data, scale.view(torch.float8_e8m0fnu)
 
 
@@ -164,10 +169,11 @@ def dequantize(data, scale, scale_layout, out_dtype):
     scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
         block_m, block_k, warps, _ = quantize_config(m, k)
-        grid = (cdiv(m, block_m), cdiv(k, block_k), 1)
+        n_m, n_k = cdiv(m, block_m), cdiv(k, block_k)
         constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
-        args = (d2.view(torch.uint8), scale.contiguous().view(torch.uint8), out, m, k, d2.stride(0), scale_cols)
-        launch(_kernels().mxfp8_dequantize_kernel, grid, args, constexprs, warps, data.device)
+        launch(_kernels().mxfp8_dequantize_kernel, n_m * n_k,
+               (d2.view(torch.uint8), scale.contiguous().view(torch.uint8), out),
+               (m, k, d2.stride(0), scale_cols, n_k), constexprs, warps, data.device)
     return out
 
 

@@ -143,8 +143,14 @@ def host_overhead(shape=(16, 4096), calls=2000, repeats=15):
 
     x = torch.randn(*shape, dtype=torch.bfloat16, device="cuda")
     out = {}
-    for name, fn in (("triton backend direct", lambda: tb.quantize(x, E4M3, "rceil", "linear")),
-                     ("mxquant.mxfp8_quantize", lambda: mxquant.mxfp8_quantize(x))):
+    fns = {"triton backend direct": lambda: tb.quantize(x, E4M3, "rceil", "linear"),
+           "mxquant.mxfp8_quantize": lambda: mxquant.mxfp8_quantize(x),
+           "cast .to(e4m3)": lambda: x.to(E4M3)}
+    tao, _ = torchao_quantizer("rceil")
+    if tao is not None:
+        fns["compile(torchao to_mx)"] = functools.partial(tao, x)
+    for name, fn in fns.items():
+        fn()
         samples = []
         for _ in range(repeats):
             torch.cuda.synchronize()
@@ -163,11 +169,11 @@ def sweep_configs(x, mode, base, rep_ms):
     out = []
     m, k = x.shape
     for bm in (1, 2, 4, 8, 16):
-        for bk in (256, 512, 1024, 2048):
+        for bk in (256, 512, 1024, 2048, 4096):
             for warps in (1, 2, 4, 8):
                 for evict in ("", "evict_first"):
                     elems = bm * bk
-                    if bm > tb.next_pow2(m) or bk > k or elems > 8192 or elems < 512 or not 64 <= elems // (32 * warps) * 8 <= 512:
+                    if bm > tb.next_pow2(m) or bk > k or not 512 <= elems <= 8192 or not 8 <= elems // (32 * warps) <= 32:
                         continue
                     cfg = (bm, bk, warps, evict)
                     t = bench(lambda: tb.quantize(x, E4M3, mode, "linear", config=cfg), rep_ms // 2)
