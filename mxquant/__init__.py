@@ -54,6 +54,10 @@ class MXFP8Quantized(NamedTuple):
 def _eager(t: torch.Tensor) -> bool:
     # Plain tensors outside tracing skip the dispatcher (its overhead is several microseconds);
     # fake/meta/subclass tensors and torch.compile go through the custom op and its fake.
+    # A non-tensor also takes the eager path, so that checks.py reports it (TypeError naming
+    # the argument) rather than the op schema's RuntimeError.
+    if not isinstance(t, torch.Tensor):
+        return True
     return type(t) is torch.Tensor and not t.is_meta and not torch.compiler.is_compiling()
 
 

@@ -12,7 +12,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="backends, their availability and reasons, and the device resolution")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--json", action="store_true",
+                      help="machine-readable output; its keys are listed in docs/env.md (mxquant info --json)")
 
     verify = sub.add_parser("verify", help="compare every available backend with the CPU reference")
     verify.add_argument("--json", action="store_true", help="machine-readable output")

@@ -91,8 +91,11 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
         decide = plugin_filter()
     except ValueError as exc:
         decide = lambda name, msg=str(exc): msg  # noqa: E731  (bad setting: load no third-party plugin)
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = ep.dist.name if ep.dist is not None else None
+    for ep in sorted(_entry_points(records), key=lambda e: e.name):
+        try:
+            dist = ep.dist.name if ep.dist is not None else None
+        except Exception:  # unreadable METADATA
+            dist = None
         rec = PluginRecord(ep.name, dist, ep.value)
         records.append(rec)
         if not rec.builtin:
@@ -109,13 +112,42 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
     return records
 
 
+def _entry_points(records: list[PluginRecord]) -> list:
+    """The group's entry points. One distribution with an unparsable entry_points.txt makes
+    `metadata.entry_points()` raise for everyone; then read them distribution by distribution
+    and report the unreadable one instead."""
+    try:
+        return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:
+        pass
+    found, seen = [], set()
+    for dist in metadata.distributions():
+        try:
+            name = dist.name
+        except Exception:
+            name = None
+        key = (name or "").lower().replace("-", "_").replace(".", "_")
+        if key and key in seen:  # the first distribution of a name on sys.path wins, as in entry_points()
+            continue
+        seen.add(key)
+        try:
+            found.extend(dist.entry_points.select(group=ENTRY_POINT_GROUP))
+        except Exception as exc:
+            records.append(PluginRecord(f"<{name or dist}>", name, "entry_points.txt",
+                                        error=f"unreadable entry-point metadata: {type(exc).__name__}: {exc}"))
+    return found
+
+
 def call_register_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_for) -> None:
     """Run each plugin's register_backends on its own, so one failing plugin spoils nothing else.
 
     `register_for(record)` returns the `register` callback to hand that plugin.
     """
     by_name = {r.name: r for r in records}
-    for impl in pm.hook.register_backends.get_hookimpls():
+    impls = pm.hook.register_backends.get_hookimpls()
+    # Built-in backends register first, so no plugin can take a built-in backend's name.
+    impls = sorted(impls, key=lambda i: not (by_name.get(i.plugin_name) and by_name[i.plugin_name].builtin))
+    for impl in impls:
         rec = by_name.get(impl.plugin_name)
         if rec is None:
             rec = PluginRecord(impl.plugin_name, None, repr(impl.plugin))

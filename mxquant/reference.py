@@ -7,6 +7,8 @@ runs on (the `cpu` backend serves it for CPU tensors; GPU tests move inputs to t
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .formats import (
@@ -55,12 +57,17 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
     fmt = ELEMENT_FORMATS[dtype]
     shape = x.shape
     k = shape[-1]
-    blocks = x.reshape(-1, k // BLOCK, BLOCK).to(torch.float32)  # exact upcast
+    rows = math.prod(shape[:-1])  # explicit: reshape(-1, ...) is ambiguous when K == 0
+    # .contiguous(): a strided input could reshape to a strided view, and elementwise ops would
+    # then return outputs with its strides; the contract (and the fake) say contiguous.
+    blocks = x.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32)  # exact upcast
 
     # amax from the bits: for non-negative floats, integer order is float order, and NaN/Inf
     # (exponent field all ones) compare above every finite value.
     abs_bits = blocks.view(torch.int32) & _ABS_MASK
-    amax_bits = abs_bits.amax(dim=-1) if blocks.numel() else abs_bits.sum(dim=-1)
+    # (an int32 sum for empty inputs: a plain sum would promote to int64, and power_of_two's
+    # int32 -> fp32 bit view would then double the last dimension)
+    amax_bits = abs_bits.amax(dim=-1) if blocks.numel() else abs_bits.sum(dim=-1, dtype=torch.int32)
     special = amax_bits >= _FP32_INF_BITS  # a NaN or an Inf somewhere in the block
 
     s = scale_exponents(amax_bits, dtype, scale_mode)
@@ -76,7 +83,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
     data = data.reshape(shape).view(dtype)
     scale = scale_bytes.reshape(*shape[:-1], k // BLOCK)
     if scale_layout == "swizzled":
-        scale = swizzle(scale.reshape(-1, k // BLOCK))
+        scale = swizzle(scale.reshape(rows, k // BLOCK))
     return data, scale.view(torch.float8_e8m0fnu)
 
 
@@ -92,7 +99,7 @@ def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_d
 
     factor = power_of_two(scale_bytes.clamp(max=254) - E8M0_BIAS)
     factor = torch.where(scale_bytes == E8M0_NAN, float("nan"), factor)
-    values = data.reshape(rows, k // BLOCK, BLOCK).to(torch.float32) * factor.unsqueeze(-1)
+    values = data.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32) * factor.unsqueeze(-1)
     return values.reshape(shape).to(out_dtype)
 
 

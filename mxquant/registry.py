@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from . import plugins
-from .backend import Backend, BackendSpec, Call
+from .backend import Backend, BackendSpec, Call, Capabilities
 from .errors import BackendError, BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 
 ENV_BACKEND = "MXQUANT_BACKEND"
@@ -86,6 +86,20 @@ class Entry:
         return self.spec is not None and device_type in self.spec.devices
 
 
+def check_backend(obj: Backend) -> Backend:
+    """Reject a malformed Backend at registration/load, so it cannot break other backends' calls."""
+    if not (isinstance(obj.name, str) and obj.name):
+        raise TypeError(f"backend name must be a non-empty str, got {obj.name!r}")
+    if not isinstance(obj.capabilities, Capabilities):
+        raise TypeError(f"backend {obj.name!r}: capabilities must be an mxquant.Capabilities, "
+                        f"got {type(obj.capabilities).__name__}")
+    if not callable(obj.probe):
+        raise TypeError(f"backend {obj.name!r}: probe must be callable")
+    if not isinstance(obj.priority, int):
+        raise TypeError(f"backend {obj.name!r}: priority must be an int, got {obj.priority!r}")
+    return obj
+
+
 class Registry:
     def __init__(self, *, entry_points: bool = True):
         self._use_entry_points = entry_points
@@ -118,7 +132,7 @@ class Registry:
     def _register_for(self, rec: plugins.PluginRecord) -> Callable:
         def register(obj) -> None:
             if isinstance(obj, Backend):
-                entry = Entry(obj.name, rec, backend=obj)
+                entry = Entry(obj.name, rec, backend=check_backend(obj))
             elif isinstance(obj, BackendSpec):
                 entry = Entry(obj.name, rec, spec=obj)
             else:
@@ -173,7 +187,7 @@ class Registry:
                 obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
                 if not isinstance(obj, Backend):
                     raise TypeError(f"{entry.spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
-                entry.backend = obj
+                entry.backend = check_backend(obj)
             except Exception as exc:
                 entry.load_error = f"cannot import {entry.spec.target}: {type(exc).__name__}: {exc}"
                 if entry.spec.install_hint:
