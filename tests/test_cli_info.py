@@ -1,0 +1,128 @@
+"""`mxquant info` (table and --json) and the error a forced unknown backend gives on the command line."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mxquant.cli
+from mxquant.registry import Registry, set_registry
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "env.md"
+
+# The documented keys of `mxquant info --json` (docs/env.md, "mxquant info --json").
+TOP_KEYS = {"schema_version", "mxquant_version", "torch_version", "python", "devices", "backends", "plugins",
+            "resolution", "env", "errors"}
+BACKEND_KEYS = {"name", "origin", "plugin", "distribution", "priority", "devices", "capabilities", "availability",
+                "deviations", "install_hint", "description", "error"}
+AVAILABILITY_KEYS = {"device", "available", "reason"}
+DEVIATION_KEYS = {"code", "summary", "allowed"}
+PLUGIN_KEYS = {"name", "distribution", "value", "builtin", "status", "error", "skipped", "backends"}
+RESOLUTION_KEYS = {"device", "call", "backend", "forced_by", "error"}
+ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS"}
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    for var in ENV_KEYS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    previous = set_registry(Registry())
+    try:
+        yield
+    finally:
+        set_registry(previous)
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env.update(extra)
+    return env
+
+
+def info_command():
+    script = shutil.which("mxquant")
+    return [script] if script else [sys.executable, "-m", "mxquant.cli"]
+
+
+def test_info_table(fresh, capsys):
+    assert mxquant.cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"│ cpu\s+│ built-in\s+│ 0\s+│ cpu\s+│ available", out), out
+    for name in ("triton", "flashinfer", "xpu"):
+        row = re.search(rf"│ {name}\s+│ built-in\s+│ \S+\s+│ (cuda|xpu)\s+│ unavailable: (.+?)│", out)
+        assert row and row.group(2).strip(), (name, out)
+    assert "MXQUANT_BACKEND=(unset)" in out and "MXQUANT_PLUGINS=(unset)" in out
+    assert re.search(r"│ cpu\s+│ cpu\s+│ automatic", out)
+
+
+def test_info_json_subprocess():
+    proc = subprocess.run(info_command() + ["info", "--json"], capture_output=True, text=True, env=clean_env(),
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report) == TOP_KEYS and report["schema_version"] == 1
+    assert report["errors"] == [] and "cpu" in report["devices"]
+    assert report["env"] == dict.fromkeys(ENV_KEYS)
+    backends = {b["name"]: b for b in report["backends"]}
+    for b in backends.values():
+        assert set(b) == BACKEND_KEYS
+        for a in b["availability"]:
+            assert set(a) == AVAILABILITY_KEYS
+    assert backends["cpu"]["availability"] == [{"device": "cpu", "available": True, "reason": None}]
+    assert backends["cpu"]["origin"] == "built-in" and backends["cpu"]["distribution"] == "mxquant"
+    for name in ("triton", "flashinfer", "xpu"):
+        assert backends[name]["availability"], name
+        for a in backends[name]["availability"]:
+            assert a["available"] is False and a["reason"], (name, a)
+    for p in report["plugins"]:
+        assert set(p) == PLUGIN_KEYS
+    assert {"name": "builtin", "status": "loaded"}.items() <= {k: v for k, v in report["plugins"][0].items()}.items()
+    for r in report["resolution"]:
+        assert set(r) == RESOLUTION_KEYS
+    cpu = next(r for r in report["resolution"] if r["device"] == "cpu")
+    assert (cpu["backend"], cpu["forced_by"], cpu["error"]) == ("cpu", None, None)
+
+
+def test_json_keys_are_documented():
+    from dataclasses import fields
+
+    from mxquant.report import DeviationRecord
+
+    assert {f.name for f in fields(DeviationRecord)} == DEVIATION_KEYS
+    text = DOCS.read_text()
+    for key in TOP_KEYS | BACKEND_KEYS | AVAILABILITY_KEYS | DEVIATION_KEYS | PLUGIN_KEYS | RESOLUTION_KEYS:
+        assert f"`{key}`" in text, key
+
+
+def test_info_never_crashes_on_bad_settings(fresh, monkeypatch, capsys):
+    monkeypatch.setenv("MXQUANT_BACKEND", "nonexistent")
+    monkeypatch.setenv("MXQUANT_PLUGINS", "a,-b")  # invalid: mixes allow and deny
+    monkeypatch.setenv("MXQUANT_ALLOW_DEVIATIONS", "*")
+    assert mxquant.cli.main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cpu = next(r for r in report["resolution"] if r["device"] == "cpu")
+    assert cpu["backend"] is None and "unknown backend 'nonexistent'" in cpu["error"]
+    assert cpu["forced_by"] == "MXQUANT_BACKEND=nonexistent"
+    assert report["env"] == {"MXQUANT_BACKEND": "nonexistent", "MXQUANT_PLUGINS": "a,-b",
+                             "MXQUANT_ALLOW_DEVIATIONS": "*"}
+    assert mxquant.cli.main(["info"]) == 0
+    assert "unknown backend 'nonexistent'" in capsys.readouterr().out
+
+
+def test_forced_unknown_backend_fails_with_candidates():
+    code = "import mxquant, torch; mxquant.mxfp8_quantize(torch.randn(2, 32))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=clean_env(MXQUANT_BACKEND="nonexistent"))
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "UnknownBackendError" in err and "unknown backend 'nonexistent'" in err
+    assert "forced by MXQUANT_BACKEND=nonexistent" in err and "candidates for this call:" in err
+    assert re.search(r"^\s+cpu\s+\[built-in\]\s+ok$", err, re.M), err
+    for name in ("triton", "flashinfer", "xpu"):
+        assert re.search(rf"^\s+{name}\s+\[built-in\]\s+does not serve device type 'cpu'$", err, re.M), err
