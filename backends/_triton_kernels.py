@@ -71,7 +71,7 @@ def mxfp8_quantize_kernel(
         q8 = q.to(tl.float8e5).to(tl.uint8, bitcast=True)
     else:
         q8 = q.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-    q8 = tl.where(special[:, :, None], 0x7F, q8).to(tl.uint8)
+    q8 = tl.where(special[:, :, None], 0x7F, q8).to(tl.uint8).to(data_ptr.dtype.element_ty, bitcast=True)
     if MASK_M or MASK_K:
         tl.store(data_ptr + d_offs, q8, mask=mask)
     else:

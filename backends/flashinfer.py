@@ -7,7 +7,8 @@ The kernel is JIT-built by FlashInfer on its first call (about a minute, then ca
 Gating. FlashInfer's kernel body is compiled only for ``__CUDA_ARCH__ >= 1000``. On an older
 GPU (an H100 is SM90) FlashInfer still builds and launches it, the launch does nothing, and
 the call returns the uninitialized ``torch.empty`` buffers it allocated: garbage, silently
-(on an H100 the scales came back all zero). So `probe` answers "unavailable" for every
+(on an H100, with the allocator's free memory filled with 0xAB first, every scale byte came
+back 0xAB: the kernel wrote nothing). So `probe` answers "unavailable" for every
 device below SM100 *before* it imports flashinfer, and a forced ``backend="flashinfer"``
 there is a strict error, never a call.
 
@@ -56,9 +57,15 @@ clamped at 2**-127, values never flushed) this gives four codes, declared below:
 - ``approx-scale``: the scale comes from amax * rcp.approx(448), not from amax's bits. For
   bf16/fp16 input the only amax whose ratio to 448 lies within a few fp32 ulps of a power
   of two is 448 * 2**k itself, so the rule can differ from exact rceil only there (by one,
-  upwards, if rcp.approx(448) rounds the product above 2**k). Whether it does depends on
-  the hardware's rcp.approx result, which was not measured on Blackwell; it is declared
-  until `mxquant verify` on an SM100 GPU shows it absent (see docs/backends.md).
+  upwards, if rcp.approx(448) is above 1/448 enough to round 448 * rcp up). On an H100,
+  rcp.approx.ftz.f32(448) returned RN(1/448) (0x3B124925) and 448 * that is exactly 1.0, so
+  Hopper's arithmetic never shows this; Blackwell's was not measured. Declared until
+  `mxquant verify` on an SM100 GPU attributes no block to it.
+
+The four were checked twice without a Blackwell GPU: a PyTorch model of the arithmetic above
+(tests/test_flashinfer_contract.py) and a CUDA transcription of the kernel function built
+with fast math and run on an H100 (benchmarks/check_flashinfer_h100.py, section f) both
+differ from the reference only in blocks these rules cover.
 
 None is fixed in this wrapper: seeing a NaN or Inf needs a second pass over the input (an
 ``isfinite`` reduction reads x again, about doubling the memory traffic of a memory-bound
@@ -95,7 +102,7 @@ DEVIATIONS = (
               "get scale 0x00 and all-zero elements (the reference keeps them)"),
     Deviation("approx-scale",
               "the scale comes from amax * rcp.approx(448): for amax = 448 * 2**k exactly it may be one "
-              "above exact rceil (not measured on Blackwell yet)"),
+              "above exact rceil (exact on an H100's rcp.approx; not yet measured on Blackwell)"),
 )
 
 INSTALL_HINT = "pip install 'mxquant[cuda]' (flashinfer-python), on a Blackwell GPU (SM100+)"

@@ -77,82 +77,100 @@ def cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-_LAUNCHERS: dict = {}
 _FAST_LAUNCH = [None]  # decided on the first CUDA call: Triton 3.6, no launch hooks installed
+_PLANS: dict = {}  # launch plans of the quantize kernel, per call signature (bounded below)
 
 
 def _fast_launch_ok() -> bool:
     import triton
 
-    return triton.__version__.split(".")[:2] == ["3", "6"]
+    return (triton.__version__.split(".")[:2] == ["3", "6"] and triton.knobs.runtime.launch_enter_hook is None
+            and triton.knobs.runtime.launch_exit_hook is None)
 
 
-def _int_key(v: int):
-    # What Triton 3.6 specializes an integer argument on: == 1, divisibility by 16, int32 range.
-    return v == 1, v % 16 == 0, v < 2**31
+class _Plan:
+    """Everything a launch needs but the tensors, for one call signature. The first launch goes
+    through Triton's normal path, which compiles and returns the compiled kernel; later ones
+    (CUDA, Triton 3.6) call that compiled kernel directly, skipping Triton's per-call argument
+    binding, which is most of a small call's host time. The signature includes what Triton
+    specializes on: the input's 16-byte alignment and every integer argument's exact value
+    (outputs come from torch's allocator, always aligned)."""
+
+    __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "compiled")
+
+    def __init__(self, kernel, grid, ints, constexprs, num_warps):
+        self.kernel, self.grid, self.ints, self.constexprs, self.num_warps = kernel, grid, ints, constexprs, num_warps
+        self.compiled = None
+
+    def launch(self, device: torch.device, *tensors) -> None:
+        if self.compiled is not None:
+            stream = torch._C._cuda_getCurrentRawStream(device.index)
+            c = self.compiled
+            c.run(self.grid, 1, 1, stream, c.function, c.packed_metadata, None, None, None,
+                  *tensors, *self.ints, *self.constexprs.values())
+            return
+        compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps)
+        if device.type == "cuda" and _FAST_LAUNCH[0]:
+            self.compiled = compiled
 
 
-def launch(kernel, grid: int, tensors: tuple, ints: tuple, constexprs: dict, num_warps: int, device) -> None:
-    """kernel[(grid,)](*tensors, *ints, **constexprs), the argument order of our kernels.
-
-    On CUDA with Triton 3.6 the compiled kernel is cached per specialization (tensor dtypes
-    and 16-byte alignment, the integers' == 1 / % 16 / int32 properties, the constexprs) and
-    launched directly, skipping Triton's per-call argument binding: most of a small call's
-    host time. Elsewhere, or with Triton launch hooks installed, Triton's normal launch runs."""
-    if not _FAST_LAUNCH[0]:
-        kernel[(grid,)](*tensors, *ints, **constexprs, num_warps=num_warps)
-        return
-    key = (kernel, device.index, num_warps, *constexprs.values(),
-           *[(t.dtype, t.data_ptr() % 16 == 0) for t in tensors], *map(_int_key, ints))
-    compiled = _LAUNCHERS.get(key)
-    if compiled is None:
-        _LAUNCHERS[key] = kernel[(grid,)](*tensors, *ints, **constexprs, num_warps=num_warps)
-        return
-    stream = torch._C._cuda_getCurrentRawStream(device.index)
-    compiled.run(grid, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None,
-                 *tensors, *ints, *constexprs.values())
+def _plan(key, make) -> _Plan:
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        plan = _PLANS[key] = make()
+    return plan
 
 
 def _on_device(device: torch.device):
     """Kernels launch on the current device: make it `device` when it is not already."""
-    if _FAST_LAUNCH[0] is None and device.type == "cuda":
-        import triton
+    if device.type == "cuda":
+        if _FAST_LAUNCH[0] is None:
+            _FAST_LAUNCH[0] = _fast_launch_ok()
+        if device.index is not None and device.index != torch.cuda.current_device():
+            return torch.cuda.device(device)
+    elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
+        return torch.xpu.device(device)
+    return None
 
-        _FAST_LAUNCH[0] = (_fast_launch_ok() and triton.knobs.runtime.launch_enter_hook is None
-                           and triton.knobs.runtime.launch_exit_hook is None)
-    if device.type not in ("cuda", "xpu") or device.index is None:
-        return None
-    mod = torch.cuda if device.type == "cuda" else torch.xpu
-    return None if device.index == mod.current_device() else mod.device(device)
+
+def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config):
+    fmt = ELEMENT_FORMATS[dtype]
+    block_m, block_k, warps, evict = config or quantize_config(m, k)
+    n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
+    constexprs = dict(
+        EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
+        E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
+        MASK_M=n_m * block_m != m, MASK_K=n_k * block_k != k, EVICT=evict,
+    )
+    ints = (m, k, stride, scale_rows, scale_cols, n_k)
+    return _Plan(_kernels().mxfp8_quantize_kernel, n_m * n_k, ints, constexprs, warps)
 
 
 def quantize(x, dtype, scale_mode, scale_layout, config=None):
-    guard = _on_device(x.device)
+    device = x.device
+    guard = _on_device(device)
     if guard is not None:
         with guard:
             return quantize(x, dtype, scale_mode, scale_layout, config)
     k = x.shape[-1]
     x2 = as_rows(x)
     m = x2.shape[0]
-    fmt = ELEMENT_FORMATS[dtype]
-    data = torch.empty(x.shape, dtype=dtype, device=x.device)
     swizzled = scale_layout == "swizzled"
     if swizzled:
         scale_rows, scale_cols = swizzled_scale_shape(m, k)
-        scale = torch.empty((scale_rows, scale_cols), dtype=torch.uint8, device=x.device)
+        scale_shape = (scale_rows, scale_cols)
     else:
         scale_rows, scale_cols = m, k // BLOCK
-        scale = torch.empty((*x.shape[:-1], scale_cols), dtype=torch.uint8, device=x.device)
-    if scale.numel():
-        block_m, block_k, warps, evict = config or quantize_config(m, k)
-        n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
-        constexprs = dict(
-            EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
-            E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
-            MASK_M=n_m * block_m != m, MASK_K=n_k * block_k != k, EVICT=evict,
-        )
-        launch(_kernels().mxfp8_quantize_kernel, n_m * n_k, (x2, data.view(torch.uint8), scale),
-               (m, k, x2.stride(0), scale_rows, scale_cols, n_k), constexprs, warps, x.device)
+        scale_shape = (*x.shape[:-1], scale_cols)
+    data = torch.empty(x.shape, dtype=dtype, device=device)
+    scale = torch.empty(scale_shape, dtype=torch.uint8, device=device)
+    if scale_rows and scale_cols:
+        stride = x2.stride(0)
+        key = (m, k, stride, x.dtype, dtype, scale_mode, swizzled, x2.data_ptr() % 16 == 0, device, config)
+        plan = _plan(key, lambda: _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config))
+        plan.launch(device, x2, data, scale)
     return data, scale.view(torch.float8_e8m0fnu)
 
 
@@ -168,12 +186,18 @@ def dequantize(data, scale, scale_layout, out_dtype):
     swizzled = scale_layout == "swizzled"
     scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
-        block_m, block_k, warps, _ = quantize_config(m, k)
-        n_m, n_k = cdiv(m, block_m), cdiv(k, block_k)
-        constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
-        launch(_kernels().mxfp8_dequantize_kernel, n_m * n_k,
-               (d2.view(torch.uint8), scale.contiguous().view(torch.uint8), out),
-               (m, k, d2.stride(0), scale_cols, n_k), constexprs, warps, data.device)
+        stride = d2.stride(0)
+
+        def make():
+            block_m, block_k, warps, _ = quantize_config(m, k)
+            n_m, n_k = cdiv(m, block_m), cdiv(k, block_k)
+            constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
+            return _Plan(_kernels().mxfp8_dequantize_kernel, n_m * n_k, (m, k, stride, scale_cols, n_k), constexprs, warps)
+
+        scale_bytes = scale.contiguous().view(torch.uint8)
+        key = ("dq", m, k, stride, data.dtype, out_dtype, swizzled, d2.data_ptr() % 16 == 0,
+               scale_bytes.data_ptr() % 16 == 0, data.device)
+        _plan(key, make).launch(data.device, d2.view(torch.uint8), scale_bytes, out)
     return out
 
 

@@ -13,14 +13,23 @@ from typing import Optional
 import torch
 
 from .checks import check_dequantize, check_quantize
-from .formats import scale_shape
+from .formats import BLOCK, scale_shape
 from .registry import get_registry
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
-    """Validated call through the registry (the custom op's body and the eager fast path)."""
-    check_quantize(x, dtype, scale_mode, scale_layout)
-    fn = get_registry().lookup("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend)
+    """Validated call through the registry (the custom op's body and the eager fast path).
+
+    A cached signature was fully validated when it was resolved (dtypes, mode, layout, backend),
+    so a cache hit only checks the shape; a miss validates everything, then resolves."""
+    registry = get_registry()
+    try:
+        fn = registry.cached("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend)
+    except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: let checks explain
+        fn = None
+    if fn is None or not x.dim() or x.shape[-1] % BLOCK:
+        check_quantize(x, dtype, scale_mode, scale_layout)
+        fn = registry.lookup("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend)
     return fn(x, dtype, scale_mode, scale_layout)
 
 

@@ -254,13 +254,16 @@ class Registry:
             rows.append((entry.name, entry.origin, status or "ok"))
         return rows
 
+    def cached(self, op: str, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend):
+        """The hot path: the cached callable for this call signature under the current
+        overrides, or None (never resolves). Costs one dict lookup and the override reads."""
+        return self._cache.get((op, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend,
+                                _forced.get(), _allowed.get(), *_env_overrides()))
+
     def lookup(self, op: str, device: torch.device, hp_dtype, element_dtype, scale_mode, scale_layout, backend):
-        """Cached resolution for the hot path: returns the backend's callable."""
-        env_forced = os.environ.get(ENV_BACKEND) or None
-        env_allowed = os.environ.get(ENV_ALLOW)
-        scoped = _forced.get()
-        key = (op, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend, scoped, env_forced,
-               _allowed.get(), env_allowed)
+        """Cached resolution: returns the backend's callable, resolving on a cache miss."""
+        key = (op, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend,
+               _forced.get(), _allowed.get(), *_env_overrides())
         fn = self._cache.get(key)
         if fn is None:
             call = Call(op, device, hp_dtype, element_dtype, scale_mode, scale_layout)
@@ -272,6 +275,20 @@ class Registry:
     def resolved_name(self, call: Call) -> str:
         """Name of the backend that serves `call` under the current overrides (uncached)."""
         return self.resolve(call, *selection()).name
+
+
+if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict):
+    # os.environ keeps its bytes-keyed mapping in _data; reading it skips the str encoding and
+    # decoding of os.environ.get, which is most of the hot path's cost of honouring the two
+    # variables on every call (they are read at resolution time, and the cache is keyed on them).
+    _ENV_DATA = os.environ._data
+    _ENV_KEYS = (os.fsencode(ENV_BACKEND), os.fsencode(ENV_ALLOW))
+
+    def _env_overrides() -> tuple:
+        return _ENV_DATA.get(_ENV_KEYS[0]), _ENV_DATA.get(_ENV_KEYS[1])
+else:  # pragma: no cover - Windows
+    def _env_overrides() -> tuple:
+        return os.environ.get(ENV_BACKEND), os.environ.get(ENV_ALLOW)
 
 
 def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
