@@ -79,12 +79,25 @@ def mxfp8_quantize_kernel(
 
     sbyte = tl.where(special, 255, s + 127).to(tl.uint8)
     r2 = rows[:, None]
-    b2 = sblk[None, :]
-    s_offs = _scale_offsets(r2, b2, scale_cols, SWIZZLED)
-    if MASK_M or MASK_K or SWIZZLED:
-        tl.store(scale_ptr + s_offs, sbyte, mask=(r2 < scale_rows) & (b2 < scale_cols))
+    if SWIZZLED:
+        # In the 128x4 layout the scale bytes of one row and 4 consecutive blocks are adjacent:
+        # pack them into one 32-bit store (a quarter of the partial-sector writes of byte stores).
+        # Needs BLOCK_K >= 128; padding rows and columns read zero blocks and write zero bytes.
+        NG: tl.constexpr = NB // 4
+        quad = tl.reshape(sbyte.to(tl.uint32), (BLOCK_M, NG, 4))
+        word = tl.sum(quad << (tl.arange(0, 4) * 8)[None, None, :], axis=2)      # (BM, NG)
+        g2 = (pid_k * NG + tl.arange(0, NG))[None, :]                             # column tile
+        r = r2 % 128
+        w_offs = ((r2 // 128) * (scale_cols // 4) + g2) * 128 + (r % 32) * 4 + r // 32
+        w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
+        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))
     else:
-        tl.store(scale_ptr + s_offs, sbyte)
+        b2 = sblk[None, :]
+        s_offs = r2 * scale_cols + b2
+        if MASK_M or MASK_K:
+            tl.store(scale_ptr + s_offs, sbyte, mask=(r2 < scale_rows) & (b2 < scale_cols))
+        else:
+            tl.store(scale_ptr + s_offs, sbyte)
 
 
 @triton.jit

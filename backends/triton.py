@@ -11,6 +11,7 @@ is copied once with .contiguous() first.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -38,6 +39,14 @@ def probe(device: torch.device) -> Optional[str]:
     elif device.type == "xpu":
         if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
             return "no Intel XPU device (torch.xpu.is_available() is False)"
+        try:
+            from triton.runtime import driver
+
+            target = driver.active.get_current_target().backend
+        except Exception as exc:
+            return f"cannot import Intel's Triton (triton-xpu): {type(exc).__name__}: {exc}"
+        if target != "xpu":
+            return f"the installed Triton targets '{target}', not Intel XPU (install triton-xpu)"
     else:
         return f"serves cuda and xpu, not {device.type}"
     try:
@@ -50,6 +59,8 @@ def probe(device: torch.device) -> Optional[str]:
 def as_rows(t: torch.Tensor) -> torch.Tensor:
     """(M, K) view of `t` with unit stride along K; copies only when no such view exists."""
     k = t.shape[-1]
+    if t.numel() == 0:  # nothing to read (M == 0 or K == 0); view(-1, 0) would be ambiguous
+        return t.new_empty((math.prod(t.shape[:-1]), k))
     if t.dim() > 1 and t.stride(-1) == 1:
         try:
             return t.view(-1, k)
@@ -59,11 +70,11 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4096)
-def quantize_config(m: int, k: int) -> tuple[int, int, int, str]:
+def quantize_config(m: int, k: int, swizzled: bool = False) -> tuple[int, int, int, str]:
     """(BLOCK_M, BLOCK_K, num_warps, load eviction policy), from the block-shape sweep in
     docs/performance.md: programs of 2048 elements (one row-chunk, 4 warps) were fastest from
     8192x8192 up and within noise of the best below; shorter rows stack several per program."""
-    block_k = min(2048, next_pow2(k))
+    block_k = min(2048, max(128 if swizzled else 32, next_pow2(k)))  # swizzled packs 4 blocks
     block_m = max(1, min(next_pow2(m), 2048 // block_k))
     elems = block_m * block_k
     return block_m, block_k, max(1, min(4, elems // 512)), ""
@@ -137,7 +148,8 @@ def _on_device(device: torch.device):
 
 def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config):
     fmt = ELEMENT_FORMATS[dtype]
-    block_m, block_k, warps, evict = config or quantize_config(m, k)
+    block_m, block_k, warps, evict = config or quantize_config(m, k, swizzled)
+    assert not swizzled or block_k >= 128, "the swizzled scale store packs 4 blocks: BLOCK_K >= 128"
     n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
     constexprs = dict(
         EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",

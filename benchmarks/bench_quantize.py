@@ -202,7 +202,7 @@ def sweep_configs(x, mode, base, rep_ms):
         for bm, bk in shapes:
             for warps in (2, 4, 8):
                 elems = bm * bk
-                if bm > tb.next_pow2(m) or bk > k or not 8 <= elems // (32 * warps) <= 64:
+                if bm > tb.next_pow2(m) or bk > k or not 8 <= elems // (32 * warps) <= 64 or (layout == "swizzled" and bk < 128):
                     continue
                 cfg = (bm, bk, warps, "")
                 t = bench(lambda: tb.quantize(x, E4M3, mode, layout, config=cfg), rep_ms // 2)
