@@ -204,7 +204,7 @@ def sweep_configs(x, mode, base, rep_ms):
                 elems = bm * bk
                 if bm > tb.next_pow2(m) or bk > k or not 8 <= elems // (32 * warps) <= 64 or (layout == "swizzled" and bk < 128):
                     continue
-                cfg = (bm, bk, warps, "")
+                cfg = (bm, bk, warps, "evict_last")
                 t = bench(lambda: tb.quantize(x, E4M3, mode, layout, config=cfg), rep_ms // 2)
                 out.append({**base, "contender": f"sweep {layout} {bm}x{bk} w{warps}", "us": t,
                             "bytes": x.numel() * (3 + 1 / 32), "exact": "-"})
@@ -274,6 +274,11 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+def parse_shapes(text, default):
+    """"16x4096,8192x8192" -> [(16, 4096), (8192, 8192)]; `default` when text is empty."""
+    return default if not text else [tuple(int(v) for v in s.split("x")) for s in text.split(",")]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-out", help="folder for bench.json and bench.png")
@@ -287,7 +292,7 @@ def main(argv=None):
         print("bench_quantize: needs a CUDA GPU", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
-    shapes = SHAPES if not a.shapes else [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    shapes = parse_shapes(a.shapes, SHAPES)
     rows = run(shapes, a.modes.split(","), a.rep_ms, a.sweep)
     overhead = host_overhead()
     if a.profile_host:
