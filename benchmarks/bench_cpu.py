@@ -6,10 +6,10 @@
     modes: median wall time of repeated calls, GB/s with bytes = 2 read + 1 write + 1/32 scale
     per element.
 (2) Per-call overhead of the public `mxquant.mxfp8_quantize` over a direct call of the backend
-    it resolves to (here `cpu`), on a 1x32 float32 input: the median, over many rounds, of the
-    time per call of each in loops of 500 calls (101 rounds), interleaved; the overhead is the median of
-    the per-round differences (µs), with its interquartile range, and each side's fastest
-    round (the least disturbed by other work on the machine). Both sides do the reference's work on one block; what differs is
+    it resolves to (here `cpu`), on a 1x32 float32 input: loops of 500 calls of each,
+    alternating, 101 rounds; the overhead is the median of the per-round differences (µs),
+    with its interquartile range, and each side's fastest round (the least disturbed by other
+    work on the machine). Both sides do the reference's work on one block; what differs is
     dispatch (cached resolution, argument checks on the first call of a signature only).
 (3) The same with a do-nothing backend registered as an inline plugin and forced with
     backend=: the dispatch path alone, which (2) measures under the noise of the reference's
@@ -38,14 +38,30 @@ from mxquant.registry import get_registry  # noqa: E402
 E4M3 = torch.float8_e4m3fn
 
 
-def per_call_us(fn, calls, rounds):
-    samples = []
+def per_call_us(fn, calls):
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def paired(public, direct, calls, rounds):
+    """Time `public` and `direct` in alternating loops of `calls` calls, `rounds` times (so
+    drift hits both alike): their median per-call µs, the median of the per-round differences
+    with its interquartile range, and each side's fastest round."""
+    for _ in range(200):
+        public()
+        direct()
+    pub, dir_ = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    return samples
+        pub.append(per_call_us(public, calls))
+        dir_.append(per_call_us(direct, calls))
+    diffs = [a - b for a, b in zip(pub, dir_)]
+    q = statistics.quantiles(diffs, n=4)
+    r = lambda v: round(v, 3)  # noqa: E731
+    return {"public_us": r(statistics.median(pub)), "direct_us": r(statistics.median(dir_)),
+            "overhead_us": r(statistics.median(diffs)), "overhead_iqr_us": [r(q[0]), r(q[2])],
+            "min_public_us": r(min(pub)), "min_direct_us": r(min(dir_))}
 
 
 def throughput(m=2048, k=4096, repeats=15):
@@ -71,21 +87,8 @@ def overhead(calls=500, rounds=101):
     reg = get_registry()
     backend = reg.resolved_name(Call("quantize", x.device, x.dtype, E4M3, "rceil", "linear"))
     direct = reg.lookup("quantize", x.device, x.dtype, E4M3, "rceil", "linear", backend)
-    fns = {"public": lambda: mxquant.mxfp8_quantize(x), "direct": lambda: direct(x, E4M3, "rceil", "linear")}
-    for fn in fns.values():
-        for _ in range(200):
-            fn()
-    samples = {name: [] for name in fns}
-    diffs = []
-    for _ in range(rounds):  # interleaved and paired, so drift hits both alike
-        for name, fn in fns.items():
-            samples[name].extend(per_call_us(fn, calls, 1))
-        diffs.append(samples["public"][-1] - samples["direct"][-1])
-    med = {name: statistics.median(s) for name, s in samples.items()}
-    q = statistics.quantiles(diffs, n=4)
-    return {"backend": backend, "public_us": round(med["public"], 2), "direct_us": round(med["direct"], 2),
-            "overhead_us": round(statistics.median(diffs), 2), "overhead_iqr_us": [round(q[0], 2), round(q[2], 2)],
-            "min_public_us": round(min(samples["public"]), 2), "min_direct_us": round(min(samples["direct"]), 2)}
+    return {"backend": backend, **paired(lambda: mxquant.mxfp8_quantize(x), lambda: direct(x, E4M3, "rceil", "linear"),
+                                         calls, rounds)}
 
 
 class _NoopPlugin:
@@ -111,17 +114,8 @@ def dispatch_only(calls=2000, rounds=51):
     reg.register_plugin(plugin, "noop-bench")
     try:
         direct = reg.lookup("quantize", x.device, x.dtype, E4M3, "rceil", "linear", "noop-bench")
-        fns = {"public": lambda: mxquant.mxfp8_quantize(x, backend="noop-bench"),
-               "direct": lambda: direct(x, E4M3, "rceil", "linear")}
-        for fn in fns.values():
-            fn()
-        samples = {name: [] for name in fns}
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                samples[name].extend(per_call_us(fn, calls, 1))
-        med = {name: statistics.median(v) for name, v in samples.items()}
-        return {"public_us": round(med["public"], 3), "direct_us": round(med["direct"], 3),
-                "overhead_us": round(med["public"] - med["direct"], 3)}
+        return paired(lambda: mxquant.mxfp8_quantize(x, backend="noop-bench"),
+                      lambda: direct(x, E4M3, "rceil", "linear"), calls, rounds)
     finally:
         reg.unregister_plugin("noop-bench")
 

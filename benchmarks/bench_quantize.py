@@ -11,7 +11,8 @@ call, as triton.testing.do_bench does with a larger flush (see bench()).
 Bytes moved: 2 read + 1 write + 1/32 scale per element for the quantizers, 2 + 1 for the
 cast, 2 + 2 for the copy; GB/s = bytes / time. Each contender's output is also compared
 with the reference on the same input (plus one zero block and one NaN block): `exact`.
-Writes bench.json and bench.png (bandwidth vs size) to --out, and prints a table.
+Writes bench.json and bench.png (bandwidth vs size) to --out, and prints a table. The Triton
+block-shape and eviction-policy sweeps are benchmarks/sweep_triton.py.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def exactness(fn, x, mode, layout):
     return f"no ({bad_s} scale, {bad_d} element bytes differ)"
 
 
-def run(shapes, modes, rep_ms, sweep, rounds=2):
+def run(shapes, modes, rep_ms, rounds=2):
     rows = []
     for mode in modes:
         for m, k in shapes:
@@ -148,8 +149,6 @@ def run(shapes, modes, rep_ms, sweep, rounds=2):
             for name, (_, nbytes, exact) in timed.items():
                 rows.append({**base, "contender": name, "us": min(times[name]), "rounds_us": times[name],
                              "bytes": nbytes, "exact": exact})
-            if sweep:
-                rows.extend(sweep_configs(x, mode, base, rep_ms))
             del x, copy_dst, timed
             torch.cuda.empty_cache()
     for r in rows:
@@ -191,26 +190,6 @@ def host_overhead(shape=(16, 4096), calls=2000, repeats=15):
     return out
 
 
-def sweep_configs(x, mode, base, rep_ms):
-    from mxquant.backends import triton as tb
-
-    out = []
-    m, k = x.shape
-    shapes = [(1, 1024), (1, 2048), (1, 4096), (2, 1024), (4, 512), (8, 256), (16, 128), (32, 128), (64, 128),
-              (128, 128), (32, 256), (64, 64), (128, 64)]
-    for layout in ("linear", "swizzled"):
-        for bm, bk in shapes:
-            for warps in (2, 4, 8):
-                elems = bm * bk
-                if bm > tb.next_pow2(m) or bk > k or not 8 <= elems // (32 * warps) <= 64 or (layout == "swizzled" and bk < 128):
-                    continue
-                cfg = (bm, bk, warps, "evict_last")
-                t = bench(lambda: tb.quantize(x, E4M3, mode, layout, config=cfg), rep_ms // 2)
-                out.append({**base, "contender": f"sweep {layout} {bm}x{bk} w{warps}", "us": t,
-                            "bytes": x.numel() * (3 + 1 / 32), "exact": "-"})
-    return out
-
-
 def profile_host(path, calls=3000):
     """cProfile of the backend call and the public call at 16x4096 (hot spots of host time)."""
     import cProfile
@@ -240,7 +219,7 @@ def profile_host(path, calls=3000):
 def print_table(rows):
     head = ["mode", "shape", "contender", "us", "GB/s", "% copy BW", "x torchao", "exact"]
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
-    table = [[fmt(r[h]) for h in head] for r in rows if not r["contender"].startswith("sweep")]
+    table = [[fmt(r[h]) for h in head] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(head)]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("-|-".join("-" * w for w in widths))
@@ -260,7 +239,7 @@ def plot(rows, path):
     modes = sorted({r["mode"] for r in rows})
     fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5), squeeze=False)
     for ax, mode in zip(axes[0], modes):
-        names = [n for n in dict.fromkeys(r["contender"] for r in rows) if not n.startswith("sweep")]
+        names = list(dict.fromkeys(r["contender"] for r in rows))
         for name in names:
             pts = sorted((r["elements"], r["GB/s"]) for r in rows if r["mode"] == mode and r["contender"] == name)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
@@ -285,7 +264,6 @@ def main(argv=None):
     p.add_argument("--modes", default="rceil,floor")
     p.add_argument("--shapes", default=None, help="e.g. 16x4096,8192x8192 (default: the standard set)")
     p.add_argument("--rep-ms", type=int, default=100, help="measuring time per contender (ms)")
-    p.add_argument("--sweep", action="store_true", help="also time Triton block configurations")
     p.add_argument("--profile-host", action="store_true", help="write host_profile.txt (cProfile at 16x4096)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -293,7 +271,7 @@ def main(argv=None):
         return 2
     os.makedirs(a.out, exist_ok=True)
     shapes = parse_shapes(a.shapes, SHAPES)
-    rows = run(shapes, a.modes.split(","), a.rep_ms, a.sweep)
+    rows = run(shapes, a.modes.split(","), a.rep_ms)
     overhead = host_overhead()
     if a.profile_host:
         profile_host(os.path.join(a.out, "host_profile.txt"))

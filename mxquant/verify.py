@@ -3,7 +3,7 @@
 For each backend and each device type it serves that this machine has (cpu, cuda:0, xpu:0),
 the backend is probed; where it is available, every combination it declares (input dtype,
 element dtype, scale mode, scale layout for quantize; element dtype, layout, output dtype for
-dequantize) runs on:
+dequantize) runs on these inputs (mxquant/verify_inputs.py):
 
 - the adversarial batch of mxquant/cases.py (every named special block plus random hard
   blocks, more than 128 rows so the swizzled layout pads and tiles);
@@ -23,7 +23,8 @@ contiguity, the elements, the scales and the swizzled layout's padding). Each co
     unavailable     the backend cannot run on this device here (the reason)
     not-supported   outside the capabilities the backend declares
 
-Which blocks a deviation code may explain is a rule on the input block (`DEVIATION_RULES`),
+Which blocks a deviation code may explain is a rule on the input block (`DEVIATION_RULES`,
+mxquant/deviation_rules.py),
 for the codes mxquant knows. A code it does not know (a plugin's own) cannot be checked: a
 backend declaring one gets `deviation` for its remaining differences, reported as
 "unattributed" so a reader sees that nobody checked them.
@@ -36,78 +37,20 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from . import cases, reference
+from . import reference
 from .backend import Backend, Call
+from .deviation_rules import DEVIATION_RULES
 from .formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
 from .registry import Entry, Registry, get_registry
+from .verify_inputs import dequantize_inputs, quantize_inputs
 
 SCHEMA_VERSION = 1
 PASS, DEVIATION, FAIL, UNAVAILABLE, NOT_SUPPORTED = "pass", "deviation", "fail", "unavailable", "not-supported"
 MAX_EXAMPLES = 5
-
-_TINY = 2.0**-126  # smallest normal fp32
-
-
-# ---- deviation rules: which input blocks a declared deviation code may explain ---------------
-
-def _amax(blocks: torch.Tensor) -> torch.Tensor:
-    inf = float("inf")
-    return blocks.nan_to_num(nan=0.0, posinf=inf, neginf=-inf).abs().amax(dim=-1)
-
-
-def _rule_nan(blocks, fmt):
-    return blocks.isnan().any(dim=-1)
-
-
-def _rule_inf(blocks, fmt):
-    return blocks.isinf().any(dim=-1)
-
-
-def _rule_tiny(blocks, fmt):
-    subnormal = ((blocks != 0) & (blocks.abs() < _TINY)).any(dim=-1)
-    return subnormal | (_amax(blocks) < fmt.max_finite * _TINY)
-
-
-def _rule_approx_scale(blocks, fmt):
-    # amax / max_finite within 40 fp32 ulps of a power of two: amax's mantissa field near
-    # 1.75's (both maxima are 1.75 * 2**emax). 40: a float log2 + ceil (the XPU kernel) was
-    # worked out to misplace amax up to ~39 ulps above; an approximate reciprocal, ~2.
-    amax = _amax(blocks)
-    mant = amax.view(torch.int32) & 0x7FFFFF
-    return amax.isfinite() & (amax > 0) & ((mant - 0x600000).abs() <= 40)
-
-
-def _rule_zero(blocks, fmt):
-    return (blocks == 0).all(dim=-1)
-
-
-def _rule_min_scale(blocks, fmt):
-    # A kernel whose scale has a floor of 2**e_min (e_min = ceil(log2(1 / (max_finite * 512))):
-    # -17 for e4m3, -24 for e5m2) differs on blocks whose rceil exponent is below it:
-    # amax <= max_finite * 2**(e_min - 1), which is 1.75 * 2**-10 for both formats.
-    amax = _amax(blocks)
-    return (amax > 0) & (amax <= 1.75 * 2.0**-10)
-
-
-DEVIATION_RULES: dict[str, tuple[str, Callable]] = {
-    "nan-ignored": ("blocks holding a NaN", _rule_nan),
-    "inf-saturates": ("blocks holding an Inf", _rule_inf),
-    "tiny-flush": ("blocks with a nonzero |x| < 2**-126, or amax < max_finite * 2**-126", _rule_tiny),
-    "approx-scale": ("blocks whose amax / max_finite is within 40 fp32 ulps of a power of two", _rule_approx_scale),
-    "zero-block-scale": ("all-zero blocks", _rule_zero),
-    "min-scale": ("nonzero blocks with amax <= 1.75 * 2**-10", _rule_min_scale),
-    "inf-elements": ("blocks holding an Inf", _rule_inf),
-}
-"""code -> (which blocks it may explain, rule(blocks fp32 (n, 32), ElementFormat) -> bool (n,)).
-Rules apply to quantize; a dequantize difference is explained only by a code verify does not know.
-A differing block is attributed to the first declared code, in this order, whose rule covers it
-(a tiny block whose amax is 448 * 2**k counts for tiny-flush, not approx-scale), so a code with
-no blocks attributed was not needed to explain anything."""
-
 
 # ---- records --------------------------------------------------------------------------------
 
@@ -148,71 +91,6 @@ class Target:
     reason: Optional[str]
     deviations: list
     """[{"code", "summary", "rule"}] as declared; rule is verify's rule text, or None if unknown."""
-
-
-# ---- inputs ---------------------------------------------------------------------------------
-
-def _special_names(input_dtype: torch.dtype, batch: torch.Tensor) -> list[Optional[str]]:
-    """Names of the leading blocks of `cases.adversarial_batch` (its special blocks), checked
-    against the batch itself; unnamed (None) where they do not match."""
-    names, blocks = [], []
-    for dtype, fmt in ELEMENT_FORMATS.items():
-        for name, b in cases.special_blocks(dtype).items():
-            names.append(f"{fmt.name}:{name}")
-            blocks.append(b.to(input_dtype))
-    flat = batch.reshape(-1, BLOCK)
-    out: list[Optional[str]] = []
-    for i, (name, b) in enumerate(zip(names, blocks)):
-        if i >= flat.shape[0]:
-            break
-        a = flat[i]
-        same = (a == b) | (a.isnan() & b.isnan())
-        out.append(name if bool(same.all()) else None)
-    return out
-
-
-def _random(shape, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """Normal values with a random power-of-two magnitude per block (kept inside `dtype`'s
-    normal range: no Inf, few subnormals; cases.adversarial_batch has the edges), a few zeros."""
-    n = math.prod(shape)
-    if n == 0:
-        return torch.zeros(shape, dtype=dtype)
-    fin = torch.finfo(dtype)
-    lo, hi = max(-30, math.log2(fin.smallest_normal) + 4), min(30, math.log2(fin.max) - 4)
-    x = torch.randn(n // BLOCK, BLOCK, generator=gen)
-    x = x * torch.exp2(torch.randint(int(lo), int(hi) + 1, (n // BLOCK, 1), generator=gen).float())
-    x = torch.where(torch.rand(x.shape, generator=gen) < 0.02, 0.0, x)
-    return x.reshape(shape).to(dtype)
-
-
-RANDOM_SHAPES = [(32,), (1, 32), (3, 5, 64), (130, 96), (257, 64), (2, 3, 7, 32), (0, 64), (4, 0)]
-
-
-def quantize_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor, list]]:
-    """[(case name, CPU tensor, special-block names of its leading blocks)]."""
-    gen = torch.Generator().manual_seed(seed)
-    batch = cases.adversarial_batch(input_dtype, seed)
-    out = [("adversarial", batch, _special_names(input_dtype, batch))]
-    for shape in RANDOM_SHAPES:
-        out.append((f"random{tuple(shape)}", _random(shape, gen, input_dtype), []))
-    out.append(("transposed(3, 64, 96)", _random((64, 3, 96), gen, input_dtype).transpose(0, 1), []))
-    out.append(("row-sliced(40, 128 of 192)", _random((40, 192), gen, input_dtype)[:, :128], []))
-    return out
-
-
-def dequantize_inputs(element_dtype: torch.dtype, layout: str, seed: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """[(case name, data, scale)] on the CPU, scales in `layout`."""
-    out = []
-    # every element byte (rows of 256) under every scale byte (one scale per row, repeated)
-    data = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(256, 1).view(element_dtype)
-    scale = torch.arange(256, dtype=torch.int32).to(torch.uint8).unsqueeze(1).repeat(1, 256 // BLOCK)
-    if layout == "swizzled":
-        scale = reference.swizzle(scale)
-    out.append(("all-bytes(256, 256)", data, scale.view(torch.float8_e8m0fnu)))
-    for name, x, _ in quantize_inputs(torch.float32, seed):
-        d, s = reference.quantize(x, element_dtype, "rceil", layout)
-        out.append((name, d, s))
-    return out
 
 
 # ---- comparison ------------------------------------------------------------------------------
@@ -481,66 +359,8 @@ def run_verify(as_json: bool = False, backends: Optional[list[str]] = None, seed
     return exit_code(report)
 
 
-_STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
-          UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
-_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
-
-
-def _describe_call(r: dict) -> str:
-    hp, el = _SHORT.get(r["hp_dtype"], r["hp_dtype"]), _SHORT.get(r["element_dtype"], r["element_dtype"])
-    if r["op"] == "quantize":
-        return f"quantize {hp}->{el} {r['scale_mode']} {r['scale_layout']}"
-    return f"dequantize {el}->{hp} {r['scale_layout']}"
-
-
 def print_report(report: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """The rich table of `mxquant verify` (mxquant/verify_report.py; rich is imported there)."""
+    from .verify_report import print_report as _print
 
-    console = Console(file=sys.stdout)
-    s = report["summary"]
-    console.print(f"[bold]mxquant verify[/bold] {report['mxquant_version']}  torch {escape(report['torch_version'])}  "
-                  f"seed {report['seed']}  devices here: {', '.join(report['devices'])}")
-    by_target: dict = {}
-    for r in report["results"]:
-        by_target.setdefault((r["backend"], r["device"]), []).append(r)
-    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left")
-    for col in ("backend", "device", "call", "status", "detail"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("call", "status"))
-    not_run = []
-    for (name, device), rows in by_target.items():
-        if rows[0]["op"] is None:
-            not_run.append((name, device, rows[0]["reason"] or ""))
-            continue
-        skipped = [r for r in rows if r["status"] == NOT_SUPPORTED]
-        for i, r in enumerate(r for r in rows if r["status"] != NOT_SUPPORTED):
-            detail = r["reason"] or f"{r['cases']} inputs, {r['blocks']} blocks"
-            if r["status"] == FAIL and r["examples"]:
-                ex = r["examples"][0]
-                where = ex.get("name") or f"block {ex['block']}"
-                detail += f" (e.g. {ex['case']} {where}: " + json.dumps(
-                    {k: v for k, v in ex.items() if k in ("scale", "elements")}) + ")"
-            table.add_row(escape(name) if i == 0 else "", device if i == 0 else "", _describe_call(r),
-                          _STYLE[r["status"]], escape(detail))
-        if skipped:
-            table.add_row("", "", f"{len(skipped)} other combinations", _STYLE[NOT_SUPPORTED],
-                          "outside its declared capabilities")
-        if table.rows:
-            table.rows[-1].end_section = True
-    if table.rows:
-        console.print(table)
-    for name, device, reason in not_run:
-        console.print(f"[dim]not run:[/dim] [bold]{escape(name)}[/bold] on {device}: {escape(reason)}")
-    for t in report["targets"]:
-        if t["available"] and t["deviations"]:
-            console.print(f"[bold]{escape(t['backend'])}[/bold] on {t['device']} declares:")
-            for d in t["deviations"]:
-                rule = d["rule"] or "no rule in mxquant verify: its differences are reported unattributed"
-                console.print(f"  {escape(d['code'])}: {escape(d['summary'])} [dim](explains {escape(rule)})[/dim]")
-    for err in report["errors"]:
-        console.print(f"[red]error:[/red] {escape(err)}")
-    verdict = ("[bold red]FAIL[/bold red]: undeclared differences from the reference" if s[FAIL]
-               else "[red]error[/red]" if report["errors"] else "[green]ok[/green]: no undeclared difference")
-    console.print(f"{verdict}  (pass {s[PASS]}, deviation {s[DEVIATION]}, fail {s[FAIL]}, "
-                  f"unavailable {s[UNAVAILABLE]}, not supported {s[NOT_SUPPORTED]})")
+    _print(report)

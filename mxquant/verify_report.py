@@ -1,0 +1,72 @@
+"""The human-readable report of `mxquant verify` (a rich table); the JSON is verify.collect()'s."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .verify import DEVIATION, FAIL, NOT_SUPPORTED, PASS, UNAVAILABLE
+
+_STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
+          UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
+
+
+def _describe_call(r: dict) -> str:
+    hp, el = _SHORT.get(r["hp_dtype"], r["hp_dtype"]), _SHORT.get(r["element_dtype"], r["element_dtype"])
+    if r["op"] == "quantize":
+        return f"quantize {hp}->{el} {r['scale_mode']} {r['scale_layout']}"
+    return f"dequantize {el}->{hp} {r['scale_layout']}"
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(file=sys.stdout)
+    s = report["summary"]
+    console.print(f"[bold]mxquant verify[/bold] {report['mxquant_version']}  torch {escape(report['torch_version'])}  "
+                  f"seed {report['seed']}  devices here: {', '.join(report['devices'])}")
+    by_target: dict = {}
+    for r in report["results"]:
+        by_target.setdefault((r["backend"], r["device"]), []).append(r)
+    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left")
+    for col in ("backend", "device", "call", "status", "detail"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("call", "status"))
+    not_run = []
+    for (name, device), rows in by_target.items():
+        if rows[0]["op"] is None:
+            not_run.append((name, device, rows[0]["reason"] or ""))
+            continue
+        skipped = [r for r in rows if r["status"] == NOT_SUPPORTED]
+        for i, r in enumerate(r for r in rows if r["status"] != NOT_SUPPORTED):
+            detail = r["reason"] or f"{r['cases']} inputs, {r['blocks']} blocks"
+            if r["status"] == FAIL and r["examples"]:
+                ex = r["examples"][0]
+                where = ex.get("name") or f"block {ex['block']}"
+                detail += f" (e.g. {ex['case']} {where}: " + json.dumps(
+                    {k: v for k, v in ex.items() if k in ("scale", "elements")}) + ")"
+            table.add_row(escape(name) if i == 0 else "", device if i == 0 else "", _describe_call(r),
+                          _STYLE[r["status"]], escape(detail))
+        if skipped:
+            table.add_row("", "", f"{len(skipped)} other combinations", _STYLE[NOT_SUPPORTED],
+                          "outside its declared capabilities")
+        if table.rows:
+            table.rows[-1].end_section = True
+    if table.rows:
+        console.print(table)
+    for name, device, reason in not_run:
+        console.print(f"[dim]not run:[/dim] [bold]{escape(name)}[/bold] on {device}: {escape(reason)}")
+    for t in report["targets"]:
+        if t["available"] and t["deviations"]:
+            console.print(f"[bold]{escape(t['backend'])}[/bold] on {t['device']} declares:")
+            for d in t["deviations"]:
+                rule = d["rule"] or "no rule in mxquant verify: its differences are reported unattributed"
+                console.print(f"  {escape(d['code'])}: {escape(d['summary'])} [dim](explains {escape(rule)})[/dim]")
+    for err in report["errors"]:
+        console.print(f"[red]error:[/red] {escape(err)}")
+    verdict = ("[bold red]FAIL[/bold red]: undeclared differences from the reference" if s[FAIL]
+               else "[red]error[/red]" if report["errors"] else "[green]ok[/green]: no undeclared difference")
+    console.print(f"{verdict}  (pass {s[PASS]}, deviation {s[DEVIATION]}, fail {s[FAIL]}, "
+                  f"unavailable {s[UNAVAILABLE]}, not supported {s[NOT_SUPPORTED]})")
