@@ -33,7 +33,7 @@ def mxfp8_quantize_kernel(
     x_ptr, data_ptr, scale_ptr,
     M, K, stride_xm,
     scale_rows, scale_cols, n_k,
-    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, E5M2: tl.constexpr,
+    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
 ):
@@ -62,6 +62,8 @@ def mxfp8_quantize_kernel(
     s = (amax >> 23) - (127 + EMAX)
     if RCEIL:
         s += ((amax & 0x7FFFFF) > 0x600000).to(tl.int32)
+    if TIE_UP:  # scale_mode "compressed-tensors": rceil with the tie at 1.75 going up
+        s += ((amax & 0x7FFFFF) >= 0x600000).to(tl.int32)
     s = tl.minimum(tl.maximum(s, -127), 127)
 
     inv = ((127 - s) << 23).to(tl.float32, bitcast=True)                # 2**-s, a normal fp32

@@ -3,10 +3,11 @@ CPU and the lowest-priority choice. It is the source of truth for every other ba
 
 from mxquant import reference
 from mxquant.backend import Backend, Capabilities
+from mxquant.formats import SCALE_MODES
 
 backend = Backend(
     name="cpu",
-    capabilities=Capabilities(devices=frozenset({"cpu"})),
+    capabilities=Capabilities(devices=frozenset({"cpu"}), scale_modes=frozenset(SCALE_MODES)),
     probe=lambda device: None,
     quantize=reference.quantize,
     dequantize=reference.dequantize,

@@ -160,6 +160,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
     n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
     constexprs = dict(
         EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
+        TIE_UP=scale_mode == "compressed-tensors",
         E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
         MASK_M=n_m * block_m != m, MASK_K=n_k * block_k != k, EVICT=evict,
     )
@@ -222,7 +223,8 @@ def dequantize(data, scale, scale_layout, out_dtype):
 
 backend = Backend(
     name="triton",
-    capabilities=Capabilities(devices=frozenset({"cuda", "xpu"})),
+    capabilities=Capabilities(devices=frozenset({"cuda", "xpu"}),
+                              scale_modes=frozenset({"rceil", "floor", "compressed-tensors"})),
     probe=probe,
     quantize=quantize,
     dequantize=dequantize,

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .formats import ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+from .formats import BASELINE_SCALE_MODES, ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS, describe_dtype
 
 QuantizeFn = Callable[[torch.Tensor, torch.dtype, str, str], "tuple[torch.Tensor, torch.Tensor]"]
 """quantize(x, dtype, scale_mode, scale_layout) -> (data, scale). Arguments are already
@@ -44,7 +44,9 @@ class Capabilities:
     devices: frozenset
     """Device types served, e.g. {"cuda"}."""
     element_dtypes: frozenset = frozenset(ELEMENT_FORMATS)
-    scale_modes: frozenset = frozenset(SCALE_MODES)
+    scale_modes: frozenset = frozenset(BASELINE_SCALE_MODES)
+    """Scale modes implemented. The default is frozen at mxquant 0.1's two (rceil, floor):
+    a mode the contract gains later is never claimed unless listed here."""
     scale_layouts: frozenset = frozenset(SCALE_LAYOUTS)
     input_dtypes: frozenset = frozenset(INPUT_DTYPES)
     """High-precision dtypes accepted by quantize (and produced by dequantize)."""

@@ -21,10 +21,14 @@ E8M0_NAN = 0xFF
 ELEMENT_NAN = 0x7F
 """Element byte written for every element of a NaN/Inf block (a NaN in both e4m3fn and e5m2)."""
 
-SCALE_MODES = ("rceil", "floor")
+SCALE_MODES = ("rceil", "floor", "compressed-tensors")
 SCALE_LAYOUTS = ("linear", "swizzled")
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OUTPUT_DTYPES = INPUT_DTYPES
+
+BASELINE_SCALE_MODES = ("rceil", "floor")
+"""What a `Capabilities` that names no scale modes claims: the modes of mxquant 0.1, frozen.
+A mode added to the contract later is claimed only by backends that list it."""
 
 SWIZZLE_ROWS = 128
 SWIZZLE_COLS = 4

@@ -32,6 +32,7 @@ def scale_exponents(amax_bits: torch.Tensor, dtype: torch.dtype, scale_mode: str
 
     floor: s = floor(log2(amax)) - emax                      (OCP MX v1.0)
     rceil: s = smallest integer with 2**s >= amax / max_finite (NVIDIA / cuBLAS)
+    compressed-tensors: rceil, but s + 1 when amax == max_finite * 2**s exactly
     Both read the exponent and mantissa fields of amax's fp32 bits, so no rounding enters.
     A zero or fp32-subnormal amax has exponent field 0, which the clamp turns into s = -127.
     """
@@ -42,6 +43,10 @@ def scale_exponents(amax_bits: torch.Tensor, dtype: torch.dtype, scale_mode: str
         # max_finite = 1.75 * 2**emax, so amax / max_finite > 2**(floor(log2 amax) - emax)
         # exactly when amax's mantissa is above 1.75's.
         s = s + ((amax_bits & 0x7FFFFF) > RCEIL_MANTISSA_THRESHOLD).to(s.dtype)
+    elif scale_mode == "compressed-tensors":
+        # compressed-tensors / llm-compressor: amax rounded up to the next power of two when its
+        # significand is >= 1.75, then minus emax: rceil except on the tie amax = max_finite * 2**k.
+        s = s + ((amax_bits & 0x7FFFFF) >= RCEIL_MANTISSA_THRESHOLD).to(s.dtype)
     return s.clamp(-127, 127)
 
 
