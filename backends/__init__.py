@@ -4,7 +4,7 @@ is imported until a call for one of its devices, or `mxquant info`, needs it.
 """
 
 from mxquant.backend import BackendSpec
-from mxquant.plugins import hookimpl
+from mxquant.hookspecs import hookimpl
 
 BUILTIN = (
     BackendSpec("flashinfer", "mxquant.backends.flashinfer:backend", ("cuda",),

@@ -84,7 +84,8 @@ from typing import Optional
 import torch
 
 from mxquant.backend import Backend, Capabilities, Deviation
-from mxquant.formats import BLOCK, swizzled_scale_shape
+from mxquant.formats import BLOCK
+from mxquant.layouts import swizzled_scale_shape
 
 MIN_CAPABILITY = (10, 0)
 ALIGNMENT = BLOCK

@@ -17,7 +17,8 @@ from typing import Optional
 import torch
 
 from mxquant.backend import Backend, Capabilities
-from mxquant.formats import BLOCK, ELEMENT_FORMATS, swizzled_scale_shape
+from mxquant.formats import BLOCK, ELEMENT_FORMATS
+from mxquant.layouts import swizzled_scale_shape
 
 
 @functools.lru_cache(maxsize=None)

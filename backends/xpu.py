@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from mxquant import reference
+from mxquant import layouts, reference
 from mxquant.backend import Backend, Capabilities, Deviation
 from mxquant.formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES
 
@@ -148,7 +148,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
                 op(x2[r:r + step], d2[r:r + step], scale_fp32[r:r + step], BLOCK, EPS, fin.min, fin.max, True, *extra)
         scale_bytes = e8m0_bytes(scale_fp32)
     if scale_layout == "swizzled":
-        scale = reference.swizzle(scale_bytes)
+        scale = layouts.swizzle(scale_bytes)
     else:
         scale = scale_bytes.reshape(*shape[:-1], cols)
     return data, scale.view(torch.float8_e8m0fnu)

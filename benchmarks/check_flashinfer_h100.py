@@ -40,10 +40,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import mxquant  # noqa: E402
-from mxquant import reference  # noqa: E402
+from mxquant import layouts, reference  # noqa: E402
 from mxquant.backend import Backend, Call  # noqa: E402
 from mxquant.errors import BackendError  # noqa: E402
-from mxquant.registry import ENV_ALLOW, ENV_BACKEND, get_registry  # noqa: E402
+from mxquant.registry import get_registry  # noqa: E402
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND  # noqa: E402
 
 E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
 SUMMARY: dict = {}
@@ -160,7 +161,8 @@ def direct(dev):
 @guarded("e_verify")
 def verify():
     section("(e) mxquant verify")
-    from mxquant.verify import collect, exit_code, print_report
+    from mxquant.conformance import collect, exit_code
+from mxquant.cli.verify import print_report
 
     report = collect(seed=0)
     print_report(report)
@@ -249,7 +251,7 @@ def emulation(dev):
     import cupy
 
     from mxquant.backends import flashinfer as fib
-    from mxquant.verify import check_quantize
+    from mxquant.conformance import check_quantize
 
     module = cupy.RawModule(code=EMULATION, options=("--use_fast_math", "-std=c++17",
                                                      *(f"-I{d}" for d in _include_dirs())))
@@ -280,7 +282,7 @@ def emulation(dev):
                                                           cupy.asarray(data), cupy.asarray(sf), cupy.int64(n)))
         torch.cuda.synchronize(input.device)
         if is_sf_swizzled_layout:
-            sf = reference.swizzle(sf)
+            sf = layouts.swizzle(sf)
         return data.view(E4M3).view(*input.shape[:-1], k), sf.reshape(-1)
 
     fake = types.ModuleType("flashinfer")

@@ -12,7 +12,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .formats import BASELINE_SCALE_MODES, ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS, describe_dtype
+from .formats import (BASELINE_ELEMENT_DTYPES, BASELINE_INPUT_DTYPES, BASELINE_SCALE_LAYOUTS, BASELINE_SCALE_MODES,
+                      describe_dtype)
 
 QuantizeFn = Callable[[torch.Tensor, torch.dtype, str, str], "tuple[torch.Tensor, torch.Tensor]"]
 """quantize(x, dtype, scale_mode, scale_layout) -> (data, scale). Arguments are already
@@ -43,13 +44,14 @@ class Deviation:
 class Capabilities:
     devices: frozenset
     """Device types served, e.g. {"cuda"}."""
-    element_dtypes: frozenset = frozenset(ELEMENT_FORMATS)
+    element_dtypes: frozenset = frozenset(BASELINE_ELEMENT_DTYPES)
     scale_modes: frozenset = frozenset(BASELINE_SCALE_MODES)
-    """Scale modes implemented. The default is frozen at mxquant 0.1's two (rceil, floor):
-    a mode the contract gains later is never claimed unless listed here."""
-    scale_layouts: frozenset = frozenset(SCALE_LAYOUTS)
-    input_dtypes: frozenset = frozenset(INPUT_DTYPES)
-    """High-precision dtypes accepted by quantize (and produced by dequantize)."""
+    scale_layouts: frozenset = frozenset(BASELINE_SCALE_LAYOUTS)
+    input_dtypes: frozenset = frozenset(BASELINE_INPUT_DTYPES)
+    """High-precision dtypes accepted by quantize (and produced by dequantize).
+
+    Each default is mxquant 0.1's contract, frozen (formats.BASELINE_*): a mode, format or
+    layout the contract gains later is claimed only by a backend that lists it."""
 
     def describe(self) -> dict:
         return {

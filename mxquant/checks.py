@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .formats import (
-    BLOCK,
-    ELEMENT_FORMATS,
-    INPUT_DTYPES,
-    OUTPUT_DTYPES,
-    SCALE_LAYOUTS,
-    SCALE_MODES,
-    describe_dtype,
-    scale_shape,
-    swizzled_scale_shape,
-)
+from .formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+from .layouts import scale_shape, swizzled_scale_shape
 
 _NAMES_IN = ", ".join(describe_dtype(d) for d in INPUT_DTYPES)
 _NAMES_ELEM = ", ".join(describe_dtype(d) for d in ELEMENT_FORMATS)
@@ -29,7 +20,13 @@ def _choice(name: str, value, accepted) -> None:
         raise ValueError(f"{name}={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}")
 
 
-def check_quantize(x, dtype, scale_mode, scale_layout) -> None:
+def _check_backend_name(backend) -> None:
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a backend name (str) or None, got {type(backend).__name__}")
+
+
+def check_quantize(x, dtype, scale_mode, scale_layout, backend=None) -> None:
+    _check_backend_name(backend)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in INPUT_DTYPES:
@@ -44,7 +41,8 @@ def check_quantize(x, dtype, scale_mode, scale_layout) -> None:
         raise ValueError(f"x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
 
 
-def check_dequantize(data, scale, scale_layout, out_dtype) -> None:
+def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None:
+    _check_backend_name(backend)
     for name, t in (("data", data), ("scale", scale)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

@@ -1,9 +1,5 @@
-"""Constants of the MXFP8 format and the names the public API accepts.
-
-Everything a backend needs to agree with the contract (docs/semantics.md) on *what* the
-numbers are, with no arithmetic: element formats, scale modes, scale layouts and the shape
-of the 128x4 swizzled scale layout.
-"""
+"""Constants of the MXFP8 contract (docs/semantics.md) and the names the public API accepts:
+element formats, scale modes, scale layouts. No arithmetic; layout shapes are in layouts.py."""
 
 from __future__ import annotations
 
@@ -26,13 +22,12 @@ SCALE_LAYOUTS = ("linear", "swizzled")
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 OUTPUT_DTYPES = INPUT_DTYPES
 
+# What a `Capabilities` that names none claims: mxquant 0.1's contract, frozen. Whatever the
+# contract gains later is claimed only by backends that list it.
 BASELINE_SCALE_MODES = ("rceil", "floor")
-"""What a `Capabilities` that names no scale modes claims: the modes of mxquant 0.1, frozen.
-A mode added to the contract later is claimed only by backends that list it."""
-
-SWIZZLE_ROWS = 128
-SWIZZLE_COLS = 4
-
+BASELINE_SCALE_LAYOUTS = ("linear", "swizzled")
+BASELINE_INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+BASELINE_ELEMENT_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 @dataclass(frozen=True)
 class ElementFormat:
@@ -51,26 +46,6 @@ ELEMENT_FORMATS = {
 # Both maxima are 1.75 * 2**emax: amax > max * 2**k exactly when amax's fp32 mantissa field
 # exceeds that of 1.75 (0x600000) at the same exponent. The rceil rule uses this.
 RCEIL_MANTISSA_THRESHOLD = 0x600000
-
-
-def round_up(n: int, m: int) -> int:
-    return (n + m - 1) // m * m
-
-
-def swizzled_scale_shape(rows: int, k: int) -> tuple[int, int]:
-    """Shape of the swizzled scale tensor for `rows` (leading dims flattened) by `k` elements."""
-    return round_up(rows, SWIZZLE_ROWS), round_up(k // BLOCK, SWIZZLE_COLS)
-
-
-def scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    """Shape of the scale tensor that mxfp8_quantize returns for an input of `shape`."""
-    k = shape[-1]
-    if layout == "linear":
-        return (*shape[:-1], k // BLOCK)
-    rows = 1
-    for d in shape[:-1]:
-        rows *= d
-    return swizzled_scale_shape(rows, k)
 
 
 def describe_dtype(dtype: torch.dtype) -> str:

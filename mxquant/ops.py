@@ -1,42 +1,97 @@
-"""The torch custom ops `mxquant::quantize` / `mxquant::dequantize` and their fake implementations.
+"""The call path: public functions -> custom ops (`mxquant::quantize`, `mxquant::dequantize`)
+-> their fakes -> run_* -> the backend the registry resolves.
 
-The real implementations validate their arguments and hand the call to the backend the
-registry resolves for it; the fakes validate the same way and return empty tensors of exactly
-the dtypes, shapes and (contiguous) strides the backends return, so torch.compile traces the
-ops without running them. Scales are always float8_e8m0fnu.
+Plain eager tensors skip the dispatcher (several microseconds); fake, meta and subclass
+tensors and torch.compile go through the custom ops, whose fakes return empty tensors of
+exactly the dtypes, shapes and contiguous strides the backends return.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 from .checks import check_dequantize, check_quantize
-from .formats import BLOCK, scale_shape
+from .formats import BLOCK
+from .layouts import scale_shape
 from .registry import get_registry
+from .selection import overrides
+
+
+class MXFP8Quantized(NamedTuple):
+    data: torch.Tensor
+    """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""
+    scale: torch.Tensor
+    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear";
+    (round_up(M, 128), round_up(K // 32, 4)) with M = prod(x.shape[:-1]) for "swizzled"."""
+
+
+def mxfp8_quantize(
+    x: torch.Tensor,
+    dtype: torch.dtype = torch.float8_e4m3fn,
+    *,
+    scale_mode: str = "rceil",
+    scale_layout: str = "linear",
+    backend: Optional[str] = None,
+) -> MXFP8Quantized:
+    """Quantize `x` to MXFP8: blocks of 32 along the last dimension share one E8M0 scale.
+
+    x: float32, bfloat16 or float16, any leading shape, last dimension a multiple of 32.
+    dtype: torch.float8_e4m3fn (default) or torch.float8_e5m2.
+    scale_mode: "rceil" (default; NVIDIA's rule, never saturates), "floor" (OCP MX v1.0) or
+        "compressed-tensors" (llm-compressor's rule); docs/semantics.md.
+    scale_layout: "linear" or "swizzled" (the 128x4 layout cuBLAS and FlashInfer use).
+    backend: force a backend by name (strict: an error, never a fallback, if it cannot run).
+    """
+    if _eager(x):
+        data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
+    else:
+        data, scale = torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend)
+    return MXFP8Quantized(data, scale)
+
+
+def mxfp8_dequantize(
+    data: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    scale_layout: str = "linear",
+    out_dtype: torch.dtype = torch.bfloat16,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    """data * 2**(scale - 127) per block, rounded once to `out_dtype`; NaN where the scale is 0xFF."""
+    if _eager(data):
+        return run_dequantize(data, scale, scale_layout, out_dtype, backend)
+    return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
+
+
+def _eager(t) -> bool:
+    # A non-tensor also takes the eager path, so that checks.py reports it (a TypeError naming
+    # the argument) rather than the op schema's RuntimeError.
+    if not isinstance(t, torch.Tensor):
+        return True
+    return type(t) is torch.Tensor and not t.is_meta and not torch.compiler.is_compiling()
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
-    """Validated call through the registry (the custom op's body and the eager fast path).
-
-    A cached signature was fully validated when it was resolved (dtypes, mode, layout, backend),
-    so a cache hit only checks the shape; a miss validates everything, then resolves."""
+    """Validated call through the registry. A cached signature was fully validated when it was
+    resolved (dtypes, mode, layout, backend name), so a cache hit only checks the shape."""
     registry = get_registry()
     try:
-        fn = registry.cached("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend)
-    except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: let checks explain
-        fn = None
+        key = ("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *overrides())
+        fn = registry.cache.get(key)
+    except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: checks explain
+        key = fn = None
     if fn is None or not x.dim() or x.shape[-1] % BLOCK:
-        check_quantize(x, dtype, scale_mode, scale_layout)
-        fn = registry.lookup("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend)
+        check_quantize(x, dtype, scale_mode, scale_layout, backend)
+        fn = registry.lookup(*key)
     return fn(x, dtype, scale_mode, scale_layout)
 
 
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
-    check_dequantize(data, scale, scale_layout, out_dtype)
-    fn = get_registry().lookup("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend)
-    return fn(data, scale, scale_layout, out_dtype)
+    check_dequantize(data, scale, scale_layout, out_dtype, backend)
+    key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+    return get_registry().lookup(*key)(data, scale, scale_layout, out_dtype)
 
 
 @torch.library.custom_op("mxquant::quantize", mutates_args=())
@@ -48,7 +103,7 @@ def quantize(
 
 @quantize.register_fake
 def _quantize_fake(x, dtype, scale_mode, scale_layout, backend=None):
-    check_quantize(x, dtype, scale_mode, scale_layout)
+    check_quantize(x, dtype, scale_mode, scale_layout, backend)
     data = x.new_empty(x.shape, dtype=dtype)
     scale = x.new_empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
     return data, scale
@@ -63,5 +118,5 @@ def dequantize(
 
 @dequantize.register_fake
 def _dequantize_fake(data, scale, scale_layout, out_dtype, backend=None):
-    check_dequantize(data, scale, scale_layout, out_dtype)
+    check_dequantize(data, scale, scale_layout, out_dtype, backend)
     return data.new_empty(data.shape, dtype=out_dtype)

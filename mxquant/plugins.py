@@ -1,18 +1,9 @@
-"""Plugin discovery: the pluggy hook and the `mxquant.backends` entry-point group.
+"""Plugin discovery: the `mxquant.backends` entry-point group, MXQUANT_PLUGINS, and the one
+isolated way a plugin's `register_backends` hook is called.
 
-A plugin is a module (named by an entry point in the `mxquant.backends` group) that
-implements one hook::
-
-    import mxquant
-
-    @mxquant.hookimpl
-    def register_backends(register):
-        register(mxquant.Backend(...))            # or a lazy mxquant.BackendSpec(...)
-
-mxquant's own backends are registered the same way, through the entry point `builtin` of
-the distribution `mxquant`. Entry points are loaded on first resolution (never at
-`import mxquant`); a plugin that fails to import or register becomes a reported problem,
-never an exception out of the library.
+mxquant's own backends register the same way (entry point `builtin` of the distribution
+`mxquant`). Entry points load on first resolution, never at `import mxquant`; a plugin that
+fails to import or register becomes a reported problem, never an exception out of the library.
 """
 
 from __future__ import annotations
@@ -25,19 +16,10 @@ from typing import Callable, Optional
 
 import pluggy
 
-PROJECT = "mxquant"
-ENTRY_POINT_GROUP = "mxquant.backends"
+from .hookspecs import ENTRY_POINT_GROUP, PROJECT, HookSpecs
+
+ENV_PLUGINS = "MXQUANT_PLUGINS"
 BUILTIN_DISTRIBUTION = "mxquant"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class HookSpecs:
-    @hookspec
-    def register_backends(self, register: Callable) -> None:
-        """Call `register(backend)` once per backend, with an `mxquant.Backend` or an
-        `mxquant.BackendSpec`."""
 
 
 @dataclass
@@ -53,27 +35,32 @@ class PluginRecord:
         return self.distribution == BUILTIN_DISTRIBUTION
 
 
+def plugins_setting() -> Optional[str]:
+    """MXQUANT_PLUGINS as set (None when unset)."""
+    return os.environ.get(ENV_PLUGINS)
+
+
 def plugin_filter(value: Optional[str] = None) -> Callable[[str], Optional[str]]:
     """Parse MXQUANT_PLUGINS into a predicate name -> None (load) or a reason (skip).
 
     unset / "all": load every plugin;  "none": load none;  "a,b": load only a and b;
     "-a,-b": load all but a and b. Built-in backends are not plugins here: they always load.
     """
-    raw = os.environ.get("MXQUANT_PLUGINS", "") if value is None else value
+    raw = (plugins_setting() or "") if value is None else value
     items = [p.strip() for p in raw.split(",") if p.strip()]
     if not items or items == ["all"]:
         return lambda name: None
     if items == ["none"]:
-        return lambda name: "MXQUANT_PLUGINS=none"
+        return lambda name: f"{ENV_PLUGINS}=none"
     deny = {p[1:] for p in items if p.startswith("-")}
     allow = {p for p in items if not p.startswith("-")}
     if deny and allow:
-        raise ValueError(f"MXQUANT_PLUGINS={raw!r} mixes allowed and denied names; use one or the other")
+        raise ValueError(f"{ENV_PLUGINS}={raw!r} mixes allowed and denied names; use one or the other")
 
     def decide(name: str) -> Optional[str]:
         if deny:
-            return f"denied by MXQUANT_PLUGINS={raw}" if name in deny else None
-        return None if name in allow else f"not listed in MXQUANT_PLUGINS={raw}"
+            return f"denied by {ENV_PLUGINS}={raw}" if name in deny else None
+        return None if name in allow else f"not listed in {ENV_PLUGINS}={raw}"
 
     return decide
 
@@ -85,7 +72,8 @@ def new_plugin_manager() -> pluggy.PluginManager:
 
 
 def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
-    """Load every entry point of the group into `pm`; return a record for each."""
+    """Load every entry point of the group into `pm` (those MXQUANT_PLUGINS lets through);
+    return a record for each."""
     records: list[PluginRecord] = []
     try:
         decide = plugin_filter()
@@ -138,21 +126,19 @@ def _entry_points(records: list[PluginRecord]) -> list:
     return found
 
 
-def call_register_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_for) -> None:
-    """Run each plugin's register_backends on its own, so one failing plugin spoils nothing else.
-
-    `register_for(record)` returns the `register` callback to hand that plugin.
-    """
+def call_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_for: Callable,
+               only: Optional[str] = None) -> None:
+    """Run each plugin's register_backends on its own (only plugin `only`, if given), so one
+    failing plugin spoils nothing else; `register_for(record)` gives the callback to hand it.
+    Built-in backends register first, so no plugin can take a built-in backend's name."""
     by_name = {r.name: r for r in records}
-    impls = pm.hook.register_backends.get_hookimpls()
-    # Built-in backends register first, so no plugin can take a built-in backend's name.
-    impls = sorted(impls, key=lambda i: not (by_name.get(i.plugin_name) and by_name[i.plugin_name].builtin))
+    impls = [i for i in pm.hook.register_backends.get_hookimpls() if only is None or i.plugin_name == only]
+    impls.sort(key=lambda i: not (i.plugin_name in by_name and by_name[i.plugin_name].builtin))
     for impl in impls:
         rec = by_name.get(impl.plugin_name)
         if rec is None:
-            rec = PluginRecord(impl.plugin_name, None, repr(impl.plugin))
+            rec = by_name[impl.plugin_name] = PluginRecord(impl.plugin_name, None, repr(impl.plugin))
             records.append(rec)
-            by_name[rec.name] = rec
         try:
             impl.function(register=register_for(rec))
         except Exception as exc:

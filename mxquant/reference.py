@@ -1,9 +1,5 @@
-"""The reference MXFP8 quantizer: pure PyTorch, written to be read next to docs/semantics.md.
-
-This is the source of truth every backend is compared with byte for byte. It favours clarity
-over speed: each rule of the contract is one or two lines here. It runs on any device PyTorch
-runs on (the `cpu` backend serves it for CPU tensors; GPU tests move inputs to the CPU).
-"""
+"""The contract in plain PyTorch (docs/semantics.md): the oracle every backend is compared
+with byte for byte. Clarity over speed: each rule is one or two lines here."""
 
 from __future__ import annotations
 
@@ -11,17 +7,8 @@ import math
 
 import torch
 
-from .formats import (
-    BLOCK,
-    E8M0_BIAS,
-    E8M0_NAN,
-    ELEMENT_FORMATS,
-    ELEMENT_NAN,
-    RCEIL_MANTISSA_THRESHOLD,
-    SWIZZLE_COLS,
-    SWIZZLE_ROWS,
-    swizzled_scale_shape,
-)
+from .formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, RCEIL_MANTISSA_THRESHOLD
+from .layouts import swizzle, unswizzle
 
 _ABS_MASK = 0x7FFFFFFF
 _FP32_INF_BITS = 0x7F800000
@@ -106,28 +93,3 @@ def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_d
     factor = torch.where(scale_bytes == E8M0_NAN, float("nan"), factor)
     values = data.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32) * factor.unsqueeze(-1)
     return values.reshape(shape).to(out_dtype)
-
-
-def _tile_view(padded_rows: int, padded_cols: int):
-    """Index map of the 128x4 layout: tiles row-major, inside a tile (r%32)*16 + (r//32)*4 + c."""
-    return (padded_rows // SWIZZLE_ROWS, SWIZZLE_ROWS // 32, 32, padded_cols // SWIZZLE_COLS, SWIZZLE_COLS)
-
-
-def swizzle(scale_2d: torch.Tensor) -> torch.Tensor:
-    """(rows, cols) uint8 scales -> the cuBLAS/FlashInfer 128x4 layout, shape (rows', cols')
-    padded to multiples of 128 and 4 with zero bytes, bytes in memory order of that layout."""
-    rows, cols = scale_2d.shape
-    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
-    padded = scale_2d.new_zeros((prow, pcol))
-    padded[:rows, :cols] = scale_2d
-    # (row_tile, r//32, r%32, col_tile, c) -> (row_tile, col_tile, r%32, r//32, c)
-    tiles = padded.view(_tile_view(prow, pcol)).permute(0, 3, 2, 1, 4)
-    return tiles.contiguous().view(prow, pcol)
-
-
-def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Inverse of `swizzle`: the 128x4-layout bytes back to (rows, cols)."""
-    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
-    nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
-    tiles = flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
-    return tiles.reshape(prow, pcol)[:rows, :cols]

@@ -1,68 +1,35 @@
-"""The backend registry: which backends exist, which can run here, and which one serves a call.
+"""The backend registry: which backends exist, which can run here, and which serves a call.
 
-Resolution order for a call: the `backend=` argument, then `mxquant.use_backend(name)`, then
-the MXQUANT_BACKEND environment variable (read at resolution time), then automatic choice by
-priority among available backends that are capable of the call and honour the contract (or
-whose declared deviations the caller allowed). A forced backend is strict: if it cannot run
-the call, the error names it, its reason and every other candidate's status.
-
-Resolved callables are cached per call signature, so after the first call the hot path is a
-dict lookup; `Registry.reset_cache()` clears it (tests do).
+Resolution: a backend forced by name (selection.py: `backend=`, `use_backend()`,
+MXQUANT_BACKEND) is strict, and its error names every candidate's status; otherwise the
+highest-priority backend that serves the device, probes available, declares the call in its
+capabilities and honours the contract (or whose declared deviations the caller allowed).
+Resolved callables are cached per call signature and overrides, so a repeated call costs one
+key and one dict lookup (ops.py). Discovery and resolution are serialised by one lock; the
+cache is read without it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import importlib
-import os
+import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
 from . import plugins
 from .backend import Backend, BackendSpec, Call, Capabilities
-from .errors import BackendError, BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
-
-ENV_BACKEND = "MXQUANT_BACKEND"
-ENV_ALLOW = "MXQUANT_ALLOW_DEVIATIONS"
-
-_forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("mxquant_forced", default=None)
-_allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_allowed", default=frozenset())
+from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
+from .selection import ENV_ALLOW, deviations_allowed, selection
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Force backend `name` for mxquant calls in this block (strict: no fallback)."""
-    token = _forced.set(name)
-    try:
-        yield
-    finally:
-        _forced.reset(token)
+class Refusal(NamedTuple):
+    """Why a backend cannot serve a call: `kind` is "device" (does not serve the device type),
+    "unavailable" (its probe or import failed here) or "incapable" (outside its capabilities)."""
 
-
-@contextlib.contextmanager
-def allow_deviations(*items: str) -> Iterator[None]:
-    """Let automatic selection pick backends with declared deviations, in this block.
-
-    Each item is a backend name (all its deviations), "backend:code" (one deviation) or "*"."""
-    token = _allowed.set(_allowed.get() | frozenset(items))
-    try:
-        yield
-    finally:
-        _allowed.reset(token)
-
-
-def _parse_allowed(env: Optional[str], scoped: frozenset) -> frozenset:
-    items = {p.strip() for p in (env or "").split(",") if p.strip()}
-    return frozenset(items) | scoped
-
-
-def deviations_allowed(backend: Backend, allowed: frozenset) -> bool:
-    if "*" in allowed or backend.name in allowed:
-        return True
-    return all(f"{backend.name}:{d.code}" in allowed for d in backend.deviations)
+    kind: str
+    text: str
 
 
 @dataclass
@@ -107,27 +74,21 @@ class Registry:
         self._plugins: list[plugins.PluginRecord] = []
         self._entries: dict[str, Entry] = {}
         self._loaded = False
-        self._cache: dict = {}
+        self._lock = threading.RLock()
+        self.cache: dict = {}
+        """Call key (ops.py) -> the resolved backend's callable. Read without the lock."""
 
-    # ---- discovery -------------------------------------------------------------------
+    # ---- discovery -------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        if self._use_entry_points:
-            self._plugins = plugins.discover(self._pm)
-            if not any(r.builtin for r in self._plugins):
-                # Running from a source tree with no installed metadata: register our own anyway.
-                self._register_module("builtin", "mxquant.backends", plugins.BUILTIN_DISTRIBUTION)
-        plugins.call_register_hooks(self._pm, self._plugins, self._register_for)
-
-    def _register_module(self, name: str, module: str, dist: Optional[str]) -> None:
-        rec = plugins.PluginRecord(name, dist, module)
-        self._plugins.append(rec)
-        try:
-            self._pm.register(importlib.import_module(module), name=name)
-        except Exception as exc:
-            rec.error = f"failed to load {module}: {type(exc).__name__}: {exc}"
+        with self._lock:
+            if self._loaded:
+                return
+            if self._use_entry_points:
+                self._plugins = plugins.discover(self._pm)
+            plugins.call_hooks(self._pm, self._plugins, self._register_for)
+            self._loaded = True  # only now: a concurrent first call waits on the lock above
 
     def _register_for(self, rec: plugins.PluginRecord) -> Callable:
         def register(obj) -> None:
@@ -137,40 +98,37 @@ class Registry:
                 entry = Entry(obj.name, rec, spec=obj)
             else:
                 raise TypeError(f"register() takes an mxquant.Backend or mxquant.BackendSpec, got {type(obj).__name__}")
-            if entry.name in self._entries:
-                raise ValueError(f"backend name {entry.name!r} is already registered by {self._entries[entry.name].origin}")
-            self._entries[entry.name] = entry
-            self._cache.clear()
+            with self._lock:
+                if entry.name in self._entries:
+                    raise ValueError(f"backend name {entry.name!r} is already registered by {self._entries[entry.name].origin}")
+                self._entries[entry.name] = entry
+                self.cache.clear()
 
         return register
 
     def register_plugin(self, plugin: object, name: str) -> None:
         """Register an in-process plugin object (anything with a `register_backends` hookimpl)."""
-        self._ensure_loaded()
-        rec = plugins.PluginRecord(name, None, repr(plugin))
-        self._plugins.append(rec)
-        self._pm.register(plugin, name=name)
-        hook = self._pm.subset_hook_caller("register_backends", remove_plugins=[
-            p for p in self._pm.get_plugins() if p is not plugin])
-        try:
-            hook(register=self._register_for(rec))
-        except Exception as exc:
-            rec.error = f"register_backends raised {type(exc).__name__}: {exc}"
-        self._cache.clear()
+        with self._lock:
+            self._ensure_loaded()
+            self._plugins.append(plugins.PluginRecord(name, None, repr(plugin)))
+            self._pm.register(plugin, name=name)
+            plugins.call_hooks(self._pm, self._plugins, self._register_for, only=name)
+            self.cache.clear()
 
     def unregister_plugin(self, name: str) -> None:
-        self._pm.unregister(name=name)
-        self._plugins = [r for r in self._plugins if r.name != name]
-        self._entries = {k: e for k, e in self._entries.items() if e.plugin.name != name}
-        self._cache.clear()
+        with self._lock:
+            self._pm.unregister(name=name)
+            self._plugins = [r for r in self._plugins if r.name != name]
+            self._entries = {k: e for k, e in self._entries.items() if e.plugin.name != name}
+            self.cache.clear()
 
     def reset_cache(self) -> None:
         """Forget resolved callables and probe results (not the registered backends)."""
-        self._cache.clear()
-        for e in self._entries.values():
-            e.probes.clear()
+        with self._lock:
+            self.cache.clear()
+            for e in self._entries.values():
+                e.probes.clear()
 
-    # ---- loading and probing ------------------------------------------------------------
     def entries(self) -> list[Entry]:
         self._ensure_loaded()
         return list(self._entries.values())
@@ -179,129 +137,109 @@ class Registry:
         self._ensure_loaded()
         return list(self._plugins)
 
+    # ---- loading and probing -----------------------------------------------------------------
     def load(self, entry: Entry) -> Optional[Backend]:
         if entry.backend is None and entry.load_error is None and entry.spec is not None:
-            module, _, attr = entry.spec.target.partition(":")
-            try:
-                obj = getattr(importlib.import_module(module), attr)
-                obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
-                if not isinstance(obj, Backend):
-                    raise TypeError(f"{entry.spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
-                entry.backend = check_backend(obj)
-            except Exception as exc:
-                entry.load_error = f"cannot import {entry.spec.target}: {type(exc).__name__}: {exc}"
-                if entry.spec.install_hint:
-                    entry.load_error += f" (install: {entry.spec.install_hint})"
+            with self._lock:
+                if entry.backend is None and entry.load_error is None:
+                    entry.backend, entry.load_error = _import_spec(entry.spec)
         return entry.backend
 
     def probe(self, entry: Entry, device: torch.device) -> Optional[str]:
         """None if `entry` can run on `device`, else the reason. Never raises; cached."""
         if device in entry.probes:
             return entry.probes[device]
+        with self._lock:
+            if device not in entry.probes:
+                entry.probes[device] = self._probe(entry, device)
+            return entry.probes[device]
+
+    def _probe(self, entry: Entry, device: torch.device) -> Optional[str]:
         backend = self.load(entry)
         if backend is None:
-            reason = entry.load_error
-        else:
-            try:
-                reason = backend.probe(device)
-            except Exception as exc:
-                reason = f"availability probe raised {type(exc).__name__}: {exc}"
-            if reason and backend.install_hint:
-                reason += f" (install: {backend.install_hint})"
-        entry.probes[device] = reason
+            return entry.load_error
+        try:
+            reason = backend.probe(device)
+        except Exception as exc:
+            reason = f"availability probe raised {type(exc).__name__}: {exc}"
+        if reason and backend.install_hint:
+            reason += f" (install: {backend.install_hint})"
         return reason
 
-    def status(self, entry: Entry, call: Call) -> Optional[str]:
+    def status(self, entry: Entry, call: Call) -> Optional[Refusal]:
         """None if `entry` can serve `call` here, else why not."""
         if not entry.serves(call.device.type):
-            return f"does not serve device type '{call.device.type}'"
+            return Refusal("device", f"does not serve device type '{call.device.type}'")
         reason = self.probe(entry, call.device)
         if reason:
-            return f"unavailable: {reason}"
-        return self.load(entry).incapable_reason(call)
+            return Refusal("unavailable", f"unavailable: {reason}")
+        why = self.load(entry).incapable_reason(call)
+        return Refusal("incapable", why) if why else None
 
-    # ---- resolution -----------------------------------------------------------------------
+    # ---- resolution ----------------------------------------------------------------------------
     def resolve(self, call: Call, forced: Optional[str] = None, forced_by: str = "", allowed: frozenset = frozenset()):
-        """The backend that serves `call` (uncached; see `lookup` for the cached path)."""
+        """The backend that serves `call` (uncached; `lookup` is the cached path)."""
         entries = self.entries()
         if forced:
-            entry = self._entries.get(forced)
+            entry = self._entries.get(forced) or next((e for e in entries if e.name.lower() == forced), None)
             if entry is None:
                 raise UnknownBackendError(forced, forced_by, call, self._candidates(call, allowed))
-            reason = self.status(entry, call)
-            if reason:
-                err = BackendUnavailableError if reason.startswith(("unavailable", "does not serve")) else BackendIncapableError
-                raise err(forced, forced_by, call, reason, self._candidates(call, allowed))
+            refusal = self.status(entry, call)
+            if refusal:
+                err = BackendIncapableError if refusal.kind == "incapable" else BackendUnavailableError
+                raise err(entry.name, forced_by, call, refusal.text, self._candidates(call, allowed))
             return entry.backend
-        for entry in sorted(entries, key=lambda e: (-self._priority(e, call), e.name)):
+        for entry in self._by_priority(call):
             if self.status(entry, call) is None and deviations_allowed(entry.backend, allowed):
                 return entry.backend
         raise NoBackendError(call, self._candidates(call, allowed))
 
-    def _priority(self, entry: Entry, call: Call) -> int:
-        if not entry.serves(call.device.type):
-            return -(2**31)
-        backend = self.load(entry)
-        return backend.priority if backend is not None else -(2**31)
-
-    def _candidates(self, call: Call, allowed: frozenset) -> list[tuple[str, str, str]]:
-        rows = []
-        for entry in sorted(self.entries(), key=lambda e: (-self._priority(e, call), e.name)):
-            status = self.status(entry, call)
-            if status is None and not deviations_allowed(entry.backend, allowed):
-                codes = ", ".join(d.code for d in entry.backend.deviations)
-                status = f"declares deviations ({codes}); not chosen automatically unless allowed via {ENV_ALLOW}"
-            rows.append((entry.name, entry.origin, status or "ok"))
-        return rows
-
-    def cached(self, op: str, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend):
-        """The hot path: the cached callable for this call signature under the current
-        overrides, or None (never resolves). Costs one dict lookup and the override reads."""
-        return self._cache.get((op, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend,
-                                _forced.get(), _allowed.get(), *_env_overrides()))
-
-    def lookup(self, op: str, device: torch.device, hp_dtype, element_dtype, scale_mode, scale_layout, backend):
-        """Cached resolution: returns the backend's callable, resolving on a cache miss."""
-        key = (op, device, hp_dtype, element_dtype, scale_mode, scale_layout, backend,
-               _forced.get(), _allowed.get(), *_env_overrides())
-        fn = self._cache.get(key)
+    def lookup(self, *key) -> Callable:
+        """The callable serving the call (op, device, hp_dtype, element_dtype, scale_mode,
+        scale_layout, backend, *selection.overrides()); resolves and caches it on a miss."""
+        fn = self.cache.get(key)
         if fn is None:
-            call = Call(op, device, hp_dtype, element_dtype, scale_mode, scale_layout)
-            chosen = self.resolve(call, *selection(backend))
+            op, device, hp, element, mode, layout, backend = key[:7]
+            chosen = self.resolve(Call(op, device, hp, element, mode, layout), *selection(backend))
             fn = chosen.quantize if op == "quantize" else chosen.dequantize
-            self._cache[key] = fn
+            self.cache[key] = fn
         return fn
 
     def resolved_name(self, call: Call) -> str:
         """Name of the backend that serves `call` under the current overrides (uncached)."""
         return self.resolve(call, *selection()).name
 
+    def _by_priority(self, call: Call) -> list[Entry]:
+        def priority(entry: Entry) -> int:
+            backend = self.load(entry) if entry.serves(call.device.type) else None
+            return backend.priority if backend is not None else -(2**31)
 
-if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict):
-    # os.environ keeps its bytes-keyed mapping in _data; reading it skips the str encoding and
-    # decoding of os.environ.get, which is most of the hot path's cost of honouring the two
-    # variables on every call (they are read at resolution time, and the cache is keyed on them).
-    _ENV_DATA = os.environ._data
-    _ENV_KEYS = (os.fsencode(ENV_BACKEND), os.fsencode(ENV_ALLOW))
+        return sorted(self.entries(), key=lambda e: (-priority(e), e.name))
 
-    def _env_overrides() -> tuple:
-        return _ENV_DATA.get(_ENV_KEYS[0]), _ENV_DATA.get(_ENV_KEYS[1])
-else:  # pragma: no cover - Windows
-    def _env_overrides() -> tuple:
-        return os.environ.get(ENV_BACKEND), os.environ.get(ENV_ALLOW)
+    def _candidates(self, call: Call, allowed: frozenset) -> list[tuple[str, str, str]]:
+        rows = []
+        for entry in self._by_priority(call):
+            refusal = self.status(entry, call)
+            status = refusal.text if refusal else "ok"
+            if refusal is None and not deviations_allowed(entry.backend, allowed):
+                codes = ", ".join(d.code for d in entry.backend.deviations)
+                status = f"declares deviations ({codes}); not chosen automatically unless allowed via {ENV_ALLOW}"
+            rows.append((entry.name, entry.origin, status))
+        return rows
 
 
-def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
-    """(forced name, what forced it, allowed deviations) under the current overrides."""
-    allowed = _parse_allowed(os.environ.get(ENV_ALLOW), _allowed.get())
-    env_forced = os.environ.get(ENV_BACKEND) or None
-    if backend:
-        return backend, "the backend= argument", allowed
-    if _forced.get():
-        return _forced.get(), "mxquant.use_backend()", allowed
-    if env_forced:
-        return env_forced, f"{ENV_BACKEND}={env_forced}", allowed
-    return None, "", allowed
+def _import_spec(spec: BackendSpec) -> tuple[Optional[Backend], Optional[str]]:
+    """(backend, None) or (None, why not) for a lazy BackendSpec."""
+    module, _, attr = spec.target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+        obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
+        if not isinstance(obj, Backend):
+            raise TypeError(f"{spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
+        return check_backend(obj), None
+    except Exception as exc:
+        error = f"cannot import {spec.target}: {type(exc).__name__}: {exc}"
+        return None, error + (f" (install: {spec.install_hint})" if spec.install_hint else "")
 
 
 _REGISTRY = Registry()
@@ -316,5 +254,3 @@ def set_registry(registry: Registry) -> Registry:
     global _REGISTRY
     previous, _REGISTRY = _REGISTRY, registry
     return previous
-
-

@@ -1,16 +1,11 @@
-"""The platform report: every known backend, where it came from, whether it can run here and
-why not, plugin problems, which backend the default call resolves to on each local device,
-and the environment variables in effect. `mxquant.list_backends()` returns it as dataclasses;
-`mxquant info` prints it (a table, or JSON with `--json`; the keys are listed in docs/env.md).
-
-Nothing here may raise because a backend or a plugin is broken: every failure becomes a
-reason or an error field of the record it concerns.
-"""
+"""The platform report as data: every known backend, where it came from, whether it can run
+here and why not, plugin problems, what the default call resolves to on each local device,
+and the environment in effect. `mxquant.list_backends()` returns it; `mxquant info` prints it
+(mxquant/cli/info.py; the JSON keys are listed in docs/env.md). Nothing here raises because a
+backend or plugin is broken: each failure becomes a reason or an error field."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
@@ -18,11 +13,10 @@ from typing import Iterator, Optional
 import torch
 
 from . import plugins
+from ._version import __version__
 from .backend import Call
-from .registry import ENV_ALLOW, ENV_BACKEND, Entry, Registry, get_registry, selection
-
-ENV_PLUGINS = "MXQUANT_PLUGINS"
-ENV_VARS = (ENV_BACKEND, ENV_ALLOW, ENV_PLUGINS)
+from .registry import Entry, Registry, get_registry
+from .selection import ENV_ALLOW, deviation_allowed, environment, selection
 SCHEMA_VERSION = 1
 """Bumped when a key of the JSON output is removed or changes meaning (adding keys does not)."""
 
@@ -68,10 +62,6 @@ class BackendRecord:
     description: str = ""
     error: Optional[str] = None
     """Why the backend could not be imported or described (its probe reasons say so too)."""
-
-    @property
-    def available_on(self) -> list[str]:
-        return [a.device for a in self.availability if a.available]
 
 
 @dataclass
@@ -185,7 +175,7 @@ def _backend_record(registry: Registry, entry: Entry, allowed: frozenset) -> Bac
             record.description = str(backend.description or "")
             record.install_hint = str(backend.install_hint or record.install_hint)
             record.deviations = [
-                DeviationRecord(str(d.code), str(d.summary), _deviation_allowed(backend.name, d.code, allowed))
+                DeviationRecord(str(d.code), str(d.summary), deviation_allowed(backend.name, d.code, allowed))
                 for d in backend.deviations]
     except Exception as exc:  # a malformed Backend object
         record.error = f"cannot describe backend {entry.name!r}: {_error_text(exc)}"
@@ -196,10 +186,6 @@ def _backend_record(registry: Registry, entry: Entry, allowed: frozenset) -> Bac
             reason = f"cannot probe device type {device_type!r}: {_error_text(exc)}"
         record.availability.append(Availability(device_type, reason is None, reason))
     return record
-
-
-def _deviation_allowed(backend_name: str, code: str, allowed: frozenset) -> bool:
-    return bool({"*", backend_name, f"{backend_name}:{code}"} & allowed)
 
 
 def _plugin_info(rec: plugins.PluginRecord, entries: list[Entry]) -> PluginInfo:
@@ -224,11 +210,9 @@ def _resolution(registry: Registry, device_type: str) -> Resolution:
 
 def list_backends(registry: Optional[Registry] = None) -> Report:
     """The platform report (see `Report`); `for b in mxquant.list_backends()` yields BackendRecords."""
-    from . import __version__
-
     registry = registry or get_registry()
     errors: list[str] = []
-    env = {name: os.environ.get(name) for name in ENV_VARS}
+    env = {**environment(), plugins.ENV_PLUGINS: plugins.plugins_setting()}
     try:
         allowed = selection()[2]
     except Exception as exc:
@@ -257,74 +241,3 @@ def list_backends(registry: Optional[Registry] = None) -> Report:
         env=env,
         errors=errors,
     )
-
-
-# ---- `mxquant info` -------------------------------------------------------------------------
-
-def run_info(as_json: bool = False) -> int:
-    """Print the report: a rich table, or JSON (stable keys, see docs/env.md). Returns 0."""
-    report = list_backends()
-    if as_json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    _print_tables(report)
-    return 0
-
-
-def _print_tables(report: Report) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(file=sys.stdout)
-    console.print(f"[bold]mxquant {report.mxquant_version}[/bold]  torch {escape(report.torch_version)}  "
-                  f"python {report.python}  devices here: {', '.join(report.devices)}")
-
-    any_deviations = any(b.deviations for b in report.backends)
-    table = Table(title="Backends (higher priority wins; reasons include how to install)", title_justify="left")
-    for col in ("backend", "origin", "prio", "device", "status") + (("deviations",) if any_deviations else ()):
-        table.add_column(col, overflow="fold")
-    for b in report.backends:
-        origin = "built-in" if b.origin == "built-in" else f"plugin {b.plugin}" + (
-            f" ({b.distribution})" if b.distribution else "")
-        head = [escape(b.name), escape(origin), "?" if b.priority is None else str(b.priority)]
-        rows = [[a.device, "[green]available[/green]" if a.available
-                 else f"[red]unavailable[/red]: {escape(a.reason or '')}"] for a in b.availability]
-        if not rows:
-            rows = [["-", f"[red]error[/red]: {escape(b.error)}" if b.error else "serves no device type"]]
-        deviations = "\n".join(f"{escape(d.code)}{' (allowed)' if d.allowed else ''}: {escape(d.summary)}"
-                               for d in b.deviations) or "none"
-        for i, row in enumerate(rows):
-            cells = (head if i == 0 else ["", "", ""]) + row
-            if any_deviations:
-                cells.append(deviations if i == 0 else "")
-            table.add_row(*cells, end_section=i == len(rows) - 1)
-    console.print(table)
-
-    table = Table(title="Plugins (entry-point group mxquant.backends)", title_justify="left")
-    for col in ("plugin", "distribution", "entry point", "status", "backends"):
-        table.add_column(col, overflow="fold")
-    for p in report.plugins:
-        status = {"loaded": "[green]loaded[/green]",
-                  "skipped": f"[yellow]skipped[/yellow] — {escape(p.skipped or '')}",
-                  "error": f"[red]error[/red] — {escape((p.error or '').strip())}"}[p.status]
-        table.add_row(escape(p.name), escape(p.distribution or "(in-process)"), escape(p.value), status,
-                      escape(", ".join(p.backends)))
-    console.print(table)
-
-    table = Table(title="Default call (bf16 -> e4m3, rceil, linear) resolves to", title_justify="left")
-    for col in ("device", "backend", "how"):
-        table.add_column(col, overflow="fold")
-    for r in report.resolution:
-        if r.backend:
-            table.add_row(r.device, f"[green]{escape(r.backend)}[/green]", escape(r.forced_by or "automatic"))
-        else:
-            table.add_row(r.device, "[red]none[/red]", escape(r.error or ""))
-    console.print(table)
-
-    console.print("[bold]Environment[/bold]")
-    for name, value in report.env.items():
-        console.print(f"  {name}=" + (escape(value) if value is not None else "(unset)"))
-    for err in report.errors:
-        console.print(f"[red]report problem:[/red] {escape(err)}")

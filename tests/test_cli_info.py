@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import mxquant.cli
-from mxquant.registry import Registry, set_registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "env.md"
 
@@ -27,18 +26,6 @@ RESOLUTION_KEYS = {"device", "call", "backend", "forced_by", "error"}
 ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS"}
 
 
-@pytest.fixture
-def fresh(monkeypatch):
-    for var in ENV_KEYS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    previous = set_registry(Registry())
-    try:
-        yield
-    finally:
-        set_registry(previous)
-
-
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
     env.update(extra)
@@ -47,10 +34,10 @@ def clean_env(**extra):
 
 def info_command():
     script = shutil.which("mxquant")
-    return [script] if script else [sys.executable, "-m", "mxquant.cli"]
+    return [script] if script else [sys.executable, "-m", "mxquant"]
 
 
-def test_info_table(fresh, capsys):
+def test_info_table(registry, capsys):
     assert mxquant.cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"│ cpu\s+│ built-in\s+│ 0\s+│ cpu\s+│ available", out), out
@@ -100,7 +87,7 @@ def test_json_keys_are_documented():
         assert f"`{key}`" in text, key
 
 
-def test_info_never_crashes_on_bad_settings(fresh, monkeypatch, capsys):
+def test_info_never_crashes_on_bad_settings(registry, monkeypatch, capsys):
     monkeypatch.setenv("MXQUANT_BACKEND", "nonexistent")
     monkeypatch.setenv("MXQUANT_PLUGINS", "a,-b")  # invalid: mixes allow and deny
     monkeypatch.setenv("MXQUANT_ALLOW_DEVIATIONS", "*")

@@ -21,11 +21,12 @@ import pytest
 import torch
 
 import mxquant
-from mxquant import reference
+from mxquant import layouts, reference
 from mxquant.backend import Call
 from mxquant.errors import BackendUnavailableError, NoBackendError
-from mxquant.formats import round_up
-from mxquant.registry import ENV_ALLOW, ENV_BACKEND, Registry, set_registry
+from mxquant.layouts import round_up
+from mxquant.registry import Registry
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND
 
 E4M3, BF16, F16 = torch.float8_e4m3fn, torch.bfloat16, torch.float16
 CUDA0 = torch.device("cuda", 0)
@@ -93,18 +94,6 @@ def capability(monkeypatch):
     return set_capability
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    for var in (ENV_BACKEND, ENV_ALLOW, "MXQUANT_PLUGINS"):
-        monkeypatch.delenv(var, raising=False)
-    reg = Registry()
-    previous = set_registry(reg)
-    try:
-        yield reg
-    finally:
-        set_registry(previous)
-
-
 def fib():
     from mxquant.backends import flashinfer
 
@@ -167,7 +156,7 @@ def test_contract_translation_byte_for_byte(fake, shape, dtype, layout):
 def test_contract_swizzle_layouts_agree():
     """FlashInfer's documented 128x4 offsets are mxquant's swizzled layout, padding included."""
     lin = torch.randint(1, 255, (300, 7), dtype=torch.uint8)
-    assert torch.equal(flashinfer_128x4(lin, 7 * 32), reference.swizzle(lin).reshape(-1))
+    assert torch.equal(flashinfer_128x4(lin, 7 * 32), layouts.swizzle(lin).reshape(-1))
 
 
 @pytest.mark.parametrize("layout", ["linear", "swizzled"])
@@ -286,8 +275,8 @@ def test_contract_forced_on_hopper_through_the_public_call(registry, capability,
 def _lookup_as_cuda(registry):
     real = Registry.lookup
 
-    def lookup(op, device, *args):  # the CPU tensor stands in for one on cuda:0
-        return real(registry, op, CUDA0, *args)
+    def lookup(op, device, *rest):  # the CPU tensor stands in for one on cuda:0
+        return real(registry, op, CUDA0, *rest)
 
     return lookup
 
@@ -387,7 +376,7 @@ def test_contract_modelled_kernel_differs_only_as_declared(fake, monkeypatch, dt
     reference is explained by a declared deviation. rcp.approx.ftz(448) was measured on an
     H100 equal to RN(1/448) (benchmarks/check_flashinfer_h100.py): then approx-scale is never
     needed; one ulp above, it is, and the declared code covers it."""
-    from mxquant.verify import check_quantize
+    from mxquant.conformance import check_quantize
 
     def modelled(input, is_sf_swizzled_layout=True, alignment=32, **kw):
         data, scale = kernel_model(input, rcp448)

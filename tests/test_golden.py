@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import mxquant
-from mxquant import cases
-from mxquant.reference import unswizzle
+from mxquant.conformance import cases
+from mxquant.layouts import unswizzle
 
 E4, E5 = torch.float8_e4m3fn, torch.float8_e5m2
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import mxquant
-from mxquant.formats import ELEMENT_FORMATS, round_up
-from mxquant.reference import unswizzle
+from mxquant.formats import ELEMENT_FORMATS
+from mxquant.layouts import round_up
+from mxquant.layouts import unswizzle
 
 ELEMS = [torch.float8_e4m3fn, torch.float8_e5m2]
 MODES = ["rceil", "floor"]

@@ -12,21 +12,9 @@ import mxquant
 from mxquant import reference
 from mxquant.backend import Call
 from mxquant.errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
-from mxquant.registry import ENV_ALLOW, ENV_BACKEND, Registry, set_registry
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND
 
 BUILTINS = ("cpu", "triton", "flashinfer", "xpu")
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    for var in (ENV_BACKEND, ENV_ALLOW, "MXQUANT_PLUGINS"):
-        monkeypatch.delenv(var, raising=False)
-    reg = Registry()
-    previous = set_registry(reg)
-    try:
-        yield reg
-    finally:
-        set_registry(previous)
 
 
 class Plugin:

@@ -50,7 +50,7 @@ def assert_same_bytes(x, dtype, mode, layout):
 
 @pytest.mark.parametrize("combo", COMBOS, ids=_ids)
 def test_adversarial_batch(combo):
-    from mxquant import cases
+    from mxquant.conformance import cases
 
     dtype, mode, layout, idt = combo
     x = cases.adversarial_batch(idt, seed=1).cuda()
@@ -59,7 +59,7 @@ def test_adversarial_batch(combo):
 
 @pytest.mark.parametrize("combo", COMBOS, ids=_ids)
 def test_golden_blocks(combo):
-    from mxquant import cases
+    from mxquant.conformance import cases
 
     dtype, mode, layout, idt = combo
     blocks = cases.special_blocks(dtype)

@@ -1,4 +1,4 @@
-"""`mxquant verify` (mxquant/verify.py): the CPU backend passes; an inline backend that is
+"""`mxquant verify` (mxquant/conformance/, mxquant/cli/verify.py): the CPU backend passes; an inline backend that is
 wrong fails, unless a declared deviation explains exactly what differs.
 
 Each test runs on a fresh Registry (built-ins from the entry points) with in-process plugins,
@@ -16,25 +16,12 @@ import torch
 import mxquant
 import mxquant.cli
 from mxquant import reference
-from mxquant.registry import ENV_ALLOW, ENV_BACKEND, Registry, set_registry
-from mxquant.verify import DEVIATION_RULES, collect, run_verify
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND
+from mxquant.conformance import DEVIATION_RULES, collect
 
 E4M3 = torch.float8_e4m3fn
 ONE_COMBO = dict(element_dtypes=frozenset({E4M3}), scale_modes=frozenset({"rceil"}),
                  scale_layouts=frozenset({"linear"}), input_dtypes=frozenset({torch.float32}))
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    for var in (ENV_BACKEND, ENV_ALLOW, "MXQUANT_PLUGINS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    reg = Registry()
-    previous = set_registry(reg)
-    try:
-        yield reg
-    finally:
-        set_registry(previous)
 
 
 class Plugin:
@@ -83,7 +70,7 @@ def test_verify_cpu_passes(registry, capsys):
     rc, report = verify_json(capsys)
     assert rc == 0 and report["ok"] and report["summary"]["fail"] == 0
     cpu = results_of(report, "cpu")
-    assert len(cpu) == 36 and {r["status"] for r in cpu} == {"pass"}  # 24 quantize + 12 dequantize
+    assert len(cpu) == 48 and {r["status"] for r in cpu} == {"pass"}  # 36 quantize (3 modes) + 12 dequantize
     assert all(r["cases"] >= 10 and r["blocks"] > 1000 for r in cpu)
     # the backends that cannot run here are reported with their reason, not failed
     fi = results_of(report, "flashinfer")
@@ -92,7 +79,7 @@ def test_verify_cpu_passes(registry, capsys):
 
 
 def test_verify_table_names_the_backend(registry, capsys):
-    rc = run_verify(as_json=False, backends=["cpu"], seed=1)
+    rc = mxquant.cli.main(["verify", "--backend", "cpu", "--seed", "1"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "cpu" in out and "quantize bf16->e4m3 rceil swizzled" in out and "pass" in out
@@ -107,7 +94,7 @@ def test_verify_undeclared_difference_fails(registry, capsys):
     assert r["status"] == "fail" and r["unexplained_blocks"] == r["differing_blocks"] > 0
     assert any(ex["name"] == "e4m3:one_nan" for ex in r["examples"]) or r["examples"][0]["scale"]["got"] == 0xFE
     # the table says it too, naming the backend
-    assert run_verify(as_json=False, backends=["wrong"]) == 1
+    assert mxquant.cli.main(["verify", "--backend", "wrong"]) == 1
     out = capsys.readouterr().out
     assert "wrong" in out and "FAIL" in out and "unexplained" in out
 
@@ -121,7 +108,7 @@ def test_verify_declared_deviation_is_reported_not_failed(registry, capsys):
     assert r["deviations"] == {"nan-ignored": r["differing_blocks"]} and r["differing_blocks"] > 0
     (target,) = report["targets"]
     assert target["deviations"][0]["rule"] == DEVIATION_RULES["nan-ignored"][0]
-    assert run_verify(as_json=False, backends=["wrong"]) == 0
+    assert mxquant.cli.main(["verify", "--backend", "wrong"]) == 0
     out = capsys.readouterr().out
     assert "DEVIATION" in out and "nan-ignored" in out and "FAIL" not in out
 

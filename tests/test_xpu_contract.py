@@ -25,11 +25,13 @@ import pytest
 import torch
 
 import mxquant
-from mxquant import cases, reference
+from mxquant import layouts, reference
+from mxquant.conformance import cases
 from mxquant.backend import Call
 from mxquant.errors import BackendIncapableError, BackendUnavailableError
 from mxquant.formats import ELEMENT_FORMATS
-from mxquant.registry import ENV_ALLOW, ENV_BACKEND, Registry, set_registry
+from mxquant.registry import Registry
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND
 
 from xpu_vendor_model import EXTRA, SCHEMA, Recorder, explain, vendor_kernel
 
@@ -133,17 +135,6 @@ def test_probe_rejects_unknown_schema(intel):
     assert "unknown schema (9 arguments)" in xb.probe(XPU0)
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    for var in (ENV_BACKEND, ENV_ALLOW, "MXQUANT_PLUGINS"):
-        monkeypatch.delenv(var, raising=False)
-    previous = set_registry(Registry())
-    try:
-        yield mxquant.get_registry()
-    finally:
-        set_registry(previous)
-
-
 @no_xpu_here
 def test_forced_xpu_here_is_a_strict_error(registry, monkeypatch):
     # This machine: no XPU, no Intel package. MXQUANT_BACKEND=xpu must raise, never fall back.
@@ -225,7 +216,7 @@ def test_swizzled_layout_and_empty_input(kernel):
     lin_d, lin_s = quantize_bytes(x, E4)
     sw_d, sw_s = quantize_bytes(x, E4, "swizzled")
     assert torch.equal(lin_d, sw_d)
-    assert sw_s.shape == (256, 4) and torch.equal(sw_s, reference.swizzle(lin_s))
+    assert sw_s.shape == (256, 4) and torch.equal(sw_s, layouts.swizzle(lin_s))
     ref_d, ref_s = reference.quantize(x, E4, "rceil", "swizzled")
     assert torch.equal(sw_s, ref_s.view(torch.uint8)) and torch.equal(sw_d, ref_d.view(torch.uint8))
     kernel.calls.clear()

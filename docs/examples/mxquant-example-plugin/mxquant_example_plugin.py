@@ -25,7 +25,7 @@ import math
 import torch
 
 import mxquant
-from mxquant import reference
+from mxquant import layouts, reference
 from mxquant.formats import BLOCK
 
 CHUNK_ELEMENTS = 1 << 22
@@ -62,7 +62,7 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
         data[start:start + step] = d
         scale[start:start + step] = s.view(torch.uint8)
     if scale_layout == "swizzled":
-        scale = reference.swizzle(scale)  # (round_up(M, 128), round_up(K/32, 4)), as the contract says
+        scale = layouts.swizzle(scale)  # (round_up(M, 128), round_up(K/32, 4)), as the contract says
     else:
         scale = scale.reshape(*x.shape[:-1], k // BLOCK)
     return data.reshape(x.shape), scale.view(torch.float8_e8m0fnu)
@@ -76,7 +76,7 @@ def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_d
         return reference.dequantize(data, scale, scale_layout, out_dtype)
     scale_bytes = scale.view(torch.uint8)
     if scale_layout == "swizzled":
-        scale_bytes = reference.unswizzle(scale_bytes.reshape(-1), m, k // BLOCK)
+        scale_bytes = layouts.unswizzle(scale_bytes.reshape(-1), m, k // BLOCK)
     scale_rows = scale_bytes.reshape(m, k // BLOCK)
     out = torch.empty((m, k), dtype=out_dtype)
     for start in range(0, m, step):

@@ -1,11 +1,31 @@
-"""The human-readable report of `mxquant verify` (a rich table); the JSON is verify.collect()'s."""
+"""`mxquant verify`: every available backend against the CPU reference on this machine (the
+engine is mxquant/conformance/); a rich table, or the JSON report with --json. Exit status:
+0 when nothing differs undeclared, 1 when something does, 2 for an unknown --backend name."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from .verify import DEVIATION, FAIL, NOT_SUPPORTED, PASS, UNAVAILABLE
+from ..conformance import DEVIATION, FAIL, NOT_SUPPORTED, PASS, UNAVAILABLE, collect, exit_code
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("verify", help="compare every available backend with the CPU reference")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    report = collect(args.backend, args.seed)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_report(report)
+    return exit_code(report)
 
 _STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
           UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}

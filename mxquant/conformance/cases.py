@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .formats import BLOCK, ELEMENT_FORMATS
+from ..formats import BLOCK, ELEMENT_FORMATS
 
 NAN, INF = float("nan"), float("inf")
 FP32_MAX = torch.finfo(torch.float32).max  # (2 - 2**-23) * 2**127, bits 0x7F7FFFFF

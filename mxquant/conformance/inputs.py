@@ -1,4 +1,4 @@
-"""The inputs `mxquant verify` runs every backend on: the adversarial batch of mxquant/cases.py
+"""The inputs `mxquant verify` runs every backend on: the adversarial batch of cases.py
 (with the names of its special blocks), random data of several shapes (rank 1, odd leading
 dimensions, row counts not multiples of 128, empty, transposed, row-sliced), and for
 dequantize every element byte under every scale byte plus the reference's outputs."""
@@ -10,8 +10,9 @@ from typing import Optional
 
 import torch
 
-from . import cases, reference
-from .formats import BLOCK, ELEMENT_FORMATS
+from .. import layouts, reference
+from ..formats import BLOCK, ELEMENT_FORMATS
+from . import cases
 
 def _special_names(input_dtype: torch.dtype, batch: torch.Tensor) -> list[Optional[str]]:
     """Names of the leading blocks of `cases.adversarial_batch` (its special blocks), checked
@@ -68,7 +69,7 @@ def dequantize_inputs(element_dtype: torch.dtype, layout: str, seed: int) -> lis
     data = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(256, 1).view(element_dtype)
     scale = torch.arange(256, dtype=torch.int32).to(torch.uint8).unsqueeze(1).repeat(1, 256 // BLOCK)
     if layout == "swizzled":
-        scale = reference.swizzle(scale)
+        scale = layouts.swizzle(scale)
     out.append(("all-bytes(256, 256)", data, scale.view(torch.float8_e8m0fnu)))
     for name, x, _ in quantize_inputs(torch.float32, seed):
         d, s = reference.quantize(x, element_dtype, "rceil", layout)

@@ -1,52 +1,27 @@
-"""`mxquant verify`: every registered backend against the CPU reference, on this machine.
-
-For each backend and each device type it serves that this machine has (cpu, cuda:0, xpu:0),
-the backend is probed; where it is available, every combination it declares (input dtype,
-element dtype, scale mode, scale layout for quantize; element dtype, layout, output dtype for
-dequantize) runs on these inputs (mxquant/verify_inputs.py):
-
-- the adversarial batch of mxquant/cases.py (every named special block plus random hard
-  blocks, more than 128 rows so the swizzled layout pads and tiles);
-- random data of several shapes: rank 1, odd leading dimensions, row counts that are not
-  multiples of 128, empty inputs, a transposed and a row-sliced (strided) input;
-- for dequantize: every element byte under every scale byte, and the reference's own
-  outputs for the inputs above.
-
-Outputs are compared byte for byte with mxquant.reference on the CPU (shape, dtype,
-contiguity, the elements, the scales and the swizzled layout's padding). Each combination is
-
-    pass            identical
-    deviation       differs, and every differing block is explained by a deviation the backend
-                    declares (the codes are listed, with how many blocks each explains)
-    fail            differs where no declared deviation explains it, raised, or broke the
-                    contract's shapes/dtypes -- an undeclared difference; exit status 1
-    unavailable     the backend cannot run on this device here (the reason)
-    not-supported   outside the capabilities the backend declares
-
-Which blocks a deviation code may explain is a rule on the input block (`DEVIATION_RULES`,
-mxquant/deviation_rules.py),
-for the codes mxquant knows. A code it does not know (a plugin's own) cannot be checked: a
-backend declaring one gets `deviation` for its remaining differences, reported as
-"unattributed" so a reader sees that nobody checked them.
+"""The verify engine: every registered backend against the reference, byte for byte, on the
+devices this machine has, over the inputs of inputs.py, for every combination the backend
+declares. Each combination is pass, deviation (every differing block explained by a declared
+deviation, deviation_rules.py), fail (an undeclared difference, an exception, or a broken
+shape/dtype/contiguity), unavailable or not-supported. docs/backends.md has the details.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
-from . import reference
-from .backend import Backend, Call
+from .. import layouts, reference
+from .._version import __version__
+from ..backend import Backend, Call
+from ..formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+from ..registry import Entry, Registry, get_registry
+from ..report import local_device_types
 from .deviation_rules import DEVIATION_RULES
-from .formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
-from .registry import Entry, Registry, get_registry
-from .verify_inputs import dequantize_inputs, quantize_inputs
+from .inputs import dequantize_inputs, quantize_inputs
 
 SCHEMA_VERSION = 1
 PASS, DEVIATION, FAIL, UNAVAILABLE, NOT_SUPPORTED = "pass", "deviation", "fail", "unavailable", "not-supported"
@@ -117,7 +92,7 @@ def _scale_rows(scale: torch.Tensor, layout: str, rows: int, nb: int) -> tuple[t
     if layout == "linear":
         return b.reshape(rows, nb), 0
     flat = b.reshape(-1)
-    real = reference.unswizzle(flat, rows, nb)
+    real = layouts.unswizzle(flat, rows, nb)
     padding = int((flat != 0).sum()) - int((real != 0).sum())
     return real, padding
 
@@ -177,10 +152,6 @@ class _Tally:
             r.reason = f"{r.differing_blocks} of {r.blocks} blocks differ, explained by: " + ", ".join(parts)
         else:
             r.status = PASS
-
-
-def _bytes(t: torch.Tensor) -> list[int]:
-    return [int(v) for v in t.tolist()]
 
 
 def check_quantize(backend: Backend, device: torch.device, hp, dtype, mode, layout, seed: int) -> Result:
@@ -265,8 +236,6 @@ def check_dequantize(backend: Backend, device: torch.device, out_dtype, dtype, l
 # ---- the run --------------------------------------------------------------------------------
 
 def _local_devices() -> list[torch.device]:
-    from .report import local_device_types
-
     return [torch.device("cpu") if t == "cpu" else torch.device(t, 0) for t in local_device_types()]
 
 
@@ -312,8 +281,6 @@ def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Targ
 
 def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optional[Registry] = None) -> dict:
     """Run the checks; returns the JSON-able report (what `mxquant verify --json` prints)."""
-    from . import __version__
-
     registry = registry or get_registry()
     entries = registry.entries()
     errors = []
@@ -345,22 +312,3 @@ def exit_code(report: dict) -> int:
     if report["errors"]:
         return 2
     return 1 if report["summary"][FAIL] else 0
-
-
-def run_verify(as_json: bool = False, backends: Optional[list[str]] = None, seed: int = 0) -> int:
-    """Print the verification (a table, or JSON); 0 if nothing differs undeclared, 1 if
-    something does, 2 for an unknown --backend name."""
-    report = collect(backends, seed)
-    if as_json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print_report(report)
-    return exit_code(report)
-
-
-def print_report(report: dict) -> None:
-    """The rich table of `mxquant verify` (mxquant/verify_report.py; rich is imported there)."""
-    from .verify_report import print_report as _print
-
-    _print(report)

@@ -1,0 +1,56 @@
+"""Scale layouts: "linear" ((*x.shape[:-1], K // 32), row-major) and "swizzled" (the 128x4
+layout of cuBLAS and FlashInfer). Shapes, swizzle and unswizzle live here and nowhere else
+(docs/semantics.md, "Scale layouts")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .formats import BLOCK
+
+SWIZZLE_ROWS = 128
+SWIZZLE_COLS = 4
+
+
+def round_up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+def swizzled_scale_shape(rows: int, k: int) -> tuple[int, int]:
+    """Shape of the swizzled scale tensor for `rows` (leading dims flattened) by `k` elements."""
+    return round_up(rows, SWIZZLE_ROWS), round_up(k // BLOCK, SWIZZLE_COLS)
+
+
+def scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """Shape of the scale tensor that mxfp8_quantize returns for an input of `shape`."""
+    k = shape[-1]
+    if layout == "linear":
+        return (*shape[:-1], k // BLOCK)
+    return swizzled_scale_shape(math.prod(shape[:-1]), k)
+
+
+def _tile_view(padded_rows: int, padded_cols: int):
+    """Index map of the 128x4 layout: tiles row-major, inside a tile (r%32)*16 + (r//32)*4 + c."""
+    return (padded_rows // SWIZZLE_ROWS, SWIZZLE_ROWS // 32, 32, padded_cols // SWIZZLE_COLS, SWIZZLE_COLS)
+
+
+def swizzle(scale_2d: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) uint8 scales -> the 128x4 layout, shape (rows', cols') padded to multiples
+    of 128 and 4 with zero bytes, bytes in memory order of that layout."""
+    rows, cols = scale_2d.shape
+    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    padded = scale_2d.new_zeros((prow, pcol))
+    padded[:rows, :cols] = scale_2d
+    # (row_tile, r//32, r%32, col_tile, c) -> (row_tile, col_tile, r%32, r//32, c)
+    tiles = padded.view(_tile_view(prow, pcol)).permute(0, 3, 2, 1, 4)
+    return tiles.contiguous().view(prow, pcol)
+
+
+def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Inverse of `swizzle`: the 128x4-layout bytes back to (rows, cols)."""
+    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
+    tiles = flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
+    return tiles.reshape(prow, pcol)[:rows, :cols]

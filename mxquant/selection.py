@@ -1,0 +1,97 @@
+"""What the caller asked for: the `backend=` argument, `use_backend()`, `allow_deviations()`
+and the environment variables MXQUANT_BACKEND / MXQUANT_ALLOW_DEVIATIONS (read here and
+nowhere else, at every call, so a change takes effect at once; docs/env.md).
+
+Order: backend= first, then use_backend(), then MXQUANT_BACKEND; a forced backend is strict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Iterator, Optional
+
+ENV_BACKEND = "MXQUANT_BACKEND"
+ENV_ALLOW = "MXQUANT_ALLOW_DEVIATIONS"
+
+_forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("mxquant_forced", default=None)
+_allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_allowed", default=frozenset())
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force backend `name` for mxquant calls in this block (strict: no fallback)."""
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+@contextlib.contextmanager
+def allow_deviations(*items: str) -> Iterator[None]:
+    """Let automatic selection pick backends with declared deviations, in this block.
+
+    Each item is a backend name (all its deviations), "backend:code" (one deviation) or "*"."""
+    token = _allowed.set(_allowed.get() | frozenset(items))
+    try:
+        yield
+    finally:
+        _allowed.reset(token)
+
+
+if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict):
+    # os.environ keeps a bytes-keyed mapping in _data; reading it skips the str encoding and
+    # decoding of os.environ.get, most of the cost of honouring the variables on every call.
+    _ENV_DATA = os.environ._data
+    _ENV_KEYS = (os.fsencode(ENV_BACKEND), os.fsencode(ENV_ALLOW))
+
+    def overrides() -> tuple:
+        """Everything that can change which backend serves a call, as one hashable tuple (the
+        registry's cache key includes it). Costs two context-var and two dict reads."""
+        return _forced.get(), _allowed.get(), _ENV_DATA.get(_ENV_KEYS[0]), _ENV_DATA.get(_ENV_KEYS[1])
+else:  # pragma: no cover - Windows
+    def overrides() -> tuple:
+        return _forced.get(), _allowed.get(), os.environ.get(ENV_BACKEND), os.environ.get(ENV_ALLOW)
+
+
+def normalize_name(name: Optional[str]) -> Optional[str]:
+    """Backend names as users type them: surrounding blanks dropped, case folded; "" is none."""
+    if name is None:
+        return None
+    name = name.strip().lower()
+    return name or None
+
+
+def allowed_deviations() -> frozenset:
+    """MXQUANT_ALLOW_DEVIATIONS (comma-separated, trimmed, case-folded) plus allow_deviations()."""
+    env = os.environ.get(ENV_ALLOW) or ""
+    return frozenset(p.strip().lower() for p in env.split(",") if p.strip()) | _allowed.get()
+
+
+def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
+    """(forced name, what forced it, allowed deviations) under the current overrides."""
+    allowed = allowed_deviations()
+    if backend:
+        return normalize_name(backend), "the backend= argument", allowed
+    if _forced.get():
+        return normalize_name(_forced.get()), "mxquant.use_backend()", allowed
+    env = os.environ.get(ENV_BACKEND)
+    if normalize_name(env):
+        return normalize_name(env), f"{ENV_BACKEND}={env.strip()}", allowed
+    return None, "", allowed
+
+
+def deviation_allowed(backend_name: str, code: str, allowed: frozenset) -> bool:
+    return bool({"*", backend_name, f"{backend_name}:{code}"} & allowed)
+
+
+def deviations_allowed(backend, allowed: frozenset) -> bool:
+    """Whether every deviation `backend` declares is allowed."""
+    return all(deviation_allowed(backend.name, d.code, allowed) for d in backend.deviations)
+
+
+def environment() -> dict:
+    """The two selection variables as set (None when unset), for reports."""
+    return {ENV_BACKEND: os.environ.get(ENV_BACKEND), ENV_ALLOW: os.environ.get(ENV_ALLOW)}

@@ -1,0 +1,36 @@
+"""Shared fixtures and the device markers, enforced here: a test marked `cuda` (or `xpu`)
+is skipped, with the reason, where torch sees no such device, so CI (CPU only) skips them
+cleanly and the GPU machine runs them (`python3 -m pytest -m cuda tests/`)."""
+
+import pytest
+import torch
+
+from mxquant.plugins import ENV_PLUGINS
+from mxquant.registry import Registry, set_registry
+from mxquant.selection import ENV_ALLOW, ENV_BACKEND
+
+_DEVICES = {
+    "cuda": lambda: torch.cuda.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
+
+
+def pytest_runtest_setup(item):
+    for name, present in _DEVICES.items():
+        if item.get_closest_marker(name) is not None and not present():
+            pytest.skip(f"no {name.upper()} device")
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A fresh global registry (entry points discovered anew) with the mxquant environment
+    variables unset and a wide terminal for rich; the previous registry comes back after."""
+    for var in (ENV_BACKEND, ENV_ALLOW, ENV_PLUGINS):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    reg = Registry()
+    previous = set_registry(reg)
+    try:
+        yield reg
+    finally:
+        set_registry(previous)
