@@ -8,10 +8,11 @@ from mxquant.hookspecs import hookimpl
 
 BUILTIN = (
     BackendSpec("flashinfer", "mxquant.backends.flashinfer:backend", ("cuda",),
-                install_hint="pip install 'mxquant[cuda]' (flashinfer-python), on a Blackwell GPU (SM100+)"),
-    BackendSpec("xpu", "mxquant.backends.xpu:backend", ("xpu",), install_hint="pip install 'mxquant[xpu]'"),
+                install_hint="pip install flashinfer-python (or, from an mxquant checkout, pip install -e '.[cuda]'), on a Blackwell GPU (SM100+)"),
+    BackendSpec("xpu", "mxquant.backends.xpu:backend", ("xpu",),
+                install_hint="pip install vllm-xpu-kernels (built against one torch XPU release; or, from an mxquant checkout, pip install -e '.[xpu]')"),
     BackendSpec("triton", "mxquant.backends.triton:backend", ("cuda", "xpu"),
-                install_hint="pip install 'mxquant[cuda]' (triton), or Intel's Triton for XPU"),
+                install_hint="pip install triton (or, from an mxquant checkout, pip install -e '.[cuda]'); on XPU, PyTorch's XPU wheels bring Intel's Triton"),
     BackendSpec("cpu", "mxquant.backends.cpu:backend", ("cpu",)),
 )
 

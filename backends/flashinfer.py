@@ -106,7 +106,7 @@ DEVIATIONS = (
               "above exact rceil (exact on an H100's rcp.approx; not yet measured on Blackwell)"),
 )
 
-INSTALL_HINT = "pip install 'mxquant[cuda]' (flashinfer-python), on a Blackwell GPU (SM100+)"
+INSTALL_HINT = "pip install flashinfer-python (or, from an mxquant checkout, pip install -e '.[cuda]'), on a Blackwell GPU (SM100+)"
 
 
 def probe(device: torch.device) -> Optional[str]:

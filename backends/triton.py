@@ -231,5 +231,5 @@ backend = Backend(
     dequantize=dequantize,
     priority=50,
     description="one-pass Triton kernel (mxquant's own); bit-exact with the reference",
-    install_hint="pip install 'mxquant[cuda]' (triton); on XPU, PyTorch's XPU wheels bring Intel's Triton",
+    install_hint="pip install triton (or, from an mxquant checkout, pip install -e '.[cuda]'); on XPU, PyTorch's XPU wheels bring Intel's Triton",
 )

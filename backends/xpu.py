@@ -197,5 +197,5 @@ backend = Backend(
     deviations=DEVIATIONS,
     description=("Intel's SYCL kernel per_token_group_fp8_quant from vllm-xpu-kernels (what vLLM uses "
                  "for MXFP8 on XPU); rceil only; differs from the contract on special blocks"),
-    install_hint="pip install 'mxquant[xpu]' (vllm-xpu-kernels, built against one torch XPU release)",
+    install_hint="pip install vllm-xpu-kernels (built against one torch XPU release; or, from an mxquant checkout, pip install -e '.[xpu]')",
 )

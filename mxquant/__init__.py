@@ -9,7 +9,8 @@ Importing this package imports no platform package (triton, flashinfer, Intel's)
 
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
-from .errors import BackendError, BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
+from .errors import (BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError, NoBackendError,
+                     UnknownBackendError)
 from .hookspecs import hookimpl
 from .ops import MXFP8Quantized, mxfp8_dequantize, mxfp8_quantize
 from .registry import get_registry
@@ -34,5 +35,6 @@ __all__ = [
     "BackendIncapableError",
     "UnknownBackendError",
     "NoBackendError",
+    "BackendOutputError",
     "__version__",
 ]

@@ -39,3 +39,15 @@ class BackendIncapableError(BackendUnavailableError):
 class NoBackendError(BackendError):
     def __init__(self, call, candidates):
         super().__init__(f"mxquant: no backend can run {call.describe()}", candidates)
+
+
+class BackendOutputError(RuntimeError):
+    """A backend's outputs broke the backend contract (docs/writing-a-backend.md, "Outputs"):
+    not a tensor, or a wrong dtype, shape, device or strides, or it wrote into its input. A bug
+    of that backend; mxquant raises rather than hand such outputs to the caller."""
+
+    def __init__(self, backend: str, origin: str, call: str, problem: str):
+        self.backend, self.origin, self.problem = backend, origin, problem
+        super().__init__(f"mxquant: backend {backend!r} ({origin}) broke the output contract in {call}: {problem}. "
+                         "This is a bug of that backend: report it to its authors; meanwhile force another "
+                         "backend with backend=... or MXQUANT_BACKEND.")

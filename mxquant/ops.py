@@ -15,6 +15,7 @@ import torch
 from .checks import check_dequantize, check_quantize
 from .formats import BLOCK
 from .layouts import scale_shape
+from .outputs import check_outputs, versions
 from .registry import get_registry
 from .selection import overrides
 
@@ -85,13 +86,16 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     if fn is None or not x.dim() or x.shape[-1] % BLOCK:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
-    return fn(x, dtype, scale_mode, scale_layout)
+    before = versions(x)
+    return check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
 
 
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
     key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
-    return get_registry().lookup(*key)(data, scale, scale_layout, out_dtype)
+    fn = get_registry().lookup(*key)
+    before = versions(data, scale)
+    return check_outputs(fn, fn(data, scale, scale_layout, out_dtype), (data, scale), before, out_dtype, scale_layout)
 
 
 @torch.library.custom_op("mxquant::quantize", mutates_args=())

@@ -21,7 +21,10 @@ import torch
 from . import plugins
 from .backend import Backend, BackendSpec, Call, Capabilities
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
-from .selection import ENV_ALLOW, deviations_allowed, selection
+from .probing import run_probe
+from .selection import ENV_ALLOW, deviations_allowed, probe_timeout, selection
+
+_UNPROBED = object()
 
 
 class Refusal(NamedTuple):
@@ -146,24 +149,24 @@ class Registry:
         return entry.backend
 
     def probe(self, entry: Entry, device: torch.device) -> Optional[str]:
-        """None if `entry` can run on `device`, else the reason. Never raises; cached."""
-        if device in entry.probes:
-            return entry.probes[device]
+        """None if `entry` can run on `device`, else the reason. Never raises; bounded in time
+        (probing.py); cached."""
+        reason = entry.probes.get(device, _UNPROBED)  # one read: reset_cache may clear it meanwhile
+        if reason is not _UNPROBED:
+            return reason
         with self._lock:
-            if device not in entry.probes:
-                entry.probes[device] = self._probe(entry, device)
-            return entry.probes[device]
+            reason = entry.probes.get(device, _UNPROBED)
+            if reason is _UNPROBED:
+                reason = entry.probes[device] = self._probe(entry, device)
+            return reason
 
     def _probe(self, entry: Entry, device: torch.device) -> Optional[str]:
         backend = self.load(entry)
         if backend is None:
             return entry.load_error
-        try:
-            reason = backend.probe(device)
-        except Exception as exc:
-            reason = f"availability probe raised {type(exc).__name__}: {exc}"
+        reason = run_probe(backend.probe, device, probe_timeout())
         if reason and backend.install_hint:
-            reason += f" (install: {backend.install_hint})"
+            reason = f"{reason} (install: {backend.install_hint})"
         return reason
 
     def status(self, entry: Entry, call: Call) -> Optional[Refusal]:
@@ -199,10 +202,13 @@ class Registry:
         scale_layout, backend, *selection.overrides()); resolves and caches it on a miss."""
         fn = self.cache.get(key)
         if fn is None:
-            op, device, hp, element, mode, layout, backend = key[:7]
-            chosen = self.resolve(Call(op, device, hp, element, mode, layout), *selection(backend))
-            fn = chosen.quantize if op == "quantize" else chosen.dequantize
-            self.cache[key] = fn
+            with self._lock:  # so a plugin (un)registered meanwhile cannot leave a stale entry
+                fn = self.cache.get(key)
+                if fn is None:
+                    op, device, hp, element, mode, layout, backend = key[:7]
+                    chosen = self.resolve(Call(op, device, hp, element, mode, layout), *selection(backend))
+                    fn = chosen.quantize if op == "quantize" else chosen.dequantize
+                    self.cache[key] = fn
         return fn
 
     def resolved_name(self, call: Call) -> str:

@@ -1,6 +1,7 @@
 """What the caller asked for: the `backend=` argument, `use_backend()`, `allow_deviations()`
 and the environment variables MXQUANT_BACKEND / MXQUANT_ALLOW_DEVIATIONS (read here and
-nowhere else, at every call, so a change takes effect at once; docs/env.md).
+nowhere else, at every call, so a change takes effect at once; docs/env.md), plus
+MXQUANT_PROBE_TIMEOUT (how long a backend's availability probe may take, read when one runs).
 
 Order: backend= first, then use_backend(), then MXQUANT_BACKEND; a forced backend is strict.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 from typing import Iterator, Optional
 
 ENV_BACKEND = "MXQUANT_BACKEND"
 ENV_ALLOW = "MXQUANT_ALLOW_DEVIATIONS"
+ENV_PROBE_TIMEOUT = "MXQUANT_PROBE_TIMEOUT"
+DEFAULT_PROBE_TIMEOUT = 10.0
 
 _forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("mxquant_forced", default=None)
 _allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_allowed", default=frozenset())
@@ -90,6 +94,19 @@ def deviation_allowed(backend_name: str, code: str, allowed: frozenset) -> bool:
 def deviations_allowed(backend, allowed: frozenset) -> bool:
     """Whether every deviation `backend` declares is allowed."""
     return all(deviation_allowed(backend.name, d.code, allowed) for d in backend.deviations)
+
+
+def probe_timeout() -> Optional[float]:
+    """Seconds an availability probe may take before its backend counts as unavailable:
+    MXQUANT_PROBE_TIMEOUT (a positive number; "inf": no limit, returned as None), else 10."""
+    raw = (os.environ.get(ENV_PROBE_TIMEOUT) or "").strip()
+    try:
+        value = float(raw)
+    except ValueError:  # unset, empty or not a number
+        return DEFAULT_PROBE_TIMEOUT
+    if value == math.inf:
+        return None
+    return value if value > 0 else DEFAULT_PROBE_TIMEOUT
 
 
 def environment() -> dict:

@@ -1,6 +1,12 @@
 """Shared fixtures and the device markers, enforced here: a test marked `cuda` (or `xpu`)
 is skipped, with the reason, where torch sees no such device, so CI (CPU only) skips them
-cleanly and the GPU machine runs them (`python3 -m pytest -m cuda tests/`)."""
+cleanly and the GPU machine runs them (`python3 -m pytest -m cuda tests/`).
+
+The suite sees no third-party plugin installed in the environment: MXQUANT_PLUGINS=none is set
+here, before any test module imports (some call mxquant at import) and for every subprocess
+they start; the plugin tests name the plugins they load (tests/test_plugin_isolation.py)."""
+
+import os
 
 import pytest
 import torch
@@ -8,6 +14,8 @@ import torch
 from mxquant.plugins import ENV_PLUGINS
 from mxquant.registry import Registry, set_registry
 from mxquant.selection import ENV_ALLOW, ENV_BACKEND
+
+os.environ[ENV_PLUGINS] = "none"
 
 _DEVICES = {
     "cuda": lambda: torch.cuda.is_available(),
@@ -23,10 +31,12 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def registry(monkeypatch):
-    """A fresh global registry (entry points discovered anew) with the mxquant environment
-    variables unset and a wide terminal for rich; the previous registry comes back after."""
-    for var in (ENV_BACKEND, ENV_ALLOW, ENV_PLUGINS):
+    """A fresh global registry (entry points discovered anew: the built-in ones only, as
+    MXQUANT_PLUGINS=none) with the selection variables unset and a wide terminal for rich; the
+    previous registry comes back after."""
+    for var in (ENV_BACKEND, ENV_ALLOW):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(ENV_PLUGINS, "none")
     monkeypatch.setenv("COLUMNS", "200")
     reg = Registry()
     previous = set_registry(reg)

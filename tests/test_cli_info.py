@@ -27,7 +27,10 @@ ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS"}
 
 
 def clean_env(**extra):
+    """The environment without mxquant's variables, except MXQUANT_PLUGINS=none: no third-party
+    plugin installed here takes part (tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env["MXQUANT_PLUGINS"] = "none"
     env.update(extra)
     return env
 
@@ -44,7 +47,7 @@ def test_info_table(registry, capsys):
     for name in ("triton", "flashinfer", "xpu"):
         row = re.search(rf"│ {name}\s+│ built-in\s+│ \S+\s+│ (cuda|xpu)\s+│ unavailable: (.+?)│", out)
         assert row and row.group(2).strip(), (name, out)
-    assert "MXQUANT_BACKEND=(unset)" in out and "MXQUANT_PLUGINS=(unset)" in out
+    assert "MXQUANT_BACKEND=(unset)" in out and "MXQUANT_PLUGINS=none" in out  # set by tests/conftest.py
     assert re.search(r"│ cpu\s+│ cpu\s+│ automatic", out)
 
 
@@ -55,7 +58,7 @@ def test_info_json_subprocess():
     report = json.loads(proc.stdout)
     assert set(report) == TOP_KEYS and report["schema_version"] == 1
     assert report["errors"] == [] and "cpu" in report["devices"]
-    assert report["env"] == dict.fromkeys(ENV_KEYS)
+    assert report["env"] == {**dict.fromkeys(ENV_KEYS), "MXQUANT_PLUGINS": "none"}
     backends = {b["name"]: b for b in report["backends"]}
     for b in backends.values():
         assert set(b) == BACKEND_KEYS

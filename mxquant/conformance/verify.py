@@ -163,11 +163,16 @@ def check_quantize(backend: Backend, device: torch.device, hp, dtype, mode, layo
         k = x.shape[-1]
         rows, nb = _rows(x.shape), k // BLOCK
         ref_data, ref_scale = reference.quantize(x, dtype, mode, layout)
+        xd = x.to(device)
+        x_copy = xd.clone()
         try:
-            data, scale = backend.quantize(x.to(device), dtype, mode, layout)
+            data, scale = backend.quantize(xd, dtype, mode, layout)
             data, scale = data.cpu(), scale.cpu()
         except Exception as exc:
             tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if not _same_bits(xd, x_copy):
+            tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
             continue
         err = (_structure_error("data", data, x.shape, dtype)
                or _structure_error("scale", scale, ref_scale.shape, torch.float8_e8m0fnu))
@@ -195,6 +200,11 @@ def check_quantize(backend: Backend, device: torch.device, hp, dtype, mode, layo
     return result
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether `a` still holds exactly the bytes of its copy `b` (NaN payloads included)."""
+    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise: identical bits, or both NaN (a NaN's payload is not part of the contract)."""
     ints = {2: torch.int16, 4: torch.int32}[a.element_size()]
@@ -210,10 +220,16 @@ def check_dequantize(backend: Backend, device: torch.device, out_dtype, dtype, l
         k = data.shape[-1]
         rows, nb = _rows(data.shape), k // BLOCK
         ref = reference.dequantize(data, scale, layout, out_dtype)
+        dd, sd = data.to(device), scale.to(device)
+        copies = dd.clone(), sd.clone()
         try:
-            out = backend.dequantize(data.to(device), scale.to(device), layout, out_dtype).cpu()
+            out = backend.dequantize(dd, sd, layout, out_dtype).cpu()
         except Exception as exc:
             tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        written = [n for n, t, c in (("data", dd, copies[0]), ("scale", sd, copies[1])) if not _same_bits(t, c)]
+        if written:
+            tally.problems.append(f"{case}: wrote into its input {' and '.join(written)} (inputs are read-only)")
             continue
         err = _structure_error("output", out, data.shape, out_dtype)
         if err:

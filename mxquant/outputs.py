@@ -1,0 +1,112 @@
+"""Every backend's outputs against the backend contract, before they reach the caller.
+
+ops.run_quantize / run_dequantize call `check_outputs` right after the backend: quantize must
+return a tuple (data, scale) with data of x's shape and the element dtype, scale of
+`layouts.scale_shape(x.shape, layout)` (the backend form: 2-D for "swizzled") in
+float8_e8m0fnu; dequantize one tensor of data's shape in out_dtype. Every output lies on the
+input's device, is contiguous, and the inputs are not written (their version counters did not
+move; a write outside torch's view, e.g. by a raw kernel, is for `mxquant verify`, which
+compares copies). The fast path is a few attribute reads; only a violation builds a message.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from .errors import BackendOutputError
+from .formats import describe_dtype
+from .layouts import scale_shape
+
+_E8M0 = torch.float8_e8m0fnu
+_SCALE_SHAPES: dict = {}
+"""(x.shape, layout) -> expected scale shape, so a repeated shape costs one dict lookup."""
+
+
+def versions(x: torch.Tensor, scale: Optional[torch.Tensor] = None):
+    """The inputs' version counters (None for inference tensors: they keep none)."""
+    try:
+        return x._version if scale is None else (x._version, scale._version)
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None
+
+
+def _scale_shape(shape: torch.Size, layout: str) -> torch.Size:
+    key = (shape, layout)
+    want = _SCALE_SHAPES.get(key)
+    if want is None:
+        if len(_SCALE_SHAPES) > 4096:
+            _SCALE_SHAPES.clear()
+        want = _SCALE_SHAPES[key] = torch.Size(scale_shape(tuple(shape), layout))
+    return want
+
+
+def check_outputs(fn: Callable, out, inputs: tuple, before, dtype: torch.dtype, layout: str):
+    """`out` if it honours the contract, else BackendOutputError naming the backend behind
+    `fn` and what is wrong. inputs: (x,) for quantize (dtype: the element dtype), (data,
+    scale) for dequantize (dtype: out_dtype); before: `versions(*inputs)` taken before the call."""
+    x = inputs[0]
+    shape, device = x.shape, x.device
+    try:  # the fast path: attribute reads and one dict lookup, no call (each costs on every call)
+        if len(inputs) == 1:
+            data, scale = out if type(out) is tuple else ((), ())
+            if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape
+                    and scale.shape == _SCALE_SHAPES[shape, layout] and data.device == device
+                    and scale.device == device and data.is_contiguous() and scale.is_contiguous()
+                    and (before is None or before == x._version)):
+                return out
+        elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous()
+              and (before is None or before == versions(*inputs))):
+            return out
+    except Exception:  # a non-tensor, a shape not yet in _SCALE_SHAPES, ...: the slow path below decides
+        pass
+    problem = _problem(out, inputs, before, dtype, layout)
+    if problem is None:  # conforming after all: a shape seen first, a list for a tuple, ...
+        return tuple(out) if len(inputs) == 1 else out
+    name, origin = _owner(fn)
+    what = "quantize" if len(inputs) == 1 else "dequantize"
+    call = f"mxfp8_{what}({describe_dtype(x.dtype)} {tuple(shape)} -> {describe_dtype(dtype)}, {layout})"
+    raise BackendOutputError(name, origin, call, problem)
+
+
+def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
+    x = inputs[0]
+    if len(inputs) == 1:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            size = f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""
+            return f"quantize returned a {type(out).__name__}{size}, expected a tuple (data, scale)"
+        problem = (_tensor_problem("data", out[0], x.shape, dtype, x.device)
+                   or _tensor_problem("scale", out[1], _scale_shape(x.shape, layout), _E8M0, x.device))
+    else:
+        problem = _tensor_problem("the output", out, x.shape, dtype, x.device)
+    if problem or before is None or before == versions(*inputs):
+        return problem
+    after = versions(*inputs)
+    changed = ["x"] if len(inputs) == 1 else [n for n, b, a in zip(("data", "scale"), before, after) if b != a]
+    return f"it wrote into its input {' and '.join(changed)} (inputs are read-only)"
+
+
+def _tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
+    if not isinstance(t, torch.Tensor):
+        return f"{what} is a {type(t).__name__}, not a torch.Tensor"
+    if t.dtype is not dtype:
+        return f"{what} has dtype {describe_dtype(t.dtype)}, expected {describe_dtype(dtype)}"
+    if t.shape != shape:
+        return f"{what} has shape {tuple(t.shape)}, expected {tuple(shape)}"
+    if t.device != device:
+        return f"{what} is on device {t.device}, expected {device} (the input's)"
+    if not t.is_contiguous():
+        return f"{what} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)})"
+    return None
+
+
+def _owner(fn) -> tuple[str, str]:
+    """(name, origin) of the registered backend whose quantize or dequantize `fn` is."""
+    from .registry import get_registry
+
+    for entry in get_registry().entries():
+        b = entry.backend
+        if b is not None and (b.quantize == fn or b.dequantize == fn):
+            return entry.name, entry.origin
+    return getattr(fn, "__qualname__", repr(fn)), "not a registered backend"

@@ -1,0 +1,112 @@
+"""An independent MXFP8 oracle, written from docs/semantics.md and not from mxquant.reference:
+NumPy float64 (exact for every value involved), the scale rules as their definitions
+(comparisons with M * 2**s, no fp32 bit tricks), rounding by numpy's round-half-even on the
+format's grid, bytes assembled from sign / exponent / mantissa fields, and the swizzled layout
+from the flat-index formula of the contract. Tests compare mxquant's backends with this."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# dtype -> (bias, mantissa bits p, emin, emax, M)
+FORMATS = {torch.float8_e4m3fn: (7, 3, -6, 8, 448.0), torch.float8_e5m2: (15, 2, -14, 15, 57344.0)}
+
+
+def _floor_log2(a: np.ndarray) -> np.ndarray:
+    """floor(log2(a)) for a > 0, exact (frexp: a = m * 2**e with m in [0.5, 1))."""
+    return np.frexp(a)[1].astype(np.int64) - 1
+
+
+def scale_exponents(amax: np.ndarray, dtype, mode: str) -> np.ndarray:
+    """s per block from the definitions; amax: float64 (>= 0, finite)."""
+    _, _, _, emax, m = FORMATS[dtype]
+    pos = amax > 0
+    fl = np.where(pos, _floor_log2(np.where(pos, amax, 1.0)), 0)
+    s = fl - emax  # floor: floor(log2 amax) - emax
+    if mode != "floor":  # rceil: the smallest s with 2**s >= amax / M, i.e. amax <= M * 2**s
+        bound = np.ldexp(m, s.astype(np.int32))  # M * 2**(floor - emax), exact
+        s = s + (amax > bound if mode == "rceil" else amax >= bound)  # compressed-tensors: the tie goes up
+    return np.where(pos, np.clip(s, -127, 127), -127)
+
+
+def encode(q: np.ndarray, dtype) -> np.ndarray:
+    """Bytes of element values `q` (already on the format's grid, |q| <= M; signed zeros kept)."""
+    bias, p, emin, _, _ = FORMATS[dtype]
+    sign = np.signbit(q).astype(np.int64) << 7
+    a = np.abs(q)
+    normal = a >= 2.0**emin
+    e = _floor_log2(np.where(normal, a, 1.0))
+    mant_normal = np.ldexp(a, (-e).astype(np.int32)) - 1.0  # in [0, 1)
+    normal_bits = ((e + bias) << p) | (mant_normal * 2**p).astype(np.int64)
+    sub_bits = np.ldexp(a, -(emin - p)).astype(np.int64)  # k * 2**(emin - p)
+    return (sign | np.where(normal, normal_bits, sub_bits)).astype(np.uint8)
+
+
+def round_to_format(y: np.ndarray, dtype) -> np.ndarray:
+    """RNE(clamp(y, -M, M)) on the element grid, with subnormals; signs of zeros kept."""
+    _, p, emin, _, m = FORMATS[dtype]
+    y = np.clip(y, -m, m)
+    a = np.abs(y)
+    e = np.maximum(_floor_log2(np.where(a > 0, a, 1.0)), emin)
+    quantum = np.ldexp(1.0, (e - p).astype(np.int32))
+    return np.copysign(np.round(a / quantum) * quantum, y)
+
+
+def quantize(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"):
+    """(data bytes uint8 of x's shape, scale bytes uint8): linear (*lead, K/32) or swizzled 2-D."""
+    k = x.shape[-1]
+    rows, nb = math.prod(x.shape[:-1]), k // 32
+    v = x.detach().to(torch.float64).cpu().numpy().reshape(rows * nb, 32)
+    special = ~np.isfinite(v).all(axis=1)
+    amax = np.where(special, 0.0, np.abs(np.where(np.isfinite(v), v, 0.0)).max(axis=1, initial=0.0))
+    s = scale_exponents(amax, dtype, mode)
+    y = np.ldexp(np.where(np.isfinite(v), v, 0.0), (-s)[:, None].astype(np.int32))  # exact
+    data = encode(round_to_format(y, dtype), dtype)
+    data[special] = 0x7F
+    scale = np.where(special, 0xFF, s + 127).astype(np.uint8)
+    data_t = torch.from_numpy(data.reshape(x.shape))
+    if layout == "linear":
+        return data_t, torch.from_numpy(scale.reshape(*x.shape[:-1], nb))
+    return data_t, swizzle(torch.from_numpy(scale.reshape(rows, nb)))
+
+
+def swizzle(scale_rows: torch.Tensor) -> torch.Tensor:
+    """(rows, C) bytes -> (round_up(rows, 128), round_up(C, 4)) by the contract's flat-index formula."""
+    rows, c = scale_rows.shape
+    prow, pcol = -(-rows // 128) * 128, -(-c // 4) * 4
+    flat = torch.zeros(prow * pcol, dtype=torch.uint8)
+    r = torch.arange(rows).unsqueeze(1)
+    col = torch.arange(c).unsqueeze(0)
+    index = ((r // 128) * (pcol // 4) + col // 4) * 512 + (r % 32) * 16 + ((r // 32) % 4) * 4 + col % 4
+    flat[index.reshape(-1)] = scale_rows.reshape(-1)
+    return flat.reshape(prow, pcol)
+
+
+def decode(data_bytes: np.ndarray, dtype) -> np.ndarray:
+    """Element bytes -> float64 values (NaN and, in e5m2, Inf by the format's rules)."""
+    bias, p, emin, _, _ = FORMATS[dtype]
+    b = data_bytes.astype(np.int64)
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    e = (b >> p) & ((0x7F >> p))
+    mant = b & ((1 << p) - 1)
+    value = np.where(e == 0, np.ldexp(mant.astype(np.float64), emin - p),
+                     np.ldexp(1.0 + mant / 2**p, (e - bias).astype(np.int32)))
+    top = 0x7F >> p
+    if dtype == torch.float8_e4m3fn:
+        value = np.where((e == top) & (mant == (1 << p) - 1), np.nan, value)
+    else:
+        value = np.where(e == top, np.where(mant == 0, np.inf, np.nan), value)
+    return sign * value
+
+
+def dequantize(data: torch.Tensor, scale_rows: torch.Tensor, out_dtype) -> torch.Tensor:
+    """data (fp8) and its linear scale bytes (rows, K/32) -> values rounded once to out_dtype."""
+    k = data.shape[-1]
+    rows, nb = math.prod(data.shape[:-1]), k // 32
+    q = decode(data.contiguous().view(torch.uint8).numpy().reshape(rows, nb, 32), data.dtype)
+    sb = scale_rows.view(torch.uint8).numpy().reshape(rows, nb).astype(np.int64)
+    factor = np.where(sb == 0xFF, np.nan, np.ldexp(1.0, (np.minimum(sb, 254) - 127).astype(np.int32)))
+    return torch.from_numpy(q * factor[..., None]).reshape(data.shape).to(out_dtype)
