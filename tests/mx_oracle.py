@@ -73,16 +73,27 @@ def quantize(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"
     return data_t, swizzle(torch.from_numpy(scale.reshape(rows, nb)))
 
 
-def swizzle(scale_rows: torch.Tensor) -> torch.Tensor:
-    """(rows, C) bytes -> (round_up(rows, 128), round_up(C, 4)) by the contract's flat-index formula."""
-    rows, c = scale_rows.shape
+def _flat_index(rows: int, c: int) -> tuple[torch.Tensor, int, int]:
+    """The contract's flat byte index of scale (row, col), and the padded shape."""
     prow, pcol = -(-rows // 128) * 128, -(-c // 4) * 4
-    flat = torch.zeros(prow * pcol, dtype=torch.uint8)
     r = torch.arange(rows).unsqueeze(1)
     col = torch.arange(c).unsqueeze(0)
     index = ((r // 128) * (pcol // 4) + col // 4) * 512 + (r % 32) * 16 + ((r // 32) % 4) * 4 + col % 4
-    flat[index.reshape(-1)] = scale_rows.reshape(-1)
+    return index.reshape(-1), prow, pcol
+
+
+def swizzle(scale_rows: torch.Tensor) -> torch.Tensor:
+    """(rows, C) bytes -> (round_up(rows, 128), round_up(C, 4)), padding zero."""
+    index, prow, pcol = _flat_index(*scale_rows.shape)
+    flat = torch.zeros(prow * pcol, dtype=torch.uint8)
+    flat[index] = scale_rows.reshape(-1)
     return flat.reshape(prow, pcol)
+
+
+def unswizzle(swizzled: torch.Tensor, rows: int, c: int) -> torch.Tensor:
+    """The swizzled bytes (2-D or flat) -> (rows, C)."""
+    index, _, _ = _flat_index(rows, c)
+    return swizzled.reshape(-1)[index].reshape(rows, c)
 
 
 def decode(data_bytes: np.ndarray, dtype) -> np.ndarray:
