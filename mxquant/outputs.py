@@ -25,11 +25,11 @@ _SCALE_SHAPES: dict = {}
 
 
 def versions(x: torch.Tensor, scale: Optional[torch.Tensor] = None):
-    """The inputs' version counters (None for inference tensors: they keep none)."""
-    try:
-        return x._version if scale is None else (x._version, scale._version)
-    except RuntimeError:  # "Inference tensors do not track version counter"
-        return None
+    """The inputs' version counters; None for inference tensors, which keep none (asked first:
+    reading one raises, and a caught exception would cost ~100 times the read)."""
+    if scale is None:
+        return None if x.is_inference() else x._version
+    return None if x.is_inference() or scale.is_inference() else (x._version, scale._version)
 
 
 def _scale_shape(shape: torch.Size, layout: str) -> torch.Size:
