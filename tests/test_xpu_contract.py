@@ -31,7 +31,7 @@ from mxquant.backend import Call
 from mxquant.errors import BackendIncapableError, BackendUnavailableError
 from mxquant.formats import ELEMENT_FORMATS
 from mxquant.registry import Registry
-from mxquant.selection import ENV_ALLOW, ENV_BACKEND
+from mxquant.selection import ENV_BACKEND
 
 from xpu_vendor_model import EXTRA, SCHEMA, Recorder, explain, vendor_kernel
 
