@@ -14,7 +14,7 @@ import torch
 
 from .checks import check_dequantize, check_quantize
 from .formats import BLOCK
-from .layouts import scale_shape
+from .layouts import public_scale_shape, to_backend, to_public
 from .registry import get_registry
 from .selection import overrides
 
@@ -23,8 +23,10 @@ class MXFP8Quantized(NamedTuple):
     data: torch.Tensor
     """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""
     scale: torch.Tensor
-    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear";
-    (round_up(M, 128), round_up(K // 32, 4)) with M = prod(x.shape[:-1]) for "swizzled"."""
+    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear"; for "swizzled" a
+    1-D tensor of round_up(M, 128) * round_up(K // 32, 4) bytes, M = prod(x.shape[:-1]) (the
+    flat 128x4 layout FlashInfer and torchao's to_blocked produce). The two shapes never
+    coincide, so mxfp8_dequantize rejects a scale passed with the wrong scale_layout."""
 
 
 def mxfp8_quantize(
@@ -85,12 +87,14 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     if fn is None or not x.dim() or x.shape[-1] % BLOCK:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
-    return fn(x, dtype, scale_mode, scale_layout)
+    data, scale = fn(x, dtype, scale_mode, scale_layout)
+    return data, to_public(scale, scale_layout)
 
 
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
     key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+    scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
     return get_registry().lookup(*key)(data, scale, scale_layout, out_dtype)
 
 
@@ -105,7 +109,7 @@ def quantize(
 def _quantize_fake(x, dtype, scale_mode, scale_layout, backend=None):
     check_quantize(x, dtype, scale_mode, scale_layout, backend)
     data = x.new_empty(x.shape, dtype=dtype)
-    scale = x.new_empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
+    scale = x.new_empty(public_scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
     return data, scale
 
 
