@@ -69,10 +69,12 @@ def mxfp8_dequantize(
 
 def _eager(t) -> bool:
     # A non-tensor also takes the eager path, so that checks.py reports it (a TypeError naming
-    # the argument) rather than the op schema's RuntimeError.
+    # the argument) rather than the op schema's RuntimeError. A tensor that requires grad (an
+    # nn.Parameter, say) goes through the custom op, whose autograd formula marks the outputs
+    # non-differentiable (docs/semantics.md, "Autograd").
     if not isinstance(t, torch.Tensor):
         return True
-    return type(t) is torch.Tensor and not t.is_meta and not torch.compiler.is_compiling()
+    return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
@@ -124,3 +126,16 @@ def dequantize(
 def _dequantize_fake(data, scale, scale_layout, out_dtype, backend=None):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
     return data.new_empty(data.shape, dtype=out_dtype)
+
+
+def _no_gradient_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+
+def _no_gradient(ctx, *grads):
+    """Quantized bytes have no gradient (for one, use mxfp8_fake_quantize): None for every input."""
+    return (None,) * 5
+
+
+quantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)
+dequantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)
