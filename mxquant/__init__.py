@@ -8,6 +8,16 @@ The contract: docs/semantics.md; backends and how one is chosen: docs/backends.m
 Importing this package imports no platform package (triton, flashinfer, Intel's).
 """
 
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # torch warns at import when numpy is not installed ("Failed to initialize NumPy": its numpy
+    # interop, which mxquant never uses), and every `mxquant` command would print it. Scoped to
+    # this one import and this one message; a process that imported torch first is unaffected.
+    _warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+    import torch as _torch  # noqa: F401
+del _torch, _warnings
+
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
 from .errors import BackendError, BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
