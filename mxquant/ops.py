@@ -1,9 +1,11 @@
 """The call path: public functions -> custom ops (`mxquant::quantize`, `mxquant::dequantize`)
 -> their fakes -> run_* -> the backend the registry resolves.
 
-Plain eager tensors skip the dispatcher (several microseconds); fake, meta and subclass
-tensors and torch.compile go through the custom ops, whose fakes return empty tensors of
-exactly the dtypes, shapes and contiguous strides the backends return.
+Plain eager tensors that do not require grad skip the dispatcher (several microseconds);
+fake, meta and subclass tensors, tensors that require grad and torch.compile go through the
+custom ops, whose fakes return empty tensors of exactly the public dtypes, shapes and
+contiguous strides, and whose autograd formula gives no gradient. Backends return the
+swizzled scale 2-D; the public functions hand it out flat (layouts.to_public / to_backend).
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ def mxfp8_dequantize(
     out_dtype: torch.dtype = torch.bfloat16,
     backend: Optional[str] = None,
 ) -> torch.Tensor:
-    """data * 2**(scale - 127) per block, rounded once to `out_dtype`; NaN where the scale is 0xFF."""
+    """data * 2**(scale - 127) per block, rounded once to `out_dtype`; NaN where the scale is 0xFF.
+
+    scale: as mxfp8_quantize returned it for this `scale_layout` (swizzled: flat). A scale of
+    the other layout's shape, or any other shape, is a ValueError saying which it looks like.
+    """
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
     return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
