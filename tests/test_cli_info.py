@@ -37,7 +37,7 @@ def info_command():
 
 
 def test_info_table(registry, capsys):
-    assert mxquant.cli.main(["info"]) == 0
+    assert mxquant.cli.main(["info", "--full"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"│ cpu\s+│ built-in\s+│ 0\s+│ cpu\s+│ available", out), out
     for name in ("triton", "flashinfer", "xpu"):

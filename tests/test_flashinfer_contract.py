@@ -246,7 +246,8 @@ def test_contract_forced_on_blackwell_runs(registry, capability, fake, monkeypat
     x = sample((3, 5, 64))
     data, scale = mxquant.mxfp8_quantize(x, backend="flashinfer", scale_layout="swizzled")
     want = reference.quantize(x, E4M3, "rceil", "swizzled")
-    assert same_bytes(data, want[0]) and same_bytes(scale, want[1]) and len(fake.calls) == 1
+    # the public swizzled scale is flat; the reference returns the backends' 2-D form
+    assert same_bytes(data, want[0]) and same_bytes(scale, want[1].reshape(-1)) and len(fake.calls) == 1
 
 
 def resolved(registry, call, allowed=frozenset()):
