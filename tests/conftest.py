@@ -2,6 +2,9 @@
 is skipped, with the reason, where torch sees no such device, so CI (CPU only) skips them
 cleanly and the GPU machine runs them (`python3 -m pytest -m cuda tests/`)."""
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -13,6 +16,13 @@ _DEVICES = {
     "cuda": lambda: torch.cuda.is_available(),
     "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
 }
+
+
+def pytest_configure(config):
+    # torch.compile's on-disk cache is keyed on the graph, not on our ops' fake implementations:
+    # graphs compiled against an older mxquant (say, another scale shape) would be reused and
+    # fail their shape asserts. The suite compiles into a cache of its own, fresh each run.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mxquant-inductor-"))
 
 
 def pytest_runtest_setup(item):
