@@ -1,10 +1,13 @@
-"""Triton kernels of the `triton` backend. Imported only when that backend runs (it imports
-triton at module level); backends/triton.py holds the launch logic and the probe.
+"""Triton quantize kernel of the `triton` backend. Imported only when that backend runs (it
+imports triton at module level); backends/triton.py holds the configs and the probe,
+backends/_triton_launch.py the launch path, backends/_triton_dequant.py the dequantize kernel.
 
-One pass: each program loads a BLOCK_M x BLOCK_K tile once, as (BLOCK_M, BLOCK_K // 32, 32)
-blocks, and writes its elements and its scale bytes once; for the swizzled layout the scale
-bytes go straight to their 128x4-layout offsets, and programs over the padding rows/columns
+One pass: each tile of BLOCK_M x BLOCK_K elements is loaded once, as (BLOCK_M, BLOCK_K // 32,
+32) blocks, and its elements and scale bytes are written once; for the swizzled layout the
+scale bytes go straight to their 128x4-layout offsets, and tiles over the padding rows/columns
 load nothing (masked loads read zero blocks) and write the zero padding bytes themselves.
+PERSISTENT: a grid of a few programs per SM, each looping over tiles (software-pipelined by
+Triton when STAGES > 1); otherwise one tile per program.
 
 Exactness (docs/semantics.md): amax is an integer max over the fp32 bits with the sign
 cleared (NaN/Inf compare above every finite value); the shared exponent comes from the bits;
@@ -18,30 +21,16 @@ import triton.language as tl
 
 
 @triton.jit
-def _scale_offsets(rows, sblk, scale_cols, SWIZZLED: tl.constexpr):
-    # rows: (BM, 1) global row; sblk: (1, NB) global scale column.
-    if SWIZZLED:
-        tile = (rows // 128) * (scale_cols // 4) + sblk // 4
-        r = rows % 128
-        return tile * 512 + (r % 32) * 16 + (r // 32) * 4 + sblk % 4
-    else:
-        return rows * scale_cols + sblk
-
-
-@triton.jit
-def mxfp8_quantize_kernel(
-    x_ptr, data_ptr, scale_ptr,
-    M, K, stride_xm,
-    scale_rows, scale_cols, n_k,
+def _quantize_tile(
+    tile, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
-    # A 1-D grid in row-major tile order: consecutive programs stream consecutive memory.
-    pid = tl.program_id(0)
-    pid_m = pid // n_k
-    pid_k = pid % n_k
+    # Tiles in row-major order: consecutive tiles stream consecutive memory.
+    pid_m = tile // n_k
+    pid_k = tile % n_k
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BM,)
     sblk = pid_k * NB + tl.arange(0, NB)                                # (NB,)
     r3 = rows[:, None, None]
@@ -103,30 +92,21 @@ def mxfp8_quantize_kernel(
 
 
 @triton.jit
-def mxfp8_dequantize_kernel(
-    data_ptr, scale_ptr, out_ptr,
-    M, K, stride_dm, scale_cols, n_k,
-    E5M2: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+def mxfp8_quantize_kernel(
+    x_ptr, data_ptr, scale_ptr,
+    M, K, stride_xm,
+    scale_rows, scale_cols, n_k, n_tiles,
+    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
+    SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
+    PERSISTENT: tl.constexpr, STAGES: tl.constexpr,
 ):
-    NB: tl.constexpr = BLOCK_K // 32
-    pid = tl.program_id(0)
-    rows = (pid // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
-    sblk = (pid % n_k) * NB + tl.arange(0, NB)
-    r3 = rows[:, None, None]
-    c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
-    mask = (r3 < M) & (c3 < K)
-    raw = tl.load(data_ptr + r3.to(tl.int64) * stride_dm + c3, mask=mask, other=0)
-    if E5M2:
-        q = raw.to(tl.float8e5, bitcast=True).to(tl.float32)
+    if PERSISTENT:
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        for i in tl.range(0, tl.cdiv(n_tiles - pid, nprog), num_stages=STAGES):
+            _quantize_tile(pid + i * nprog, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
+                           EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT)
     else:
-        q = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-
-    r2 = rows[:, None]
-    b2 = sblk[None, :]
-    sb = tl.load(scale_ptr + _scale_offsets(r2, b2, scale_cols, SWIZZLED),
-                 mask=(r2 < M) & (b2 < K // 32), other=127).to(tl.int32)
-    # 2**(sb - 127) from bits; sb == 0 is the subnormal 2**-127 (bit 22 set), 255 is NaN.
-    factor = tl.where(sb == 0, 0x400000, sb << 23).to(tl.float32, bitcast=True)
-    factor = tl.where(sb == 255, float("nan"), factor)
-    out = q * factor[:, :, None]
-    tl.store(out_ptr + r3.to(tl.int64) * K + c3, out.to(out_ptr.dtype.element_ty), mask=mask)
+        _quantize_tile(tl.program_id(0), x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
+                       EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT)
