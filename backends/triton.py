@@ -128,9 +128,9 @@ def quantize_config(m: int, k: int, swizzled: bool = False, card_class: str = "d
     return Config(block_m, block_k, max(1, min(warps, block_m * block_k // 512)))
 
 
-FAST_HBM_QUANT = (4096, 8)  # elements per program, warps
+FAST_HBM_QUANT = (8192, 8)  # elements per program, warps
 FAST_HBM_SWIZZLE_ROWS = 4
-FAST_HBM_DEQUANT = (4096, 4)
+FAST_HBM_DEQUANT = (8192, 8)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -166,7 +166,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
         TIE_UP=scale_mode == "compressed-tensors",
         E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
         MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k, EVICT=cfg.evict,
-        PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages,
+        PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages, BIG=n_m * cfg.block_m * max(stride, k) + n_k * cfg.block_k >= 2**31,
     )
     ints = (m, k, stride, scale_rows, scale_cols, n_k, n_m * n_k)
     return _launch.Plan(_kernels().mxfp8_quantize_kernel, grid, ints, constexprs, cfg.warps)
