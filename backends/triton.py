@@ -108,38 +108,41 @@ def card(device: torch.device) -> tuple[str, int]:
     return ("fast-hbm" if per_sm >= 30e9 else "default"), sms
 
 
+# Per card class: (elements per program, warps) for linear tiles, (elements, warps, rows) for
+# swizzled tiles, (elements, warps) for dequantize. "default" is the H100 sweep of 2026-11-25;
+# "fast-hbm" the H200 sweeps of 2026-11-30 (docs/performance.md).
+CONFIGS = {
+    "default": {"linear": (2048, 4), "swizzled": (2048, 4, 4), "dequantize": (2048, 4)},
+    "fast-hbm": {"linear": (4096, 8), "swizzled": (4096, 4, 4), "dequantize": (8192, 8)},
+}
+
+
 @functools.lru_cache(maxsize=4096)
 def quantize_config(m: int, k: int, swizzled: bool = False, card_class: str = "default") -> Config:
-    """Launch configuration per card class, from the sweeps in docs/performance.md.
-
-    default (measured on H100): programs of 2048 elements, 4 warps, input loads marked
-    evict_last (2-7% faster than the default policy from 2048x4096 up, neutral below; a cache
-    hint only). Linear: one row-chunk of 2048 per program; shorter rows stack several per
-    program. Swizzled: 4 rows x 512 (16 bytes of each 128x4 scale tile per program).
-    fast-hbm (measured on H200): larger programs, more bytes in flight per SM (see
-    docs/performance.md, H200)."""
-    elems, warps = (2048, 4) if card_class == "default" else FAST_HBM_QUANT
+    """Launch configuration, from the sweeps in docs/performance.md. Input loads are marked
+    evict_last (2-7% faster than the default policy on the H100 from 2048x4096 up, 1-5% on the
+    H200; a cache hint only). Linear: one row-chunk per program (shorter rows stack several);
+    swizzled: 4 rows per program (16 bytes of each 128x4 scale tile). H100: programs of 2048
+    elements, 4 warps. H200: 4096 elements (8 warps linear, 4 swizzled): more bytes in flight
+    per SM for 1.4x the bandwidth per SM."""
+    conf = CONFIGS.get(card_class, CONFIGS["default"])
     if swizzled:  # the scale store packs 4 blocks: BLOCK_K >= 128
-        rows = FAST_HBM_SWIZZLE_ROWS if card_class != "default" else 4
+        elems, warps, rows = conf["swizzled"]
         block_k = min(elems // rows, max(128, next_pow2(k)))
         return Config(elems // block_k, block_k, warps)
+    return _row_chunks(m, k, *conf["linear"])
+
+
+def _row_chunks(m, k, elems, warps):
     block_k = min(elems, max(32, next_pow2(k)))
     block_m = max(1, min(next_pow2(m), elems // block_k))
     return Config(block_m, block_k, max(1, min(warps, block_m * block_k // 512)))
-
-
-FAST_HBM_QUANT = (8192, 8)  # elements per program, warps
-FAST_HBM_SWIZZLE_ROWS = 4
-FAST_HBM_DEQUANT = (8192, 8)
 
 
 @functools.lru_cache(maxsize=4096)
 def dequantize_config(m: int, k: int, card_class: str = "default") -> Config:
-    """Launch configuration of the dequantize kernel (row-chunks as the linear quantize)."""
-    elems, warps = (2048, 4) if card_class == "default" else FAST_HBM_DEQUANT
-    block_k = min(elems, max(32, next_pow2(k)))
-    block_m = max(1, min(next_pow2(m), elems // block_k))
-    return Config(block_m, block_k, max(1, min(warps, block_m * block_k // 512)))
+    """Launch configuration of the dequantize kernel: row-chunks as the linear quantize."""
+    return _row_chunks(m, k, *CONFIGS.get(card_class, CONFIGS["default"])["dequantize"])
 
 
 def next_pow2(n: int) -> int:
