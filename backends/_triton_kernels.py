@@ -36,14 +36,7 @@ def _quantize_tile(
     # Tiles in row-major order: consecutive tiles stream consecutive memory.
     pid_m = tile // n_k
     pid_k = tile % n_k
-    if SWIZZLED:
-        # Rows S = 128 // BLOCK_M apart in one 128-row tile (BLOCK_M divides 128): with
-        # BLOCK_M = 4, rows r, r+32, r+64, r+96, whose scale words are adjacent in the 128x4
-        # layout, so one store instruction writes whole 16-byte pieces, not 4-byte scraps.
-        S: tl.constexpr = 128 // BLOCK_M
-        rows = (pid_m // S) * 128 + pid_m % S + S * tl.arange(0, BLOCK_M)
-    else:
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                # (BM,)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BM,)
     sblk = pid_k * NB + tl.arange(0, NB)                                # (NB,)
     r3 = rows[:, None, None]
     c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]   # (1, NB, 32) element column
