@@ -292,32 +292,6 @@ def host_overhead(shape=(16, 4096), calls=2000, repeats=15):
     return out
 
 
-def profile_host(path, calls=3000):
-    """cProfile of the backend call and the public call at 16x4096 (hot spots of host time)."""
-    import cProfile
-    import io
-    import pstats
-
-    import mxquant
-    from mxquant.backends import triton as tb
-
-    x = torch.randn(16, 4096, dtype=torch.bfloat16, device="cuda")
-    with open(path, "w") as f:
-        for name, fn in (("backend", lambda: tb.quantize(x, E4M3, "rceil", "linear")),
-                         ("public", lambda: mxquant.mxfp8_quantize(x))):
-            fn()
-            torch.cuda.synchronize()
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(calls):
-                fn()
-            prof.disable()
-            torch.cuda.synchronize()
-            s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
-            f.write(f"=== {name}\n{s.getvalue()}\n")
-
-
 def print_table(rows):
     head = ["mode", "shape", "contender", "us", "GB/s", "% copy BW", "x torchao", "exact"]
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
@@ -401,8 +375,11 @@ def main(argv=None):
         rows = ratios(rows + run_dequantize(shapes, a.rep_ms))
         save(path, meta, rows)
     overhead = host_overhead()
-    if a.profile_host:
-        profile_host(os.path.join(a.out, "host_profile.txt"))
+    if a.profile_host:  # benchmarks/host_split.py owns the host-time profile
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import host_split
+
+        host_split.write_profile(os.path.join(a.out, "host_profile.txt"))
     save(path, meta, rows, overhead)
     plot(rows, os.path.join(a.out, "bench.png"))
     print(json.dumps(meta))
