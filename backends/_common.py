@@ -26,8 +26,8 @@ def cuda_probe(device: torch.device, min_capability: tuple[int, int], why: str) 
 def device_guard(device: torch.device):
     """A context manager making `device` current, or None when it already is (the common case,
     kept free of a context switch on the hot path)."""
-    if device.type == "cuda":
-        if device.index is not None and device.index != torch.cuda.current_device():
+    if device.type == "cuda":  # (torch._C._cuda_getDevice: torch.cuda.current_device without its checks)
+        if device.index is not None and device.index != torch._C._cuda_getDevice():
             return torch.cuda.device(device)
     elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
         return torch.xpu.device(device)

@@ -89,14 +89,3 @@ def plan(key, make) -> Plan:
             _PLANS.clear()
         p = _PLANS[key] = make()
     return p
-
-
-def on_device(device: torch.device):
-    """Kernels launch on the current device: a context manager making it `device` when it is
-    not already, else None."""
-    if device.type == "cuda":
-        if device.index is not None and device.index != torch._C._cuda_getDevice():
-            return torch.cuda.device(device)
-    elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
-        return torch.xpu.device(device)
-    return None

@@ -21,6 +21,7 @@ from mxquant.formats import BLOCK, ELEMENT_FORMATS
 from mxquant.layouts import swizzled_scale_shape
 
 from . import _triton_launch as _launch
+from ._common import cuda_probe, device_guard
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,13 +40,9 @@ def _dequant_kernels():
 
 def probe(device: torch.device) -> Optional[str]:
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "no CUDA device (torch.cuda.is_available() is False)"
-        if torch.version.hip:
-            return "ROCm is not supported (the kernel uses NVIDIA fp8 conversions)"
-        major, minor = torch.cuda.get_device_capability(device)
-        if (major, minor) < (8, 9):
-            return f"compute capability {major}.{minor} < 8.9: Triton has no fp8e4nv conversion there"
+        reason = cuda_probe(device, (8, 9), "Triton has no fp8e4nv conversion there")
+        if reason:
+            return reason
     elif device.type == "xpu":
         if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
             return "no Intel XPU device (torch.xpu.is_available() is False)"
@@ -95,8 +92,8 @@ class Config(NamedTuple):
 @functools.lru_cache(maxsize=None)
 def card(device: torch.device) -> tuple[str, int]:
     """(card class, SM count) of a CUDA device. "fast-hbm": memory bandwidth per SM of 30 GB/s
-    or more (H200: 4.8 TB/s over 132 SMs; an H100 SXM has 25), where a program must keep more
-    bytes in flight; "default" otherwise, and for other device types."""
+    or more (an H200; an H100 SXM is below), where a program must keep more bytes in flight;
+    "default" otherwise, and for other device types."""
     if device.type != "cuda":
         return "default", 0
     props = torch.cuda.get_device_properties(device)
@@ -120,12 +117,10 @@ CONFIGS = {
 
 @functools.lru_cache(maxsize=4096)
 def quantize_config(m: int, k: int, swizzled: bool = False, card_class: str = "default") -> Config:
-    """Launch configuration, from the sweeps in docs/performance.md. Input loads are marked
-    evict_last (2-7% faster than the default policy on the H100 from 2048x4096 up, 1-5% on the
-    H200; a cache hint only). Linear: one row-chunk per program (shorter rows stack several);
-    swizzled: 4 rows per program (16 bytes of each 128x4 scale tile). H100: programs of 2048
-    elements, 4 warps. H200: 4096 elements (8 warps linear, 4 swizzled): more bytes in flight
-    per SM for 1.4x the bandwidth per SM."""
+    """Launch configuration, chosen by the sweeps in docs/performance.md: input loads marked
+    evict_last (a cache hint only); linear: one row-chunk per program (shorter rows stack
+    several); swizzled: 4 rows per program (16 bytes of each 128x4 scale tile); the program
+    size and warps per card class (CONFIGS)."""
     conf = CONFIGS.get(card_class, CONFIGS["default"])
     if swizzled:  # the scale store packs 4 blocks: BLOCK_K >= 128
         elems, warps, rows = conf["swizzled"]
@@ -190,7 +185,7 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
         scale = torch.empty(sshape, dtype=torch.float8_e8m0fnu, device=device)
         p.launch(device, x, data, scale)
         return data, scale
-    guard = _launch.on_device(device)
+    guard = device_guard(device)
     if guard is not None:
         with guard:
             return quantize(x, dtype, scale_mode, scale_layout, config)
@@ -239,7 +234,7 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
         out = torch.empty(data.shape, dtype=out_dtype, device=device)
         hit.launch(device, data, scale, out)
         return out
-    guard = _launch.on_device(device)
+    guard = device_guard(device)
     if guard is not None:
         with guard:
             return dequantize(data, scale, scale_layout, out_dtype, config)
