@@ -1,15 +1,18 @@
-"""Triton kernels of the `triton` backend. Imported only when that backend runs (it imports
-triton at module level); backends/triton.py holds the launch logic and the probe.
+"""Triton quantize kernel of the `triton` backend. Imported only when that backend runs (it
+imports triton at module level); backends/triton.py holds the configs and the probe,
+backends/_triton_launch.py the launch path, backends/_triton_dequant.py the dequantize kernel.
 
-One pass: each program loads a BLOCK_M x BLOCK_K tile once, as (BLOCK_M, BLOCK_K // 32, 32)
-blocks, and writes its elements and its scale bytes once; for the swizzled layout the scale
-bytes go straight to their 128x4-layout offsets, and programs over the padding rows/columns
+One pass: each tile of BLOCK_M x BLOCK_K elements is loaded once, as (BLOCK_M, BLOCK_K // 32,
+32) blocks, and its elements and scale bytes are written once; for the swizzled layout the
+scale bytes go straight to their 128x4-layout offsets, and tiles over the padding rows/columns
 load nothing (masked loads read zero blocks) and write the zero padding bytes themselves.
+PERSISTENT: a grid of a few programs per SM, each looping over tiles (software-pipelined by
+Triton when STAGES > 1); otherwise one tile per program.
 
-Exactness (docs/semantics.md): amax is an integer max over the fp32 bits with the sign
-cleared (NaN/Inf compare above every finite value); the shared exponent comes from the bits;
-2**-s is built from bits (always a normal fp32); the multiply by it is exact; clamping and
-cvt.rn.satfinite round to nearest-even. No exp2/log2/division/reciprocal, so no flush to zero
+Exactness (docs/semantics.md): amax is a NaN-propagating max of |x| (so NaN/Inf compare
+above every finite value, as the integer order of the bits does); the shared exponent comes
+from its bits; 2**-s is built from bits (always a normal fp32); the multiply by it is exact;
+cvt.rn.satfinite rounds to nearest-even and saturates at +-max_finite, which is the clamp. No exp2/log2/division/reciprocal, so no flush to zero
 of 2**-127 and no approximation.
 """
 
@@ -18,37 +21,32 @@ import triton.language as tl
 
 
 @triton.jit
-def _scale_offsets(rows, sblk, scale_cols, SWIZZLED: tl.constexpr):
-    # rows: (BM, 1) global row; sblk: (1, NB) global scale column.
-    if SWIZZLED:
-        tile = (rows // 128) * (scale_cols // 4) + sblk // 4
-        r = rows % 128
-        return tile * 512 + (r % 32) * 16 + (r // 32) * 4 + sblk % 4
-    else:
-        return rows * scale_cols + sblk
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
-def mxfp8_quantize_kernel(
-    x_ptr, data_ptr, scale_ptr,
-    M, K, stride_xm,
-    scale_rows, scale_cols, n_k,
+def _quantize_tile(
+    tile, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
+    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
-    # A 1-D grid in row-major tile order: consecutive programs stream consecutive memory.
-    pid = tl.program_id(0)
-    pid_m = pid // n_k
-    pid_k = pid % n_k
+    # Tiles in row-major order: consecutive tiles stream consecutive memory.
+    pid_m = tile // n_k
+    pid_k = tile % n_k
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BM,)
     sblk = pid_k * NB + tl.arange(0, NB)                                # (NB,)
     r3 = rows[:, None, None]
     c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]   # (1, NB, 32) element column
 
-    x_offs = r3.to(tl.int64) * stride_xm + c3
-    d_offs = r3.to(tl.int64) * K + c3
+    if BIG:  # offsets past 2**31 elements
+        x_offs = r3.to(tl.int64) * stride_xm + c3
+        d_offs = r3.to(tl.int64) * K + c3
+    else:
+        x_offs = r3 * stride_xm + c3
+        d_offs = r3 * K + c3
     if MASK_M or MASK_K:
         mask = (r3 < M) & (c3 < K)
         x = tl.load(x_ptr + x_offs, mask=mask, other=0.0, eviction_policy=EVICT)
@@ -56,8 +54,9 @@ def mxfp8_quantize_kernel(
         x = tl.load(x_ptr + x_offs, eviction_policy=EVICT)
     x = x.to(tl.float32)
 
-    abs_bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    amax = tl.max(abs_bits, axis=2)                                      # (BM, NB) fp32 bits of amax
+    # amax: a NaN-propagating float max of |x| (one FMNMX per element, |.| a free operand
+    # modifier); its bits order NaN > Inf > finite, as an integer max over the bits would.
+    amax = tl.reduce(tl.abs(x), 2, _max_nan).to(tl.int32, bitcast=True)   # (BM, NB) fp32 bits
     special = amax >= 0x7F800000                                         # NaN or Inf in the block
     s = (amax >> 23) - (127 + EMAX)
     if RCEIL:
@@ -66,14 +65,15 @@ def mxfp8_quantize_kernel(
         s += ((amax & 0x7FFFFF) >= 0x600000).to(tl.int32)
     s = tl.minimum(tl.maximum(s, -127), 127)
 
-    inv = ((127 - s) << 23).to(tl.float32, bitcast=True)                # 2**-s, a normal fp32
+    # 2**-s from bits (a normal fp32); NaN for a NaN/Inf block, so that every product is NaN
+    # and the conversion writes 0x7F. No clamp: cvt.rn.satfinite saturates to +-max_finite.
+    inv = tl.where(special, 0x7FC00000, (127 - s) << 23).to(tl.float32, bitcast=True)
     q = x * inv[:, :, None]
-    q = tl.minimum(tl.maximum(q, -MAX_FINITE), MAX_FINITE)
     if E5M2:
-        q8 = q.to(tl.float8e5).to(tl.uint8, bitcast=True)
+        q8 = q.to(tl.float8e5)
     else:
-        q8 = q.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-    q8 = tl.where(special[:, :, None], 0x7F, q8).to(tl.uint8).to(data_ptr.dtype.element_ty, bitcast=True)
+        q8 = q.to(tl.float8e4nv)
+    q8 = q8.to(data_ptr.dtype.element_ty, bitcast=True)
     if MASK_M or MASK_K:
         tl.store(data_ptr + d_offs, q8, mask=mask)
     else:
@@ -103,30 +103,21 @@ def mxfp8_quantize_kernel(
 
 
 @triton.jit
-def mxfp8_dequantize_kernel(
-    data_ptr, scale_ptr, out_ptr,
-    M, K, stride_dm, scale_cols, n_k,
-    E5M2: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+def mxfp8_quantize_kernel(
+    x_ptr, data_ptr, scale_ptr,
+    M, K, stride_xm,
+    scale_rows, scale_cols, n_k, n_tiles,
+    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
+    SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
+    PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BIG: tl.constexpr,
 ):
-    NB: tl.constexpr = BLOCK_K // 32
-    pid = tl.program_id(0)
-    rows = (pid // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
-    sblk = (pid % n_k) * NB + tl.arange(0, NB)
-    r3 = rows[:, None, None]
-    c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]
-    mask = (r3 < M) & (c3 < K)
-    raw = tl.load(data_ptr + r3.to(tl.int64) * stride_dm + c3, mask=mask, other=0)
-    if E5M2:
-        q = raw.to(tl.float8e5, bitcast=True).to(tl.float32)
+    if PERSISTENT:
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        for i in tl.range(0, tl.cdiv(n_tiles - pid, nprog), num_stages=STAGES):
+            _quantize_tile(pid + i * nprog, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
+                           EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG)
     else:
-        q = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-
-    r2 = rows[:, None]
-    b2 = sblk[None, :]
-    sb = tl.load(scale_ptr + _scale_offsets(r2, b2, scale_cols, SWIZZLED),
-                 mask=(r2 < M) & (b2 < K // 32), other=127).to(tl.int32)
-    # 2**(sb - 127) from bits; sb == 0 is the subnormal 2**-127 (bit 22 set), 255 is NaN.
-    factor = tl.where(sb == 0, 0x400000, sb << 23).to(tl.float32, bitcast=True)
-    factor = tl.where(sb == 255, float("nan"), factor)
-    out = q * factor[:, :, None]
-    tl.store(out_ptr + r3.to(tl.int64) * K + c3, out.to(out_ptr.dtype.element_ty), mask=mask)
+        _quantize_tile(tl.program_id(0), x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
+                       EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG)

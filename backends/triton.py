@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 from mxquant.backend import Backend, Capabilities
 from mxquant.formats import BLOCK, ELEMENT_FORMATS
 from mxquant.layouts import swizzled_scale_shape
+
+from . import _triton_launch as _launch
+from ._common import cuda_probe, device_guard
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,15 +31,18 @@ def _kernels():
     return _triton_kernels
 
 
+@functools.lru_cache(maxsize=None)
+def _dequant_kernels():
+    from . import _triton_dequant
+
+    return _triton_dequant
+
+
 def probe(device: torch.device) -> Optional[str]:
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "no CUDA device (torch.cuda.is_available() is False)"
-        if torch.version.hip:
-            return "ROCm is not supported (the kernel uses NVIDIA fp8 conversions)"
-        major, minor = torch.cuda.get_device_capability(device)
-        if (major, minor) < (8, 9):
-            return f"compute capability {major}.{minor} < 8.9: Triton has no fp8e4nv conversion there"
+        reason = cuda_probe(device, (8, 9), "Triton has no fp8e4nv conversion there")
+        if reason:
+            return reason
     elif device.type == "xpu":
         if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
             return "no Intel XPU device (torch.xpu.is_available() is False)"
@@ -70,22 +76,69 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(-1, k)
 
 
+class Config(NamedTuple):
+    """A launch configuration: tile BLOCK_M x BLOCK_K, warps per program, load eviction policy,
+    programs per SM of a persistent grid (0: one tile per program) and Triton's pipelining depth
+    of that grid's loop."""
+
+    block_m: int
+    block_k: int
+    warps: int
+    evict: str = "evict_last"
+    persist: int = 0
+    stages: int = 1
+
+
+@functools.lru_cache(maxsize=None)
+def card(device: torch.device) -> tuple[str, int]:
+    """(card class, SM count) of a CUDA device. "fast-hbm": memory bandwidth per SM of 30 GB/s
+    or more (an H200; an H100 SXM is below), where a program must keep more bytes in flight;
+    "default" otherwise, and for other device types."""
+    if device.type != "cuda":
+        return "default", 0
+    props = torch.cuda.get_device_properties(device)
+    sms = props.multi_processor_count
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        per_sm = 2 * clock_khz * 1e3 * bus_bits / 8 / sms
+    else:
+        per_sm = 36e9 if "H200" in props.name else 0.0
+    return ("fast-hbm" if per_sm >= 30e9 else "default"), sms
+
+
+# Per card class: (elements per program, warps) for linear tiles, (elements, warps, rows) for
+# swizzled tiles, (elements, warps) for dequantize. "default" is the H100 sweep of 2026-11-25;
+# "fast-hbm" the H200 sweeps of 2026-11-30 (docs/performance.md).
+CONFIGS = {
+    "default": {"linear": (2048, 4), "swizzled": (2048, 4, 4), "dequantize": (2048, 4)},
+    "fast-hbm": {"linear": (4096, 8), "swizzled": (4096, 4, 4), "dequantize": (8192, 8)},
+}
+
+
 @functools.lru_cache(maxsize=4096)
-def quantize_config(m: int, k: int, swizzled: bool = False) -> tuple[int, int, int, str]:
-    """(BLOCK_M, BLOCK_K, num_warps, load eviction policy), from the sweeps in
-    docs/performance.md (H100): programs of 2048 elements, 4 warps, input loads marked
-    evict_last (2-7% faster than the default policy from 2048x4096 up, neutral below; a cache
-    hint only). Linear: one row-chunk of 2048 per program was fastest from 8192x8192 up and
-    within noise of the best below; shorter rows stack several per program. Swizzled: 4 rows x
-    512 (16 bytes of each 128x4 scale tile per program) beat 1 x 2048 by 1.5-3% at 8192x8192 and
-    up; the grid covers the padded 128-row tiles anyway (BLOCK_M divides 128)."""
+def quantize_config(m: int, k: int, swizzled: bool = False, card_class: str = "default") -> Config:
+    """Launch configuration, chosen by the sweeps in docs/performance.md: input loads marked
+    evict_last (a cache hint only); linear: one row-chunk per program (shorter rows stack
+    several); swizzled: 4 rows per program (16 bytes of each 128x4 scale tile); the program
+    size and warps per card class (CONFIGS)."""
+    conf = CONFIGS.get(card_class, CONFIGS["default"])
     if swizzled:  # the scale store packs 4 blocks: BLOCK_K >= 128
-        block_k = min(512, max(128, next_pow2(k)))
-        return 2048 // block_k, block_k, 4, "evict_last"
-    block_k = min(2048, max(32, next_pow2(k)))
-    block_m = max(1, min(next_pow2(m), 2048 // block_k))
-    elems = block_m * block_k
-    return block_m, block_k, max(1, min(4, elems // 512)), "evict_last"
+        elems, warps, rows = conf["swizzled"]
+        block_k = min(elems // rows, max(128, next_pow2(k)))
+        return Config(elems // block_k, block_k, warps)
+    return _row_chunks(m, k, *conf["linear"])
+
+
+def _row_chunks(m, k, elems, warps):
+    block_k = min(elems, max(32, next_pow2(k)))
+    block_m = max(1, min(next_pow2(m), elems // block_k))
+    return Config(block_m, block_k, max(1, min(warps, block_m * block_k // 512)))
+
+
+@functools.lru_cache(maxsize=4096)
+def dequantize_config(m: int, k: int, card_class: str = "default") -> Config:
+    """Launch configuration of the dequantize kernel: row-chunks as the linear quantize."""
+    return _row_chunks(m, k, *CONFIGS.get(card_class, CONFIGS["default"])["dequantize"])
 
 
 def next_pow2(n: int) -> int:
@@ -96,82 +149,43 @@ def cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-_FAST_LAUNCH = [None]  # decided on the first CUDA call: Triton 3.6, no launch hooks installed
-_PLANS: dict = {}  # launch plans of the quantize kernel, per call signature (bounded below)
+def _grid(n_tiles: int, cfg: Config, sms: int) -> int:
+    return min(n_tiles, cfg.persist * sms) if cfg.persist and sms else n_tiles
 
 
-def _fast_launch_ok() -> bool:
-    import triton
-
-    return (triton.__version__.split(".")[:2] == ["3", "6"] and triton.knobs.runtime.launch_enter_hook is None
-            and triton.knobs.runtime.launch_exit_hook is None)
-
-
-class _Plan:
-    """Everything a launch needs but the tensors, for one call signature. The first launch goes
-    through Triton's normal path, which compiles and returns the compiled kernel; later ones
-    (CUDA, Triton 3.6) call that compiled kernel directly, skipping Triton's per-call argument
-    binding, which is most of a small call's host time. The signature includes what Triton
-    specializes on: the input's 16-byte alignment and every integer argument's exact value
-    (outputs come from torch's allocator, always aligned)."""
-
-    __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "compiled")
-
-    def __init__(self, kernel, grid, ints, constexprs, num_warps):
-        self.kernel, self.grid, self.ints, self.constexprs, self.num_warps = kernel, grid, ints, constexprs, num_warps
-        self.compiled = None
-
-    def launch(self, device: torch.device, *tensors) -> None:
-        if self.compiled is not None:
-            stream = torch._C._cuda_getCurrentRawStream(device.index)
-            c = self.compiled
-            c.run(self.grid, 1, 1, stream, c.function, c.packed_metadata, None, None, None,
-                  *tensors, *self.ints, *self.constexprs.values())
-            return
-        compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps)
-        if device.type == "cuda" and _FAST_LAUNCH[0]:
-            self.compiled = compiled
-
-
-def _plan(key, make) -> _Plan:
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) > 4096:
-            _PLANS.clear()
-        plan = _PLANS[key] = make()
-    return plan
-
-
-def _on_device(device: torch.device):
-    """Kernels launch on the current device: make it `device` when it is not already."""
-    if device.type == "cuda":
-        if _FAST_LAUNCH[0] is None:
-            _FAST_LAUNCH[0] = _fast_launch_ok()
-        if device.index is not None and device.index != torch.cuda.current_device():
-            return torch.cuda.device(device)
-    elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
-        return torch.xpu.device(device)
-    return None
-
-
-def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config):
+def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config, device):
     fmt = ELEMENT_FORMATS[dtype]
-    block_m, block_k, warps, evict = config or quantize_config(m, k, swizzled)
-    assert not swizzled or block_k >= 128, "the swizzled scale store packs 4 blocks: BLOCK_K >= 128"
-    n_m, n_k = cdiv(scale_rows, block_m), cdiv(scale_cols * BLOCK, block_k)
+    cls, sms = card(device)
+    cfg = Config(*config) if config else quantize_config(m, k, swizzled, cls)
+    assert not swizzled or cfg.block_k >= 128, "the swizzled scale store packs 4 blocks: BLOCK_K >= 128"
+    n_m, n_k = cdiv(scale_rows, cfg.block_m), cdiv(scale_cols * BLOCK, cfg.block_k)
+    grid = _grid(n_m * n_k, cfg, sms)
     constexprs = dict(
         EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
         TIE_UP=scale_mode == "compressed-tensors",
-        E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k,
-        MASK_M=n_m * block_m != m, MASK_K=n_k * block_k != k, EVICT=evict,
+        E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+        MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k, EVICT=cfg.evict,
+        PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages, BIG=n_m * cfg.block_m * max(stride, k) + n_k * cfg.block_k >= 2**31,
     )
-    ints = (m, k, stride, scale_rows, scale_cols, n_k)
-    return _Plan(_kernels().mxfp8_quantize_kernel, n_m * n_k, ints, constexprs, warps)
+    ints = (m, k, stride, scale_rows, scale_cols, n_k, n_m * n_k)
+    return _launch.Plan(_kernels().mxfp8_quantize_kernel, grid, ints, constexprs, cfg.warps)
+
+
+_QFAST: dict = {}  # signature -> (plan, data shape, scale shape): CUDA calls whose plan is armed
+_DFAST: dict = {}
 
 
 def quantize(x, dtype, scale_mode, scale_layout, config=None):
     device = x.device
-    guard = _on_device(device)
+    key = (x.shape, x.stride(), x.dtype, dtype, scale_mode, scale_layout, device, x.data_ptr() % 16 == 0, config)
+    hit = _QFAST.get(key)
+    if hit is not None and device.index == torch._C._cuda_getDevice():
+        p, dshape, sshape = hit
+        data = torch.empty(dshape, dtype=dtype, device=device)
+        scale = torch.empty(sshape, dtype=torch.float8_e8m0fnu, device=device)
+        p.launch(device, x, data, scale)
+        return data, scale
+    guard = device_guard(device)
     if guard is not None:
         with guard:
             return quantize(x, dtype, scale_mode, scale_layout, config)
@@ -189,36 +203,68 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
     scale = torch.empty(scale_shape, dtype=torch.uint8, device=device)
     if scale_rows and scale_cols:
         stride = x2.stride(0)
-        key = (m, k, stride, x.dtype, dtype, scale_mode, swizzled, x2.data_ptr() % 16 == 0, device, config)
-        plan = _plan(key, lambda: _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_cols, config))
-        plan.launch(device, x2, data, scale)
+        pkey = (m, k, stride, x.dtype, dtype, scale_mode, swizzled, x2.data_ptr() % 16 == 0, device, config)
+        p = _launch.plan(pkey, lambda: _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows,
+                                                      scale_cols, config, device))
+        p.launch(device, x2, data, scale)
+        if p.raw is not None and x2.data_ptr() == x.data_ptr():
+            _remember(_QFAST, key, (p, x.shape, scale_shape))
     return data, scale.view(torch.float8_e8m0fnu)
 
 
-def dequantize(data, scale, scale_layout, out_dtype):
-    guard = _on_device(data.device)
+def clear_plans() -> None:
+    """Forget every launch plan (benchmarks that swap the kernels module use this)."""
+    _launch._PLANS.clear()
+    _QFAST.clear()
+    _DFAST.clear()
+
+
+def _remember(table, key, value):
+    if len(table) > 4096:
+        table.clear()
+    table[key] = value
+
+
+def dequantize(data, scale, scale_layout, out_dtype, config=None):
+    device = data.device
+    key = (data.shape, data.stride(), data.dtype, scale.shape, scale.stride(), scale_layout, out_dtype, device,
+           data.data_ptr() % 16 == 0, scale.data_ptr() % 16 == 0, config)
+    hit = _DFAST.get(key)
+    if hit is not None and device.index == torch._C._cuda_getDevice():
+        out = torch.empty(data.shape, dtype=out_dtype, device=device)
+        hit.launch(device, data, scale, out)
+        return out
+    guard = device_guard(device)
     if guard is not None:
         with guard:
-            return dequantize(data, scale, scale_layout, out_dtype)
+            return dequantize(data, scale, scale_layout, out_dtype, config)
     k = data.shape[-1]
     d2 = as_rows(data)
     m = d2.shape[0]
-    out = torch.empty(data.shape, dtype=out_dtype, device=data.device)
+    out = torch.empty(data.shape, dtype=out_dtype, device=device)
     swizzled = scale_layout == "swizzled"
     scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
         stride = d2.stride(0)
+        scale_bytes = scale.contiguous().view(torch.uint8)
 
         def make():
-            block_m, block_k, warps, _ = quantize_config(m, k)
-            n_m, n_k = cdiv(m, block_m), cdiv(k, block_k)
-            constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=block_m, BLOCK_K=block_k)
-            return _Plan(_kernels().mxfp8_dequantize_kernel, n_m * n_k, (m, k, stride, scale_cols, n_k), constexprs, warps)
+            cls, sms = card(device)
+            cfg = Config(*config) if config else dequantize_config(m, k, cls)
+            n_m, n_k = cdiv(m, cfg.block_m), cdiv(k, cfg.block_k)
+            grid = _grid(n_m * n_k, cfg, sms)
+            constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m,
+                              BLOCK_K=cfg.block_k, MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k,
+                              EVICT=cfg.evict, PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages)
+            return _launch.Plan(_dequant_kernels().mxfp8_dequantize_kernel, grid,
+                                (m, k, stride, scale_cols, n_k, n_m * n_k), constexprs, cfg.warps)
 
-        scale_bytes = scale.contiguous().view(torch.uint8)
-        key = ("dq", m, k, stride, data.dtype, out_dtype, swizzled, d2.data_ptr() % 16 == 0,
-               scale_bytes.data_ptr() % 16 == 0, data.device)
-        _plan(key, make).launch(data.device, d2.view(torch.uint8), scale_bytes, out)
+        pkey = ("dq", m, k, stride, data.dtype, out_dtype, swizzled, d2.data_ptr() % 16 == 0,
+                scale_bytes.data_ptr() % 16 == 0, device, config)
+        p = _launch.plan(pkey, make)
+        p.launch(device, d2.view(torch.uint8), scale_bytes, out)
+        if p.raw is not None and d2.data_ptr() == data.data_ptr() and scale_bytes.data_ptr() == scale.data_ptr():
+            _remember(_DFAST, key, p)
     return out
 
 

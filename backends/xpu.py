@@ -5,7 +5,7 @@ registers (with an XPU implementation only). vLLM calls it with group_size=32 an
 scale_ue8m0=True for MXFP8 on XPU; so does this backend. Its float32 power-of-two scales are
 turned into E8M0 bytes here from their fp32 bit patterns (a small elementwise pass over the
 scales only; never `.to(torch.float8_e8m0fnu)`), and the swizzled layout is built from them
-with mxquant.reference.swizzle (another pass over the scales only).
+with mxquant.layouts.swizzle (another pass over the scales only).
 
 The kernel's rules differ from docs/semantics.md on special blocks; the differences are the
 `deviations` below (docs/backends.md, section xpu, derives each from the kernel's source).
@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from mxquant import layouts, reference
+from mxquant import layouts
 from mxquant.backend import Backend, Capabilities, Deviation
 from mxquant.formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES
 

@@ -1,6 +1,6 @@
 """Why the `flashinfer` backend is gated to SM100+: a check to run on an H100 (SM90).
 
-    bash .whl/install-carried.sh && PYTHONPATH=/tmp/site:. python3 benchmarks/check_flashinfer_h100.py
+    bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site && pip install -q --no-deps --no-build-isolation -e . && python3 benchmarks/check_flashinfer_h100.py
 
 (the first command installs the carried flashinfer-python 0.7.2.post1 into /tmp/site; any
 install where `import flashinfer` works will do). Prints, each in its own section:

@@ -2,9 +2,11 @@
 
     python3 benchmarks/sweep_triton.py --out sweep-out            # configs x eviction policies
     python3 benchmarks/sweep_triton.py --ablate --out sweep-out   # where the swizzled cost is
+    python3 benchmarks/sweep_triton.py --dequantize --out sweep-out  # the dequantize kernel
 
-Sweep: for each shape, layout and block configuration (BLOCK_M, BLOCK_K, warps), the three
-load eviction policies ("" = default, evict_last, evict_first), rceil, bf16 -> e4m3, timed
+Sweep: for each shape, layout and configuration of this card class (backends/triton.py: card;
+BLOCK_M, BLOCK_K, warps, and where named the eviction policy, persistent programs per SM and
+pipelining stages), else the load eviction policies of --evicts, rceil, bf16 -> e4m3, timed
 as bench_quantize.bench does (median of CUDA events, L2 flushed), 2 interleaved rounds, the
 lower median kept. Every configuration's output is checked against the shipped config's
 bytes first (and the shipped config against the reference).
@@ -36,10 +38,23 @@ from mxquant import reference  # noqa: E402
 from mxquant.backends import triton as tb  # noqa: E402
 
 E4M3 = torch.float8_e4m3fn
+# (BLOCK_M, BLOCK_K, warps[, evict, programs per SM of a persistent grid, pipelining stages])
 CONFIGS = {
-    "linear": [(1, 2048, 4), (2, 1024, 4), (4, 512, 4), (1, 4096, 8), (1, 1024, 4)],
-    "swizzled": [(4, 512, 4), (1, 2048, 4), (2, 1024, 4), (8, 256, 4), (8, 512, 4), (4, 1024, 8)],
+    "default": {  # the H100 sweep of 2026-11-25
+        "linear": [(1, 2048, 4), (2, 1024, 4), (4, 512, 4), (1, 4096, 8), (1, 1024, 4)],
+        "swizzled": [(4, 512, 4), (1, 2048, 4), (2, 1024, 4), (8, 256, 4), (8, 512, 4), (4, 1024, 8)],
+    },
+    "fast-hbm": {  # H200: more bytes in flight per SM (bigger programs, persistent grids)
+        "linear": [(1, 2048, 4), (1, 4096, 4), (1, 4096, 8), (1, 8192, 4), (1, 8192, 8), (2, 4096, 8),
+                   (1, 8192, 8, ""), (1, 16384, 16), (1, 4096, 4, "evict_last", 8, 2)],
+        "swizzled": [(4, 512, 4), (4, 1024, 4), (4, 1024, 8), (4, 2048, 4), (4, 2048, 8), (2, 2048, 4),
+                     (8, 1024, 8), (32, 128, 4), (128, 128, 8)],
+        "dequantize": [(1, 2048, 4, ""), (1, 4096, 4, ""), (1, 8192, 4, ""), (1, 8192, 8, ""), (1, 16384, 8, ""),
+                       (2, 4096, 4, ""), (1, 4096, 4, "", 8, 3), (1, 8192, 8, "evict_last")],
+    },
 }
+CONFIGS["default"]["dequantize"] = CONFIGS["fast-hbm"]["dequantize"]
+EVICTS = ("", "evict_last", "evict_first")
 SHAPES = [(16, 4096), (2048, 4096), (4096, 7168), (8192, 8192), (16384, 16384)]
 
 
@@ -47,33 +62,74 @@ def same(a, b):
     return all(torch.equal(p.view(torch.uint8), q.view(torch.uint8)) for p, q in zip(a, b))
 
 
-def sweep(shapes, rep_ms, rounds=2):
+def _candidates(card, layout, k, evicts):
+    out = []
+    for c in CONFIGS[card][layout]:
+        if c[1] > max(128, tb.next_pow2(k)):
+            continue
+        if len(c) > 3:
+            out.append(tb.Config(*c))
+        else:
+            out += [tb.Config(*c, ev) for ev in evicts]
+    return out
+
+
+def sweep(shapes, rep_ms, card, evicts, layouts=("linear", "swizzled"), rounds=2):
     out = []
     for m, k in shapes:
         x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
         x.view(-1)[:32] = 0
         x.view(-1)[40] = float("nan")
-        for layout in ("linear", "swizzled"):
+        for layout in layouts:
             shipped = tb.quantize(x, E4M3, "rceil", layout)
-            ref = reference.quantize(x.cpu(), E4M3, "rceil", layout)
-            assert same([t.cpu() for t in shipped], ref), f"shipped config differs from the reference at {m}x{k} {layout}"
-            cands = [c + (ev,) for c in CONFIGS[layout] if c[1] <= max(128, tb.next_pow2(k))
-                     for ev in ("", "evict_last", "evict_first")]
+            if m * k <= 1 << 25:  # the reference on the CPU is slow; the tests and bench check the rest
+                ref = reference.quantize(x.cpu(), E4M3, "rceil", layout)
+                assert same([t.cpu() for t in shipped], ref), f"shipped config differs from the reference at {m}x{k}"
+            cands = _candidates(card, layout, k, evicts)
             for cfg in cands:
                 assert same(tb.quantize(x, E4M3, "rceil", layout, config=cfg), shipped), (m, k, layout, cfg)
-            times = {cfg: [] for cfg in cands}
-            for _ in range(rounds):
-                for cfg in cands:
-                    times[cfg].append(bq.bench(lambda: tb.quantize(x, E4M3, "rceil", layout, config=cfg), rep_ms))
-            default = tb.quantize_config(m, k, layout == "swizzled")
+            out += _time(cands, lambda cfg: (lambda: tb.quantize(x, E4M3, "rceil", layout, config=cfg)), rep_ms,
+                         rounds, {"shape": f"{m}x{k}", "layout": layout},
+                         tuple(tb.quantize_config(m, k, layout == "swizzled", tb.card(x.device)[0])))
+        del x, shipped
+        torch.cuda.empty_cache()
+    return out
+
+
+def sweep_dequantize(shapes, rep_ms, card, rounds=2):
+    """The dequantize kernel's configurations, bf16 out, linear and swizzled scales; every
+    configuration's output checked against the shipped one (itself checked in the tests)."""
+    out = []
+    for m, k in shapes:
+        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+        for layout in ("linear", "swizzled"):
+            data, scale = tb.quantize(x, E4M3, "rceil", layout)
+            shipped = tb.dequantize(data, scale, layout, torch.bfloat16)
+            cands = _candidates(card, "dequantize", k, ("",))
             for cfg in cands:
-                row = {"shape": f"{m}x{k}", "layout": layout, "config": list(cfg), "us": min(times[cfg]),
-                       "rounds_us": times[cfg], "shipped": cfg == default}
-                out.append(row)
-                print(json.dumps(row), flush=True)
+                got = tb.dequantize(data, scale, layout, torch.bfloat16, config=cfg)
+                assert torch.equal(got.view(torch.int16), shipped.view(torch.int16)), (m, k, layout, cfg)
+            out += _time(cands, lambda cfg: (lambda: tb.dequantize(data, scale, layout, torch.bfloat16, config=cfg)),
+                         rep_ms, rounds, {"shape": f"{m}x{k}", "layout": layout, "op": "dequantize"},
+                         tuple(tb.dequantize_config(m, k, tb.card(x.device)[0])))
+            del data, scale, shipped
         del x
         torch.cuda.empty_cache()
     return out
+
+
+def _time(cands, make, rep_ms, rounds, base, default):
+    times = {cfg: [] for cfg in cands}
+    for _ in range(rounds):
+        for cfg in cands:
+            times[cfg].append(bq.bench(make(cfg), rep_ms))
+    rows = []
+    for cfg in cands:
+        row = {**base, "config": list(cfg), "us": min(times[cfg]), "rounds_us": times[cfg],
+               "shipped": tuple(cfg) == default}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def _variant(name, text, folder):
@@ -107,12 +163,12 @@ def ablate(rep_ms, rounds=2):
             times = {}
             for _ in range(rounds):
                 tb._kernels = original
-                tb._PLANS.clear()
+                tb.clear_plans()
                 times.setdefault("linear (shipped)", []).append(
                     bq.bench(lambda: tb.quantize(x, E4M3, "rceil", "linear"), rep_ms))
                 for name, mod in mods.items():
                     tb._kernels = lambda mod=mod: mod
-                    tb._PLANS.clear()
+                    tb.clear_plans()
                     times.setdefault(f"swizzled, {name}", []).append(
                         bq.bench(lambda: tb.quantize(x, E4M3, "rceil", "swizzled"), rep_ms))
             for name, ts in times.items():
@@ -123,7 +179,7 @@ def ablate(rep_ms, rounds=2):
             torch.cuda.empty_cache()
     finally:
         tb._kernels = original
-        tb._PLANS.clear()
+        tb.clear_plans()
     return out
 
 
@@ -133,14 +189,26 @@ def main(argv=None):
     p.add_argument("--shapes", default=None, help="e.g. 2048x4096,8192x8192")
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--ablate", action="store_true", help="the swizzled-store ablation instead of the sweep")
+    p.add_argument("--dequantize", action="store_true", help="sweep the dequantize kernel instead")
+    p.add_argument("--card", default=None, help="config list: default or fast-hbm (default: this GPU's class)")
+    p.add_argument("--layouts", default="linear,swizzled")
+    p.add_argument("--evicts", default=",".join(EVICTS), help="eviction policies for configs that name none")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("sweep_triton: needs a CUDA GPU", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
-    rows = ablate(a.rep_ms) if a.ablate else sweep(bq.parse_shapes(a.shapes, SHAPES), a.rep_ms)
-    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    with open(os.path.join(a.out, "ablation.json" if a.ablate else "sweep.json"), "w") as f:
+    card = a.card or tb.card(torch.device("cuda", torch.cuda.current_device()))[0]
+    shapes = bq.parse_shapes(a.shapes, SHAPES)
+    if a.ablate:
+        rows, name = ablate(a.rep_ms), "ablation.json"
+    elif a.dequantize:
+        rows, name = sweep_dequantize(shapes, a.rep_ms, card), "sweep-dequantize.json"
+    else:
+        rows, name = sweep(shapes, a.rep_ms, card, tuple(a.evicts.split(",")), tuple(a.layouts.split(","))), "sweep.json"
+    meta = {"device": torch.cuda.get_device_name(), "sms": torch.cuda.get_device_properties(0).multi_processor_count,
+            "card class": card, "torch": torch.__version__}
+    with open(os.path.join(a.out, name), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0
 

@@ -2,16 +2,28 @@
 
     data, scale = mxquant.mxfp8_quantize(x)            # e4m3 elements, rceil E8M0 scales
     y = mxquant.mxfp8_dequantize(data, scale)
+    w_q = mxquant.mxfp8_fake_quantize(w)               # QAT: round trip, straight-through gradient
 
 The contract: docs/semantics.md; backends and how one is chosen: docs/backends.md.
 Importing this package imports no platform package (triton, flashinfer, Intel's).
 """
+
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # torch warns at import when numpy is not installed ("Failed to initialize NumPy": its numpy
+    # interop, which mxquant never uses), and every `mxquant` command would print it. Scoped to
+    # this one import and this one message; a process that imported torch first is unaffected.
+    _warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+    import torch as _torch  # noqa: F401
+del _torch, _warnings
 
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
 from .errors import (BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError, NoBackendError,
                      UnknownBackendError)
 from .hookspecs import hookimpl
+from .fake_quant import mxfp8_fake_quantize
 from .ops import MXFP8Quantized, mxfp8_dequantize, mxfp8_quantize
 from .registry import get_registry
 from .report import list_backends
@@ -20,6 +32,7 @@ from .selection import allow_deviations, use_backend
 __all__ = [
     "mxfp8_quantize",
     "mxfp8_dequantize",
+    "mxfp8_fake_quantize",
     "MXFP8Quantized",
     "list_backends",
     "use_backend",

@@ -6,10 +6,12 @@ written. Errors name the argument and the accepted values.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
-from .layouts import scale_shape, swizzled_scale_shape
+from .layouts import layout_of, public_scale_shape, swizzled_scale_shape
 
 _NAMES_IN = ", ".join(describe_dtype(d) for d in INPUT_DTYPES)
 _NAMES_ELEM = ", ".join(describe_dtype(d) for d in ELEMENT_FORMATS)
@@ -58,15 +60,23 @@ def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None
         raise ValueError(f"data is on {data.device} but scale is on {scale.device}; they must be on one device")
     if data.dim() == 0 or data.shape[-1] % BLOCK:
         raise ValueError(f"data.shape = {tuple(data.shape)}: the last dimension must be a multiple of {BLOCK}")
-    if scale_layout == "linear":
-        want = scale_shape(tuple(data.shape), "linear")
-        if tuple(scale.shape) != want:
-            raise ValueError(f"scale.shape = {tuple(scale.shape)} does not match data.shape = {tuple(data.shape)}; linear layout needs {want}")
+    want = public_scale_shape(tuple(data.shape), scale_layout)
+    if tuple(scale.shape) != want:
+        raise ValueError(_scale_shape_error(tuple(scale.shape), tuple(data.shape), scale_layout, want))
+
+
+def _scale_shape_error(got, shape, layout, want) -> str:
+    """Says what was expected and, when the scale is the other layout's shape, which one it is."""
+    rows, cols = swizzled_scale_shape(math.prod(shape[:-1]), shape[-1])
+    if layout == "linear":
+        msg = f"scale.shape = {got} does not match data.shape = {shape}; linear layout needs {want}"
     else:
-        rows = data.numel() // data.shape[-1] if data.shape[-1] else 0
-        want = swizzled_scale_shape(rows, data.shape[-1])
-        if scale.numel() != want[0] * want[1] or not scale.is_contiguous():
-            raise ValueError(
-                f"scale.shape = {tuple(scale.shape)} does not match data.shape = {tuple(data.shape)}; the swizzled "
-                f"layout needs a contiguous tensor of {want[0]}x{want[1]} bytes (shape {want} or flattened)"
-            )
+        msg = (f"scale.shape = {got} does not match data.shape = {shape}; the swizzled layout needs a 1-D "
+               f"tensor of {want[0]} bytes (round_up(M, 128) * round_up(K // 32, 4) = {rows} * {cols})")
+    other = layout_of(got, shape)
+    if other is not None:
+        return msg + f"; this scale has the {other} layout's shape: pass scale_layout={other!r}"
+    if got == (rows, cols):
+        fix = "scale.reshape(-1)" + ("" if layout == "swizzled" else " with scale_layout='swizzled'")
+        return msg + f"; this is the 2-D swizzled form backends use: pass {fix}"
+    return msg

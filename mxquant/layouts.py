@@ -1,6 +1,10 @@
 """Scale layouts: "linear" ((*x.shape[:-1], K // 32), row-major) and "swizzled" (the 128x4
 layout of cuBLAS and FlashInfer). Shapes, swizzle and unswizzle live here and nowhere else
-(docs/semantics.md, "Scale layouts")."""
+(docs/semantics.md, "Scale layouts").
+
+Two forms of the swizzled scale: backends return (and receive) it 2-D,
+(round_up(M, 128), round_up(K // 32, 4)); the public functions hand it out flat, 1-D, so that
+it never has a linear scale's shape (a linear scale has x.dim() dims and K // 32 last)."""
 
 from __future__ import annotations
 
@@ -24,11 +28,38 @@ def swizzled_scale_shape(rows: int, k: int) -> tuple[int, int]:
 
 
 def scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    """Shape of the scale tensor that mxfp8_quantize returns for an input of `shape`."""
+    """Shape of the scale tensor a backend returns (and receives) for an input of `shape`:
+    linear (*shape[:-1], K // 32), swizzled 2-D (round_up(M, 128), round_up(K // 32, 4))."""
     k = shape[-1]
     if layout == "linear":
         return (*shape[:-1], k // BLOCK)
     return swizzled_scale_shape(math.prod(shape[:-1]), k)
+
+
+def public_scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """Shape of the scale tensor mxfp8_quantize returns (and mxfp8_dequantize takes): linear as
+    above, swizzled flat, 1-D of round_up(M, 128) * round_up(K // 32, 4) bytes."""
+    want = scale_shape(shape, layout)
+    return want if layout == "linear" else (want[0] * want[1],)
+
+
+def layout_of(got: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
+    """Which layout's public scale shape `got` is for data of `shape`, or None. The two
+    never coincide except for a 1-D empty input (both (0,)), where there are no scales at all."""
+    for layout in ("linear", "swizzled"):
+        if tuple(got) == public_scale_shape(tuple(shape), layout):
+            return layout
+    return None
+
+
+def to_public(scale: torch.Tensor, layout: str) -> torch.Tensor:
+    """A backend's scale as the public functions return it (a free view for swizzled)."""
+    return scale.reshape(-1) if layout == "swizzled" else scale
+
+
+def to_backend(scale: torch.Tensor, shape: tuple[int, ...], layout: str) -> torch.Tensor:
+    """A public (validated) scale as a backend takes it: swizzled back to 2-D."""
+    return scale.reshape(scale_shape(tuple(shape), layout)) if layout == "swizzled" else scale
 
 
 def _tile_view(padded_rows: int, padded_cols: int):

@@ -1,9 +1,11 @@
 """The call path: public functions -> custom ops (`mxquant::quantize`, `mxquant::dequantize`)
 -> their fakes -> run_* -> the backend the registry resolves.
 
-Plain eager tensors skip the dispatcher (several microseconds); fake, meta and subclass
-tensors and torch.compile go through the custom ops, whose fakes return empty tensors of
-exactly the dtypes, shapes and contiguous strides the backends return.
+Plain eager tensors that do not require grad skip the dispatcher (several microseconds);
+fake, meta and subclass tensors, tensors that require grad and torch.compile go through the
+custom ops, whose fakes return empty tensors of exactly the public dtypes, shapes and
+contiguous strides, and whose autograd formula gives no gradient. Backends return the
+swizzled scale 2-D; the public functions hand it out flat (layouts.to_public / to_backend).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from .checks import check_dequantize, check_quantize
 from .formats import BLOCK
-from .layouts import scale_shape
+from .layouts import public_scale_shape, to_backend, to_public
 from .outputs import check_outputs, versions
 from .registry import get_registry
 from .selection import overrides
@@ -24,8 +26,10 @@ class MXFP8Quantized(NamedTuple):
     data: torch.Tensor
     """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""
     scale: torch.Tensor
-    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear";
-    (round_up(M, 128), round_up(K // 32, 4)) with M = prod(x.shape[:-1]) for "swizzled"."""
+    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear"; for "swizzled" a
+    1-D tensor of round_up(M, 128) * round_up(K // 32, 4) bytes, M = prod(x.shape[:-1]) (the
+    flat 128x4 layout FlashInfer and torchao's to_blocked produce). The two shapes never
+    coincide, so mxfp8_dequantize rejects a scale passed with the wrong scale_layout."""
 
 
 def mxfp8_quantize(
@@ -60,7 +64,11 @@ def mxfp8_dequantize(
     out_dtype: torch.dtype = torch.bfloat16,
     backend: Optional[str] = None,
 ) -> torch.Tensor:
-    """data * 2**(scale - 127) per block, rounded once to `out_dtype`; NaN where the scale is 0xFF."""
+    """data * 2**(scale - 127) per block, rounded once to `out_dtype`; NaN where the scale is 0xFF.
+
+    scale: as mxfp8_quantize returned it for this `scale_layout` (swizzled: flat). A scale of
+    the other layout's shape, or any other shape, is a ValueError saying which it looks like.
+    """
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
     return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
@@ -68,10 +76,12 @@ def mxfp8_dequantize(
 
 def _eager(t) -> bool:
     # A non-tensor also takes the eager path, so that checks.py reports it (a TypeError naming
-    # the argument) rather than the op schema's RuntimeError.
+    # the argument) rather than the op schema's RuntimeError. A tensor that requires grad (an
+    # nn.Parameter, say) goes through the custom op, whose autograd formula marks the outputs
+    # non-differentiable (docs/semantics.md, "Autograd").
     if not isinstance(t, torch.Tensor):
         return True
-    return type(t) is torch.Tensor and not t.is_meta and not torch.compiler.is_compiling()
+    return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
@@ -87,12 +97,14 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
     before = versions(x)
-    return check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
+    data, scale = check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
+    return data, to_public(scale, scale_layout)
 
 
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
     key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+    scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
     fn = get_registry().lookup(*key)
     before = versions(data, scale)
     return check_outputs(fn, fn(data, scale, scale_layout, out_dtype), (data, scale), before, out_dtype, scale_layout)
@@ -109,7 +121,7 @@ def quantize(
 def _quantize_fake(x, dtype, scale_mode, scale_layout, backend=None):
     check_quantize(x, dtype, scale_mode, scale_layout, backend)
     data = x.new_empty(x.shape, dtype=dtype)
-    scale = x.new_empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
+    scale = x.new_empty(public_scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
     return data, scale
 
 
@@ -124,3 +136,16 @@ def dequantize(
 def _dequantize_fake(data, scale, scale_layout, out_dtype, backend=None):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
     return data.new_empty(data.shape, dtype=out_dtype)
+
+
+def _no_gradient_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+
+def _no_gradient(ctx, *grads):
+    """Quantized bytes have no gradient (for one, use mxfp8_fake_quantize): None for every input."""
+    return (None,) * 5
+
+
+quantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)
+dequantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)

@@ -8,6 +8,9 @@ they start; the plugin tests name the plugins they load (tests/test_plugin_isola
 
 import os
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -21,6 +24,13 @@ _DEVICES = {
     "cuda": lambda: torch.cuda.is_available(),
     "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
 }
+
+
+def pytest_configure(config):
+    # torch.compile's on-disk cache is keyed on the graph, not on our ops' fake implementations:
+    # graphs compiled against an older mxquant (say, another scale shape) would be reused and
+    # fail their shape asserts. The suite compiles into a cache of its own, fresh each run.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mxquant-inductor-"))
 
 
 def pytest_runtest_setup(item):

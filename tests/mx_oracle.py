@@ -73,6 +73,11 @@ def quantize(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"
     return data_t, swizzle(torch.from_numpy(scale.reshape(rows, nb)))
 
 
+def public(scale: torch.Tensor, layout: str) -> torch.Tensor:
+    """The scale as mxfp8_quantize returns it (docs/semantics.md): swizzled flat, 1-D."""
+    return scale.reshape(-1) if layout == "swizzled" else scale
+
+
 def _flat_index(rows: int, c: int) -> tuple[torch.Tensor, int, int]:
     """The contract's flat byte index of scale (row, col), and the padded shape."""
     prow, pcol = -(-rows // 128) * 128, -(-c // 4) * 4

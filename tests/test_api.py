@@ -137,7 +137,7 @@ def test_fake_mode_dtypes_and_shapes(layout):
         out = mxquant.mxfp8_dequantize(data, scale, scale_layout=layout, out_dtype=torch.float16)
     assert data.dtype == E5 and data.shape == (300, 4096)
     assert scale.dtype == torch.float8_e8m0fnu
-    assert scale.shape == ((300, 128) if layout == "linear" else (384, 128))
+    assert scale.shape == ((300, 128) if layout == "linear" else (384 * 128,))  # swizzled: flat
     assert out.dtype == torch.float16 and out.shape == (300, 4096)
 
 
@@ -179,8 +179,9 @@ DEQUANTIZE_ERRORS = [
     (D, S.view(torch.uint8), {}, TypeError, r"scale has dtype uint8; it must be float8_e8m0fnu \(view"),
     (D, S.view(torch.uint8).float(), {}, TypeError, r"scale has dtype float32; it must be float8_e8m0fnu"),
     (D, S[:, :1], {}, ValueError, r"scale\.shape = \(4, 1\) does not match data\.shape = \(4, 64\); linear layout needs \(4, 2\)"),
-    (D, S, {"scale_layout": "swizzled"}, ValueError, r"scale\.shape = \(4, 2\).*swizzled layout needs .*128x4"),
-    (DS, SS, {"scale_layout": "linear"}, ValueError, r"linear layout needs \(4, 2\)"),
+    (D, S, {"scale_layout": "swizzled"}, ValueError,
+     r"scale\.shape = \(4, 2\).*swizzled layout needs a 1-D tensor of 512 bytes.*linear layout's shape"),
+    (DS, SS, {"scale_layout": "linear"}, ValueError, r"linear layout needs \(4, 2\); this scale has the swizzled"),
     (D, torch.empty(4, 2, dtype=torch.float8_e8m0fnu, device="meta"), {}, ValueError, r"data is on cpu but scale is on meta"),
     (D, S, {"out_dtype": torch.int8}, TypeError, r"out_dtype=torch\.int8.*float32, bfloat16, float16"),
     (D, S, {"out_dtype": E4}, TypeError, r"out_dtype=torch\.float8_e4m3fn.*float32, bfloat16, float16"),
@@ -207,9 +208,11 @@ def test_readme_example(capsys):
     data, scale = mxquant.mxfp8_quantize(x)
     assert data.dtype == E4 and scale.shape == (16, 128)
     q = mxquant.mxfp8_quantize(x, torch.float8_e5m2, scale_mode="floor", scale_layout="swizzled")
-    assert q.data.dtype == E5 and q.scale.shape == (128, 128)
+    assert q.data.dtype == E5 and q.scale.shape == (128 * 128,)  # swizzled: flat, 128 rows x 128 columns
     y = mxquant.mxfp8_dequantize(data, scale, out_dtype=torch.bfloat16)
     assert y.dtype == torch.bfloat16 and y.shape == x.shape
+    y2 = mxquant.mxfp8_dequantize(q.data, q.scale, scale_layout="swizzled")
+    assert y2.dtype == torch.bfloat16 and y2.shape == x.shape
 
 
 @pytest.mark.parametrize("mode, scale_byte, first", [("rceil", 0x81, 1024.0), ("floor", 0x80, 896.0)])

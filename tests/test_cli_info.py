@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import mxquant.cli
 
@@ -41,7 +40,7 @@ def info_command():
 
 
 def test_info_table(registry, capsys):
-    assert mxquant.cli.main(["info"]) == 0
+    assert mxquant.cli.main(["info", "--full"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"│ cpu\s+│ built-in\s+│ 0\s+│ cpu\s+│ available", out), out
     for name in ("triton", "flashinfer", "xpu"):

@@ -14,6 +14,7 @@ import mxquant
 from mxquant.registry import Registry, set_registry
 
 from mx_oracle import dequantize as oracle_dequantize
+from mx_oracle import public as oracle_public
 from mx_oracle import quantize as oracle_quantize
 
 THREADS = 16
@@ -25,7 +26,8 @@ def inputs(n):
     xs = [(torch.randn(4, 64, generator=g) * 10).to(torch.bfloat16) for _ in range(n)]
     dtypes = [E4 if i % 2 else E5 for i in range(n)]
     layouts = ["swizzled" if i % 3 == 0 else "linear" for i in range(n)]
-    return xs, dtypes, layouts, [oracle_quantize(x, d, "rceil", l) for x, d, l in zip(xs, dtypes, layouts)]
+    want = [oracle_quantize(x, d, "rceil", l) for x, d, l in zip(xs, dtypes, layouts)]
+    return xs, dtypes, layouts, [(data, oracle_public(scale, l)) for (data, scale), l in zip(want, layouts)]
 
 
 def run_together(fns):

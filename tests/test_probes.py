@@ -82,7 +82,9 @@ def test_contract_info_reports_a_hanging_probe_and_exits_0(registry, monkeypatch
         assert "did not answer within 0.2 s" in reasons["stuck"]
         assert "probe returned bool True" in reasons["truthy"]
         assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
-        assert mxquant.cli.main(["info"]) == 0
+        assert mxquant.cli.main(["info"]) == 0  # the short form (its lines are cut to 80 columns)
+        assert "stuck" in capsys.readouterr().out
+        assert mxquant.cli.main(["info", "--full"]) == 0
         assert "did not answer within 0.2 s" in capsys.readouterr().out
     finally:
         release.set()

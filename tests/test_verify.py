@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 
 import mxquant
 import mxquant.cli
 from mxquant import reference
-from mxquant.selection import ENV_ALLOW, ENV_BACKEND
+
 from mxquant.conformance import DEVIATION_RULES, collect
 from mxquant.formats import SCALE_MODES
 

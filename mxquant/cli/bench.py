@@ -26,9 +26,11 @@ def run(args) -> int:
         print("mxquant bench: benchmarks/bench_quantize.py is not next to this installation; "
               "install mxquant from a source checkout (pip install -e .) to run the benchmark.", file=sys.stderr)
         return 2
-    sys.argv = [str(script), *args.args]
+    argv, sys.argv = sys.argv, [str(script), *args.args]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
     return 0

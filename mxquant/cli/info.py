@@ -1,5 +1,6 @@
-"""`mxquant info`: what is available here and why not (a table, or JSON with --json; the
-JSON keys are listed in docs/env.md). The data comes from mxquant.list_backends()."""
+"""`mxquant info`: what is available here and why not: short by default (cli/info_short.py),
+tables with everything under --full, JSON with --json (its keys are listed in docs/env.md).
+The data comes from mxquant.list_backends()."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import json
 import sys
 
 from ..report import Report, list_backends
+from .info_short import short_lines
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="backends, their availability and reasons, and the device resolution")
     p.add_argument("--json", action="store_true",
                    help="machine-readable output; its keys are listed in docs/env.md")
+    p.add_argument("--full", "-v", "--verbose", action="store_true",
+                   help="everything: full reasons with install hints, deviations, plugin details")
     p.set_defaults(run=run)
 
 
@@ -22,8 +26,10 @@ def run(args) -> int:
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
-    _print_tables(report)
+    elif args.full:
+        _print_tables(report)
+    else:
+        print("\n".join(short_lines(report)))
     return 0
 
 

@@ -27,6 +27,9 @@ def run(args) -> int:
         print_report(report)
     return exit_code(report)
 
+ONLY_REFERENCE = ("only the reference backend (cpu) ran here: nothing was compared but the oracle with itself; "
+                  "run on a machine with a GPU (or the device another backend serves) to check the others")
+
 _STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
           UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
@@ -51,7 +54,8 @@ def print_report(report: dict) -> None:
     by_target: dict = {}
     for r in report["results"]:
         by_target.setdefault((r["backend"], r["device"]), []).append(r)
-    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left")
+    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left",
+                  caption=ONLY_REFERENCE if report["only_reference"] else None, caption_justify="left")
     for col in ("backend", "device", "call", "status", "detail"):
         table.add_column(col, overflow="fold", no_wrap=col in ("call", "status"))
     not_run = []
@@ -87,6 +91,10 @@ def print_report(report: dict) -> None:
     for err in report["errors"]:
         console.print(f"[red]error:[/red] {escape(err)}")
     verdict = ("[bold red]FAIL[/bold red]: undeclared differences from the reference" if s[FAIL]
-               else "[red]error[/red]" if report["errors"] else "[green]ok[/green]: no undeclared difference")
+               else "[red]error[/red]" if report["errors"]
+               else f"[yellow]nothing compared[/yellow] (no undeclared difference): {ONLY_REFERENCE}"
+               if report["only_reference"]
+               else "[yellow]nothing compared[/yellow]: no backend could run here" if not s[PASS] + s[DEVIATION]
+               else "[green]ok[/green]: no undeclared difference")
     console.print(f"{verdict}  (pass {s[PASS]}, deviation {s[DEVIATION]}, fail {s[FAIL]}, "
                   f"unavailable {s[UNAVAILABLE]}, not supported {s[NOT_SUPPORTED]})")

@@ -1,0 +1,34 @@
+"""What the built-in GPU backends share: the CUDA availability preamble of their probes and
+the guard that makes a tensor's device the current one for a launch."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def cuda_probe(device: torch.device, min_capability: tuple[int, int], why: str) -> Optional[str]:
+    """None if `device` is an NVIDIA CUDA device of at least `min_capability`, else the reason
+    (`why` says what goes wrong below it)."""
+    if device.type != "cuda":
+        return f"serves cuda only, not {device.type}"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    if torch.version.hip:
+        return "ROCm is not supported (the kernel uses NVIDIA-only fp8 conversions)"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < min_capability:
+        return f"compute capability {major}.{minor} < {min_capability[0]}.{min_capability[1]}: {why}"
+    return None
+
+
+def device_guard(device: torch.device):
+    """A context manager making `device` current, or None when it already is (the common case,
+    kept free of a context switch on the hot path)."""
+    if device.type == "cuda":  # (torch._C._cuda_getDevice: torch.cuda.current_device without its checks)
+        if device.index is not None and device.index != torch._C._cuda_getDevice():
+            return torch.cuda.device(device)
+    elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
+        return torch.xpu.device(device)
+    return None

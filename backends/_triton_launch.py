@@ -1,0 +1,91 @@
+"""Launch plans of the `triton` backend: everything a launch needs but the tensors, per call
+signature, and the lean launch path for signatures already seen.
+
+The first launch of a signature goes through Triton's normal path (`kernel[grid](...)`), which
+compiles (or loads) the kernel and returns it. Later launches on CUDA under Triton 3.6 call
+the compiled kernel's C launcher directly: no Python-level argument binding, no scratch
+allocation helper (only when the kernel needs no scratch memory), and pointers passed as
+integers, which skips the launcher's `data_ptr()` call and its cuPointerGetAttribute
+check per pointer (the tensors come from our own checked call path, on the plan's device).
+The signature includes everything Triton specializes on: the input's 16-byte alignment and
+every integer argument's exact value (outputs come from torch's allocator, always aligned).
+Imports nothing from triton at module import.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_FAST_LAUNCH = [None]  # decided on the first CUDA launch: Triton 3.6's launcher ABI
+_RUNTIME = [None]  # triton.knobs.runtime, whose launch hooks every raw launch checks
+_PLANS: dict = {}  # plans per call signature (bounded below)
+
+
+def fast_launch_ok() -> bool:
+    import triton
+
+    _RUNTIME[0] = triton.knobs.runtime
+    return triton.__version__.split(".")[:2] == ["3", "6"]
+
+
+def hooks_idle() -> bool:
+    """No launch hook installed (Triton 3.6 keeps them in HookChain objects, empty by default;
+    a profiler adds to them): only then may a launch skip Triton's own path, which calls them."""
+    rt = _RUNTIME[0]
+    enter, exit_ = rt.launch_enter_hook, rt.launch_exit_hook
+    return (enter is None or not getattr(enter, "calls", True)) and (exit_ is None or not getattr(exit_, "calls", True))
+
+
+class Plan:
+    """One call signature's launch: grid size, integer arguments, constexprs, warps; after the
+    first launch on CUDA, the compiled kernel's raw launcher (`raw`) and its fixed arguments."""
+
+    __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "raw", "head", "tail", "compiled")
+
+    def __init__(self, kernel, grid, ints, constexprs, num_warps):
+        self.kernel, self.grid, self.ints, self.constexprs, self.num_warps = kernel, grid, ints, constexprs, num_warps
+        self.raw = self.compiled = None
+        self.head = self.tail = None
+
+    def launch(self, device: torch.device, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
+        """Launch on the current device (the caller made it `device`) and stream."""
+        raw = self.raw
+        if raw is not None and hooks_idle():
+            g, fn, coop, pdl, meta = self.head
+            raw(g, 1, 1, torch._C._cuda_getCurrentRawStream(device.index), fn, coop, pdl, None, None, meta,
+                None, None, None, a.data_ptr(), b.data_ptr(), c.data_ptr(), *self.tail)
+            return
+        if self.head is not None:  # armed, but a launch hook is installed: Triton's path, with the hooks
+            g, fn, _, _, meta = self.head
+            self.compiled.run(g, 1, 1, torch._C._cuda_getCurrentRawStream(device.index), fn, meta,
+                              self.compiled.launch_metadata((g, 1, 1), None, a, b, c, *self.tail),
+                              _RUNTIME[0].launch_enter_hook, _RUNTIME[0].launch_exit_hook, a, b, c, *self.tail)
+            return
+        compiled = self.kernel[(self.grid,)](a, b, c, *self.ints, **self.constexprs, num_warps=self.num_warps)
+        if device.type == "cuda":
+            if _FAST_LAUNCH[0] is None:
+                _FAST_LAUNCH[0] = fast_launch_ok()
+            if _FAST_LAUNCH[0]:
+                self._arm(compiled)
+
+    def _arm(self, compiled) -> None:
+        run = compiled.run  # triton.backends.nvidia.driver.CudaLauncher
+        if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+            return  # needs Triton's scratch allocation: keep the normal path
+        launch = getattr(run, "launch", None)
+        if launch is None:
+            return
+        self.head = (self.grid, compiled.function, run.launch_cooperative_grid, run.launch_pdl,
+                     compiled.packed_metadata)
+        self.tail = (*self.ints, *self.constexprs.values())
+        self.compiled = compiled
+        self.raw = launch
+
+
+def plan(key, make) -> Plan:
+    p = _PLANS.get(key)
+    if p is None:
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        p = _PLANS[key] = make()
+    return p

@@ -1,0 +1,65 @@
+"""How the `mxquant` command starts: `mxquant --version`, `python -m mxquant`, the packages a
+(non-editable) install ships, and no NumPy warning from torch's import where numpy is absent."""
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import mxquant.cli
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = metadata.version("mxquant")
+
+
+def test_version_in_process(capsys):
+    with pytest.raises(SystemExit) as exc:
+        mxquant.cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"mxquant {VERSION}\n"
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_version_command(how):
+    script = shutil.which("mxquant") if how == "console script" else None
+    if how == "console script" and script is None:
+        pytest.skip("the mxquant console script is not on PATH")
+    cmd = [script] if script else [sys.executable, "-m", "mxquant"]
+    proc = subprocess.run(cmd + ["--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"mxquant {VERSION}\n"
+
+
+def test_an_install_ships_every_subpackage():
+    """[tool.setuptools] packages lists every package under mxquant/ (main lacked mxquant.cli and
+    mxquant.conformance, so `pip install .` gave an `mxquant` command that could not start)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mxquant").rglob("__init__.py")}
+    assert on_disk <= listed, on_disk - listed
+
+
+# Hides numpy from the interpreter, as in a fresh venv without it (torch does not depend on it).
+NO_NUMPY = """
+import sys
+class NoNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoNumpy())
+"""
+
+
+def test_no_numpy_warning_without_numpy():
+    run = "import mxquant.cli; sys.exit(mxquant.cli.main(['info']))"
+    control = "import torch"  # torch alone warns there: the premise of the test
+    procs = [subprocess.run([sys.executable, "-W", "default", "-c", NO_NUMPY + code], capture_output=True,
+                            text=True, timeout=120) for code in (run, control)]
+    assert procs[0].returncode == 0, procs[0].stderr
+    assert "Failed to initialize NumPy" not in procs[0].stderr, procs[0].stderr
+    assert re.search(r"^cpu\s+built-in\s+0\s+cpu\s+available", procs[0].stdout, re.M), procs[0].stdout
+    assert "UserWarning: Failed to initialize NumPy" in procs[1].stderr, procs[1].stderr
