@@ -378,3 +378,17 @@ def test_malformed_backend_rejected_at_registration(registry):
     finally:
         for i in range(len(bad)):
             registry.unregister_plugin(f"bad{i}")
+
+
+def test_install_hints_name_installable_packages(registry):
+    # 'mxquant[cuda]' is not a published distribution: a hint says what to pip install by its
+    # real name, and how to get the extra from a checkout.
+    real = {"flashinfer": "pip install flashinfer-python", "triton": "pip install triton",
+            "xpu": "pip install vllm-xpu-kernels"}
+    from mxquant.backends import BUILTIN
+    for spec in BUILTIN:
+        backend = registry.load(next(e for e in registry.entries() if e.name == spec.name))
+        hints = [spec.install_hint] + ([backend.install_hint] if backend is not None else [])
+        for hint in filter(None, hints):
+            assert "mxquant[" not in hint, (spec.name, hint)
+            assert hint.startswith(real[spec.name]) and "pip install -e '.[" in hint, (spec.name, hint)
