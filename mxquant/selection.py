@@ -110,5 +110,5 @@ def probe_timeout() -> Optional[float]:
 
 
 def environment() -> dict:
-    """The two selection variables as set (None when unset), for reports."""
-    return {ENV_BACKEND: os.environ.get(ENV_BACKEND), ENV_ALLOW: os.environ.get(ENV_ALLOW)}
+    """The variables read here, as set (None when unset), for reports."""
+    return {name: os.environ.get(name) for name in (ENV_BACKEND, ENV_ALLOW, ENV_PROBE_TIMEOUT)}

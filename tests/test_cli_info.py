@@ -22,7 +22,7 @@ AVAILABILITY_KEYS = {"device", "available", "reason"}
 DEVIATION_KEYS = {"code", "summary", "allowed"}
 PLUGIN_KEYS = {"name", "distribution", "value", "builtin", "status", "error", "skipped", "backends"}
 RESOLUTION_KEYS = {"device", "call", "backend", "forced_by", "error"}
-ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS"}
+ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS", "MXQUANT_PROBE_TIMEOUT"}
 
 
 def clean_env(**extra):
