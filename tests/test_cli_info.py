@@ -100,7 +100,7 @@ def test_info_never_crashes_on_bad_settings(registry, monkeypatch, capsys):
     assert cpu["backend"] is None and "unknown backend 'nonexistent'" in cpu["error"]
     assert cpu["forced_by"] == "MXQUANT_BACKEND=nonexistent"
     assert report["env"] == {"MXQUANT_BACKEND": "nonexistent", "MXQUANT_PLUGINS": "a,-b",
-                             "MXQUANT_ALLOW_DEVIATIONS": "*"}
+                             "MXQUANT_ALLOW_DEVIATIONS": "*", "MXQUANT_PROBE_TIMEOUT": None}
     assert mxquant.cli.main(["info"]) == 0
     assert "unknown backend 'nonexistent'" in capsys.readouterr().out
 
