@@ -7,8 +7,6 @@ here, before any test module imports (some call mxquant at import) and for every
 they start; the plugin tests name the plugins they load (tests/test_plugin_isolation.py)."""
 
 import os
-
-import os
 import tempfile
 
 import pytest
@@ -54,3 +52,14 @@ def registry(monkeypatch):
         yield reg
     finally:
         set_registry(previous)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """The test describes a machine without a GPU, as CI is: torch sees none, in this process
+    and in the subprocesses it starts (CUDA_VISIBLE_DEVICES=""). Tests of what `mxquant info`,
+    `verify` or automatic selection report here use it, so they hold on the GPU machine too."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: False)

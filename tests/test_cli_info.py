@@ -1,6 +1,7 @@
 """`mxquant info` (table and --json) and the error a forced unknown backend gives on the command line."""
 
 import json
+import pytest
 import os
 import re
 import shutil
@@ -10,6 +11,8 @@ from pathlib import Path
 
 
 import mxquant.cli
+
+pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "env.md"
 

@@ -2,10 +2,13 @@
 well under 25 lines on a CPU machine); `--full` (or `-v`) prints the full tables."""
 
 import re
+import pytest
 
 import mxquant.cli
 from mxquant.cli.info_short import fit, short_lines, short_reason
 from mxquant.report import Availability, BackendRecord, DeviationRecord, PluginInfo, Report, Resolution, list_backends
+
+pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 
 def run_info(capsys, *args) -> str:

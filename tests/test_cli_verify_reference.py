@@ -4,6 +4,7 @@ was compared but the oracle with itself. In the table (caption and verdict) and 
 name) stands in for a second backend that runs here."""
 
 import json
+import pytest
 import types
 
 import torch
@@ -12,6 +13,8 @@ import mxquant
 import mxquant.cli
 from mxquant import reference
 from mxquant.cli.verify import print_report
+
+pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 ONLY = "only the reference backend (cpu) ran here: nothing was compared but the oracle with itself"
 

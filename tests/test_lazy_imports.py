@@ -4,11 +4,14 @@ flashinfer, triton, intel_extension_for_pytorch and vllm_xpu_kernels (and their 
 raise ImportError, before mxquant is imported."""
 
 import json
+import pytest
 import re
 import subprocess
 import sys
 
 BLOCKED = ("flashinfer", "triton", "intel_extension_for_pytorch", "vllm_xpu_kernels")
+
+pytestmark = pytest.mark.usefixtures("cpu_only")  # a CPU-only machine, as CI is (conftest.py)
 
 SCRIPT = r"""
 import importlib.abc, sys

@@ -18,6 +18,8 @@ from mxquant.selection import DEFAULT_PROBE_TIMEOUT, ENV_PROBE_TIMEOUT, probe_ti
 from inline_plugin import Plugin
 from mx_oracle import quantize as oracle_quantize
 
+pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
+
 
 def fake(name, probe, priority=100, install_hint="pip install something-real"):
     """A CPU backend above the built-in cpu whose probe is `probe`; it would quantize exactly."""

@@ -343,6 +343,7 @@ def test_every_declared_deviation_is_exhibited(intel):
 # ---- torch.compile: the scales are E8M0 on the XPU path ------------------------------------
 
 
+@pytest.mark.usefixtures("cpu_only")
 @pytest.mark.parametrize("layout, want", [("linear", (4, 3, 2)), ("swizzled", (128 * 4,))])
 def test_compile_on_fake_xpu_tensor_gives_e8m0_scales(layout, want, monkeypatch):
     """Regression for vLLM's XPU MXFP8 op, whose fake returned float32 scales (the real op
