@@ -12,6 +12,9 @@ BUILTIN = (
     BackendSpec("xpu", "mxquant.backends.xpu:backend", ("xpu",), install_hint="pip install 'mxquant[xpu]'"),
     BackendSpec("triton", "mxquant.backends.triton:backend", ("cuda", "xpu"),
                 install_hint="pip install 'mxquant[cuda]' (triton), or Intel's Triton for XPU"),
+    BackendSpec("cpu-native", "mxquant.backends.cpu_native:backend", ("cpu",),
+                install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)"),
+    BackendSpec("cpu-eager", "mxquant.backends.cpu_eager:backend", ("cpu",)),
     BackendSpec("cpu", "mxquant.backends.cpu:backend", ("cpu",)),
 )
 
