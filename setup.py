@@ -9,6 +9,7 @@ the `cpu-native` backend can report it (`mxquant info`); `cpu-eager` serves CPU 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from setuptools import Extension, setup
@@ -22,27 +23,38 @@ class OptionalBuildExt(build_ext):
     """build_ext that records a failure instead of failing the install."""
 
     def run(self):
+        # setuptools clears `inplace` while it builds and copies to the source tree afterwards;
+        # the note must go to the source tree too in that case (and in editable installs).
+        self._in_source = bool(self.inplace or getattr(self, "editable_mode", False))
         try:
             super().run()
         except Exception as exc:  # the compiler may be missing before any extension is tried
             self._record(f"no working C compiler at install time ({type(exc).__name__}: {exc})")
 
     def build_extension(self, ext):
-        target_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
-        stale = os.path.join(target_dir, ERROR_FILE)
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._record(f"C compiler failed at install time ({type(exc).__name__}: {exc})")
+            cc = getattr(self.compiler, "compiler_so", None) or ["cc"]
+            what = "no C compiler at install time" if shutil.which(cc[0]) is None else "C compiler failed at install time"
+            self._record(f"{what} ({type(exc).__name__}: {exc})")
             return
-        if os.path.exists(stale):
-            os.remove(stale)
+        for path in self._note_paths():  # a stale note from an earlier failed build
+            if os.path.exists(path):
+                os.remove(path)
+
+    def _note_paths(self) -> list[str]:
+        paths = [os.path.join(os.path.dirname(self.get_ext_fullpath(NATIVE)), ERROR_FILE)]
+        if getattr(self, "_in_source", False):
+            src = self.get_finalized_command("build_py").get_package_dir("mxquant.backends")
+            paths.append(os.path.join(os.path.abspath(src), ERROR_FILE))
+        return paths
 
     def _record(self, reason: str) -> None:
-        path = os.path.join(os.path.dirname(self.get_ext_fullpath(NATIVE)), ERROR_FILE)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(reason.strip() + "\n")
+        for path in self._note_paths():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(reason.strip() + "\n")
         print(f"mxquant: native CPU kernel not built: {reason}", file=sys.stderr)
 
 

@@ -23,23 +23,16 @@ import math
 import torch
 
 from mxquant import reference
-from mxquant.backend import Backend, Capabilities
-from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, SCALE_LAYOUTS,
-                             SCALE_MODES, SWIZZLE_ROWS, scale_shape, swizzled_scale_shape)
+from mxquant.backend import Backend
+from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, SWIZZLE_ROWS,
+                             scale_shape, swizzled_scale_shape)
+
+from ._cpu_shared import CPU_CAPABILITIES, rows_view
 
 CHUNK_ELEMS = 1 << 18
 """Elements per chunk: 1 MiB of fp32 work buffer, large enough for torch's intra-op threads."""
 
 _INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """`t` as (rows, K), in place where the strides allow (a view), else a contiguous copy."""
-    rows = math.prod(t.shape[:-1])
-    try:
-        return t.view(rows, t.shape[-1])
-    except RuntimeError:
-        return t.contiguous().view(rows, t.shape[-1])
 
 
 def _chunk_rows(rows: int, k: int, swizzled: bool) -> int:
@@ -68,7 +61,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     if rows == 0 or k == 0:
         return
     fmt = ELEMENT_FORMATS[dtype]
-    x2 = _rows(x)
+    x2 = rows_view(x)
     out = data.view(torch.uint8).view(rows, k)
     cr = _chunk_rows(rows, k, swizzled)
     fbuf = torch.empty(cr * k, dtype=torch.float32)
@@ -118,7 +111,7 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
     nb = k // BLOCK
     sb = scale.view(torch.uint8)
     sb = reference.unswizzle(sb.reshape(-1), rows, nb) if scale_layout == "swizzled" else sb.reshape(rows, nb)
-    d2 = _rows(data)
+    d2 = rows_view(data)
     o2 = out.view(rows, k)
     cr = _chunk_rows(rows, k, False)
     fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
@@ -143,16 +136,10 @@ def dequantize(data, scale, scale_layout, out_dtype):
 
 backend = Backend(
     name="cpu-eager",
-    capabilities=Capabilities(
-        devices=frozenset({"cpu"}),
-        element_dtypes=frozenset(ELEMENT_FORMATS),
-        scale_modes=frozenset(SCALE_MODES),
-        scale_layouts=frozenset(SCALE_LAYOUTS),
-        input_dtypes=frozenset(INPUT_DTYPES),
-    ),
+    capabilities=CPU_CAPABILITIES,
     probe=lambda device: None if device.type == "cpu" else f"serves cpu only, not {device.type}",
     quantize=quantize,
     dequantize=dequantize,
-    priority=10,
+    priority=1,
     description=f"pure PyTorch, chunked ({CHUNK_ELEMS} elements), bit tricks; byte-exact with the reference",
 )

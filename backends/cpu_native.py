@@ -15,10 +15,11 @@ import math
 
 import torch
 
-from mxquant.backend import Backend, Capabilities
-from mxquant.formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, scale_shape
+from mxquant.backend import Backend
+from mxquant.formats import BLOCK, INPUT_DTYPES, scale_shape
 
 from . import _native_lib
+from ._cpu_shared import CPU_CAPABILITIES, rows_view
 
 _HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
@@ -30,20 +31,6 @@ def _lib():
     if lib is None:
         raise RuntimeError(f"cpu-native: {reason}")
     return lib
-
-
-def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """`t` as (rows, K) with contiguous rows, and its row stride in elements. Reads in place
-    when the leading dimensions collapse to one stride; copies otherwise."""
-    k = t.shape[-1]
-    rows = math.prod(t.shape[:-1])
-    if t.stride(-1) != 1 and k > 1:
-        t = t.contiguous()
-    try:
-        t2 = t.view(rows, k)
-    except RuntimeError:  # leading dims with strides that do not merge
-        t2 = t.contiguous().view(rows, k)
-    return t2, t2.stride(0)
 
 
 def _check_out(name: str, t: torch.Tensor, shape, dtypes) -> None:
@@ -62,8 +49,8 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     _check_out("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
     lib = _lib()
     k = x.shape[-1]
-    x2, stride = _rows_view(x)
-    rc = lib.mxq_quantize(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, stride, data.data_ptr(),
+    x2 = rows_view(x)
+    rc = lib.mxq_quantize(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), data.data_ptr(),
                           scale.data_ptr(), _ELEM_CODE[dtype], _MODE_CODE[scale_mode],
                           int(scale_layout == "swizzled"), torch.get_num_threads())
     if rc != 0:
@@ -82,9 +69,9 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
     _check_out("out", out, data.shape, INPUT_DTYPES)
     lib = _lib()
     k = data.shape[-1]
-    d2, stride = _rows_view(data.view(torch.uint8))
+    d2 = rows_view(data.view(torch.uint8))
     s = scale.view(torch.uint8).contiguous()  # linear scales may be strided; they are small
-    rc = lib.mxq_dequantize(d2.data_ptr(), d2.shape[0], k, stride, s.data_ptr(), _ELEM_CODE[data.dtype],
+    rc = lib.mxq_dequantize(d2.data_ptr(), d2.shape[0], k, d2.stride(0), s.data_ptr(), _ELEM_CODE[data.dtype],
                             int(scale_layout == "swizzled"), out.data_ptr(), _HP_CODE[out.dtype],
                             torch.get_num_threads())
     if rc != 0:
@@ -111,17 +98,11 @@ def _description() -> str:
 
 backend = Backend(
     name="cpu-native",
-    capabilities=Capabilities(
-        devices=frozenset({"cpu"}),
-        element_dtypes=frozenset(ELEMENT_FORMATS),
-        scale_modes=frozenset(SCALE_MODES),
-        scale_layouts=frozenset(SCALE_LAYOUTS),
-        input_dtypes=frozenset(INPUT_DTYPES),
-    ),
+    capabilities=CPU_CAPABILITIES,
     probe=_probe,
     quantize=quantize,
     dequantize=dequantize,
-    priority=20,
+    priority=2,
     description=_description(),
     install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)",
 )

@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 import torch
+from cpu_auto import AUTO_CPU
 
 import mxquant
 from mxquant import reference
@@ -14,7 +15,7 @@ from mxquant.backend import Call
 from mxquant.errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from mxquant.registry import ENV_ALLOW, ENV_BACKEND, Registry, set_registry
 
-BUILTINS = ("cpu", "triton", "flashinfer", "xpu")
+BUILTINS = ("cpu", "cpu-eager", "cpu-native", "triton", "flashinfer", "xpu")
 
 
 @pytest.fixture
@@ -205,7 +206,7 @@ def test_priority_order(registry):
     q()
     assert used(lo, hi, tie) is None
     assert registry.resolved_name(Call("quantize", torch.device("cpu"), torch.float32, torch.float8_e4m3fn,
-                                       "rceil", "linear")) == "cpu"
+                                       "rceil", "linear")) == AUTO_CPU
 
 
 def test_unavailable_and_incapable_skipped(registry):
