@@ -3,15 +3,20 @@
 Byte-exact with the reference and the same arithmetic (x * 2**-s in fp32, clamp, torch's RNE
 cast), reorganised for speed and bounded memory:
 
-* rows are processed in chunks of about CHUNK_ELEMS elements, with one fp32 and one integer
-  work buffer reused across chunks, so extra memory is a small constant, not 7-9x the input;
+* rows are processed in chunks of CHUNK_ELEMS elements with fp32 and int32 work buffers
+  reused across chunks, so extra memory is a small constant, not 7-9x the input;
+* the chunks are spread over torch.get_num_threads() Python threads (torch releases the GIL
+  in its ops) whose own ops run single-threaded: no OpenMP region per op. On a busy machine
+  each such region waits for every OpenMP thread to be scheduled, which made this path 4-8x
+  slower with 2 intra-op threads than with 1 (2026-11-30, 2-core machine at load 5);
 * amax is an int32 reduction of the fp32 bits with the sign masked off (for non-negative
   floats integer order is float order; NaN/Inf sort above every finite value). int32, because
   torch's int16 and float reductions over 32-element rows are several times slower;
 * x * 2**-s is multiplied in place in the fp32 buffer (bf16/fp16 upcast into it exactly); the
   clamp runs only for floor (rceil and compressed-tensors never exceed M on a finite block),
   and torch's RNE cast writes straight into the output (it is most of the time);
-* NaN/Inf blocks are patched only in chunks that have one.
+* NaN/Inf blocks are patched only in chunks that have one; swizzled scale bytes are scattered
+  to their 128x4-layout offsets chunk by chunk (no full-size linear copy).
 
 `quantize_into` / `dequantize_into` write into caller-provided buffers (for the benchmark).
 """
@@ -19,38 +24,80 @@ cast), reorganised for speed and bounded memory:
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from mxquant import reference
 from mxquant.backend import Backend
-from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, SWIZZLE_ROWS,
-                             scale_shape, swizzled_scale_shape)
+from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, scale_shape,
+                             swizzled_scale_shape)
 
 from ._cpu_shared import CPU_CAPABILITIES, rows_view
 
 CHUNK_ELEMS = 1 << 18
-"""Elements per chunk: 1 MiB of fp32 work buffer, large enough for torch's intra-op threads."""
+"""Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
+buffer per thread, big enough that per-op dispatch costs little, small enough for L2."""
 
 _INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
+_pool = None
 
 
-def _chunk_rows(rows: int, k: int, swizzled: bool) -> int:
-    n = max(1, CHUNK_ELEMS // max(k, 1))
-    if swizzled:  # whole 128-row tiles, so each chunk's scales are one contiguous byte range
-        n = max(SWIZZLE_ROWS, n // SWIZZLE_ROWS * SWIZZLE_ROWS)
-    return min(n, max(rows, 1))
+def _serial_pool(n: int) -> ThreadPoolExecutor:
+    """n worker threads whose own torch ops run single-threaded (their intra-op thread count
+    is 1, set once when each starts); the caller's thread count is restored afterwards."""
+    caller = torch.get_num_threads()
+    barrier = threading.Barrier(n + 1)
+
+    def start():
+        torch.set_num_threads(1)  # this thread's OpenMP setting (and, briefly, the default)
+        barrier.wait()
+
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mxquant-eager")
+    started = [pool.submit(start) for _ in range(n)]
+    barrier.wait()
+    for f in started:
+        f.result()
+    torch.set_num_threads(caller)
+    return pool
 
 
-def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
-    """Quantize `x` into `data` (x's shape, `dtype` or uint8, contiguous) and `scale` (the
-    layout's shape, float8_e8m0fnu or uint8, contiguous). Checks the buffers first."""
+def _parallel(rows: int, k: int, work) -> None:
+    """Call work(r0, r1, chunk_rows) on contiguous row ranges, one per thread."""
+    global _pool
+    cr = max(1, CHUNK_ELEMS // max(k, 1))
+    n = max(1, min(torch.get_num_threads(), -(-rows // cr)))
+    if n == 1:
+        work(0, rows, cr)
+        return
+    if _pool is None or _pool._max_workers < n:
+        _pool = _serial_pool(max(n, torch.get_num_threads()))
+    bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
+    for f in [_pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
+        f.result()
+
+
+def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
+    """Flat byte offsets of scales (r0..r1, 0..nb) in the 128x4 layout (docs/semantics.md)."""
+    r = torch.arange(r0, r1).unsqueeze(1)
+    c = torch.arange(nb)
+    return (((r >> 7) * (pcols >> 2) + (c >> 2)) * 512 + (r & 31) * 16 + ((r >> 5) & 3) * 4 + (c & 3)).view(-1)
+
+
+def _check_buffers(x, data, scale, dtype, scale_layout) -> None:
     for name, t, shape, dts in (("data", data, x.shape, (dtype, torch.uint8)),
                                 ("scale", scale, scale_shape(tuple(x.shape), scale_layout),
                                  (torch.float8_e8m0fnu, torch.uint8))):
         if t.dtype not in dts or not t.is_contiguous() or t.numel() != math.prod(shape) or t.device != x.device:
             raise ValueError(f"{name} must be a contiguous tensor of {math.prod(shape)} elements of "
                              f"{' or '.join(map(str, dts))} on {x.device}; got {t.dtype} {tuple(t.shape)}")
+
+
+def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
+    """Quantize `x` into `data` (x's shape, `dtype` or uint8, contiguous) and `scale` (the
+    layout's shape, float8_e8m0fnu or uint8, contiguous). Checks the buffers first."""
+    _check_buffers(x, data, scale, dtype, scale_layout)
     k, hp = x.shape[-1], x.dtype
     rows = math.prod(x.shape[:-1])
     nb = k // BLOCK
@@ -60,36 +107,37 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
         scale_u8.zero_()  # padding bytes
     if rows == 0 or k == 0:
         return
-    fmt = ELEMENT_FORMATS[dtype]
+    max_finite = ELEMENT_FORMATS[dtype].max_finite
     x2 = rows_view(x)
     out = data.view(torch.uint8).view(rows, k)
-    cr = _chunk_rows(rows, k, swizzled)
-    fbuf = torch.empty(cr * k, dtype=torch.float32)
-    ibuf = torch.empty(cr * k, dtype=torch.int32)
     pcols = swizzled_scale_shape(rows, k)[1]
-    for r0 in range(0, rows, cr):
-        r1 = min(rows, r0 + cr)
-        n = r1 - r0
-        fc = fbuf[: n * k].view(n, k)
-        src = x2[r0:r1] if hp == torch.float32 else fc.copy_(x2[r0:r1])  # exact upcast
-        abs_bits = torch.bitwise_and(src.view(torch.int32), 0x7FFFFFFF, out=ibuf[: n * k].view(n, k))
-        amax = abs_bits.view(n, nb, BLOCK).amax(dim=-1)
-        special = amax >= _INF_BITS
-        s = reference.scale_exponents(amax, dtype, scale_mode)
-        sbytes = torch.where(special, E8M0_NAN, s + E8M0_BIAS).to(torch.uint8)
-        y = torch.mul(src.view(n, nb, BLOCK), reference.power_of_two(-s).unsqueeze(-1), out=fc.view(n, nb, BLOCK))
-        if scale_mode == "floor":  # the only mode in which a finite block can exceed M
-            y.clamp_(-fmt.max_finite, fmt.max_finite)
-        oc = out[r0:r1]
-        oc.view(dtype).view(n, nb, BLOCK).copy_(y)  # RNE cast straight into the output
-        if bool(special.any()):
-            oc.view(n, nb, BLOCK).masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
-        if swizzled:
-            tile0 = r0 // SWIZZLE_ROWS * SWIZZLE_ROWS * pcols
-            sw = reference.swizzle(sbytes)
-            scale_u8[tile0: tile0 + sw.numel()].copy_(sw.view(-1))
-        else:
-            scale_u8[r0 * nb: r1 * nb].copy_(sbytes.view(-1))
+
+    def work(row0, row1, cr):
+        fbuf = torch.empty(cr * k, dtype=torch.float32)
+        ibuf = torch.empty(cr * k, dtype=torch.int32)
+        for r0 in range(row0, row1, cr):
+            r1 = min(row1, r0 + cr)
+            n = r1 - r0
+            fc = fbuf[: n * k].view(n, k)
+            src = x2[r0:r1] if hp == torch.float32 else fc.copy_(x2[r0:r1])  # exact upcast
+            abs_bits = torch.bitwise_and(src.view(torch.int32), 0x7FFFFFFF, out=ibuf[: n * k].view(n, k))
+            amax = abs_bits.view(n, nb, BLOCK).amax(dim=-1)
+            special = amax >= _INF_BITS
+            s = reference.scale_exponents(amax, dtype, scale_mode)
+            sbytes = torch.where(special, E8M0_NAN, s + E8M0_BIAS).to(torch.uint8)
+            y = torch.mul(src.view(n, nb, BLOCK), reference.power_of_two(-s).unsqueeze(-1), out=fc.view(n, nb, BLOCK))
+            if scale_mode == "floor":  # the only mode in which a finite block can exceed M
+                y.clamp_(-max_finite, max_finite)
+            oc = out[r0:r1]
+            oc.view(dtype).view(n, nb, BLOCK).copy_(y)  # RNE cast straight into the output
+            if bool(special.any()):
+                oc.view(n, nb, BLOCK).masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
+            if swizzled:
+                scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = sbytes.view(-1)
+            else:
+                scale_u8[r0 * nb: r1 * nb].copy_(sbytes.view(-1))
+
+    _parallel(rows, k, work)
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
@@ -110,22 +158,27 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
         return
     nb = k // BLOCK
     sb = scale.view(torch.uint8)
-    sb = reference.unswizzle(sb.reshape(-1), rows, nb) if scale_layout == "swizzled" else sb.reshape(rows, nb)
+    swizzled = scale_layout == "swizzled"
+    sb = sb.reshape(-1) if swizzled else sb.reshape(rows, nb)
+    pcols = swizzled_scale_shape(rows, k)[1]
     d2 = rows_view(data)
     o2 = out.view(rows, k)
-    cr = _chunk_rows(rows, k, False)
-    fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
-    for r0 in range(0, rows, cr):
-        r1 = min(rows, r0 + cr)
-        n = r1 - r0
-        b = sb[r0:r1].to(torch.int32)
-        factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
-        factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
-        f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)
-        f.copy_(d2[r0:r1])  # fp8 -> fp32, exact
-        f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
-        if fbuf is not None:
-            o2[r0:r1].copy_(f)  # the one rounding, RNE
+
+    def work(row0, row1, cr):
+        fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
+        for r0 in range(row0, row1, cr):
+            r1 = min(row1, r0 + cr)
+            n = r1 - r0
+            b = (sb[swizzle_offsets(r0, r1, nb, pcols)] if swizzled else sb[r0:r1]).to(torch.int32).view(n, nb)
+            factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
+            factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
+            f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)
+            f.copy_(d2[r0:r1])  # fp8 -> fp32, exact
+            f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
+            if fbuf is not None:
+                o2[r0:r1].copy_(f)  # the one rounding, RNE
+
+    _parallel(rows, k, work)
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
@@ -141,5 +194,5 @@ backend = Backend(
     quantize=quantize,
     dequantize=dequantize,
     priority=1,
-    description=f"pure PyTorch, chunked ({CHUNK_ELEMS} elements), bit tricks; byte-exact with the reference",
+    description=f"pure PyTorch in {CHUNK_ELEMS}-element chunks over torch.get_num_threads() threads; byte-exact",
 )

@@ -140,6 +140,7 @@ def test_eager_many_small_chunks(monkeypatch):
     from mxquant.backends import cpu_eager
 
     monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 2048)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # more threads than cores: the pool path
     be = _backend("cpu-eager")
     for shape in ((131, 64), (300, 96), (2, 3, 64)):
         x = random_wide(shape, torch.float32, seed=sum(shape))
