@@ -141,8 +141,8 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
-    data = torch.empty(x.shape, dtype=dtype)
     scale = torch.empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
+    data = torch.empty(x.shape, dtype=dtype)  # after scale: see cpu_native.quantize
     quantize_into(x, data, scale, dtype, scale_mode, scale_layout)
     return data, scale
 

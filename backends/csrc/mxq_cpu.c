@@ -236,19 +236,31 @@ static void dequantize_rows(const djob_t *j) {
     }
 }
 
-/* ---- threading: split rows into `nthreads` ranges, run them, join ----------------------- */
+/* ---- threading: rows handed out in small slices from a shared counter ------------------
+ * Dynamic, not a static split: on a busy machine a thread that is not scheduled simply takes
+ * fewer slices and the others (the caller included) do the rest, so a call is never much
+ * slower than on one thread. */
 
-typedef void (*rows_fn)(const void *);
-typedef struct { rows_fn fn; const void *job; } task_t;
+typedef void (*rows_fn)(const void *job, int64_t r0, int64_t r1);
+typedef struct {
+    rows_fn fn;
+    const void *job;
+    int64_t next, rows, slice; /* next: the first row not yet handed out (atomic) */
+} sched_t;
 
-static void *run_task(void *arg) {
-    task_t *t = (task_t *)arg;
-    t->fn(t->job);
+static void *drain(void *arg) {
+    sched_t *t = (sched_t *)arg;
+    for (;;) {
+        int64_t r0 = __atomic_fetch_add(&t->next, t->slice, __ATOMIC_RELAXED);
+        if (r0 >= t->rows) break;
+        t->fn(t->job, r0, r0 + t->slice < t->rows ? r0 + t->slice : t->rows);
+    }
     return NULL;
 }
 
 #define MAX_THREADS 256
 #define MIN_ELEMS_PER_THREAD (1 << 16) /* below this a thread costs more than it saves */
+#define SLICE_ELEMS (1 << 15)          /* rows handed out at a time: about this many elements */
 
 static int plan_threads(int64_t rows, int64_t k, int nthreads) {
     int64_t by_size = rows * k / MIN_ELEMS_PER_THREAD;
@@ -259,28 +271,32 @@ static int plan_threads(int64_t rows, int64_t k, int nthreads) {
     return n < 1 ? 1 : (int)n;
 }
 
-/* Run fn over jobs[0..n); job 0 on the calling thread. Returns 0, or -1 if a thread failed
- * to start (its rows are then done on this thread, so the result is still complete). */
-static int run_parallel(rows_fn fn, const void *jobs, size_t job_size, int n) {
+/* fn over rows 0..rows on n threads, the caller one of them. A thread that fails to start
+ * leaves its share to the others, so the result is complete whatever happens. */
+static void run_parallel(rows_fn fn, const void *job, int64_t rows, int64_t k, int n) {
     pthread_t tid[MAX_THREADS];
-    task_t tasks[MAX_THREADS];
-    int started[MAX_THREADS] = {0}, failed = 0;
-    for (int i = 1; i < n; i++) {
-        tasks[i].fn = fn;
-        tasks[i].job = (const char *)jobs + i * job_size;
-        started[i] = pthread_create(&tid[i], NULL, run_task, &tasks[i]) == 0;
-        if (!started[i]) failed = 1;
-    }
-    fn(jobs);
-    for (int i = 1; i < n; i++) {
+    int started[MAX_THREADS] = {0};
+    int64_t slice = SLICE_ELEMS / (k > 0 ? k : 1);
+    sched_t t = {fn, job, 0, rows, slice < 1 ? 1 : slice};
+    for (int i = 1; i < n; i++) started[i] = pthread_create(&tid[i], NULL, drain, &t) == 0;
+    drain(&t);
+    for (int i = 1; i < n; i++)
         if (started[i]) pthread_join(tid[i], NULL);
-        else fn((const char *)jobs + i * job_size);
-    }
-    return failed ? -1 : 0;
 }
 
-static void quantize_task(const void *j) { quantize_rows((const qjob_t *)j); }
-static void dequantize_task(const void *j) { dequantize_rows((const djob_t *)j); }
+static void quantize_task(const void *job, int64_t r0, int64_t r1) {
+    qjob_t j = *(const qjob_t *)job;
+    j.r0 = r0;
+    j.r1 = r1;
+    quantize_rows(&j);
+}
+
+static void dequantize_task(const void *job, int64_t r0, int64_t r1) {
+    djob_t j = *(const djob_t *)job;
+    j.r0 = r0;
+    j.r1 = r1;
+    dequantize_rows(&j);
+}
 
 /* Ask for transparent huge pages on a large output before its first write: a fresh 64 MiB
  * tensor otherwise costs 16384 page faults, as much time as the kernel itself. No effect on
@@ -318,14 +334,9 @@ int mxq_quantize(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t r
     }
     int n = plan_threads(rows, k, nthreads);
     advise_huge_pages(data, rows * k);
-    qjob_t jobs[MAX_THREADS];
-    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
-    for (int i = 0; i < n; i++) {
-        qjob_t j = {(const char *)x, rows * i / n, rows * (i + 1) / n, k, row_stride * esize,
-                    data, scale, in_dtype, elem, mode, swizzled};
-        jobs[i] = j;
-    }
-    run_parallel(quantize_task, jobs, sizeof(qjob_t), n);
+    qjob_t job = {(const char *)x, 0, rows, k, row_stride * (in_dtype == IN_F32 ? 4 : 2),
+                  data, scale, in_dtype, elem, mode, swizzled};
+    run_parallel(quantize_task, &job, rows, k, n);
     if (swizzled) zero_swizzle_padding(scale, rows, k / BLOCK);
     return 0;
 }
@@ -339,12 +350,8 @@ int mxq_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_str
     if (rows == 0 || k == 0) return 0;
     int n = plan_threads(rows, k, nthreads);
     advise_huge_pages(out, rows * k * (out_dtype == IN_F32 ? 4 : 2));
-    djob_t jobs[MAX_THREADS];
-    for (int i = 0; i < n; i++) {
-        djob_t j = {data, scale, rows * i / n, rows * (i + 1) / n, k, row_stride, out, elem, swizzled, out_dtype};
-        jobs[i] = j;
-    }
-    run_parallel(dequantize_task, jobs, sizeof(djob_t), n);
+    djob_t job = {data, scale, 0, rows, k, row_stride, out, elem, swizzled, out_dtype};
+    run_parallel(dequantize_task, &job, rows, k, n);
     return 0;
 }
 
