@@ -41,6 +41,8 @@ CHUNK_ELEMS = 1 << 18
 buffer per thread, big enough that per-op dispatch costs little, small enough for L2."""
 
 _INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
+_MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - 0x600000, "compressed-tensors": 0x800000 - 0x600000}
+"""Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
 _pool = None
 
 
@@ -107,35 +109,40 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
         scale_u8.zero_()  # padding bytes
     if rows == 0 or k == 0:
         return
-    max_finite = ELEMENT_FORMATS[dtype].max_finite
+    fmt = ELEMENT_FORMATS[dtype]
+    bump = _MANTISSA_BUMP[scale_mode]
     x2 = rows_view(x)
     out = data.view(torch.uint8).view(rows, k)
+    scale_lin = None if swizzled else scale_u8.view(rows, nb)
     pcols = swizzled_scale_shape(rows, k)[1]
 
     def work(row0, row1, cr):
-        fbuf = torch.empty(cr * k, dtype=torch.float32)
-        ibuf = torch.empty(cr * k, dtype=torch.int32)
+        fbuf = torch.empty(cr, k, dtype=torch.float32)
+        ibuf = torch.empty(cr, k, dtype=torch.int32)
         for r0 in range(row0, row1, cr):
             r1 = min(row1, r0 + cr)
             n = r1 - r0
-            fc = fbuf[: n * k].view(n, k)
+            fc, ic = (fbuf, ibuf) if n == cr else (fbuf[:n], ibuf[:n])
             src = x2[r0:r1] if hp == torch.float32 else fc.copy_(x2[r0:r1])  # exact upcast
-            abs_bits = torch.bitwise_and(src.view(torch.int32), 0x7FFFFFFF, out=ibuf[: n * k].view(n, k))
-            amax = abs_bits.view(n, nb, BLOCK).amax(dim=-1)
+            amax = torch.bitwise_and(src.view(torch.int32), 0x7FFFFFFF, out=ic).view(n, nb, BLOCK).amax(dim=-1)
             special = amax >= _INF_BITS
-            s = reference.scale_exponents(amax, dtype, scale_mode)
-            sbytes = torch.where(special, E8M0_NAN, s + E8M0_BIAS).to(torch.uint8)
-            y = torch.mul(src.view(n, nb, BLOCK), reference.power_of_two(-s).unsqueeze(-1), out=fc.view(n, nb, BLOCK))
+            # the scale byte 127 + s from the amax bits: adding `bump` carries into the exponent
+            # field exactly when the mantissa is above (rceil) or at least (compressed-tensors)
+            # 0x600000, i.e. the significand is past 1.75; then - emax, clamped to [0, 254]
+            t = ((amax.clamp_(max=_INF_BITS) + bump) >> 23).sub_(fmt.emax).clamp_(0, 254)
+            factor = ((254 - t) << 23).view(torch.float32)  # 2**-s, a normal fp32 for s < 127
+            y = torch.mul(src.view(n, nb, BLOCK), factor.unsqueeze(-1), out=fc.view(n, nb, BLOCK))
             if scale_mode == "floor":  # the only mode in which a finite block can exceed M
-                y.clamp_(-max_finite, max_finite)
-            oc = out[r0:r1]
-            oc.view(dtype).view(n, nb, BLOCK).copy_(y)  # RNE cast straight into the output
+                y.clamp_(-fmt.max_finite, fmt.max_finite)
+            oc = out[r0:r1].view(n, nb, BLOCK)
+            oc.view(dtype).copy_(y)  # RNE cast straight into the output
             if bool(special.any()):
-                oc.view(n, nb, BLOCK).masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
+                oc.masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
+                t.masked_fill_(special, E8M0_NAN)
             if swizzled:
-                scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = sbytes.view(-1)
+                scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = t.view(-1).to(torch.uint8)
             else:
-                scale_u8[r0 * nb: r1 * nb].copy_(sbytes.view(-1))
+                scale_lin[r0:r1].copy_(t)
 
     _parallel(rows, k, work)
 
