@@ -298,13 +298,13 @@ static void dequantize_task(const void *job, int64_t r0, int64_t r1) {
     dequantize_rows(&j);
 }
 
-/* Ask for transparent huge pages on a large output before its first write: a fresh 64 MiB
+/* Ask for transparent huge pages on an output of 4 MiB or more before its first write: a fresh 64 MiB
  * tensor otherwise costs 16384 page faults, as much time as the kernel itself. No effect on
  * memory already in use (a reused buffer) or where THP is off; failures are harmless. */
 static void advise_huge_pages(void *p, int64_t nbytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const uintptr_t huge = (uintptr_t)2 << 20;
-    if (nbytes < 8 * (int64_t)huge) return;
+    if (nbytes < 2 * (int64_t)huge) return;
     uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + (uintptr_t)nbytes) & ~(huge - 1);
     if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);
 #else
