@@ -2,7 +2,9 @@
 
 Used by bench_cpu.py (its "paths" and "peak_memory" sections). Timings interleave the
 candidates round by round, so drift and other load on the machine hit all of them alike;
-each reports the median and the fastest round. GB/s counts bytes read plus bytes written
+each reports the median and the fastest round of wall time, and the median CPU time of the
+process (all its threads: the work a call costs, which waiting for a busy machine's cores does
+not inflate). GB/s counts bytes read plus bytes written
 (input, fp8 data, scales). "fresh" allocates the outputs in every call, as the public API does;
 "into" writes into buffers allocated once (quantize_into / dequantize_into; torch: copy_ into
 a preallocated fp8 tensor), which is what an out= argument would buy.
@@ -41,16 +43,19 @@ def timed_rounds(fns: dict, rounds: int, slow: dict | None = None) -> dict:
     `slow[name]`-th round only (the reference: seconds per call)."""
     slow = slow or {}
     times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for f in fns.values():
         f()  # warm-up: library load, allocator, page cache
     for i in range(rounds):
         for name, f in fns.items():
             if i % slow.get(name, 1):
                 continue
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t0)
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "n": len(v)} for k, v in times.items()}
+            cpu[name].append(time.process_time() - c0)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "n": len(v),
+                "cpu_median_s": statistics.median(cpu[k])} for k, v in times.items()}
 
 
 def _summary(stats: dict, nbytes: int, peer: str) -> dict:
@@ -58,7 +63,9 @@ def _summary(stats: dict, nbytes: int, peer: str) -> dict:
     for name, s in stats.items():
         out[name] = {"ms": round(s["median_s"] * 1e3, 2), "min_ms": round(s["min_s"] * 1e3, 2),
                      "GB/s": round(nbytes / s["median_s"] / 1e9, 3), "rounds": s["n"],
-                     f"time_vs_{peer}": round(s["median_s"] / stats[peer]["median_s"], 3)}
+                     f"time_vs_{peer}": round(s["median_s"] / stats[peer]["median_s"], 3),
+                     "cpu_ms": round(s["cpu_median_s"] * 1e3, 2),
+                     f"cpu_vs_{peer}": round(s["cpu_median_s"] / stats[peer]["cpu_median_s"], 3)}
     return out
 
 
