@@ -128,6 +128,30 @@ def test_shapes_and_strides(backend, hp):
             assert_quantize_exact(backend, x, dtype, mode, layout, name)
 
 
+def test_fuzzed_shapes_and_strides(backend):
+    """Seeded random ranks (1-4), sizes (0-9 per leading dim, K = 0..160), input and element
+    dtypes, modes, layouts, and a random view: as is, a row slice with a step, a narrowed last
+    dimension, or leading dimensions permuted."""
+    g = torch.Generator().manual_seed(20261130)
+    pick = lambda seq: seq[int(torch.randint(len(seq), (1,), generator=g))]  # noqa: E731
+    for case in range(40):
+        lead = [int(torch.randint(0, 10, (1,), generator=g)) for _ in range(int(torch.randint(0, 4, (1,), generator=g)))]
+        k = 32 * int(torch.randint(0, 6, (1,), generator=g))
+        hp = pick(INPUT_DTYPES)
+        view = pick(["plain", "step", "narrow", "permute"])
+        base_shape = list(lead) + [k + (64 if view == "narrow" else 0)]
+        if view == "step" and lead:
+            base_shape[0] *= 2
+        x = random_wide(tuple(base_shape), hp, seed=case)
+        if view == "step" and lead:
+            x = x[::2]
+        elif view == "narrow":
+            x = x[..., 32: 32 + k]
+        elif view == "permute" and len(lead) >= 2:
+            x = x.transpose(0, 1)
+        assert_quantize_exact(backend, x, pick(ELEMS), pick(SCALE_MODES), pick(SCALE_LAYOUTS), f"fuzz{case}:{view}")
+
+
 def test_large_random_threads_and_chunks(backend):
     """Big enough for several threads (native) and several chunks (eager)."""
     x = random_wide((700, 1024), torch.bfloat16, seed=11)
