@@ -111,33 +111,38 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
         return
     fmt = ELEMENT_FORMATS[dtype]
     bump = _MANTISSA_BUMP[scale_mode]
-    x2 = rows_view(x)
-    out = data.view(torch.uint8).view(rows, k)
+    x3 = rows_view(x).view(rows, nb, BLOCK)
+    out3 = data.view(torch.uint8).view(rows, nb, BLOCK)
+    out3_elements = out3.view(dtype)
     scale_lin = None if swizzled else scale_u8.view(rows, nb)
     pcols = swizzled_scale_shape(rows, k)[1]
 
     def work(row0, row1, cr):
-        fbuf = torch.empty(cr, k, dtype=torch.float32)
-        ibuf = torch.empty(cr, k, dtype=torch.int32)
-        for r0 in range(row0, row1, cr):
+        fbuf = torch.empty(cr, nb, BLOCK, dtype=torch.float32)
+        ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
+        fbits = fbuf.view(torch.int32)
+        for r0 in range(row0, row1, cr):  # few torch calls per chunk: each costs microseconds
             r1 = min(row1, r0 + cr)
-            n = r1 - r0
-            fc, ic = (fbuf, ibuf) if n == cr else (fbuf[:n], ibuf[:n])
-            src = x2[r0:r1] if hp == torch.float32 else fc.copy_(x2[r0:r1])  # exact upcast
-            amax = torch.bitwise_and(src.view(torch.int32), 0x7FFFFFFF, out=ic).view(n, nb, BLOCK).amax(dim=-1)
+            full = r1 - r0 == cr
+            fc, ic = (fbuf, ibuf) if full else (fbuf[: r1 - r0], ibuf[: r1 - r0])
+            xc = x3[r0:r1]
+            if hp == torch.float32:
+                src, bits = xc, xc.view(torch.int32)
+            else:
+                src, bits = fc.copy_(xc), (fbits if full else fbits[: r1 - r0])  # exact upcast
+            amax = torch.bitwise_and(bits, 0x7FFFFFFF, out=ic).amax(dim=-1)
             special = amax >= _INF_BITS
             # the scale byte 127 + s from the amax bits: adding `bump` carries into the exponent
             # field exactly when the mantissa is above (rceil) or at least (compressed-tensors)
             # 0x600000, i.e. the significand is past 1.75; then - emax, clamped to [0, 254]
-            t = ((amax.clamp_(max=_INF_BITS) + bump) >> 23).sub_(fmt.emax).clamp_(0, 254)
-            factor = ((254 - t) << 23).view(torch.float32)  # 2**-s, a normal fp32 for s < 127
-            y = torch.mul(src.view(n, nb, BLOCK), factor.unsqueeze(-1), out=fc.view(n, nb, BLOCK))
+            t = amax.clamp_(max=_INF_BITS).add_(bump).bitwise_right_shift_(23).sub_(fmt.emax).clamp_(0, 254)
+            factor = (254 - t).bitwise_left_shift_(23).view(torch.float32)  # 2**-s, normal for s < 127
+            y = torch.mul(src, factor.unsqueeze(-1), out=fc)
             if scale_mode == "floor":  # the only mode in which a finite block can exceed M
                 y.clamp_(-fmt.max_finite, fmt.max_finite)
-            oc = out[r0:r1].view(n, nb, BLOCK)
-            oc.view(dtype).copy_(y)  # RNE cast straight into the output
+            out3_elements[r0:r1].copy_(y)  # RNE cast straight into the output
             if bool(special.any()):
-                oc.masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
+                out3[r0:r1].masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
                 t.masked_fill_(special, E8M0_NAN)
             if swizzled:
                 scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = t.view(-1).to(torch.uint8)
