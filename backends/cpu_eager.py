@@ -24,6 +24,7 @@ cast), reorganised for speed and bounded memory:
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,40 +44,51 @@ buffer per thread, big enough that per-op dispatch costs little, small enough fo
 _INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
 _MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - 0x600000, "compressed-tensors": 0x800000 - 0x600000}
 """Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
-_pool = None
+_pool = None  # (pid, executor): a forked child must not reuse its parent's (threadless) pool
+_pool_lock = threading.Lock()
 
 
 def _serial_pool(n: int) -> ThreadPoolExecutor:
     """n worker threads whose own torch ops run single-threaded (their intra-op thread count
     is 1, set once when each starts); the caller's thread count is restored afterwards."""
     caller = torch.get_num_threads()
-    barrier = threading.Barrier(n + 1)
+    barrier = threading.Barrier(n + 1, timeout=60)
 
     def start():
         torch.set_num_threads(1)  # this thread's OpenMP setting (and, briefly, the default)
         barrier.wait()
 
     pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mxquant-eager")
-    started = [pool.submit(start) for _ in range(n)]
-    barrier.wait()
-    for f in started:
-        f.result()
-    torch.set_num_threads(caller)
+    try:
+        started = [pool.submit(start) for _ in range(n)]
+        barrier.wait()
+        for f in started:
+            f.result()
+    finally:
+        torch.set_num_threads(caller)
     return pool
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[1].shutdown(wait=False)
+            _pool = (os.getpid(), _serial_pool(n))
+        return _pool[1]
 
 
 def _parallel(rows: int, k: int, work) -> None:
     """Call work(r0, r1, chunk_rows) on contiguous row ranges, one per thread."""
-    global _pool
     cr = max(1, CHUNK_ELEMS // max(k, 1))
     n = max(1, min(torch.get_num_threads(), -(-rows // cr)))
     if n == 1:
         work(0, rows, cr)
         return
-    if _pool is None or _pool._max_workers < n:
-        _pool = _serial_pool(max(n, torch.get_num_threads()))
+    pool = _executor(max(n, torch.get_num_threads()))
     bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
-    for f in [_pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
+    for f in [pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
         f.result()
 
 

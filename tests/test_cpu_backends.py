@@ -238,3 +238,34 @@ def test_into_rejects_bad_buffers_before_writing(name):
     module.quantize_into(x, data, sw, torch.float8_e4m3fn, "floor", "swizzled")
     want_d, want_s = reference.quantize(x, torch.float8_e4m3fn, "floor", "swizzled")
     assert torch.equal(data, u8(want_d)) and torch.equal(sw, u8(want_s)), be.name
+
+
+def _quantize_in_child(x, want, queue):
+    from mxquant.backends import cpu_eager
+
+    data, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    queue.put(torch.equal(u8(data), u8(want)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_eager_thread_pool_survives_fork(monkeypatch):
+    """A forked child (DataLoader workers, say) gets its own pool, not the parent's threadless one."""
+    import multiprocessing
+
+    from mxquant.backends import cpu_eager
+
+    monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 4096)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    x = random_wide((64, 256), torch.float32, seed=16)
+    want, _ = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    parent, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")  # the parent's pool exists
+    assert torch.equal(u8(parent), u8(want))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_quantize_in_child, args=(x, want, queue))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("cpu-eager hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=10) is True

@@ -83,7 +83,7 @@ def test_verify_cpu_passes(registry, capsys):
     rc, report = verify_json(capsys)
     assert rc == 0 and report["ok"] and report["summary"]["fail"] == 0
     cpu = results_of(report, "cpu")
-    assert len(cpu) == 36 and {r["status"] for r in cpu} == {"pass"}  # 24 quantize + 12 dequantize
+    assert len(cpu) == 48 and {r["status"] for r in cpu} == {"pass"}  # 36 quantize (3 modes) + 12 dequantize
     assert all(r["cases"] >= 10 and r["blocks"] > 1000 for r in cpu)
     # the backends that cannot run here are reported with their reason, not failed
     fi = results_of(report, "flashinfer")
