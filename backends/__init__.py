@@ -13,6 +13,9 @@ BUILTIN = (
                 install_hint="pip install vllm-xpu-kernels (built against one torch XPU release; or, from an mxquant checkout, pip install -e '.[xpu]')"),
     BackendSpec("triton", "mxquant.backends.triton:backend", ("cuda", "xpu"),
                 install_hint="pip install triton (or, from an mxquant checkout, pip install -e '.[cuda]'); on XPU, PyTorch's XPU wheels bring Intel's Triton"),
+    BackendSpec("cpu-native", "mxquant.backends.cpu_native:backend", ("cpu",),
+                install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)"),
+    BackendSpec("cpu-eager", "mxquant.backends.cpu_eager:backend", ("cpu",)),
     BackendSpec("cpu", "mxquant.backends.cpu:backend", ("cpu",)),
 )
 

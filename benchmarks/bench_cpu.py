@@ -1,23 +1,25 @@
-"""CPU figures: the reference backend's throughput and the public API's per-call overhead.
+"""CPU figures: the CPU quantize paths against torch's own fp8 cast, and the public API's
+per-call overhead.
 
-    python3 benchmarks/bench_cpu.py            # prints JSON; about half a minute
+    python3 benchmarks/bench_cpu.py [--threads 2] [--out docs/perf/cpu-DATE.json]   # a few minutes
 
-(1) Throughput of the `cpu` (reference) backend on a 2048x4096 bf16 tensor, e4m3, both scale
-    modes: median wall time of repeated calls, GB/s with bytes = 2 read + 1 write + 1/32 scale
-    per element.
+(1) "paths" (benchmarks/cpu_paths.py): cpu-native, cpu-eager, the reference (`cpu`) and
+    `x.to(torch.float8_e4m3fn)`, at 2048x4096 bf16, 4096x8192 bf16 and 2048x4096 fp32 (e4m3,
+    rceil, linear), with fresh outputs and with reused ones (quantize_into); dequantize
+    2048x4096 e4m3 to bf16 and fp32; "peak_memory": the peak RSS one call adds, in a subprocess.
 (2) Per-call overhead of the public `mxquant.mxfp8_quantize` over a direct call of the backend
-    it resolves to (here `cpu`), on a 1x32 float32 input: loops of 500 calls of each,
+    it resolves to, on a 1x32 float32 input: loops of 500 calls of each,
     alternating, 101 rounds; the overhead is the median of the per-round differences (µs),
     with its interquartile range, and each side's fastest round (the least disturbed by other
-    work on the machine). Both sides do the reference's work on one block; what differs is
+    work on the machine). Both sides do the backend's work on one block; what differs is
     dispatch (cached resolution, argument checks on the first call of a signature only).
 (3) The same with a do-nothing backend registered as an inline plugin and forced with
-    backend=: the dispatch path alone, which (2) measures under the noise of the reference's
-    own ~0.2 ms of small tensor ops.
+    backend=: the dispatch path alone, without any backend's work.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import mxquant  # noqa: E402
+from benchmarks import cpu_paths  # noqa: E402
 from mxquant.backend import Call  # noqa: E402
 from mxquant.registry import get_registry  # noqa: E402
 
@@ -62,24 +65,6 @@ def paired(public, direct, calls, rounds):
     return {"public_us": r(statistics.median(pub)), "direct_us": r(statistics.median(dir_)),
             "overhead_us": r(statistics.median(diffs)), "overhead_iqr_us": [r(q[0]), r(q[2])],
             "min_public_us": r(min(pub)), "min_direct_us": r(min(dir_))}
-
-
-def throughput(m=2048, k=4096, repeats=15):
-    x = torch.randn(m, k, dtype=torch.bfloat16)
-    reg = get_registry()
-    out = {}
-    for mode in ("rceil", "floor"):
-        be = reg.lookup("quantize", x.device, x.dtype, E4M3, mode, "linear", "cpu")
-        fn = lambda: be(x, E4M3, mode, "linear")  # noqa: E731
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        t = statistics.median(times)
-        out[mode] = {"ms": round(t * 1e3, 2), "GB/s": round(m * k * (3 + 1 / 32) / t / 1e9, 3)}
-    return out
 
 
 def overhead(calls=500, rounds=101):
@@ -120,15 +105,38 @@ def dispatch_only(calls=2000, rounds=51, x=None):
         reg.unregister_plugin("noop-bench")
 
 
-def main():
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=9, help="timing rounds per candidate (default 9)")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     result = {
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "reference_2048x4096_bf16": throughput(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
+        "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(),
+        "paths": cpu_paths.run_all(args.rounds),
         "api_overhead_1x32_fp32": overhead(),
         "dispatch_only_1x32_fp32": dispatch_only(),
+        "loadavg_after": os.getloadavg(),
     }
-    print(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
     return 0
 
 

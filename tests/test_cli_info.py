@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cpu_auto import AUTO_CPU
 
 import mxquant.cli
 
@@ -50,7 +51,7 @@ def test_info_table(registry, capsys):
         row = re.search(rf"│ {name}\s+│ built-in\s+│ \S+\s+│ (cuda|xpu)\s+│ unavailable: (.+?)│", out)
         assert row and row.group(2).strip(), (name, out)
     assert "MXQUANT_BACKEND=(unset)" in out and "MXQUANT_PLUGINS=none" in out  # set by tests/conftest.py
-    assert re.search(r"│ cpu\s+│ cpu\s+│ automatic", out)
+    assert re.search(rf"│ cpu\s+│ {AUTO_CPU}\s+│ automatic", out)
 
 
 def test_info_json_subprocess():
@@ -79,7 +80,7 @@ def test_info_json_subprocess():
     for r in report["resolution"]:
         assert set(r) == RESOLUTION_KEYS
     cpu = next(r for r in report["resolution"] if r["device"] == "cpu")
-    assert (cpu["backend"], cpu["forced_by"], cpu["error"]) == ("cpu", None, None)
+    assert (cpu["backend"], cpu["forced_by"], cpu["error"]) == (AUTO_CPU, None, None)
 
 
 def test_json_keys_are_documented():

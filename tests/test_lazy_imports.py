@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+from cpu_auto import AUTO_CPU
+
 BLOCKED = ("flashinfer", "triton", "intel_extension_for_pytorch", "vllm_xpu_kernels")
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # a CPU-only machine, as CI is (conftest.py)
@@ -77,4 +79,4 @@ def test_no_platform_package_needed_or_imported():
             assert a["available"] is False, (name, a)
             # the import error (of the backend module or of its platform package), or no such device
             assert re.search(r"import|no module|no cuda|no intel xpu|device", a["reason"], re.I), (name, a)
-    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
+    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]

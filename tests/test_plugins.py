@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cpu_auto import AUTO_CPU
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
@@ -125,7 +126,7 @@ def test_example_plugin_discovered(example_site):
     assert (p["status"], p["distribution"], p["value"], p["backends"]) == (
         "loaded", "mxquant-example-plugin", "mxquant_example_plugin", ["cpu-chunked"])
     # below the built-in cpu: never picked automatically
-    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
+    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]
 
 
 SELECT = textwrap.dedent("""
@@ -203,7 +204,7 @@ def test_broken_plugins_reported_and_harmless(example_site, broken_site):
     proc = run_py(BROKEN, example_site, broken_site, COLUMNS="250")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["exact"] and out["table_rc"] == 0 and out["json_rc"] == 0 and out["resolved"] == "cpu"
+    assert out["exact"] and out["table_rc"] == 0 and out["json_rc"] == 0 and out["resolved"] == AUTO_CPU
     plugins = by_name(out["report"]["plugins"])
     assert plugins["broken"]["status"] == "error"
     assert "RuntimeError: this plugin is broken on purpose" in plugins["broken"]["error"]
@@ -281,4 +282,4 @@ def test_plugins_env(example_site, broken_site, setting, loaded, skipped_because
     else:
         assert plugins["example"]["status"] == "skipped"
         assert "unknown backend 'cpu-chunked'" in out["forced"] and "  cpu " in out["forced"]
-    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
+    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]

@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 import torch
+from cpu_auto import AUTO_CPU
 
 import mxquant
 from mxquant import reference
@@ -16,7 +17,7 @@ from mxquant.selection import ENV_ALLOW, ENV_BACKEND
 
 import mx_oracle as oracle
 
-BUILTINS = ("cpu", "triton", "flashinfer", "xpu")
+BUILTINS = ("cpu", "cpu-eager", "cpu-native", "triton", "flashinfer", "xpu")
 
 
 class Plugin:
@@ -195,7 +196,7 @@ def test_priority_order(registry):
     q()
     assert used(lo, hi, tie) is None
     assert registry.resolved_name(Call("quantize", torch.device("cpu"), torch.float32, torch.float8_e4m3fn,
-                                       "rceil", "linear")) == "cpu"
+                                       "rceil", "linear")) == AUTO_CPU
 
 
 def test_unavailable_and_incapable_skipped(registry):

@@ -1,0 +1,59 @@
+"""Finding and loading the native CPU kernel (backends/csrc/mxq_cpu.c, built by setup.py).
+
+The library is plain C called through ctypes, so it has no Python or libtorch ABI and ctypes
+releases the GIL during each call. `load()` returns the library, or None and a reason that
+says what to do: never built (and why, from the note setup.py leaves), or built but not loadable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import os
+from typing import Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEM = "_mxq_cpu"
+ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
+ABI_VERSION = 1
+
+_i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+
+
+def library_path() -> Optional[str]:
+    """The built library next to this file, if any (any of this Python's extension suffixes)."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(HERE, STEM + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _not_built_reason() -> str:
+    if os.path.isfile(ERROR_FILE):
+        with open(ERROR_FILE) as f:
+            return "not built: " + f.read().strip()
+    return ("not built: no compiled library next to mxquant/backends (install from a source checkout "
+            "on a machine with a C compiler: pip install -e .)")
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
+    """(library, None) or (None, reason)."""
+    path = library_path()
+    if path is None:
+        return None, _not_built_reason()
+    try:
+        lib = ctypes.CDLL(path)
+        version = lib.mxq_abi_version()
+        if version != ABI_VERSION:
+            return None, f"library failed to load: {path} has ABI {version}, expected {ABI_VERSION} (reinstall: pip install -e .)"
+        lib.mxq_quantize.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _int, _int, _int, _int]
+        lib.mxq_quantize.restype = _int
+        lib.mxq_dequantize.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _int, _int, _ptr, _int, _int]
+        lib.mxq_dequantize.restype = _int
+        lib.mxq_isa.restype = ctypes.c_char_p
+    except (OSError, AttributeError) as exc:
+        return None, f"library failed to load: {path}: {exc}"
+    return lib, None

@@ -1,0 +1,222 @@
+"""The `cpu-eager` backend: a fast pure-PyTorch path for CPUs where the native kernel is not built.
+
+Byte-exact with the reference and the same arithmetic (x * 2**-s in fp32, clamp, torch's RNE
+cast), reorganised for speed and bounded memory:
+
+* rows are processed in chunks of CHUNK_ELEMS elements with fp32 and int32 work buffers
+  reused across chunks, so extra memory is a small constant, not 7-9x the input;
+* the chunks are spread over torch.get_num_threads() Python threads (torch releases the GIL
+  in its ops) whose own ops run single-threaded: no OpenMP region per op. On a busy machine
+  each such region waits for every OpenMP thread to be scheduled, which made this path 4-8x
+  slower with 2 intra-op threads than with 1 (2026-11-30, 2-core machine at load 5);
+* amax is an int32 reduction of the fp32 bits with the sign masked off (for non-negative
+  floats integer order is float order; NaN/Inf sort above every finite value). int32, because
+  torch's int16 and float reductions over 32-element rows are several times slower;
+* x * 2**-s is multiplied in place in the fp32 buffer (bf16/fp16 upcast into it exactly); the
+  clamp runs only for floor (rceil and compressed-tensors never exceed M on a finite block),
+  and torch's RNE cast writes straight into the output (it is most of the time);
+* NaN/Inf blocks are patched only in chunks that have one; swizzled scale bytes are scattered
+  to their 128x4-layout offsets chunk by chunk (no full-size linear copy).
+
+`quantize_into` / `dequantize_into` write into caller-provided buffers (for the benchmark).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from mxquant import reference
+from mxquant.backend import Backend
+from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, scale_shape,
+                             swizzled_scale_shape)
+
+from ._cpu_shared import CPU_CAPABILITIES, rows_view
+
+CHUNK_ELEMS = 1 << 18
+"""Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
+buffer per thread, big enough that per-op dispatch costs little, small enough for L2."""
+
+_INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
+_MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - 0x600000, "compressed-tensors": 0x800000 - 0x600000}
+"""Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
+_pool = None  # (pid, executor): a forked child must not reuse its parent's (threadless) pool
+_pool_lock = threading.Lock()
+
+
+def _serial_pool(n: int) -> ThreadPoolExecutor:
+    """n worker threads whose own torch ops run single-threaded (their intra-op thread count
+    is 1, set once when each starts); the caller's thread count is restored afterwards."""
+    caller = torch.get_num_threads()
+    barrier = threading.Barrier(n + 1, timeout=60)
+
+    def start():
+        torch.set_num_threads(1)  # this thread's OpenMP setting (and, briefly, the default)
+        barrier.wait()
+
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mxquant-eager")
+    try:
+        started = [pool.submit(start) for _ in range(n)]
+        barrier.wait()
+        for f in started:
+            f.result()
+    finally:
+        torch.set_num_threads(caller)
+    return pool
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[1].shutdown(wait=False)
+            _pool = (os.getpid(), _serial_pool(n))
+        return _pool[1]
+
+
+def _parallel(rows: int, k: int, work) -> None:
+    """Call work(r0, r1, chunk_rows) on contiguous row ranges, one per thread."""
+    cr = max(1, CHUNK_ELEMS // max(k, 1))
+    n = max(1, min(torch.get_num_threads(), -(-rows // cr)))
+    if n == 1:
+        work(0, rows, cr)
+        return
+    pool = _executor(max(n, torch.get_num_threads()))
+    bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
+    for f in [pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
+        f.result()
+
+
+def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
+    """Flat byte offsets of scales (r0..r1, 0..nb) in the 128x4 layout (docs/semantics.md)."""
+    r = torch.arange(r0, r1).unsqueeze(1)
+    c = torch.arange(nb)
+    return (((r >> 7) * (pcols >> 2) + (c >> 2)) * 512 + (r & 31) * 16 + ((r >> 5) & 3) * 4 + (c & 3)).view(-1)
+
+
+def _check_buffers(x, data, scale, dtype, scale_layout) -> None:
+    for name, t, shape, dts in (("data", data, x.shape, (dtype, torch.uint8)),
+                                ("scale", scale, scale_shape(tuple(x.shape), scale_layout),
+                                 (torch.float8_e8m0fnu, torch.uint8))):
+        if t.dtype not in dts or not t.is_contiguous() or t.numel() != math.prod(shape) or t.device != x.device:
+            raise ValueError(f"{name} must be a contiguous tensor of {math.prod(shape)} elements of "
+                             f"{' or '.join(map(str, dts))} on {x.device}; got {t.dtype} {tuple(t.shape)}")
+
+
+def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
+    """Quantize `x` into `data` (x's shape, `dtype` or uint8, contiguous) and `scale` (the
+    layout's shape, float8_e8m0fnu or uint8, contiguous). Checks the buffers first."""
+    _check_buffers(x, data, scale, dtype, scale_layout)
+    k, hp = x.shape[-1], x.dtype
+    rows = math.prod(x.shape[:-1])
+    nb = k // BLOCK
+    swizzled = scale_layout == "swizzled"
+    scale_u8 = scale.view(torch.uint8).view(-1)
+    if swizzled:
+        scale_u8.zero_()  # padding bytes
+    if rows == 0 or k == 0:
+        return
+    fmt = ELEMENT_FORMATS[dtype]
+    bump = _MANTISSA_BUMP[scale_mode]
+    x3 = rows_view(x).view(rows, nb, BLOCK)
+    out3 = data.view(torch.uint8).view(rows, nb, BLOCK)
+    out3_elements = out3.view(dtype)
+    scale_lin = None if swizzled else scale_u8.view(rows, nb)
+    pcols = swizzled_scale_shape(rows, k)[1]
+
+    def work(row0, row1, cr):
+        fbuf = torch.empty(cr, nb, BLOCK, dtype=torch.float32)
+        ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
+        fbits = fbuf.view(torch.int32)
+        for r0 in range(row0, row1, cr):  # few torch calls per chunk: each costs microseconds
+            r1 = min(row1, r0 + cr)
+            full = r1 - r0 == cr
+            fc, ic = (fbuf, ibuf) if full else (fbuf[: r1 - r0], ibuf[: r1 - r0])
+            xc = x3[r0:r1]
+            if hp == torch.float32:
+                src, bits = xc, xc.view(torch.int32)
+            else:
+                src, bits = fc.copy_(xc), (fbits if full else fbits[: r1 - r0])  # exact upcast
+            amax = torch.bitwise_and(bits, 0x7FFFFFFF, out=ic).amax(dim=-1)
+            special = amax >= _INF_BITS
+            # the scale byte 127 + s from the amax bits: adding `bump` carries into the exponent
+            # field exactly when the mantissa is above (rceil) or at least (compressed-tensors)
+            # 0x600000, i.e. the significand is past 1.75; then - emax, clamped to [0, 254]
+            t = amax.clamp_(max=_INF_BITS).add_(bump).bitwise_right_shift_(23).sub_(fmt.emax).clamp_(0, 254)
+            factor = (254 - t).bitwise_left_shift_(23).view(torch.float32)  # 2**-s, normal for s < 127
+            y = torch.mul(src, factor.unsqueeze(-1), out=fc)
+            if scale_mode == "floor":  # the only mode in which a finite block can exceed M
+                y.clamp_(-fmt.max_finite, fmt.max_finite)
+            out3_elements[r0:r1].copy_(y)  # RNE cast straight into the output
+            if bool(special.any()):
+                out3[r0:r1].masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
+                t.masked_fill_(special, E8M0_NAN)
+            if swizzled:
+                scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = t.view(-1).to(torch.uint8)
+            else:
+                scale_lin[r0:r1].copy_(t)
+
+    _parallel(rows, k, work)
+
+
+def quantize(x, dtype, scale_mode, scale_layout):
+    scale = torch.empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
+    data = torch.empty(x.shape, dtype=dtype)  # after scale: see cpu_native.quantize
+    quantize_into(x, data, scale, dtype, scale_mode, scale_layout)
+    return data, scale
+
+
+def dequantize_into(data, scale, scale_layout, out) -> None:
+    """Dequantize into `out` (contiguous, data's element count; its dtype is the output's)."""
+    if out.dtype not in INPUT_DTYPES or not out.is_contiguous() or out.numel() != data.numel():
+        raise ValueError(f"out must be a contiguous tensor of {data.numel()} elements of float32, bfloat16 or "
+                         f"float16; got {out.dtype} {tuple(out.shape)}")
+    k = data.shape[-1]
+    rows = data.numel() // k if k else 0
+    if rows == 0 or k == 0:
+        return
+    nb = k // BLOCK
+    sb = scale.view(torch.uint8)
+    swizzled = scale_layout == "swizzled"
+    sb = sb.reshape(-1) if swizzled else sb.reshape(rows, nb)
+    pcols = swizzled_scale_shape(rows, k)[1]
+    d2 = rows_view(data)
+    o2 = out.view(rows, k)
+
+    def work(row0, row1, cr):
+        fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
+        for r0 in range(row0, row1, cr):
+            r1 = min(row1, r0 + cr)
+            n = r1 - r0
+            b = (sb[swizzle_offsets(r0, r1, nb, pcols)] if swizzled else sb[r0:r1]).to(torch.int32).view(n, nb)
+            factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
+            factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
+            f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)
+            f.copy_(d2[r0:r1])  # fp8 -> fp32, exact
+            f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
+            if fbuf is not None:
+                o2[r0:r1].copy_(f)  # the one rounding, RNE
+
+    _parallel(rows, k, work)
+
+
+def dequantize(data, scale, scale_layout, out_dtype):
+    out = torch.empty(data.shape, dtype=out_dtype)
+    dequantize_into(data, scale, scale_layout, out)
+    return out
+
+
+backend = Backend(
+    name="cpu-eager",
+    capabilities=CPU_CAPABILITIES,
+    probe=lambda device: None if device.type == "cpu" else f"serves cpu only, not {device.type}",
+    quantize=quantize,
+    dequantize=dequantize,
+    priority=1,
+    description=f"pure PyTorch in {CHUNK_ELEMS}-element chunks over torch.get_num_threads() threads; byte-exact",
+)

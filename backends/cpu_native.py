@@ -1,0 +1,112 @@
+"""The `cpu-native` backend: the C kernel of backends/csrc/mxq_cpu.c, called through ctypes.
+
+Byte-exact with the reference, multi-threaded over row blocks (torch.get_num_threads()
+threads, GIL released), instruction set picked at run time. Outputs are the only large
+allocations: a row-strided input is read in place; only an input whose last dimension is
+not contiguous (or whose rows cannot be addressed with one stride) is copied first.
+
+`quantize_into` / `dequantize_into` write into caller-provided buffers; they exist so the
+benchmark can measure what reusing outputs saves (mxquant's public API has no out=).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mxquant.backend import Backend
+from mxquant.formats import BLOCK, INPUT_DTYPES, scale_shape
+
+from . import _native_lib
+from ._cpu_shared import CPU_CAPABILITIES, rows_view
+
+_HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
+_MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
+
+
+def _lib():
+    lib, reason = _native_lib.load()
+    if lib is None:
+        raise RuntimeError(f"cpu-native: {reason}")
+    return lib
+
+
+def _check_out(name: str, t: torch.Tensor, shape, dtypes) -> None:
+    if t.device.type != "cpu" or t.dtype not in dtypes or not t.is_contiguous() or t.numel() != math.prod(shape):
+        want = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{name} must be a contiguous CPU tensor of {math.prod(shape)} elements of {want}; "
+                         f"got {t.dtype} {tuple(t.shape)} on {t.device} (contiguous={t.is_contiguous()})")
+
+
+def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
+    """Quantize `x` into `data` (x's element count, uint8 or `dtype`) and `scale` (the layout's
+    element count, uint8 or float8_e8m0fnu). Checks the buffers before writing anything."""
+    if x.device.type != "cpu":
+        raise ValueError(f"cpu-native: x is on {x.device}, expected cpu")
+    _check_out("data", data, x.shape, (torch.uint8, dtype))
+    _check_out("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
+    lib = _lib()
+    k = x.shape[-1]
+    x2 = rows_view(x)
+    rc = lib.mxq_quantize(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), data.data_ptr(),
+                          scale.data_ptr(), _ELEM_CODE[dtype], _MODE_CODE[scale_mode],
+                          int(scale_layout == "swizzled"), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"cpu-native: mxq_quantize returned {rc}")
+
+
+def quantize(x, dtype, scale_mode, scale_layout):
+    # scale first: allocated after data, its small block sat on top of the large one in the
+    # heap and freeing both handed the pages back (about 4x the page faults per call, measured)
+    scale = torch.empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.uint8)
+    data = torch.empty(x.shape, dtype=torch.uint8)
+    quantize_into(x, data, scale, dtype, scale_mode, scale_layout)
+    return data.view(dtype), scale.view(torch.float8_e8m0fnu)
+
+
+def dequantize_into(data, scale, scale_layout, out) -> None:
+    """Dequantize into `out` (data's element count; its dtype is the output dtype)."""
+    _check_out("out", out, data.shape, INPUT_DTYPES)
+    lib = _lib()
+    k = data.shape[-1]
+    d2 = rows_view(data.view(torch.uint8))
+    s = scale.view(torch.uint8).contiguous()  # linear scales may be strided; they are small
+    rc = lib.mxq_dequantize(d2.data_ptr(), d2.shape[0], k, d2.stride(0), s.data_ptr(), _ELEM_CODE[data.dtype],
+                            int(scale_layout == "swizzled"), out.data_ptr(), _HP_CODE[out.dtype],
+                            torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"cpu-native: mxq_dequantize returned {rc}")
+
+
+def dequantize(data, scale, scale_layout, out_dtype):
+    out = torch.empty(data.shape, dtype=out_dtype)
+    dequantize_into(data, scale, scale_layout, out)
+    return out
+
+
+def _probe(device: torch.device):
+    if device.type != "cpu":
+        return f"serves cpu only, not {device.type}"
+    return _native_lib.load()[1]
+
+
+def _description() -> str:
+    lib, _ = _native_lib.load()
+    isa = lib.mxq_isa().decode() if lib is not None else "not loaded"
+    return f"C kernel (backends/csrc/mxq_cpu.c) via ctypes, {isa}, threads = torch.get_num_threads()"
+
+
+backend = Backend(
+    name="cpu-native",
+    capabilities=CPU_CAPABILITIES,
+    probe=_probe,
+    quantize=quantize,
+    dequantize=dequantize,
+    priority=2,
+    description=_description(),
+    install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)",
+)
+
+assert BLOCK == 32  # the C kernel's block size

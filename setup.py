@@ -1,0 +1,69 @@
+"""Builds the optional native CPU kernel (backends/csrc/mxq_cpu.c) as mxquant.backends._mxq_cpu.
+
+Everything else is declared in pyproject.toml. The library is plain C loaded with ctypes (no
+Python or libtorch headers or ABI). Its build is optional: when it fails (no C compiler, say)
+the install still succeeds, and the reason is written next to where the library would be, so
+the `cpu-native` backend can report it (`mxquant info`); `cpu-eager` serves CPU calls instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NATIVE = "mxquant.backends._mxq_cpu"
+ERROR_FILE = "_mxq_cpu.build-error.txt"  # backends/_native_lib.py reads it
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that records a failure instead of failing the install."""
+
+    def run(self):
+        # setuptools clears `inplace` while it builds and copies to the source tree afterwards;
+        # the note must go to the source tree too in that case (and in editable installs).
+        self._in_source = bool(self.inplace or getattr(self, "editable_mode", False))
+        try:
+            super().run()
+        except Exception as exc:  # the compiler may be missing before any extension is tried
+            self._record(f"no working C compiler at install time ({type(exc).__name__}: {exc})")
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            cc = getattr(self.compiler, "compiler_so", None) or ["cc"]
+            what = "no C compiler at install time" if shutil.which(cc[0]) is None else "C compiler failed at install time"
+            self._record(f"{what} ({type(exc).__name__}: {exc})")
+            return
+        for path in self._note_paths():  # a stale note from an earlier failed build
+            if os.path.exists(path):
+                os.remove(path)
+
+    def _note_paths(self) -> list[str]:
+        paths = [os.path.join(os.path.dirname(self.get_ext_fullpath(NATIVE)), ERROR_FILE)]
+        if getattr(self, "_in_source", False):
+            src = self.get_finalized_command("build_py").get_package_dir("mxquant.backends")
+            paths.append(os.path.join(os.path.abspath(src), ERROR_FILE))
+        return paths
+
+    def _record(self, reason: str) -> None:
+        for path in self._note_paths():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(reason.strip() + "\n")
+        print(f"mxquant: native CPU kernel not built: {reason}", file=sys.stderr)
+
+
+# -O3 vectorises the block loops; -fno-trapping-math lets it if-convert them. Never
+# -ffast-math: the kernel relies on IEEE rounding and subnormals.
+FLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-fno-trapping-math", "-pthread"]
+
+setup(
+    ext_modules=[Extension(NATIVE, ["backends/csrc/mxq_cpu.c"], extra_compile_args=FLAGS,
+                           extra_link_args=[] if sys.platform == "win32" else ["-pthread"], optional=True)],
+    cmdclass={"build_ext": OptionalBuildExt},
+)

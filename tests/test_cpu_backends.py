@@ -1,0 +1,271 @@
+"""`cpu-native` and `cpu-eager` against the reference (mxquant/reference.py), byte for byte.
+
+Every scale mode, element dtype, input dtype and layout on the adversarial batch and the
+special blocks; random data over the whole fp32 range; fuzzed shapes and strides (rank 1,
+3-D, rows not a multiple of 128, empty, transposed, row- and column-sliced, expanded,
+permuted); dequantize to every output dtype from both layouts, including NaN scales. The
+reference is the oracle: an independent, line-by-line implementation of docs/semantics.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import mxquant
+from mxquant import cases, reference
+from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES
+from mxquant.registry import get_registry
+
+ELEMS = list(ELEMENT_FORMATS)
+BACKENDS = ["cpu-native", "cpu-eager"]
+
+
+def _backend(name):
+    reg = get_registry()
+    entry = next(e for e in reg.entries() if e.name == name)
+    be = reg.load(entry)
+    reason = reg.probe(entry, torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(f"{name}: {reason}")  # tests/test_cpu_native_build.py fails this in CI
+    return be
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return _backend(request.param)
+
+
+def u8(t):
+    return t.view(torch.uint8)
+
+
+def assert_quantize_exact(be, x, dtype, mode, layout, what=""):
+    data, scale = be.quantize(x, dtype, mode, layout)
+    want_d, want_s = reference.quantize(x, dtype, mode, layout)
+    label = f"{be.name} {what} {tuple(x.shape)} {x.dtype} -> {dtype} {mode} {layout}"
+    assert data.dtype == dtype and scale.dtype == torch.float8_e8m0fnu, label
+    assert data.shape == want_d.shape and scale.shape == want_s.shape, label
+    assert data.is_contiguous() and scale.is_contiguous(), label
+    bad_d = (u8(data) != u8(want_d)).nonzero()
+    bad_s = (u8(scale) != u8(want_s)).nonzero()
+    assert bad_d.numel() == 0 and bad_s.numel() == 0, (
+        f"{label}: {bad_d.shape[0]} element bytes differ (first at {bad_d[:1].tolist()}), "
+        f"{bad_s.shape[0]} scale bytes differ (first at {bad_s[:1].tolist()})")
+
+
+def same_values(a, b):
+    """Identical bits, or both NaN (a NaN's payload is not part of the contract)."""
+    ints = {4: torch.int32, 2: torch.int16}[a.element_size()]
+    return (a.view(ints) == b.view(ints)) | (a.isnan() & b.isnan())
+
+
+def assert_dequantize_exact(be, data, scale, layout, out_dtype, what=""):
+    got = be.dequantize(data, scale, layout, out_dtype)
+    want = reference.dequantize(data, scale, layout, out_dtype)
+    label = f"{be.name} dequantize {what} {tuple(data.shape)} {data.dtype} -> {out_dtype} {layout}"
+    assert got.dtype == out_dtype and got.shape == want.shape and got.is_contiguous(), label
+    same = same_values(got, want)
+    assert bool(same.all()), f"{label}: {(~same).sum().item()} values differ"
+
+
+def special_batch(hp):
+    rows = [b for dt in ELEMS for b in cases.special_blocks(dt).values()]
+    rows += rows[:2] if len(rows) % 2 else []  # two blocks per row
+    return torch.stack(rows).reshape(-1, 64).to(hp)
+
+
+def random_wide(shape, hp, seed):
+    """Blocks of random magnitude across the input dtype's range, a few NaN/Inf planted."""
+    g = torch.Generator().manual_seed(seed)
+    fin = torch.finfo(hp)
+    n = torch.Size(shape).numel()
+    if n == 0:
+        return torch.empty(shape, dtype=hp)
+    lo, hi = fin.smallest_normal * fin.eps, fin.max
+    e = torch.empty(n // 32 + 1).uniform_(torch.tensor(lo).log2().item(), torch.tensor(hi).log2().item() - 1,
+                                          generator=g)
+    x = torch.randn(n // 32 + 1, 32, generator=g, dtype=torch.float64) * torch.exp2(e.double()).unsqueeze(-1)
+    x = x.reshape(-1)[:n].clamp(-fin.max, fin.max).to(hp)
+    if n > 100:
+        x[torch.randint(n, (3,), generator=g)] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=hp)
+    return x.reshape(shape)
+
+
+@pytest.mark.parametrize("hp", INPUT_DTYPES, ids=str)
+def test_adversarial_and_special_blocks_every_mode_and_layout(backend, hp):
+    inputs = {"adversarial": cases.adversarial_batch(hp, seed=3), "special": special_batch(hp)}
+    for (name, x), dtype, mode, layout in itertools.product(inputs.items(), ELEMS, SCALE_MODES, SCALE_LAYOUTS):
+        assert_quantize_exact(backend, x, dtype, mode, layout, name)
+
+
+def strided_inputs(hp):
+    """Inputs whose memory layout is not a plain contiguous (rows, K)."""
+    r = lambda *s, seed=0: random_wide(s, hp, seed)  # noqa: E731
+    return {
+        "rank1": r(96, seed=1),
+        "rank3": r(3, 5, 64, seed=2),
+        "rows_not_128": r(131, 96, seed=3),
+        "empty_rows": r(0, 64),
+        "empty_k": r(4, 0),
+        "empty_rank1": r(0),
+        "transposed": r(64, 40, seed=4).t(),
+        "row_sliced": r(300, 96, seed=5)[::3],
+        "col_sliced": r(50, 160, seed=6)[:, 32:128],
+        "expanded_rows": r(1, 64, seed=7).expand(6, 64),
+        "rank3_unmergeable": r(4, 6, 64, seed=8)[:, :5, :],
+        "permuted": r(5, 4, 64, seed=9).permute(1, 0, 2),
+        "storage_offset": r(10, 64, seed=10)[3:],
+    }
+
+
+@pytest.mark.parametrize("hp", INPUT_DTYPES, ids=str)
+def test_shapes_and_strides(backend, hp):
+    for (name, x), dtype in itertools.product(strided_inputs(hp).items(), ELEMS):
+        for mode, layout in (("rceil", "linear"), ("floor", "swizzled"), ("compressed-tensors", "swizzled")):
+            assert_quantize_exact(backend, x, dtype, mode, layout, name)
+
+
+def test_fuzzed_shapes_and_strides(backend):
+    """Seeded random ranks (1-4), sizes (0-9 per leading dim, K = 0..160), input and element
+    dtypes, modes, layouts, and a random view: as is, a row slice with a step, a narrowed last
+    dimension, or leading dimensions permuted."""
+    g = torch.Generator().manual_seed(20261130)
+    pick = lambda seq: seq[int(torch.randint(len(seq), (1,), generator=g))]  # noqa: E731
+    for case in range(40):
+        lead = [int(torch.randint(0, 10, (1,), generator=g)) for _ in range(int(torch.randint(0, 4, (1,), generator=g)))]
+        k = 32 * int(torch.randint(0, 6, (1,), generator=g))
+        hp = pick(INPUT_DTYPES)
+        view = pick(["plain", "step", "narrow", "permute"])
+        base_shape = list(lead) + [k + (64 if view == "narrow" else 0)]
+        if view == "step" and lead:
+            base_shape[0] *= 2
+        x = random_wide(tuple(base_shape), hp, seed=case)
+        if view == "step" and lead:
+            x = x[::2]
+        elif view == "narrow":
+            x = x[..., 32: 32 + k]
+        elif view == "permute" and len(lead) >= 2:
+            x = x.transpose(0, 1)
+        assert_quantize_exact(backend, x, pick(ELEMS), pick(SCALE_MODES), pick(SCALE_LAYOUTS), f"fuzz{case}:{view}")
+
+
+def test_large_random_threads_and_chunks(backend):
+    """Big enough for several threads (native) and several chunks (eager)."""
+    x = random_wide((700, 1024), torch.bfloat16, seed=11)
+    for dtype, mode, layout in ((torch.float8_e4m3fn, "rceil", "linear"), (torch.float8_e5m2, "floor", "swizzled")):
+        assert_quantize_exact(backend, x, dtype, mode, layout, "large")
+
+
+def test_eager_many_small_chunks(monkeypatch):
+    """Chunk boundaries (and whole 128-row tiles for swizzled) on small inputs."""
+    from mxquant.backends import cpu_eager
+
+    monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 2048)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # more threads than cores: the pool path
+    be = _backend("cpu-eager")
+    for shape in ((131, 64), (300, 96), (2, 3, 64)):
+        x = random_wide(shape, torch.float32, seed=sum(shape))
+        for mode, layout in itertools.product(SCALE_MODES, SCALE_LAYOUTS):
+            assert_quantize_exact(be, x, torch.float8_e4m3fn, mode, layout, "chunked")
+    data, scale = reference.quantize(random_wide((300, 96), torch.float32, 1), torch.float8_e5m2, "rceil", "swizzled")
+    assert_dequantize_exact(be, data, scale, "swizzled", torch.bfloat16, "chunked")
+
+
+@pytest.mark.parametrize("dtype", ELEMS, ids=str)
+def test_dequantize(backend, dtype):
+    x = torch.cat([cases.adversarial_batch(torch.float32, seed=5), random_wide((140, 128), torch.float32, seed=6)])
+    for layout in SCALE_LAYOUTS:
+        data, scale = reference.quantize(x, dtype, "rceil", layout)
+        data_all = (torch.arange(x.numel()) % 251).to(torch.uint8).reshape(x.shape)  # 251: prime, so each
+        data_all[:, 0] = 0xFF  # block sees many bytes; every byte, NaN and Inf patterns included
+        data_all[:, 1] = 0x7F
+        data_all[0, :] = torch.arange(256, dtype=torch.uint8)[: x.shape[1]]
+        data_all[1, :] = torch.arange(256, dtype=torch.uint8)[x.shape[1]:]
+        data_all = data_all.view(dtype)
+        for out_dtype in OUTPUT_DTYPES:
+            assert_dequantize_exact(backend, data, scale, layout, out_dtype, "adversarial")
+            assert_dequantize_exact(backend, data_all, scale, layout, out_dtype, "all bytes")
+
+
+def test_dequantize_strided_and_empty(backend):
+    dtype = torch.float8_e4m3fn
+    base = random_wide((64, 40), torch.float32, seed=12)
+    data_t, _ = reference.quantize(base.t().contiguous(), dtype, "rceil", "linear")
+    data = data_t.t().contiguous().t()  # shape (40, 64), stride (1, 40)
+    scale = torch.randint(100, 150, (2, 40), dtype=torch.uint8).t().view(torch.float8_e8m0fnu)  # strided scale
+    scale.view(torch.uint8)[0, 0] = 0xFF  # a NaN scale
+    assert_dequantize_exact(backend, data, scale, "linear", torch.bfloat16, "strided")
+    _, sw = reference.quantize(base.t().contiguous(), dtype, "rceil", "swizzled")
+    assert_dequantize_exact(backend, data, sw, "swizzled", torch.float16, "strided")
+    empty = torch.empty(0, 64, dtype=dtype)
+    assert_dequantize_exact(backend, empty, torch.empty(0, 2, dtype=torch.float8_e8m0fnu), "linear", torch.float32)
+    rank1, s1 = reference.quantize(random_wide((64,), torch.float32, 13), dtype, "floor", "linear")
+    assert_dequantize_exact(backend, rank1, s1, "linear", torch.float32, "rank1")
+
+
+def test_public_api_routes_to_the_native_or_eager_path():
+    """Automatic selection on CPU picks cpu-native where it is built, else cpu-eager; never
+    the reference (`cpu`, kept as the oracle and still reachable by name)."""
+    x = random_wide((4, 64), torch.float32, 14)
+    reg = get_registry()
+    native = next(e for e in reg.entries() if e.name == "cpu-native")
+    want = "cpu-native" if reg.probe(native, torch.device("cpu")) is None else "cpu-eager"
+    from mxquant.backend import Call
+
+    assert reg.resolved_name(Call("quantize", x.device, x.dtype, ELEMS[0], "rceil", "linear")) == want
+    data, scale = mxquant.mxfp8_quantize(x)
+    want_d, want_s = mxquant.mxfp8_quantize(x, backend="cpu")
+    assert torch.equal(u8(data), u8(want_d)) and torch.equal(u8(scale), u8(want_s))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_into_rejects_bad_buffers_before_writing(name):
+    be = _backend(name)
+    module = __import__(f"mxquant.backends.{name.replace('-', '_')}", fromlist=["quantize_into"])
+    x = random_wide((8, 64), torch.float32, 15)
+    data = torch.full((8, 64), 7, dtype=torch.uint8)
+    scale = torch.full((8, 3), 7, dtype=torch.uint8)  # wrong: needs 8 x 2
+    with pytest.raises(ValueError, match="scale"):
+        module.quantize_into(x, data, scale, torch.float8_e4m3fn, "rceil", "linear")
+    assert bool((data == 7).all()) and bool((scale == 7).all())
+    with pytest.raises(ValueError, match="data"):
+        module.quantize_into(x, data.t(), scale[:, :2], torch.float8_e4m3fn, "rceil", "linear")
+    # reused buffers (including stale swizzle padding) give the reference's bytes
+    sw = torch.full((128, 4), 9, dtype=torch.uint8)
+    module.quantize_into(x, data, sw, torch.float8_e4m3fn, "floor", "swizzled")
+    want_d, want_s = reference.quantize(x, torch.float8_e4m3fn, "floor", "swizzled")
+    assert torch.equal(data, u8(want_d)) and torch.equal(sw, u8(want_s)), be.name
+
+
+def _quantize_in_child(x, want, queue):
+    from mxquant.backends import cpu_eager
+
+    data, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    queue.put(torch.equal(u8(data), u8(want)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_eager_thread_pool_survives_fork(monkeypatch):
+    """A forked child (DataLoader workers, say) gets its own pool, not the parent's threadless one."""
+    import multiprocessing
+
+    from mxquant.backends import cpu_eager
+
+    monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 4096)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    x = random_wide((64, 256), torch.float32, seed=16)
+    want, _ = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    parent, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")  # the parent's pool exists
+    assert torch.equal(u8(parent), u8(want))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_quantize_in_child, args=(x, want, queue))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("cpu-eager hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=10) is True
