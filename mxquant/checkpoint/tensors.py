@@ -1,0 +1,103 @@
+"""One tensor converted, streamed in row chunks: read, quantize on the chosen device through
+the public API, write, hash, accumulate the error of the dequantized result.
+
+Memory is a chunk (rows of the tensor flattened to [rows, K]), not the tensor: the data bytes
+of consecutive row chunks are consecutive in the file, and so are their scales. Only the
+scales of the tensor being converted (1/32 of its elements, one byte each) are held whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+import mxquant
+
+from . import fmt
+from .stio import DTYPES, TensorInfo, tensor_bytes
+
+
+def _rows(info: TensorInfo) -> tuple[int, int]:
+    k = info.shape[-1] if info.shape else 1
+    return (math.prod(info.shape[:-1]) if info.shape else 1), k
+
+
+def _read_rows(f, info: TensorInfo, data_start: int, r0: int, r1: int, k: int) -> torch.Tensor:
+    dtype = DTYPES[info.dtype]
+    item = torch.empty(0, dtype=dtype).element_size()
+    nbytes = (r1 - r0) * k * item
+    buf = torch.empty(nbytes, dtype=torch.uint8)
+    f.seek(data_start + info.begin + r0 * k * item)
+    if nbytes and f.readinto(memoryview(buf.numpy())) != nbytes:
+        raise OSError(f"short read in {info.name}")
+    return buf.view(dtype).reshape(r1 - r0, k)
+
+
+def _chunk_rows(k: int, chunk_elems: int) -> int:
+    return max(1, chunk_elems // max(k, 1))
+
+
+def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, progress) -> dict:
+    """A tensor kept as is: its bytes copied in chunks. Returns its manifest entry."""
+    rows, k = _rows(info)
+    step = _chunk_rows(k, chunk_elems)
+    h = hashlib.sha256()
+    writer.begin(info.name)
+    for r0 in range(0, max(rows, 1), step):
+        r1 = min(rows, r0 + step)
+        part = _read_rows(f, info, data_start, r0, r1, k)
+        b = tensor_bytes(part)
+        h.update(b)
+        writer.write_part(b)
+        progress(b.nbytes)
+    writer.end()
+    return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype, "sha256": h.hexdigest(),
+            "quantized": False}
+
+
+def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, scale_mode: str,
+                    chunk_elems: int, progress) -> list[dict]:
+    """A tensor converted to MXFP8 (data, then its scale). Returns the two manifest entries; the
+    data's entry carries the SQNR and relative error of dequantized vs original."""
+    rows, k = _rows(info)
+    step = _chunk_rows(k, chunk_elems)
+    h = hashlib.sha256()
+    scales = []
+    signal = noise = 0.0
+    writer.begin(info.name)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        x = _read_rows(f, info, data_start, r0, r1, k)
+        progress(x.numel() * x.element_size())
+        xd = x.to(device, non_blocking=True)
+        q = mxquant.mxfp8_quantize(xd, torch.float8_e4m3fn, scale_mode=scale_mode, scale_layout="linear")
+        deq = mxquant.mxfp8_dequantize(q.data, q.scale, out_dtype=torch.float32)
+        xf = xd.to(torch.float32)
+        signal += float(torch.sum(xf.double() ** 2)) if xf.numel() else 0.0
+        noise += float(torch.sum((xf - deq).double() ** 2)) if xf.numel() else 0.0
+        del deq, xf
+        data = q.data.cpu()
+        scales.append(q.scale.view(torch.uint8).cpu())
+        b = tensor_bytes(data)
+        h.update(b)
+        writer.write_part(b)
+    writer.end()
+    scale = torch.cat(scales) if scales else torch.empty(0, k // 32, dtype=torch.uint8)
+    sname = fmt.scale_name(info.name)
+    sb = tensor_bytes(scale)
+    writer.begin(sname)
+    writer.write_part(sb)
+    writer.end()
+    # exact (noise 0): SQNR None; a non-finite input (NaN/Inf blocks): both None
+    finite = math.isfinite(signal) and math.isfinite(noise)
+    sqnr = 10 * math.log10(signal / noise) if finite and noise > 0 and signal > 0 else None
+    rel = math.sqrt(noise / signal) if finite and signal > 0 else (0.0 if finite and noise == 0 else None)
+    return [
+        {"name": info.name, "shape": list(info.shape), "dtype": fmt.DATA_DTYPE,
+         "sha256": h.hexdigest(), "quantized": True, "source_dtype": info.dtype,
+         "sqnr_db": sqnr, "rel_error": rel},
+        {"name": sname, "shape": list(fmt.scale_shape(info.shape)), "dtype": fmt.SCALE_DTYPE,
+         "sha256": hashlib.sha256(sb).hexdigest(), "quantized": False, "scale_of": info.name},
+    ]
