@@ -1,5 +1,5 @@
 """The `mxquant` command: `info` (what is available here and why not), `verify` (every
-available backend against the reference), `bench` (benchmarks/bench_quantize.py)."""
+available backend against the reference), `bench` (benchmarks/bench_quantize.py), `convert` (mxquant/checkpoint/cli.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="run benchmarks/bench_quantize.py (needs a GPU and a source checkout)")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
 
+    from .checkpoint import cli as convert_cli  # light: imports nothing heavy until run
+
+    convert_cli.add_parser(sub)
+
     args = parser.parse_args(argv)
+    if args.command == "convert":
+        return convert_cli.run(args)
     if args.command == "info":
         from .report import run_info
 

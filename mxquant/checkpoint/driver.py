@@ -149,7 +149,8 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
             chunk_elems: int | None = None, progress=None) -> ConvertResult:
     """Convert the Hugging Face safetensors checkpoint in folder `src` to a compressed-tensors
     `mxfp8-quantized` checkpoint in `dst` (docs/convert.md). Raises CheckpointError on any
-    refusal, before writing anything. `progress(nbytes)` is called as input is consumed."""
+    refusal, before writing anything. `progress(nbytes, total=None)` is called once with
+    the total input bytes of this rank, then with the bytes consumed as they are."""
     src, dst = os.fspath(src), os.fspath(dst)
     if scale_mode not in SCALE_MODES:
         raise CheckpointError(f"scale mode {scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
@@ -157,14 +158,15 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     t0 = time.perf_counter()
     ignore = list(ignore)
     plan = make_plan(src, dst, ignore=ignore, quantize_lm_head=quantize_lm_head,
-                     overwrite=overwrite and group.rank == 0, resume=resume)
+                     overwrite=overwrite, resume=resume)
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
     options = {"scale_mode": scale_mode, "ignore": ignore, "quantize_lm_head": quantize_lm_head}
-    progress = progress or (lambda n: None)
+    progress = progress or (lambda n, total=None: None)
     created = _prepare_dst(dst, overwrite, resume) if group.rank == 0 else False
     group.barrier()
     owner = dist.assign([s.size for s in plan.shards], group.world)
+    progress(0, total=sum(s.size for i, s in enumerate(plan.shards) if owner[i] == group.rank))
     written, resumed, ok, error = [], 0, True, None
     try:
         for i, shard in enumerate(plan.shards):

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import fmt
-from .select import Decision, check_not_quantized, decide, ignore_list
+from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
 from .stio import CheckpointError, TensorInfo, read_header
 
 INDEX = "model.safetensors.index.json"
@@ -115,6 +115,7 @@ def _read_config(src: str) -> dict:
 
 def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False) -> Plan:
     check_paths(src, dst, overwrite, resume)
+    check_ignore(ignore)
     files, has_index, index = _source_files(src)
     config = _read_config(src)
     shards, seen = [], {}

@@ -57,6 +57,15 @@ def match_ignore(module: str, patterns) -> bool:
     return False
 
 
+def check_ignore(patterns) -> None:
+    for p in patterns:
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as e:
+                raise CheckpointError(f"bad --ignore pattern {p!r}: {e}") from None
+
+
 def _is_lm_head(module: str) -> bool:
     return module == "lm_head" or module.endswith(".lm_head")
 
@@ -66,12 +75,14 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decis
     name, shape = info.name, info.shape
     mod = module_name(name)
     fused = _FUSED_EXPERT.search(name) is not None and len(shape) == 3
+    if name.endswith(".bias"):
+        return Decision(name, False, "bias")
+    if _NORM.search(mod.rsplit(".", 1)[-1]):
+        return Decision(name, False, "norm")
     if not (name.endswith(".weight") or fused) or len(shape) < 2:
         return Decision(name, False, "not a weight matrix")
     if _EMBED.search(mod):
         return Decision(name, False, "embedding")
-    if _NORM.search(mod.rsplit(".", 1)[-1]):
-        return Decision(name, False, "norm")
     if _is_lm_head(mod) and not quantize_lm_head:
         return Decision(name, False, "lm_head", to_ignore=True)
     if _GATE.search(mod):
