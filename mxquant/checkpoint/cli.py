@@ -73,6 +73,7 @@ def _as_json(result) -> dict:
             "ignore": result.ignore, "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
             "seconds": result.seconds, "gb_per_s": result.gb_per_s, "shards_converted": result.shards_done,
             "shards_resumed": result.shards_resumed, "manifest": result.manifest_path,
+            "peak_rss_bytes": result.peak_rss_bytes,
             "worst_sqnr": [{k: e[k] for k in ("name", "sqnr_db", "rel_error")} for e in result.worst(5)]}
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from . import dist, manifest
 from .plan import INDEX, Plan, make_plan
-from .stio import CheckpointError, ShardWriter
+from .stio import CheckpointError
+from .writer import ShardWriter
 from .tensors import copy_tensor, quantize_tensor
 from .verify import verify_shard
 
@@ -40,6 +41,8 @@ class ConvertResult:
     shards_resumed: int
     tensors: list[dict] = field(default_factory=list)
     manifest_path: str = ""
+    peak_rss_bytes: int | None = None
+    """This process's peak resident memory (Linux VmHWM), None where unknown."""
 
     @property
     def gb_per_s(self) -> float:
@@ -75,6 +78,7 @@ def _prepare_dst(dst: str, overwrite: bool, resume: bool) -> bool:
 
 
 def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progress, verify) -> list[dict]:
+    """Write one output shard; returns its tensors' manifest entries."""
     out = os.path.join(plan.dst, shard.file)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     meta = dict(shard.metadata or {})
@@ -93,6 +97,8 @@ def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progre
     except BaseException:
         writer.abort()
         raise
+    for e in entries:
+        e["sha256"] = writer.digests[e["name"]]
     if verify:
         try:
             verify_shard(out, entries)
@@ -172,10 +178,9 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         for i, shard in enumerate(plan.shards):
             if owner[i] != group.rank:
                 continue
-            if resume and manifest.finished_record(dst, shard, options) is not None:
-                if not os.path.isfile(manifest.part_path(dst, shard.file)):
-                    rec = manifest.finished_record(dst, shard, options)
-                    manifest.write_json_atomic(manifest.part_path(dst, shard.file), rec)
+            rec = manifest.finished_record(dst, shard, options) if resume else None
+            if rec is not None:
+                manifest.write_json_atomic(manifest.part_path(dst, shard.file), rec)
                 resumed += 1
                 progress(shard.size)
                 continue
@@ -212,4 +217,15 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         seconds=time.perf_counter() - t0,
         shards_done=len(written),
         shards_resumed=resumed,
-        tensors=[t for r in records for t in r["tensors"]], manifest_path=mpath)
+        tensors=[t for r in records for t in r["tensors"]], manifest_path=mpath, peak_rss_bytes=_peak_rss())
+
+
+def _peak_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -13,17 +13,6 @@ import os
 
 PARTS = ".mxquant-convert"
 MANIFEST = "mxquant-manifest.json"
-HASH_CHUNK = 16 << 20
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(HASH_CHUNK)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def header_sha256(path: str, data_start: int) -> str:
@@ -52,7 +41,7 @@ def shard_record(shard, options: dict, out_path: str, tensors: list[dict], secon
         "file": shard.file,
         "source": {"size": shard.size, "header_sha256": header_sha256(shard.path, shard.data_start)},
         "options": options,
-        "output": {"size": os.path.getsize(out_path), "sha256": file_sha256(out_path)},
+        "output": {"size": os.path.getsize(out_path)},
         "seconds": seconds,
         "tensors": tensors,
     }
@@ -60,7 +49,7 @@ def shard_record(shard, options: dict, out_path: str, tensors: list[dict], secon
 
 def finished_record(dst: str, shard, options: dict) -> dict | None:
     """The record of `shard` if a previous run finished it with these options and its output
-    file is intact (same size and sha256); else None."""
+    file is intact (same size; every tensor's name, dtype, shape and sha256 as recorded); else None."""
     path = part_path(dst, shard.file)
     final = os.path.join(dst, MANIFEST)
     rec = None
@@ -77,7 +66,11 @@ def finished_record(dst: str, shard, options: dict) -> dict | None:
     out = os.path.join(dst, shard.file)
     if not os.path.isfile(out) or os.path.getsize(out) != rec["output"]["size"]:
         return None
-    if file_sha256(out) != rec["output"]["sha256"]:
+    from .verify import verify_shard
+
+    try:
+        verify_shard(out, rec["tensors"])
+    except Exception:  # noqa: BLE001 - unreadable (any reader error) or different: convert it again
         return None
     return rec
 

@@ -47,7 +47,7 @@ class TensorInfo:
         return self.end - self.begin
 
 
-def _itemsize(dtype: str) -> int:
+def itemsize(dtype: str) -> int:
     return torch.empty(0, dtype=DTYPES[dtype]).element_size()
 
 
@@ -78,7 +78,7 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
             dtype, shape, (b, e) = h["dtype"], tuple(int(d) for d in h["shape"]), h["data_offsets"]
             if dtype not in DTYPES:
                 raise CheckpointError(f"{base}: tensor {name} has unsupported dtype {dtype}")
-            if b != end or e - b != math.prod(shape) * _itemsize(dtype):
+            if b != end or e - b != math.prod(shape) * itemsize(dtype):
                 raise CheckpointError(f"{base}: corrupt safetensors (offsets of {name} do not match its shape)")
             infos[name] = TensorInfo(name, dtype, shape, b, e)
             end = e
@@ -104,56 +104,3 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     """The raw little-endian bytes of a contiguous CPU tensor (no copy)."""
     t = t.contiguous()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-
-
-class ShardWriter:
-    """Writes one safetensors file tensor by tensor, under `path + ".tmp"`; `close()` fsyncs
-    and renames it to `path`, so a file under its final name is always complete."""
-
-    def __init__(self, path: str, layout: list[tuple[str, str, tuple]], metadata: dict | None = None):
-        self.path, self.tmp = path, path + ".tmp"
-        header, offset = {}, 0
-        for name, dtype, shape in layout:
-            nbytes = math.prod(shape) * _itemsize(dtype)
-            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
-        if metadata:
-            header["__metadata__"] = metadata
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)
-        self._expected = [(name, header[name]["data_offsets"][1] - header[name]["data_offsets"][0])
-                          for name, _, _ in layout]
-        self._next = 0
-        self.size = 8 + len(blob) + offset
-        self._f = open(self.tmp, "wb")
-        self._f.write(struct.pack("<Q", len(blob)) + blob)
-
-    def begin(self, name: str) -> None:
-        want, self._left = self._expected[self._next]
-        if name != want:
-            raise RuntimeError(f"internal: writing {name}, the layout expects {want}")
-
-    def write_part(self, data: memoryview) -> None:
-        self._left -= data.nbytes
-        if self._left < 0:
-            raise RuntimeError(f"internal: {self._expected[self._next][0]} overruns its layout size")
-        self._f.write(data)
-
-    def end(self) -> None:
-        if self._left:
-            raise RuntimeError(f"internal: {self._expected[self._next][0]} is {self._left} bytes short")
-        self._next += 1
-
-    def close(self) -> None:
-        if self._next != len(self._expected):
-            raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._expected)} tensors")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
