@@ -183,3 +183,22 @@ def test_overwrite_replaces(tmp_path):
     convert(src, dst, overwrite=True)
     assert "stale.safetensors" not in os.listdir(dst)
     assert "model.safetensors" in os.listdir(dst)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["compressed-tensors", "rceil"])
+def test_cuda_device_gives_the_cpu_bytes(tmp_path, mode):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    src = tmp_path / "src"
+    tensors = llama_like(layers=2, hidden=256, inter=512, vocab=512)
+    tensors["model.layers.0.mlp.up_proj.weight"][0, :32] = 448.0  # the tie where the modes differ
+    save_checkpoint(src, tensors, shards=2)
+    cpu = convert(src, tmp_path / "cpu", scale_mode=mode)
+    gpu = convert(src, tmp_path / "gpu", scale_mode=mode, device="cuda")
+    assert listing(tmp_path / "cpu").keys() == listing(tmp_path / "gpu").keys()
+    _assert_same(read_folder(tmp_path / "gpu"), read_folder(tmp_path / "cpu"))
+    for a, b in zip(cpu.tensors, gpu.tensors):  # SQNR computed on the GPU agrees
+        assert a["sha256"] == b["sha256"]
+        if a.get("sqnr_db") is not None:
+            assert abs(a["sqnr_db"] - b["sqnr_db"]) < 1e-3

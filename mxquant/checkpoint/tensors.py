@@ -1,6 +1,7 @@
 """One tensor converted, streamed in row chunks: read, quantize on the chosen device through
 the public API, hand to the writer (which writes and hashes on its own thread), accumulate the
-error of the dequantized result. Manifest entries get their sha256 from the writer.
+error of the dequantized result; the next chunk is read on a thread meanwhile. Manifest
+entries get their sha256 from the writer.
 
 Memory is a chunk (rows of the tensor flattened to [rows, K]), not the tensor: the data bytes
 of consecutive row chunks are consecutive in the file, and so are their scales. Only the
@@ -39,14 +40,39 @@ def _chunk_rows(k: int, chunk_elems: int) -> int:
     return max(1, chunk_elems // max(k, 1))
 
 
-def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, progress) -> dict:
-    """A tensor kept as is: its bytes copied in chunks. Returns its manifest entry."""
+_reader = None
+
+
+def _chunks(f, info: TensorInfo, data_start: int, chunk_elems: int):
+    """The tensor's rows as [rows, K] chunks, the next one read on a thread while the caller
+    works on this one (file reads release the GIL). At least one chunk, even when empty."""
+    global _reader
+    if _reader is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _reader = ThreadPoolExecutor(1, thread_name_prefix="mxquant-read")
     rows, k = _rows(info)
     step = _chunk_rows(k, chunk_elems)
+    starts = list(range(0, max(rows, 1), step))
+    pending = _reader.submit(_read_rows, f, info, data_start, 0, min(rows, step), k)
+    try:
+        for i, r0 in enumerate(starts):
+            chunk = pending.result()
+            pending = None
+            if i + 1 < len(starts):
+                r1 = starts[i + 1]
+                pending = _reader.submit(_read_rows, f, info, data_start, r1, min(rows, r1 + step), k)
+            yield chunk
+    finally:
+        if pending is not None:  # the file is not touched by two threads at once
+            pending.exception()
+
+
+def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, progress) -> dict:
+    """A tensor kept as is: its bytes copied in chunks. Returns its manifest entry."""
     writer.begin(info.name)
-    for r0 in range(0, max(rows, 1), step):
-        r1 = min(rows, r0 + step)
-        b = tensor_bytes(_read_rows(f, info, data_start, r0, r1, k))
+    for part in _chunks(f, info, data_start, chunk_elems):
+        b = tensor_bytes(part)
         writer.write_part(b)
         progress(b.nbytes)
     writer.end()
@@ -57,14 +83,11 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
                     chunk_elems: int, progress) -> list[dict]:
     """A tensor converted to MXFP8 (data, then its scale). Returns the two manifest entries; the
     data's entry carries the SQNR and relative error of dequantized vs original."""
-    rows, k = _rows(info)
-    step = _chunk_rows(k, chunk_elems)
+    k = info.shape[-1]
     scales = []
     signal = noise = 0.0
     writer.begin(info.name)
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        x = _read_rows(f, info, data_start, r0, r1, k)
+    for x in _chunks(f, info, data_start, chunk_elems):
         progress(x.numel() * x.element_size())
         xd = x.to(device, non_blocking=True)
         q = mxquant.mxfp8_quantize(xd, torch.float8_e4m3fn, scale_mode=scale_mode, scale_layout="linear")
