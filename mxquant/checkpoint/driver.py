@@ -3,13 +3,14 @@
 Order of work: plan (every refusal happens here, nothing written yet), then per shard of this
 rank: stream tensors into DST/<shard>.tmp, rename, verify, record a part manifest; after a
 barrier rank 0 copies the other files, writes config.json, the index and the manifest. On an
-error a DST this run created is removed whole; otherwise (--resume, --overwrite of an existing
-DST is removed first) finished shards, each complete with its part manifest, stay for --resume
-and a half-written one (*.tmp) is removed.
+error a DST this run created (or emptied, with --overwrite) is removed whole; under --resume,
+finished shards (each complete, with its part manifest) stay and a half-written one (*.tmp)
+is removed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import dist, manifest
 from .plan import INDEX, Plan, make_plan
-from .stio import CheckpointError
+from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
 from .tensors import copy_tensor, quantize_tensor
 from .verify import verify_shard
@@ -108,9 +109,8 @@ def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progre
     return entries
 
 
-def _finish(plan: Plan, records: list[dict]) -> tuple[int, str]:
-    """Rank 0: copy other files, write config.json, the index and the manifest. Returns
-    (bytes of the output shards, manifest path)."""
+def _finish(plan: Plan, records: list[dict]) -> str:
+    """Rank 0: copy other files, write config.json, the index and the manifest (its path)."""
     for rel in plan.copies:
         if rel == "config.json":
             continue
@@ -118,36 +118,22 @@ def _finish(plan: Plan, records: list[dict]) -> tuple[int, str]:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copy2(os.path.join(plan.src, rel), target)
     manifest.write_json_atomic(os.path.join(plan.dst, "config.json"), plan.config)
-    total = 0
-    weight_map = {}
-    for rec in records:
-        for t in rec["tensors"]:
-            weight_map[t["name"]] = rec["file"]
-        total += rec["output"]["size"]
-    tensor_bytes = _tensor_bytes(records)
+    weight_map = {t["name"]: rec["file"] for rec in records for t in rec["tensors"]}
     if plan.has_index or len(records) > 1:
         meta = dict(plan.index_metadata)
-        meta["total_size"] = tensor_bytes
+        meta["total_size"] = _tensor_bytes(records)
         manifest.write_json_atomic(os.path.join(plan.dst, INDEX),
                                    {"metadata": meta, "weight_map": dict(sorted(weight_map.items()))})
     path = os.path.join(plan.dst, manifest.MANIFEST)
     manifest.write_json_atomic(path, {"format": "compressed-tensors mxfp8-quantized", "src": plan.src,
                                       "ignore": plan.ignore, "shards": records})
     shutil.rmtree(os.path.join(plan.dst, manifest.PARTS), ignore_errors=True)
-    return total, path
+    return path
 
 
 def _tensor_bytes(records) -> int:
     """metadata.total_size as transformers writes it: the bytes of all tensors (no headers)."""
-    from .stio import DTYPES
-    import math
-    import torch
-
-    n = 0
-    for rec in records:
-        for t in rec["tensors"]:
-            n += math.prod(t["shape"]) * torch.empty(0, dtype=DTYPES[t["dtype"]]).element_size()
-    return n
+    return sum(math.prod(t["shape"]) * itemsize(t["dtype"]) for rec in records for t in rec["tensors"])
 
 
 def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: str = "compressed-tensors",
@@ -200,11 +186,11 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         if error is not None:
             raise error
         raise CheckpointError("another rank failed; see its error")
-    total, mpath = 0, os.path.join(dst, manifest.MANIFEST)
+    mpath = os.path.join(dst, manifest.MANIFEST)
     records = manifest.load_parts(dst, [s.file for s in plan.shards])
     group.barrier()
     if group.rank == 0:
-        total, mpath = _finish(plan, records)
+        _finish(plan, records)
     group.barrier()
     group.close()
     decisions = plan.decisions
