@@ -172,6 +172,9 @@ def test_refusals_leave_nothing(tmp_path, capsys):
     save_checkpoint(bad, {"a.weight": torch.zeros(32, 64), "a.weight_scale": torch.zeros(32, 2)})
     _refuse(capsys, [bad, tmp_path / "scales_out"], "already quantized")
     _refuse(capsys, [src, tmp_path / "x", "--ignore", "re:("], "bad --ignore pattern")
+    _refuse(capsys, [src, tmp_path / "x", "--device", "tpu"], "is not one of cpu, cuda")
+    if not torch.cuda.is_available():
+        _refuse(capsys, [src, tmp_path / "x", "--device", "cuda"], "not available")
     assert not (tmp_path / "x").exists()
 
 

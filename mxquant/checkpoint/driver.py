@@ -55,18 +55,22 @@ class ConvertResult:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> str:
+    """cpu, cuda, xpu (this rank's device under torchrun), cuda:N / xpu:N, or auto (the first
+    available of cuda, xpu, cpu). A device that is not available is refused."""
     import torch
 
-    if device == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif hasattr(torch, "xpu") and torch.xpu.is_available():
-            device = "xpu"
-        else:
-            device = "cpu"
-    if device in ("cuda", "xpu"):
-        return f"{device}:{local_rank}"
-    return device
+    kind, _, index = device.partition(":")
+    avail = {"cpu": True, "cuda": torch.cuda.is_available(),
+             "xpu": hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if kind == "auto" and not index:
+        kind = next(k for k in ("cuda", "xpu", "cpu") if avail[k])
+    if kind not in avail or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise CheckpointError(f"device {device!r} is not one of cpu, cuda, xpu, auto (cuda:N, xpu:N)")
+    if not avail[kind]:
+        raise CheckpointError(f"device {device!r} is not available here")
+    if kind == "cpu":
+        return "cpu"
+    return f"{kind}:{index or local_rank}"
 
 
 def _prepare_dst(dst: str, overwrite: bool, resume: bool) -> bool:
@@ -147,11 +151,11 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     if scale_mode not in SCALE_MODES:
         raise CheckpointError(f"scale mode {scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
     group = dist.join()
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     t0 = time.perf_counter()
     ignore = list(ignore)
     plan = make_plan(src, dst, ignore=ignore, quantize_lm_head=quantize_lm_head,
                      overwrite=overwrite, resume=resume)
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
     options = {"scale_mode": scale_mode, "ignore": ignore, "quantize_lm_head": quantize_lm_head}
     progress = progress or (lambda n, total=None: None)
