@@ -1,5 +1,5 @@
 """`mxquant convert`: a Hugging Face safetensors checkpoint to a compressed-tensors MXFP8 one
-(docs/convert.md). Import cost is nothing until `convert` is called."""
+(docs/convert.md). Importing this package imports nothing heavy; `convert` loads the rest."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ def convert(src, dst, **kwargs):
 
 
 def __getattr__(name):
-    if name in ("ConvertResult", "CheckpointError"):
-        from . import driver, stio
+    if name == "ConvertResult":
+        from .driver import ConvertResult
 
-        return getattr(driver, name, None) or getattr(stio, name)
-    raise AttributeError(name)
+        return ConvertResult
+    if name == "CheckpointError":
+        from .stio import CheckpointError
+
+        return CheckpointError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -70,7 +70,9 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
         raise CheckpointError(f"device {device!r} is not available here")
     if kind == "cpu":
         return "cpu"
-    return f"{kind}:{index or local_rank}"
+    dev = f"{kind}:{index or local_rank}"
+    getattr(torch, kind).set_device(torch.device(dev))  # this rank's device is the current one
+    return dev
 
 
 def _prepare_dst(dst: str, overwrite: bool, resume: bool) -> bool:
