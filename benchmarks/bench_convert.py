@@ -8,7 +8,8 @@ A synthetic Llama-shaped bf16 checkpoint of about --gb GB (hidden 4096, MLP 1100
 about --shard-gb) is written to --workdir (or given with --src). Then, alternately, --repeat
 times: the ceiling (each shard read in 16 MB chunks and written to a new file, fsync'd) and
 the conversion (a subprocess: `python -m mxquant convert`, or torchrun with --ranks > 1), each
-into a fresh folder. Reported: GB of input consumed per second of wall time (the subprocess's
+into a fresh folder; with --peer also llm-compressor's model_free_ptq(scheme="MXFP8") (one
+process; on --device cuda it is given "cuda", which it spreads over every visible GPU). Reported: GB of input consumed per second of wall time (the subprocess's
 own timer, the `seconds` of its --json, which excludes interpreter start-up), their ratio, and
 the conversion's peak RSS (rank 0's VmHWM, as `--json` reports it) next to that of the bare
 interpreter with torch and mxquant imported, the largest tensor and the checkpoint size.
@@ -116,6 +117,26 @@ def convert_run(src: str, dst: str, device: str, ranks: int, verify: bool) -> di
             "bytes_in": out["bytes_in"], "bytes_out": out["bytes_out"]}
 
 
+PEER = """
+import sys, time
+from llmcompressor import model_free_ptq
+src, dst, device = sys.argv[1:4]
+ignore = ["lm_head", "re:.*embed_tokens$", "re:.*mlp\\.gate$", "re:.*shared_expert_gate$"]
+t0 = time.perf_counter()
+model_free_ptq(src, dst, scheme="MXFP8", ignore=ignore, device=device)
+print(time.perf_counter() - t0)
+"""
+
+
+def peer_run(src: str, dst: str, device: str) -> float:
+    """Seconds of llm-compressor's model_free_ptq(scheme="MXFP8") on the same checkpoint, same
+    tensors quantized (its own timer, without start-up); it writes the same bytes (tests)."""
+    p = subprocess.run([sys.executable, "-c", PEER, src, dst, device], capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"model_free_ptq failed: {p.stderr[-3000:]}")
+    return float(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gb", type=float, default=2.0)
@@ -126,6 +147,7 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--peer", action="store_true", help="also time llm-compressor's model_free_ptq (installed)")
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="bench_convert_")
     src = a.src or os.path.join(work, "src")
@@ -136,7 +158,7 @@ def main() -> None:
     # the interpreter + torch + mxquant alone (VmHWM is per process image: exec resets it)
     base = subprocess.run([sys.executable, "-c", "import torch, mxquant.checkpoint.driver as d; print(d._peak_rss())"],
                           cwd=ROOT, check=True, capture_output=True, text=True)
-    ceil_s, conv = [], []
+    ceil_s, conv, peer = [], [], []
     ceiling(src, os.path.join(work, "warm"))  # page cache: both sides read warm files
     shutil.rmtree(os.path.join(work, "warm"))
     for i in range(a.repeat):
@@ -146,6 +168,10 @@ def main() -> None:
         d = os.path.join(work, f"conv{i}")
         conv.append(convert_run(src, d, a.device, a.ranks, not a.no_verify))
         shutil.rmtree(d)
+        if a.peer:
+            d = os.path.join(work, f"peer{i}")
+            peer.append(peer_run(src, d, "cuda" if a.device.startswith("cuda") else a.device))
+            shutil.rmtree(d)
     c_s = statistics.median(ceil_s)
     v_s = statistics.median(r["seconds"] for r in conv)
     res = {
@@ -157,6 +183,9 @@ def main() -> None:
         "ceiling_gb_s": bytes_in / c_s / 1e9, "convert_gb_s": bytes_in / v_s / 1e9, "ratio": c_s / v_s,
         "ceiling_s": ceil_s, "convert_s": [r["seconds"] for r in conv],
         "convert_wall_with_startup_s": [r["wall_with_startup"] for r in conv],
+        "peer_model_free_ptq_s": peer or None,
+        "peer_gb_s": bytes_in / statistics.median(peer) / 1e9 if peer else None,
+        "convert_over_peer_speed": statistics.median(peer) / v_s if peer else None,
         "peak_rss_mb": max(r["peak_rss_bytes"] for r in conv) / 1e6,
         "baseline_rss_mb": int(base.stdout) / 1e6, "bytes_out_gb": conv[0]["bytes_out"] / 1e9,
     }
