@@ -10,7 +10,9 @@ times: the ceiling (each shard read in 16 MB chunks and written to a new file, f
 the conversion (a subprocess: `python -m mxquant convert`, or torchrun with --ranks > 1), each
 into a fresh folder; with --peer also llm-compressor's model_free_ptq(scheme="MXFP8") (one
 process; on --device cuda it is given "cuda", which it spreads over every visible GPU). Reported: GB of input consumed per second of wall time (the subprocess's
-own timer, the `seconds` of its --json, which excludes interpreter start-up), their ratio, and
+own timer, the `seconds` of its --json, which excludes interpreter start-up), their ratio, the
+CPU seconds of each subprocess (user + system, start-up included: steadier than wall time on a
+shared machine), and
 the conversion's peak RSS (rank 0's VmHWM, as `--json` reports it) next to that of the bare
 interpreter with torch and mxquant imported, the largest tensor and the checkpoint size.
 Prints JSON.
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -99,6 +102,11 @@ def ceiling(src: str, dst: str) -> float:
     return time.perf_counter() - t0
 
 
+def _child_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def convert_run(src: str, dst: str, device: str, ranks: int, verify: bool) -> dict:
     args = ["convert", src, dst, "--device", device, "--json"] + ([] if verify else ["--no-verify"])
     if ranks > 1:
@@ -106,14 +114,14 @@ def convert_run(src: str, dst: str, device: str, ranks: int, verify: bool) -> di
                "-m", "mxquant", *args]
     else:
         cmd = [sys.executable, "-m", "mxquant", *args]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _child_cpu_s()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
     wall = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(f"convert failed ({p.returncode}): {p.stderr[-3000:]}")
     out = json.loads(p.stdout[p.stdout.index("{"):])
-    return {"seconds": out["seconds"], "wall_with_startup": wall, "peak_rss_bytes": out["peak_rss_bytes"],
+    return {"seconds": out["seconds"], "wall_with_startup": wall, "cpu_s": _child_cpu_s() - c0, "peak_rss_bytes": out["peak_rss_bytes"],
             "bytes_in": out["bytes_in"], "bytes_out": out["bytes_out"]}
 
 
@@ -128,13 +136,15 @@ print(time.perf_counter() - t0)
 """
 
 
-def peer_run(src: str, dst: str, device: str) -> float:
-    """Seconds of llm-compressor's model_free_ptq(scheme="MXFP8") on the same checkpoint, same
-    tensors quantized (its own timer, without start-up); it writes the same bytes (tests)."""
+def peer_run(src: str, dst: str, device: str) -> tuple[float, float]:
+    """(seconds of its own timer, CPU seconds incl. start-up) of llm-compressor's
+    model_free_ptq(scheme="MXFP8") on the same checkpoint, same tensors quantized; it writes
+    the same bytes (tests/test_convert_runtimes.py)."""
+    c0 = _child_cpu_s()
     p = subprocess.run([sys.executable, "-c", PEER, src, dst, device], capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"model_free_ptq failed: {p.stderr[-3000:]}")
-    return float(p.stdout.strip().splitlines()[-1])
+    return float(p.stdout.strip().splitlines()[-1]), _child_cpu_s() - c0
 
 
 def main() -> None:
@@ -183,9 +193,11 @@ def main() -> None:
         "ceiling_gb_s": bytes_in / c_s / 1e9, "convert_gb_s": bytes_in / v_s / 1e9, "ratio": c_s / v_s,
         "ceiling_s": ceil_s, "convert_s": [r["seconds"] for r in conv],
         "convert_wall_with_startup_s": [r["wall_with_startup"] for r in conv],
-        "peer_model_free_ptq_s": peer or None,
-        "peer_gb_s": bytes_in / statistics.median(peer) / 1e9 if peer else None,
-        "convert_over_peer_speed": statistics.median(peer) / v_s if peer else None,
+        "convert_cpu_s": [r["cpu_s"] for r in conv],
+        "peer_model_free_ptq_s": [p[0] for p in peer] or None,
+        "peer_cpu_s": [p[1] for p in peer] or None,
+        "peer_gb_s": bytes_in / statistics.median(p[0] for p in peer) / 1e9 if peer else None,
+        "convert_over_peer_speed": statistics.median(p[0] for p in peer) / v_s if peer else None,
         "peak_rss_mb": max(r["peak_rss_bytes"] for r in conv) / 1e6,
         "baseline_rss_mb": int(base.stdout) / 1e6, "bytes_out_gb": conv[0]["bytes_out"] / 1e9,
     }
