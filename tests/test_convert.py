@@ -132,6 +132,17 @@ def test_cli_json_and_python_module(tmp_path, capsys):
     assert out["shards_converted"] == 1 and len(out["quantized"]) == 7 and out["bytes_out"] < out["bytes_in"]
 
 
+def test_cli_summary_table_and_quiet(tmp_path, capsys):
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1))
+    assert main(["convert", str(src), str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized tensors" in out and "kept: embedding" in out and "lowest SQNR" in out
+    assert "model.layers.0.mlp" in out or "model.layers.0.self_attn" in out
+    assert main(["convert", str(src), str(tmp_path / "b"), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+
 def _refuse(capsys, argv, phrase):
     assert main(["convert", *map(str, argv)]) == 2
     err = capsys.readouterr().err.strip()
