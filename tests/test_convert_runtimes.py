@@ -6,7 +6,9 @@ package is absent):
   logits equal those of the original model whose quantized weights were replaced by
   mxfp8_dequantize(mxfp8_quantize(w)) (the reference, not the converter's output);
 - llm-compressor's model_free_ptq(scheme="MXFP8") writes the same tensors, byte for byte, for
-  the same model and ignore list (dense and MoE).
+  the same model and ignore list (dense and MoE);
+- the name rule picks exactly the nn.Linear layers (less lm_head and router gates) of eight
+  architectures built on the meta device.
 """
 
 import pytest
@@ -120,3 +122,33 @@ def test_same_bytes_as_llm_compressor_model_free_ptq(tmp_path, build):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         assert torch.equal(a[k].view(torch.uint8), b[k].view(torch.uint8)), k
+
+
+ARCHS = ["LlamaConfig", "Qwen2Config", "Qwen2MoeConfig", "MixtralConfig", "Gemma2Config", "Phi3Config",
+         "Qwen3MoeConfig", "MistralConfig"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_name_rule_picks_exactly_the_linear_layers(arch):
+    """The name rule against the model's own module structure (built on the meta device): it
+    quantizes every nn.Linear weight except lm_head and MoE router gates, and nothing else; the
+    unquantized Linears are all in the config's ignore list."""
+    from mxquant.checkpoint.select import decide, ignore_list, match_ignore
+    from mxquant.checkpoint.stio import TensorInfo
+
+    cls = getattr(transformers, arch, None)
+    if cls is None:
+        pytest.skip(f"transformers {transformers.__version__} has no {arch}")
+    cfg = cls(**{**TINY, "hidden_size": 128, "intermediate_size": 256, "vocab_size": 32064})  # meta: free
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    names = dict(model.state_dict().items())  # per-expert or fused, as this version stores them
+    ds = [decide(TensorInfo(n, "BF16", tuple(t.shape), 0, 0)) for n, t in names.items()]
+    quantized = {d.module for d in ds if d.quantize}
+    fused = {m for m in quantized if m not in linears}  # 3-D expert parameters, no Linear module
+    assert all(".experts." in m and names[m].dim() == 3 for m in fused), fused
+    gates = {n for n in linears if n.rsplit(".", 1)[-1] in ("gate", "router", "shared_expert_gate")}
+    assert quantized - fused == linears - {"lm_head"} - gates
+    ignore = ignore_list(ds)
+    assert all(match_ignore(n, ignore) for n in linears - quantized)
