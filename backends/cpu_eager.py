@@ -32,8 +32,8 @@ import torch
 
 from mxquant import reference
 from mxquant.backend import Backend
-from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES, scale_shape,
-                             swizzled_scale_shape)
+from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES
+from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
 
 from ._cpu_shared import CPU_CAPABILITIES, rows_view
 
@@ -90,13 +90,6 @@ def _parallel(rows: int, k: int, work) -> None:
     bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
     for f in [pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
         f.result()
-
-
-def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
-    """Flat byte offsets of scales (r0..r1, 0..nb) in the 128x4 layout (docs/semantics.md)."""
-    r = torch.arange(r0, r1).unsqueeze(1)
-    c = torch.arange(nb)
-    return (((r >> 7) * (pcols >> 2) + (c >> 2)) * 512 + (r & 31) * 16 + ((r >> 5) & 3) * 4 + (c & 3)).view(-1)
 
 
 def _check_buffers(x, data, scale, dtype, scale_layout) -> None:

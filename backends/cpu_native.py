@@ -16,7 +16,8 @@ import math
 import torch
 
 from mxquant.backend import Backend
-from mxquant.formats import BLOCK, INPUT_DTYPES, scale_shape
+from mxquant.formats import BLOCK, INPUT_DTYPES
+from mxquant.layouts import scale_shape
 
 from . import _native_lib
 from ._cpu_shared import CPU_CAPABILITIES, rows_view

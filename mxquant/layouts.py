@@ -85,3 +85,10 @@ def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
     tiles = flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
     return tiles.reshape(prow, pcol)[:rows, :cols]
+
+
+def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
+    """Flat byte offsets of scales (r0..r1, 0..nb) in the 128x4 layout (docs/semantics.md)."""
+    r = torch.arange(r0, r1).unsqueeze(1)
+    c = torch.arange(nb)
+    return (((r >> 7) * (pcols >> 2) + (c >> 2)) * 512 + (r & 31) * 16 + ((r >> 5) & 3) * 4 + (c & 3)).view(-1)

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import mxquant
-from mxquant import cases, reference
+from mxquant import reference
+from mxquant.conformance import cases
 from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES
 from mxquant.registry import get_registry
 

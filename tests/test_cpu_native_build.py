@@ -63,7 +63,8 @@ def test_build_without_compiler_succeeds_and_records_why(tmp_path):
 
 FALLBACK = textwrap.dedent("""
     import json, sys, torch, mxquant
-    from mxquant import cases, reference
+    from mxquant import reference
+    from mxquant.conformance import cases
     from mxquant.backend import Call
     from mxquant.backends import _native_lib
     from mxquant.registry import get_registry

@@ -258,7 +258,7 @@ def compare(x2d: torch.Tensor, dtype):
     return out
 
 
-# Each special block of mxquant.cases the kernel gets wrong, and why (for every element dtype
+# Each special block of mxquant.conformance.cases the kernel gets wrong, and why (for every element dtype
 # and every input dtype the block is representable in; the others match byte for byte).
 EXPECTED_SPECIAL = {
     "zero": "zero-block-scale",

@@ -7,9 +7,9 @@ import argparse
 import sys
 
 from .._version import __version__
-from . import bench, info, verify
+from . import bench, convert, info, verify
 
-SUBCOMMANDS = (info, verify, bench)
+SUBCOMMANDS = (info, verify, convert, bench)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,114 @@
+"""`mxquant convert SRC DST`: the subcommand (add_parser / run), its progress bar and summary.
+
+Exit codes: 0 done; 2 refused (bad arguments, a checkpoint it will not convert: one line on
+stderr, nothing written)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "convert a Hugging Face safetensors checkpoint to compressed-tensors MXFP8 (docs/convert.md)"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("convert", help=HELP, description=HELP)
+    p.add_argument("src", help="folder of the source checkpoint (model.safetensors or shards + index)")
+    p.add_argument("dst", help="output folder (new or empty; never inside SRC)")
+    p.add_argument("--ignore", action="append", default=[], metavar="NAME",
+                   help="module to leave unquantized: an exact module name or re:<regex> (repeatable)")
+    p.add_argument("--quantize-lm-head", action="store_true", help="quantize lm_head too (default: keep it)")
+    p.add_argument("--scale-mode", default="compressed-tensors", choices=("compressed-tensors", "rceil"),
+                   help="E8M0 scale rule: compressed-tensors/llm-compressor bytes (default) or rceil "
+                        "(vLLM online / FlashInfer bytes)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, xpu or auto (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    p.add_argument("--resume", action="store_true", help="keep shards a previous run finished (checked "
+                   "against its manifest) and convert the rest")
+    p.add_argument("--no-verify", action="store_true", help="skip re-reading each written shard")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def _size(n: int) -> str:
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n} B"
+
+
+def _summary(result, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"mxquant convert -> {result.dst}", show_header=False)
+    t.add_row("quantized tensors", str(len(result.quantized)))
+    reasons: dict[str, int] = {}
+    for r in result.skipped.values():
+        reasons[r] = reasons.get(r, 0) + 1
+    for r, n in sorted(reasons.items()):
+        t.add_row(f"kept: {r}", str(n))
+    t.add_row("config ignore", ", ".join(result.ignore))
+    t.add_row("bytes in / out", f"{_size(result.bytes_in)} / {_size(result.bytes_out)}")
+    t.add_row("shards converted / resumed", f"{result.shards_done} / {result.shards_resumed}")
+    t.add_row("time", f"{result.seconds:.2f} s ({_size(result.bytes_in / result.seconds)}/s of input)")
+    t.add_row("manifest", result.manifest_path)
+    console.print(t)
+    worst = result.worst(5)
+    if worst:
+        w = Table(title="lowest SQNR (dequantized vs original)")
+        w.add_column("tensor")
+        w.add_column("shape")
+        w.add_column("SQNR dB", justify="right")
+        w.add_column("rel. error", justify="right")
+        for e in worst:
+            w.add_row(e["name"], "x".join(map(str, e["shape"])), f"{e['sqnr_db']:.2f}", f"{e['rel_error']:.4f}")
+        console.print(w)
+
+
+def _as_json(result) -> dict:
+    return {"src": result.src, "dst": result.dst, "quantized": result.quantized, "skipped": result.skipped,
+            "ignore": result.ignore, "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
+            "seconds": result.seconds, "gb_per_s": result.gb_per_s, "shards_converted": result.shards_done,
+            "shards_resumed": result.shards_resumed, "manifest": result.manifest_path,
+            "peak_rss_bytes": result.peak_rss_bytes,
+            "worst_sqnr": [{k: e[k] for k in ("name", "sqnr_db", "rel_error")} for e in result.worst(5)]}
+
+
+def run(args) -> int:
+    from ..checkpoint.dist import launcher
+
+    from ..checkpoint.stio import CheckpointError
+
+    rank0 = launcher()[0] == 0
+    show = rank0 and not (args.quiet or args.json)
+    try:
+        from ..checkpoint.driver import convert
+
+        kwargs = dict(ignore=args.ignore, quantize_lm_head=args.quantize_lm_head, scale_mode=args.scale_mode,
+                      device=args.device, overwrite=args.overwrite, resume=args.resume, verify=not args.no_verify)
+        if show:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            console = Console(stderr=True)
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+                task = bar.add_task("converting", total=None)
+
+                def progress(n, total=None):
+                    bar.update(task, advance=n, **({"total": total} if total is not None else {}))
+
+                result = convert(args.src, args.dst, progress=progress, **kwargs)
+            _summary(result, Console())
+        else:
+            result = convert(args.src, args.dst, **kwargs)
+    except CheckpointError as e:
+        print(f"mxquant convert: error: {e}", file=sys.stderr)
+        return 2
+    if args.json and rank0:
+        print(json.dumps(_as_json(result), indent=1))
+    return 0

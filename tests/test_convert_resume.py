@@ -1,0 +1,114 @@
+"""Crash safety, --resume, and two torch.distributed processes (gloo, via torchrun) giving
+the same bytes as one process.
+
+The failure tests are contract tests: they inject a fault (a patched quantize_tensor that
+raises on its n-th call) to stand in for a crash at a chosen point.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("safetensors")
+
+from convert_ckpt import listing, llama_like, save_checkpoint  # noqa: E402
+
+from mxquant.checkpoint import convert, driver, manifest  # noqa: E402
+
+
+def _ckpt(tmp_path, shards=4):
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=3), shards=shards, extra_files={"tokenizer.json": "{}"})
+    return src
+
+
+def _without_manifest_src(files):
+    return {k: v for k, v in files.items() if k != manifest.MANIFEST}
+
+
+def _inject(monkeypatch, fail_on_call, exc=KeyboardInterrupt):
+    real, calls = driver.quantize_tensor, [0]
+
+    def flaky(*a, **k):
+        calls[0] += 1
+        if calls[0] == fail_on_call:
+            raise exc("injected fault")
+        return real(*a, **k)
+
+    monkeypatch.setattr(driver, "quantize_tensor", flaky)
+
+
+def test_contract_failure_in_fresh_run_leaves_nothing(tmp_path, monkeypatch):
+    src = _ckpt(tmp_path)
+    _inject(monkeypatch, 9)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_contract_resume_after_failure_matches_clean_run(tmp_path, monkeypatch):
+    src = _ckpt(tmp_path)
+    clean = convert(src, tmp_path / "clean")
+    dst = tmp_path / "dst"
+    _inject(monkeypatch, 9, OSError)  # fails inside the 2nd or later shard
+    with pytest.raises(OSError):
+        convert(src, dst, resume=True)
+    left = listing(dst)
+    assert not any(n.endswith(".tmp") for n in left)  # no half-written shard
+    assert "config.json" not in left  # not loadable as a checkpoint until finished
+    finished = [n for n in left if n.endswith(".safetensors")]
+    assert finished and all(manifest.part_path("", n).lstrip("/") in left for n in finished)
+    monkeypatch.undo()
+    r = convert(src, dst, resume=True)
+    assert r.shards_resumed == len(finished) and r.shards_done == 4 - len(finished)
+    assert _without_manifest_src(listing(dst)) == _without_manifest_src(listing(tmp_path / "clean"))
+    assert len(clean.tensors) == len(r.tensors)
+
+
+def test_resume_after_kill_redoes_damaged_shards(tmp_path):
+    """The state a SIGKILL can leave: a stray .tmp, a renamed shard whose part manifest was not
+    written yet, a shard damaged after its record. --resume must redo exactly those."""
+    src = _ckpt(tmp_path)
+    dst = tmp_path / "dst"
+    convert(src, dst)
+    want = listing(dst)
+    man = json.loads(want[manifest.MANIFEST])
+    files = [s["file"] for s in man["shards"]]
+    os.remove(dst / "config.json")
+    os.remove(dst / "model.safetensors.index.json")
+    (dst / (files[0] + ".tmp")).write_bytes(b"half")
+    os.remove(dst / files[0])
+    raw = bytearray((dst / files[1]).read_bytes())
+    raw[-1] ^= 1
+    (dst / files[1]).write_bytes(bytes(raw))
+    r = convert(src, dst, resume=True)
+    assert r.shards_resumed == 2 and r.shards_done == 2
+    assert _without_manifest_src(listing(dst)) == _without_manifest_src(want)
+
+
+def test_resume_with_other_options_converts_again(tmp_path):
+    src = _ckpt(tmp_path, shards=2)
+    dst = tmp_path / "dst"
+    convert(src, dst)
+    r = convert(src, dst, resume=True, scale_mode="rceil")
+    assert r.shards_resumed == 0 and r.shards_done == 2
+
+
+def test_two_processes_match_one(tmp_path):
+    src = _ckpt(tmp_path, shards=3)
+    convert(src, tmp_path / "one")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "mxquant", "convert", str(src), str(tmp_path / "two"), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rank0 = json.loads(p.stdout[p.stdout.index("{"):])  # only rank 0 prints; it did its share only
+    assert 0 < rank0["shards_converted"] < 3
+    one, two = listing(tmp_path / "one"), listing(tmp_path / "two")
+    m1, m2 = json.loads(one.pop(manifest.MANIFEST)), json.loads(two.pop(manifest.MANIFEST))
+    assert one == two
+    strip = lambda m: [{k: v for k, v in s.items() if k != "seconds"} for s in m["shards"]]  # noqa: E731
+    assert strip(m1) == strip(m2)
