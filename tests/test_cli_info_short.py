@@ -8,6 +8,8 @@ import mxquant.cli
 from mxquant.cli.info_short import fit, short_lines, short_reason
 from mxquant.report import Availability, BackendRecord, DeviationRecord, PluginInfo, Report, Resolution, list_backends
 
+from cpu_auto import AUTO_CPU  # tests/ is on sys.path
+
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 
@@ -29,7 +31,7 @@ def test_short_by_default(registry, capsys):
             assert re.search(rf"^{name}\s+{a.device}\s+{status}$", out, re.M), (b.name, a.device, out)
     assert "install" not in out.replace("info --full: full reasons, install hints", "")  # hints are for --full
     assert "nan-ignored" not in out and "flashinfer (4)" in out  # deviations: counted, not described
-    assert re.search(r"^the default call \(bf16 -> e4m3, rceil, linear\) resolves to\n  on cpu: cpu \(automatic\)$",
+    assert re.search(rf"^the default call \(bf16 -> e4m3, rceil, linear\) resolves to\n  on cpu: {AUTO_CPU} \(automatic\)$",
                      out, re.M), out
     assert "env unset: MXQUANT_BACKEND, MXQUANT_ALLOW_DEVIATIONS" in out
     assert "env MXQUANT_PLUGINS=none" in out  # set by tests/conftest.py

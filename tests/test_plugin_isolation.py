@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cpu_auto import AUTO_CPU  # tests/ is on sys.path
+
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +85,7 @@ def test_info_survives_hostile_plugins(hostile_site, setting):
     assert plugins["hangs"]["status"] == "skipped"
     if setting == "none":
         assert plugins["raises"]["status"] == plugins["garbage"]["status"] == "skipped"
-        assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
+        assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]
     else:
         assert plugins["raises"]["status"] == "error" and "hostile plugin fails at import" in plugins["raises"]["error"]
         assert plugins["garbage"]["status"] == "loaded"

@@ -15,6 +15,7 @@ import mxquant
 import mxquant.cli
 from mxquant.selection import DEFAULT_PROBE_TIMEOUT, ENV_PROBE_TIMEOUT, probe_timeout
 
+from cpu_auto import AUTO_CPU
 from inline_plugin import Plugin
 from mx_oracle import quantize as oracle_quantize
 
@@ -83,7 +84,7 @@ def test_contract_info_reports_a_hanging_probe_and_exits_0(registry, monkeypatch
         reasons = {b["name"]: b["availability"][0]["reason"] for b in report["backends"] if b["name"] in ("stuck", "truthy")}
         assert "did not answer within 0.2 s" in reasons["stuck"]
         assert "probe returned bool True" in reasons["truthy"]
-        assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", "cpu")]
+        assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]
         assert mxquant.cli.main(["info"]) == 0  # the short form (its lines are cut to 80 columns)
         assert "stuck" in capsys.readouterr().out
         assert mxquant.cli.main(["info", "--full"]) == 0

@@ -392,4 +392,5 @@ def test_install_hints_name_installable_packages(registry):
         hints = [spec.install_hint] + ([backend.install_hint] if backend is not None else [])
         for hint in filter(None, hints):
             assert "mxquant[" not in hint, (spec.name, hint)
-            assert hint.startswith(real[spec.name]) and "pip install -e '.[" in hint, (spec.name, hint)
+            if spec.name in real:  # the GPU backends' packages (the CPU ones need none, or a compiler)
+                assert hint.startswith(real[spec.name]) and "pip install -e '.[" in hint, (spec.name, hint)
