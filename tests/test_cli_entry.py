@@ -1,18 +1,16 @@
-"""How the `mxquant` command starts: `mxquant --version`, `python -m mxquant`, the packages a
-(non-editable) install ships, and no NumPy warning from torch's import where numpy is absent."""
+"""How the `mxquant` command starts: `mxquant --version`, `python -m mxquant`, and no NumPy
+warning from torch's import where numpy is absent (what a wheel ships: tests/test_packaging.py)."""
 
 import re
 import shutil
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
 import mxquant.cli
 
-ROOT = Path(__file__).resolve().parent.parent
 VERSION = metadata.version("mxquant")
 
 
