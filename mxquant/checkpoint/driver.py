@@ -143,7 +143,7 @@ def _tensor_bytes(records) -> int:
 
 
 def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: str = "compressed-tensors",
-            device: str = "cpu", overwrite: bool = False, resume: bool = False, verify: bool = True,
+            device: str = "auto", overwrite: bool = False, resume: bool = False, verify: bool = True,
             chunk_elems: int | None = None, progress=None) -> ConvertResult:
     """Convert the Hugging Face safetensors checkpoint in folder `src` to a compressed-tensors
     `mxfp8-quantized` checkpoint in `dst` (docs/convert.md). Raises CheckpointError on any

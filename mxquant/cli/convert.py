@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scale-mode", default="compressed-tensors", choices=("compressed-tensors", "rceil"),
                    help="E8M0 scale rule: compressed-tensors/llm-compressor bytes (default) or rceil "
                         "(vLLM online / FlashInfer bytes)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, xpu or auto (default cpu)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
     p.add_argument("--resume", action="store_true", help="keep shards a previous run finished (checked "
                    "against its manifest) and convert the rest")
