@@ -1,8 +1,10 @@
-"""What the built-in GPU backends share: the CUDA availability preamble of their probes and
-the guard that makes a tensor's device the current one for a launch."""
+"""What the built-in backends share: the CUDA availability preamble of the GPU backends'
+probes, the guard that makes a tensor's device the current one for a launch, and addressing
+an input as rows without copying it where its strides allow."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -32,3 +34,16 @@ def device_guard(device: torch.device):
     elif device.type == "xpu" and device.index is not None and device.index != torch.xpu.current_device():
         return torch.xpu.device(device)
     return None
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` as (rows, K) with unit stride along K: a view where the leading dimensions merge
+    into one row stride (row slices, expanded rows), else a contiguous copy (transposes)."""
+    k = t.shape[-1]
+    rows = math.prod(t.shape[:-1])
+    if t.stride(-1) != 1 and k > 1:
+        t = t.contiguous()
+    try:
+        return t.view(rows, k)
+    except RuntimeError:  # leading dimensions whose strides do not merge
+        return t.contiguous().view(rows, k)

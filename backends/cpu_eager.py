@@ -35,7 +35,8 @@ from mxquant.backend import Backend
 from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES
 from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
 
-from ._cpu_shared import CPU_CAPABILITIES, rows_view
+from ._common import as_rows
+from ._cpu_shared import CPU_CAPABILITIES
 
 CHUNK_ELEMS = 1 << 18
 """Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
@@ -116,7 +117,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
         return
     fmt = ELEMENT_FORMATS[dtype]
     bump = _MANTISSA_BUMP[scale_mode]
-    x3 = rows_view(x).view(rows, nb, BLOCK)
+    x3 = as_rows(x).view(rows, nb, BLOCK)
     out3 = data.view(torch.uint8).view(rows, nb, BLOCK)
     out3_elements = out3.view(dtype)
     scale_lin = None if swizzled else scale_u8.view(rows, nb)
@@ -178,7 +179,7 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
     swizzled = scale_layout == "swizzled"
     sb = sb.reshape(-1) if swizzled else sb.reshape(rows, nb)
     pcols = swizzled_scale_shape(rows, k)[1]
-    d2 = rows_view(data)
+    d2 = as_rows(data)
     o2 = out.view(rows, k)
 
     def work(row0, row1, cr):

@@ -20,7 +20,8 @@ from mxquant.formats import BLOCK, INPUT_DTYPES
 from mxquant.layouts import scale_shape
 
 from . import _native_lib
-from ._cpu_shared import CPU_CAPABILITIES, rows_view
+from ._common import as_rows
+from ._cpu_shared import CPU_CAPABILITIES
 
 _HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
@@ -50,7 +51,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     _check_out("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
     lib = _lib()
     k = x.shape[-1]
-    x2 = rows_view(x)
+    x2 = as_rows(x)
     rc = lib.mxq_quantize(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), data.data_ptr(),
                           scale.data_ptr(), _ELEM_CODE[dtype], _MODE_CODE[scale_mode],
                           int(scale_layout == "swizzled"), torch.get_num_threads())
@@ -72,7 +73,7 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
     _check_out("out", out, data.shape, INPUT_DTYPES)
     lib = _lib()
     k = data.shape[-1]
-    d2 = rows_view(data.view(torch.uint8))
+    d2 = as_rows(data.view(torch.uint8))
     s = scale.view(torch.uint8).contiguous()  # linear scales may be strided; they are small
     rc = lib.mxq_dequantize(d2.data_ptr(), d2.shape[0], k, d2.stride(0), s.data_ptr(), _ELEM_CODE[data.dtype],
                             int(scale_layout == "swizzled"), out.data_ptr(), _HP_CODE[out.dtype],

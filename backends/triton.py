@@ -11,7 +11,6 @@ is copied once with .contiguous() first.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -21,7 +20,7 @@ from mxquant.formats import BLOCK, ELEMENT_FORMATS
 from mxquant.layouts import swizzled_scale_shape
 
 from . import _triton_launch as _launch
-from ._common import cuda_probe, device_guard
+from ._common import as_rows, cuda_probe, device_guard
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,19 +60,6 @@ def probe(device: torch.device) -> Optional[str]:
     except Exception as exc:  # ImportError, or a broken install
         return f"cannot import triton: {type(exc).__name__}: {exc}"
     return None
-
-
-def as_rows(t: torch.Tensor) -> torch.Tensor:
-    """(M, K) view of `t` with unit stride along K; copies only when no such view exists."""
-    k = t.shape[-1]
-    if t.numel() == 0:  # nothing to read (M == 0 or K == 0); view(-1, 0) would be ambiguous
-        return t.new_empty((math.prod(t.shape[:-1]), k))
-    if t.dim() > 1 and t.stride(-1) == 1:
-        try:
-            return t.view(-1, k)
-        except RuntimeError:
-            pass
-    return t.contiguous().view(-1, k)
 
 
 class Config(NamedTuple):

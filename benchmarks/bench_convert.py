@@ -34,6 +34,8 @@ import time
 
 import torch
 
+from timing import cpu_model  # benchmarks/ is on sys.path when a script here runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 16 << 20
 
@@ -186,7 +188,7 @@ def main() -> None:
     v_s = statistics.median(r["seconds"] for r in conv)
     res = {
         "date": time.strftime("%Y-%m-%d"), "host_cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "cpu_model": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
         "device": a.device, "ranks": a.ranks, "verify": not a.no_verify,
         "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") and torch.cuda.is_available() else None,
         "checkpoint_gb": bytes_in / 1e9, "largest_tensor_mb": largest / 1e6 if largest else None,
@@ -204,17 +206,6 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     if not a.workdir:
         shutil.rmtree(work)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -29,14 +29,11 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import mxquant  # noqa: E402
-from benchmarks import cpu_paths  # noqa: E402
-from mxquant.backend import Call  # noqa: E402
-from mxquant.registry import get_registry  # noqa: E402
+import cpu_paths  # benchmarks/ is on sys.path when a script here runs
+import mxquant
+from mxquant.backend import Call
+from mxquant.registry import get_registry
+from timing import cpu_model
 
 E4M3 = torch.float8_e4m3fn
 
@@ -103,17 +100,6 @@ def dispatch_only(calls=2000, rounds=51, x=None):
                       lambda: direct(x, E4M3, "rceil", "linear"), calls, rounds)
     finally:
         reg.unregister_plugin("noop-bench")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None):

@@ -16,18 +16,14 @@ Loops and rounds: bench_cpu.paired. The machine's noise shows in the interquarti
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bench_cpu import E4M3, _NoopPlugin, dispatch_only, paired  # noqa: E402
-
-import mxquant  # noqa: E402
-from mxquant.registry import get_registry  # noqa: E402
+import mxquant
+from bench_cpu import E4M3, _NoopPlugin, dispatch_only, paired  # benchmarks/ is on sys.path when run
+from mxquant.registry import get_registry
 
 SHAPE = (16, 4096)
 

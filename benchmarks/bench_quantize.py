@@ -35,6 +35,8 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile worker
 
 import torch  # noqa: E402
 
+from timing import per_call_us  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+
 SHAPES = [(1, 4096), (16, 4096), (128, 7168), (2048, 4096), (4096, 7168), (8192, 8192), (16384, 16384)]
 E4M3 = torch.float8_e4m3fn
 
@@ -279,16 +281,7 @@ def host_overhead(shape=(16, 4096), calls=2000, repeats=15):
     if tao is not None:
         fns["compile(torchao to_mx)"] = functools.partial(tao, x)
     for name, fn in fns.items():
-        fn()
-        samples = []
-        for _ in range(repeats):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            torch.cuda.synchronize()
-            samples.append((time.perf_counter() - t0) / calls * 1e6)
-        out[name] = statistics.median(samples)
+        out[name] = per_call_us(fn, calls, repeats)
     return out
 
 
@@ -376,7 +369,6 @@ def main(argv=None):
         save(path, meta, rows)
     overhead = host_overhead()
     if a.profile_host:  # benchmarks/host_split.py owns the host-time profile
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import host_split
 
         host_split.write_profile(os.path.join(a.out, "host_profile.txt"))

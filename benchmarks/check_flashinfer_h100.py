@@ -35,10 +35,6 @@ import types
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import mxquant  # noqa: E402
 from mxquant import layouts, reference  # noqa: E402
 from mxquant.backend import Backend, Call  # noqa: E402
@@ -161,8 +157,8 @@ def direct(dev):
 @guarded("e_verify")
 def verify():
     section("(e) mxquant verify")
+    from mxquant.cli.verify import print_report
     from mxquant.conformance import collect, exit_code
-from mxquant.cli.verify import print_report
 
     report = collect(seed=0)
     print_report(report)

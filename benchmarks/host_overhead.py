@@ -16,26 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import mxquant
-
-
-def per_call_us(fn, calls: int, rounds: int) -> float:
-    for _ in range(200):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return round(statistics.median(samples), 2)
+from timing import per_call_us  # benchmarks/ is on sys.path when a script here runs
 
 
 def main() -> None:
@@ -63,7 +48,7 @@ def main() -> None:
                      ("dispatch", lambda: mxquant.mxfp8_quantize(x, backend="nothing")),
                      ("cast", lambda: x.to(torch.float8_e4m3fn))):
         calls = a.calls if name in ("dispatch", "cast") or x.is_cuda else max(50, a.calls // 30)
-        out[name] = per_call_us(fn, calls, a.rounds)
+        out[name] = round(per_call_us(fn, calls, a.rounds, warmup=200), 2)
     print(json.dumps(out))
 
 

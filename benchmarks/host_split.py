@@ -26,26 +26,13 @@ import io
 import json
 import os
 import pstats
-import statistics
 import sys
-import time
 
 import torch
 
+from timing import per_call_us  # benchmarks/ is on sys.path when a script here runs
+
 E4M3 = torch.float8_e4m3fn
-
-
-def per_call_us(fn, calls=2000, repeats=15):
-    fn()
-    samples = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(samples)
 
 
 def layers(shape=(16, 4096)):

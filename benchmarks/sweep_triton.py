@@ -30,12 +30,11 @@ import tempfile
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
+import bench_quantize as bq  # benchmarks/ is on sys.path when a script here runs
+from mxquant import reference
+from mxquant.backends import triton as tb
 
-import bench_quantize as bq  # noqa: E402
-from mxquant import reference  # noqa: E402
-from mxquant.backends import triton as tb  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 E4M3 = torch.float8_e4m3fn
 # (BLOCK_M, BLOCK_K, warps[, evict, programs per SM of a persistent grid, pipelining stages])
