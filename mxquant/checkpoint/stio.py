@@ -11,6 +11,7 @@ re-reads every output in verify.py.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -91,16 +92,13 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
     return infos, meta, data_start
 
 
-def read_tensor(f, info: TensorInfo, data_start: int) -> torch.Tensor:
-    """One tensor read from an open file into fresh memory (no mmap: memory is exactly this tensor)."""
-    buf = torch.empty(info.nbytes, dtype=torch.uint8)
-    f.seek(data_start + info.begin)
-    if info.nbytes and f.readinto(memoryview(buf.numpy())) != info.nbytes:
-        raise CheckpointError(f"{os.path.basename(f.name)}: truncated while reading {info.name}")
-    return buf.view(DTYPES[info.dtype]).reshape(info.shape)
-
-
 def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The raw little-endian bytes of a contiguous CPU tensor (no copy)."""
+    """The raw little-endian bytes of a CPU tensor as a writable memoryview, no copy and no
+    numpy (torch does not depend on it); the view keeps the tensor alive."""
     t = t.contiguous()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    n = t.numel() * t.element_size()
+    if n == 0:
+        return memoryview(bytearray())
+    buf = (ctypes.c_char * n).from_address(t.data_ptr())
+    buf.owner = t  # a memoryview holds its exporter, and the exporter holds the tensor
+    return memoryview(buf).cast("B")

@@ -31,7 +31,7 @@ def _read_rows(f, info: TensorInfo, data_start: int, r0: int, r1: int, k: int) -
     nbytes = (r1 - r0) * k * item
     buf = torch.empty(nbytes, dtype=torch.uint8)
     f.seek(data_start + info.begin + r0 * k * item)
-    if nbytes and f.readinto(memoryview(buf.numpy())) != nbytes:
+    if nbytes and f.readinto(tensor_bytes(buf)) != nbytes:
         raise OSError(f"short read in {info.name}")
     return buf.view(dtype).reshape(r1 - r0, k)
 
