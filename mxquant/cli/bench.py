@@ -26,11 +26,14 @@ def run(args) -> int:
         print("mxquant bench: benchmarks/bench_quantize.py is not next to this installation; "
               "install mxquant from a source checkout (pip install -e .) to run the benchmark.", file=sys.stderr)
         return 2
-    argv, sys.argv = sys.argv, [str(script), *args.args]
+    # as `python3 benchmarks/bench_quantize.py` would: its argv, and its folder first on sys.path
+    # (the benchmarks import their shared helpers, benchmarks/timing.py)
+    argv, path = sys.argv, list(sys.path)
+    sys.argv, sys.path[:0] = [str(script), *args.args], [str(script.parent)]
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
     return 0
