@@ -12,17 +12,23 @@ cast), reorganised for speed and bounded memory:
 * amax is an int32 reduction of the fp32 bits with the sign masked off (for non-negative
   floats integer order is float order; NaN/Inf sort above every finite value). int32, because
   torch's int16 and float reductions over 32-element rows are several times slower;
+* per chunk, five full-size ops (upcast, mask, amax, multiply, cast) and about ten on the
+  block-sized amax: each small op costs microseconds, so they are few, in place, with 0-dim
+  int32 operands (a Python int operand costs a cast per op), the chunks' views made by one
+  split, and NaN/Inf detected by one max().item() (a mask only in chunks that have one);
 * x * 2**-s is multiplied in place in the fp32 buffer (bf16/fp16 upcast into it exactly); the
   clamp runs only for floor (rceil and compressed-tensors never exceed M on a finite block),
-  and torch's RNE cast writes straight into the output (it is most of the time);
-* NaN/Inf blocks are patched only in chunks that have one; swizzled scale bytes are scattered
-  to their 128x4-layout offsets chunk by chunk (no full-size linear copy).
+  and torch's RNE cast writes straight into the output (it is half of the time);
+* swizzled scale bytes are scattered to their 128x4-layout offsets chunk by chunk (no
+  full-size linear copy); fresh outputs of 4 MiB or more get madvise(MADV_HUGEPAGE) through
+  ctypes on Linux, as cpu-native does (page faults otherwise cost ~10% at 4096x8192).
 
 `quantize_into` / `dequantize_into` write into caller-provided buffers (for the benchmark).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -36,7 +42,7 @@ from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT
 from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
 
 from ._common import as_rows
-from ._cpu_shared import CPU_CAPABILITIES
+from ._cpu_shared import CPU_CAPABILITIES, advise_huge_pages
 
 CHUNK_ELEMS = 1 << 18
 """Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
@@ -120,40 +126,52 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     x3 = as_rows(x).view(rows, nb, BLOCK)
     out3 = data.view(torch.uint8).view(rows, nb, BLOCK)
     out3_elements = out3.view(dtype)
-    scale_lin = None if swizzled else scale_u8.view(rows, nb)
+    scale_lin = None if swizzled else scale_u8.view(rows, nb, 1)
     pcols = swizzled_scale_shape(rows, k)[1]
+
+    # the scale byte t = clamp(((amax + bump) >> 23) - emax, 0, 254): subtracting emax << 23
+    # before the shift is exact and keeps amax + bump from overflowing int32 on NaN bits
+    # (bump < 2**22 <= emax << 23); 0-dim int32 operands: a Python int costs a cast per op
+    offset = torch.tensor(bump - (fmt.emax << 23), dtype=torch.int32)
+    shift = torch.tensor(23, dtype=torch.int32)
+    one_exp = torch.tensor(254 << 23, dtype=torch.int32)
+    magnitude = torch.tensor(0x7FFFFFFF, dtype=torch.int32)
 
     def work(row0, row1, cr):
         fbuf = torch.empty(cr, nb, BLOCK, dtype=torch.float32)
         ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
         fbits = fbuf.view(torch.int32)
-        for r0 in range(row0, row1, cr):  # few torch calls per chunk: each costs microseconds
-            r1 = min(row1, r0 + cr)
-            full = r1 - r0 == cr
-            fc, ic = (fbuf, ibuf) if full else (fbuf[: r1 - r0], ibuf[: r1 - r0])
-            xc = x3[r0:r1]
+        # few torch calls per chunk, each costs microseconds: the chunks' views in one call each
+        views = [x3[row0:row1].split(cr), out3[row0:row1].split(cr), out3_elements[row0:row1].split(cr),
+                 range(row0, row1, cr), (scale_lin[row0:row1].split(cr) if scale_lin is not None
+                                         else itertools.repeat(None))]
+        for xc, oc, oec, r0, sc in zip(*views):
+            n = xc.shape[0]
+            fc, ic = (fbuf, ibuf) if n == cr else (fbuf[:n], ibuf[:n])
             if hp == torch.float32:
                 src, bits = xc, xc.view(torch.int32)
             else:
-                src, bits = fc.copy_(xc), (fbits if full else fbits[: r1 - r0])  # exact upcast
-            amax = torch.bitwise_and(bits, 0x7FFFFFFF, out=ic).amax(dim=-1)
-            special = amax >= _INF_BITS
-            # the scale byte 127 + s from the amax bits: adding `bump` carries into the exponent
-            # field exactly when the mantissa is above (rceil) or at least (compressed-tensors)
-            # 0x600000, i.e. the significand is past 1.75; then - emax, clamped to [0, 254]
-            t = amax.clamp_(max=_INF_BITS).add_(bump).bitwise_right_shift_(23).sub_(fmt.emax).clamp_(0, 254)
-            factor = (254 - t).bitwise_left_shift_(23).view(torch.float32)  # 2**-s, normal for s < 127
-            y = torch.mul(src, factor.unsqueeze(-1), out=fc)
+                src, bits = fc.copy_(xc), (fbits if n == cr else fbits[:n])  # exact upcast
+            amax = torch.bitwise_and(bits, magnitude, out=ic).amax(dim=-1, keepdim=True)
+            special = amax.max().item() >= _INF_BITS  # one reduction; the mask only if needed
+            if special:
+                special = amax >= _INF_BITS
+            t = amax.add_(offset).bitwise_right_shift_(shift).clamp_(0, 254)
+            if sc is None:
+                scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
+            else:
+                sc.copy_(t)
+            factor = t.bitwise_left_shift_(shift).neg_().add_(one_exp).view(torch.float32)  # 2**-s
+            y = torch.mul(src, factor, out=fc)
             if scale_mode == "floor":  # the only mode in which a finite block can exceed M
                 y.clamp_(-fmt.max_finite, fmt.max_finite)
-            out3_elements[r0:r1].copy_(y)  # RNE cast straight into the output
-            if bool(special.any()):
-                out3[r0:r1].masked_fill_(special.unsqueeze(-1), ELEMENT_NAN)
-                t.masked_fill_(special, E8M0_NAN)
-            if swizzled:
-                scale_u8[swizzle_offsets(r0, r1, nb, pcols)] = t.view(-1).to(torch.uint8)
-            else:
-                scale_lin[r0:r1].copy_(t)
+            oec.copy_(y)  # RNE cast straight into the output
+            if special is not False:  # NaN/Inf blocks: all-NaN elements, NaN scale
+                oc.masked_fill_(special, ELEMENT_NAN)
+                if sc is None:
+                    scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)[special.view(-1)]] = E8M0_NAN
+                else:
+                    sc.masked_fill_(special, E8M0_NAN)
 
     _parallel(rows, k, work)
 
@@ -161,6 +179,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 def quantize(x, dtype, scale_mode, scale_layout):
     scale = torch.empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
     data = torch.empty(x.shape, dtype=dtype)  # after scale: see cpu_native.quantize
+    advise_huge_pages(data)
     quantize_into(x, data, scale, dtype, scale_mode, scale_layout)
     return data, scale
 
@@ -201,6 +220,7 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
 
 def dequantize(data, scale, scale_layout, out_dtype):
     out = torch.empty(data.shape, dtype=out_dtype)
+    advise_huge_pages(out)
     dequantize_into(data, scale, scale_layout, out)
     return out
 

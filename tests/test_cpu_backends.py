@@ -171,6 +171,12 @@ def test_eager_many_small_chunks(monkeypatch):
         x = random_wide(shape, torch.float32, seed=sum(shape))
         for mode, layout in itertools.product(SCALE_MODES, SCALE_LAYOUTS):
             assert_quantize_exact(be, x, torch.float8_e4m3fn, mode, layout, "chunked")
+    # NaN/Inf blocks in some chunks and not others (the mask is built only where one is)
+    x = random_wide((300, 96), torch.float32, seed=3)
+    x[7, 40], x[7, 70], x[150, 0], x[299, 95] = float("nan"), float("inf"), float("-inf"), float("nan")
+    for hp, mode, layout in itertools.product(INPUT_DTYPES, SCALE_MODES, SCALE_LAYOUTS):
+        assert_quantize_exact(be, x.to(hp), torch.float8_e5m2 if hp == torch.float16 else torch.float8_e4m3fn,
+                              mode, layout, "chunked special")
     data, scale = reference.quantize(random_wide((300, 96), torch.float32, 1), torch.float8_e5m2, "rceil", "swizzled")
     assert_dequantize_exact(be, data, scale, "swizzled", torch.bfloat16, "chunked")
 
@@ -270,3 +276,41 @@ def test_eager_thread_pool_survives_fork(monkeypatch):
         child.kill()
         pytest.fail("cpu-eager hung in a forked child")
     assert child.exitcode == 0 and queue.get(timeout=10) is True
+
+
+def _huge_kib(addr):
+    """AnonHugePages (kB) of the mapping of this process that holds `addr`."""
+    lines = open("/proc/self/smaps").read().splitlines()
+    inside = False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_eager_fresh_outputs_ask_for_huge_pages():
+    """cpu-eager's fresh outputs of 4 MiB or more get madvise(MADV_HUGEPAGE) (as cpu-native's
+    do): with THP in "madvise" mode the output's mapping then holds huge pages, which it would
+    not otherwise. Also byte-exact, since the hint must change nothing else."""
+    import os
+
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        pytest.skip("no /sys/kernel/mm/transparent_hugepage (not Linux, or THP not built)")
+    if "[madvise]" not in mode:
+        pytest.skip(f"THP mode is {mode.strip()!r}: the hint is observable only in 'madvise' mode")
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("no /proc/self/smaps")
+    be = _backend("cpu-eager")
+    x = random_wide((1024, 8192), torch.bfloat16, seed=21)  # 8 MiB of e4m3 out
+    data, scale = be.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    want_d, want_s = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    assert torch.equal(u8(data), u8(want_d)) and torch.equal(u8(scale), u8(want_s))
+    assert _huge_kib(data.data_ptr() + data.numel() // 2) > 0
+    plain = torch.empty(data.shape, dtype=torch.uint8).fill_(1)  # the same size, not advised
+    assert _huge_kib(plain.data_ptr() + plain.numel() // 2) == 0
