@@ -4,6 +4,7 @@ CPU and the lowest-priority choice. It is the source of truth for every other ba
 from mxquant import reference
 from mxquant.backend import Backend, Capabilities
 from mxquant.formats import SCALE_MODES
+from mxquant.outputs import own_outputs
 
 backend = Backend(
     name="cpu",
@@ -14,3 +15,5 @@ backend = Backend(
     priority=0,
     description="reference implementation in plain PyTorch (docs/semantics.md, bit for bit)",
 )
+
+own_outputs(backend)  # outputs allocated here: no per-call check (mxquant/outputs.py)

@@ -40,6 +40,7 @@ from mxquant import reference
 from mxquant.backend import Backend
 from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES
 from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
+from mxquant.outputs import own_outputs
 
 from ._common import as_rows
 from ._cpu_shared import CPU_CAPABILITIES, advise_huge_pages
@@ -234,3 +235,5 @@ backend = Backend(
     priority=1,
     description=f"pure PyTorch in {CHUNK_ELEMS}-element chunks over torch.get_num_threads() threads; byte-exact",
 )
+
+own_outputs(backend)  # outputs allocated here: no per-call check (mxquant/outputs.py)

@@ -17,7 +17,7 @@ import torch
 from .checks import check_dequantize, check_quantize
 from .formats import BLOCK
 from .layouts import public_scale_shape, to_backend, to_public
-from .outputs import check_outputs, versions
+from .outputs import OWN_OUTPUTS, check_outputs, versions
 from .registry import get_registry
 from .selection import overrides
 
@@ -96,8 +96,11 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     if fn is None or not x.dim() or x.shape[-1] % BLOCK:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
-    before = versions(x)
-    data, scale = check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
+    if fn in OWN_OUTPUTS:  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
+        data, scale = fn(x, dtype, scale_mode, scale_layout)
+    else:
+        before = versions(x)
+        data, scale = check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
     return data, to_public(scale, scale_layout)
 
 
@@ -106,6 +109,8 @@ def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
     scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
     fn = get_registry().lookup(*key)
+    if fn in OWN_OUTPUTS:
+        return fn(data, scale, scale_layout, out_dtype)
     before = versions(data, scale)
     return check_outputs(fn, fn(data, scale, scale_layout, out_dtype), (data, scale), before, out_dtype, scale_layout)
 
