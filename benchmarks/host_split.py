@@ -7,7 +7,8 @@ device synchronized around each loop; at 16x4096 the device work, ~5 µs, hides 
 host time). Layers, outermost first:
   public        mxquant.mxfp8_quantize(x)                      (registry, checks, backend)
   backend       mxquant.backends.triton.quantize(x, ...)        (cached signature, 2 allocations, launch)
-  allocations   the two torch.empty calls the backend makes
+  allocations   the two torch.empty_strided calls the backend makes (and, for scale, the
+                same with torch.empty, which the backend used before)
   raw launch    the cached plan's launch into preallocated outputs (Triton's C launcher,
                 integer pointers)
   triton runner the compiled kernel's Python launcher with tensors (what the earlier direct
@@ -53,8 +54,11 @@ def layers(shape=(16, 4096)):
     fns = {
         "public": lambda: mxquant.mxfp8_quantize(x),
         "backend": lambda: tb.quantize(x, E4M3, "rceil", "linear"),
-        "allocations": lambda: (torch.empty(x.shape, dtype=E4M3, device=dev),
-                                torch.empty((m, k // 32), dtype=torch.float8_e8m0fnu, device=dev)),
+        "allocations": lambda: (torch.empty_strided(x.shape, (k, 1), dtype=E4M3, device=dev),
+                                torch.empty_strided((m, k // 32), (k // 32, 1), dtype=torch.float8_e8m0fnu,
+                                                    device=dev)),
+        "allocations (torch.empty)": lambda: (torch.empty(x.shape, dtype=E4M3, device=dev),
+                                              torch.empty((m, k // 32), dtype=torch.float8_e8m0fnu, device=dev)),
         "raw launch": lambda: plan.launch(dev, x, data, scale),
         "triton runner": lambda: run(plan.grid, 1, 1, stream, compiled.function, compiled.packed_metadata, None,
                                      None, None, x, data, sbytes, *plan.ints, *plan.constexprs.values()),

@@ -137,3 +137,40 @@ def test_import_mxquant_loads_no_converter_dependency():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _FakeCuda:
+    """Stands in for torch.cuda on a machine with `count` GPUs (contract test: no GPU needed)."""
+
+    def __init__(self, count):
+        self.count, self.current = count, None
+
+    def is_available(self):
+        return self.count > 0
+
+    def device_count(self):
+        return self.count
+
+    def set_device(self, device):
+        assert device.index < self.count, "the converter picked a device that does not exist"
+        self.current = device.index
+
+
+@pytest.mark.parametrize("count, local_rank, want", [(1, 0, "cuda:0"), (1, 1, "cuda:0"), (2, 3, "cuda:1"),
+                                                     (4, 2, "cuda:2")])
+def test_contract_ranks_share_devices_round_robin(monkeypatch, count, local_rank, want):
+    """torchrun with more ranks than GPUs (2 ranks on 1 H200 failed before: set_device(cuda:1))."""
+    from mxquant.checkpoint.driver import resolve_device
+
+    fake = _FakeCuda(count)
+    monkeypatch.setattr(torch, "cuda", fake)
+    assert resolve_device("auto", local_rank) == want and fake.current == int(want[-1])
+    assert resolve_device("cuda", local_rank) == want
+
+
+def test_contract_an_explicit_device_past_the_count_is_refused(monkeypatch):
+    from mxquant.checkpoint.driver import resolve_device
+
+    monkeypatch.setattr(torch, "cuda", _FakeCuda(1))
+    with pytest.raises(CheckpointError, match=r"'cuda:1' is not available here \(1 cuda device"):
+        resolve_device("cuda:1", 0)

@@ -55,8 +55,9 @@ class ConvertResult:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> str:
-    """cpu, cuda, xpu (this rank's device under torchrun), cuda:N / xpu:N, or auto (the first
-    available of cuda, xpu, cpu). A device that is not available is refused."""
+    """cpu, cuda, xpu (this rank's device under torchrun: LOCAL_RANK modulo the device count),
+    cuda:N / xpu:N, or auto (the first available of cuda, xpu, cpu). A device that is not
+    available is refused."""
     import torch
 
     kind, _, index = device.partition(":")
@@ -70,7 +71,12 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
         raise CheckpointError(f"device {device!r} is not available here")
     if kind == "cpu":
         return "cpu"
-    dev = f"{kind}:{index or local_rank}"
+    count = getattr(torch, kind).device_count()
+    if index and int(index) >= count:
+        raise CheckpointError(f"device {device!r} is not available here ({count} {kind} device(s))")
+    # torchrun ranks take LOCAL_RANK's device; more ranks than devices share them round-robin
+    # (the conversion is mostly host work, so extra ranks on one GPU still help)
+    dev = f"{kind}:{index or local_rank % count}"
     getattr(torch, kind).set_device(torch.device(dev))  # this rank's device is the current one
     return dev
 
