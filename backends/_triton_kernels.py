@@ -30,13 +30,18 @@ def _quantize_tile(
     tile, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr,
+    MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, SPREAD: tl.constexpr,
 ):
     NB: tl.constexpr = BLOCK_K // 32
     # Tiles in row-major order: consecutive tiles stream consecutive memory.
     pid_m = tile // n_k
     pid_k = tile % n_k
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                    # (BM,)
+    if SPREAD:  # swizzled: rows 32 apart, whose scale words are adjacent in the 128x4 layout
+        PER: tl.constexpr = 128 // BLOCK_M                              # programs per 128 rows
+        ii = tl.arange(0, BLOCK_M)
+        rows = (pid_m // PER) * 128 + (BLOCK_M // 4) * (pid_m % PER) + ii // 4 + 32 * (ii % 4)
+    else:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                # (BM,)
     sblk = pid_k * NB + tl.arange(0, NB)                                # (NB,)
     r3 = rows[:, None, None]
     c3 = sblk[None, :, None] * 32 + tl.arange(0, 32)[None, None, :]   # (1, NB, 32) element column
@@ -110,14 +115,14 @@ def mxfp8_quantize_kernel(
     EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
-    PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BIG: tl.constexpr,
+    PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BIG: tl.constexpr, SPREAD: tl.constexpr,
 ):
     if PERSISTENT:
         pid = tl.program_id(0)
         nprog = tl.num_programs(0)
         for i in tl.range(0, tl.cdiv(n_tiles - pid, nprog), num_stages=STAGES):
             _quantize_tile(pid + i * nprog, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
-                           EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG)
+                           EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)
     else:
         _quantize_tile(tl.program_id(0), x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
-                       EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG)
+                       EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)

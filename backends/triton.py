@@ -65,8 +65,10 @@ def probe(device: torch.device) -> Optional[str]:
 
 class Config(NamedTuple):
     """A launch configuration: tile BLOCK_M x BLOCK_K, warps per program, load eviction policy,
-    programs per SM of a persistent grid (0: one tile per program) and Triton's pipelining depth
-    of that grid's loop."""
+    programs per SM of a persistent grid (0: one tile per program), Triton's pipelining depth
+    of that grid's loop, and (swizzled only) whether a program's rows lie 32 apart, so that
+    their scale words are adjacent in the 128x4 layout (BLOCK_M must divide 128 and be a
+    multiple of 4; otherwise it has no effect)."""
 
     block_m: int
     block_k: int
@@ -74,6 +76,7 @@ class Config(NamedTuple):
     evict: str = "evict_last"
     persist: int = 0
     stages: int = 1
+    spread: bool = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,19 +103,27 @@ CONFIGS = {
     "default": {"linear": (2048, 4), "swizzled": (2048, 4, 4), "dequantize": (2048, 4)},
     "fast-hbm": {"linear": (4096, 8), "swizzled": (4096, 4, 4), "dequantize": (8192, 8)},
 }
+SPREAD = {"fast-hbm": (4096, 8)}
+"""Card classes whose swizzled programs take rows 32 apart, and from how many rows of input
+they take 8 rows per program instead of the configured count (the H200 ablation of
+2026-11-30, docs/performance.md; the H100 keeps its measured configuration)."""
 
 
 @functools.lru_cache(maxsize=4096)
 def quantize_config(m: int, k: int, swizzled: bool = False, card_class: str = "default") -> Config:
     """Launch configuration, chosen by the sweeps in docs/performance.md: input loads marked
     evict_last (a cache hint only); linear: one row-chunk per program (shorter rows stack
-    several); swizzled: 4 rows per program (16 bytes of each 128x4 scale tile); the program
-    size and warps per card class (CONFIGS)."""
+    several); swizzled: 4 rows per program (16 bytes of each 128x4 scale tile); on fast-HBM
+    cards rows 32 apart, 8 of them from 4096 rows (SPREAD); the program size and warps per
+    card class (CONFIGS)."""
     conf = CONFIGS.get(card_class, CONFIGS["default"])
     if swizzled:  # the scale store packs 4 blocks: BLOCK_K >= 128
         elems, warps, rows = conf["swizzled"]
+        spread = SPREAD.get(card_class)
+        if spread and m >= spread[0]:
+            rows = spread[1]
         block_k = min(elems // rows, max(128, next_pow2(k)))
-        return Config(elems // block_k, block_k, warps)
+        return Config(elems // block_k, block_k, warps, spread=spread is not None)
     return _row_chunks(m, k, *conf["linear"])
 
 
@@ -153,6 +164,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
         E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
         MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k, EVICT=cfg.evict,
         PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages, BIG=n_m * cfg.block_m * max(stride, k) + n_k * cfg.block_k >= 2**31,
+        SPREAD=swizzled and cfg.spread and cfg.block_m % 4 == 0 and 128 % cfg.block_m == 0,
     )
     ints = (m, k, stride, scale_rows, scale_cols, n_k, n_m * n_k)
     return _launch.Plan(_kernels().mxfp8_quantize_kernel, grid, ints, constexprs, cfg.warps)

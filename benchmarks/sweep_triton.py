@@ -11,11 +11,14 @@ as bench_quantize.bench does (median of CUDA events, L2 flushed), 2 interleaved 
 lower median kept. Every configuration's output is checked against the shipped config's
 bytes first (and the shipped config against the reference).
 
-Ablation (--ablate, 8192x8192 and 16384x16384): the swizzled kernel as shipped, the same
-kernel with its scale store removed, and with the same packed 32-bit words stored at
-row-contiguous offsets (wrong layout, same amount of data), to separate the cost of the
-128x4 scatter from the rest. Variants are built by patching the kernel's source text into a
-temporary module; their outputs are not checked (two of them are wrong on purpose).
+Ablation (--ablate, four shapes from 2048x4096 up): the swizzled kernel as shipped, the same
+kernel with its scale store removed, with the same packed 32-bit words stored at
+row-contiguous offsets (wrong layout, same amount of data), and two exact alternatives to
+the packing (byte stores; bytes reshaped to groups of 4), at several configurations (some with
+Config.spread: a program's rows 32 apart, so that their scale words are adjacent), to
+separate the cost of the 128x4 scatter from the rest. Variants are built by patching the
+kernel's source text into a temporary module; the exact ones are checked against the
+shipped kernel's bytes first (two others are wrong on purpose).
 Writes sweep.json (and prints one line per measurement).
 """
 
@@ -47,7 +50,8 @@ CONFIGS = {
         "linear": [(1, 2048, 4), (1, 4096, 4), (1, 4096, 8), (1, 8192, 4), (1, 8192, 8), (2, 4096, 8),
                    (1, 8192, 8, ""), (1, 16384, 16), (1, 4096, 4, "evict_last", 8, 2)],
         "swizzled": [(4, 512, 4), (4, 1024, 4), (4, 1024, 8), (4, 2048, 4), (4, 2048, 8), (2, 2048, 4),
-                     (8, 1024, 8), (32, 128, 4), (128, 128, 8)],
+                     (8, 1024, 8), (32, 128, 4), (128, 128, 8), (4, 1024, 4, "evict_last", 0, 1, True),
+                     (8, 512, 4, "evict_last", 0, 1, True)],
         "dequantize": [(1, 2048, 4, ""), (1, 4096, 4, ""), (1, 8192, 4, ""), (1, 8192, 8, ""), (1, 16384, 8, ""),
                        (2, 4096, 4, ""), (1, 4096, 4, "", 8, 3), (1, 8192, 8, "evict_last")],
     },
@@ -141,40 +145,85 @@ def _variant(name, text, folder):
     return mod
 
 
-def ablate(rep_ms, rounds=2):
+PACKED = """        NG: tl.constexpr = NB // 4
+        quad = tl.reshape(sbyte.to(tl.uint32), (BLOCK_M, NG, 4))
+        word = tl.sum(quad << (tl.arange(0, 4) * 8)[None, None, :], axis=2)      # (BM, NG)
+        g2 = (pid_k * NG + tl.arange(0, NG))[None, :]                             # column tile
+        r = r2 % 128
+        w_offs = ((r2 // 128) * (scale_cols // 4) + g2) * 128 + (r % 32) * 4 + r // 32
+        w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
+        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))
+"""
+BYTES = """        b2 = sblk[None, :]
+        r = r2 % 128
+        b_offs = ((r2 // 128) * (scale_cols // 4) + b2 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + b2 % 4
+        tl.store(scale_ptr + b_offs, sbyte, mask=(r2 < scale_rows) & (b2 < scale_cols))
+"""
+BYTES_3D = """        NG: tl.constexpr = NB // 4
+        q3 = tl.reshape(sbyte, (BLOCK_M, NG, 4))
+        g3 = (pid_k * NG + tl.arange(0, NG))[None, :, None]
+        rr = rows[:, None, None]
+        o3 = ((rr // 128) * (scale_cols // 4) + g3) * 512 + (rr % 32) * 16 + ((rr % 128) // 32) * 4 \\
+            + tl.arange(0, 4)[None, None, :]
+        tl.store(scale_ptr + o3, q3, mask=(rr < scale_rows) & (g3 < scale_cols // 4))
+"""
+
+
+def ablate(rep_ms, rounds=2, configs=((4, 1024, 4), (8, 512, 4), (8, 1024, 8), (4, 1024, 4, "evict_last", 0, 1, True),
+                                      (8, 512, 4, "evict_last", 0, 1, True), (8, 1024, 8, "evict_last", 0, 1, True))):
+    """Where the swizzled cost is: the kernel as shipped; without its scale store; its packed
+    words at row-contiguous offsets (wrong layout, same data); and two exact alternatives to
+    the cross-thread packing: one byte store per scale byte at its 128x4 offset, and the same
+    bytes reshaped (BM, NB/4, 4) so that 4 adjacent bytes can go out as one store. Each at the
+    shipped configuration and at `configs`; the exact variants are checked byte for byte."""
     src = open(os.path.join(ROOT, "backends", "_triton_kernels.py")).read()
-    store = "        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))\n"
     offs = "w_offs = ((r2 // 128) * (scale_cols // 4) + g2) * 128 + (r % 32) * 4 + r // 32"
-    if store not in src or offs not in src:
+    if PACKED not in src or offs not in src:
         raise SystemExit("sweep_triton --ablate: the kernel's swizzled store changed; update the patch strings")
+    store = PACKED.splitlines(keepends=True)[-1]
     folder = tempfile.mkdtemp()
-    variants = {
-        "shipped": src,
-        "no scale store": src.replace(store, "        pass\n"),
-        "row-contiguous words": src.replace(offs, "w_offs = r2 * (scale_cols // 4) + g2"),
+    variants = {  # name: (kernel source, exact?)
+        "shipped": (src, True),
+        "no scale store": (src.replace(store, "        pass\n"), False),
+        "row-contiguous words": (src.replace(offs, "w_offs = r2 * (scale_cols // 4) + g2"), False),
+        "byte stores": (src.replace(PACKED, BYTES), True),
+        "byte stores, 3-D": (src.replace(PACKED, BYTES_3D), True),
     }
-    mods = {name: _variant(str(i), text, folder) for i, (name, text) in enumerate(variants.items())}
+    mods = {name: (_variant(str(i), text, folder), exact) for i, (name, (text, exact)) in enumerate(variants.items())}
     original = tb._kernels
     out = []
     try:
-        for m, k in [(8192, 8192), (16384, 16384)]:
+        for m, k in [(2048, 4096), (4096, 7168), (8192, 8192), (16384, 16384)]:
             x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+            x.view(-1)[40] = float("nan")
+            tb._kernels = original
+            tb.clear_plans()
+            want = tb.quantize(x, E4M3, "rceil", "swizzled")
             times = {}
+            cfgs = [None, *[tb.Config(*c) for c in configs]]
+            for name, (mod, exact) in mods.items():
+                tb._kernels = lambda mod=mod: mod
+                tb.clear_plans()
+                for cfg in cfgs:
+                    if exact and not same(tb.quantize(x, E4M3, "rceil", "swizzled", config=cfg), want):
+                        raise SystemExit(f"sweep_triton --ablate: {name} {cfg} is not exact at {m}x{k}")
             for _ in range(rounds):
                 tb._kernels = original
                 tb.clear_plans()
-                times.setdefault("linear (shipped)", []).append(
+                times.setdefault(("linear (shipped)", None), []).append(
                     bq.bench(lambda: tb.quantize(x, E4M3, "rceil", "linear"), rep_ms))
-                for name, mod in mods.items():
+                for name, (mod, _) in mods.items():
                     tb._kernels = lambda mod=mod: mod
                     tb.clear_plans()
-                    times.setdefault(f"swizzled, {name}", []).append(
-                        bq.bench(lambda: tb.quantize(x, E4M3, "rceil", "swizzled"), rep_ms))
-            for name, ts in times.items():
-                row = {"shape": f"{m}x{k}", "variant": name, "us": min(ts), "rounds_us": ts}
+                    for cfg in cfgs:
+                        times.setdefault((name, cfg), []).append(
+                            bq.bench(lambda: tb.quantize(x, E4M3, "rceil", "swizzled", config=cfg), rep_ms))
+            for (name, cfg), ts in times.items():
+                row = {"shape": f"{m}x{k}", "variant": name, "config": list(cfg) if cfg else "shipped",
+                       "us": min(ts), "rounds_us": ts}
                 out.append(row)
                 print(json.dumps(row), flush=True)
-            del x
+            del x, want
             torch.cuda.empty_cache()
     finally:
         tb._kernels = original
