@@ -145,15 +145,9 @@ def _variant(name, text, folder):
     return mod
 
 
-PACKED = """        NG: tl.constexpr = NB // 4
-        quad = tl.reshape(sbyte.to(tl.uint32), (BLOCK_M, NG, 4))
-        word = tl.sum(quad << (tl.arange(0, 4) * 8)[None, None, :], axis=2)      # (BM, NG)
-        g2 = (pid_k * NG + tl.arange(0, NG))[None, :]                             # column tile
-        r = r2 % 128
-        w_offs = ((r2 // 128) * (scale_cols // 4) + g2) * 128 + (r % 32) * 4 + r // 32
-        w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
-        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))
-"""
+PACKED_FIRST = "        NG: tl.constexpr = NB // 4\n"
+PACKED_STORE = "        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))\n"
+"""First and last line of the shipped kernel's packed swizzled store (the block the variants replace)."""
 BYTES = """        b2 = sblk[None, :]
         r = r2 % 128
         b_offs = ((r2 // 128) * (scale_cols // 4) + b2 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + b2 % 4
@@ -178,9 +172,10 @@ def ablate(rep_ms, rounds=2, configs=((4, 1024, 4), (8, 512, 4), (8, 1024, 8), (
     shipped configuration and at `configs`; the exact variants are checked byte for byte."""
     src = open(os.path.join(ROOT, "backends", "_triton_kernels.py")).read()
     offs = "w_offs = ((r2 // 128) * (scale_cols // 4) + g2) * 128 + (r % 32) * 4 + r // 32"
-    if PACKED not in src or offs not in src:
+    if PACKED_FIRST not in src or PACKED_STORE not in src or offs not in src:
         raise SystemExit("sweep_triton --ablate: the kernel's swizzled store changed; update the patch strings")
-    store = PACKED.splitlines(keepends=True)[-1]
+    store = PACKED_STORE
+    PACKED = src[src.index(PACKED_FIRST):src.index(PACKED_STORE) + len(PACKED_STORE)]
     folder = tempfile.mkdtemp()
     variants = {  # name: (kernel source, exact?)
         "shipped": (src, True),
