@@ -154,9 +154,8 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
             else:
                 src, bits = fc.copy_(xc), (fbits if n == cr else fbits[:n])  # exact upcast
             amax = torch.bitwise_and(bits, magnitude, out=ic).amax(dim=-1, keepdim=True)
-            special = amax.max().item() >= _INF_BITS  # one reduction; the mask only if needed
-            if special:
-                special = amax >= _INF_BITS
+            # NaN/Inf blocks: one reduction finds out whether there are any; the mask only then
+            special = amax >= _INF_BITS if amax.max().item() >= _INF_BITS else None
             t = amax.add_(offset).bitwise_right_shift_(shift).clamp_(0, 254)
             if sc is None:
                 scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
@@ -167,7 +166,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
             if scale_mode == "floor":  # the only mode in which a finite block can exceed M
                 y.clamp_(-fmt.max_finite, fmt.max_finite)
             oec.copy_(y)  # RNE cast straight into the output
-            if special is not False:  # NaN/Inf blocks: all-NaN elements, NaN scale
+            if special is not None:  # NaN/Inf blocks: all-NaN elements, NaN scale
                 oc.masked_fill_(special, ELEMENT_NAN)
                 if sc is None:
                     scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)[special.view(-1)]] = E8M0_NAN
