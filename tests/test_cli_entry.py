@@ -10,6 +10,7 @@ from importlib import metadata
 import pytest
 
 import mxquant.cli
+from hidden_modules import hide
 
 VERSION = metadata.version("mxquant")
 
@@ -32,15 +33,7 @@ def test_version_command(how):
     assert proc.stdout == f"mxquant {VERSION}\n"
 
 
-# Hides numpy from the interpreter, as in a fresh venv without it (torch does not depend on it).
-NO_NUMPY = """
-import sys
-class NoNumpy:
-    def find_spec(self, name, path=None, target=None):
-        if name == "numpy" or name.startswith("numpy."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, NoNumpy())
-"""
+NO_NUMPY = hide("numpy")  # as in a fresh venv without it (torch does not depend on it)
 
 
 def test_no_numpy_warning_without_numpy():

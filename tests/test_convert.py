@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("safetensors")
 
 from convert_ckpt import listing, llama_like, read_folder, save_checkpoint  # noqa: E402
+from hidden_modules import hide  # noqa: E402
 
 from mxquant import reference  # noqa: E402
 from mxquant.checkpoint import convert  # noqa: E402
@@ -217,13 +218,7 @@ def test_cuda_device_gives_the_cpu_bytes(tmp_path, mode):
             assert abs(a["sqnr_db"] - b["sqnr_db"]) < 1e-3
 
 
-NO_NUMPY = """
-import sys
-class NoNumpy:
-    def find_spec(self, name, path=None, target=None):
-        if name == "numpy" or name.startswith("numpy."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, NoNumpy())
+NO_NUMPY = hide("numpy") + """
 from mxquant.cli import main
 sys.exit(main(["convert", sys.argv[1], sys.argv[2], "--quiet", "--device", "cpu"]))
 """

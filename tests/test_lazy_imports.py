@@ -10,23 +10,14 @@ import subprocess
 import sys
 
 from cpu_auto import AUTO_CPU
+from hidden_modules import hide
 
 BLOCKED = ("flashinfer", "triton", "intel_extension_for_pytorch", "vllm_xpu_kernels")
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # a CPU-only machine, as CI is (conftest.py)
 
-SCRIPT = r"""
-import importlib.abc, sys
-
+SCRIPT = hide(*BLOCKED) + r"""
 BLOCKED = %r
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"import of {name} blocked by the test")
-        return None
-
-sys.meta_path.insert(0, Blocker())
 
 def loaded():
     return sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
