@@ -5,7 +5,6 @@ name) stands in for a second backend that runs here."""
 
 import json
 import pytest
-import types
 
 import torch
 
@@ -14,17 +13,11 @@ import mxquant.cli
 from mxquant import reference
 from mxquant.cli.verify import print_report
 
+from inline_plugin import Plugin
+
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
 ONLY = "only the reference backend (cpu) ran here: nothing was compared but the oracle with itself"
-
-
-def in_process_plugin(backend):
-    """A plugin object whose register_backends hook registers `backend`."""
-    @mxquant.hookimpl
-    def register_backends(register):
-        register(backend)
-    return types.SimpleNamespace(register_backends=register_backends)
 
 
 def verify(capsys, *argv):
@@ -48,7 +41,7 @@ def test_contract_another_backend_ran(registry, capsys):
                                 scale_modes=frozenset({"rceil"}), scale_layouts=frozenset({"linear"}),
                                 input_dtypes=frozenset({torch.float32}))  # one combination: a quick run
     other = mxquant.Backend("copy", caps, lambda device: None, reference.quantize, None, priority=-5)
-    registry.register_plugin(in_process_plugin(other), "plugin-copy")
+    registry.register_plugin(Plugin(other), "plugin-copy")
     rc, report, table = verify(capsys, "--backend", "cpu", "--backend", "copy")
     assert rc == 0 and report["only_reference"] is False
     assert ONLY not in table and "ok: no undeclared difference" in table

@@ -13,6 +13,7 @@ import torch
 import mxquant
 from mxquant.registry import Registry, set_registry
 
+from inline_plugin import Plugin
 from mx_oracle import dequantize as oracle_dequantize
 from mx_oracle import public as oracle_public
 from mx_oracle import quantize as oracle_quantize
@@ -113,10 +114,7 @@ class Racer:
 
         self.backend = mxquant.Backend("racer", mxquant.Capabilities(devices=frozenset({"cpu"})), lambda d: None,
                                        quantize, priority=100)
-
-    @mxquant.hookimpl
-    def register_backends(self, register):
-        register(self.backend)
+        self.plugin = Plugin(self.backend)
 
 
 def test_register_and_unregister_race_calls(registry):
@@ -127,7 +125,7 @@ def test_register_and_unregister_race_calls(registry):
     def flip():
         try:
             for _ in range(40):
-                registry.register_plugin(racer, "racer-plugin")
+                registry.register_plugin(racer.plugin, "racer-plugin")
                 registry.unregister_plugin("racer-plugin")
         finally:
             done.set()
@@ -154,7 +152,7 @@ def test_unregister_during_resolution_leaves_no_stale_cache_entry(registry, monk
     # a call is resolving (after it chose the plugin's backend, before it cached it). Without
     # one lock around resolve-and-cache the call would cache the departed backend for good.
     racer = Racer()
-    registry.register_plugin(racer, "racer-plugin")
+    registry.register_plugin(racer.plugin, "racer-plugin")
     real_resolve = registry.resolve
     unregistering = []
 

@@ -16,22 +16,9 @@ from mxquant.errors import BackendIncapableError, BackendUnavailableError, NoBac
 from mxquant.selection import ENV_ALLOW, ENV_BACKEND
 
 import mx_oracle as oracle
+from inline_plugin import Plugin
 
 BUILTINS = ("cpu", "cpu-eager", "cpu-native", "triton", "flashinfer", "xpu")
-
-
-class Plugin:
-    """An in-process plugin: registers the given backends (or raises, if told to)."""
-
-    def __init__(self, *backends, fail=None):
-        self.backends, self.fail = backends, fail
-
-    @mxquant.hookimpl
-    def register_backends(self, register):
-        for b in self.backends:
-            register(b)
-        if self.fail:
-            raise self.fail
 
 
 @contextlib.contextmanager

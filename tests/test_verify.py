@@ -20,19 +20,11 @@ from mxquant.conformance import DEVIATION_RULES, collect
 from mxquant.formats import SCALE_MODES
 
 import mx_oracle as oracle
+from inline_plugin import Plugin
 
 E4M3 = torch.float8_e4m3fn
 ONE_COMBO = dict(element_dtypes=frozenset({E4M3}), scale_modes=frozenset({"rceil"}),
                  scale_layouts=frozenset({"linear"}), input_dtypes=frozenset({torch.float32}))
-
-
-class Plugin:
-    def __init__(self, backend):
-        self.backend = backend
-
-    @mxquant.hookimpl
-    def register_backends(self, register):
-        register(self.backend)
 
 
 def nan_blocks_wrong(x, dtype, mode, layout):
