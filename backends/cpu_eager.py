@@ -38,19 +38,21 @@ import torch
 
 from mxquant import reference
 from mxquant.backend import Backend
-from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES
+from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES,
+                             RCEIL_MANTISSA_THRESHOLD)
 from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
 from mxquant.outputs import own_outputs
 
 from ._common import as_rows
-from ._cpu_shared import CPU_CAPABILITIES, advise_huge_pages
+from ._cpu_shared import CPU_CAPABILITIES, check_buffer, new_outputs, new_tensor
 
 CHUNK_ELEMS = 1 << 18
 """Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
 buffer per thread, big enough that per-op dispatch costs little, small enough for L2."""
 
-_INF_BITS = 0x7F800000  # fp32 bits of +Inf: NaN and Inf sort at or above it
-_MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - 0x600000, "compressed-tensors": 0x800000 - 0x600000}
+_INF_BITS = reference._FP32_INF_BITS  # NaN and Inf bits sort at or above it
+_MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - RCEIL_MANTISSA_THRESHOLD,
+                  "compressed-tensors": 0x800000 - RCEIL_MANTISSA_THRESHOLD}
 """Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
 _pool = None  # (pid, executor): a forked child must not reuse its parent's (threadless) pool
 _pool_lock = threading.Lock()
@@ -94,25 +96,21 @@ def _parallel(rows: int, k: int, work) -> None:
     if n == 1:
         work(0, rows, cr)
         return
-    pool = _executor(max(n, torch.get_num_threads()))
+    pool = _executor(torch.get_num_threads())  # n <= that: one pool for every call
     bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
     for f in [pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
         f.result()
 
 
-def _check_buffers(x, data, scale, dtype, scale_layout) -> None:
-    for name, t, shape, dts in (("data", data, x.shape, (dtype, torch.uint8)),
-                                ("scale", scale, scale_shape(tuple(x.shape), scale_layout),
-                                 (torch.float8_e8m0fnu, torch.uint8))):
-        if t.dtype not in dts or not t.is_contiguous() or t.numel() != math.prod(shape) or t.device != x.device:
-            raise ValueError(f"{name} must be a contiguous tensor of {math.prod(shape)} elements of "
-                             f"{' or '.join(map(str, dts))} on {x.device}; got {t.dtype} {tuple(t.shape)}")
-
-
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     """Quantize `x` into `data` (x's shape, `dtype` or uint8, contiguous) and `scale` (the
     layout's shape, float8_e8m0fnu or uint8, contiguous). Checks the buffers first."""
-    _check_buffers(x, data, scale, dtype, scale_layout)
+    check_buffer("data", data, x.shape, (dtype, torch.uint8))
+    check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.float8_e8m0fnu, torch.uint8))
+    _quantize(x, data, scale, dtype, scale_mode, scale_layout)
+
+
+def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     k, hp = x.shape[-1], x.dtype
     rows = math.prod(x.shape[:-1])
     nb = k // BLOCK
@@ -158,7 +156,8 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
             special = amax >= _INF_BITS if amax.max().item() >= _INF_BITS else None
             t = amax.add_(offset).bitwise_right_shift_(shift).clamp_(0, 254)
             if sc is None:
-                scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
+                offsets = swizzle_offsets(r0, r0 + n, nb, pcols)
+                scale_u8[offsets] = t.view(-1).to(torch.uint8)
             else:
                 sc.copy_(t)
             factor = t.bitwise_left_shift_(shift).neg_().add_(one_exp).view(torch.float32)  # 2**-s
@@ -169,7 +168,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
             if special is not None:  # NaN/Inf blocks: all-NaN elements, NaN scale
                 oc.masked_fill_(special, ELEMENT_NAN)
                 if sc is None:
-                    scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)[special.view(-1)]] = E8M0_NAN
+                    scale_u8[offsets[special.view(-1)]] = E8M0_NAN
                 else:
                     sc.masked_fill_(special, E8M0_NAN)
 
@@ -177,18 +176,18 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
-    scale = torch.empty(scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
-    data = torch.empty(x.shape, dtype=dtype)  # after scale: see cpu_native.quantize
-    advise_huge_pages(data)
-    quantize_into(x, data, scale, dtype, scale_mode, scale_layout)
+    data, scale = new_outputs(x.shape, dtype, scale_shape(tuple(x.shape), scale_layout))
+    _quantize(x, data, scale, dtype, scale_mode, scale_layout)  # our own buffers: no checks
     return data, scale
 
 
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (contiguous, data's element count; its dtype is the output's)."""
-    if out.dtype not in INPUT_DTYPES or not out.is_contiguous() or out.numel() != data.numel():
-        raise ValueError(f"out must be a contiguous tensor of {data.numel()} elements of float32, bfloat16 or "
-                         f"float16; got {out.dtype} {tuple(out.shape)}")
+    check_buffer("out", out, data.shape, INPUT_DTYPES)
+    _dequantize(data, scale, scale_layout, out)
+
+
+def _dequantize(data, scale, scale_layout, out) -> None:
     k = data.shape[-1]
     rows = data.numel() // k if k else 0
     if rows == 0 or k == 0:
@@ -219,9 +218,8 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
-    out = torch.empty(data.shape, dtype=out_dtype)
-    advise_huge_pages(out)
-    dequantize_into(data, scale, scale_layout, out)
+    out = new_tensor(data.shape, out_dtype)
+    _dequantize(data, scale, scale_layout, out)
     return out
 
 

@@ -11,9 +11,6 @@ benchmark can measure what reusing outputs saves (mxquant's public API has no ou
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 
 from mxquant.backend import Backend
@@ -23,7 +20,7 @@ from mxquant.outputs import own_outputs
 
 from . import _native_lib
 from ._common import as_rows
-from ._cpu_shared import CPU_CAPABILITIES
+from ._cpu_shared import CPU_CAPABILITIES, check_buffer, new_outputs, new_tensor
 
 _HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
@@ -37,20 +34,13 @@ def _lib():
     return lib
 
 
-def _check_out(name: str, t: torch.Tensor, shape, dtypes) -> None:
-    if t.device.type != "cpu" or t.dtype not in dtypes or not t.is_contiguous() or t.numel() != math.prod(shape):
-        want = " or ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise ValueError(f"{name} must be a contiguous CPU tensor of {math.prod(shape)} elements of {want}; "
-                         f"got {t.dtype} {tuple(t.shape)} on {t.device} (contiguous={t.is_contiguous()})")
-
-
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     """Quantize `x` into `data` (x's element count, uint8 or `dtype`) and `scale` (the layout's
     element count, uint8 or float8_e8m0fnu). Checks the buffers before writing anything."""
     if x.device.type != "cpu":
         raise ValueError(f"cpu-native: x is on {x.device}, expected cpu")
-    _check_out("data", data, x.shape, (torch.uint8, dtype))
-    _check_out("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
+    check_buffer("data", data, x.shape, (torch.uint8, dtype))
+    check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
     _quantize(x, data, scale, dtype, scale_mode, scale_layout)
 
 
@@ -66,28 +56,18 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
-    # scale first: allocated after data, its small block sat on top of the large one in the
-    # heap and freeing both handed the pages back (about 4x the page faults per call, measured).
-    # empty_strided: Python's argument parser tries torch.empty's several signatures (~3 µs).
-    sshape = scale_shape(tuple(x.shape), scale_layout)
-    scale = torch.empty_strided(sshape, _contiguous_strides(sshape), dtype=torch.float8_e8m0fnu)
-    data = torch.empty_strided(x.shape, _contiguous_strides(x.shape), dtype=dtype)
+    data, scale = new_outputs(x.shape, dtype, scale_shape(tuple(x.shape), scale_layout))
     _quantize(x, data, scale, dtype, scale_mode, scale_layout)  # our own buffers: no checks
     return data, scale
 
 
-@functools.lru_cache(maxsize=4096)
-def _contiguous_strides(shape) -> tuple:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
-
-
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (data's element count; its dtype is the output dtype)."""
-    _check_out("out", out, data.shape, INPUT_DTYPES)
+    check_buffer("out", out, data.shape, INPUT_DTYPES)
+    _dequantize(data, scale, scale_layout, out)
+
+
+def _dequantize(data, scale, scale_layout, out) -> None:
     lib = _lib()
     k = data.shape[-1]
     d2 = as_rows(data.view(torch.uint8))
@@ -100,8 +80,8 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
-    out = torch.empty(data.shape, dtype=out_dtype)
-    dequantize_into(data, scale, scale_layout, out)
+    out = new_tensor(data.shape, out_dtype)
+    _dequantize(data, scale, scale_layout, out)
     return out
 
 
