@@ -106,6 +106,12 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
 
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     check_dequantize(data, scale, scale_layout, out_dtype, backend)
+    return dequantize_checked(data, scale, scale_layout, out_dtype, backend)
+
+
+def dequantize_checked(data, scale, scale_layout, out_dtype, backend):
+    """run_dequantize after its argument checks (mxfp8_fake_quantize's second half: its
+    arguments are run_quantize's outputs)."""
     key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
     scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
     fn = get_registry().lookup(*key)

@@ -69,9 +69,10 @@ def normalize_name(name: Optional[str]) -> Optional[str]:
 
 
 def allowed_deviations() -> frozenset:
-    """MXQUANT_ALLOW_DEVIATIONS (comma-separated, trimmed, case-folded) plus allow_deviations()."""
+    """MXQUANT_ALLOW_DEVIATIONS (comma-separated) plus allow_deviations(), trimmed and case-folded
+    (as backend names are: normalize_name); deviation_allowed folds the other side."""
     env = os.environ.get(ENV_ALLOW) or ""
-    return frozenset(p.strip().lower() for p in env.split(",") if p.strip()) | _allowed.get()
+    return frozenset(p.strip().lower() for p in (*env.split(","), *_allowed.get()) if p.strip())
 
 
 def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
@@ -88,7 +89,8 @@ def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozen
 
 
 def deviation_allowed(backend_name: str, code: str, allowed: frozenset) -> bool:
-    return bool({"*", backend_name, f"{backend_name}:{code}"} & allowed)
+    name = backend_name.lower()
+    return bool({"*", name, f"{name}:{code.lower()}"} & allowed)
 
 
 def deviations_allowed(backend, allowed: frozenset) -> bool:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .._version import __version__
 from . import bench, convert, info, verify
@@ -20,7 +19,3 @@ def main(argv=None) -> int:
         module.add_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -53,7 +53,7 @@ def _summary(result, console) -> None:
     t.add_row("config ignore", ", ".join(result.ignore))
     t.add_row("bytes in / out", f"{_size(result.bytes_in)} / {_size(result.bytes_out)}")
     t.add_row("shards converted / resumed", f"{result.shards_done} / {result.shards_resumed}")
-    t.add_row("time", f"{result.seconds:.2f} s ({_size(result.bytes_in / result.seconds)}/s of input)")
+    t.add_row("time", f"{result.seconds:.2f} s ({_size(result.gb_per_s * 1e9)}/s of input)")
     t.add_row("manifest", result.manifest_path)
     console.print(t)
     worst = result.worst(5)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import sys
 
-from ..conformance import DEVIATION, FAIL, NOT_SUPPORTED, PASS, UNAVAILABLE, collect, exit_code
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="compare every available backend with the CPU reference")
@@ -19,6 +17,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..conformance import collect, exit_code  # loaded by this command only, not by every `mxquant ...`
+
     report = collect(args.backend, args.seed)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
@@ -30,8 +30,6 @@ def run(args) -> int:
 ONLY_REFERENCE = ("only the reference backend (cpu) ran here: nothing was compared but the oracle with itself; "
                   "run on a machine with a GPU (or the device another backend serves) to check the others")
 
-_STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
-          UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
 
 
@@ -47,6 +45,10 @@ def print_report(report: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..conformance import DEVIATION, FAIL, NOT_SUPPORTED, PASS, UNAVAILABLE
+
+    _STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
+              UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
     console = Console(file=sys.stdout)
     s = report["summary"]
     console.print(f"[bold]mxquant verify[/bold] {report['mxquant_version']}  torch {escape(report['torch_version'])}  "
