@@ -89,10 +89,10 @@ def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             size = f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""
             return f"quantize returned a {type(out).__name__}{size}, expected a tuple (data, scale)"
-        problem = (_tensor_problem("data", out[0], x.shape, dtype, x.device)
-                   or _tensor_problem("scale", out[1], _scale_shape(x.shape, layout), _E8M0, x.device))
+        problem = (tensor_problem("data", out[0], x.shape, dtype, x.device)
+                   or tensor_problem("scale", out[1], _scale_shape(x.shape, layout), _E8M0, x.device))
     else:
-        problem = _tensor_problem("the output", out, x.shape, dtype, x.device)
+        problem = tensor_problem("the output", out, x.shape, dtype, x.device)
     if problem or before is None or before == versions(*inputs):
         return problem
     after = versions(*inputs)
@@ -100,7 +100,7 @@ def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
     return f"it wrote into its input {' and '.join(changed)} (inputs are read-only)"
 
 
-def _tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
+def tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
     if not isinstance(t, torch.Tensor):
         return f"{what} is a {type(t).__name__}, not a torch.Tensor"
     if t.dtype is not dtype:

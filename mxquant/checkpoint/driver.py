@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 from . import dist, manifest
+from .fmt import SCALE_MODES
 from .plan import INDEX, Plan, make_plan
 from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
 from .tensors import copy_tensor, quantize_tensor
 from .verify import verify_shard
 
-SCALE_MODES = ("compressed-tensors", "rceil")
 
 
 @dataclass
@@ -60,14 +60,15 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
     available is refused."""
     import torch
 
+    from ..report import local_device_types
+
     kind, _, index = device.partition(":")
-    avail = {"cpu": True, "cuda": torch.cuda.is_available(),
-             "xpu": hasattr(torch, "xpu") and torch.xpu.is_available()}
+    here = local_device_types()  # of cpu, cuda, xpu
     if kind == "auto" and not index:
-        kind = next(k for k in ("cuda", "xpu", "cpu") if avail[k])
-    if kind not in avail or (index and not index.isdigit()) or (kind == "cpu" and index):
+        kind = next(k for k in ("cuda", "xpu", "cpu") if k in here)
+    if kind not in ("cpu", "cuda", "xpu") or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise CheckpointError(f"device {device!r} is not one of cpu, cuda, xpu, auto (cuda:N, xpu:N)")
-    if not avail[kind]:
+    if kind not in here:
         raise CheckpointError(f"device {device!r} is not available here")
     if kind == "cpu":
         return "cpu"
@@ -124,8 +125,6 @@ def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progre
 def _finish(plan: Plan, records: list[dict]) -> str:
     """Rank 0: copy other files, write config.json, the index and the manifest (its path)."""
     for rel in plan.copies:
-        if rel == "config.json":
-            continue
         target = os.path.join(plan.dst, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copy2(os.path.join(plan.src, rel), target)
@@ -171,7 +170,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     group.barrier()
     owner = dist.assign([s.size for s in plan.shards], group.world)
     progress(0, total=sum(s.size for i, s in enumerate(plan.shards) if owner[i] == group.rank))
-    written, resumed, ok, error = [], 0, True, None
+    done, resumed, ok, error = 0, 0, True, None
     try:
         for i, shard in enumerate(plan.shards):
             if owner[i] != group.rank:
@@ -186,7 +185,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
             entries = _convert_shard(plan, shard, device=dev, scale_mode=scale_mode, chunk_elems=chunk,
                                      progress=progress, verify=verify)
             out = os.path.join(dst, shard.file)
-            written.append(out)
+            done += 1
             rec = manifest.shard_record(shard, options, out, entries, time.perf_counter() - s0)
             manifest.write_json_atomic(manifest.part_path(dst, shard.file), rec)
     except BaseException as e:  # noqa: BLE001 - cleaned up, then re-raised (KeyboardInterrupt too)
@@ -213,7 +212,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         ignore=plan.ignore, bytes_in=plan.bytes_in,
         bytes_out=sum(r["output"]["size"] for r in records),
         seconds=time.perf_counter() - t0,
-        shards_done=len(written),
+        shards_done=done,
         shards_resumed=resumed,
         tensors=[t for r in records for t in r["tensors"]], manifest_path=mpath, peak_rss_bytes=_peak_rss())
 

@@ -11,6 +11,9 @@ CompressedTensorsW8A8Mxfp8; transformers loads it through compressed-tensors.
 
 from __future__ import annotations
 
+SCALE_MODES = ("compressed-tensors", "rceil")
+"""The scale modes `mxquant convert` writes: compressed-tensors' own rule (the default) and rceil."""
+
 FORMAT = "mxfp8-quantized"
 CT_VERSION = "0.20.1"
 """The compressed-tensors release whose writer this layout reproduces (tests check it parses
@@ -22,10 +25,6 @@ SCALE_DTYPE = "U8"
 
 def scale_name(name: str) -> str:
     return name + "_scale"
-
-
-def scale_shape(shape: tuple) -> tuple:
-    return (*shape[:-1], shape[-1] // 32)
 
 
 def _args(dynamic: bool) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..layouts import scale_shape
 from . import fmt
 from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
 from .stio import CheckpointError, TensorInfo, read_header
@@ -32,7 +33,7 @@ class Shard:
         for t in self.tensors:
             if self.decisions[t.name].quantize:
                 out.append((t.name, fmt.DATA_DTYPE, t.shape))
-                out.append((fmt.scale_name(t.name), fmt.SCALE_DTYPE, fmt.scale_shape(t.shape)))
+                out.append((fmt.scale_name(t.name), fmt.SCALE_DTYPE, scale_shape(tuple(t.shape), "linear")))
             else:
                 out.append((t.name, t.dtype, t.shape))
         return out
@@ -44,7 +45,8 @@ class Plan:
     dst: str
     shards: list[Shard]
     copies: list[str]
-    """Other files of SRC (relative paths), copied unchanged (config.json gets the entry)."""
+    """Other files of SRC (relative paths), copied unchanged (config.json is not among them: it is
+    written from `config`, which gains the quantization entry)."""
     config: dict
     ignore: list[str]
     has_index: bool
@@ -138,7 +140,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
     config = dict(config)
     config["quantization_config"] = fmt.quantization_config(plan_ignore)
-    skip = set(files) | {INDEX}
+    skip = set(files) | {INDEX, "config.json"}  # config.json: rewritten by _finish
     copies = []
     for root, dirs, names in os.walk(src):
         dirs.sort()

@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..formats import BLOCK
 from .stio import FLOAT_NAMES, CheckpointError, TensorInfo
 
-BLOCK = 32
 QUANTIZED_MARKERS = ("weight_scale", "weight_packed", "weight_zero_point", "weight_global_scale", "input_scale",
                      "qweight", "qzeros")
 """Parameter names that quantized checkpoints (compressed-tensors, GPTQ/AWQ, FP8) carry."""

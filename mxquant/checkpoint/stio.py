@@ -43,13 +43,9 @@ class TensorInfo:
     begin: int
     end: int
 
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
 
 def itemsize(dtype: str) -> int:
-    return torch.empty(0, dtype=DTYPES[dtype]).element_size()
+    return DTYPES[dtype].itemsize
 
 
 def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:

@@ -16,6 +16,8 @@ import torch
 
 import mxquant
 
+from ..formats import BLOCK
+from ..layouts import scale_shape
 from . import fmt
 from .stio import DTYPES, TensorInfo, tensor_bytes
 
@@ -27,7 +29,7 @@ def _rows(info: TensorInfo) -> tuple[int, int]:
 
 def _read_rows(f, info: TensorInfo, data_start: int, r0: int, r1: int, k: int) -> torch.Tensor:
     dtype = DTYPES[info.dtype]
-    item = torch.empty(0, dtype=dtype).element_size()
+    item = dtype.itemsize
     nbytes = (r1 - r0) * k * item
     buf = torch.empty(nbytes, dtype=torch.uint8)
     f.seek(data_start + info.begin + r0 * k * item)
@@ -101,7 +103,7 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
         scales.append(q.scale.view(torch.uint8).cpu())
         writer.write_part(tensor_bytes(data))
     writer.end()
-    scale = torch.cat(scales) if scales else torch.empty(0, k // 32, dtype=torch.uint8)
+    scale = torch.cat(scales) if scales else torch.empty(0, k // BLOCK, dtype=torch.uint8)
     sname = fmt.scale_name(info.name)
     writer.begin(sname)
     writer.write_part(tensor_bytes(scale))
@@ -114,6 +116,6 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
         {"name": info.name, "shape": list(info.shape), "dtype": fmt.DATA_DTYPE,
          "quantized": True, "source_dtype": info.dtype,
          "sqnr_db": sqnr, "rel_error": rel},
-        {"name": sname, "shape": list(fmt.scale_shape(info.shape)), "dtype": fmt.SCALE_DTYPE,
+        {"name": sname, "shape": list(scale_shape(tuple(info.shape), "linear")), "dtype": fmt.SCALE_DTYPE,
          "quantized": False, "scale_of": info.name},
     ]

@@ -34,7 +34,6 @@ class ShardWriter:
         self._expected = [(name, header[name]["data_offsets"][1] - header[name]["data_offsets"][0])
                           for name, _, _ in layout]
         self._next, self._left = 0, 0
-        self.size = 8 + len(blob) + offset
         self.digests: dict[str, str] = {}
         """sha256 of each tensor's bytes as written (complete after close())."""
         self._f = open(self.tmp, "wb")

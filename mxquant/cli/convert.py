@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from ..checkpoint.fmt import SCALE_MODES
+
 HELP = "convert a Hugging Face safetensors checkpoint to compressed-tensors MXFP8 (docs/convert.md)"
 
 
@@ -19,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ignore", action="append", default=[], metavar="NAME",
                    help="module to leave unquantized: an exact module name or re:<regex> (repeatable)")
     p.add_argument("--quantize-lm-head", action="store_true", help="quantize lm_head too (default: keep it)")
-    p.add_argument("--scale-mode", default="compressed-tensors", choices=("compressed-tensors", "rceil"),
+    p.add_argument("--scale-mode", default="compressed-tensors", choices=SCALE_MODES,
                    help="E8M0 scale rule: compressed-tensors/llm-compressor bytes (default) or rceil "
                         "(vLLM online / FlashInfer bytes)")
     p.add_argument("--device", default="auto", help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")

@@ -18,6 +18,7 @@ from .. import layouts, reference
 from .._version import __version__
 from ..backend import Backend, Call
 from ..formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+from ..outputs import tensor_problem
 from ..registry import Entry, Registry, get_registry
 from ..report import local_device_types
 from .deviation_rules import DEVIATION_RULES
@@ -70,20 +71,16 @@ class Target:
 
 # ---- comparison ------------------------------------------------------------------------------
 
+_CPU = torch.device("cpu")
+
+
 def _rows(shape) -> int:
     return math.prod(shape[:-1])
 
 
 def _structure_error(what: str, got: torch.Tensor, want_shape, want_dtype) -> Optional[str]:
-    if not isinstance(got, torch.Tensor):
-        return f"{what} is a {type(got).__name__}, not a tensor"
-    if got.dtype != want_dtype:
-        return f"{what} has dtype {describe_dtype(got.dtype)}, expected {describe_dtype(want_dtype)}"
-    if tuple(got.shape) != tuple(want_shape):
-        return f"{what} has shape {tuple(got.shape)}, expected {tuple(want_shape)}"
-    if not got.is_contiguous():
-        return f"{what} is not contiguous"
-    return None
+    """The per-call output check's verdict (mxquant/outputs.py) on an output already on the CPU."""
+    return tensor_problem(what, got, torch.Size(want_shape), want_dtype, _CPU)
 
 
 def _scale_rows(scale: torch.Tensor, layout: str, rows: int, nb: int) -> tuple[torch.Tensor, int]:
