@@ -28,7 +28,7 @@ def _max_nan(a, b):
 @triton.jit
 def _quantize_tile(
     tile, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
-    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
+    EMAX: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, SPREAD: tl.constexpr,
 ):
@@ -112,7 +112,7 @@ def mxfp8_quantize_kernel(
     x_ptr, data_ptr, scale_ptr,
     M, K, stride_xm,
     scale_rows, scale_cols, n_k, n_tiles,
-    EMAX: tl.constexpr, MAX_FINITE: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
+    EMAX: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, E5M2: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     MASK_M: tl.constexpr, MASK_K: tl.constexpr, EVICT: tl.constexpr,
     PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BIG: tl.constexpr, SPREAD: tl.constexpr,
@@ -122,7 +122,7 @@ def mxfp8_quantize_kernel(
         nprog = tl.num_programs(0)
         for i in tl.range(0, tl.cdiv(n_tiles - pid, nprog), num_stages=STAGES):
             _quantize_tile(pid + i * nprog, x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
-                           EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)
+                           EMAX, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)
     else:
         _quantize_tile(tl.program_id(0), x_ptr, data_ptr, scale_ptr, M, K, stride_xm, scale_rows, scale_cols, n_k,
-                       EMAX, MAX_FINITE, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)
+                       EMAX, RCEIL, TIE_UP, E5M2, SWIZZLED, BLOCK_M, BLOCK_K, MASK_M, MASK_K, EVICT, BIG, SPREAD)

@@ -85,7 +85,14 @@ class Plan:
 def plan(key, make) -> Plan:
     p = _PLANS.get(key)
     if p is None:
-        if len(_PLANS) > 4096:
-            _PLANS.clear()
-        p = _PLANS[key] = make()
+        p = remember(_PLANS, key, make())
     return p
+
+
+def remember(table: dict, key, value):
+    """table[key] = value in a cache of call signatures, emptied when past 4096 entries (a
+    program cycling through more shapes than that pays a re-plan, not unbounded memory)."""
+    if len(table) > 4096:
+        table.clear()
+    table[key] = value
+    return value

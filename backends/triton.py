@@ -15,9 +15,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from mxquant import layouts
 from mxquant.backend import Backend, Capabilities
 from mxquant.formats import BLOCK, ELEMENT_FORMATS
-from mxquant.layouts import swizzled_scale_shape
 from mxquant.outputs import own_outputs
 
 from . import _triton_launch as _launch
@@ -159,7 +159,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
     n_m, n_k = cdiv(scale_rows, cfg.block_m), cdiv(scale_cols * BLOCK, cfg.block_k)
     grid = _grid(n_m * n_k, cfg, sms)
     constexprs = dict(
-        EMAX=fmt.emax, MAX_FINITE=fmt.max_finite, RCEIL=scale_mode == "rceil",
+        EMAX=fmt.emax, RCEIL=scale_mode == "rceil",
         TIE_UP=scale_mode == "compressed-tensors",
         E5M2=dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
         MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k, EVICT=cfg.evict,
@@ -170,7 +170,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
     return _launch.Plan(_kernels().mxfp8_quantize_kernel, grid, ints, constexprs, cfg.warps)
 
 
-_QFAST: dict = {}  # signature -> (plan, data shape and strides, scale shape and strides): CUDA calls whose plan is armed
+_QFAST: dict = {}  # signature -> (plan, data strides, scale shape and strides): CUDA calls whose plan is armed
 _DFAST: dict = {}
 
 
@@ -179,9 +179,9 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
     key = (x.shape, x.stride(), x.dtype, dtype, scale_mode, scale_layout, device, x.data_ptr() % 16 == 0, config)
     hit = _QFAST.get(key)
     if hit is not None and device.index == torch._C._cuda_getDevice():
-        p, dshape, dstride, sshape, sstride = hit
+        p, dstride, sshape, sstride = hit
         # empty_strided: one signature for Python's argument parser (torch.empty has several), ~half the host time
-        data = torch.empty_strided(dshape, dstride, dtype=dtype, device=device)
+        data = torch.empty_strided(x.shape, dstride, dtype=dtype, device=device)
         scale = torch.empty_strided(sshape, sstride, dtype=torch.float8_e8m0fnu, device=device)
         p.launch(device, x, data, scale)
         return data, scale
@@ -193,12 +193,8 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
     x2 = as_rows(x)
     m = x2.shape[0]
     swizzled = scale_layout == "swizzled"
-    if swizzled:
-        scale_rows, scale_cols = swizzled_scale_shape(m, k)
-        scale_shape = (scale_rows, scale_cols)
-    else:
-        scale_rows, scale_cols = m, k // BLOCK
-        scale_shape = (*x.shape[:-1], scale_cols)
+    scale_shape = layouts.scale_shape(tuple(x.shape), scale_layout)
+    scale_rows, scale_cols = scale_shape if swizzled else (m, k // BLOCK)
     data = torch.empty(x.shape, dtype=dtype, device=device)
     scale = torch.empty(scale_shape, dtype=torch.uint8, device=device)
     if scale_rows and scale_cols:
@@ -208,7 +204,7 @@ def quantize(x, dtype, scale_mode, scale_layout, config=None):
                                                       scale_cols, config, device))
         p.launch(device, x2, data, scale)
         if p.raw is not None and x2.data_ptr() == x.data_ptr():
-            _remember(_QFAST, key, (p, x.shape, data.stride(), scale_shape, scale.stride()))
+            _launch.remember(_QFAST, key, (p, data.stride(), scale_shape, scale.stride()))
     return data, scale.view(torch.float8_e8m0fnu)
 
 
@@ -217,12 +213,6 @@ def clear_plans() -> None:
     _launch._PLANS.clear()
     _QFAST.clear()
     _DFAST.clear()
-
-
-def _remember(table, key, value):
-    if len(table) > 4096:
-        table.clear()
-    table[key] = value
 
 
 def dequantize(data, scale, scale_layout, out_dtype, config=None):
@@ -244,7 +234,7 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
     m = d2.shape[0]
     out = torch.empty(data.shape, dtype=out_dtype, device=device)
     swizzled = scale_layout == "swizzled"
-    scale_cols = swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
+    scale_cols = layouts.swizzled_scale_shape(m, k)[1] if swizzled else k // BLOCK
     if out.numel():
         stride = d2.stride(0)
         scale_bytes = scale.contiguous().view(torch.uint8)
@@ -265,7 +255,7 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
         p = _launch.plan(pkey, make)
         p.launch(device, d2.view(torch.uint8), scale_bytes, out)
         if p.raw is not None and d2.data_ptr() == data.data_ptr() and scale_bytes.data_ptr() == scale.data_ptr():
-            _remember(_DFAST, key, (p, out.stride()))
+            _launch.remember(_DFAST, key, (p, out.stride()))
     return out
 
 

@@ -29,6 +29,8 @@ from mxquant import layouts
 from mxquant.backend import Backend, Capabilities, Deviation
 from mxquant.formats import BLOCK, ELEMENT_FORMATS, INPUT_DTYPES
 
+from ._common import device_guard
+
 KERNELS_MODULE = "vllm_xpu_kernels._C"
 OP_NAME = "per_token_group_fp8_quant"
 EPS = 1e-10
@@ -107,16 +109,8 @@ def e8m0_bytes(scale_fp32: torch.Tensor) -> torch.Tensor:
     return ((top9 + 1) >> 1).clamp_(max=0xFF).to(torch.uint8)
 
 
-def _device_guard(device: torch.device):
-    # The kernel launches on the current XPU device (at::xpu::current_device()), not on the
-    # tensors' device: make it the input's device when it is not already.
-    if device.type != "xpu" or device.index is None or device.index == torch.xpu.current_device():
-        return None
-    return torch.xpu.device(device.index)
-
-
 def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str):
-    guard = _device_guard(x.device)
+    guard = device_guard(x.device)  # the kernel launches on the current XPU device
     if guard is not None:
         with guard:
             return quantize(x, dtype, scale_mode, scale_layout)
