@@ -126,3 +126,18 @@ def dequantize(data: torch.Tensor, scale_rows: torch.Tensor, out_dtype) -> torch
     sb = scale_rows.view(torch.uint8).numpy().reshape(rows, nb).astype(np.int64)
     factor = np.where(sb == 0xFF, np.nan, np.ldexp(1.0, (np.minimum(sb, 254) - 127).astype(np.int32)))
     return torch.from_numpy(q * factor[..., None]).reshape(data.shape).to(out_dtype)
+
+
+def backend_quantize(x: torch.Tensor, dtype, mode: str, layout: str):
+    """quantize in a backend's form (mxquant.Backend.quantize): data viewed as `dtype`, the
+    scale as float8_e8m0fnu (2-D for swizzled), so the oracle can be registered as a backend."""
+    data, scale = quantize(x, dtype, mode, layout)
+    return data.view(dtype), scale.view(torch.float8_e8m0fnu)
+
+
+def backend_dequantize(data: torch.Tensor, scale: torch.Tensor, layout: str, out_dtype) -> torch.Tensor:
+    """dequantize in a backend's form (mxquant.Backend.dequantize)."""
+    rows, cols = math.prod(data.shape[:-1]), data.shape[-1] // 32
+    lin = scale.view(torch.uint8)
+    lin = unswizzle(lin, rows, cols) if layout == "swizzled" else lin.reshape(rows, cols)
+    return dequantize(data, lin, out_dtype)

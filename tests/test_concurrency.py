@@ -14,6 +14,7 @@ import mxquant
 from mxquant.registry import Registry, set_registry
 
 from inline_plugin import Plugin
+from mx_oracle import backend_quantize
 from mx_oracle import dequantize as oracle_dequantize
 from mx_oracle import public as oracle_public
 from mx_oracle import quantize as oracle_quantize
@@ -109,8 +110,7 @@ class Racer:
 
         def quantize(x, dtype, mode, layout):
             self.calls += 1
-            data, scale = oracle_quantize(x, dtype, mode, layout)
-            return data.view(dtype), scale.view(torch.float8_e8m0fnu)
+            return backend_quantize(x, dtype, mode, layout)
 
         self.backend = mxquant.Backend("racer", mxquant.Capabilities(devices=frozenset({"cpu"})), lambda d: None,
                                        quantize, priority=100)

@@ -202,8 +202,6 @@ def test_overwrite_replaces(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["compressed-tensors", "rceil"])
 def test_cuda_device_gives_the_cpu_bytes(tmp_path, mode):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     src = tmp_path / "src"
     tensors = llama_like(layers=2, hidden=256, inter=512, vocab=512)
     tensors["model.layers.0.mlp.up_proj.weight"][0, :32] = 448.0  # the tie where the modes differ

@@ -192,11 +192,7 @@ def test_dequantize_golden_reference():
 
 # ---- the same tables on a GPU backend -------------------------------------------------------
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize("params", GOLDEN_PARAMS, ids=_id)
 def test_golden_triton_cuda(params):
     bad = golden_mismatches(_public("triton"), "cuda:0", *params)
@@ -204,7 +200,6 @@ def test_golden_triton_cuda(params):
 
 
 @pytest.mark.cuda
-@cuda
 def test_dequantize_golden_triton_cuda():
     def fn(data, scale, layout, out_dtype):
         return mxquant.mxfp8_dequantize(data, scale, scale_layout=layout, out_dtype=out_dtype, backend="triton")

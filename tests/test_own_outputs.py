@@ -19,19 +19,11 @@ from mxquant import outputs, reference
 from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES
 from mxquant.registry import get_registry
 
+from cpu_auto import loaded_backend
 from inline_plugin import Plugin
 
 OWN = {"triton", "cpu-native", "cpu-eager", "cpu"}
 SHAPES = [(4, 64), (3, 5, 96), (130, 256), (1, 32), (0, 64), (7, 0)]
-
-
-def _loaded(name, device):
-    reg = get_registry()
-    entry = next(e for e in reg.entries() if e.name == name)
-    reason = reg.probe(entry, device)
-    if reason is not None:
-        pytest.skip(f"{name}: {reason}")
-    return reg.load(entry)
 
 
 def test_the_exemption_covers_exactly_the_in_tree_kernels():
@@ -76,14 +68,12 @@ def _check_backend(be, device):
 
 @pytest.mark.parametrize("name", ["cpu-native", "cpu-eager", "cpu"])
 def test_cpu_own_output_backends_meet_the_output_contract(name):
-    _check_backend(_loaded(name, torch.device("cpu")), torch.device("cpu"))
+    _check_backend(loaded_backend(name), torch.device("cpu"))
 
 
 @pytest.mark.cuda
 def test_triton_outputs_meet_the_output_contract():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    _check_backend(_loaded("triton", torch.device("cuda")), torch.device("cuda"))
+    _check_backend(loaded_backend("triton", torch.device("cuda")), torch.device("cuda"))
 
 
 def test_contract_a_plugin_reusing_an_exempt_function_name_is_still_checked(registry):

@@ -17,6 +17,7 @@ from mxquant.selection import DEFAULT_PROBE_TIMEOUT, ENV_PROBE_TIMEOUT, probe_ti
 
 from cpu_auto import AUTO_CPU
 from inline_plugin import Plugin
+from mx_oracle import backend_quantize
 from mx_oracle import quantize as oracle_quantize
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
@@ -24,11 +25,7 @@ pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only mac
 
 def fake(name, probe, priority=100, install_hint="pip install something-real"):
     """A CPU backend above the built-in cpu whose probe is `probe`; it would quantize exactly."""
-    def quantize(x, dtype, mode, layout):
-        data, scale = oracle_quantize(x, dtype, mode, layout)
-        return data.view(dtype), scale.view(torch.float8_e8m0fnu)
-
-    return mxquant.Backend(name, mxquant.Capabilities(devices=frozenset({"cpu"})), probe, quantize,
+    return mxquant.Backend(name, mxquant.Capabilities(devices=frozenset({"cpu"})), probe, backend_quantize,
                            priority=priority, install_hint=install_hint)
 
 

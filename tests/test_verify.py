@@ -60,16 +60,7 @@ def results_of(report, backend):
     return [r for r in report["results"] if r["backend"] == backend]
 
 
-def oracle_quantize(x, dtype, mode, layout):
-    data, scale = oracle.quantize(x, dtype, mode, layout)
-    return data.view(dtype), scale.view(torch.float8_e8m0fnu)
-
-
-def oracle_dequantize(data, scale, layout, out_dtype):
-    rows, cols = math.prod(data.shape[:-1]), data.shape[-1] // 32
-    lin = scale.view(torch.uint8)
-    lin = oracle.unswizzle(lin, rows, cols) if layout == "swizzled" else lin.reshape(rows, cols)
-    return oracle.dequantize(data, lin, out_dtype)
+oracle_quantize, oracle_dequantize = oracle.backend_quantize, oracle.backend_dequantize
 
 
 ALL_COMBOS = dict(scale_modes=frozenset(SCALE_MODES))
