@@ -83,3 +83,12 @@ def listing(folder) -> dict[str, bytes]:
             with open(p, "rb") as f:
                 out[os.path.relpath(p, folder)] = f.read()
     return out
+
+
+def assert_same_tensors(got: dict, want: dict) -> None:
+    """The same names, and per name the same dtype, shape and bytes."""
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        assert got[k].shape == want[k].shape, k
+        assert torch.equal(got[k].view(torch.uint8), want[k].contiguous().view(torch.uint8)), k

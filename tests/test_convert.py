@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("safetensors")
 
-from convert_ckpt import listing, llama_like, read_folder, save_checkpoint  # noqa: E402
+from convert_ckpt import assert_same_tensors, listing, llama_like, read_folder, save_checkpoint  # noqa: E402
 from hidden_modules import hide  # noqa: E402
 
 from mxquant import reference  # noqa: E402
@@ -35,14 +35,6 @@ def _expected(tensors, quantized, mode=MODE):
     return out
 
 
-def _assert_same(got, want):
-    assert set(got) == set(want)
-    for k in want:
-        assert got[k].dtype == want[k].dtype, k
-        assert got[k].shape == want[k].shape, k
-        assert torch.equal(got[k].view(torch.uint8), want[k].contiguous().view(torch.uint8)), k
-
-
 @pytest.mark.parametrize("shards", [1, 3])
 def test_bytes_match_reference_and_files_are_complete(tmp_path, shards):
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -56,7 +48,7 @@ def test_bytes_match_reference_and_files_are_complete(tmp_path, shards):
     assert r.skipped["model.embed_tokens.weight"] == "embedding"
     assert r.skipped["model.norm.weight"] == "norm"
     assert r.skipped["model.layers.0.self_attn.q_proj.bias"] == "bias"
-    _assert_same(read_folder(dst), _expected(tensors, linear))
+    assert_same_tensors(read_folder(dst), _expected(tensors, linear))
     files = listing(dst)
     assert files["tokenizer.json"] == b"{}" and files["sub/notes.txt"] == b"x"
     cfg = json.loads(files["config.json"])
@@ -91,7 +83,7 @@ def test_rceil_mode_and_float32_and_lm_head_options(tmp_path):
     save_checkpoint(src, tensors)
     r = convert(src, tmp_path / "a", scale_mode="rceil", quantize_lm_head=True)
     assert "lm_head.weight" in r.quantized and "lm_head" not in r.ignore
-    _assert_same(read_folder(tmp_path / "a"), _expected(tensors, set(r.quantized), "rceil"))
+    assert_same_tensors(read_folder(tmp_path / "a"), _expected(tensors, set(r.quantized), "rceil"))
     r = convert(src, tmp_path / "b")
     assert r.skipped["lm_head.weight"] == "lm_head" and r.ignore == ["lm_head"]
     a, b = read_folder(tmp_path / "a"), read_folder(tmp_path / "b")
@@ -121,7 +113,7 @@ def test_ignore_gates_odd_dims_and_fused_experts(tmp_path):
                         "model.layers.0.self_attn.o_proj", "re:vision\\..*", "model.layers.0.self_attn.q_proj"]
     out = read_folder(tmp_path / "dst")
     assert out["model.layers.0.mlp.experts.gate_up_proj_scale"].shape == (4, 128, 2)
-    _assert_same(out, _expected(tensors, set(r.quantized)))
+    assert_same_tensors(out, _expected(tensors, set(r.quantized)))
 
 
 def test_cli_json_and_python_module(tmp_path, capsys):
@@ -209,7 +201,7 @@ def test_cuda_device_gives_the_cpu_bytes(tmp_path, mode):
     cpu = convert(src, tmp_path / "cpu", scale_mode=mode)
     gpu = convert(src, tmp_path / "gpu", scale_mode=mode, device="cuda")
     assert listing(tmp_path / "cpu").keys() == listing(tmp_path / "gpu").keys()
-    _assert_same(read_folder(tmp_path / "gpu"), read_folder(tmp_path / "cpu"))
+    assert_same_tensors(read_folder(tmp_path / "gpu"), read_folder(tmp_path / "cpu"))
     for a, b in zip(cpu.tensors, gpu.tensors):  # SQNR computed on the GPU agrees
         assert a["sha256"] == b["sha256"]
         if a.get("sqnr_db") is not None:
@@ -234,4 +226,4 @@ def test_convert_needs_no_numpy(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     linear = {n for n in tensors if n.endswith("proj.weight")}
-    _assert_same(read_folder(tmp_path / "dst"), _expected(tensors, linear))
+    assert_same_tensors(read_folder(tmp_path / "dst"), _expected(tensors, linear))
