@@ -2,7 +2,6 @@
 
 import json
 import pytest
-import os
 import re
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cpu_auto import AUTO_CPU
+from subproc import child_env
 
 import mxquant.cli
 
@@ -32,10 +32,7 @@ ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS", "M
 def clean_env(**extra):
     """The environment without mxquant's variables, except MXQUANT_PLUGINS=none: no third-party
     plugin installed here takes part (tests/conftest.py)."""
-    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
-    env["MXQUANT_PLUGINS"] = "none"
-    env.update(extra)
-    return env
+    return child_env(**{"MXQUANT_PLUGINS": "none", **extra})
 
 
 def info_command():

@@ -10,7 +10,6 @@ imports them; `mxquant info` with MXQUANT_PLUGINS=none lists them as skipped and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cpu_auto import AUTO_CPU  # tests/ is on sys.path
+from subproc import child_env
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
@@ -55,9 +55,7 @@ def hostile_site(tmp_path_factory):
 
 
 def run(args, site, timeout, **env):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MXQUANT_")}
-    full["PYTHONPATH"] = os.pathsep.join([str(site), full.get("PYTHONPATH", "")]).strip(os.pathsep)
-    full.update(env)
+    full = child_env(site, **env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, timeout=timeout,
                           cwd=ROOT)
 

@@ -5,7 +5,6 @@ into a temporary --target folder; broken plugins are written as .dist-info folde
 another. Subprocesses see them through PYTHONPATH."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cpu_auto import AUTO_CPU
+from subproc import child_env
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
@@ -83,12 +83,7 @@ OURS = {"mxquant", "mxquant-example-plugin", "mxquant-broken-plugins"}
 def run_py(code, *sites, **env):
     """Run `code` in a subprocess seeing `sites`; MXQUANT_PLUGINS names this file's plugins
     unless `env` sets it, so a third-party plugin installed here takes no part."""
-    full = dict(os.environ)
-    for var in ("MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS"):
-        full.pop(var, None)
-    full["MXQUANT_PLUGINS"] = ",".join(["example", *BROKEN_PLUGINS])
-    full["PYTHONPATH"] = os.pathsep.join([str(s) for s in sites] + [full.get("PYTHONPATH", "")]).strip(os.pathsep)
-    full.update(env)
+    full = child_env(*sites, **{"MXQUANT_PLUGINS": ",".join(["example", *BROKEN_PLUGINS]), **env})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
 
 
