@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -187,8 +186,7 @@ def main() -> None:
     c_s = statistics.median(ceil_s)
     v_s = statistics.median(r["seconds"] for r in conv)
     res = {
-        "date": time.strftime("%Y-%m-%d"), "host_cpu": platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"), "cpu_model": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
         "device": a.device, "ranks": a.ranks, "verify": not a.no_verify,
         "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") and torch.cuda.is_available() else None,
         "checkpoint_gb": bytes_in / 1e9, "largest_tensor_mb": largest / 1e6 if largest else None,

@@ -24,6 +24,7 @@ import torch
 import mxquant
 from bench_cpu import E4M3, _NoopPlugin, dispatch_only, paired  # benchmarks/ is on sys.path when run
 from mxquant.registry import get_registry
+from timing import cpu_model
 
 SHAPE = (16, 4096)
 
@@ -68,7 +69,7 @@ def output_checks(calls=2000, rounds=51):
 
 def main():
     result = {"torch": torch.__version__, "python": platform.python_version(),
-              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "shape": list(SHAPE), "cpu_backend_bf16": public_vs_cpu(), "noop_backend_bf16": dispatch_only(x=torch.randn(SHAPE, dtype=torch.bfloat16)),
               "output_checks_bf16": output_checks()}
     print(json.dumps(result, indent=1))

@@ -190,11 +190,7 @@ def run(shapes, modes, rep_ms, rounds=2):
             for name, fn in fns.items():  # compiles (and checks) every contender before timing any
                 layout = "swizzled" if "swizzled" in name else "linear"
                 timed[name] = (functools.partial(fn, x), n * (3 + 1 / 32), exactness(fn, x, mode, layout, refs))
-            # Each contender is timed `rounds` times, interleaved; the lowest median counts.
-            times = {name: [] for name in timed}
-            for _ in range(rounds):
-                for name, (call, _, _) in timed.items():
-                    times[name].append(bench(call, rep_ms))
+            times = interleaved({name: call for name, (call, _, _) in timed.items()}, rep_ms, rounds)
             for name, (_, nbytes, exact) in timed.items():
                 rows.append({**base, "contender": name, "us": min(times[name]), "rounds_us": times[name],
                              "bytes": nbytes, "exact": exact})
@@ -227,16 +223,23 @@ def run_dequantize(shapes, rep_ms, rounds=2):
             except Exception as exc:
                 exact = f"error: {type(exc).__name__}"
             timed[name] = (functools.partial(fn, d, s, ds, ss), n * (3 + 1 / 32), exact)
-        times = {name: [] for name in timed}
-        for _ in range(rounds):
-            for name, (call, _, _) in timed.items():
-                times[name].append(bench(call, rep_ms))
+        times = interleaved({name: call for name, (call, _, _) in timed.items()}, rep_ms, rounds)
         for name, (_, nbytes, exact) in timed.items():
             rows.append({"mode": "dequantize", "shape": f"{m}x{k}", "elements": n, "contender": name,
                          "us": min(times[name]), "rounds_us": times[name], "bytes": nbytes, "exact": exact})
         del x, d, s, ds, ss, copy_src, copy_dst, timed, want
         torch.cuda.empty_cache()
     return rows
+
+
+def interleaved(calls: dict, rep_ms, rounds) -> dict:
+    """{name: [µs per round]}: each callable timed `rounds` times with `bench`, interleaved
+    round by round (drift hits all alike); callers keep the lowest median."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(bench(call, rep_ms))
+    return times
 
 
 def ratios(rows):

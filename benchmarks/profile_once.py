@@ -44,12 +44,12 @@ def main(argv=None):
         data, scale = tb.quantize(x, E4M3, a.mode, a.layout)
         fn = lambda: tb.dequantize(data, scale, a.layout, torch.bfloat16, config=cfg)  # noqa: E731
     elif a.op == "torchao":
-        from torchao.prototype.mx_formats.config import ScaleCalculationMode
-        from torchao.prototype.mx_formats.mx_tensor import to_mx
+        from bench_quantize import torchao_quantizer  # benchmarks/ is on sys.path when a script here runs
 
-        mode = {"rceil": ScaleCalculationMode.RCEIL, "floor": ScaleCalculationMode.FLOOR}[a.mode]
-        fn = torch.compile(lambda t: to_mx(t, E4M3, 32, mode, a.layout == "swizzled"), fullgraph=True)
-        fn = (lambda f: (lambda: f(x)))(fn)
+        tao, reason = torchao_quantizer(a.mode, a.layout == "swizzled")
+        if tao is None:
+            raise SystemExit(f"profile_once: no torchao contender for {a.mode}: {reason}")
+        fn = lambda: tao(x)  # noqa: E731
     else:
         dst = torch.empty_like(x)
         fn = lambda: dst.copy_(x)  # noqa: E731

@@ -122,10 +122,7 @@ def sweep_dequantize(shapes, rep_ms, card, rounds=2):
 
 
 def _time(cands, make, rep_ms, rounds, base, default):
-    times = {cfg: [] for cfg in cands}
-    for _ in range(rounds):
-        for cfg in cands:
-            times[cfg].append(bq.bench(make(cfg), rep_ms))
+    times = bq.interleaved({cfg: make(cfg) for cfg in cands}, rep_ms, rounds)
     rows = []
     for cfg in cands:
         row = {**base, "config": list(cfg), "us": min(times[cfg]), "rounds_us": times[cfg],
