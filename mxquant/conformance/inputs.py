@@ -5,6 +5,7 @@ dequantize every element byte under every scale byte plus the reference's output
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -50,8 +51,10 @@ def _random(shape, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
 RANDOM_SHAPES = [(32,), (1, 32), (3, 5, 64), (130, 96), (257, 64), (2, 3, 7, 32), (0, 64), (4, 0)]
 
 
+@functools.lru_cache(maxsize=None)
 def quantize_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor, list]]:
-    """[(case name, CPU tensor, special-block names of its leading blocks)]."""
+    """[(case name, CPU tensor, special-block names of its leading blocks)]; built once per
+    (dtype, seed) and shared by every combination (verify restores an input a backend wrote)."""
     gen = torch.Generator().manual_seed(seed)
     batch = cases.adversarial_batch(input_dtype, seed)
     out = [("adversarial", batch, _special_names(input_dtype, batch))]
@@ -62,8 +65,10 @@ def quantize_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torc
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def dequantize_inputs(element_dtype: torch.dtype, layout: str, seed: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """[(case name, data, scale)] on the CPU, scales in `layout`."""
+    """[(case name, data, scale)] on the CPU, scales in `layout`; built once per arguments, as
+    quantize_inputs."""
     out = []
     # every element byte (rows of 256) under every scale byte (one scale per row, repeated)
     data = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(256, 1).view(element_dtype)
