@@ -124,7 +124,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     for name in files:
         path = os.path.join(src, name)
         infos, meta, data_start = read_header(path)
-        tensors = sorted(infos.values(), key=lambda t: t.begin)
+        tensors = list(infos.values())  # in file order: read_header builds them so
         for t in tensors:
             if t.name in seen:
                 raise CheckpointError(f"tensor {t.name} is in both {seen[t.name]} and {name}")
