@@ -5,20 +5,27 @@ cast), reorganised for speed and bounded memory:
 
 * rows are processed in chunks of CHUNK_ELEMS elements with fp32 and int32 work buffers
   reused across chunks, so extra memory is a small constant, not 7-9x the input;
-* the chunks are spread over torch.get_num_threads() Python threads (torch releases the GIL
-  in its ops) whose own ops run single-threaded: no OpenMP region per op. On a busy machine
-  each such region waits for every OpenMP thread to be scheduled, which made this path 4-8x
-  slower with 2 intra-op threads than with 1 (2026-11-30, 2-core machine at load 5);
+* everything runs in the caller's thread; each full-size op is spread over torch's own
+  intra-op threads (torch.get_num_threads()), as any torch op is (in a forked child, on one:
+  see _fork_safe). Chunks on several Python
+  threads (the 0.2 design) lost more to the GIL than they gained: every torch call hands the
+  GIL over, and a small op took ~55 µs instead of ~13 with two threads contending
+  (docs/performance.md, "cpu-eager on torch's threads");
 * amax is an int32 reduction of the fp32 bits with the sign masked off (for non-negative
   floats integer order is float order; NaN/Inf sort above every finite value). int32, because
   torch's int16 and float reductions over 32-element rows are several times slower;
-* per chunk, five full-size ops (upcast, mask, amax, multiply, cast) and about ten on the
-  block-sized amax: each small op costs microseconds, so they are few, in place, with 0-dim
-  int32 operands (a Python int operand costs a cast per op), the chunks' views made by one
-  split, and NaN/Inf detected by one max().item() (a mask only in chunks that have one);
-* x * 2**-s is multiplied in place in the fp32 buffer (bf16/fp16 upcast into it exactly); the
-  clamp runs only for floor (rceil and compressed-tensors never exceed M on a finite block),
-  and torch's RNE cast writes straight into the output (it is half of the time);
+* per chunk, five full-size ops (upcast, mask, amax, multiply, cast) and four on the
+  block-sized amax (add, clamp, shift, and 2**-s = (254 - t) << 23 as one subtraction with
+  alpha): each small op costs ~10 µs here, so they are few, in place, with 0-dim int32
+  operands (a Python int operand costs a cast per op);
+* NaN/Inf blocks cost nothing until there is one: they get a scale byte of at least
+  255 - emax, which a finite block reaches only with amax >= 2**127 (rceil and
+  compressed-tensors rounding up); one look at the scales after the pass, and only if one may
+  be there, a second pass writes their NaN elements and NaN scales;
+* x * 2**-s is multiplied into the fp32 buffer (bf16/fp16 upcast into it exactly; fp32 input
+  reuses the int32 buffer); the clamp runs only for floor (rceil and compressed-tensors never
+  exceed M on a finite block), and torch's RNE cast writes straight into the output (it is
+  half of the time: a scalar conversion, ~1.4 ns per element);
 * swizzled scale bytes are scattered to their 128x4-layout offsets chunk by chunk (no
   full-size linear copy); fresh outputs of 4 MiB or more get madvise(MADV_HUGEPAGE) through
   ctypes on Linux, as cpu-native does (page faults otherwise cost ~10% at 4096x8192).
@@ -28,11 +35,10 @@ cast), reorganised for speed and bounded memory:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -46,60 +52,47 @@ from mxquant.outputs import own_outputs
 from ._common import as_rows
 from ._cpu_shared import CPU_CAPABILITIES, check_buffer, new_outputs, new_tensor
 
-CHUNK_ELEMS = 1 << 18
-"""Elements per chunk (or one row, if a row is longer): 1 MiB of fp32 and 1 MiB of int32 work
-buffer per thread, big enough that per-op dispatch costs little, small enough for L2."""
+CHUNK_ELEMS = 1 << 19
+"""Elements per chunk (or one row, if a row is longer): 2 MiB of fp32 and 2 MiB of int32 work
+buffer. The fastest of 2^16..2^20 on the 2-core development machine: smaller chunks pay more
+in small ops and per-call dispatch than they gain in cache, larger ones spill the L3."""
 
 _INF_BITS = reference._FP32_INF_BITS  # NaN and Inf bits sort at or above it
 _MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - RCEIL_MANTISSA_THRESHOLD,
                   "compressed-tensors": 0x800000 - RCEIL_MANTISSA_THRESHOLD}
 """Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
-_pool = None  # (pid, executor): a forked child must not reuse its parent's (threadless) pool
-_pool_lock = threading.Lock()
 
 
-def _serial_pool(n: int) -> ThreadPoolExecutor:
-    """n worker threads whose own torch ops run single-threaded (their intra-op thread count
-    is 1, set once when each starts); the caller's thread count is restored afterwards."""
-    caller = torch.get_num_threads()
-    barrier = threading.Barrier(n + 1, timeout=60)
-
-    def start():
-        torch.set_num_threads(1)  # this thread's OpenMP setting (and, briefly, the default)
-        barrier.wait()
-
-    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mxquant-eager")
-    try:
-        started = [pool.submit(start) for _ in range(n)]
-        barrier.wait()
-        for f in started:
-            f.result()
-    finally:
-        torch.set_num_threads(caller)
-    return pool
+_forked = []  # non-empty in a forked child
 
 
-def _executor(n: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n:
-            if _pool is not None and _pool[0] == os.getpid():
-                _pool[1].shutdown(wait=False)
-            _pool = (os.getpid(), _serial_pool(n))
-        return _pool[1]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _forked.append(True))
 
 
-def _parallel(rows: int, k: int, work) -> None:
-    """Call work(r0, r1, chunk_rows) on contiguous row ranges, one per thread."""
-    cr = max(1, CHUNK_ELEMS // max(k, 1))
-    n = max(1, min(torch.get_num_threads(), -(-rows // cr)))
-    if n == 1:
-        work(0, rows, cr)
-        return
-    pool = _executor(torch.get_num_threads())  # n <= that: one pool for every call
-    bounds = [rows * i // n // cr * cr for i in range(n)] + [rows]
-    for f in [pool.submit(work, bounds[i], bounds[i + 1], cr) for i in range(n)]:
-        f.result()
+def _fork_safe(fn):
+    """Run `fn` on one intra-op thread in a forked child. GNU OpenMP's thread pool does not
+    survive fork: a child whose parent ran torch ops on two threads hangs in its first
+    parallel region (any torch op, not only ours; DataLoader workers set one thread for this
+    reason). The caller's thread count is restored afterwards."""
+
+    @functools.wraps(fn)
+    def run(*args):
+        n = torch.get_num_threads()
+        if not _forked or n == 1:
+            return fn(*args)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args)
+        finally:
+            torch.set_num_threads(n)
+
+    return run
+
+
+def _chunk_rows(k: int) -> int:
+    """Rows per chunk: CHUNK_ELEMS elements, or one row if a row is longer."""
+    return max(1, CHUNK_ELEMS // max(k, 1))
 
 
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
@@ -110,6 +103,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     _quantize(x, data, scale, dtype, scale_mode, scale_layout)
 
 
+@_fork_safe
 def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     k, hp = x.shape[-1], x.dtype
     rows = math.prod(x.shape[:-1])
@@ -128,51 +122,61 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     scale_lin = None if swizzled else scale_u8.view(rows, nb, 1)
     pcols = swizzled_scale_shape(rows, k)[1]
 
-    # the scale byte t = clamp(((amax + bump) >> 23) - emax, 0, 254): subtracting emax << 23
-    # before the shift is exact and keeps amax + bump from overflowing int32 on NaN bits
-    # (bump < 2**22 <= emax << 23); 0-dim int32 operands: a Python int costs a cast per op
+    # the scale byte t = max(((amax + bump) >> 23) - emax, 0): subtracting emax << 23 before the
+    # shift is exact and keeps amax + bump from overflowing int32 on NaN bits (bump < 2**22 <=
+    # emax << 23), and t <= 256 - emax < 255 even then; 0-dim int32 operands (see above)
     offset = torch.tensor(bump - (fmt.emax << 23), dtype=torch.int32)
     shift = torch.tensor(23, dtype=torch.int32)
     one_exp = torch.tensor(254 << 23, dtype=torch.int32)
     magnitude = torch.tensor(0x7FFFFFFF, dtype=torch.int32)
+    cr = _chunk_rows(k)
+    ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
+    # fp32 input is read in place, so its product can go where the masked bits were
+    fbuf = ibuf.view(torch.float32) if hp == torch.float32 else torch.empty(cr, nb, BLOCK, dtype=torch.float32)
+    abuf = torch.empty(cr, nb, 1, dtype=torch.int32)
+    tbuf = torch.empty(cr, nb, 1, dtype=torch.int32)
 
-    def work(row0, row1, cr):
-        fbuf = torch.empty(cr, nb, BLOCK, dtype=torch.float32)
-        ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
-        fbits = fbuf.view(torch.int32)
-        # few torch calls per chunk, each costs microseconds: the chunks' views in one call each
-        views = [x3[row0:row1].split(cr), out3[row0:row1].split(cr), out3_elements[row0:row1].split(cr),
-                 range(row0, row1, cr), (scale_lin[row0:row1].split(cr) if scale_lin is not None
-                                         else itertools.repeat(None))]
-        for xc, oc, oec, r0, sc in zip(*views):
-            n = xc.shape[0]
-            fc, ic = (fbuf, ibuf) if n == cr else (fbuf[:n], ibuf[:n])
-            if hp == torch.float32:
-                src, bits = xc, xc.view(torch.int32)
-            else:
-                src, bits = fc.copy_(xc), (fbits if n == cr else fbits[:n])  # exact upcast
-            amax = torch.bitwise_and(bits, magnitude, out=ic).amax(dim=-1, keepdim=True)
-            # NaN/Inf blocks: one reduction finds out whether there are any; the mask only then
-            special = amax >= _INF_BITS if amax.max().item() >= _INF_BITS else None
-            t = amax.add_(offset).bitwise_right_shift_(shift).clamp_(0, 254)
+    def chunks():
+        """Per chunk: input rows, output bytes, output elements, first row, linear scales (or None)."""
+        scales = scale_lin.split(cr) if scale_lin is not None else itertools.repeat(None)
+        return zip(x3.split(cr), out3.split(cr), out3_elements.split(cr), range(0, rows, cr), scales)
+
+    def amax_bits(xc, n):
+        """(fp32 values, amax bits per block) of one chunk, in the work buffers."""
+        fc = fbuf if n == cr else fbuf[:n]
+        if hp == torch.float32:
+            src, bits = xc, xc.view(torch.int32)
+        else:
+            src = fc.copy_(xc)  # exact upcast
+            bits = src.view(torch.int32)
+        masked = torch.bitwise_and(bits, magnitude, out=ibuf if n == cr else ibuf[:n])
+        return src, torch.amax(masked, dim=-1, keepdim=True, out=abuf if n == cr else abuf[:n])
+
+    for xc, oc, oec, r0, sc in chunks():
+        n = xc.shape[0]
+        src, amax = amax_bits(xc, n)
+        t = torch.bitwise_right_shift(amax.add_(offset).clamp_(min=0), shift, out=tbuf if n == cr else tbuf[:n])
+        if sc is None:
+            scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
+        else:
+            sc.copy_(t)
+        factor = torch.sub(one_exp, t, alpha=1 << 23, out=amax).view(torch.float32)  # 2**-s, bits (254 - t) << 23
+        y = torch.mul(src, factor, out=fbuf if n == cr else fbuf[:n])
+        if scale_mode == "floor":  # the only mode in which a finite block can exceed M
+            y.clamp_(-fmt.max_finite, fmt.max_finite)
+        oec.copy_(y)  # RNE cast straight into the output
+
+    if scale_u8.max().item() < 255 - fmt.emax:
+        return
+    for xc, oc, oec, r0, sc in chunks():  # NaN/Inf blocks may be there: all-NaN elements, NaN scale
+        n = xc.shape[0]
+        special = amax_bits(xc, n)[1] >= _INF_BITS
+        if bool(special.any()):
+            oc.masked_fill_(special, ELEMENT_NAN)
             if sc is None:
-                offsets = swizzle_offsets(r0, r0 + n, nb, pcols)
-                scale_u8[offsets] = t.view(-1).to(torch.uint8)
+                scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)[special.view(-1)]] = E8M0_NAN
             else:
-                sc.copy_(t)
-            factor = t.bitwise_left_shift_(shift).neg_().add_(one_exp).view(torch.float32)  # 2**-s
-            y = torch.mul(src, factor, out=fc)
-            if scale_mode == "floor":  # the only mode in which a finite block can exceed M
-                y.clamp_(-fmt.max_finite, fmt.max_finite)
-            oec.copy_(y)  # RNE cast straight into the output
-            if special is not None:  # NaN/Inf blocks: all-NaN elements, NaN scale
-                oc.masked_fill_(special, ELEMENT_NAN)
-                if sc is None:
-                    scale_u8[offsets[special.view(-1)]] = E8M0_NAN
-                else:
-                    sc.masked_fill_(special, E8M0_NAN)
-
-    _parallel(rows, k, work)
+                sc.masked_fill_(special, E8M0_NAN)
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
@@ -187,6 +191,7 @@ def dequantize_into(data, scale, scale_layout, out) -> None:
     _dequantize(data, scale, scale_layout, out)
 
 
+@_fork_safe
 def _dequantize(data, scale, scale_layout, out) -> None:
     k = data.shape[-1]
     rows = data.numel() // k if k else 0
@@ -200,21 +205,19 @@ def _dequantize(data, scale, scale_layout, out) -> None:
     d2 = as_rows(data)
     o2 = out.view(rows, k)
 
-    def work(row0, row1, cr):
-        fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
-        for r0 in range(row0, row1, cr):
-            r1 = min(row1, r0 + cr)
-            n = r1 - r0
-            b = (sb[swizzle_offsets(r0, r1, nb, pcols)] if swizzled else sb[r0:r1]).to(torch.int32).view(n, nb)
-            factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
-            factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
-            f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)
-            f.copy_(d2[r0:r1])  # fp8 -> fp32, exact
-            f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
-            if fbuf is not None:
-                o2[r0:r1].copy_(f)  # the one rounding, RNE
-
-    _parallel(rows, k, work)
+    cr = _chunk_rows(k)
+    fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
+    for r0 in range(0, rows, cr):
+        r1 = min(rows, r0 + cr)
+        n = r1 - r0
+        b = (sb[swizzle_offsets(r0, r1, nb, pcols)] if swizzled else sb[r0:r1]).to(torch.int32).view(n, nb)
+        factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
+        factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
+        f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)
+        f.copy_(d2[r0:r1])  # fp8 -> fp32, exact
+        f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
+        if fbuf is not None:
+            o2[r0:r1].copy_(f)  # the one rounding, RNE
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
@@ -230,7 +233,7 @@ backend = Backend(
     quantize=quantize,
     dequantize=dequantize,
     priority=1,
-    description=f"pure PyTorch in {CHUNK_ELEMS}-element chunks over torch.get_num_threads() threads; byte-exact",
+    description=f"pure PyTorch in {CHUNK_ELEMS}-element chunks, ops on torch.get_num_threads() threads; byte-exact",
 )
 
 own_outputs(backend)  # outputs allocated here: no per-call check (mxquant/outputs.py)

@@ -38,9 +38,25 @@ def _native():
     return cpu_native if _native_lib.load()[0] is not None else None
 
 
+SETTLE_S = 0.02
+
+
+def settle(seconds: float = SETTLE_S) -> None:
+    """Busy-wait in Python, touching no torch op. After a torch op, GNU OpenMP's worker threads
+    keep spinning for a few ms, taking a core from whatever runs next and starts threads of
+    its own: cpu-native timed right after torch's cast took 9.8 ms instead of 5.2 on the
+    2-core machine (with OMP_WAIT_POLICY=passive: 5.2 in both orders). Waiting first times each
+    candidate alone. A busy wait, not sleep: with both vCPUs idle the next call's threads
+    started slower still."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pass
+
+
 def timed_rounds(fns: dict, rounds: int, slow: dict | None = None) -> dict:
     """Median and min seconds of each callable, interleaved; `slow` ones run every
-    `slow[name]`-th round only (the reference: seconds per call)."""
+    `slow[name]`-th round only (the reference: seconds per call). Each call runs after
+    settle(), so none pays for its predecessor's spinning threads."""
     slow = slow or {}
     times = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
@@ -50,6 +66,7 @@ def timed_rounds(fns: dict, rounds: int, slow: dict | None = None) -> dict:
         for name, f in fns.items():
             if i % slow.get(name, 1):
                 continue
+            settle()
             c0, t0 = time.process_time(), time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t0)

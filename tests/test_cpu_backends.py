@@ -160,18 +160,27 @@ def test_eager_many_small_chunks(monkeypatch):
     from mxquant.backends import cpu_eager
 
     monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 2048)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # more threads than cores: the pool path
     be = _backend("cpu-eager")
     for shape in ((131, 64), (300, 96), (2, 3, 64)):
         x = random_wide(shape, torch.float32, seed=sum(shape))
         for mode, layout in itertools.product(SCALE_MODES, SCALE_LAYOUTS):
             assert_quantize_exact(be, x, torch.float8_e4m3fn, mode, layout, "chunked")
-    # NaN/Inf blocks in some chunks and not others (the mask is built only where one is)
+    # NaN/Inf blocks in some chunks and not others (they are written by a second pass, run only
+    # when the scales say one may be there), NaN payloads whose bits overflow amax + bump if
+    # added before the emax offset, and finite blocks near fp32's maximum, whose rceil scale
+    # byte equals a NaN block's (the second pass must leave them alone)
     x = random_wide((300, 96), torch.float32, seed=3)
     x[7, 40], x[7, 70], x[150, 0], x[299, 95] = float("nan"), float("inf"), float("-inf"), float("nan")
+    x.view(torch.int32)[200, 5] = 0x7FFFFFFF
+    x.view(torch.int32)[201, 64] = -0x1FFFFF  # 0xFFE00001: a negative NaN, mantissa all but full
+    x[100, 33], x[260, 2] = 3.3e38, -3.39e38
     for hp, mode, layout in itertools.product(INPUT_DTYPES, SCALE_MODES, SCALE_LAYOUTS):
         assert_quantize_exact(be, x.to(hp), torch.float8_e5m2 if hp == torch.float16 else torch.float8_e4m3fn,
                               mode, layout, "chunked special")
+    huge = random_wide((64, 96), torch.float32, seed=4)
+    huge[10, 0] = 3.3e38  # no NaN/Inf at all: the second pass runs (rceil) and changes nothing
+    for mode in SCALE_MODES:
+        assert_quantize_exact(be, huge, torch.float8_e4m3fn, mode, "linear", "huge, no special")
     data, scale = reference.quantize(random_wide((300, 96), torch.float32, 1), torch.float8_e5m2, "rceil", "swizzled")
     assert_dequantize_exact(be, data, scale, "swizzled", torch.bfloat16, "chunked")
 
@@ -242,22 +251,31 @@ def test_into_rejects_bad_buffers_before_writing(name):
 def _quantize_in_child(x, want, queue):
     from mxquant.backends import cpu_eager
 
+    threads = torch.get_num_threads()  # 2, inherited
     data, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
-    queue.put(torch.equal(u8(data), u8(want)))
+    restored = torch.get_num_threads() == threads
+    torch.set_num_threads(1)  # torch.equal itself would hang on two threads here
+    queue.put(restored and torch.equal(u8(data), u8(want)))
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-def test_eager_thread_pool_survives_fork(monkeypatch):
-    """A forked child (DataLoader workers, say) gets its own pool, not the parent's threadless one."""
+def test_eager_works_in_a_forked_child():
+    """A forked child (DataLoader workers, say) of a parent whose cpu-eager ops ran on two
+    intra-op threads gets the right bytes and does not hang, although its thread count is
+    still 2 (any torch op on two threads would hang there: GNU OpenMP's pool does not survive
+    fork), and finds its thread count unchanged afterwards."""
     import multiprocessing
 
     from mxquant.backends import cpu_eager
 
-    monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", 4096)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    x = random_wide((64, 256), torch.float32, seed=16)
-    want, _ = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
-    parent, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")  # the parent's pool exists
+    x = random_wide((128, 1024), torch.float32, seed=16)  # one chunk of 128K elements: ops above
+    want, _ = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")  # torch's grain size
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parent, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(u8(parent), u8(want))
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
