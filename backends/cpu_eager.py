@@ -26,8 +26,9 @@ cast), reorganised for speed and bounded memory:
   reuses the int32 buffer); the clamp runs only for floor (rceil and compressed-tensors never
   exceed M on a finite block), and torch's RNE cast writes straight into the output (it is
   half of the time: a scalar conversion, ~1.4 ns per element);
-* swizzled scale bytes are scattered to their 128x4-layout offsets chunk by chunk (no
-  full-size linear copy); fresh outputs of 4 MiB or more get madvise(MADV_HUGEPAGE) through
+* swizzled scale bytes go to their 128x4-layout places chunk by chunk, in one strided copy
+  where the chunk is whole tiles or 32-row groups of one tile (layouts.swizzled_rows), else
+  by offsets (no full-size linear copy); fresh outputs of 4 MiB or more get madvise(MADV_HUGEPAGE) through
   ctypes on Linux, as cpu-native does (page faults otherwise cost ~10% at 4096x8192).
 
 `quantize_into` / `dequantize_into` write into caller-provided buffers (for the benchmark).
@@ -46,7 +47,7 @@ from mxquant import reference
 from mxquant.backend import Backend
 from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES,
                              RCEIL_MANTISSA_THRESHOLD)
-from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_scale_shape
+from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_rows, swizzled_scale_shape
 from mxquant.outputs import own_outputs
 
 from ._common import as_rows
@@ -90,9 +91,14 @@ def _fork_safe(fn):
     return run
 
 
-def _chunk_rows(k: int) -> int:
-    """Rows per chunk: CHUNK_ELEMS elements, or one row if a row is longer."""
-    return max(1, CHUNK_ELEMS // max(k, 1))
+def _chunk_rows(k: int, swizzled: bool) -> int:
+    """Rows per chunk: CHUNK_ELEMS elements, or one row if a row is longer. Swizzled: whole
+    128-row tiles, or 64 or 32 rows (whole 32-row groups of one tile), where a chunk holds that
+    many, so that its scales are one strided copy (layouts.swizzled_rows)."""
+    cr = max(1, CHUNK_ELEMS // max(k, 1))
+    if swizzled and cr >= 32:
+        cr = cr - cr % 128 if cr >= 128 else (64 if cr >= 64 else 32)
+    return cr
 
 
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
@@ -129,7 +135,7 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     shift = torch.tensor(23, dtype=torch.int32)
     one_exp = torch.tensor(254 << 23, dtype=torch.int32)
     magnitude = torch.tensor(0x7FFFFFFF, dtype=torch.int32)
-    cr = _chunk_rows(k)
+    cr = _chunk_rows(k, swizzled)
     ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
     # fp32 input is read in place, so its product can go where the masked bits were
     fbuf = ibuf.view(torch.float32) if hp == torch.float32 else torch.empty(cr, nb, BLOCK, dtype=torch.float32)
@@ -156,10 +162,12 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
         n = xc.shape[0]
         src, amax = amax_bits(xc, n)
         t = torch.bitwise_right_shift(amax.add_(offset).clamp_(min=0), shift, out=tbuf if n == cr else tbuf[:n])
-        if sc is None:
-            scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
-        else:
+        if sc is not None:
             sc.copy_(t)
+        elif (tiles := swizzled_rows(scale_u8, r0, n, nb)) is not None:
+            tiles.copy_(t.view(tiles.shape))
+        else:  # padding columns, or a last chunk of part of a 32-row group
+            scale_u8[swizzle_offsets(r0, r0 + n, nb, pcols)] = t.view(-1).to(torch.uint8)
         factor = torch.sub(one_exp, t, alpha=1 << 23, out=amax).view(torch.float32)  # 2**-s, bits (254 - t) << 23
         y = torch.mul(src, factor, out=fbuf if n == cr else fbuf[:n])
         if scale_mode == "floor":  # the only mode in which a finite block can exceed M
@@ -205,12 +213,18 @@ def _dequantize(data, scale, scale_layout, out) -> None:
     d2 = as_rows(data)
     o2 = out.view(rows, k)
 
-    cr = _chunk_rows(k)
+    cr = _chunk_rows(k, swizzled)
     fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
     for r0 in range(0, rows, cr):
         r1 = min(rows, r0 + cr)
         n = r1 - r0
-        b = (sb[swizzle_offsets(r0, r1, nb, pcols)] if swizzled else sb[r0:r1]).to(torch.int32).view(n, nb)
+        if not swizzled:
+            b = sb[r0:r1].to(torch.int32)
+        elif (tiles := swizzled_rows(sb, r0, n, nb)) is not None:
+            b = torch.empty(n, nb, dtype=torch.int32)
+            b.view(tiles.shape).copy_(tiles)
+        else:
+            b = sb[swizzle_offsets(r0, r1, nb, pcols)].to(torch.int32).view(n, nb)
         factor = reference.power_of_two(b.clamp(max=254) - E8M0_BIAS)
         factor = factor.masked_fill_(b == E8M0_NAN, float("nan"))
         f = o2[r0:r1] if fbuf is None else fbuf[: n * k].view(n, k)

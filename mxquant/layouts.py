@@ -92,3 +92,24 @@ def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
     r = torch.arange(r0, r1).unsqueeze(1)
     c = torch.arange(nb)
     return (((r >> 7) * (pcols >> 2) + (c >> 2)) * 512 + (r & 31) * 16 + ((r >> 5) & 3) * 4 + (c & 3)).view(-1)
+
+
+def swizzled_rows(flat: torch.Tensor, r0: int, n: int, nb: int) -> torch.Tensor | None:
+    """The bytes of scale rows r0..r0+n (all nb columns) of the flat 128x4-layout buffer `flat`
+    as a 5-D view that `lin.view(view.shape)` matches element for element, for (n, nb) linear
+    scales `lin`: one strided copy instead of an offset gather or scatter. None unless nb is a
+    multiple of 4 (no padding columns) and the rows are whole tiles (r0 and n multiples of 128)
+    or whole 32-row groups of one tile."""
+    if nb % SWIZZLE_COLS or r0 % 32 or n % 32 or n == 0:
+        return None
+    if r0 % SWIZZLE_ROWS == 0 and n % SWIZZLE_ROWS == 0:
+        tiles = flat[r0 * nb:(r0 + n) * nb].view(n // SWIZZLE_ROWS, nb // SWIZZLE_COLS, 32, 4, SWIZZLE_COLS)
+    elif r0 // SWIZZLE_ROWS == (r0 + n - 1) // SWIZZLE_ROWS:
+        t0 = r0 - r0 % SWIZZLE_ROWS
+        q0 = (r0 - t0) // 32
+        tiles = flat[t0 * nb:(t0 + SWIZZLE_ROWS) * nb].view(1, nb // SWIZZLE_COLS, 32, 4, SWIZZLE_COLS)
+        tiles = tiles[:, :, :, q0:q0 + n // 32]
+    else:
+        return None
+    # (tile, c//4, r%32, r//32 in the tile, c%4) -> (tile, r//32, r%32, c//4, c%4): row-major order
+    return tiles.permute(0, 3, 2, 1, 4)

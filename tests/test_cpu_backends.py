@@ -185,6 +185,24 @@ def test_eager_many_small_chunks(monkeypatch):
     assert_dequantize_exact(be, data, scale, "swizzled", torch.bfloat16, "chunked")
 
 
+@pytest.mark.parametrize("chunk, rows, k", [(8192, 300, 128), (8192, 320, 256), (32768, 300, 128),
+                                           (32768, 640, 128), (32768, 200, 96)])
+def test_eager_swizzled_chunks(monkeypatch, chunk, rows, k):
+    """Swizzled scales written and read by one strided copy per chunk (whole 128-row tiles, or
+    64- or 32-row groups of one tile) and by offsets where not (a last chunk of part of a
+    group; padding columns when K // 32 is not a multiple of 4)."""
+    from mxquant.backends import cpu_eager
+
+    monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", chunk)
+    be = _backend("cpu-eager")
+    x = random_wide((rows, k), torch.float32, seed=rows + k)
+    x[rows - 1, 0], x[33, k - 1] = float("nan"), float("-inf")
+    for mode in SCALE_MODES:
+        assert_quantize_exact(be, x, torch.float8_e4m3fn, mode, "swizzled", f"swizzled chunks of {chunk}")
+    data, scale = reference.quantize(x, torch.float8_e5m2, "rceil", "swizzled")
+    assert_dequantize_exact(be, data, scale, "swizzled", torch.float32, f"swizzled chunks of {chunk}")
+
+
 @pytest.mark.parametrize("dtype", ELEMS, ids=str)
 def test_dequantize(backend, dtype):
     x = torch.cat([cases.adversarial_batch(torch.float32, seed=5), random_wide((140, 128), torch.float32, seed=6)])
