@@ -1,7 +1,9 @@
 """The CPU paths side by side: cpu-native, cpu-eager, the reference (`cpu`) and torch's own cast.
 
 Used by bench_cpu.py (its "paths" and "peak_memory" sections). Timings interleave the
-candidates round by round, so drift and other load on the machine hit all of them alike;
+candidates round by round, so drift and other load on the machine hit all of them alike, and
+each call starts after a 20 ms busy wait (`settle`: no candidate runs beside its
+predecessor's spinning OpenMP threads);
 each reports the median and the fastest round of wall time, and the median CPU time of the
 process (all its threads: the work a call costs, which waiting for a busy machine's cores does
 not inflate). GB/s counts bytes read plus bytes written
