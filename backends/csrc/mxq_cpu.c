@@ -20,7 +20,10 @@
 #endif
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
-#define MXQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* No avx512f clone: on a 16-core Xeon (AVX-512) it ran 2x slower than the avx2 clone (2048x4096
+ * bf16, one thread: 10.0-10.9 ms against 4.5; avx512f without BW has no 8/16-bit vector ops),
+ * and an x86-64-v4 clone was no faster than avx2 there (5.2 ms). docs/performance.md. */
+#define MXQ_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define MXQ_CLONES
 #endif
@@ -359,7 +362,6 @@ int mxq_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_str
 const char *mxq_isa(void) {
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "x86-64 avx512f";
     if (__builtin_cpu_supports("avx2")) return "x86-64 avx2";
     return "x86-64 baseline";
 #elif defined(__aarch64__)

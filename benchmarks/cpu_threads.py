@@ -1,0 +1,64 @@
+"""cpu-native, cpu-eager and torch's own cast at 1..N intra-op threads: how each scales on a
+many-core host. One shape (default 2048x4096 bf16 -> e4m3, rceil, linear), fresh outputs,
+interleaved rounds, each call after cpu_paths.settle().
+
+    python3 benchmarks/cpu_threads.py [--shape 2048x4096] [--dtype bfloat16] [--rounds 7] [--out F.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import cpu_paths  # benchmarks/ is on sys.path when a script here runs
+from mxquant.backends import cpu_eager
+from timing import cpu_model
+
+E4M3 = torch.float8_e4m3fn
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", default="2048x4096")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    m, k = (int(v) for v in a.shape.split("x"))
+    x = torch.randn(m, k).to(getattr(torch, a.dtype))
+    native = cpu_paths._native()
+    counts = sorted({1, 2, 4, 8, os.cpu_count() or 1} & set(range(1, (os.cpu_count() or 1) + 1)))
+    fns = {"torch_cast": lambda: x.to(E4M3), "eager": lambda: cpu_eager.quantize(x, E4M3, "rceil", "linear")}
+    if native is not None:
+        fns["native"] = lambda: native.quantize(x, E4M3, "rceil", "linear")
+    res = {}
+    for n in counts:
+        torch.set_num_threads(n)
+        times = {name: [] for name in fns}
+        for f in fns.values():
+            f()
+        for _ in range(a.rounds):
+            for name, f in fns.items():
+                cpu_paths.settle()
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        res[n] = {name: round(statistics.median(v) * 1e3, 3) for name, v in times.items()}
+        print(n, res[n], flush=True)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
+           "cpu": cpu_model(), "torch": torch.__version__, "shape": a.shape, "dtype": a.dtype,
+           "median_ms_by_threads": res}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
