@@ -1,0 +1,120 @@
+"""cpu-native's worker pool (backends/csrc/mxq_cpu.c, run_parallel): workers kept between
+calls, one caller at a time on the pool and any other spawning its own threads, a pool that
+grows with the thread count, and a forked child that starts from an empty pool. Every result
+is compared byte for byte with the reference."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+
+import pytest
+import torch
+
+from mxquant import reference
+
+from cpu_auto import loaded_backend
+
+E4M3 = torch.float8_e4m3fn
+
+
+def _native():
+    return loaded_backend("cpu-native")  # skips where the library is not built
+
+
+def _inputs(n):
+    g = torch.Generator().manual_seed(n)
+    return [torch.randn(256 + 32 * i, 1024, generator=g).to(torch.bfloat16 if i % 2 else torch.float32)
+            for i in range(n)]
+
+
+def _same(be, x, layout="linear"):
+    d, s = be.quantize(x, E4M3, "rceil", layout)
+    rd, rs = reference.quantize(x, E4M3, "rceil", layout)
+    return torch.equal(d.view(torch.uint8), rd.view(torch.uint8)) and torch.equal(s.view(torch.uint8), rs.view(torch.uint8))
+
+
+def test_pool_grows_and_shrinks_with_the_thread_count():
+    """Also: a call returns only after every worker that joined it is done. The scales are
+    copied the moment it returns (before anything else could let a late worker finish)."""
+    be = _native()
+    x = _inputs(1)[0]
+    want_d, want_s = reference.quantize(x, E4M3, "rceil", "linear")
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 8, 3, 1, 16, 2):  # more threads than cores too: the pool grows to 15 workers
+            torch.set_num_threads(n)
+            for _ in range(20):
+                d, s = be.quantize(x, E4M3, "rceil", "linear")
+                s_at_return = s.view(torch.uint8).clone()
+                assert torch.equal(s_at_return, want_s.view(torch.uint8)), n
+                assert torch.equal(d.view(torch.uint8), want_d.view(torch.uint8)), n
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_concurrent_callers_get_their_own_bytes():
+    """Four Python threads at once (ctypes releases the GIL): one holds the pool, the others
+    spawn threads of their own; every result must still be its own input's."""
+    be = _native()
+    xs = _inputs(4)
+    wants = [reference.quantize(x, E4M3, "floor", "swizzled") for x in xs]
+    bad = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+
+    def work(i):
+        for _ in range(15):
+            d, s = be.quantize(xs[i], E4M3, "floor", "swizzled")
+            if not (torch.equal(d.view(torch.uint8), wants[i][0].view(torch.uint8))
+                    and torch.equal(s.view(torch.uint8), wants[i][1].view(torch.uint8))):
+                bad.append(i)
+
+    try:
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in ts), "a caller hung"
+    finally:
+        torch.set_num_threads(threads)
+    assert not bad, bad
+
+
+def _child_quantize(x, queue):
+    """In a forked child: the reference on one torch thread (torch's own OpenMP pool is not
+    usable after fork), then the kernel told to use 2 threads."""
+    torch.set_num_threads(1)
+    want_d, want_s = reference.quantize(x, E4M3, "rceil", "linear")
+    from mxquant.backends import cpu_native
+
+    torch.get_num_threads = lambda: 2  # what the kernel is asked for; this child only
+    d, s = cpu_native.quantize(x, E4M3, "rceil", "linear")
+    queue.put(torch.equal(d.view(torch.uint8), want_d.view(torch.uint8))
+              and torch.equal(s.view(torch.uint8), want_s.view(torch.uint8)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_of_a_parent_with_workers():
+    """The parent's pool workers do not exist in a forked child. Its calls must neither wait
+    for them nor write wrong bytes (the pool is reset in the child by a pthread_atfork
+    handler, and a call never waits for a worker that did not join)."""
+    be = _native()
+    x = _inputs(1)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _same(be, x)  # the parent's pool has a worker now
+    finally:
+        torch.set_num_threads(threads)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_quantize, args=(x, queue))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("cpu-native hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=10) is True
