@@ -11,3 +11,22 @@ def child_env(*sites, **extra) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, sites), env.get("PYTHONPATH", "")]).strip(os.pathsep)
     env.update(extra)
     return env
+
+
+def forked_child_result(target, args, what: str, timeout: float = 120):
+    """Run target(*args, queue) in a forked child and return what it put on the queue; the
+    test fails if the child hangs (`what` names the hanging party) or exits non-zero."""
+    import multiprocessing
+
+    import pytest
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=target, args=(*args, queue))
+    child.start()
+    child.join(timeout=timeout)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(f"{what} hung in a forked child")
+    assert child.exitcode == 0, f"the forked child exited with {child.exitcode}"
+    return queue.get(timeout=10)

@@ -21,6 +21,7 @@ from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_
 from mxquant.registry import get_registry
 
 from cpu_auto import AUTO_CPU, loaded_backend
+from subproc import forked_child_result
 
 ELEMS = list(ELEMENT_FORMATS)
 BACKENDS = ["cpu-native", "cpu-eager"]
@@ -282,8 +283,6 @@ def test_eager_works_in_a_forked_child():
     intra-op threads gets the right bytes and does not hang, although its thread count is
     still 2 (any torch op on two threads would hang there: GNU OpenMP's pool does not survive
     fork), and finds its thread count unchanged afterwards."""
-    import multiprocessing
-
     from mxquant.backends import cpu_eager
 
     x = random_wide((128, 1024), torch.float32, seed=16)  # one chunk of 128K elements: ops above
@@ -295,15 +294,7 @@ def test_eager_works_in_a_forked_child():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(u8(parent), u8(want))
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_quantize_in_child, args=(x, want, queue))
-    child.start()
-    child.join(timeout=120)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("cpu-eager hung in a forked child")
-    assert child.exitcode == 0 and queue.get(timeout=10) is True
+    assert forked_child_result(_quantize_in_child, (x, want), "cpu-eager") is True
 
 
 def _huge_kib(addr):

@@ -5,7 +5,6 @@ is compared byte for byte with the reference."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 
@@ -15,6 +14,7 @@ import torch
 from mxquant import reference
 
 from cpu_auto import loaded_backend
+from subproc import forked_child_result
 
 E4M3 = torch.float8_e4m3fn
 
@@ -109,12 +109,4 @@ def test_forked_child_of_a_parent_with_workers():
         assert _same(be, x)  # the parent's pool has a worker now
     finally:
         torch.set_num_threads(threads)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_quantize, args=(x, queue))
-    child.start()
-    child.join(timeout=120)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("cpu-native hung in a forked child")
-    assert child.exitcode == 0 and queue.get(timeout=10) is True
+    assert forked_child_result(_child_quantize, (x,), "cpu-native") is True
