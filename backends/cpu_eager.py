@@ -14,10 +14,10 @@ cast), reorganised for speed and bounded memory:
 * amax is an int32 reduction of the fp32 bits with the sign masked off (for non-negative
   floats integer order is float order; NaN/Inf sort above every finite value). int32, because
   torch's int16 and float reductions over 32-element rows are several times slower;
-* per chunk, five full-size ops (upcast, mask, amax, multiply, cast) and four on the
-  block-sized amax (add, clamp, shift, and 2**-s = (254 - t) << 23 as one subtraction with
-  alpha): each small op costs ~10 µs here, so they are few, in place, with 0-dim int32
-  operands (a Python int operand costs a cast per op);
+* per chunk, five full-size ops (upcast, mask, amax, multiply, cast) and five on the
+  block-sized amax (add, clamp, shift, the copy into the scales, and 2**-s = (254 - t) << 23
+  as one subtraction with alpha): each small op costs ~10 µs here, so they are few, in
+  place, with 0-dim int32 operands (a Python int operand costs a cast per op);
 * NaN/Inf blocks cost nothing until there is one: they get a scale byte of at least
   255 - emax, which a finite block reaches only with amax >= 2**127 (rceil and
   compressed-tensors rounding up); one look at the scales after the pass, and only if one may
