@@ -291,7 +291,7 @@ static void run_spawned(sched_t *t, int n) {
  * at a time uses the pool (pool_user); a concurrent caller spawns threads as before. A worker
  * joins the current job only while the caller has not finished its own share: the caller then
  * closes the job (want = joined) and waits only for the workers that joined, so a worker that
- * is not scheduled never delays a call. After fork the child has no workers: the pool is reset
+ * wakes late (a busy machine) never delays a call. After fork the child has no workers: the pool is reset
  * (its locks re-created) in the child. */
 static pthread_mutex_t pool_user = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
