@@ -39,12 +39,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 
 import torch
 
 from mxquant import reference
 from mxquant.backend import Backend
+from mxquant.forking import in_forked_child
 from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES,
                              RCEIL_MANTISSA_THRESHOLD)
 from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_rows, swizzled_scale_shape
@@ -64,23 +64,15 @@ _MANTISSA_BUMP = {"floor": 0, "rceil": 0x7FFFFF - RCEIL_MANTISSA_THRESHOLD,
 """Added to amax's bits before taking the exponent field: the rounding up of each scale mode."""
 
 
-_forked = []  # non-empty in a forked child
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _forked.append(True))
-
-
 def _fork_safe(fn):
-    """Run `fn` on one intra-op thread in a forked child. GNU OpenMP's thread pool does not
-    survive fork: a child whose parent ran torch ops on two threads hangs in its first
-    parallel region (any torch op, not only ours; DataLoader workers set one thread for this
-    reason). The caller's thread count is restored afterwards."""
+    """Run `fn` on one intra-op thread in a forked child (mxquant/forking.py: GNU OpenMP's
+    thread pool does not survive fork). The caller's thread count is restored afterwards; it
+    is process-wide, so another Python thread of the child may see 1 meanwhile."""
 
     @functools.wraps(fn)
     def run(*args):
         n = torch.get_num_threads()
-        if not _forked or n == 1:
+        if n == 1 or not in_forked_child():
             return fn(*args)
         torch.set_num_threads(1)
         try:

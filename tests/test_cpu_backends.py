@@ -21,7 +21,7 @@ from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_
 from mxquant.registry import get_registry
 
 from cpu_auto import AUTO_CPU, loaded_backend
-from subproc import forked_child_result
+from subproc import child_env, forked_child_result
 
 ELEMS = list(ELEMENT_FORMATS)
 BACKENDS = ["cpu-native", "cpu-eager"]
@@ -179,7 +179,8 @@ def test_eager_many_small_chunks(monkeypatch):
         assert_quantize_exact(be, x.to(hp), torch.float8_e5m2 if hp == torch.float16 else torch.float8_e4m3fn,
                               mode, layout, "chunked special")
     huge = random_wide((64, 96), torch.float32, seed=4)
-    huge[10, 0] = 3.3e38  # no NaN/Inf at all: the second pass runs (rceil) and changes nothing
+    huge[~torch.isfinite(huge)] = 1.0  # random_wide plants NaN and Inf: none here
+    huge[10, 0] = 3.3e38  # the second pass runs (rceil, compressed-tensors) and changes nothing
     for mode in SCALE_MODES:
         assert_quantize_exact(be, huge, torch.float8_e4m3fn, mode, "linear", "huge, no special")
     data, scale = reference.quantize(random_wide((300, 96), torch.float32, 1), torch.float8_e5m2, "rceil", "swizzled")
@@ -187,11 +188,12 @@ def test_eager_many_small_chunks(monkeypatch):
 
 
 @pytest.mark.parametrize("chunk, rows, k", [(8192, 300, 128), (8192, 320, 256), (32768, 300, 128),
-                                           (32768, 640, 128), (32768, 200, 96)])
+                                           (32768, 640, 128), (32768, 288, 128), (32768, 200, 96)])
 def test_eager_swizzled_chunks(monkeypatch, chunk, rows, k):
     """Swizzled scales written and read by one strided copy per chunk (whole 128-row tiles, or
-    64- or 32-row groups of one tile) and by offsets where not (a last chunk of part of a
-    group; padding columns when K // 32 is not a multiple of 4)."""
+    64- or 32-row groups of one tile, also as the last chunk after whole tiles: 288 rows) and
+    by offsets where not (a last chunk of part of a group; padding columns when K // 32 is not
+    a multiple of 4)."""
     from mxquant.backends import cpu_eager
 
     monkeypatch.setattr(cpu_eager, "CHUNK_ELEMS", chunk)
@@ -295,6 +297,37 @@ def test_eager_works_in_a_forked_child():
         torch.set_num_threads(threads)
     assert torch.equal(u8(parent), u8(want))
     assert forked_child_result(_quantize_in_child, (x, want), "cpu-eager") is True
+
+
+FORK_BEFORE_IMPORT = """
+import os, signal, sys, torch, mxquant
+torch.set_num_threads(2)
+(torch.randn(1024, 1024) * 2).sum()  # torch's OpenMP pool now has a worker
+x = torch.randn(128, 1024)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a hang ends the child with SIGALRM
+    from mxquant import reference
+    from mxquant.backends import cpu_eager  # first imported here, after the fork
+    d, _ = cpu_eager.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    torch.set_num_threads(1)
+    want, _ = reference.quantize(x, torch.float8_e4m3fn, "rceil", "linear")
+    os._exit(0 if torch.equal(d.view(torch.uint8), want.view(torch.uint8)) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_eager_in_a_child_forked_before_the_backend_was_imported():
+    """Backends load lazily, so the parent had imported mxquant but not cpu-eager when it
+    forked; the child must still know it is one (mxquant/forking.py) and not hang."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FORK_BEFORE_IMPORT], env=child_env(), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, f"child exit {done.returncode} (-14: hung, 3: wrong bytes): {done.stderr[-2000:]}"
 
 
 def _huge_kib(addr):

@@ -1,7 +1,7 @@
 """cpu-native's worker pool (backends/csrc/mxq_cpu.c, run_parallel): workers kept between
 calls, one caller at a time on the pool and any other spawning its own threads, a pool that
-grows with the thread count, and a forked child that starts from an empty pool. Every result
-is compared byte for byte with the reference."""
+grows with the thread count (mxq_pool_workers, exported for these tests), and a forked child
+that starts from an empty pool. Every result is compared byte for byte with the reference."""
 
 from __future__ import annotations
 
@@ -35,23 +35,32 @@ def _same(be, x, layout="linear"):
     return torch.equal(d.view(torch.uint8), rd.view(torch.uint8)) and torch.equal(s.view(torch.uint8), rs.view(torch.uint8))
 
 
-def test_pool_grows_and_shrinks_with_the_thread_count():
+def _workers() -> int:
+    from mxquant.backends import _native_lib
+
+    return _native_lib.load()[0].mxq_pool_workers()
+
+
+def test_pool_grows_with_the_thread_count():
     """Also: a call returns only after every worker that joined it is done. The scales are
     copied the moment it returns (before anything else could let a late worker finish)."""
     be = _native()
-    x = _inputs(1)[0]
+    x = torch.randn(2048, 1024)  # 2M elements: 16 threads' worth (one per 64K elements at least)
     want_d, want_s = reference.quantize(x, E4M3, "rceil", "linear")
     threads = torch.get_num_threads()
     try:
-        for n in (2, 8, 3, 1, 16, 2):  # more threads than cores too: the pool grows to 15 workers
+        for n in (2, 8, 3, 1, 16, 2):  # more threads than cores too
             torch.set_num_threads(n)
             for _ in range(20):
                 d, s = be.quantize(x, E4M3, "rceil", "linear")
                 s_at_return = s.view(torch.uint8).clone()
                 assert torch.equal(s_at_return, want_s.view(torch.uint8)), n
                 assert torch.equal(d.view(torch.uint8), want_d.view(torch.uint8)), n
+            if n == 16:
+                assert _workers() == 15  # the caller is the 16th
     finally:
         torch.set_num_threads(threads)
+    assert _workers() == 15  # kept, not shrunk
 
 
 def test_concurrent_callers_get_their_own_bytes():
@@ -85,22 +94,25 @@ def test_concurrent_callers_get_their_own_bytes():
 
 def _child_quantize(x, queue):
     """In a forked child: the reference on one torch thread (torch's own OpenMP pool is not
-    usable after fork), then the kernel told to use 2 threads."""
+    usable after fork), then the kernel told to use 4 threads; the pool's size before and
+    after."""
     torch.set_num_threads(1)
     want_d, want_s = reference.quantize(x, E4M3, "rceil", "linear")
     from mxquant.backends import cpu_native
 
-    torch.get_num_threads = lambda: 2  # what the kernel is asked for; this child only
+    before = _workers()
+    torch.get_num_threads = lambda: 4  # what the kernel is asked for; this child only
     d, s = cpu_native.quantize(x, E4M3, "rceil", "linear")
-    queue.put(torch.equal(d.view(torch.uint8), want_d.view(torch.uint8))
-              and torch.equal(s.view(torch.uint8), want_s.view(torch.uint8)))
+    same = torch.equal(d.view(torch.uint8), want_d.view(torch.uint8)) and torch.equal(s.view(torch.uint8),
+                                                                                       want_s.view(torch.uint8))
+    queue.put((before, _workers(), same))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_of_a_parent_with_workers():
-    """The parent's pool workers do not exist in a forked child. Its calls must neither wait
-    for them nor write wrong bytes (the pool is reset in the child by a pthread_atfork
-    handler, and a call never waits for a worker that did not join)."""
+    """The parent's pool workers do not exist in a forked child: its pool starts empty (a
+    pthread_atfork handler resets it) and grows to the child's own workers; its calls neither
+    hang nor write wrong bytes."""
     be = _native()
     x = _inputs(1)[0]
     threads = torch.get_num_threads()
@@ -109,4 +121,5 @@ def test_forked_child_of_a_parent_with_workers():
         assert _same(be, x)  # the parent's pool has a worker now
     finally:
         torch.set_num_threads(threads)
-    assert forked_child_result(_child_quantize, (x,), "cpu-native") is True
+    assert _workers() >= 1
+    assert forked_child_result(_child_quantize, (x,), "cpu-native") == (0, 3, True)

@@ -20,9 +20,10 @@
 #endif
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
-/* No avx512f clone: on a 16-core Xeon (AVX-512) it ran 2x slower than the avx2 clone (2048x4096
- * bf16, one thread: 10.0-10.9 ms against 4.5; avx512f without BW has no 8/16-bit vector ops),
- * and an x86-64-v4 clone was no faster than avx2 there (5.2 ms). docs/performance.md. */
+/* No avx512f clone: on a 16-core Xeon (AVX-512) it was the slowest (2048x4096 bf16, one thread:
+ * 10.0-10.9 ms against the avx2 clone's 4.5; fp32 and 16 threads: 1.0-1.2x; avx512f without BW
+ * has no 8/16-bit vector ops), and an x86-64-v4 clone was no faster than avx2 there (bf16 5.2
+ * ms). docs/performance.md. */
 #define MXQ_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define MXQ_CLONES
@@ -337,11 +338,11 @@ static void run_parallel(rows_fn fn, const void *job, int64_t rows, int64_t k, i
         drain(&t);
         return;
     }
+    pthread_once(&pool_once, pool_register_fork); /* before the pool is first taken */
     if (pthread_mutex_trylock(&pool_user) != 0) { /* another caller has the pool */
         run_spawned(&t, n);
         return;
     }
-    pthread_once(&pool_once, pool_register_fork);
     pthread_mutex_lock(&pool_mu);
     if (pool_size < n - 1) {
         pthread_attr_t attr;
@@ -364,6 +365,15 @@ static void run_parallel(rows_fn fn, const void *job, int64_t rows, int64_t k, i
     while (pool_active > 0) pthread_cond_wait(&pool_idle, &pool_mu);
     pthread_mutex_unlock(&pool_mu);
     pthread_mutex_unlock(&pool_user);
+}
+
+/* Workers in the pool (for tests: it grows with the thread count, and is empty in a forked
+ * child until its first call). */
+int mxq_pool_workers(void) {
+    pthread_mutex_lock(&pool_mu);
+    int n = pool_size;
+    pthread_mutex_unlock(&pool_mu);
+    return n;
 }
 
 static void quantize_task(const void *job, int64_t r0, int64_t r1) {
