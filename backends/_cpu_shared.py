@@ -1,5 +1,7 @@
 """What the `cpu-native` and `cpu-eager` backends share: their (full) capabilities, the
-checks of caller-provided buffers (`*_into`), and the allocation of their own outputs."""
+checks of caller-provided buffers (`*_into`), and their calls into fresh outputs. Each backend
+has two kernels that write into given buffers, `_quantize(x, data, scale, dtype, scale_mode,
+scale_layout)` and `_dequantize(data, scale, scale_layout, out)`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 from mxquant.backend import Capabilities
 from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS
+from mxquant.layouts import scale_shape
 
 CPU_CAPABILITIES = Capabilities(
     devices=frozenset({"cpu"}),
@@ -60,12 +63,38 @@ def check_buffer(name: str, t: torch.Tensor, shape, dtypes) -> None:
                          f"got {t.dtype} {tuple(t.shape)} on {t.device} (contiguous={t.is_contiguous()})")
 
 
-def new_outputs(shape, dtype, scale_shape) -> tuple[torch.Tensor, torch.Tensor]:
+def check_quantize_buffers(x, data, scale, dtype, scale_layout) -> None:
+    """quantize_into's buffers: `data` of x's element count (uint8 or `dtype`), `scale` of the
+    layout's (uint8 or float8_e8m0fnu)."""
+    check_buffer("data", data, x.shape, (dtype, torch.uint8))
+    check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.float8_e8m0fnu, torch.uint8))
+
+
+def check_dequantize_buffer(data, out) -> None:
+    """dequantize_into's buffer: data's element count, of an output dtype."""
+    check_buffer("out", out, data.shape, INPUT_DTYPES)
+
+
+def quantize_fresh(kernel, x, dtype, scale_mode, scale_layout):
+    """`kernel` into fresh outputs; our own buffers, so no checks."""
+    data, scale = new_outputs(x.shape, dtype, scale_shape(tuple(x.shape), scale_layout))
+    kernel(x, data, scale, dtype, scale_mode, scale_layout)
+    return data, scale
+
+
+def dequantize_fresh(kernel, data, scale, scale_layout, out_dtype):
+    """`kernel` into a fresh output; our own buffer, so no check."""
+    out = new_tensor(data.shape, out_dtype)
+    kernel(data, scale, scale_layout, out)
+    return out
+
+
+def new_outputs(shape, dtype, scale_dims) -> tuple[torch.Tensor, torch.Tensor]:
     """Fresh (data, scale) for a quantize call. Scale first: allocated after data, its small
     block sat on top of the large one in the heap and freeing both handed the pages back
     (about 4x the page faults per call, measured). empty_strided, because Python's argument
     parser tries torch.empty's several signatures (~3 µs)."""
-    scale = torch.empty_strided(scale_shape, _contiguous_strides(tuple(scale_shape)), dtype=torch.float8_e8m0fnu)
+    scale = torch.empty_strided(scale_dims, _contiguous_strides(tuple(scale_dims)), dtype=torch.float8_e8m0fnu)
     return new_tensor(shape, dtype), scale
 
 

@@ -45,13 +45,13 @@ import torch
 from mxquant import reference
 from mxquant.backend import Backend
 from mxquant.forking import in_forked_child
-from mxquant.formats import (BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, INPUT_DTYPES,
-                             RCEIL_MANTISSA_THRESHOLD)
-from mxquant.layouts import scale_shape, swizzle_offsets, swizzled_rows, swizzled_scale_shape
+from mxquant.formats import BLOCK, E8M0_BIAS, E8M0_NAN, ELEMENT_FORMATS, ELEMENT_NAN, RCEIL_MANTISSA_THRESHOLD
+from mxquant.layouts import swizzle_offsets, swizzled_rows, swizzled_scale_shape
 from mxquant.outputs import own_outputs
 
 from ._common import as_rows
-from ._cpu_shared import CPU_CAPABILITIES, check_buffer, new_outputs, new_tensor
+from ._cpu_shared import (CPU_CAPABILITIES, check_dequantize_buffer, check_quantize_buffers, dequantize_fresh,
+                          quantize_fresh)
 
 CHUNK_ELEMS = 1 << 19
 """Elements per chunk (or one row, if a row is longer): 2 MiB of fp32 and 2 MiB of int32 work
@@ -96,8 +96,7 @@ def _chunk_rows(k: int, swizzled: bool) -> int:
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     """Quantize `x` into `data` (x's shape, `dtype` or uint8, contiguous) and `scale` (the
     layout's shape, float8_e8m0fnu or uint8, contiguous). Checks the buffers first."""
-    check_buffer("data", data, x.shape, (dtype, torch.uint8))
-    check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.float8_e8m0fnu, torch.uint8))
+    check_quantize_buffers(x, data, scale, dtype, scale_layout)
     _quantize(x, data, scale, dtype, scale_mode, scale_layout)
 
 
@@ -180,14 +179,12 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
-    data, scale = new_outputs(x.shape, dtype, scale_shape(tuple(x.shape), scale_layout))
-    _quantize(x, data, scale, dtype, scale_mode, scale_layout)  # our own buffers: no checks
-    return data, scale
+    return quantize_fresh(_quantize, x, dtype, scale_mode, scale_layout)
 
 
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (contiguous, data's element count; its dtype is the output's)."""
-    check_buffer("out", out, data.shape, INPUT_DTYPES)
+    check_dequantize_buffer(data, out)
     _dequantize(data, scale, scale_layout, out)
 
 
@@ -227,9 +224,7 @@ def _dequantize(data, scale, scale_layout, out) -> None:
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
-    out = new_tensor(data.shape, out_dtype)
-    _dequantize(data, scale, scale_layout, out)
-    return out
+    return dequantize_fresh(_dequantize, data, scale, scale_layout, out_dtype)
 
 
 backend = Backend(

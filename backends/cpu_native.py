@@ -14,13 +14,13 @@ from __future__ import annotations
 import torch
 
 from mxquant.backend import Backend
-from mxquant.formats import BLOCK, INPUT_DTYPES
-from mxquant.layouts import scale_shape
+from mxquant.formats import BLOCK
 from mxquant.outputs import own_outputs
 
 from . import _native_lib
 from ._common import as_rows
-from ._cpu_shared import CPU_CAPABILITIES, check_buffer, new_outputs, new_tensor
+from ._cpu_shared import (CPU_CAPABILITIES, check_dequantize_buffer, check_quantize_buffers, dequantize_fresh,
+                          quantize_fresh)
 
 _HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
@@ -39,8 +39,7 @@ def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     element count, uint8 or float8_e8m0fnu). Checks the buffers before writing anything."""
     if x.device.type != "cpu":
         raise ValueError(f"cpu-native: x is on {x.device}, expected cpu")
-    check_buffer("data", data, x.shape, (torch.uint8, dtype))
-    check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.uint8, torch.float8_e8m0fnu))
+    check_quantize_buffers(x, data, scale, dtype, scale_layout)
     _quantize(x, data, scale, dtype, scale_mode, scale_layout)
 
 
@@ -56,14 +55,12 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
 
 
 def quantize(x, dtype, scale_mode, scale_layout):
-    data, scale = new_outputs(x.shape, dtype, scale_shape(tuple(x.shape), scale_layout))
-    _quantize(x, data, scale, dtype, scale_mode, scale_layout)  # our own buffers: no checks
-    return data, scale
+    return quantize_fresh(_quantize, x, dtype, scale_mode, scale_layout)
 
 
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (data's element count; its dtype is the output dtype)."""
-    check_buffer("out", out, data.shape, INPUT_DTYPES)
+    check_dequantize_buffer(data, out)
     _dequantize(data, scale, scale_layout, out)
 
 
@@ -80,9 +77,7 @@ def _dequantize(data, scale, scale_layout, out) -> None:
 
 
 def dequantize(data, scale, scale_layout, out_dtype):
-    out = new_tensor(data.shape, out_dtype)
-    _dequantize(data, scale, scale_layout, out)
-    return out
+    return dequantize_fresh(_dequantize, data, scale, scale_layout, out_dtype)
 
 
 def _probe(device: torch.device):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -40,16 +39,8 @@ def main(argv=None):
     res = {}
     for n in counts:
         torch.set_num_threads(n)
-        times = {name: [] for name in fns}
-        for f in fns.values():
-            f()
-        for _ in range(a.rounds):
-            for name, f in fns.items():
-                cpu_paths.settle()
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-        res[n] = {name: round(statistics.median(v) * 1e3, 3) for name, v in times.items()}
+        stats = cpu_paths.timed_rounds(fns, a.rounds)
+        res[n] = {name: round(s["median_s"] * 1e3, 3) for name, s in stats.items()}
         print(n, res[n], flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
            "cpu": cpu_model(), "torch": torch.__version__, "shape": a.shape, "dtype": a.dtype,

@@ -18,7 +18,7 @@ with _warnings.catch_warnings():
     import torch as _torch  # noqa: F401
 del _torch, _warnings
 
-from . import forking as _forking  # noqa: F401  (its at-fork hook, registered at import)
+from . import forking as _forking  # noqa: F401  (takes this process's pid at import)
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
 from .errors import (BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError, NoBackendError,

@@ -79,12 +79,17 @@ def swizzle(scale_2d: torch.Tensor) -> torch.Tensor:
     return tiles.contiguous().view(prow, pcol)
 
 
+def _tiles_in_row_order(flat: torch.Tensor, prow: int, pcol: int) -> torch.Tensor:
+    """128x4-layout bytes of prow x pcol scales as a (row_tile, r//32, r%32, col_tile, c) view:
+    its elements in row-major scale order (a view where `flat` is contiguous)."""
+    nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
+    return flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
+
+
 def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Inverse of `swizzle`: the 128x4-layout bytes back to (rows, cols)."""
     prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
-    nt_r, q, r32, nt_c, c = _tile_view(prow, pcol)
-    tiles = flat.reshape(nt_r, nt_c, r32, q, c).permute(0, 3, 2, 1, 4)
-    return tiles.reshape(prow, pcol)[:rows, :cols]
+    return _tiles_in_row_order(flat, prow, pcol).reshape(prow, pcol)[:rows, :cols]
 
 
 def swizzle_offsets(r0: int, r1: int, nb: int, pcols: int) -> torch.Tensor:
@@ -103,13 +108,9 @@ def swizzled_rows(flat: torch.Tensor, r0: int, n: int, nb: int) -> torch.Tensor 
     if nb % SWIZZLE_COLS or r0 % 32 or n % 32 or n == 0:
         return None
     if r0 % SWIZZLE_ROWS == 0 and n % SWIZZLE_ROWS == 0:
-        tiles = flat[r0 * nb:(r0 + n) * nb].view(n // SWIZZLE_ROWS, nb // SWIZZLE_COLS, 32, 4, SWIZZLE_COLS)
-    elif r0 // SWIZZLE_ROWS == (r0 + n - 1) // SWIZZLE_ROWS:
+        return _tiles_in_row_order(flat[r0 * nb:(r0 + n) * nb], n, nb)
+    if r0 // SWIZZLE_ROWS == (r0 + n - 1) // SWIZZLE_ROWS:  # 32-row groups q0.. of one tile
         t0 = r0 - r0 % SWIZZLE_ROWS
         q0 = (r0 - t0) // 32
-        tiles = flat[t0 * nb:(t0 + SWIZZLE_ROWS) * nb].view(1, nb // SWIZZLE_COLS, 32, 4, SWIZZLE_COLS)
-        tiles = tiles[:, :, :, q0:q0 + n // 32]
-    else:
-        return None
-    # (tile, c//4, r%32, r//32 in the tile, c%4) -> (tile, r//32, r%32, c//4, c%4): row-major order
-    return tiles.permute(0, 3, 2, 1, 4)
+        return _tiles_in_row_order(flat[t0 * nb:(t0 + SWIZZLE_ROWS) * nb], SWIZZLE_ROWS, nb)[:, q0:q0 + n // 32]
+    return None

@@ -29,10 +29,13 @@ def _inputs(n):
             for i in range(n)]
 
 
-def _same(be, x, layout="linear"):
-    d, s = be.quantize(x, E4M3, "rceil", layout)
-    rd, rs = reference.quantize(x, E4M3, "rceil", layout)
-    return torch.equal(d.view(torch.uint8), rd.view(torch.uint8)) and torch.equal(s.view(torch.uint8), rs.view(torch.uint8))
+def _same_bytes(got, want) -> bool:
+    """Two (data, scale) pairs, byte for byte."""
+    return all(torch.equal(g.view(torch.uint8), w.view(torch.uint8)) for g, w in zip(got, want))
+
+
+def _same(be, x):
+    return _same_bytes(be.quantize(x, E4M3, "rceil", "linear"), reference.quantize(x, E4M3, "rceil", "linear"))
 
 
 def _workers() -> int:
@@ -75,9 +78,7 @@ def test_concurrent_callers_get_their_own_bytes():
 
     def work(i):
         for _ in range(15):
-            d, s = be.quantize(xs[i], E4M3, "floor", "swizzled")
-            if not (torch.equal(d.view(torch.uint8), wants[i][0].view(torch.uint8))
-                    and torch.equal(s.view(torch.uint8), wants[i][1].view(torch.uint8))):
+            if not _same_bytes(be.quantize(xs[i], E4M3, "floor", "swizzled"), wants[i]):
                 bad.append(i)
 
     try:
@@ -97,14 +98,12 @@ def _child_quantize(x, queue):
     usable after fork), then the kernel told to use 4 threads; the pool's size before and
     after."""
     torch.set_num_threads(1)
-    want_d, want_s = reference.quantize(x, E4M3, "rceil", "linear")
+    want = reference.quantize(x, E4M3, "rceil", "linear")
     from mxquant.backends import cpu_native
 
     before = _workers()
     torch.get_num_threads = lambda: 4  # what the kernel is asked for; this child only
-    d, s = cpu_native.quantize(x, E4M3, "rceil", "linear")
-    same = torch.equal(d.view(torch.uint8), want_d.view(torch.uint8)) and torch.equal(s.view(torch.uint8),
-                                                                                       want_s.view(torch.uint8))
+    same = _same_bytes(cpu_native.quantize(x, E4M3, "rceil", "linear"), want)
     queue.put((before, _workers(), same))
 
 
