@@ -66,17 +66,32 @@ def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None
 
 
 def _scale_shape_error(got, shape, layout, want) -> str:
-    """Says what was expected and, when the scale is the other layout's shape, which one it is."""
+    """Says what was expected and which layout the scale looks like, but never recommends a fix
+    that would dequantize wrong bytes silently: where the shape fits two readings (the 2-D
+    swizzled form is the linear shape when M % 128 == 0 and (K // 32) % 4 == 0; a flattened
+    linear scale then has the swizzled length), it says so and how to tell them apart."""
     rows, cols = swizzled_scale_shape(math.prod(shape[:-1]), shape[-1])
+    linear = public_scale_shape(shape, "linear")
     if layout == "linear":
         msg = f"scale.shape = {got} does not match data.shape = {shape}; linear layout needs {want}"
     else:
         msg = (f"scale.shape = {got} does not match data.shape = {shape}; the swizzled layout needs a 1-D "
                f"tensor of {want[0]} bytes (round_up(M, 128) * round_up(K // 32, 4) = {rows} * {cols})")
+    two_d = got == (rows, cols)
+    if two_d and got == linear:  # only reachable with scale_layout="swizzled"
+        return msg + (f"; {got} is ambiguous here: it is both the 2-D swizzled form backends use and the "
+                      "linear layout's shape, so the shape cannot tell which layout the bytes are in: if they "
+                      "are swizzled (a backend's 2-D scale), pass scale.reshape(-1); if mxfp8_quantize returned "
+                      "them with scale_layout='linear', pass scale_layout='linear' (the wrong one of the two "
+                      "dequantizes wrong values without an error)")
     other = layout_of(got, shape)
+    if other == "swizzled" and math.prod(linear) == rows * cols:
+        return msg + (f"; this scale has the swizzled layout's shape: pass scale_layout='swizzled' (unless it "
+                      f"is a linear scale flattened by hand, which has the same length here: then pass "
+                      f"scale.reshape{linear})")
     if other is not None:
         return msg + f"; this scale has the {other} layout's shape: pass scale_layout={other!r}"
-    if got == (rows, cols):
+    if two_d:
         fix = "scale.reshape(-1)" + ("" if layout == "swizzled" else " with scale_layout='swizzled'")
         return msg + f"; this is the 2-D swizzled form backends use: pass {fix}"
     return msg

@@ -57,12 +57,84 @@ def test_swizzled_scale_passed_as_linear_is_an_error(shape, swizzled_len):
         mxquant.mxfp8_dequantize(data, swz)
 
 
+# 2-D x with M % 128 == 0 and (K / 32) % 4 == 0: the linear shape is also the 2-D swizzled form
+AMBIGUOUS = {(256, 4096), (128, 128)}
+
+
 @pytest.mark.parametrize("shape, swizzled_len", SHAPES, ids=[str(s) for s, _ in SHAPES])
 def test_linear_scale_passed_as_swizzled_is_an_error(shape, swizzled_len):
     data, lin = mxquant.mxfp8_quantize(_x(shape))
-    with pytest.raises(ValueError, match=rf"swizzled layout needs a 1-D tensor of {swizzled_len} bytes.*"
-                                         r"this scale has the linear layout's shape: pass scale_layout='linear'"):
+    hint = (r"is ambiguous here.*pass scale\.reshape\(-1\).*pass scale_layout='linear'" if shape in AMBIGUOUS
+            else r"this scale has the linear layout's shape: pass scale_layout='linear'$")
+    with pytest.raises(ValueError, match=rf"swizzled layout needs a 1-D tensor of {swizzled_len} bytes.*{hint}"):
         mxquant.mxfp8_dequantize(data, lin, scale_layout="swizzled")
+
+
+def _error(data, scale, layout) -> str:
+    with pytest.raises(ValueError) as info:
+        mxquant.mxfp8_dequantize(data, scale, scale_layout=layout)
+    return str(info.value)
+
+
+def test_an_ambiguous_2d_swizzled_scale_says_so_and_both_readings_follow_from_its_origin():
+    """Issue 19: (256, 128) is the 2-D swizzled form and the linear shape of (256, 4096) data.
+    The old hint ("pass scale_layout='linear'") dequantized the swizzled bytes at ~25 % error
+    without an error. The message now says the shape is ambiguous and which fix fits which
+    origin; each fix, followed for its origin, gives the reference's bytes."""
+    x = _x((256, 4096))
+    data, lin = mxquant.mxfp8_quantize(x)
+    two_d = reference.quantize(x, torch.float8_e4m3fn, "rceil", "swizzled")[1]  # a backend's 2-D form
+    assert two_d.shape == lin.shape == (256, 128)
+    expected = (
+        "scale.shape = (256, 128) does not match data.shape = (256, 4096); the swizzled layout needs a 1-D "
+        "tensor of 32768 bytes (round_up(M, 128) * round_up(K // 32, 4) = 256 * 128); (256, 128) is ambiguous "
+        "here: it is both the 2-D swizzled form backends use and the linear layout's shape, so the shape cannot "
+        "tell which layout the bytes are in: if they are swizzled (a backend's 2-D scale), pass "
+        "scale.reshape(-1); if mxfp8_quantize returned them with scale_layout='linear', pass "
+        "scale_layout='linear' (the wrong one of the two dequantizes wrong values without an error)")
+    assert _error(data, two_d, "swizzled") == expected
+    assert _error(data, lin, "swizzled") == expected
+    want = reference.dequantize(data, two_d, "swizzled", torch.float32)
+    got = mxquant.mxfp8_dequantize(data, two_d.reshape(-1), scale_layout="swizzled", out_dtype=torch.float32)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    got = mxquant.mxfp8_dequantize(data, lin, scale_layout="linear", out_dtype=torch.float32)
+    assert torch.equal(got.view(torch.int32), reference.dequantize(data, lin, "linear", torch.float32).view(torch.int32))
+    # what the old hint led to: the swizzled bytes read as linear, no error, wrong values
+    wrong = mxquant.mxfp8_dequantize(data, two_d, scale_layout="linear", out_dtype=torch.float32)
+    assert not torch.equal(wrong, want)
+
+
+def test_unambiguous_shapes_get_one_hint_whose_fix_gives_the_reference_bytes():
+    x = _x((4, 64))  # M = 4: the 2-D swizzled form is (128, 4), the linear shape (4, 2)
+    data, lin = mxquant.mxfp8_quantize(x)
+    two_d = reference.quantize(x, torch.float8_e4m3fn, "rceil", "swizzled")[1]
+    head = "scale.shape = {} does not match data.shape = (4, 64); "
+    need_swz = "the swizzled layout needs a 1-D tensor of 512 bytes (round_up(M, 128) * round_up(K // 32, 4) = 128 * 4)"
+    assert _error(data, two_d, "swizzled") == (head.format((128, 4)) + need_swz +
+                                               "; this is the 2-D swizzled form backends use: pass scale.reshape(-1)")
+    assert _error(data, lin, "swizzled") == (head.format((4, 2)) + need_swz +
+                                             "; this scale has the linear layout's shape: pass scale_layout='linear'")
+    assert _error(data, two_d.reshape(-1), "linear") == (
+        head.format((512,)) + "linear layout needs (4, 2); this scale has the swizzled layout's shape: "
+        "pass scale_layout='swizzled'")
+    want = reference.dequantize(data, two_d, "swizzled", torch.float32)
+    for fixed, layout in ((two_d.reshape(-1), "swizzled"), (lin, "linear")):
+        got = mxquant.mxfp8_dequantize(data, fixed, scale_layout=layout, out_dtype=torch.float32)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+def test_a_flat_swizzled_scale_of_the_flattened_linear_length_names_both_readings():
+    x = _x((256, 4096))
+    data, lin = mxquant.mxfp8_quantize(x)
+    _, swz = mxquant.mxfp8_quantize(x, scale_layout="swizzled")
+    expected = ("scale.shape = (32768,) does not match data.shape = (256, 4096); linear layout needs (256, 128); "
+                "this scale has the swizzled layout's shape: pass scale_layout='swizzled' (unless it is a linear "
+                "scale flattened by hand, which has the same length here: then pass scale.reshape(256, 128))")
+    assert _error(data, swz, "linear") == _error(data, lin.reshape(-1), "linear") == expected
+    want = reference.dequantize(data, lin, "linear", torch.float32).view(torch.int32)
+    for fixed, layout in ((swz, "swizzled"), (lin.reshape(-1).reshape(256, 128), "linear")):
+        got = mxquant.mxfp8_dequantize(data, fixed, scale_layout=layout, out_dtype=torch.float32)
+        assert torch.equal(got.view(torch.int32), want)
 
 
 def test_the_issue_example_round_trips_only_with_the_right_layout():
@@ -84,7 +156,7 @@ def test_wrong_layout_is_an_error_on_every_backend(registry, backend, wrong):
     cannot run here) still reports the layout, not its unavailability."""
     right = "swizzled" if wrong == "linear" else "linear"
     data, scale = mxquant.mxfp8_quantize(_x((128, 128)), scale_layout=right)
-    with pytest.raises(ValueError, match=rf"this scale has the {right} layout's shape"):
+    with pytest.raises(ValueError, match=rf"the {right} layout's shape"):  # (128, 4) is ambiguous: both named
         mxquant.mxfp8_dequantize(data, scale, scale_layout=wrong, backend=backend)
     assert {b.name for b in mxquant.list_backends().backends} >= {"cpu", "triton", "flashinfer", "xpu"}
 
@@ -93,7 +165,7 @@ def test_wrong_layout_is_an_error_on_every_backend(registry, backend, wrong):
 def test_wrong_layout_is_an_error_in_the_custom_op_and_its_fake(wrong):
     right = "swizzled" if wrong == "linear" else "linear"
     data, scale = mxquant.mxfp8_quantize(_x((256, 4096)), scale_layout=right)
-    match = rf"this scale has the {right} layout's shape"
+    match = rf"the {right} layout's shape"  # (256, 128) is ambiguous: the message names both readings
     with pytest.raises(ValueError, match=match):
         torch.ops.mxquant.dequantize(data, scale, wrong, torch.bfloat16, None)
     with FakeTensorMode() as mode, pytest.raises(ValueError, match=match):
