@@ -1,11 +1,13 @@
 """`convert(src, dst, ...)`: a Hugging Face safetensors checkpoint to compressed-tensors MXFP8.
 
-Order of work: plan (every refusal happens here, nothing written yet), then per shard of this
-rank: stream tensors into DST/<shard>.tmp, rename, verify, record a part manifest; after a
-barrier rank 0 copies the other files, writes config.json, the index and the manifest. On an
-error a DST this run created (or emptied, with --overwrite) is removed whole; under --resume,
-finished shards (each complete, with its part manifest) stay and a half-written one (*.tmp)
-is removed.
+Order of work: plan (every refusal happens here, nothing written yet); rank 0 takes DST
+(dstdir.prepare: created or emptied, locked, checked writable); then per shard of this rank:
+stream tensors into DST/<shard>.tmp, rename, verify, record a part manifest; then rank 0
+copies the other files and writes the index, the manifest and, last, config.json. Every step
+runs under one cleanup (`_together`): on an error on any rank, a DST this run created (or
+emptied, with --overwrite) is removed whole; under --resume, finished shards (each complete,
+with its part manifest) stay, a half-written one (*.tmp) is removed and config.json is absent,
+so a failed run never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from . import dist, manifest
+from . import dist, dstdir, manifest
+from .dstdir import Dst
 from .fmt import SCALE_MODES
 from .plan import INDEX, Plan, make_plan
 from .stio import CheckpointError, itemsize
@@ -82,31 +85,24 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
     return dev
 
 
-def _prepare_dst(dst: str, overwrite: bool, resume: bool) -> bool:
-    """Make DST ready; True if this call created it (so a failure may remove it whole)."""
-    if os.path.isdir(dst) and os.listdir(dst) and overwrite and not resume:
-        shutil.rmtree(dst)
-    created = not os.path.exists(dst)
-    os.makedirs(dst, exist_ok=True)
-    return created
-
-
-def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progress, verify) -> list[dict]:
-    """Write one output shard; returns its tensors' manifest entries."""
-    out = os.path.join(plan.dst, shard.file)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk_elems, progress,
+                   verify) -> tuple[list[dict], str]:
+    """Write one output shard; returns its tensors' manifest entries and the source's sha256."""
+    out = out_dir.target(shard.file)
     meta = dict(shard.metadata or {})
     meta.setdefault("format", "pt")
     writer = ShardWriter(out, shard.layout(), meta)
     entries = []
     try:
-        with open(shard.path, "rb") as f:
+        with open(shard.path, "rb") as raw:
+            f = manifest.HashingReader(raw, shard.path)
             for t in shard.tensors:
                 if shard.decisions[t.name].quantize:
                     entries += quantize_tensor(f, t, shard.data_start, writer, device=device, scale_mode=scale_mode,
                                                chunk_elems=chunk_elems, progress=progress)
                 else:
                     entries.append(copy_tensor(f, t, shard.data_start, writer, chunk_elems, progress))
+            source_sha256 = f.sha256()
         writer.close()
     except BaseException:
         writer.abort()
@@ -119,16 +115,20 @@ def _convert_shard(plan: Plan, shard, *, device, scale_mode, chunk_elems, progre
         except BaseException:
             os.remove(out)
             raise
-    return entries
+    return entries, source_sha256
 
 
-def _finish(plan: Plan, records: list[dict]) -> str:
-    """Rank 0: copy other files, write config.json, the index and the manifest (its path)."""
+def _copy_file(src_path: str, target: str) -> None:
+    with open(src_path, "rb") as f:
+        dstdir.replace_from(target, lambda out: shutil.copyfileobj(f, out, 8 << 20))
+    shutil.copystat(src_path, target)
+
+
+def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
+    """Rank 0: copy other files, write the index, the manifest and, last, config.json (the
+    step that makes DST a loadable checkpoint). Returns the manifest's path."""
     for rel in plan.copies:
-        target = os.path.join(plan.dst, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(os.path.join(plan.src, rel), target)
-    manifest.write_json_atomic(os.path.join(plan.dst, "config.json"), plan.config)
+        _copy_file(os.path.join(plan.src, rel), out_dir.target(rel))
     weight_map = {t["name"]: rec["file"] for rec in records for t in rec["tensors"]}
     if plan.has_index or len(records) > 1:
         meta = dict(plan.index_metadata)
@@ -138,6 +138,11 @@ def _finish(plan: Plan, records: list[dict]) -> str:
     path = os.path.join(plan.dst, manifest.MANIFEST)
     manifest.write_json_atomic(path, {"format": "compressed-tensors mxfp8-quantized", "src": plan.src,
                                       "ignore": plan.ignore, "shards": records})
+    try:
+        manifest.write_json_atomic(os.path.join(plan.dst, dstdir.CONFIG), plan.config)
+    except BaseException:  # not complete: no manifest either (the part files are still there)
+        os.unlink(path)
+        raise
     shutil.rmtree(os.path.join(plan.dst, manifest.PARTS), ignore_errors=True)
     return path
 
@@ -158,51 +163,34 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     if scale_mode not in SCALE_MODES:
         raise CheckpointError(f"scale mode {scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
     group = dist.join()
-    dev = resolve_device(device, dist.launcher()[1])
-    t0 = time.perf_counter()
-    ignore = list(ignore)
-    plan = make_plan(src, dst, ignore=ignore, quantize_lm_head=quantize_lm_head,
-                     overwrite=overwrite, resume=resume)
-    chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
-    options = {"scale_mode": scale_mode, "ignore": ignore, "quantize_lm_head": quantize_lm_head}
-    progress = progress or (lambda n, total=None: None)
-    created = _prepare_dst(dst, overwrite, resume) if group.rank == 0 else False
-    group.barrier()
-    owner = dist.assign([s.size for s in plan.shards], group.world)
-    progress(0, total=sum(s.size for i, s in enumerate(plan.shards) if owner[i] == group.rank))
-    done, resumed, ok, error = 0, 0, True, None
     try:
-        for i, shard in enumerate(plan.shards):
-            if owner[i] != group.rank:
-                continue
-            rec = manifest.finished_record(dst, shard, options) if resume else None
-            if rec is not None:
-                manifest.write_json_atomic(manifest.part_path(dst, shard.file), rec)
-                resumed += 1
-                progress(shard.size)
-                continue
-            s0 = time.perf_counter()
-            entries = _convert_shard(plan, shard, device=dev, scale_mode=scale_mode, chunk_elems=chunk,
-                                     progress=progress, verify=verify)
-            out = os.path.join(dst, shard.file)
-            done += 1
-            rec = manifest.shard_record(shard, options, out, entries, time.perf_counter() - s0)
-            manifest.write_json_atomic(manifest.part_path(dst, shard.file), rec)
-    except BaseException as e:  # noqa: BLE001 - cleaned up, then re-raised (KeyboardInterrupt too)
-        ok, error = False, e
-    if not group.all_ok(ok):
-        if created and not resume:  # a fresh DST goes whole; with --resume finished shards stay
-            shutil.rmtree(dst, ignore_errors=True)
+        dev = resolve_device(device, dist.launcher()[1])
+        t0 = time.perf_counter()
+        plan = make_plan(src, dst, ignore=list(ignore), quantize_lm_head=quantize_lm_head,
+                         overwrite=overwrite, resume=resume)
+    except BaseException:
         group.close()
-        if error is not None:
-            raise error
-        raise CheckpointError("another rank failed; see its error")
-    mpath = os.path.join(dst, manifest.MANIFEST)
-    records = manifest.load_parts(dst, [s.file for s in plan.shards])
-    group.barrier()
-    if group.rank == 0:
-        _finish(plan, records)
-    group.barrier()
+        raise
+    chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
+    options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head}
+    progress = progress or (lambda n, total=None: None)
+    out_dir = _together(group, lambda: dstdir.prepare(dst, overwrite, resume) if group.rank == 0 else None)
+
+    def failed() -> None:  # rank 0, after any rank failed: a fresh DST goes whole; under --resume
+        if out_dir is not None:  # finished shards stay, and DST is left incomplete
+            if resume:
+                out_dir.mark_incomplete()
+            else:
+                out_dir.discard()
+            out_dir.release()
+
+    work = out_dir or dstdir.Dst(dst, -1, False)  # ranks > 0 write shards without holding the lock
+    done, resumed = _together(group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk,
+                                                             progress, verify, resume), failed)
+    records = _together(group, lambda: manifest.load_parts(dst, [s.file for s in plan.shards]), failed)
+    _together(group, lambda: _finish(plan, out_dir, records) if group.rank == 0 else None, failed)
+    if out_dir is not None:
+        out_dir.release()
     group.close()
     decisions = plan.decisions
     return ConvertResult(
@@ -214,7 +202,52 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         seconds=time.perf_counter() - t0,
         shards_done=done,
         shards_resumed=resumed,
-        tensors=[t for r in records for t in r["tensors"]], manifest_path=mpath, peak_rss_bytes=_peak_rss())
+        tensors=[t for r in records for t in r["tensors"]], manifest_path=os.path.join(dst, manifest.MANIFEST),
+        peak_rss_bytes=_peak_rss())
+
+
+def _together(group, step, failed=lambda: None):
+    """Run `step` on every rank; when it failed on any rank, `failed()` (cleanup), close the
+    group, and raise (this rank's error, or a note that another rank failed). The check is a
+    collective, so it is also a barrier: no rank goes on before every rank has finished."""
+    error = result = None
+    try:
+        result = step()
+    except BaseException as e:  # noqa: BLE001 - cleaned up, then re-raised (KeyboardInterrupt too)
+        error = e
+    if group.all_ok(error is None):
+        return result
+    try:
+        failed()
+    finally:
+        group.close()
+    if error is not None:
+        raise error
+    raise CheckpointError("another rank failed; see its error")
+
+
+def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progress, verify, resume):
+    """This rank's shards: each resumed (finished by an earlier run from the same source) or
+    converted, and recorded in its part manifest. Returns (converted, resumed)."""
+    owner = dist.assign([s.size for s in plan.shards], group.world)
+    mine = [s for i, s in enumerate(plan.shards) if owner[i] == group.rank]
+    progress(0, total=sum(s.size for s in mine))
+    done = resumed = 0
+    for shard in mine:
+        rec = manifest.finished_record(plan.dst, shard, options) if resume else None
+        if rec is not None:
+            manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
+            resumed += 1
+            progress(shard.size)
+            continue
+        s0 = time.perf_counter()
+        entries, sha = _convert_shard(plan, out_dir, shard, device=dev, scale_mode=scale_mode, chunk_elems=chunk,
+                                      progress=progress, verify=verify)
+        done += 1
+        rec = manifest.shard_record(shard, options, os.path.join(plan.dst, shard.file), entries,
+                                    time.perf_counter() - s0, sha)
+        manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
+    return done, resumed
 
 
 def _peak_rss() -> int | None:

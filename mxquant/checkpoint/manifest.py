@@ -1,5 +1,6 @@
 """The manifest: per output tensor name, shape, dtype, sha256 (and SQNR / relative error for
-quantized ones); per shard the source it came from, so `--resume` can tell a finished shard.
+quantized ones); per shard the source it came from (its size and the sha256 of its bytes), so
+`--resume` can tell a finished shard of this very source.
 
 While converting, each finished shard gets a part file in DST/.mxquant-convert/; at the end
 rank 0 merges them into DST/mxquant-manifest.json and removes the folder.
@@ -11,15 +12,65 @@ import hashlib
 import json
 import os
 
+from .dstdir import replace_from
+
 PARTS = ".mxquant-convert"
 MANIFEST = "mxquant-manifest.json"
 
 
-def header_sha256(path: str, data_start: int) -> str:
-    """Identity of a source shard that is cheap to check: the hash of its header (names, dtypes,
-    shapes, offsets) plus its size (recorded beside it)."""
+def file_sha256(path: str, block: int = 8 << 20) -> str:
+    """sha256 of a whole file: a source shard's identity (its bytes, not only its header: a
+    re-saved shard with new weights but the same names, shapes and dtypes is another source)."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read(data_start)).hexdigest()
+        buf = bytearray(block)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+class HashingReader:
+    """The source file as the conversion reads it (seek + readinto), hashing the bytes on the
+    way when they are read front to back, as the converter does; `sha256()` is then the whole
+    file's hash without a second read (or, if the reads were not in order, a fresh one)."""
+
+    def __init__(self, f, path: str):
+        self._f, self._path, self._h = f, path, hashlib.sha256()
+        self._hashed = self._at = 0
+        self._in_order = True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._at = self._f.seek(offset, whence)
+        return self._at
+
+    def readinto(self, b) -> int:
+        if self._in_order and self._at > self._hashed:  # a gap (the header): hash it from the file
+            with open(self._path, "rb") as g:
+                g.seek(self._hashed)
+                gap = g.read(self._at - self._hashed)
+            self._h.update(gap)
+            self._hashed += len(gap)
+        n = self._f.readinto(b) or 0
+        if self._at == self._hashed and self._in_order:
+            self._h.update(memoryview(b).cast("B")[:n])
+            self._hashed += n
+        else:
+            self._in_order = False
+        self._at += n
+        return n
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def __getattr__(self, name):  # any other way of reading: no longer known to be in order
+        self._in_order = False
+        return getattr(self._f, name)
+
+    def sha256(self) -> str:
+        if self._in_order and self._hashed == os.fstat(self._f.fileno()).st_size:
+            return self._h.hexdigest()
+        return file_sha256(self._path)
 
 
 def part_path(dst: str, shard_file: str) -> str:
@@ -28,18 +79,15 @@ def part_path(dst: str, shard_file: str) -> str:
 
 def write_json_atomic(path: str, obj) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    blob = json.dumps(obj, indent=1).encode()
+    replace_from(path, lambda f: f.write(blob))
 
 
-def shard_record(shard, options: dict, out_path: str, tensors: list[dict], seconds: float) -> dict:
+def shard_record(shard, options: dict, out_path: str, tensors: list[dict], seconds: float,
+                 source_sha256: str) -> dict:
     return {
         "file": shard.file,
-        "source": {"size": shard.size, "header_sha256": header_sha256(shard.path, shard.data_start)},
+        "source": {"size": shard.size, "sha256": source_sha256},
         "options": options,
         "output": {"size": os.path.getsize(out_path)},
         "seconds": seconds,
@@ -47,24 +95,35 @@ def shard_record(shard, options: dict, out_path: str, tensors: list[dict], secon
     }
 
 
-def finished_record(dst: str, shard, options: dict) -> dict | None:
-    """The record of `shard` if a previous run finished it with these options and its output
-    file is intact (same size; every tensor's name, dtype, shape and sha256 as recorded); else None."""
-    path = part_path(dst, shard.file)
-    final = os.path.join(dst, MANIFEST)
-    rec = None
-    if os.path.isfile(path):
-        with open(path) as f:
-            rec = json.load(f)
-    elif os.path.isfile(final):
-        with open(final) as f:
-            rec = next((s for s in json.load(f).get("shards", []) if s["file"] == shard.file), None)
-    if not rec or rec.get("options") != options:
+def _recorded(dst: str, shard_file: str) -> dict | None:
+    """A previous run's record of a shard: its part file, else its entry in the final manifest.
+    An unreadable or malformed record is no record (that shard is converted again)."""
+    try:
+        path = part_path(dst, shard_file)
+        if os.path.isfile(path):
+            with open(path) as f:
+                rec = json.load(f)
+        else:
+            with open(os.path.join(dst, MANIFEST)) as f:
+                rec = next((s for s in json.load(f)["shards"] if s["file"] == shard_file), None)
+        ok = (isinstance(rec, dict) and isinstance(rec.get("source"), dict) and isinstance(rec.get("output"), dict)
+              and isinstance(rec.get("tensors"), list) and all(isinstance(t, dict) for t in rec["tensors"]))
+        return rec if ok else None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return None
-    if rec["source"] != {"size": shard.size, "header_sha256": header_sha256(shard.path, shard.data_start)}:
+
+
+def finished_record(dst: str, shard, options: dict) -> dict | None:
+    """The record of `shard` if a previous run finished it with these options from this very
+    source (same size and sha256 of its bytes) and its output file is intact (same size; every
+    tensor's name, dtype, shape and sha256 as recorded); else None."""
+    rec = _recorded(dst, shard.file)
+    if rec is None or rec.get("options") != options or rec["source"].get("size") != shard.size:
         return None
     out = os.path.join(dst, shard.file)
-    if not os.path.isfile(out) or os.path.getsize(out) != rec["output"]["size"]:
+    if not os.path.isfile(out) or os.path.getsize(out) != rec["output"].get("size"):
+        return None
+    if rec["source"].get("sha256") != file_sha256(shard.path):
         return None
     from .verify import verify_shard
 

@@ -4,17 +4,15 @@ leaves nothing behind."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 from ..layouts import scale_shape
 from . import fmt
 from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
+from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
 
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
 
 
 @dataclass
@@ -61,64 +59,59 @@ class Plan:
         return sum(s.size for s in self.shards)
 
 
-def _is_inside(child: str, parent: str) -> bool:
-    child, parent = os.path.realpath(child), os.path.realpath(parent)
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
-
-
 def check_paths(src: str, dst: str, overwrite: bool, resume: bool) -> None:
     if not os.path.isdir(src):
         raise CheckpointError(f"SRC {src} is not a directory")
-    if _is_inside(dst, src):
+    real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
+    if is_inside(real_dst, real_src):
         raise CheckpointError(f"DST {dst} is inside SRC {src}; the source is never written to")
-    if _is_inside(src, dst):
+    if is_inside(real_src, real_dst):
         raise CheckpointError(f"SRC {src} is inside DST {dst}")
-    if os.path.exists(dst) and not os.path.isdir(dst):
+    if os.path.lexists(dst) and not os.path.isdir(dst):
         raise CheckpointError(f"DST {dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):
         raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite to replace it, "
                               "or --resume to continue a conversion)")
 
 
-def _source_files(src: str) -> tuple[list[str], bool, dict]:
-    """(shard file names, has_index, index json) of SRC."""
-    index_path = os.path.join(src, INDEX)
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path) as f:
-                index = json.load(f)
-            weight_map = index["weight_map"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{INDEX}: unreadable ({type(e).__name__}: {e})") from None
-        files = sorted(set(weight_map.values()))
-        for name in files:
-            if not os.path.isfile(os.path.join(src, name)):
-                raise CheckpointError(f"{INDEX} names shard {name}, which is missing from {src}")
-        return files, True, index
-    if os.path.isfile(os.path.join(src, SINGLE)):
-        return [SINGLE], False, {}
-    raise CheckpointError(f"SRC {src} is not a Hugging Face safetensors checkpoint "
-                          f"(no {SINGLE} or {INDEX})")
-
-
 def _read_config(src: str) -> dict:
-    path = os.path.join(src, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.lexists(os.path.join(src, "config.json")):
         raise CheckpointError(f"SRC {src} has no config.json; not a Hugging Face checkpoint")
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except ValueError as e:
-        raise CheckpointError(f"config.json: not valid JSON ({e})") from None
+    path = resolve_inside(src, source_root(src), "config.json")
+    cfg = load_json(path, "config.json")
     if not isinstance(cfg, dict):
         raise CheckpointError("config.json: not a JSON object")
     return cfg
 
 
+def _check_index(weight_map: dict, seen: dict) -> None:
+    """The index and the shards agree both ways: every entry names the shard that holds the
+    tensor, and every tensor of every shard is listed."""
+    wrong = [k for k, v in weight_map.items() if seen.get(k) != v]
+    if wrong:
+        raise CheckpointError(f"{INDEX} does not match the shards (e.g. {wrong[0]} is not in "
+                              f"{weight_map[wrong[0]]})")
+    unlisted = [k for k in seen if k not in weight_map]
+    if unlisted:
+        raise CheckpointError(f"{INDEX} does not list tensor {unlisted[0]} of {seen[unlisted[0]]} "
+                              f"({len(unlisted)} unlisted)")
+
+
+def _check_output_names(shards: list[Shard]) -> None:
+    """No two output tensors share a name (a source tensor named like another's scale)."""
+    owner: dict[str, str] = {}
+    for shard in shards:
+        for name, _, _ in shard.layout():
+            if name in owner:
+                raise CheckpointError(f"output tensor {name} would be written twice (a source tensor has the "
+                                      "name of another's scale); refusing")
+            owner[name] = shard.file
+
+
 def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False) -> Plan:
     check_paths(src, dst, overwrite, resume)
     check_ignore(ignore)
-    files, has_index, index = _source_files(src)
+    files, index = source_shards(src)
     config = _read_config(src)
     shards, seen = [], {}
     for name in files:
@@ -130,22 +123,14 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
                 raise CheckpointError(f"tensor {t.name} is in both {seen[t.name]} and {name}")
             seen[t.name] = name
         shards.append(Shard(name, path, os.path.getsize(path), data_start, tensors, {}, meta))
-    if has_index:
-        wrong = [k for k, v in index["weight_map"].items() if seen.get(k) != v]
-        if wrong:
-            raise CheckpointError(f"{INDEX} does not match the shards (e.g. {wrong[0]})")
+    if index is not None:
+        _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
     for shard in shards:
         shard.decisions = {t.name: decide(t, ignore, quantize_lm_head) for t in shard.tensors}
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
     config = dict(config)
     config["quantization_config"] = fmt.quantization_config(plan_ignore)
-    skip = set(files) | {INDEX, "config.json"}  # config.json: rewritten by _finish
-    copies = []
-    for root, dirs, names in os.walk(src):
-        dirs.sort()
-        for n in sorted(names):
-            rel = os.path.relpath(os.path.join(root, n), src)
-            if rel not in skip:
-                copies.append(rel)
-    return Plan(src, dst, shards, copies, config, plan_ignore, has_index, dict(index.get("metadata", {})))
+    _check_output_names(shards)
+    return Plan(src, dst, shards, other_files(src, files), config, plan_ignore, index is not None,
+                dict(index["metadata"]) if index else {})

@@ -101,8 +101,9 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decis
 
 def check_not_quantized(names, config: dict) -> None:
     """Refuse a checkpoint that is already quantized (config or tensor names say so)."""
-    if isinstance(config.get("quantization_config"), dict):
-        method = config["quantization_config"].get("quant_method", "?")
+    qc = config.get("quantization_config")
+    if qc is not None:  # a dict names its method; anything else is no config we can trust either
+        method = qc.get("quant_method", "?") if isinstance(qc, dict) else f"a {type(qc).__name__}, not an object"
         raise CheckpointError(f"the checkpoint is already quantized (config.json has quantization_config, "
                               f"quant_method {method})")
     for n in names:

@@ -1,7 +1,9 @@
 """`mxquant convert SRC DST`: the subcommand (add_parser / run), its progress bar and summary.
 
-Exit codes: 0 done; 2 refused (bad arguments, a checkpoint it will not convert: one line on
-stderr, nothing written)."""
+Exit codes: 0 done; 2 refused (bad arguments, a checkpoint it will not convert, a DST in use
+by another run: one line on stderr, nothing written); 1 failed while writing (a full disk, an
+I/O error: one line on stderr; a DST this run created is removed, under --resume finished
+shards stay and DST is left incomplete)."""
 
 from __future__ import annotations
 
@@ -111,6 +113,9 @@ def run(args) -> int:
     except CheckpointError as e:
         print(f"mxquant convert: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk, not the checkpoint (ENOSPC, EIO): cleaned up, one line
+        print(f"mxquant convert: failed: {e}", file=sys.stderr)
+        return 1
     if args.json and rank0:
         print(json.dumps(_as_json(result), indent=1))
     return 0

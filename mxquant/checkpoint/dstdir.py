@@ -1,0 +1,147 @@
+"""DST, the output folder: made ready and locked against a second run, every path written into
+it checked to stay inside it, every file landing by the rename of a fresh file, and cleaned up
+when the run fails.
+
+- Lock: an exclusive `flock` on DST's own directory, held until the run ends; a second run on
+  the same DST is refused (exit 2) before it writes anything. (No lock file is left behind.)
+- Writes never go into an existing file: a fresh `<name>.tmp` (O_EXCL | O_NOFOLLOW, any stale
+  one unlinked first) is filled and renamed over the target, so a hard-link copy of SRC as DST,
+  or a symlink planted in DST, never lets a write reach another file.
+- "Complete" is one atomic last step: config.json is written last (a folder without it is no
+  loadable checkpoint), and --resume removes it first, so a failed run never looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from .srcfiles import is_inside
+from .stio import CheckpointError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (the converter is used on Linux)
+    fcntl = None
+
+CONFIG = "config.json"
+
+
+def open_new(path: str):
+    """`path` created afresh for writing (binary): an existing entry (file or symlink) is
+    unlinked, never written through."""
+    if os.path.lexists(path):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+def replace_from(path: str, write) -> None:
+    """Write `path` atomically: `write(f)` fills a fresh path + '.tmp', which is fsync'd and renamed."""
+    tmp = path + ".tmp"
+    try:
+        with open_new(tmp) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _clear(path: str) -> None:
+    """Remove everything inside the folder `path` (symlinks themselves, never their targets)."""
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
+@dataclass
+class Dst:
+    path: str
+    fd: int
+    fresh: bool
+    """Created or emptied by this run: a failure leaves nothing of it."""
+
+    def target(self, rel: str) -> str:
+        """DST/rel, its folder made; refused if that folder resolves outside DST (a symlink
+        left in DST by someone else)."""
+        path = os.path.join(self.path, rel)
+        parent = os.path.dirname(path)
+        if not is_inside(os.path.realpath(parent), os.path.realpath(self.path)):
+            raise CheckpointError(f"DST/{rel}: its folder resolves outside DST (a symlink in DST?); refusing")
+        os.makedirs(parent, exist_ok=True)
+        return path
+
+    def discard(self) -> None:
+        """After a failure: a fresh DST is removed whole (emptied, where DST is a symlink)."""
+        if self.fresh:
+            _clear(self.path)
+            if not os.path.islink(self.path):
+                os.rmdir(self.path)
+
+    def mark_incomplete(self) -> None:
+        if os.path.lexists(os.path.join(self.path, CONFIG)):
+            os.unlink(os.path.join(self.path, CONFIG))
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+
+def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
+    """DST created if missing, locked, checked writable, emptied for --overwrite, marked
+    incomplete for --resume. Refusals are CheckpointErrors, before anything in DST changed."""
+    created = not os.path.lexists(dst)
+    try:
+        os.makedirs(dst, exist_ok=True)
+        fd = os.open(dst, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        raise CheckpointError(f"DST {dst}: cannot create or open it ({e.strerror})") from None
+    out = Dst(dst, fd, created)
+    try:
+        _lock(out)
+        _check_writable(dst)
+        if os.listdir(dst) and not (overwrite or resume):  # filled since the plan looked
+            raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite or --resume)")
+        if overwrite and not resume:
+            _clear(dst)
+            out.fresh = True
+        if resume:
+            out.mark_incomplete()
+    except BaseException:
+        out.release()
+        if created:  # only while still empty: a run that holds the lock may be writing into it
+            try:
+                os.rmdir(dst)
+            except OSError:
+                pass
+        raise
+    return out
+
+
+def _lock(out: Dst) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(out.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CheckpointError(f"DST {out.path} is in use by another mxquant convert (it holds the folder's "
+                              "lock); wait for it to finish") from None
+
+
+def _check_writable(dst: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mxquant-probe-", dir=dst)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"DST {dst} is not writable ({e.strerror})") from None

@@ -1,0 +1,143 @@
+"""Which files of SRC the converter reads, under which names: the index checked, shard names
+normalised once (here, and nowhere else), every other file vetted before it is copied.
+
+A checkpoint may come from anywhere, so nothing in it chooses a path outside SRC or DST:
+- a shard name is a plain relative path ending in `.safetensors`: no absolute path, no `..`,
+  no backslash or NUL; `./a` and `a//b` are normalised to `a` and `a/b` (transformers accepts
+  them), and the normalised name is the one used for reading, writing and the output index;
+- every file read (shards, and the files copied unchanged) resolves, symlinks followed, to a
+  regular file inside SRC's root: SRC itself, or for a Hugging Face cache snapshot
+  (`.../models--org--name/snapshots/<rev>`, whose files link to `../../blobs/`) the repository
+  folder of that cache entry;
+- FIFOs, sockets, devices, dangling symlinks and symlinked directories are refused before any
+  work, never met half-way through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from .stio import CheckpointError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+SUFFIX = ".safetensors"
+RESERVED = (".mxquant-convert", "mxquant-manifest.json")
+"""Names in DST that are the converter's own (manifest.PARTS, manifest.MANIFEST)."""
+
+
+def load_json(path: str, what: str):
+    """A JSON file, any parse failure (deep nesting included) as one CheckpointError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{what}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def source_root(src: str) -> str:
+    """The folder every file read must resolve into: SRC, or a Hugging Face cache repository
+    folder when SRC is one of its snapshots."""
+    real = os.path.realpath(src)
+    parent = os.path.dirname(real)
+    if os.path.basename(parent) == "snapshots" and os.path.isdir(os.path.join(parent, os.pardir, "blobs")):
+        return os.path.dirname(parent)
+    return real
+
+
+def is_inside(path: str, root: str) -> bool:
+    """`path` (already resolved) is `root` or below it."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def shard_name(raw) -> str:
+    """The normalised form of a shard name from the index, or a CheckpointError."""
+    if not isinstance(raw, str) or not raw:
+        raise CheckpointError(f"{INDEX}: shard name {raw!r} is not a file name")
+    bad = ("\\" in raw and "a backslash") or ("\0" in raw and "a NUL byte") or \
+          (os.path.isabs(raw) and "an absolute path")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if not bad and ".." in parts:
+        bad = "a '..' component"
+    if not bad and (not parts or not parts[-1].endswith(SUFFIX) or parts[-1] == SUFFIX):
+        bad = f"not a *{SUFFIX} file"
+    if not bad and parts[0] in RESERVED:
+        bad = "a name the converter keeps for itself"
+    if bad:
+        raise CheckpointError(f"{INDEX}: shard name {raw!r} is refused ({bad}); "
+                              "a shard must be a plain relative path inside the checkpoint")
+    return "/".join(parts)
+
+
+def resolve_inside(src: str, root: str, rel: str) -> str:
+    """SRC/rel, checked: it resolves (symlinks followed) to a regular file inside `root`."""
+    path = os.path.join(src, rel)
+    real = os.path.realpath(path)
+    if not is_inside(real, root):
+        raise CheckpointError(f"SRC/{rel} resolves to {real}, outside the checkpoint; refusing to read it")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise CheckpointError(f"SRC/{rel} is missing (or a dangling symlink)") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"SRC/{rel} is not a regular file (a FIFO, socket, device or folder); refusing")
+    return path
+
+
+def _check_index(index) -> tuple[dict, dict]:
+    """(weight_map with normalised shard names, metadata) of a parsed index, its structure checked."""
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{INDEX}: not a JSON object")
+    weight_map, meta = index.get("weight_map"), index.get("metadata", {})
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{INDEX}: weight_map must be a non-empty object of tensor name -> shard file")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{INDEX}: metadata must be an object, not {type(meta).__name__}")
+    return {k: shard_name(v) for k, v in weight_map.items()}, meta
+
+
+def source_shards(src: str) -> tuple[list[str], dict | None]:
+    """(normalised shard names, sorted; the index's {"weight_map", "metadata"} or None when SRC
+    is a single model.safetensors). Each shard is checked to resolve inside SRC's root."""
+    root = source_root(src)
+    if os.path.lexists(os.path.join(src, INDEX)):
+        resolve_inside(src, root, INDEX)
+        weight_map, meta = _check_index(load_json(os.path.join(src, INDEX), INDEX))
+        files = sorted(set(weight_map.values()))
+        for name in files:
+            resolve_inside(src, root, name)
+        return files, {"weight_map": weight_map, "metadata": meta}
+    if os.path.lexists(os.path.join(src, SINGLE)):
+        resolve_inside(src, root, SINGLE)
+        return [SINGLE], None
+    raise CheckpointError(f"SRC {src} is not a Hugging Face safetensors checkpoint (no {SINGLE} or {INDEX})")
+
+
+def other_files(src: str, shards: list[str]) -> list[str]:
+    """The files of SRC that are copied unchanged (relative paths, sorted): all but the shards,
+    the index and config.json. Refuses what cannot be copied safely, and safetensors files the
+    index does not list (copied verbatim they would ship unconverted weights)."""
+    root, skip = source_root(src), set(shards) | {INDEX, "config.json"}
+    out = []
+    for here, dirs, names in os.walk(src):
+        dirs.sort()
+        for d in dirs:
+            if os.path.islink(os.path.join(here, d)):
+                rel = os.path.relpath(os.path.join(here, d), src)
+                raise CheckpointError(f"SRC/{rel} is a symlink to a folder; not copied (replace it with the folder)")
+        for n in sorted(names):
+            rel = os.path.relpath(os.path.join(here, n), src).replace(os.sep, "/")
+            if rel in skip:
+                continue
+            if rel.split("/")[0] in RESERVED:
+                raise CheckpointError(f"SRC/{rel}: a name mxquant convert keeps for its own output")
+            if rel.endswith(SUFFIX):
+                raise CheckpointError(f"SRC/{rel} is a safetensors file that is not one of the checkpoint's "
+                                      "shards; copied as is it would ship unconverted weights (move it out of SRC)")
+            resolve_inside(src, root, rel)
+            out.append(rel)
+    return out
