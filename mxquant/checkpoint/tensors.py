@@ -1,11 +1,14 @@
-"""One tensor converted, streamed in row chunks: read, quantize on the chosen device through
-the public API, hand to the writer (which writes and hashes on its own thread), accumulate the
-error of the dequantized result; the next chunk is read on a thread meanwhile. Manifest
-entries get their sha256 from the writer.
+"""One tensor converted, streamed in chunks bounded by elements: read, quantize on the chosen
+device through the public API, hand to the writer (which writes and hashes on its own thread),
+accumulate the error of the dequantized result; the next chunk is read on a thread meanwhile.
+Manifest entries get their sha256 from the writer.
 
-Memory is a chunk (rows of the tensor flattened to [rows, K]), not the tensor: the data bytes
-of consecutive row chunks are consecutive in the file, and so are their scales. Only the
-scales of the tensor being converted (1/32 of its elements, one byte each) are held whole.
+Memory is a chunk of at most `chunk_elems` elements, never a tensor or a whole row: a tensor
+kept as is is copied in byte ranges; a quantized one [..., K] goes in whole rows [r, K] when a
+row fits the chunk, else each row in pieces [1, P] of whole 32-element blocks along K. Blocks
+never straddle a chunk, so the bytes are those of quantizing the tensor at once, and the data
+and scale bytes of consecutive chunks are consecutive in the file. Only the scales of the
+tensor being converted (1/32 of its elements, one byte each) are held whole.
 """
 
 from __future__ import annotations
@@ -22,61 +25,67 @@ from . import fmt
 from .stio import DTYPES, TensorInfo, tensor_bytes
 
 
-def _rows(info: TensorInfo) -> tuple[int, int]:
-    k = info.shape[-1] if info.shape else 1
-    return (math.prod(info.shape[:-1]) if info.shape else 1), k
-
-
-def _read_rows(f, info: TensorInfo, data_start: int, r0: int, r1: int, k: int) -> torch.Tensor:
-    dtype = DTYPES[info.dtype]
-    item = dtype.itemsize
-    nbytes = (r1 - r0) * k * item
+def _read(f, offset: int, nbytes: int) -> torch.Tensor:
     buf = torch.empty(nbytes, dtype=torch.uint8)
-    f.seek(data_start + info.begin + r0 * k * item)
+    f.seek(offset)
     if nbytes and f.readinto(tensor_bytes(buf)) != nbytes:
-        raise OSError(f"short read in {info.name}")
-    return buf.view(dtype).reshape(r1 - r0, k)
-
-
-def _chunk_rows(k: int, chunk_elems: int) -> int:
-    return max(1, chunk_elems // max(k, 1))
+        raise OSError(f"short read at byte {offset}")
+    return buf
 
 
 _reader = None
 
 
-def _chunks(f, info: TensorInfo, data_start: int, chunk_elems: int):
-    """The tensor's rows as [rows, K] chunks, the next one read on a thread while the caller
-    works on this one (file reads release the GIL). At least one chunk, even when empty."""
+def _prefetched(f, ranges):
+    """The (offset, nbytes) byte ranges of `f` as uint8 tensors, the next one read on a thread
+    while the caller works on this one (file reads release the GIL)."""
     global _reader
     if _reader is None:
         from concurrent.futures import ThreadPoolExecutor
 
         _reader = ThreadPoolExecutor(1, thread_name_prefix="mxquant-read")
-    rows, k = _rows(info)
-    step = _chunk_rows(k, chunk_elems)
-    starts = list(range(0, max(rows, 1), step))
-    pending = _reader.submit(_read_rows, f, info, data_start, 0, min(rows, step), k)
+    ranges = iter(ranges)
+    nxt = next(ranges, None)
+    pending = _reader.submit(_read, f, *nxt) if nxt is not None else None
     try:
-        for i, r0 in enumerate(starts):
-            chunk = pending.result()
+        while pending is not None:
+            buf = pending.result()
             pending = None
-            if i + 1 < len(starts):
-                r1 = starts[i + 1]
-                pending = _reader.submit(_read_rows, f, info, data_start, r1, min(rows, r1 + step), k)
-            yield chunk
+            nxt = next(ranges, None)
+            if nxt is not None:
+                pending = _reader.submit(_read, f, *nxt)
+            yield buf
     finally:
         if pending is not None:  # the file is not touched by two threads at once
             pending.exception()
 
 
+def _pieces(info: TensorInfo, chunk_elems: int):
+    """(first element, chunk shape) covering a [..., K] tensor in file order: [r, K] row chunks
+    of at most chunk_elems elements, or, for rows longer than that, [1, P] pieces of each row
+    with P a multiple of BLOCK (K is one, so the last piece of a row is too)."""
+    k = info.shape[-1]
+    rows = math.prod(info.shape[:-1])
+    if k <= chunk_elems:
+        step = chunk_elems // k
+        for r0 in range(0, rows, step):
+            yield r0 * k, (min(step, rows - r0), k)
+        return
+    step = max(BLOCK, chunk_elems // BLOCK * BLOCK)
+    for r in range(rows):
+        for c0 in range(0, k, step):
+            yield r * k + c0, (1, min(step, k - c0))
+
+
 def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, progress) -> dict:
-    """A tensor kept as is: its bytes copied in chunks. Returns its manifest entry."""
+    """A tensor kept as is: its bytes copied in ranges of chunk_elems elements' worth. Returns
+    its manifest entry."""
+    begin, nbytes = data_start + info.begin, info.end - info.begin
+    step = max(1, chunk_elems) * DTYPES[info.dtype].itemsize
     writer.begin(info.name)
-    for part in _chunks(f, info, data_start, chunk_elems):
-        b = tensor_bytes(part)
-        writer.write_part(b)
-        progress(b.nbytes)
+    for part in _prefetched(f, ((begin + o, min(step, nbytes - o)) for o in range(0, nbytes, step))):
+        writer.write_part(tensor_bytes(part))
+        progress(part.numel())
     writer.end()
     return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype, "quantized": False}
 
@@ -85,25 +94,26 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
                     chunk_elems: int, progress) -> list[dict]:
     """A tensor converted to MXFP8 (data, then its scale). Returns the two manifest entries; the
     data's entry carries the SQNR and relative error of dequantized vs original."""
-    k = info.shape[-1]
-    scales = []
+    dtype = DTYPES[info.dtype]
+    item = dtype.itemsize
+    pieces = list(_pieces(info, chunk_elems))
+    ranges = ((data_start + info.begin + e0 * item, math.prod(shape) * item) for e0, shape in pieces)
+    scale = torch.empty(math.prod(info.shape) // BLOCK, dtype=torch.uint8)  # flat, in file order
     signal = noise = 0.0
     writer.begin(info.name)
-    for x in _chunks(f, info, data_start, chunk_elems):
-        progress(x.numel() * x.element_size())
-        xd = x.to(device, non_blocking=True)
+    for (e0, shape), raw in zip(pieces, _prefetched(f, ranges)):
+        progress(raw.numel())
+        xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
         q = mxquant.mxfp8_quantize(xd, torch.float8_e4m3fn, scale_mode=scale_mode, scale_layout="linear")
-        deq = mxquant.mxfp8_dequantize(q.data, q.scale, out_dtype=torch.float32)
+        err = mxquant.mxfp8_dequantize(q.data, q.scale, out_dtype=torch.float32).reshape(-1)
         xf = xd.reshape(-1).to(torch.float32)
-        err = xf - deq.reshape(-1)
+        err.sub_(xf)  # in place: dequantized - original, one fp32 chunk less held
         signal += float(torch.dot(xf, xf))  # fp32 dot products: ample for an SQNR in dB
         noise += float(torch.dot(err, err))
-        del deq, xf, err
-        data = q.data.cpu()
-        scales.append(q.scale.view(torch.uint8).cpu())
-        writer.write_part(tensor_bytes(data))
+        del err, xf
+        scale[e0 // BLOCK:(e0 + xd.numel()) // BLOCK].copy_(q.scale.view(torch.uint8).reshape(-1))
+        writer.write_part(tensor_bytes(q.data.cpu()))
     writer.end()
-    scale = torch.cat(scales) if scales else torch.empty(0, k // BLOCK, dtype=torch.uint8)
     sname = fmt.scale_name(info.name)
     writer.begin(sname)
     writer.write_part(tensor_bytes(scale))
