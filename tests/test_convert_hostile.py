@@ -409,6 +409,22 @@ def test_dst_that_is_a_hard_link_copy_of_src(tmp_path, mode):
     assert _without_manifest(listing(dst)) == _without_manifest(listing(tmp_path / "clean"))
 
 
+def test_symlink_planted_in_dst_is_not_written_through(tmp_path):
+    """A symlink where the shard's .tmp goes (and one for a copied file) in a DST taken with
+    --resume: replaced, never written through; the file it points to stays as it was."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious")
+    dst.mkdir()
+    for name in ("model.safetensors.tmp", "tokenizer.json.tmp"):
+        os.symlink(victim, dst / name)
+    convert(src, dst, resume=True)
+    assert victim.read_bytes() == b"precious"
+    convert(src, tmp_path / "clean")
+    assert _without_manifest(listing(dst)) == _without_manifest(listing(tmp_path / "clean"))
+
+
 def test_contract_read_only_dst_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """Contract: a DST where no file can be created (as root, permissions do not stop writes,
     so the probe's failure is injected; the real chmod case runs for other users)."""

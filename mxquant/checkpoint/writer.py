@@ -16,6 +16,7 @@ import queue
 import struct
 import threading
 
+from .dstdir import open_new
 from .stio import itemsize
 
 
@@ -36,7 +37,7 @@ class ShardWriter:
         self._next, self._left = 0, 0
         self.digests: dict[str, str] = {}
         """sha256 of each tensor's bytes as written (complete after close())."""
-        self._f = open(self.tmp, "wb")
+        self._f = open_new(self.tmp)  # never through a file or symlink already there
         self._f.write(struct.pack("<Q", len(blob)) + blob)
         self._q: queue.Queue = queue.Queue(maxsize=3)  # bounds memory: a few chunks in flight
         self._error: BaseException | None = None
