@@ -3,8 +3,10 @@
 A tensor is quantized when it is a floating-point tensor of 2 or more dimensions named
 `<module>.weight` (or a fused 3-D expert tensor `...experts.<x>_proj`), and its module is not
 an embedding, a norm, `lm_head` (unless asked), a MoE router gate, or matched by `ignore`, and
-its last dimension is a multiple of 32. Blocks run along the last dimension, which for a
-Linear weight [out, in] is the reduction dimension, as runtimes expect.
+its last dimension is a multiple of 32. A weight the rule selects that is not F32, F16 or BF16
+is refused (F64 and integer ones: pass `ignore` to keep them; FP8 ones: already quantized).
+Blocks run along the last dimension, which for a Linear weight [out, in] is the reduction
+dimension, as runtimes expect.
 
 `ignore` entries follow compressed-tensors: a module name matched exactly, or `re:<regex>`
 matched with `re.match` against the module name (the tensor name without `.weight`).
@@ -16,7 +18,10 @@ import re
 from dataclasses import dataclass
 
 from ..formats import BLOCK
-from .stio import FLOAT_NAMES, CheckpointError, TensorInfo
+from .stio import CheckpointError, TensorInfo
+
+QUANTIZABLE = ("F32", "F16", "BF16")
+"""The source dtypes mxfp8_quantize takes. F64 weights are refused (see decide)."""
 
 QUANTIZED_MARKERS = ("weight_scale", "weight_packed", "weight_zero_point", "weight_global_scale", "input_scale",
                      "qweight", "qzeros")
@@ -89,7 +94,12 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decis
         return Decision(name, False, "router gate", to_ignore=True)
     if match_ignore(mod, ignore):
         return Decision(name, False, "ignored (--ignore)", to_ignore=False)
-    if info.dtype not in FLOAT_NAMES:
+    if info.dtype not in QUANTIZABLE:
+        if info.dtype == "F64":
+            # not cast to F32 here: a quantized F64 weight would then be the MXFP8 of other values
+            # (the cast rounds first, and can move a block's amax over a power of two)
+            raise CheckpointError(f"{name} is an F64 weight; MXFP8 quantization takes F32, F16 or BF16 "
+                                  f"(cast the checkpoint first, or pass --ignore {mod} to leave it as is)")
         if info.dtype.startswith("F8"):
             raise CheckpointError(f"{name} is already {info.dtype}: this checkpoint looks quantized already")
         raise CheckpointError(f"{name} is a weight of non-float dtype {info.dtype}; refusing to guess "

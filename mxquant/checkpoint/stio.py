@@ -27,7 +27,6 @@ DTYPES = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 NAMES = {v: k for k, v in DTYPES.items()}
-FLOAT_NAMES = ("F64", "F32", "F16", "BF16")
 MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -48,10 +47,88 @@ def itemsize(dtype: str) -> int:
     return DTYPES[dtype].itemsize
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list) -> dict:
+    """json object_pairs_hook: an object, refusing a key given twice (json.loads would keep the last)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _is_index(v) -> bool:
+    """A non-negative JSON integer that fits an int64 (bool, float and str are not)."""
+    return type(v) is int and 0 <= v < 1 << 63
+
+
+def _show(name: str) -> str:
+    """A tensor name for a one-line message: as is when plain, else repr; cut when long."""
+    s = name if name.isprintable() else repr(name)
+    return s if len(s) <= 200 else s[:200] + "..."
+
+
+_FIELDS = ("data_offsets", "dtype", "shape")
+
+
+def _parse(base: str, blob: bytes) -> dict:
+    try:
+        header = json.loads(blob.decode("utf-8"), object_pairs_hook=_unique)
+    except _DuplicateKey as e:
+        raise CheckpointError(f"{base}: corrupt safetensors header (key {_show(str(e.args[0]))} appears twice)") from None
+    except RecursionError:
+        raise CheckpointError(f"{base}: corrupt safetensors header (nested too deeply)") from None
+    except ValueError as e:  # bad JSON, bad UTF-8, an integer of too many digits
+        raise CheckpointError(f"{base}: corrupt safetensors header ({_show(str(e))})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{base}: corrupt safetensors header (not an object)")
+    return header
+
+
+def _metadata(base: str, header: dict) -> dict:
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{base}: corrupt safetensors header (__metadata__ must be an object of strings)")
+    return meta
+
+
+def _tensor(base: str, name: str, h) -> TensorInfo:
+    """One header entry, checked field by field (strict JSON types: a shape entry is a
+    non-negative int, not a bool, float or string)."""
+    what = f"{base}: corrupt safetensors header (tensor {_show(name)}"
+    if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise CheckpointError(f"{base}: corrupt safetensors header (tensor name {name!r:.200} is empty "
+                              "or has control characters)")
+    if not isinstance(h, dict) or tuple(sorted(h)) != _FIELDS:
+        raise CheckpointError(f"{what}: an entry has exactly the fields dtype, shape, data_offsets)")
+    dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CheckpointError(f"{base}: tensor {_show(name)} has unsupported dtype {_show(str(dtype))}")
+    if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+        raise CheckpointError(f"{what}: shape {_show(json.dumps(shape))} is not a list of non-negative integers)")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(o) for o in offsets)
+            or offsets[0] > offsets[1]):
+        raise CheckpointError(f"{what}: data_offsets {_show(json.dumps(offsets))} are not two ascending "
+                              "non-negative integers)")
+    b, e = offsets
+    if e - b != math.prod(shape) * itemsize(dtype):
+        raise CheckpointError(f"{base}: corrupt safetensors (offsets of {_show(name)} do not match its shape)")
+    return TensorInfo(name, dtype, tuple(shape), b, e)
+
+
 def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
-    """(tensors by name, __metadata__, offset of the data) of a safetensors file, checked:
-    the header parses, every dtype is known, offsets match shapes, are contiguous and end
-    exactly at the end of the file (so a truncated or padded file is refused)."""
+    """(tensors by name in file order, __metadata__, offset of the data) of a safetensors file,
+    checked: the header is one JSON object with no key twice; `__metadata__` maps strings to
+    strings; every tensor has a non-empty name, a known dtype, a shape of non-negative ints and
+    offsets that match it; the tensors' bytes are contiguous, without overlap, and end exactly
+    at the end of the file (so a truncated or padded file is refused). Every refusal is a
+    CheckpointError."""
     base = os.path.basename(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -61,26 +138,16 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER or 8 + n > size:
             raise CheckpointError(f"{base}: truncated or corrupt safetensors (header length {n}, file {size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as e:
-            raise CheckpointError(f"{base}: corrupt safetensors header ({e})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{base}: corrupt safetensors header (not an object)")
-    meta = header.pop("__metadata__", None) or {}
+        header = _parse(base, f.read(n))
+    meta = _metadata(base, header)
+    tensors = sorted((_tensor(base, name, h) for name, h in header.items()), key=lambda t: (t.begin, t.end))
     infos, end = {}, 0
-    try:
-        entries = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
-        for name, h in entries:
-            dtype, shape, (b, e) = h["dtype"], tuple(int(d) for d in h["shape"]), h["data_offsets"]
-            if dtype not in DTYPES:
-                raise CheckpointError(f"{base}: tensor {name} has unsupported dtype {dtype}")
-            if b != end or e - b != math.prod(shape) * itemsize(dtype):
-                raise CheckpointError(f"{base}: corrupt safetensors (offsets of {name} do not match its shape)")
-            infos[name] = TensorInfo(name, dtype, shape, b, e)
-            end = e
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{base}: corrupt safetensors header ({type(e).__name__}: {e})") from None
+    for t in tensors:
+        if t.begin != end:
+            raise CheckpointError(f"{base}: corrupt safetensors (offsets of {_show(t.name)} "
+                                  f"{'overlap another tensor' if t.begin < end else 'leave a gap'})")
+        infos[t.name] = t
+        end = t.end
     data_start = 8 + n
     if data_start + end != size:
         raise CheckpointError(f"{base}: truncated or corrupt safetensors (header says {data_start + end} bytes, "
