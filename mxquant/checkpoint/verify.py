@@ -57,6 +57,8 @@ def _pieces(shape: list, item: int, chunk_bytes: int):
     if not shape:
         yield ()
         return
+    if math.prod(shape) == 0:  # nothing to read (however long its other dimensions)
+        return
     inner = math.prod(shape[1:]) * item
     if inner <= chunk_bytes or len(shape) == 1:
         step = max(1, chunk_bytes // max(inner, 1))
