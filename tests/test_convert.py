@@ -103,7 +103,7 @@ def test_ignore_gates_odd_dims_and_fused_experts(tmp_path):
         "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64, generator=g).bfloat16(),
         "vision.blocks.0.fc.weight": torch.randn(64, 64, generator=g).bfloat16(),
     }
-    save_checkpoint(src, tensors)
+    save_checkpoint(src, tensors, config={"model_type": "qwen2_moe", "hidden_size": 64})
     r = convert(src, tmp_path / "dst", ignore=["re:vision\\..*", "model.layers.0.self_attn.q_proj"])
     assert sorted(r.quantized) == ["model.layers.0.mlp.experts.0.up_proj.weight",
                                    "model.layers.0.mlp.experts.gate_up_proj"]

@@ -370,7 +370,8 @@ def test_source_tensor_named_like_an_output_scale_is_refused(tmp_path, capsys):
     src = tmp_path / "src"
     fused = "model.layers.0.mlp.experts.gate_proj"
     save_checkpoint(src, {fused: torch.zeros(2, 64, 64, dtype=torch.bfloat16),
-                          fused + "_scale": torch.zeros(2, 64, 2, dtype=torch.bfloat16)})
+                          fused + "_scale": torch.zeros(2, 64, 2, dtype=torch.bfloat16)},
+                    config={"model_type": "qwen3_moe", "hidden_size": 64})
     _refuse(capsys, [src, tmp_path / "dst", "--no-verify"], "written twice")
     assert not (tmp_path / "dst").exists()
 

@@ -47,6 +47,8 @@ class ConvertResult:
     manifest_path: str = ""
     peak_rss_bytes: int | None = None
     """This process's peak resident memory (Linux VmHWM), None where unknown."""
+    notes: list[str] = field(default_factory=list)
+    """Where the output departs from the name rule, and why (an expert group kept whole)."""
 
     @property
     def gb_per_s(self) -> float:
@@ -109,6 +111,8 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
         raise
     for e in entries:
         e["sha256"] = writer.digests[e["name"]]
+        if not e["quantized"] and "scale_of" not in e:
+            e["kept"] = shard.decisions[e["name"]].reason
     if verify:
         try:
             verify_shard(out, entries)
@@ -137,7 +141,7 @@ def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
                                    {"metadata": meta, "weight_map": dict(sorted(weight_map.items()))})
     path = os.path.join(plan.dst, manifest.MANIFEST)
     manifest.write_json_atomic(path, {"format": "compressed-tensors mxfp8-quantized", "src": plan.src,
-                                      "ignore": plan.ignore, "shards": records})
+                                      "ignore": plan.ignore, "notes": plan.notes, "shards": records})
     try:
         manifest.write_json_atomic(os.path.join(plan.dst, dstdir.CONFIG), plan.config)
     except BaseException:  # not complete: no manifest either (the part files are still there)
@@ -203,7 +207,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         shards_done=done,
         shards_resumed=resumed,
         tensors=[t for r in records for t in r["tensors"]], manifest_path=os.path.join(dst, manifest.MANIFEST),
-        peak_rss_bytes=_peak_rss())
+        peak_rss_bytes=_peak_rss(), notes=list(plan.notes))
 
 
 def _together(group, step, failed=lambda: None):

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..layouts import scale_shape
-from . import fmt
+from . import experts, fmt
 from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
 from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
@@ -49,6 +49,8 @@ class Plan:
     ignore: list[str]
     has_index: bool
     index_metadata: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the plan changed from the name rule, and why (an expert group kept whole)."""
 
     @property
     def decisions(self) -> list[Decision]:
@@ -126,11 +128,14 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     if index is not None:
         _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
+    decisions = {t.name: experts.decide_nd(decide(t, ignore, quantize_lm_head), t.shape, config)
+                 for shard in shards for t in shard.tensors}
+    notes = experts.one_scheme_per_group(decisions)
     for shard in shards:
-        shard.decisions = {t.name: decide(t, ignore, quantize_lm_head) for t in shard.tensors}
+        shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
     config = dict(config)
     config["quantization_config"] = fmt.quantization_config(plan_ignore)
     _check_output_names(shards)
     return Plan(src, dst, shards, other_files(src, files), config, plan_ignore, index is not None,
-                dict(index["metadata"]) if index else {})
+                dict(index["metadata"]) if index else {}, notes)

@@ -60,6 +60,8 @@ def _summary(result, console) -> None:
     t.add_row("time", f"{result.seconds:.2f} s ({_size(result.gb_per_s * 1e9)}/s of input)")
     t.add_row("manifest", result.manifest_path)
     console.print(t)
+    for note in result.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     worst = result.worst(5)
     if worst:
         w = Table(title="lowest SQNR (dequantized vs original)")
@@ -77,7 +79,7 @@ def _as_json(result) -> dict:
             "ignore": result.ignore, "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
             "seconds": result.seconds, "gb_per_s": result.gb_per_s, "shards_converted": result.shards_done,
             "shards_resumed": result.shards_resumed, "manifest": result.manifest_path,
-            "peak_rss_bytes": result.peak_rss_bytes,
+            "peak_rss_bytes": result.peak_rss_bytes, "notes": result.notes,
             "worst_sqnr": [{k: e[k] for k in ("name", "sqnr_db", "rel_error")} for e in result.worst(5)]}
 
 

@@ -1,0 +1,128 @@
+"""MoE checkpoints no runtime can misread (issue 20): one scheme per expert group, and fused
+3-D experts quantized only where their layout is known to be [E, out, in].
+
+Checkpoints are written by transformers' own `save_pretrained` (GPT-OSS and Llama 4 store
+fused experts [E, in, out]; Qwen2-MoE per expert). Oracles: the source files' bytes, read
+with the safetensors package, for everything that must stay as it was; the name rule for
+what is quantized.
+"""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("safetensors")
+transformers = pytest.importorskip("transformers")
+
+from convert_ckpt import read_folder, save_checkpoint  # noqa: E402
+
+from mxquant.checkpoint import CheckpointError, convert  # noqa: E402
+from mxquant.cli import main  # noqa: E402
+
+ATTN = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+            vocab_size=128)
+
+
+def _save(model, folder):
+    torch.manual_seed(0)
+    model.to(torch.bfloat16).save_pretrained(folder)
+    return read_folder(folder)
+
+
+def _gpt_oss():
+    return transformers.GptOssForCausalLM(transformers.GptOssConfig(
+        **ATTN, intermediate_size=96, num_local_experts=4, num_experts_per_tok=2))
+
+
+def _llama4():
+    return transformers.Llama4ForCausalLM(transformers.Llama4TextConfig(
+        **ATTN, intermediate_size=96, intermediate_size_mlp=128, num_local_experts=4, num_experts_per_tok=1))
+
+
+def _qwen2_moe(moe_intermediate):
+    return transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+        **ATTN, intermediate_size=96, moe_intermediate_size=moe_intermediate, shared_expert_intermediate_size=64,
+        num_experts=4, num_experts_per_tok=2))
+
+
+@pytest.mark.parametrize("build, experts", [(_gpt_oss, "model.layers.0.mlp.experts"),
+                                            (_llama4, "model.layers.0.feed_forward.experts")], ids=["gpt_oss", "llama4"])
+def test_fused_experts_stored_in_out_are_refused_then_kept_on_request(tmp_path, capsys, build, experts):
+    src = tmp_path / "src"
+    source = _save(build(), src)
+    fused = experts + ".gate_up_proj"
+    assert source[fused].shape[1] == 64  # [E, hidden, 2I]: blocks along the last axis would be output rows
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert main(["convert", str(src), str(tmp_path / "dst")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "[E, in, out]" in err and "--ignore 're:.*experts.*'" in err, err
+    assert not (tmp_path / "dst").exists()
+    r = convert(src, tmp_path / "dst", ignore=["re:.*experts.*"])
+    out = read_folder(tmp_path / "dst")
+    for name in (fused, experts + ".down_proj"):
+        assert name not in r.quantized and name + "_scale" not in out
+        assert torch.equal(out[name].view(torch.uint8), source[name].view(torch.uint8))
+    assert "model.layers.0.self_attn.q_proj.weight" in r.quantized  # the rest is converted
+
+
+def test_expert_width_not_a_multiple_of_32_keeps_the_whole_group(tmp_path, capsys):
+    """Qwen2-MoE, moe_intermediate_size=48: down_proj's K is 48, so gate/up alone could be
+    quantized; vLLM refuses such a layer. The whole group stays bf16, in `ignore`, with a note."""
+    src = tmp_path / "src"
+    source = _save(_qwen2_moe(48), src)
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "dst")]) == 0
+    printed = capsys.readouterr().out
+    assert "note: model.layers.0.mlp.experts: all 12 projections kept" in printed
+    out = read_folder(tmp_path / "dst")
+    experts = [n for n in source if ".mlp.experts." in n]
+    assert len(experts) == 12
+    for n in experts:
+        assert n + "_scale" not in out and torch.equal(out[n].view(torch.uint8), source[n].view(torch.uint8)), n
+    assert out["model.layers.0.mlp.shared_expert.down_proj.weight"].dtype == torch.float8_e4m3fn  # K = 64
+    config = json.loads((tmp_path / "dst" / "config.json").read_text())
+    ignore = config["quantization_config"]["ignore"]
+    assert {n[: -len(".weight")] for n in experts} <= set(ignore)
+    man = json.loads((tmp_path / "dst" / "mxquant-manifest.json").read_text())
+    assert len(man["notes"]) == 1 and "one scheme per MoE layer" in man["notes"][0]
+    kept = {t["name"]: t.get("kept") for s in man["shards"] for t in s["tensors"]}
+    assert kept["model.layers.0.mlp.experts.0.gate_proj.weight"] == "expert group kept whole (one scheme per MoE layer)"
+    assert "not a multiple of 32" in kept["model.layers.0.mlp.experts.0.down_proj.weight"]
+
+
+def test_ignoring_one_expert_keeps_its_group(tmp_path):
+    src = tmp_path / "src"
+    _save(_qwen2_moe(64), src)
+    r = convert(src, tmp_path / "dst", ignore=["model.layers.0.mlp.experts.1.down_proj"])
+    assert not [n for n in r.quantized if ".mlp.experts." in n]
+    assert "model.layers.0.mlp.shared_expert.up_proj.weight" in r.quantized
+    full = convert(src, tmp_path / "all")
+    assert len([n for n in full.quantized if ".mlp.experts." in n]) == 12  # without --ignore: all of them
+
+
+def test_fused_experts_of_unknown_or_disagreeing_layout_are_refused(tmp_path):
+    e = torch.zeros(4, 64, 64, dtype=torch.bfloat16)
+    src = tmp_path / "unknown"
+    save_checkpoint(src, {"model.layers.0.mlp.experts.gate_up_proj": e},
+                    config={"model_type": "brand_new_moe", "hidden_size": 64})
+    with pytest.raises(CheckpointError, match="no known layout; refusing to guess"):
+        convert(src, tmp_path / "dst")
+    src = tmp_path / "transposed"  # a qwen3_moe config, but gate_up stored [E, hidden, 2I]
+    save_checkpoint(src, {"model.layers.0.mlp.experts.gate_up_proj": torch.zeros(4, 64, 96, dtype=torch.bfloat16)},
+                    config={"model_type": "qwen3_moe", "hidden_size": 64})
+    with pytest.raises(CheckpointError, match="the file disagrees"):
+        convert(src, tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_fused_experts_of_a_known_out_in_layout_are_quantized(tmp_path):
+    src = tmp_path / "src"
+    g = torch.Generator().manual_seed(3)
+    t = {"model.layers.0.mlp.experts.gate_up_proj": torch.randn(4, 96, 64, generator=g).bfloat16(),
+         "model.layers.0.mlp.experts.down_proj": torch.randn(4, 64, 64, generator=g).bfloat16(),
+         "model.conv.weight": torch.randn(64, 4, 32, generator=g).bfloat16()}  # a conv kernel: no Linear
+    save_checkpoint(src, t, config={"model_type": "qwen3_moe", "hidden_size": 64})
+    r = convert(src, tmp_path / "dst")
+    assert sorted(r.quantized) == ["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj"]
+    assert r.skipped["model.conv.weight"] == "3-D weight, not a Linear"
