@@ -103,7 +103,7 @@ def dispatch_only(calls=2000, rounds=51, x=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--rounds", type=int, default=9, help="timing rounds per candidate (default 9)")
     parser.add_argument("--out", help="also write the JSON here")

@@ -23,11 +23,11 @@ E4M3 = torch.float8_e4m3fn
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", default="2048x4096")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--out")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="2048x4096", help="input shape MxK (default 2048x4096)")
+    p.add_argument("--dtype", default="bfloat16", help="input dtype: float32, bfloat16 or float16 (default bfloat16)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per thread count (default 7)")
+    p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
     m, k = (int(v) for v in a.shape.split("x"))
     x = torch.randn(m, k).to(getattr(torch, a.dtype))

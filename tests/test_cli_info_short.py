@@ -5,7 +5,7 @@ import re
 import pytest
 
 import mxquant.cli
-from mxquant.cli.info_short import fit, short_lines, short_reason
+from mxquant.cli.info_short import short_lines, short_reason, wrap
 from mxquant.report import Availability, BackendRecord, DeviationRecord, PluginInfo, Report, Resolution, list_backends
 
 from cpu_auto import AUTO_CPU  # tests/ is on sys.path
@@ -31,8 +31,10 @@ def test_short_by_default(registry, capsys):
             assert re.search(rf"^{name}\s+{a.device}\s+{status}$", out, re.M), (b.name, a.device, out)
     assert "install" not in out.replace("info --full: full reasons, install hints", "")  # hints are for --full
     assert "nan-ignored" not in out and "flashinfer (4)" in out  # deviations: counted, not described
-    assert re.search(rf"^the default call \(bf16 -> e4m3, rceil, linear\) resolves to\n  on cpu: {AUTO_CPU} \(automatic\)$",
+    assert re.search(rf"^the default call \(bf16 -> e4m3, rceil, linear\) resolves to\n  on cpu: {AUTO_CPU} \(automatic\): ",
                      out, re.M), out
+    # and what that backend is (cpu-native: the instruction set it picked), whole
+    assert f"(automatic): {report.backend(AUTO_CPU).description}" in " ".join(out.split()), out
     assert "env unset: MXQUANT_BACKEND, MXQUANT_ALLOW_DEVIATIONS" in out
     assert "env MXQUANT_PLUGINS=none" in out  # set by tests/conftest.py
 
@@ -50,7 +52,8 @@ def test_short_reason():
     assert short_reason("triton is not importable; pip install 'mxquant[cuda]'") == "triton is not importable"
     assert short_reason("odd (a long explanation)") == "odd (a long explanation)"  # too little left: kept
     assert short_reason(None) == ""
-    assert fit("a\n  b", 80) == "a b" and fit("x" * 100, 10) == "xxxxxxx..."
+    assert wrap("a\n  b", 80) == ["a b"] and wrap("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+    assert wrap("one two three", 8, "  ") == ["one two", "  three"]
 
 
 def test_short_lines_with_long_names_plugin_errors_and_settings():
@@ -72,11 +75,17 @@ def test_short_lines_with_long_names_plugin_errors_and_settings():
     lines = short_lines(report)
     assert max(map(len, lines)) <= 80, "\n".join(lines)
     text = "\n".join(lines)
-    assert re.search(r"^a-third-party\S*\.\.\.\s+plugin thirdp\S*\s+-3\s+cpu\s+available$", text, re.M), text
-    assert re.search(r"^\s+cuda\s+unavailable: xxx+\.\.\.$", text, re.M), text
+    # nothing is cut: long cells wrap inside their column, long lines onto indented ones
+    first = lines.index(next(l for l in lines if l.startswith("a-third-party")))
+    assert "".join(l[:16].strip() for l in lines[first:first + 3]) == long, text
+    assert "".join(l[18:34].strip() for l in lines[first:first + 3]) == "plugin thirdparty-plugin-entry-point", text
+    assert re.search(r"^a-third-party-ba\s+plugin thirdpart\s+-3\s+cpu\s+available$", text, re.M), text
+    assert re.search(r"^\s+cuda\s+unavailable: x+$", text, re.M) and sum(map(len, re.findall("xx+", text))) == 200, text
     assert re.search(r"^broken\s+plugin p2\s+\?\s+-\s+error: ImportError: no$", text, re.M), text
     assert "plugin bad: error: RuntimeError: broken on purpose" in lines
     assert "plugin off: skipped: MXQUANT_PLUGINS=-off" in lines
-    assert "  on cpu: none: unknown backend 'nope' yyy" in text and "env MXQUANT_BACKEND=nope" in lines
-    assert "env unset: MXQUANT_ALLOW_DEVIATIONS" in lines and any(l.startswith("report problem: something") for l in lines)
-    assert f"{long[:10]}" in text and "declare deviations (chosen only when allowed or forced): " + long[:20] in text
+    words = " ".join(text.split())
+    assert "on cpu: none: unknown backend 'nope' yy" in words and sum(map(len, re.findall("yy+", text))) == 99
+    assert "env MXQUANT_BACKEND=nope" in lines
+    assert "env unset: MXQUANT_ALLOW_DEVIATIONS" in lines and "report problem: " + "something " * 19 + "something" in words
+    assert "declare deviations (chosen only when allowed or forced): " + long + " (1)" in words

@@ -9,10 +9,12 @@ import sys
 
 from ..report import Report, list_backends
 from .info_short import short_lines
+from .render import stdout_console
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="backends, their availability and reasons, and the device resolution")
+    what = "backends, their availability and reasons, and the device resolution"
+    p = sub.add_parser("info", help=what, description=what)
     p.add_argument("--json", action="store_true",
                    help="machine-readable output; its keys are listed in docs/env.md")
     p.add_argument("--full", "-v", "--verbose", action="store_true",
@@ -34,11 +36,10 @@ def run(args) -> int:
 
 
 def _print_tables(report: Report) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(file=sys.stdout)
+    console = stdout_console(unwrapped=False)  # cells of whole paragraphs: wrapped in their column
     console.print(f"[bold]mxquant {report.mxquant_version}[/bold]  torch {escape(report.torch_version)}  "
                   f"python {report.python}  devices here: {', '.join(report.devices)}")
 
@@ -61,6 +62,12 @@ def _print_tables(report: Report) -> None:
             if any_deviations:
                 cells.append(deviations if i == 0 else "")
             table.add_row(*cells, end_section=i == len(rows) - 1)
+    console.print(table)
+    table = Table(title="What each backend is", title_justify="left")
+    for col in ("backend", "description"):
+        table.add_column(col, overflow="fold")
+    for b in report.backends:  # cpu-native's description names the instruction set it picked
+        table.add_row(escape(b.name), escape(b.description or "-"))
     console.print(table)
 
     table = Table(title="Plugins (entry-point group mxquant.backends)", title_justify="left")

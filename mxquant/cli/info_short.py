@@ -1,20 +1,22 @@
 """The short `mxquant info` (the default): a line per backend and device with a short reason,
-plugin problems, what the default call resolves to, the environment; plain text within 80
-columns. `mxquant info --full` prints everything (cli/info.py)."""
+plugin problems, what the default call resolves to (and how that backend runs: cpu-native's
+instruction set), the environment; plain text within 80 columns, long text wrapped, never cut. `mxquant info --full` prints everything (cli/info.py)."""
 
 from __future__ import annotations
 
 import re
+import textwrap
 
 from ..report import Report
 
 WIDTH = 80
 
 
-def fit(text: str, width: int) -> str:
-    """One line of at most `width` characters (whitespace collapsed, '...' where cut)."""
-    text = re.sub(r"\s*\n\s*", " ", str(text)).rstrip()
-    return text if len(text) <= width else text[: max(width - 3, 0)].rstrip() + "..."
+def wrap(text, width: int, indent: str = "") -> list[str]:
+    """The whole text (line breaks joined) in lines of at most `width` characters, lines after
+    the first indented by `indent`; a word longer than a line is split, never cut off."""
+    text = re.sub(r"\s*\n\s*", " ", str(text or "")).rstrip()
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
 def short_reason(reason: str) -> str:
@@ -25,10 +27,25 @@ def short_reason(reason: str) -> str:
     return head if len(head) >= 8 else text
 
 
+def _table(rows: list[tuple[str, ...]], caps: tuple[int, ...], width: int) -> list[str]:
+    """Rows of cells in columns (the last takes what is left of `width`); a cell longer than its
+    column wraps inside it, so every cell is shown whole."""
+    cols = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate(caps)]
+    rest = max(width - sum(cols) - 2 * len(cols), 20)
+    lines = []
+    for row in rows:
+        cells = [wrap(c, w) for c, w in zip(row, cols)] + [wrap(row[-1], rest)]
+        for i in range(max(map(len, cells))):
+            parts = [(cell[i] if i < len(cell) else "") for cell in cells]
+            lines.append("  ".join(p.rjust(w) if j == 2 else p.ljust(w)
+                                   for j, (p, w) in enumerate(zip(parts, cols))) + "  " + parts[-1])
+    return [line.rstrip() for line in lines]
+
+
 def short_lines(report: Report, width: int = WIDTH) -> list[str]:
-    lines = [fit(f"mxquant {report.mxquant_version}  torch {report.torch_version}  python {report.python}  "
-                 f"devices here: {', '.join(report.devices)}", width)]
-    rows = []
+    lines = wrap(f"mxquant {report.mxquant_version}  torch {report.torch_version}  python {report.python}  "
+                 f"devices here: {', '.join(report.devices)}", width, "  ")
+    rows = [("backend", "origin", "prio", "device", "status")]
     for b in report.backends:
         origin = "built-in" if b.origin == "built-in" else f"plugin {b.plugin}"
         prio = "?" if b.priority is None else str(b.priority)
@@ -38,36 +55,32 @@ def short_lines(report: Report, width: int = WIDTH) -> list[str]:
             states = [("-", f"error: {short_reason(b.error)}" if b.error else "serves no device type")]
         for i, (device, status) in enumerate(states):
             rows.append((b.name if i == 0 else "", origin if i == 0 else "", prio if i == 0 else "", device, status))
-    head = ("backend", "origin", "prio", "device", "status")
-    cols = [min(max(len(r[i]) for r in [head, *rows]), cap) for i, cap in enumerate((16, 16, 5, 6))]
-    for row in [head, *rows]:
-        cells = [fit(c, w).ljust(w) if i != 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, cols))]
-        line = "  ".join(cells) + "  "
-        lines.append(line + fit(row[4], width - len(line)))
-
+    lines += _table(rows, (16, 16, 5, 6), width)
     deviating = [f"{b.name} ({len(b.deviations)})" for b in report.backends if b.deviations]
     if deviating:
-        lines.append(fit("declare deviations (chosen only when allowed or forced): " + ", ".join(deviating), width))
-    problems = report.plugin_problems()
+        lines += wrap("declare deviations (chosen only when allowed or forced): " + ", ".join(deviating), width, "  ")
     loaded = [p.name for p in report.plugins if p.status == "loaded"]
-    lines.append(fit(f"plugins loaded: {', '.join(loaded) or 'none'}", width))
-    for p in problems:
+    lines += wrap(f"plugins loaded: {', '.join(loaded) or 'none'}", width, "  ")
+    for p in report.plugin_problems():
         why = p.skipped if p.status == "skipped" else _last_line(p.error)
-        lines.append(fit(f"plugin {p.name}: {p.status}: {why}", width))
+        lines += wrap(f"plugin {p.name}: {p.status}: {why}", width, "  ")
     lines.append("the default call (bf16 -> e4m3, rceil, linear) resolves to")
+    described = {b.name: b.description for b in report.backends}
     for r in report.resolution:
         how = f"forced by {r.forced_by}" if r.forced_by else "automatic"
         what = f"{r.backend} ({how})" if r.backend else f"none: {(r.error or '').removeprefix('mxquant: ')}"
-        lines.append(fit(f"  on {r.device}: {what}", width))
+        if r.backend and described.get(r.backend):  # what it is: cpu-native's instruction set, say
+            what += f": {described[r.backend]}"
+        lines += wrap(f"  on {r.device}: {what}", width, "    ")
     unset = [name for name, value in report.env.items() if value is None]
     for name, value in report.env.items():
         if value is not None:
-            lines.append(fit(f"env {name}={value}", width))
+            lines += wrap(f"env {name}={value}", width, "  ")
     if unset:
-        lines.append(fit(f"env unset: {', '.join(unset)}", width))
+        lines += wrap(f"env unset: {', '.join(unset)}", width, "  ")
     for err in report.errors:
-        lines.append(fit(f"report problem: {err}", width))
-    lines.append(fit("mxquant info --full: full reasons, install hints, deviations, plugins", width))
+        lines += wrap(f"report problem: {err}", width, "  ")
+    lines += wrap("mxquant info --full: full reasons, install hints, deviations, plugins", width)
     return lines
 
 

@@ -1,5 +1,6 @@
 """`mxquant verify`: every available backend against the CPU reference on this machine (the
-engine is mxquant/conformance/); a rich table, or the JSON report with --json. Exit status:
+engine is mxquant/conformance/); a rich table (unwrapped, a row a line, when stdout is not a
+terminal: cli/render.py), or the JSON report with --json. Exit status:
 0 when nothing differs undeclared, 1 when something does, 2 for an unknown --backend name."""
 
 from __future__ import annotations
@@ -7,12 +8,16 @@ from __future__ import annotations
 import json
 import sys
 
+from .render import stdout_console
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("verify", help="compare every available backend with the CPU reference")
+    what = "compare every available backend with the CPU reference, byte for byte"
+    p = sub.add_parser("verify", help=what, description=what + "; exit 1 on an undeclared difference")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--backend", action="append", help="only this backend (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random test data (default 0): the same seed gives the same inputs")
     p.set_defaults(run=run)
 
 
@@ -30,6 +35,22 @@ def run(args) -> int:
 ONLY_REFERENCE = ("only the reference backend (cpu) ran here: nothing was compared but the oracle with itself; "
                   "run on a machine with a GPU (or the device another backend serves) to check the others")
 
+
+
+def only_reference_note(report: dict) -> str:
+    """Why only the reference ran: nothing else can run here, or the others were left out with
+    --backend (then it names them)."""
+    from ..report import list_backends
+
+    checked = {t["backend"] for t in report["targets"]}
+    left_out = [b.name for b in list_backends() if b.name not in checked and any(a.available for a in b.availability)]
+    if not left_out:
+        return ONLY_REFERENCE
+    return (f"only the reference backend (cpu) was checked, and it is the oracle itself; "
+            f"available here but not selected with --backend: {', '.join(left_out)} "
+            f"(mxquant verify --backend {left_out[0]}, or no --backend for all)")
+
+
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
 
 
@@ -41,7 +62,6 @@ def _describe_call(r: dict) -> str:
 
 
 def print_report(report: dict) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -49,17 +69,16 @@ def print_report(report: dict) -> None:
 
     _STYLE = {PASS: "[green]pass[/green]", DEVIATION: "[yellow]DEVIATION[/yellow]", FAIL: "[bold red]FAIL[/bold red]",
               UNAVAILABLE: "[dim]unavailable[/dim]", NOT_SUPPORTED: "[dim]not supported[/dim]"}
-    console = Console(file=sys.stdout)
+    console = stdout_console()
     s = report["summary"]
     console.print(f"[bold]mxquant verify[/bold] {report['mxquant_version']}  torch {escape(report['torch_version'])}  "
                   f"seed {report['seed']}  devices here: {', '.join(report['devices'])}")
     by_target: dict = {}
     for r in report["results"]:
         by_target.setdefault((r["backend"], r["device"]), []).append(r)
-    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left",
-                  caption=ONLY_REFERENCE if report["only_reference"] else None, caption_justify="left")
+    table = Table(title="Available backends against the CPU reference, byte for byte", title_justify="left")
     for col in ("backend", "device", "call", "status", "detail"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("call", "status"))
+        table.add_column(col, overflow="fold", no_wrap=col in ("backend", "device", "status"))
     not_run = []
     for (name, device), rows in by_target.items():
         if rows[0]["op"] is None:
@@ -94,7 +113,7 @@ def print_report(report: dict) -> None:
         console.print(f"[red]error:[/red] {escape(err)}")
     verdict = ("[bold red]FAIL[/bold red]: undeclared differences from the reference" if s[FAIL]
                else "[red]error[/red]" if report["errors"]
-               else f"[yellow]nothing compared[/yellow] (no undeclared difference): {ONLY_REFERENCE}"
+               else f"[yellow]nothing compared[/yellow] (no undeclared difference): {escape(only_reference_note(report))}"
                if report["only_reference"]
                else "[yellow]nothing compared[/yellow]: no backend could run here" if not s[PASS] + s[DEVIATION]
                else "[green]ok[/green]: no undeclared difference")
