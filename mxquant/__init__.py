@@ -21,8 +21,8 @@ del _torch, _warnings
 from . import forking as _forking  # noqa: F401  (takes this process's pid at import)
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
-from .errors import (BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError, NoBackendError,
-                     UnknownBackendError)
+from .errors import (BackendCallError, BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError,
+                     NoBackendError, UnknownBackendError)
 from .hookspecs import hookimpl
 from .fake_quant import mxfp8_fake_quantize
 from .ops import MXFP8Quantized, mxfp8_dequantize, mxfp8_quantize
@@ -50,5 +50,6 @@ __all__ = [
     "UnknownBackendError",
     "NoBackendError",
     "BackendOutputError",
+    "BackendCallError",
     "__version__",
 ]

@@ -51,3 +51,15 @@ class BackendOutputError(RuntimeError):
         super().__init__(f"mxquant: backend {backend!r} ({origin}) broke the output contract in {call}: {problem}. "
                          "This is a bug of that backend: report it to its authors; meanwhile force another "
                          "backend with backend=... or MXQUANT_BACKEND.")
+
+
+class BackendCallError(RuntimeError):
+    """A backend that mxquant calls but does not own (a plugin's, or a built-in one wrapping
+    another library: flashinfer, xpu) raised inside quantize or dequantize. The message names
+    the backend and its plugin; the original exception is chained (`__cause__`). A MemoryError or
+    torch.OutOfMemoryError is not wrapped: it passes through as raised."""
+
+    def __init__(self, backend: str, origin: str, call: str, exc: BaseException):
+        self.backend, self.origin = backend, origin
+        super().__init__(f"mxquant: backend {backend!r} ({origin}) raised {type(exc).__name__} in {call}: {exc}. "
+                         "Force another backend with backend=... or MXQUANT_BACKEND to work around it.")

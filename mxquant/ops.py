@@ -17,7 +17,8 @@ import torch
 from .checks import check_dequantize, check_quantize
 from .formats import BLOCK
 from .layouts import public_scale_shape, to_backend, to_public
-from .outputs import OWN_OUTPUTS, check_outputs, versions
+from .errors import BackendCallError
+from .outputs import OWN_OUTPUTS, check_outputs, owner, versions
 from .registry import get_registry
 from .selection import overrides
 
@@ -100,7 +101,11 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         data, scale = fn(x, dtype, scale_mode, scale_layout)
     else:
         before = versions(x)
-        data, scale = check_outputs(fn, fn(x, dtype, scale_mode, scale_layout), (x,), before, dtype, scale_layout)
+        try:
+            out = fn(x, dtype, scale_mode, scale_layout)
+        except Exception as exc:
+            raise _raised(fn, exc, "mxfp8_quantize", x.device)
+        data, scale = check_outputs(fn, out, (x,), before, dtype, scale_layout)
     return data, to_public(scale, scale_layout)
 
 
@@ -118,7 +123,22 @@ def dequantize_checked(data, scale, scale_layout, out_dtype, backend):
     if fn in OWN_OUTPUTS:
         return fn(data, scale, scale_layout, out_dtype)
     before = versions(data, scale)
-    return check_outputs(fn, fn(data, scale, scale_layout, out_dtype), (data, scale), before, out_dtype, scale_layout)
+    try:
+        out = fn(data, scale, scale_layout, out_dtype)
+    except Exception as exc:
+        raise _raised(fn, exc, "mxfp8_dequantize", data.device)
+    return check_outputs(fn, out, (data, scale), before, out_dtype, scale_layout)
+
+
+def _raised(fn, exc: Exception, call: str, device) -> Exception:
+    """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
+    BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return exc
+    name, origin = owner(fn)
+    error = BackendCallError(name, origin, f"{call} on {device}", exc)
+    error.__cause__ = exc
+    return error
 
 
 @torch.library.custom_op("mxquant::quantize", mutates_args=())

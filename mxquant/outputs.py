@@ -77,7 +77,7 @@ def check_outputs(fn: Callable, out, inputs: tuple, before, dtype: torch.dtype, 
     problem = _problem(out, inputs, before, dtype, layout)
     if problem is None:  # conforming after all: a shape seen first, a list for a tuple, ...
         return tuple(out) if len(inputs) == 1 else out
-    name, origin = _owner(fn)
+    name, origin = owner(fn)
     what = "quantize" if len(inputs) == 1 else "dequantize"
     call = f"mxfp8_{what}({describe_dtype(x.dtype)} {tuple(shape)} -> {describe_dtype(dtype)}, {layout})"
     raise BackendOutputError(name, origin, call, problem)
@@ -114,7 +114,7 @@ def tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
     return None
 
 
-def _owner(fn) -> tuple[str, str]:
+def owner(fn) -> tuple[str, str]:
     """(name, origin) of the registered backend whose quantize or dequantize `fn` is."""
     from .registry import get_registry
 

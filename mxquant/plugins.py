@@ -4,11 +4,17 @@ isolated way a plugin's `register_backends` hook is called.
 mxquant's own backends register the same way (entry point `builtin` of the distribution
 `mxquant`). Entry points load on first resolution, never at `import mxquant`; a plugin that
 fails to import or register becomes a reported problem, never an exception out of the library.
+A plugin's import and its hook each run on a thread of their own (bounded.py), waited for at
+most MXQUANT_PROBE_TIMEOUT seconds; whatever they raise, SystemExit and KeyboardInterrupt
+included, is the plugin's failure (a real Ctrl-C reaches the waiting main thread and stops the
+caller as usual). An import that did not finish is not started again in this process: a later
+discovery waits for the same one.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import traceback
 from dataclasses import dataclass
 from importlib import metadata
@@ -16,7 +22,10 @@ from typing import Callable, Optional
 
 import pluggy
 
+from . import forking
+from .bounded import Job, run_bounded
 from .hookspecs import ENTRY_POINT_GROUP, PROJECT, HookSpecs
+from .selection import ENV_PROBE_TIMEOUT, probe_timeout
 
 ENV_PLUGINS = "MXQUANT_PLUGINS"
 BUILTIN_DISTRIBUTION = "mxquant"
@@ -93,11 +102,56 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
         if pm.has_plugin(ep.name):
             rec.error = f"another plugin is already registered under the name {ep.name!r}"
             continue
-        try:
-            pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # a broken plugin is reported, never raised
-            rec.error = f"failed to load {ep.value}: {type(exc).__name__}: {exc}"
+        job = _load(ep)
+        if job is None:
+            rec.error = (f"import of {ep.value} did not finish within {_seconds()} (still running in the "
+                         f"background; {ENV_PROBE_TIMEOUT} sets the limit)")
+        elif job.raised is not None:  # a broken plugin is reported, never raised
+            rec.error = f"failed to load {ep.value}: {_describe(job.raised)}"
+        else:
+            try:
+                pm.register(job.value, name=ep.name)
+            except Exception as exc:  # not a valid pluggy plugin
+                rec.error = f"failed to register {ep.value}: {_describe(exc)}"
     return records
+
+
+_LOADING: dict[str, Job] = {}
+"""Entry-point value -> its import, while it has not finished."""
+_LOADING_LOCK = threading.Lock()
+
+
+def _load(ep) -> Optional[Job]:
+    """The finished import of `ep` (.value, or .raised), or None if it did not finish in time."""
+    with _LOADING_LOCK:
+        job = _LOADING.get(ep.value)
+        if job is None or job.lost():
+            job = _LOADING[ep.value] = Job(ep.load, f"mxquant-plugin-import-{ep.name}")
+    if not job.wait(probe_timeout()):
+        return None
+    with _LOADING_LOCK:
+        if _LOADING.get(ep.value) is job:
+            del _LOADING[ep.value]
+    return job
+
+
+def _forget_imports() -> None:
+    """In a forked child: the parent's import threads do not exist here."""
+    global _LOADING_LOCK
+    _LOADING.clear()
+    _LOADING_LOCK = threading.Lock()
+
+
+forking.renew_in_child(_forget_imports)
+
+
+def _seconds() -> str:
+    timeout = probe_timeout()
+    return "the time limit" if timeout is None else f"{timeout:g} s"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _entry_points(records: list[PluginRecord]) -> list:
@@ -126,11 +180,15 @@ def _entry_points(records: list[PluginRecord]) -> list:
     return found
 
 
-def call_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_for: Callable,
+def call_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], make_entry: Callable, add: Callable,
                only: Optional[str] = None) -> None:
     """Run each plugin's register_backends on its own (only plugin `only`, if given), so one
-    failing plugin spoils nothing else; `register_for(record)` gives the callback to hand it.
-    Built-in backends register first, so no plugin can take a built-in backend's name."""
+    failing plugin spoils nothing else. The hook runs on a thread of its own, bounded in time:
+    its `register(obj)` calls `make_entry(record, obj, pending)` (which checks obj, raising into
+    the hook if it is wrong, and reads the registry without taking its lock: the caller holds it)
+    and collects the entries; `add(entries)` adds them once the hook has returned. A hook that
+    does not return in time adds nothing. Built-in backends register first, so no plugin can take
+    a built-in backend's name."""
     by_name = {r.name: r for r in records}
     impls = [i for i in pm.hook.register_backends.get_hookimpls() if only is None or i.plugin_name == only]
     impls.sort(key=lambda i: not (i.plugin_name in by_name and by_name[i.plugin_name].builtin))
@@ -139,7 +197,23 @@ def call_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], register_f
         if rec is None:
             rec = by_name[impl.plugin_name] = PluginRecord(impl.plugin_name, None, repr(impl.plugin))
             records.append(rec)
-        try:
-            impl.function(register=register_for(rec))
-        except Exception as exc:
-            rec.error = f"register_backends raised {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        pending: list = []
+        waiting = [True]
+
+        def register(obj, rec=rec, pending=pending, waiting=waiting) -> None:
+            if not waiting[0]:
+                raise RuntimeError(f"plugin {rec.name!r} called register() after mxquant stopped waiting for its "
+                                   f"register_backends ({ENV_PROBE_TIMEOUT}); nothing it registers is used")
+            pending.append(make_entry(rec, obj, pending))
+
+        job = run_bounded(lambda f=impl.function, r=register: f(register=r), probe_timeout(),
+                          f"mxquant-plugin-hook-{impl.plugin_name}")
+        waiting[0] = False
+        if job is None:
+            rec.error = (f"register_backends did not return within {_seconds()} (still running in the background; "
+                         f"{ENV_PROBE_TIMEOUT} sets the limit); none of its backends is registered")
+            continue
+        add(pending)  # what it registered before failing, if it failed, counts (as it always did)
+        if job.raised is not None:
+            trace = "".join(traceback.format_exception(type(job.raised), job.raised, job.raised.__traceback__, limit=-3))
+            rec.error = f"register_backends raised {_describe(job.raised)}\n{trace}"

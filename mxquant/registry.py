@@ -6,7 +6,9 @@ highest-priority backend that serves the device, probes available, declares the 
 capabilities and honours the contract (or whose declared deviations the caller allowed).
 Resolved callables are cached per call signature and overrides, so a repeated call costs one
 key and one dict lookup (ops.py). Discovery and resolution are serialised by one lock; the
-cache is read without it.
+cache is read without it. A forked child gets a new lock (one held by another thread of the
+parent at fork would stay held forever there). Third-party code (a plugin's import and hook, a
+BackendSpec's import, a probe) runs bounded in time and contained (bounded.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from . import plugins
+from . import forking, plugins
 from .backend import Backend, BackendSpec, Call, Capabilities
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
+from .bounded import run_bounded
 from .probing import run_probe
-from .selection import ENV_ALLOW, deviations_allowed, probe_timeout, selection
+from .selection import ENV_ALLOW, ENV_PROBE_TIMEOUT, deviations_allowed, probe_timeout, selection
 
 _UNPROBED = object()
 
@@ -80,6 +83,10 @@ class Registry:
         self._lock = threading.RLock()
         self.cache: dict = {}
         """Call key (ops.py) -> the resolved backend's callable. Read without the lock."""
+        forking.renew_in_child(self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.RLock()
 
     # ---- discovery -------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -88,26 +95,34 @@ class Registry:
         with self._lock:
             if self._loaded:
                 return
-            if self._use_entry_points:
-                self._plugins = plugins.discover(self._pm)
-            plugins.call_hooks(self._pm, self._plugins, self._register_for)
+            try:
+                if self._use_entry_points:
+                    self._plugins = plugins.discover(self._pm)
+                plugins.call_hooks(self._pm, self._plugins, self._entry_for, self._add)
+            except BaseException:  # a real Ctrl-C while waiting for a plugin: the next call starts over
+                self._pm, self._plugins, self._entries = plugins.new_plugin_manager(), [], {}
+                raise
             self._loaded = True  # only now: a concurrent first call waits on the lock above
 
-    def _register_for(self, rec: plugins.PluginRecord) -> Callable:
-        def register(obj) -> None:
-            if isinstance(obj, Backend):
-                entry = Entry(obj.name, rec, backend=check_backend(obj))
-            elif isinstance(obj, BackendSpec):
-                entry = Entry(obj.name, rec, spec=obj)
-            else:
-                raise TypeError(f"register() takes an mxquant.Backend or mxquant.BackendSpec, got {type(obj).__name__}")
-            with self._lock:
-                if entry.name in self._entries:
-                    raise ValueError(f"backend name {entry.name!r} is already registered by {self._entries[entry.name].origin}")
-                self._entries[entry.name] = entry
-                self.cache.clear()
+    def _entry_for(self, rec: plugins.PluginRecord, obj, pending: list) -> Entry:
+        """The Entry for what a plugin's hook registers (plugins.call_hooks); raises into the hook
+        if it is wrong. Runs on the hook's thread while the caller holds the lock: reads only."""
+        if isinstance(obj, Backend):
+            entry = Entry(obj.name, rec, backend=check_backend(obj))
+        elif isinstance(obj, BackendSpec):
+            entry = Entry(obj.name, rec, spec=obj)
+        else:
+            raise TypeError(f"register() takes an mxquant.Backend or mxquant.BackendSpec, got {type(obj).__name__}")
+        taken = self._entries.get(entry.name) or next((e for e in pending if e.name == entry.name), None)
+        if taken is not None:
+            raise ValueError(f"backend name {entry.name!r} is already registered by {taken.origin}")
+        return entry
 
-        return register
+    def _add(self, entries: list[Entry]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._entries.setdefault(entry.name, entry)
+            self.cache.clear()
 
     def register_plugin(self, plugin: object, name: str) -> None:
         """Register an in-process plugin object (anything with a `register_backends` hookimpl)."""
@@ -115,7 +130,7 @@ class Registry:
             self._ensure_loaded()
             self._plugins.append(plugins.PluginRecord(name, None, repr(plugin)))
             self._pm.register(plugin, name=name)
-            plugins.call_hooks(self._pm, self._plugins, self._register_for, only=name)
+            plugins.call_hooks(self._pm, self._plugins, self._entry_for, self._add, only=name)
             self.cache.clear()
 
     def unregister_plugin(self, name: str) -> None:
@@ -235,17 +250,26 @@ class Registry:
 
 
 def _import_spec(spec: BackendSpec) -> tuple[Optional[Backend], Optional[str]]:
-    """(backend, None) or (None, why not) for a lazy BackendSpec."""
+    """(backend, None) or (None, why not) for a lazy BackendSpec; its import is bounded in time
+    and whatever it raises is contained, as a plugin's (bounded.py)."""
+    hint = f" (install: {spec.install_hint})" if spec.install_hint else ""
+    timeout = probe_timeout()
+    job = run_bounded(lambda: _backend_at(spec), timeout, f"mxquant-import-{spec.name}")
+    if job is None:
+        return None, (f"import of {spec.target} did not finish within {timeout:g} s (still running in "
+                      f"the background; {ENV_PROBE_TIMEOUT} sets the limit){hint}")
+    if job.raised is not None:
+        return None, f"cannot import {spec.target}: {type(job.raised).__name__}: {job.raised}{hint}"
+    return job.value, None
+
+
+def _backend_at(spec: BackendSpec) -> Backend:
     module, _, attr = spec.target.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-        obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
-        if not isinstance(obj, Backend):
-            raise TypeError(f"{spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
-        return check_backend(obj), None
-    except Exception as exc:
-        error = f"cannot import {spec.target}: {type(exc).__name__}: {exc}"
-        return None, error + (f" (install: {spec.install_hint})" if spec.install_hint else "")
+    obj = getattr(importlib.import_module(module), attr)
+    obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
+    if not isinstance(obj, Backend):
+        raise TypeError(f"{spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
+    return check_backend(obj)
 
 
 _REGISTRY = Registry()
