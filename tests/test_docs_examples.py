@@ -23,12 +23,14 @@ What the commands see, in place of a reader's machine:
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import mxquant
 import pytest
 from convert_ckpt import llama_like, save_checkpoint
 from doc_blocks import ROOT, Block, MarkerError, doc_files, parse, shows
@@ -186,3 +188,41 @@ def test_markers_select_lines_and_continued_commands():
     assert [(c.line, c.text, c.not_run) for c in shell.commands] == [
         (4, "run a  --flag", "gpus"), (6, "run b", None), (7, "run c", None)]
     assert [c.text for c in console.commands] == ["mxquant info"]
+
+
+# ---- claims of the docs that the code decides ------------------------------------------------
+
+COUNTS = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+
+
+@pytest.mark.parametrize("doc", ["docs/env.md", "docs/writing-a-backend.md"])
+def test_the_builtin_backends_are_listed_whole(doc, registry):
+    names = [b.name for b in mxquant.list_backends() if b.origin == "built-in"]
+    text = " ".join((ROOT / doc).read_text().split())
+    listed = re.search(r"mxquant's (?:(\w+) )?own backends \(([^)]*)\)", text)
+    assert listed, f"{doc}: no sentence listing mxquant's own backends"
+    assert sorted(re.findall(r"`([\w-]+)`", listed.group(2))) == sorted(names), listed.group(0)
+    assert listed.group(1) == COUNTS[len(names)], listed.group(0)
+
+
+def test_env_md_counts_the_variables_info_shows(registry):
+    shown = mxquant.list_backends().env
+    text = " ".join((ROOT / "docs/env.md").read_text().split())
+    table = set(re.findall(r"^\| \[`(MXQUANT_\w+)`\]", (ROOT / "docs/env.md").read_text(), re.M))
+    assert table == set(shown)
+    assert f"mxquant reads {COUNTS[len(shown)]} environment variables" in text
+    assert f"`mxquant info` shows the value of all {COUNTS[len(shown)]}" in text
+
+
+def test_backends_md_tables_list_each_declared_scale_mode(registry):
+    sections = re.split(r"^## `([\w-]+)`", (ROOT / "docs/backends.md").read_text(), flags=re.M)
+    rows = {name: re.findall(r"^\| (?:quantize|scale modes) \|.*$", body, re.M)
+            for name, body in zip(sections[1::2], sections[2::2])}
+    checked = 0
+    for b in mxquant.list_backends():
+        if b.origin != "built-in" or not rows.get(b.name):
+            continue
+        for mode in b.capabilities["scale_modes"]:
+            assert any(mode in row for row in rows[b.name]), f"backends.md, {b.name}: {mode} missing"
+        checked += 1
+    assert checked >= 5, rows  # every built-in section but cpu-eager's ("same as cpu-native") has a table
