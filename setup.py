@@ -2,12 +2,16 @@
 
 Everything else is declared in pyproject.toml. The library is plain C loaded with ctypes (no
 Python or libtorch headers or ABI). Its build is optional: when it fails (no C compiler, say)
-the install still succeeds, and the reason is written next to where the library would be, so
-the `cpu-native` backend can report it (`mxquant info`); `cpu-eager` serves CPU calls instead.
+the install still succeeds, the reason is written next to where the library would be (and a
+library an earlier build left there is removed), so the `cpu-native` backend reports it
+(`mxquant info`); `cpu-eager` serves CPU calls instead. pip shows the build's own output only
+with -v, so `mxquant info` is where the reason is seen.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.machinery
 import os
 import shutil
 import sys
@@ -51,11 +55,20 @@ class OptionalBuildExt(build_ext):
         return paths
 
     def _record(self, reason: str) -> None:
+        """Leave the reason where the library would be, and remove a library an earlier build
+        left there: it is not what this source builds, so it must not load and be reported
+        as available (backends/_native_lib.py also refuses a library older than the note)."""
         for path in self._note_paths():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            for stale in glob.glob(os.path.join(glob.escape(folder), "_mxq_cpu*")):
+                if stale.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+                    os.remove(stale)
             with open(path, "w") as f:
                 f.write(reason.strip() + "\n")
-        print(f"mxquant: native CPU kernel not built: {reason}", file=sys.stderr)
+        # pip shows a successful build's output only with -v; `mxquant info` shows the reason
+        print(f"WARNING: mxquant: native CPU kernel not built (cpu-eager serves CPU calls; "
+              f"`mxquant info` says why): {reason}", file=sys.stderr)
 
 
 # -O3 vectorises the block loops; -fno-trapping-math lets it if-convert them. Never

@@ -2,7 +2,8 @@
 
 The library is plain C called through ctypes, so it has no Python or libtorch ABI and ctypes
 releases the GIL during each call. `load()` returns the library, or None and a reason that
-says what to do: never built (and why, from the note setup.py leaves), or built but not loadable.
+says what to do: never built (and why, from the note setup.py leaves), built but not loadable,
+or left by an earlier build when a later one failed (a note newer than the library).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
     path = library_path()
     if path is None:
         return None, _not_built_reason()
+    if os.path.isfile(ERROR_FILE) and os.path.getmtime(ERROR_FILE) >= os.path.getmtime(path):
+        # a later build failed (setup.py removes the old library; this catches one it could not)
+        return None, f"{_not_built_reason()} (the library from an earlier build, {path}, is stale: not loaded)"
     try:
         lib = ctypes.CDLL(path)
         version = lib.mxq_abi_version()

@@ -45,3 +45,18 @@ def test_no_numpy_warning_without_numpy():
     assert "Failed to initialize NumPy" not in procs[0].stderr, procs[0].stderr
     assert re.search(r"^cpu\s+built-in\s+0\s+cpu\s+available", procs[0].stdout, re.M), procs[0].stdout
     assert "UserWarning: Failed to initialize NumPy" in procs[1].stderr, procs[1].stderr
+
+
+def test_numpy_is_a_dependency_so_torch_never_warns():
+    """Issue 19: between `pip install -e .` and the test extras, `import torch` before `import
+    mxquant` warned "Failed to initialize NumPy" (torch's wheels do not require numpy, and mxquant
+    can only silence the warning in an import it makes itself). numpy is now a dependency, so an
+    environment with mxquant's dependencies has it, and torch imported first is quiet too."""
+    import tomllib
+    from pathlib import Path
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "numpy" in {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower() for d in deps}, deps
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", "import torch; import mxquant"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "Failed to initialize NumPy" not in proc.stderr, proc.stderr

@@ -1,7 +1,8 @@
 """Building and loading the native CPU kernel, and what happens without it.
 
 * In CI (CI=true) the library must be built: a missing one fails, it does not skip.
-* Without a C compiler, setup.py's build still succeeds and leaves the reason for the probe.
+* Without a C compiler, setup.py's build still succeeds and leaves the reason for the probe;
+  a failed rebuild removes the earlier build's library (a stale one is not loaded).
 * Without the library, automatic selection falls back to `cpu-eager` (byte-exact), and
   `mxquant info` says why `cpu-native` is unavailable. Simulated honestly: a copy of the
   source tree with no compiled library, imported in a subprocess.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -59,6 +61,52 @@ def test_build_without_compiler_succeeds_and_records_why(tmp_path):
     assert not list((src / "backends").glob("_mxq_cpu*.so"))
     note = (src / "backends" / "_mxq_cpu.build-error.txt").read_text()
     assert note.startswith("no C compiler at install time"), note
+    assert "WARNING: mxquant: native CPU kernel not built" in done.stderr  # what pip -v (and setup.py) show
+
+
+def _loader_in(folder: Path):
+    """backends/_native_lib.py loaded from a copy in `folder`: it looks for the library there."""
+    shutil.copy(ROOT / "backends" / "_native_lib.py", folder / "_native_lib.py")
+    spec = importlib.util.spec_from_file_location(f"native_lib_copy_{abs(hash(str(folder)))}", folder / "_native_lib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_failed_rebuild_removes_the_old_library(tmp_path):
+    """Issue 19: a rebuild that failed left the earlier build's library, which still loaded and
+    was reported as available. Now the failure removes it, and cpu-native reports the failure."""
+    pytest.importorskip("setuptools", reason="setup.py needs setuptools in this environment")
+    if not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
+        pytest.skip("no C compiler for the first build")
+    src = _source_copy(tmp_path, "source")
+    build = [sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"]
+    first = subprocess.run(build, cwd=src, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and list((src / "backends").glob("_mxq_cpu*.so")), first.stderr
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
+    again = subprocess.run(build, cwd=src, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert not list((src / "backends").glob("_mxq_cpu*.so")) and not list((src / "build").rglob("_mxq_cpu*.so"))
+    lib, reason = _loader_in(src / "backends").load()
+    assert lib is None and reason.startswith("not built: no C compiler at install time"), reason
+
+
+def test_a_library_older_than_the_failure_note_is_stale(tmp_path):
+    """Where a failed build could not remove the old library (another build folder, say), the
+    loader refuses a library older than the failure note rather than load it."""
+    built = _native_lib.library_path()
+    if built is None:
+        pytest.skip("cpu-native not built here")
+    shutil.copy(built, tmp_path / os.path.basename(built))
+    loader = _loader_in(tmp_path)
+    assert loader.load()[0] is not None  # the control: no note, it loads
+    note = tmp_path / "_mxq_cpu.build-error.txt"
+    note.write_text("C compiler failed at install time (CompileError: on purpose)\n")
+    os.utime(tmp_path / os.path.basename(built), (1, 1))  # the library predates the note
+    loader.load.cache_clear()
+    lib, reason = loader.load()
+    assert lib is None and reason.startswith("not built: C compiler failed at install time (CompileError: on purpose)")
+    assert "is stale: not loaded" in reason
 
 
 FALLBACK = textwrap.dedent("""
