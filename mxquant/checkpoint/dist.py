@@ -31,6 +31,17 @@ class Group:
         dist.all_reduce(flag)
         return int(flag.item()) == 0
 
+    def sum(self, values: list[int]) -> list[int]:
+        """Each value summed over the ranks (the counts of a whole run, not of this rank)."""
+        if self.world == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(t)
+        return [int(v) for v in t.tolist()]
+
     def close(self) -> None:
         if self._initialised_here:
             import torch.distributed as dist

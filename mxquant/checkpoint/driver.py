@@ -43,6 +43,9 @@ class ConvertResult:
     seconds: float
     shards_done: int
     shards_resumed: int
+    """Shards converted / taken from an earlier run, over all ranks."""
+    bytes_converted: int = 0
+    """Input bytes of the shards this run converted (resumed ones excluded), over all ranks."""
     tensors: list[dict] = field(default_factory=list)
     manifest_path: str = ""
     peak_rss_bytes: int | None = None
@@ -52,7 +55,8 @@ class ConvertResult:
 
     @property
     def gb_per_s(self) -> float:
-        return self.bytes_in / self.seconds / 1e9 if self.seconds > 0 else float("nan")
+        """Input converted per second (resumed shards do not count); nan when none was."""
+        return self.bytes_converted / self.seconds / 1e9 if self.seconds > 0 and self.bytes_converted else float("nan")
 
     def worst(self, n: int = 5) -> list[dict]:
         q = [t for t in self.tensors if t.get("quantized") and t.get("sqnr_db") is not None]
@@ -175,6 +179,11 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     except BaseException:
         group.close()
         raise
+    try:
+        _check_backend(plan, dev, scale_mode)
+    except BaseException:
+        group.close()
+        raise
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head}
     progress = progress or (lambda n, total=None: None)
@@ -189,10 +198,11 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
             out_dir.release()
 
     work = out_dir or dstdir.Dst(dst, -1, False)  # ranks > 0 write shards without holding the lock
-    done, resumed = _together(group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk,
+    done, resumed, converted = _together(group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk,
                                                              progress, verify, resume), failed)
     records = _together(group, lambda: manifest.load_parts(dst, [s.file for s in plan.shards]), failed)
     _together(group, lambda: _finish(plan, out_dir, records) if group.rank == 0 else None, failed)
+    done, resumed, converted = group.sum([done, resumed, converted])
     if out_dir is not None:
         out_dir.release()
     group.close()
@@ -205,9 +215,30 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
         bytes_out=sum(r["output"]["size"] for r in records),
         seconds=time.perf_counter() - t0,
         shards_done=done,
-        shards_resumed=resumed,
+        shards_resumed=resumed, bytes_converted=converted,
         tensors=[t for r in records for t in r["tensors"]], manifest_path=os.path.join(dst, manifest.MANIFEST),
         peak_rss_bytes=_peak_rss(), notes=list(plan.notes))
+
+
+def _check_backend(plan: Plan, device: str, scale_mode: str) -> None:
+    """The calls the conversion will make, made once on a 1x32 block of each source dtype, so
+    that a backend that cannot serve them (MXQUANT_BACKEND=triton on a CPU host, say) is a
+    one-line refusal before any work, not a traceback halfway through."""
+    import torch
+
+    import mxquant
+
+    from ..errors import BackendError
+    from .stio import DTYPES
+
+    for dtype in sorted({t.dtype for s in plan.shards for t in s.tensors if s.decisions[t.name].quantize}):
+        try:
+            q = mxquant.mxfp8_quantize(torch.zeros(1, 32, dtype=DTYPES[dtype], device=device), torch.float8_e4m3fn,
+                                       scale_mode=scale_mode, scale_layout="linear")
+            mxquant.mxfp8_dequantize(q.data, q.scale, out_dtype=torch.float32)
+        except BackendError as e:
+            raise CheckpointError(f"{str(e).splitlines()[0]} (checked before any work; `mxquant info` tells "
+                                  "what can run here)") from None
 
 
 def _together(group, step, failed=lambda: None):
@@ -232,11 +263,11 @@ def _together(group, step, failed=lambda: None):
 
 def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progress, verify, resume):
     """This rank's shards: each resumed (finished by an earlier run from the same source) or
-    converted, and recorded in its part manifest. Returns (converted, resumed)."""
+    converted, and recorded in its part manifest. Returns (converted, resumed, converted bytes)."""
     owner = dist.assign([s.size for s in plan.shards], group.world)
     mine = [s for i, s in enumerate(plan.shards) if owner[i] == group.rank]
     progress(0, total=sum(s.size for s in mine))
-    done = resumed = 0
+    done = resumed = nbytes = 0
     for shard in mine:
         rec = manifest.finished_record(plan.dst, shard, options) if resume else None
         if rec is not None:
@@ -248,10 +279,11 @@ def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progr
         entries, sha = _convert_shard(plan, out_dir, shard, device=dev, scale_mode=scale_mode, chunk_elems=chunk,
                                       progress=progress, verify=verify)
         done += 1
+        nbytes += shard.size
         rec = manifest.shard_record(shard, options, os.path.join(plan.dst, shard.file), entries,
                                     time.perf_counter() - s0, sha)
         manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
-    return done, resumed
+    return done, resumed, nbytes
 
 
 def _peak_rss() -> int | None:

@@ -57,7 +57,9 @@ def _summary(result, console) -> None:
     t.add_row("config ignore", ", ".join(result.ignore))
     t.add_row("bytes in / out", f"{_size(result.bytes_in)} / {_size(result.bytes_out)}")
     t.add_row("shards converted / resumed", f"{result.shards_done} / {result.shards_resumed}")
-    t.add_row("time", f"{result.seconds:.2f} s ({_size(result.gb_per_s * 1e9)}/s of input)")
+    rate = (f"{_size(result.gb_per_s * 1e9)}/s of converted input" if result.bytes_converted
+            else "nothing converted: every shard was finished by an earlier run")
+    t.add_row("time", f"{result.seconds:.2f} s ({rate})")
     t.add_row("manifest", result.manifest_path)
     console.print(t)
     for note in result.notes:
@@ -77,7 +79,8 @@ def _summary(result, console) -> None:
 def _as_json(result) -> dict:
     return {"src": result.src, "dst": result.dst, "quantized": result.quantized, "skipped": result.skipped,
             "ignore": result.ignore, "bytes_in": result.bytes_in, "bytes_out": result.bytes_out,
-            "seconds": result.seconds, "gb_per_s": result.gb_per_s, "shards_converted": result.shards_done,
+            "seconds": result.seconds, "bytes_converted": result.bytes_converted,
+            "gb_per_s": result.gb_per_s if result.bytes_converted else None, "shards_converted": result.shards_done,
             "shards_resumed": result.shards_resumed, "manifest": result.manifest_path,
             "peak_rss_bytes": result.peak_rss_bytes, "notes": result.notes,
             "worst_sqnr": [{k: e[k] for k in ("name", "sqnr_db", "rel_error")} for e in result.worst(5)]}
@@ -118,6 +121,11 @@ def run(args) -> int:
     except OSError as e:  # the disk, not the checkpoint (ENOSPC, EIO): cleaned up, one line
         print(f"mxquant convert: failed: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # cleaned up by convert(); say what is left
+        kept = ("finished shards are kept in DST; run the same command with --resume to continue" if args.resume
+                else "DST was removed (nothing kept); with --resume a run keeps its finished shards when stopped")
+        print(f"mxquant convert: interrupted; {kept}", file=sys.stderr)
+        return 130
     if args.json and rank0:
         print(json.dumps(_as_json(result), indent=1))
     return 0
