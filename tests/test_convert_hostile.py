@@ -503,3 +503,15 @@ def test_a_resumed_finished_run_reports_no_speed(tmp_path, capsys, monkeypatch):
     assert out["gb_per_s"] is None
     assert main(["convert", str(src), str(dst), "--resume"]) == 0
     assert "nothing converted: every shard was finished by an earlier run" in capsys.readouterr().out
+
+
+def test_a_refusal_with_the_progress_bar_on_is_one_line(tmp_path):
+    """Without --quiet the bar is made, but starts only after every refusal: stderr is the
+    error line alone (it was preceded by the bar's blank line)."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    _retarget(src, {"model-00001-of-00002.safetensors": "/abs.safetensors"})
+    p = subprocess.run([sys.executable, "-m", "mxquant", "convert", str(src), str(tmp_path / "dst")],
+                       env=child_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.startswith("mxquant convert: error:") and p.stderr.count("\n") == 1, repr(p.stderr)

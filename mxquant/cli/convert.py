@@ -103,15 +103,22 @@ def run(args) -> int:
             from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
                                        TransferSpeedColumn)
 
-            console = Console(stderr=True)
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
-                task = bar.add_task("converting", total=None)
+            bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                           transient=True)
+            task = []  # the bar starts at the first progress call, after every refusal: a refusal stays one line
 
-                def progress(n, total=None):
-                    bar.update(task, advance=n, **({"total": total} if total is not None else {}))
+            def progress(n, total=None):
+                if not task:
+                    bar.start()
+                    task.append(bar.add_task("converting", total=None))
+                bar.update(task[0], advance=n, **({"total": total} if total is not None else {}))
 
+            try:
                 result = convert(args.src, args.dst, progress=progress, **kwargs)
+            finally:
+                if task:
+                    bar.stop()
             _summary(result, Console())
         else:
             result = convert(args.src, args.dst, **kwargs)
