@@ -25,8 +25,8 @@ def mxfp8_fake_quantize(
     `mxfp8_dequantize(*mxfp8_quantize(x, dtype, scale_mode=scale_mode), out_dtype=x.dtype)`.
     The gradient is straight-through: d(loss)/dx = d(loss)/d(output), unchanged.
 
-    backend forces the quantize step; the dequantize step (exact arithmetic, the same bits on
-    every backend) is chosen as usual.
+    backend forces both steps, as use_backend() and MXQUANT_BACKEND do (a quantize-only
+    backend forces the quantize step; the dequantize step is then chosen as usual).
     """
     if _eager(x):  # no gradient wanted: no dispatcher
         return _round_trip(x, dtype, scale_mode, backend)
@@ -35,7 +35,7 @@ def mxfp8_fake_quantize(
 
 def _round_trip(x, dtype, scale_mode, backend):
     data, scale = run_quantize(x, dtype, scale_mode, "linear", backend)
-    return dequantize_checked(data, scale, "linear", x.dtype, None)  # our own outputs: checked already
+    return dequantize_checked(data, scale, "linear", x.dtype, backend)  # our own outputs: checked already
 
 
 @torch.library.custom_op("mxquant::fake_quantize", mutates_args=())

@@ -48,7 +48,8 @@ def mxfp8_quantize(
     scale_mode: "rceil" (default; NVIDIA's rule, never saturates), "floor" (OCP MX v1.0) or
         "compressed-tensors" (llm-compressor's rule); docs/semantics.md.
     scale_layout: "linear" or "swizzled" (the 128x4 layout cuBLAS and FlashInfer use).
-    backend: force a backend by name (strict: an error, never a fallback, if it cannot run).
+    backend: force a backend by name (strict: an error, never a fallback, if it cannot run),
+        as use_backend() and MXQUANT_BACKEND do (docs/env.md).
     """
     if _eager(x):
         data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
@@ -69,6 +70,8 @@ def mxfp8_dequantize(
 
     scale: as mxfp8_quantize returned it for this `scale_layout` (swizzled: flat). A scale of
     the other layout's shape, or any other shape, is a ValueError saying which it looks like.
+    backend: as for mxfp8_quantize; forcing a quantize-only backend leaves dequantize to
+    automatic choice (for `backend=`, use_backend() and MXQUANT_BACKEND alike).
     """
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)

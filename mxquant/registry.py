@@ -1,7 +1,9 @@
 """The backend registry: which backends exist, which can run here, and which serves a call.
 
 Resolution: a backend forced by name (selection.py: `backend=`, `use_backend()`,
-MXQUANT_BACKEND) is strict, and its error names every candidate's status; otherwise the
+MXQUANT_BACKEND, all three alike) is strict for every op it implements, and its error names every
+candidate's status; an op it does not implement at all (the dequantize of a quantize-only
+backend) is resolved as if nothing were forced. Otherwise the
 highest-priority backend that serves the device, probes available, declares the call in its
 capabilities and honours the contract (or whose declared deviations the caller allowed).
 Resolved callables are cached per call signature and overrides, so a repeated call costs one
@@ -202,15 +204,23 @@ class Registry:
             entry = self._entries.get(forced) or next((e for e in entries if e.name.lower() == forced), None)
             if entry is None:
                 raise UnknownBackendError(forced, forced_by, call, self._candidates(call, allowed))
-            refusal = self.status(entry, call)
-            if refusal:
-                err = BackendIncapableError if refusal.kind == "incapable" else BackendUnavailableError
-                raise err(entry.name, forced_by, call, refusal.text, self._candidates(call, allowed))
-            return entry.backend
+            if not self._lacks_op(entry, call):
+                refusal = self.status(entry, call)
+                if refusal:
+                    err = BackendIncapableError if refusal.kind == "incapable" else BackendUnavailableError
+                    raise err(entry.name, forced_by, call, refusal.text, self._candidates(call, allowed))
+                return entry.backend
+            # a quantize-only backend forced (by any means alike): its dequantize is chosen automatically
         for entry in self._by_priority(call):
             if self.status(entry, call) is None and deviations_allowed(entry.backend, allowed):
                 return entry.backend
         raise NoBackendError(call, self._candidates(call, allowed))
+
+    def _lacks_op(self, entry: Entry, call: Call) -> bool:
+        """Whether `entry` serves the device but implements no `call.op` at all (a quantize-only
+        backend: its dequantize is None). Forcing it then does not apply to that op."""
+        backend = self.load(entry) if entry.serves(call.device.type) else None
+        return backend is not None and (backend.quantize if call.op == "quantize" else backend.dequantize) is None
 
     def lookup(self, *key) -> Callable:
         """The callable serving the call (op, device, hp_dtype, element_dtype, scale_mode,

@@ -3,7 +3,8 @@ and the environment variables MXQUANT_BACKEND / MXQUANT_ALLOW_DEVIATIONS (read h
 nowhere else, at every call, so a change takes effect at once; docs/env.md), plus
 MXQUANT_PROBE_TIMEOUT (how long a backend's availability probe may take, read when one runs).
 
-Order: backend= first, then use_backend(), then MXQUANT_BACKEND; a forced backend is strict.
+Order: backend= first, then use_backend(), then MXQUANT_BACKEND; the three mean the same, and a
+forced backend is strict for every op it implements (registry.resolve).
 """
 
 from __future__ import annotations
