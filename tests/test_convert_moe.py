@@ -85,7 +85,7 @@ def test_expert_width_not_a_multiple_of_32_keeps_the_whole_group(tmp_path, capsy
     ignore = config["quantization_config"]["ignore"]
     assert {n[: -len(".weight")] for n in experts} <= set(ignore)
     man = json.loads((tmp_path / "dst" / "mxquant-manifest.json").read_text())
-    assert len(man["notes"]) == 1 and "one scheme per MoE layer" in man["notes"][0]
+    assert len(man["notes"]) == 1 and "one scheme per MoE layer" in man["notes"][0]  # no quantized experts
     kept = {t["name"]: t.get("kept") for s in man["shards"] for t in s["tensors"]}
     assert kept["model.layers.0.mlp.experts.0.gate_proj.weight"] == "expert group kept whole (one scheme per MoE layer)"
     assert "not a multiple of 32" in kept["model.layers.0.mlp.experts.0.down_proj.weight"]
@@ -99,6 +99,8 @@ def test_ignoring_one_expert_keeps_its_group(tmp_path):
     assert "model.layers.0.mlp.shared_expert.up_proj.weight" in r.quantized
     full = convert(src, tmp_path / "all")
     assert len([n for n in full.quantized if ".mlp.experts." in n]) == 12  # without --ignore: all of them
+    assert any("transformers 5.15.1-5.25.0 cannot load them" in n for n in full.notes)  # the MoE warning
+    assert not any("transformers" in n for n in r.notes)  # no quantized experts, no warning
 
 
 def test_fused_experts_of_unknown_or_disagreeing_layout_are_refused(tmp_path):

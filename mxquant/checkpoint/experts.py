@@ -96,3 +96,13 @@ def one_scheme_per_group(decisions: dict[str, Decision]) -> list[str]:
             notes.append(f"{group}: all {len(names)} projections kept in the source dtype, because {kept[0]} is "
                          f"kept ({decisions[kept[0]].reason}) and runtimes need one scheme per MoE layer")
     return notes
+
+
+TRANSFORMERS_NOTE = ("MoE experts quantized: transformers 5.15.1-5.25.0 cannot load them (its DecompressExperts "
+                     "applies the group scales as per-channel ones; 5.17.0 re-checked), 4.57.6 with "
+                     "run_compressed=False can; see docs/convert.md")
+
+
+def moe_notes(decisions: dict[str, Decision]) -> list[str]:
+    """The warning a MoE checkpoint with quantized experts gets (which runtimes load it)."""
+    return [TRANSFORMERS_NOTE] if any(d.quantize and _GROUP.match(n) for n, d in decisions.items()) else []

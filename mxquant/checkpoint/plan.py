@@ -130,7 +130,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     check_not_quantized(seen, config)
     decisions = {t.name: experts.decide_nd(decide(t, ignore, quantize_lm_head), t.shape, config)
                  for shard in shards for t in shard.tensors}
-    notes = experts.one_scheme_per_group(decisions)
+    notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions)
     for shard in shards:
         shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
