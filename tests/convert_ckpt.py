@@ -92,3 +92,28 @@ def assert_same_tensors(got: dict, want: dict) -> None:
         assert got[k].dtype == want[k].dtype, k
         assert got[k].shape == want[k].shape, k
         assert torch.equal(got[k].view(torch.uint8), want[k].contiguous().view(torch.uint8)), k
+
+
+def retarget(src, mapping) -> None:
+    """Rewrite SRC's index so that every tensor of shard file `old` names `mapping[old]` instead."""
+    path = os.path.join(src, "model.safetensors.index.json")
+    with open(path) as f:
+        index = json.load(f)
+    index["weight_map"] = {k: mapping.get(v, v) for k, v in index["weight_map"].items()}
+    with open(path, "w") as f:
+        json.dump(index, f)
+
+
+def without_manifest(files: dict) -> dict:
+    """A `listing` less the manifest (which records SRC's path and timings)."""
+    return {k: v for k, v in files.items() if k != "mxquant-manifest.json"}
+
+
+def refuse(capsys, argv, phrase) -> str:
+    """`mxquant convert ARGV` exits 2 with one line on stderr that contains `phrase`."""
+    from mxquant.cli import main
+
+    assert main(["convert", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and phrase in err, err
+    return err

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("safetensors")
 
-from convert_ckpt import assert_same_tensors, listing, llama_like, read_folder, save_checkpoint  # noqa: E402
+from convert_ckpt import assert_same_tensors, listing, llama_like, read_folder, refuse, save_checkpoint  # noqa: E402
 from hidden_modules import hide  # noqa: E402
 
 from mxquant import reference  # noqa: E402
@@ -135,23 +135,17 @@ def test_cli_summary_table_and_quiet(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def _refuse(capsys, argv, phrase):
-    assert main(["convert", *map(str, argv)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and phrase in err, err
-
-
 def test_refusals_leave_nothing(tmp_path, capsys):
     src, dst = tmp_path / "src", tmp_path / "dst"
     save_checkpoint(src, llama_like(layers=1))
-    _refuse(capsys, [tmp_path / "nope", dst], "is not a directory")
+    refuse(capsys, [tmp_path / "nope", dst], "is not a directory")
     (tmp_path / "empty").mkdir()
-    _refuse(capsys, [tmp_path / "empty", dst], "not a Hugging Face safetensors checkpoint")
-    _refuse(capsys, [src, src / "out"], "inside SRC")
-    _refuse(capsys, [src, src], "inside SRC")
+    refuse(capsys, [tmp_path / "empty", dst], "not a Hugging Face safetensors checkpoint")
+    refuse(capsys, [src, src / "out"], "inside SRC")
+    refuse(capsys, [src, src], "inside SRC")
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
-    _refuse(capsys, [src, dst], "not empty")
+    refuse(capsys, [src, dst], "not empty")
     assert listing(dst) == {"keep.txt": b"mine"}
     # truncated, corrupt header, corrupt offsets
     for name, damage in (("trunc", lambda b: b[:-10]), ("header", lambda b: b[:8] + b"{bad json" + b[17:]),
@@ -160,24 +154,24 @@ def test_refusals_leave_nothing(tmp_path, capsys):
         save_checkpoint(bad, llama_like(layers=1))
         p = bad / "model.safetensors"
         p.write_bytes(damage(p.read_bytes()))
-        _refuse(capsys, [bad, tmp_path / (name + "_out")], "safetensors")
+        refuse(capsys, [bad, tmp_path / (name + "_out")], "safetensors")
         assert not (tmp_path / (name + "_out")).exists()
     # already quantized: by config, by tensor names, by an fp8 weight; a non-float weight
     q = tmp_path / "q"
     convert(src, q)
-    _refuse(capsys, [q, tmp_path / "q2"], "already quantized")
+    refuse(capsys, [q, tmp_path / "q2"], "already quantized")
     for name, t in (("fp8", torch.zeros(32, 64).to(torch.float8_e4m3fn)), ("int", torch.zeros(32, 64, dtype=torch.int32))):
         bad = tmp_path / name
         save_checkpoint(bad, {"model.layers.0.mlp.up_proj.weight": t})
-        _refuse(capsys, [bad, tmp_path / (name + "_out")], "already" if name == "fp8" else "non-float")
+        refuse(capsys, [bad, tmp_path / (name + "_out")], "already" if name == "fp8" else "non-float")
         assert not (tmp_path / (name + "_out")).exists()
     bad = tmp_path / "scales"
     save_checkpoint(bad, {"a.weight": torch.zeros(32, 64), "a.weight_scale": torch.zeros(32, 2)})
-    _refuse(capsys, [bad, tmp_path / "scales_out"], "already quantized")
-    _refuse(capsys, [src, tmp_path / "x", "--ignore", "re:("], "bad --ignore pattern")
-    _refuse(capsys, [src, tmp_path / "x", "--device", "tpu"], "is not one of cpu, cuda")
+    refuse(capsys, [bad, tmp_path / "scales_out"], "already quantized")
+    refuse(capsys, [src, tmp_path / "x", "--ignore", "re:("], "bad --ignore pattern")
+    refuse(capsys, [src, tmp_path / "x", "--device", "tpu"], "is not one of cpu, cuda")
     if not torch.cuda.is_available():
-        _refuse(capsys, [src, tmp_path / "x", "--device", "cuda"], "not available")
+        refuse(capsys, [src, tmp_path / "x", "--device", "cuda"], "not available")
     assert not (tmp_path / "x").exists()
 
 

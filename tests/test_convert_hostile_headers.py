@@ -18,7 +18,7 @@ pytest.importorskip("safetensors")
 
 from convert_ckpt import assert_same_tensors, read_folder, save_checkpoint  # noqa: E402
 from subproc import child_env  # noqa: E402
-from test_convert import _refuse  # noqa: E402
+from convert_ckpt import refuse  # noqa: E402
 
 from mxquant.checkpoint import CheckpointError, convert  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_hostile_header_is_one_line_exit_2_before_any_work(tmp_path, capsys, cas
     if case == "integer of 5000 digits":
         header = json.dumps(header).replace(str(10 ** 1000), "9" * 5000)
     _write(tmp_path / "src", header, DATA.get(case, bytes(256)))
-    _refuse(capsys, [tmp_path / "src", tmp_path / "dst"], phrase)
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], phrase)
     assert not (tmp_path / "dst").exists()
 
 
@@ -127,7 +127,7 @@ def test_f64_weight_refused_naming_ignore_and_kept_exactly_with_it(tmp_path, cap
     tensors = {W: torch.randn(4, 64, dtype=torch.float64), "model.layers.0.mlp.down_proj.weight": torch.randn(4, 64),
                "model.norm.weight": torch.ones(64, dtype=torch.float64)}  # F64 outside the rule: kept as before
     save_checkpoint(tmp_path / "src", tensors)
-    _refuse(capsys, [tmp_path / "src", tmp_path / "dst"], f"--ignore model.layers.0.mlp.up_proj")
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], f"--ignore model.layers.0.mlp.up_proj")
     assert not (tmp_path / "dst").exists()
     with pytest.raises(CheckpointError, match="F64 weight; MXFP8 quantization takes F32, F16 or BF16"):
         convert(tmp_path / "src", tmp_path / "dst")

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("safetensors")
 
-from convert_ckpt import listing, llama_like, save_checkpoint  # noqa: E402
+from convert_ckpt import listing, llama_like, save_checkpoint, without_manifest  # noqa: E402
 
 from mxquant.checkpoint import convert, driver, manifest  # noqa: E402
 
@@ -23,10 +23,6 @@ def _ckpt(tmp_path, shards=4):
     src = tmp_path / "src"
     save_checkpoint(src, llama_like(layers=3), shards=shards, extra_files={"tokenizer.json": "{}"})
     return src
-
-
-def _without_manifest_src(files):
-    return {k: v for k, v in files.items() if k != manifest.MANIFEST}
 
 
 def _inject(monkeypatch, fail_on_call, exc=KeyboardInterrupt):
@@ -64,7 +60,7 @@ def test_contract_resume_after_failure_matches_clean_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     r = convert(src, dst, resume=True)
     assert r.shards_resumed == len(finished) and r.shards_done == 4 - len(finished)
-    assert _without_manifest_src(listing(dst)) == _without_manifest_src(listing(tmp_path / "clean"))
+    assert without_manifest(listing(dst)) == without_manifest(listing(tmp_path / "clean"))
     assert len(clean.tensors) == len(r.tensors)
 
 
@@ -86,7 +82,7 @@ def test_resume_after_kill_redoes_damaged_shards(tmp_path):
     (dst / files[1]).write_bytes(bytes(raw))
     r = convert(src, dst, resume=True)
     assert r.shards_resumed == 2 and r.shards_done == 2
-    assert _without_manifest_src(listing(dst)) == _without_manifest_src(want)
+    assert without_manifest(listing(dst)) == without_manifest(want)
 
 
 def test_resume_with_other_options_converts_again(tmp_path):
