@@ -27,7 +27,7 @@ from .backend import Backend, BackendSpec, Call, Capabilities
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from .bounded import run_bounded
 from .probing import run_probe
-from .selection import ENV_ALLOW, ENV_PROBE_TIMEOUT, deviations_allowed, probe_timeout, selection
+from .selection import ENV_ALLOW, ENV_PROBE_TIMEOUT, allowance_items, deviations_allowed, probe_timeout, selection
 
 _UNPROBED = object()
 
@@ -200,6 +200,7 @@ class Registry:
     def resolve(self, call: Call, forced: Optional[str] = None, forced_by: str = "", allowed: frozenset = frozenset()):
         """The backend that serves `call` (uncached; `lookup` is the cached path)."""
         entries = self.entries()
+        self.check_allowance()
         if forced:
             entry = self._entries.get(forced) or next((e for e in entries if e.name.lower() == forced), None)
             if entry is None:
@@ -215,6 +216,26 @@ class Registry:
             if self.status(entry, call) is None and deviations_allowed(entry.backend, allowed):
                 return entry.backend
         raise NoBackendError(call, self._candidates(call, allowed))
+
+    def check_allowance(self) -> None:
+        """ValueError if MXQUANT_ALLOW_DEVIATIONS or allow_deviations() names a backend that is
+        not registered, or a deviation its backend does not declare: a typo there would
+        otherwise allow nothing, silently. (A backend that cannot be imported here declares
+        nothing known: any code of it passes.)"""
+        for item, where in allowance_items():
+            if item == "*":
+                continue
+            name, colon, code = item.partition(":")
+            entry = next((e for e in self._entries.values() if e.name.lower() == name), None)
+            if entry is None:
+                known = ", ".join(sorted(self._entries))
+                raise ValueError(f"mxquant: {where}: {name!r} names no registered backend (known: {known}; "
+                                 f"or '*' for all)")
+            backend = self.load(entry) if colon else None
+            codes = [d.code.lower() for d in backend.deviations] if backend is not None else [code]
+            if code not in codes:
+                raise ValueError(f"mxquant: {where}: backend {entry.name!r} declares no deviation {code!r} "
+                                 f"(it declares: {', '.join(codes) or 'none'})")
 
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
         """Whether `entry` serves the device but implements no `call.op` at all (a quantize-only

@@ -69,11 +69,19 @@ def normalize_name(name: Optional[str]) -> Optional[str]:
     return name or None
 
 
-def allowed_deviations() -> frozenset:
-    """MXQUANT_ALLOW_DEVIATIONS (comma-separated) plus allow_deviations(), trimmed and case-folded
-    (as backend names are: normalize_name); deviation_allowed folds the other side."""
+def allowance_items() -> list[tuple[str, str]]:
+    """(item, where it was given) for each item of MXQUANT_ALLOW_DEVIATIONS (comma-separated) and
+    of allow_deviations(), trimmed (around the colon too) and case-folded, as backend names are."""
     env = os.environ.get(ENV_ALLOW) or ""
-    return frozenset(p.strip().lower() for p in (*env.split(","), *_allowed.get()) if p.strip())
+    items = [(p, f"{ENV_ALLOW}={env.strip()}") for p in env.split(",")]
+    items += [(p, "mxquant.allow_deviations()") for p in _allowed.get()]
+    return [(":".join(part.strip() for part in p.lower().split(":", 1)), where) for p, where in items if p.strip()]
+
+
+def allowed_deviations() -> frozenset:
+    """The items of allowance_items(); deviation_allowed folds the other side. The registry
+    refuses an item that names no registered backend or deviation (registry.check_allowance)."""
+    return frozenset(item for item, _ in allowance_items())
 
 
 def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
