@@ -171,19 +171,16 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     if scale_mode not in SCALE_MODES:
         raise CheckpointError(f"scale mode {scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
     group = dist.join()
-    try:
+    t0 = time.perf_counter()
+
+    def planned():  # every refusal, on every rank, before DST is touched
         dev = resolve_device(device, dist.launcher()[1])
-        t0 = time.perf_counter()
         plan = make_plan(src, dst, ignore=list(ignore), quantize_lm_head=quantize_lm_head,
                          overwrite=overwrite, resume=resume)
-    except BaseException:
-        group.close()
-        raise
-    try:
         _check_backend(plan, dev, scale_mode)
-    except BaseException:
-        group.close()
-        raise
+        return dev, plan
+
+    dev, plan = _together(group, planned)
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head}
     progress = progress or (lambda n, total=None: None)
@@ -198,8 +195,9 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
             out_dir.release()
 
     work = out_dir or dstdir.Dst(dst, -1, False)  # ranks > 0 write shards without holding the lock
-    done, resumed, converted = _together(group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk,
-                                                             progress, verify, resume), failed)
+    done, resumed, converted = _together(
+        group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk, progress, verify, resume),
+        failed)
     records = _together(group, lambda: manifest.load_parts(dst, [s.file for s in plan.shards]), failed)
     _together(group, lambda: _finish(plan, out_dir, records) if group.rank == 0 else None, failed)
     done, resumed, converted = group.sum([done, resumed, converted])
