@@ -3,8 +3,10 @@ is skipped, with the reason, where torch sees no such device, so CI (CPU only) s
 cleanly and the GPU machine runs them (`python3 -m pytest -m cuda tests/`).
 
 The suite sees no third-party plugin installed in the environment: MXQUANT_PLUGINS=none is set
-here, before any test module imports (some call mxquant at import) and for every subprocess
-they start; the plugin tests name the plugins they load (tests/test_plugin_isolation.py)."""
+here, before any test module imports (some call mxquant at import), and subprocesses inherit
+it. Those started with subproc.child_env (no MXQUANT_* variable) name the plugins they load, or
+compare with what the installed plugins give; tests/test_plugin_isolation.py runs the affected
+tests with hostile plugins and with a correct priority-5 plugin installed."""
 
 import os
 import tempfile

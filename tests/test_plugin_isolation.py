@@ -1,7 +1,8 @@
 """The test suite and `mxquant info` survive third-party plugins installed in the environment.
 
 A throwaway distribution is written into a temporary site folder: one entry point hangs at
-import, one raises, one registers a CPU backend of top priority that returns garbage. A
+import, one raises, one registers a CPU backend of top priority that returns garbage (and, in
+the last test, a correct one of priority 5 that wins automatic choice). A
 subprocess sees it through PYTHONPATH, as it would see a distribution in site-packages, with
 MXQUANT_PLUGINS unset as a user would have it. tests/conftest.py sets MXQUANT_PLUGINS=none for
 the session, so pytest (collection included: some test modules call mxquant at import) never
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cpu_auto import AUTO_CPU  # tests/ is on sys.path
-from subproc import child_env
+from subproc import child_env, plugin_site
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
@@ -43,19 +44,11 @@ HOSTILE = {
 
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory):
-    site = tmp_path_factory.mktemp("hostile-site")
-    for name, source in HOSTILE.items():
-        (site / f"mxquant_hostile_{name}.py").write_text(source)
-    info = site / "mxquant_hostile_plugins-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mxquant-hostile-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[mxquant.backends]\n" + "".join(f"{n} = mxquant_hostile_{n}\n" for n in HOSTILE))
-    return site
+    return plugin_site(tmp_path_factory.mktemp("hostile-site"), "mxquant-hostile-plugins", HOSTILE)
 
 
-def run(args, site, timeout, **env):
-    full = child_env(site, **env)
+def run(args, *sites, timeout, **env):
+    full = child_env(*sites, **env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, timeout=timeout,
                           cwd=ROOT)
 
@@ -88,3 +81,40 @@ def test_info_survives_hostile_plugins(hostile_site, setting):
         assert plugins["raises"]["status"] == "error" and "hostile plugin fails at import" in plugins["raises"]["error"]
         assert plugins["garbage"]["status"] == "loaded"
     assert "HOSTILE PLUGIN IMPORTED" not in proc.stderr
+
+
+FIVE = textwrap.dedent("""
+    import mxquant
+    from mxquant import reference
+
+    @mxquant.hookimpl
+    def register_backends(register):
+        register(mxquant.Backend("five", mxquant.Capabilities(devices=frozenset({"cpu"}),
+                                 scale_modes=frozenset({"rceil", "floor", "compressed-tensors"})),
+                                 lambda device: None, reference.quantize, reference.dequantize, priority=5))
+    """)
+
+
+def test_suite_holds_with_a_high_priority_plugin_installed(tmp_path):
+    """A correct plugin of priority 5 installed here wins automatic choice in every process that
+    loads it: the tests that compare automatic choice with the built-ins' (their subprocesses
+    load what is installed, or denied only their own plugins) gave 4 failures with one before.
+    It is installed into a user site (PYTHONUSERBASE), which every child interpreter sees, even
+    one whose PYTHONPATH is its own; where user sites are off (a venv), through PYTHONPATH."""
+    base = tmp_path / "userbase"
+    user_site = subprocess.run([sys.executable, "-c", "import site; print(site.ENABLE_USER_SITE and site.getusersitepackages())"],
+                               capture_output=True, text=True, env=child_env(PYTHONUSERBASE=str(base))).stdout.strip()
+    if user_site != "False":
+        Path(user_site).mkdir(parents=True)
+        plugin_site(user_site, "mxquant-priority-five", {"five": FIVE})
+        sites, env = (), {"PYTHONUSERBASE": str(base)}
+    else:
+        sites, env = (plugin_site(tmp_path, "mxquant-priority-five", {"five": FIVE}),), {}
+    check = run(["-c", "import mxquant, torch; mxquant.mxfp8_quantize(torch.randn(2, 32));"
+                 "print(mxquant.list_backends().resolution[0].backend)"], *sites, timeout=120, **env)
+    assert check.stdout.split() == ["five"], check.stderr  # it is seen, and it wins
+    proc = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_plugins.py::test_plugins_env",
+                "tests/test_cpu_native_build.py::test_fallback_to_eager_without_native_library"], *sites, timeout=600,
+               **env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "7 passed" in proc.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cpu_auto import AUTO_CPU
-from subproc import child_env
+from subproc import child_env, plugin_site
 
 pytestmark = pytest.mark.usefixtures("cpu_only")  # they describe a CPU-only machine (conftest.py)
 
@@ -62,18 +62,7 @@ BROKEN_PLUGINS = {
 @pytest.fixture(scope="session")
 def broken_site(tmp_path_factory):
     """A folder with a distribution `mxquant-broken-plugins` whose entry points are broken plugins."""
-    site = tmp_path_factory.mktemp("broken-site")
-    modules = {}
-    for name, source in BROKEN_PLUGINS.items():
-        module = "mxquant_test_" + name.replace("-", "_")
-        (site / f"{module}.py").write_text(source)
-        modules[name] = module
-    info = site / "mxquant_broken_plugins-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mxquant-broken-plugins\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[mxquant.backends]\n" + "".join(f"{n} = {m}\n" for n, m in modules.items()))
-    return site
+    return plugin_site(tmp_path_factory.mktemp("broken-site"), "mxquant-broken-plugins", BROKEN_PLUGINS)
 
 
 OURS = {"mxquant", "mxquant-example-plugin", "mxquant-broken-plugins"}
@@ -250,15 +239,30 @@ FORCE_CHUNKED = INFO + textwrap.dedent("""
     """)
 
 
-@pytest.mark.parametrize("setting, loaded, skipped_because", [
-    ("none", {"builtin"}, "MXQUANT_PLUGINS=none"),
-    ("all", {"builtin", "example"}, None),
-    ("example", {"builtin", "example"}, "not listed in MXQUANT_PLUGINS=example"),
-    ("-broken,-raising,-a-hijack", {"builtin", "example"}, "denied by MXQUANT_PLUGINS=-broken,-raising,-a-hijack"),
-    ("-example", {"builtin"}, None),
-    ("example,-broken", {"builtin"}, "mixes allowed and denied names"),
+def resolution(report):
+    return [(r["device"], r["backend"]) for r in report["resolution"]]
+
+
+@pytest.fixture(scope="module")
+def installed_resolution(example_site, broken_site):
+    """What the default call resolves to with every plugin installed in this environment but
+    ours: a setting that loads the installed ones too ("all", "-name") must resolve the same
+    (ours never change it), whatever is installed here (a priority-5 plugin, say)."""
+    proc = run_py(FORCE_CHUNKED, example_site, broken_site, MXQUANT_PLUGINS="-example,-broken,-raising,-a-hijack")
+    assert proc.returncode == 0, proc.stderr
+    return resolution(json.loads(proc.stdout)["report"])
+
+
+@pytest.mark.parametrize("setting, loaded, skipped_because, loads_installed", [
+    ("none", {"builtin"}, "MXQUANT_PLUGINS=none", False),
+    ("all", {"builtin", "example"}, None, True),
+    ("example", {"builtin", "example"}, "not listed in MXQUANT_PLUGINS=example", False),
+    ("-broken,-raising,-a-hijack", {"builtin", "example"}, "denied by MXQUANT_PLUGINS=-broken,-raising,-a-hijack", True),
+    ("-example", {"builtin"}, None, True),
+    ("example,-broken", {"builtin"}, "mixes allowed and denied names", False),
 ])
-def test_plugins_env(example_site, broken_site, setting, loaded, skipped_because):
+def test_plugins_env(example_site, broken_site, installed_resolution, setting, loaded, skipped_because,
+                     loads_installed):
     proc = run_py(FORCE_CHUNKED, example_site, broken_site, MXQUANT_PLUGINS=setting)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -277,4 +281,4 @@ def test_plugins_env(example_site, broken_site, setting, loaded, skipped_because
     else:
         assert plugins["example"]["status"] == "skipped"
         assert "unknown backend 'cpu-chunked'" in out["forced"] and "  cpu " in out["forced"]
-    assert [(r["device"], r["backend"]) for r in report["resolution"]] == [("cpu", AUTO_CPU)]
+    assert resolution(report) == (installed_resolution if loads_installed else [("cpu", AUTO_CPU)])
