@@ -31,7 +31,7 @@ def renew_in_child(callback: Callable[[], None]) -> None:
     """Call `callback()` in the child after each fork. A bound method is held weakly (its object
     may be collected; then it is dropped), a function strongly."""
     ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
-    _RENEW.append(ref)
+    _RENEW[:] = [r for r in _RENEW if r() is not None] + [ref]  # (registries of tests come and go)
 
 
 def _after_fork_in_child() -> None:
