@@ -11,13 +11,13 @@ import os
 import sys
 
 from .._version import __version__
-from . import bench, convert, info, verify
+from . import bench, convert, eval, info, verify
 
-SUBCOMMANDS = (info, verify, convert, bench)
+SUBCOMMANDS = (info, verify, convert, eval, bench)
 
 DESCRIPTION = ("MXFP8 quantization for PyTorch: which backends run on this machine (info), each "
                "backend checked byte for byte against the CPU reference (verify), checkpoint conversion "
-               "(convert) and the GPU benchmark (bench).")
+               "(convert), what a conversion cost in accuracy (eval) and the GPU benchmark (bench).")
 
 EXIT_BROKEN_PIPE = 128 + 13
 """What a shell reports for a process that SIGPIPE ended (`yes | head -1`)."""
