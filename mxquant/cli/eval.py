@@ -27,7 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence for random tokens and --text "
                    "windows (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random tokens (default 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")
     p.add_argument("--fake-quant-activations", action="store_true", help="the converted model's quantized layers "
                    "read MXFP8 inputs, as vLLM on Blackwell (default: bf16 inputs, as vLLM on Hopper)")
     p.add_argument("--activation-scale-mode", default="rceil", choices=SCALE_MODES,

@@ -52,6 +52,7 @@ def check_all_emulated(mode: ActivationFakeQuant, ran: dict[str, int]) -> None:
     """Every layer that ran went through F.linear with its quantized weight."""
     missed = sorted(n for n, calls in ran.items() if calls and n not in mode.seen)
     if missed:
-        raise CheckpointError(f"--fake-quant-activations: {missed[0]}{f' (and {len(missed) - 1} more)' if len(missed) > 1 else ''} "
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise CheckpointError(f"--fake-quant-activations: {missed[0]}{more} "
                               "computes with its quantized weight through an op other than F.linear, so its input "
                               "activations cannot be fake-quantized here; run without the option")

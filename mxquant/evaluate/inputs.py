@@ -80,9 +80,18 @@ def from_input_ids(path: str, vocab_size: int, batch: int) -> Inputs:
     return Inputs("input-ids", _batched(seqs, batch), True)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+"""A checkpoint has a tokenizer when it holds one of these (transformers 5 otherwise builds an
+empty one from the model_type, which tokenizes any text to nothing)."""
+
+
 def _tokenizer(src: str):
     from transformers import AutoTokenizer
 
+    if not any(os.path.isfile(os.path.join(src, f)) for f in TOKENIZER_FILES):
+        raise CheckpointError(f"--text needs SRC's tokenizer, and SRC {src} has none "
+                              f"(no {', '.join(TOKENIZER_FILES)}); "
+                              "tokenize the text yourself and pass --input-ids")
     try:
         return AutoTokenizer.from_pretrained(src)
     except Exception as e:  # noqa: BLE001 - any failure to find or build one: refused, with the reason

@@ -4,7 +4,7 @@
   converted; float32 logits);
 - top1_agreement: the fraction of positions whose argmax is the same;
 - kl_divergence: the mean over positions of KL(source || converted) =
-  sum_v p_s(v) (log p_s(v) - log p_c(v)), in nats, from float32 log-softmax;
+  sum_v p_s(v) (log p_s(v) - log p_c(v)), in nats, from float64 log-softmax of the float32 logits;
 - perplexity (user data only): exp(mean next-token negative log-likelihood) of each model;
 - per layer (each module owning quantized parameters: a Linear, a fused-experts module):
   output SQNR = 10 log10(sum ||y_s||^2 / sum ||y_s - y_c||^2), where y_s is the source
@@ -21,6 +21,10 @@ import math
 import torch
 
 
+CHUNK = 64
+"""Positions whose log-softmax is taken at once, in float64."""
+
+
 class LogitStats:
     def __init__(self):
         self.diff2 = self.ref2 = self.kl = 0.0
@@ -35,13 +39,16 @@ class LogitStats:
         self.ref2 += a.square().sum(dtype=torch.float64).item()
         self.agree += (a.argmax(-1) == b.argmax(-1)).sum().item()
         self.positions += a.shape[0] * a.shape[1]
-        la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
-        self.kl += (la.exp() * (la - lb)).sum(-1).sum(dtype=torch.float64).item()
-        if ids.shape[1] > 1:
-            target = ids[:, 1:].to(a.device).unsqueeze(-1)
+        targets = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], 1).to(a.device).reshape(-1)
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        for i in range(0, a.shape[0], CHUNK):  # float64, a few positions at a time (small KLs cancel)
+            la, lb = (torch.log_softmax(x[i:i + CHUNK].double(), -1) for x in (a, b))
+            self.kl += (la.exp() * (la - lb)).sum().item()
+            t = targets[i:i + CHUNK]
+            keep = t >= 0
             for key, lp in (("source", la), ("converted", lb)):
-                self.nll[key] -= lp[:, :-1].gather(-1, target).sum(dtype=torch.float64).item()
-            self.predicted += target.numel()
+                self.nll[key] -= lp[keep].gather(-1, t[keep].unsqueeze(-1)).sum().item()
+            self.predicted += int(keep.sum())
 
     def result(self, user_data: bool) -> dict:
         ppl = None
