@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from convert_ckpt import read_folder, save_checkpoint  # noqa: E402
 
-from mxquant.checkpoint import CheckpointError, convert  # noqa: E402
+from mxquant.checkpoint import CheckpointError, convert, experts  # noqa: E402
 from mxquant.cli import main  # noqa: E402
 
 ATTN = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -128,3 +128,38 @@ def test_fused_experts_of_a_known_out_in_layout_are_quantized(tmp_path):
     r = convert(src, tmp_path / "dst")
     assert sorted(r.quantized) == ["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj"]
     assert r.skipped["model.conv.weight"] == "3-D weight, not a Linear"
+
+
+@pytest.mark.parametrize("model_type", sorted(experts.OUT_IN | experts.IN_OUT))
+def test_the_layout_table_matches_the_installed_transformers(model_type):
+    """Each model_type's fused experts, built by transformers itself on the meta device from
+    its default config: [E, out, in] (hidden size last in gate_up, second in down) where the
+    table says OUT_IN, [E, in, out] where it says IN_OUT."""
+    try:
+        cfg = transformers.AutoConfig.for_model(model_type)
+    except (KeyError, ValueError):
+        pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
+    text = getattr(cfg, "text_config", None) or cfg
+    for c in {id(cfg): cfg, id(text): text}.values():
+        if hasattr(c, "num_hidden_layers"):
+            c.num_hidden_layers = 4  # past DeepSeek-V3's first dense layers, still free on meta
+        if getattr(c, "head_dim", 0) is None:  # Hunyuan-MoE's default config leaves it unset
+            c.head_dim = c.hidden_size // c.num_attention_heads
+    try:
+        with torch.device("meta"):
+            try:
+                model = transformers.AutoModelForCausalLM.from_config(cfg)
+            except ValueError:  # a multimodal config: its base model holds the text layers
+                model = transformers.AutoModel.from_config(cfg)
+    except Exception as e:  # noqa: BLE001 - a default config this transformers cannot build
+        pytest.skip(f"{model_type}'s default config does not build here ({type(e).__name__}: {e})")
+    fused = {n: tuple(p.shape) for n, p in model.named_parameters() if ".experts." in n and p.dim() == 3}
+    assert fused, f"{model_type}: no fused expert parameters"
+    hidden, decided = text.hidden_size, 0
+    for name, shape in fused.items():
+        out_in = shape[1 if name.endswith("down_proj") else 2] == hidden
+        in_out = shape[2 if name.endswith("down_proj") else 1] == hidden
+        if out_in != in_out:  # a square one (intermediate == hidden) tells nothing
+            assert out_in == (model_type in experts.OUT_IN), (name, shape, hidden)
+            decided += 1
+    assert decided, f"{model_type}: no fused expert parameter whose dims tell the layout"
