@@ -57,6 +57,11 @@ for path, line, text in json.load(open(sys.argv[1])):
 
 TIMEOUT = 300
 
+MODEL_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+                "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "vocab_size": 200, "tie_word_embeddings": True}
+"""config.json of the tiny checkpoints, with llama_like's sizes, so that transformers builds them (mxquant eval)."""
+
 BLOCKS = {path: parse(path) for path in doc_files()}
 
 
@@ -75,7 +80,7 @@ def _workspace(tmp: Path) -> tuple[dict, Path, Path]:
     tensors = llama_like()
     for folder in (sh, py):
         for model in MODELS:
-            save_checkpoint(folder / model, tensors)
+            save_checkpoint(folder / model, tensors, config=MODEL_CONFIG)
     env = child_env(site, PATH=f"{bin_}{os.pathsep}{os.environ.get('PATH', '')}", PIP_TARGET=str(site),
                     PIP_NO_INDEX="1", PIP_NO_DEPS="1", PIP_NO_BUILD_ISOLATION="0",  # "0" turns isolation off
                     PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
