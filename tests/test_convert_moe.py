@@ -40,6 +40,18 @@ def _llama4():
         **ATTN, intermediate_size=96, intermediate_size_mlp=128, num_local_experts=4, num_experts_per_tok=1))
 
 
+def _deepseek_v3():
+    return transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(
+        **{**ATTN, "num_hidden_layers": 2, "num_key_value_heads": 2}, intermediate_size=128, moe_intermediate_size=32,
+        first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, q_lora_rank=32,
+        kv_lora_rank=32, qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=32, n_group=1, topk_group=1))
+
+
+def _qwen3_moe():
+    return transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        **ATTN, intermediate_size=96, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2))
+
+
 def _qwen2_moe(moe_intermediate):
     return transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
         **ATTN, intermediate_size=96, moe_intermediate_size=moe_intermediate, shared_expert_intermediate_size=64,
@@ -163,3 +175,26 @@ def test_the_layout_table_matches_the_installed_transformers(model_type):
             assert out_in == (model_type in experts.OUT_IN), (name, shape, hidden)
             decided += 1
     assert decided, f"{model_type}: no fused expert parameter whose dims tell the layout"
+
+
+@pytest.mark.parametrize("build", [_deepseek_v3, _qwen3_moe], ids=["deepseek_v3", "qwen3_moe"])
+def test_per_expert_checkpoints_quantize_every_expert(tmp_path, build):
+    """transformers 5.17 saves these experts one by one ([out, in] Linear weights): all of them
+    are quantized (one scheme), the router gate and the shared experts' own rule apply, and the
+    bytes are the reference's."""
+    from mxquant import reference
+
+    src = tmp_path / "src"
+    source = _save(build(), src)
+    r = convert(src, tmp_path / "dst")
+    out = read_folder(tmp_path / "dst")
+    experts_ = [n for n in source if ".mlp.experts." in n]
+    assert experts_ and set(experts_) <= set(r.quantized)
+    assert not [n for n in r.notes if "kept in the source dtype" in n]
+    assert any("transformers 5.15.1-5.25.0" in n for n in r.notes)
+    for n in experts_:
+        data, scale = reference.quantize(source[n], torch.float8_e4m3fn, "compressed-tensors", "linear")
+        assert torch.equal(out[n].view(torch.uint8), data.view(torch.uint8)), n
+        assert torch.equal(out[n + "_scale"], scale.view(torch.uint8)), n
+    gates = [n for n in source if n.endswith("mlp.gate.weight")]
+    assert gates and all(r.skipped[g] == "router gate" for g in gates)
