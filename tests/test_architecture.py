@@ -1,6 +1,6 @@
 """The house rules (the design card's) that code can check: no import cycle among mxquant's
 modules, no core module reaching up into the face (`mxquant/__init__.py`), the core never
-importing the tooling (cli/, checkpoint/, conformance/), MXQUANT_* variables read only in
+importing the tooling (cli/, checkpoint/, conformance/, evaluate/), MXQUANT_* variables read only in
 selection.py / plugins.py, and no module over 400 lines."""
 
 import ast
@@ -9,7 +9,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKG = ROOT / "mxquant"
-TOOLING = ("mxquant.cli", "mxquant.checkpoint", "mxquant.conformance")
+TOOLING = ("mxquant.cli", "mxquant.checkpoint", "mxquant.conformance", "mxquant.evaluate")
 
 
 def _modules():
