@@ -17,7 +17,7 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 1
+ABI_VERSION = 2  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants)
 
 _i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 
@@ -58,6 +58,30 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_dequantize.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _int, _int, _ptr, _int, _int]
         lib.mxq_dequantize.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p
+        lib.mxq_isa_name.argtypes = [_int, ctypes.POINTER(_int)]
+        lib.mxq_isa_name.restype = ctypes.c_char_p
+        lib.mxq_select_isa.argtypes = [_int]
+        lib.mxq_select_isa.restype = _int
     except (OSError, AttributeError) as exc:
         return None, f"library failed to load: {path}: {exc}"
     return lib, None
+
+
+def isa_variants(lib) -> list[tuple[str, bool]]:
+    """The kernel's instruction-set variants, best first: (name as `mxquant info` shows it,
+    whether this CPU can run it). The first runnable one is used unless select_isa chose."""
+    out, i, ok = [], 0, _int()
+    while (name := lib.mxq_isa_name(i, ctypes.byref(ok))) is not None:
+        out.append((name.decode(), bool(ok.value)))
+        i += 1
+    return out
+
+
+def select_isa(lib, name: Optional[str]) -> None:
+    """Test hook: run the variant `name` from now on (None: the automatic choice). Raises
+    ValueError for an unknown name or one this CPU cannot run. Not while calls are running."""
+    names = [n for n, _ in isa_variants(lib)]
+    if name is not None and name not in names:
+        raise ValueError(f"unknown instruction-set variant {name!r}; known: {', '.join(names)}")
+    if lib.mxq_select_isa(-1 if name is None else names.index(name)) != 0:
+        raise ValueError(f"this CPU cannot run the {name!r} variant")

@@ -21,6 +21,7 @@ from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_
 from mxquant.registry import get_registry
 
 from cpu_auto import AUTO_CPU, loaded_backend
+from native_isa import NATIVE_VARIANTS, native_isa
 from subproc import child_env, forked_child_result
 
 ELEMS = list(ELEMENT_FORMATS)
@@ -30,9 +31,13 @@ BACKENDS = ["cpu-native", "cpu-eager"]
 _backend = loaded_backend
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*NATIVE_VARIANTS, "cpu-eager"])
 def backend(request):
-    return _backend(request.param)
+    """cpu-native once per instruction-set variant of its kernel (the CPU's best, AVX2, baseline;
+    a variant this CPU cannot run skips), and cpu-eager."""
+    name, _, isa = request.param.partition("@")
+    with native_isa(isa or None):
+        yield _backend(name)
 
 
 def u8(t):

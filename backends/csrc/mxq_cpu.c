@@ -3,8 +3,9 @@
  * Plain C99 with no Python or libtorch dependency: mxquant/backends/cpu_native.py loads the
  * shared library with ctypes and passes raw data pointers (ctypes releases the GIL for the
  * call). Rows are split over `nthreads` POSIX threads (a pool kept between calls). On x86-64 with GCC or Clang the row
- * workers are compiled several times (target_clones) and the best one for the CPU is chosen
- * at load time, so one build runs on any x86-64.
+ * workers are compiled three times (AVX-512 BW/VL with hand-written block code, AVX2 and
+ * baseline, each by a target attribute) and the best one for the CPU is chosen at the first
+ * call (cpuid), so one build runs on any x86-64.
  *
  * Exactness: every step is integer arithmetic on fp32 bit patterns, or an IEEE operation
  * whose result is exact or rounds to nearest-even exactly as the reference's does (one fp32
@@ -20,17 +21,26 @@
 #endif
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
-/* No avx512f clone: on a 16-core Xeon (AVX-512) it was the slowest (2048x4096 bf16, one thread:
- * 10.0-10.9 ms against the avx2 clone's 4.5; fp32 and 16 threads: 1.0-1.2x; avx512f without BW
- * has no 8/16-bit vector ops), and an x86-64-v4 clone was no faster than avx2 there (bf16 5.2
- * ms). docs/performance.md. */
-#define MXQ_CLONES __attribute__((target_clones("avx2", "default")))
+/* No bare avx512f variant: on a 16-core Xeon (AVX-512) an avx512f target_clones clone was the
+ * slowest (2048x4096 bf16, one thread: 10.0-10.9 ms against the avx2 clone's 4.5; avx512f without BW
+ * has no 8/16-bit vector ops), and a compiler-vectorised x86-64-v4 clone was no faster than avx2
+ * there. The AVX-512 variant below needs BW and VL and codes the common block by hand
+ * (docs/performance.md). */
+#define MXQ_X86 1
+#include <immintrin.h>
+#define TARGET_AVX2 __attribute__((target("avx2")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")))
 #else
-#define MXQ_CLONES
+#define MXQ_X86 0
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
 #define BLOCK 32
+#if defined(__GNUC__)
+typedef uint32_t __attribute__((may_alias)) u32a; /* fp32 input read as bits */
+#else
+typedef uint32_t u32a;
+#endif
 enum { IN_F32 = 0, IN_BF16 = 1, IN_F16 = 2 };
 enum { E4M3 = 0, E5M2 = 1 };
 enum { RCEIL = 0, FLOOR = 1, CT = 2 };
@@ -134,11 +144,15 @@ INLINE void quantize_rows_impl(const qjob_t *j, int in_dtype, int elem) {
     for (int64_t r = j->r0; r < j->r1; r++) {
         const char *row = j->x + r * j->row_stride_bytes;
         for (int64_t c = 0; c < nb; c++) {
-            load_block(row + c * BLOCK * esize, in_dtype, b);
+            /* fp32 is read in place: copying it into b first cost 2x (a 32-byte reload of data
+             * stored as 16-byte halves stalls store-to-load forwarding) */
+            const uint32_t *bp = b;
+            if (in_dtype == IN_F32) bp = (const u32a *)(row + c * BLOCK * 4);
+            else load_block(row + c * BLOCK * esize, in_dtype, b);
             uint8_t *out = j->data + (r * nb + c) * BLOCK;
             uint32_t amax = 0, amin = 0x7fffffffu;
             for (int i = 0; i < BLOCK; i++) {
-                uint32_t a = b[i] & 0x7fffffffu;
+                uint32_t a = bp[i] & 0x7fffffffu;
                 amax = a > amax ? a : amax;
                 amin = a < amin ? a : amin;
             }
@@ -150,9 +164,9 @@ INLINE void quantize_rows_impl(const qjob_t *j, int in_dtype, int elem) {
                 int32_t s = scale_exp(amax, f, j->mode);
                 /* every x a normal fp32 and every |x| * 2^-s an fp8 normal? */
                 if (amin >= 0x800000u && (int64_t)amin - (int64_t)s * (1 << 23) >= (int64_t)f->min_normal)
-                    encode_block_normal(b, out, s, f);
+                    encode_block_normal(bp, out, s, f);
                 else
-                    encode_block(b, out, s, f);
+                    encode_block(bp, out, s, f);
                 sbyte = (uint8_t)(s + 127);
             }
             j->scale[j->swizzled ? swz(r, c, pcols) : r * nb + c] = sbyte;
@@ -160,8 +174,7 @@ INLINE void quantize_rows_impl(const qjob_t *j, int in_dtype, int elem) {
     }
 }
 
-MXQ_CLONES
-static void quantize_rows(const qjob_t *j) {
+INLINE void quantize_rows_any(const qjob_t *j) {
     switch (j->in_dtype * 2 + j->elem) {
     case 0: quantize_rows_impl(j, IN_F32, E4M3); break;
     case 1: quantize_rows_impl(j, IN_F32, E5M2); break;
@@ -213,8 +226,7 @@ typedef struct {
     int elem, swizzled, out_dtype;
 } djob_t;
 
-MXQ_CLONES
-static void dequantize_rows(const djob_t *j) {
+INLINE void dequantize_rows_any(const djob_t *j) {
     int64_t nb = j->k / BLOCK, pcols = (nb + 3) & ~(int64_t)3;
     for (int64_t r = j->r0; r < j->r1; r++) {
         const uint8_t *row = j->data + r * j->row_stride;
@@ -238,6 +250,190 @@ static void dequantize_rows(const djob_t *j) {
             }
         }
     }
+}
+
+/* ---- AVX-512 (BW/VL): the common block by hand --------------------------------------
+ * Same arithmetic as encode_block_normal, in vector registers: amax by a vector max and one
+ * horizontal reduction; the "every |x| * 2^-s is an fp8 normal" test as one unsigned compare
+ * against a threshold (no amin pass); bytes narrowed with vpmovdb / vpmovwb. bf16 stays in
+ * 16-bit lanes: its low 16 fp32 bits are zero, so every constant and shift of the fp32-bit
+ * formula is exact there divided by 2^16 (the rounding add 0x7ffff + bit becomes 7 + bit).
+ * fp16 is widened exactly by vcvtph2ps. Blocks with NaN/Inf or needing the general path go
+ * to the scalar code above (compiled for this target too). */
+#if MXQ_X86
+/* Threshold on |x| bits for the fast path: a normal fp32 and |x| * 2^-s >= the smallest fp8 normal. */
+INLINE uint32_t fast_threshold(int32_t s, const fmt_t *f) {
+    int64_t t = (int64_t)f->min_normal + (int64_t)s * (1 << 23);
+    return t < 0x800000 ? 0x800000u : (uint32_t)t;
+}
+
+TARGET_AVX512 INLINE uint8_t block_f32_avx512(__m512i x0, __m512i x1, uint8_t *out, const fmt_t *f, int mode) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+    __m512i a0 = _mm512_and_si512(x0, abs_mask), a1 = _mm512_and_si512(x1, abs_mask);
+    uint32_t amax = _mm512_reduce_max_epu32(_mm512_max_epu32(a0, a1));
+    uint32_t b[BLOCK];
+    if (amax >= 0x7f800000u) { /* NaN or Inf in the block */
+        memset(out, 0x7f, BLOCK);
+        return 0xff;
+    }
+    int32_t s = scale_exp(amax, f, mode);
+    __m512i thr = _mm512_set1_epi32((int)fast_threshold(s, f));
+    if ((__mmask16)(_mm512_cmpge_epu32_mask(a0, thr) & _mm512_cmpge_epu32_mask(a1, thr)) != 0xffff) {
+        _mm512_storeu_si512(b, x0);
+        _mm512_storeu_si512(b + 16, x1);
+        encode_block(b, out, s, f);
+        return (uint8_t)(s + 127);
+    }
+    const __m512i s23 = _mm512_set1_epi32((int)((uint32_t)s << 23)), maxb = _mm512_set1_epi32((int)f->max_bits);
+    const __m512i bias = _mm512_set1_epi32((int)(f->half - f->rebias)), one = _mm512_set1_epi32(1);
+    const __m512i sgn = _mm512_set1_epi32(0x80);
+    __m512i u0 = _mm512_min_epu32(_mm512_sub_epi32(a0, s23), maxb), u1 = _mm512_min_epu32(_mm512_sub_epi32(a1, s23), maxb);
+    __m512i r0 = _mm512_add_epi32(_mm512_add_epi32(u0, bias), _mm512_and_si512(_mm512_srli_epi32(u0, f->shift), one));
+    __m512i r1 = _mm512_add_epi32(_mm512_add_epi32(u1, bias), _mm512_and_si512(_mm512_srli_epi32(u1, f->shift), one));
+    /* r | (x >> 24 & 0x80): ternary logic A | (B & C) */
+    r0 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(r0, f->shift), _mm512_srli_epi32(x0, 24), sgn, 0xF8);
+    r1 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(r1, f->shift), _mm512_srli_epi32(x1, 24), sgn, 0xF8);
+    _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(r0));
+    _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtepi32_epi8(r1));
+    return (uint8_t)(s + 127);
+}
+
+TARGET_AVX512 INLINE uint8_t block_bf16_avx512(__m512i x, uint8_t *out, const fmt_t *f, int mode) {
+    __m512i a = _mm512_and_si512(x, _mm512_set1_epi16(0x7fff));
+    __m256i m = _mm256_max_epu16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+    __m128i m2 = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    /* max of 8 unsigned 16-bit lanes: phminposuw finds the min of their complements */
+    uint32_t amax = (uint32_t)(0xffff - _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(m2, _mm_set1_epi16(-1))), 0)) << 16;
+    if (amax >= 0x7f800000u) {
+        memset(out, 0x7f, BLOCK);
+        return 0xff;
+    }
+    int32_t s = scale_exp(amax, f, mode);
+    __m512i thr = _mm512_set1_epi16((short)(fast_threshold(s, f) >> 16));
+    if (_mm512_cmpge_epu16_mask(a, thr) != 0xffffffffu) {
+        uint32_t b[BLOCK];
+        _mm512_storeu_si512(b, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16));
+        _mm512_storeu_si512(b + 16, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
+        encode_block(b, out, s, f);
+        return (uint8_t)(s + 127);
+    }
+    int sh = (int)f->shift - 16;
+    __m512i u = _mm512_min_epu16(_mm512_sub_epi16(a, _mm512_set1_epi16((short)(s * 128))),
+                                 _mm512_set1_epi16((short)(f->max_bits >> 16)));
+    __m512i r = _mm512_add_epi16(_mm512_add_epi16(u, _mm512_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
+                                 _mm512_and_si512(_mm512_srli_epi16(u, sh), _mm512_set1_epi16(1)));
+    r = _mm512_ternarylogic_epi32(_mm512_srli_epi16(r, sh), _mm512_srli_epi16(x, 8), _mm512_set1_epi16(0x80), 0xF8);
+    _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(r));
+    return (uint8_t)(s + 127);
+}
+
+TARGET_AVX512 INLINE void quantize_rows_avx512_impl(const qjob_t *j, int in_dtype, int elem) {
+    const fmt_t *f = &FMT[elem];
+    int64_t nb = j->k / BLOCK, pcols = (nb + 3) & ~(int64_t)3;
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const char *row = j->x + r * j->row_stride_bytes;
+        for (int64_t c = 0; c < nb; c++) {
+            const char *src = row + c * BLOCK * esize;
+            uint8_t *out = j->data + (r * nb + c) * BLOCK;
+            uint8_t sbyte;
+            if (in_dtype == IN_F32)
+                sbyte = block_f32_avx512(_mm512_loadu_si512(src), _mm512_loadu_si512(src + 64), out, f, j->mode);
+            else if (in_dtype == IN_BF16)
+                sbyte = block_bf16_avx512(_mm512_loadu_si512(src), out, f, j->mode);
+            else
+                sbyte = block_f32_avx512(_mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src))),
+                                         _mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + 32)))),
+                                         out, f, j->mode);
+            j->scale[j->swizzled ? swz(r, c, pcols) : r * nb + c] = sbyte;
+        }
+    }
+}
+
+TARGET_AVX512 static void quantize_rows_avx512(const qjob_t *j) {
+    switch (j->in_dtype * 2 + j->elem) {
+    case 0: quantize_rows_avx512_impl(j, IN_F32, E4M3); break;
+    case 1: quantize_rows_avx512_impl(j, IN_F32, E5M2); break;
+    case 2: quantize_rows_avx512_impl(j, IN_BF16, E4M3); break;
+    case 3: quantize_rows_avx512_impl(j, IN_BF16, E5M2); break;
+    case 4: quantize_rows_avx512_impl(j, IN_F16, E4M3); break;
+    default: quantize_rows_avx512_impl(j, IN_F16, E5M2); break;
+    }
+}
+TARGET_AVX512 static void dequantize_rows_avx512(const djob_t *j) { dequantize_rows_any(j); }
+TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) { quantize_rows_any(j); }
+TARGET_AVX2 static void dequantize_rows_avx2(const djob_t *j) { dequantize_rows_any(j); }
+#endif
+static void quantize_rows_base(const qjob_t *j) { quantize_rows_any(j); }
+static void dequantize_rows_base(const djob_t *j) { dequantize_rows_any(j); }
+
+/* ---- which variant runs: the first the CPU supports, or the one a test selected ---------- */
+typedef struct {
+    const char *name; /* what mxq_isa() returns (`mxquant info`) */
+    void (*quantize)(const qjob_t *);
+    void (*dequantize)(const djob_t *);
+} isa_t;
+
+static const isa_t ISAS[] = {
+#if MXQ_X86
+    {"x86-64 avx512bw", quantize_rows_avx512, dequantize_rows_avx512},
+    {"x86-64 avx2", quantize_rows_avx2, dequantize_rows_avx2},
+    {"x86-64 baseline", quantize_rows_base, dequantize_rows_base},
+#elif defined(__aarch64__)
+    {"aarch64", quantize_rows_base, dequantize_rows_base},
+#else
+    {"generic", quantize_rows_base, dequantize_rows_base},
+#endif
+};
+#define N_ISAS ((int)(sizeof ISAS / sizeof ISAS[0]))
+
+static int isa_supported(int i) {
+#if MXQ_X86
+    __builtin_cpu_init();
+    if (i == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+    if (i == 1) return __builtin_cpu_supports("avx2");
+#endif
+    return i >= 0 && i < N_ISAS;
+}
+
+static int isa_now = -1; /* index into ISAS; -1 until the first call */
+
+static const isa_t *isa(void) {
+    int i = __atomic_load_n(&isa_now, __ATOMIC_RELAXED);
+    if (i < 0) {
+        for (i = 0; !isa_supported(i); i++) {}
+        __atomic_store_n(&isa_now, i, __ATOMIC_RELAXED);
+    }
+    return &ISAS[i];
+}
+
+#define quantize_rows(j) isa()->quantize(j)
+#define dequantize_rows(j) isa()->dequantize(j)
+
+/* The instruction set in use (for `mxquant info`). */
+const char *mxq_isa(void) { return isa()->name; }
+
+/* Test hook: the name of variant i (NULL past the last), and whether this CPU can run it. */
+const char *mxq_isa_name(int i, int *supported) {
+    if (i < 0 || i >= N_ISAS) return NULL;
+    if (supported) *supported = isa_supported(i);
+    return ISAS[i].name;
+}
+
+/* Test hook: run variant i from now on (-1: the automatic choice again). Returns 0, or -1 if
+ * this CPU cannot run it (nothing changed). Not for use while calls are running. */
+int mxq_select_isa(int i) {
+    if (i == -1) {
+        __atomic_store_n(&isa_now, -1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (i < 0 || i >= N_ISAS || !isa_supported(i)) return -1;
+    __atomic_store_n(&isa_now, i, __ATOMIC_RELAXED);
+    return 0;
 }
 
 /* ---- threading: rows handed out in small slices from a shared counter ------------------
@@ -447,17 +643,4 @@ int mxq_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_str
     return 0;
 }
 
-/* The instruction set the target_clones dispatch picks on this CPU (for `mxquant info`). */
-const char *mxq_isa(void) {
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) return "x86-64 avx2";
-    return "x86-64 baseline";
-#elif defined(__aarch64__)
-    return "aarch64";
-#else
-    return "generic";
-#endif
-}
-
-int mxq_abi_version(void) { return 1; }
+int mxq_abi_version(void) { return 2; }
