@@ -1,7 +1,7 @@
 """CPU figures: the CPU quantize paths against torch's own fp8 cast, and the public API's
 per-call overhead.
 
-    python3 benchmarks/bench_cpu.py [--threads 2] [--out docs/perf/cpu-DATE.json]   # a few minutes
+    python3 benchmarks/bench_cpu.py [--threads 2] [--isa 'x86-64 avx2'] [--out docs/perf/cpu-DATE.json]   # minutes
 
 (1) "paths" (benchmarks/cpu_paths.py): cpu-native, cpu-eager, the reference (`cpu`) and
     `x.to(torch.float8_e4m3fn)`, at 2048x4096 bf16, 4096x8192 bf16 and 2048x4096 fp32 (e4m3,
@@ -106,9 +106,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--rounds", type=int, default=9, help="timing rounds per candidate (default 9)")
+    parser.add_argument("--isa", help="cpu-native's instruction-set variant, e.g. 'x86-64 avx2' (default: the CPU's best)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cpu_paths.select_isa(args.isa)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),

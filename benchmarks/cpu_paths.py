@@ -40,6 +40,18 @@ def _native():
     return cpu_native if _native_lib.load()[0] is not None else None
 
 
+def native_isa() -> str:
+    """The instruction-set variant cpu-native runs now (or why it cannot run)."""
+    lib, reason = _native_lib.load()
+    return lib.mxq_isa().decode() if lib is not None else reason
+
+
+def select_isa(name) -> None:
+    """Run cpu-native's `name` variant (None: the automatic choice); --isa of the scripts."""
+    if name is not None:
+        _native_lib.select_isa(_native_lib.load()[0], name)
+
+
 SETTLE_S = 0.02
 
 
@@ -176,7 +188,7 @@ def peak_memory(m: int, k: int, hp: torch.dtype, paths=("native", "eager", "refe
 
 
 def run_all(rounds: int = 9) -> dict:
-    out = {"native_isa": _native().backend.description if _native() else _native_lib.load()[1], "quantize": {},
+    out = {"native_isa": native_isa(), "quantize": {},
            "dequantize": {}}
     for m, k, hp in SHAPES:
         out["quantize"][f"{m}x{k}_{str(hp).replace('torch.', '')}_rceil_linear"] = quantize_paths(m, k, hp, rounds)
