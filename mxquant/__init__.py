@@ -3,6 +3,7 @@
     data, scale = mxquant.mxfp8_quantize(x)            # e4m3 elements, rceil E8M0 scales
     y = mxquant.mxfp8_dequantize(data, scale)
     w_q = mxquant.mxfp8_fake_quantize(w)               # QAT: round trip, straight-through gradient
+    col = mxquant.mxfp8_quantize(x, axis=-2)           # training: column-wise, rowcol, 32x32, grouped (MoE)
 
 The contract: docs/semantics.md; backends and how one is chosen: docs/backends.md.
 Importing this package imports no platform package (triton, flashinfer, Intel's).
@@ -26,6 +27,8 @@ from .errors import (BackendCallError, BackendError, BackendIncapableError, Back
 from .hookspecs import hookimpl
 from .fake_quant import mxfp8_fake_quantize
 from .ops import MXFP8Quantized, mxfp8_dequantize, mxfp8_quantize
+from .ops_training import mxfp8_quantize_2d, mxfp8_quantize_grouped, mxfp8_quantize_rowcol
+from .tile_scales import tile_scales_to_colwise, tile_scales_to_rowwise
 from .registry import get_registry
 from .report import list_backends
 from .selection import allow_deviations, use_backend
@@ -34,6 +37,11 @@ __all__ = [
     "mxfp8_quantize",
     "mxfp8_dequantize",
     "mxfp8_fake_quantize",
+    "mxfp8_quantize_rowcol",
+    "mxfp8_quantize_2d",
+    "mxfp8_quantize_grouped",
+    "tile_scales_to_rowwise",
+    "tile_scales_to_colwise",
     "MXFP8Quantized",
     "list_backends",
     "use_backend",

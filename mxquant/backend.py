@@ -22,6 +22,16 @@ validated; outputs must be contiguous and shaped as docs/semantics.md says."""
 DequantizeFn = Callable[[torch.Tensor, torch.Tensor, str, torch.dtype], torch.Tensor]
 """dequantize(data, scale, scale_layout, out_dtype) -> tensor. Arguments are already validated."""
 
+TRAINING_OPS = ("quantize_colwise", "quantize_rowcol", "quantize_2d", "quantize_grouped")
+"""Calls beyond quantize / dequantize (docs/semantics.md, "Training and MoE calls"). A backend
+serves one only if it lists it in `Capabilities.ops` and gives the callable of that name:
+  quantize_colwise(x, dtype, scale_mode, scale_layout) -> (data, scale), as quantize returns
+      them for x.mT.contiguous() (swizzled: 2-D)
+  quantize_rowcol(x, dtype, scale_mode, scale_layout) -> (row_data, row_scale, col_data, col_scale)
+  quantize_2d(x, dtype, scale_mode) -> (data, scale (..., M/32, K/32))
+  quantize_grouped(x, group_ends, dtype, scale_mode) -> (data, scale) in the public shapes
+      (group_ends None for 3-D expert weights; validated already where that needs no sync)."""
+
 ProbeFn = Callable[[torch.device], Optional[str]]
 """probe(device) -> None if the backend can run on `device`, else a human-readable reason.
 It must never raise: the registry turns an exception into a reason anyway."""
@@ -52,6 +62,9 @@ class Capabilities:
 
     Each default is mxquant 0.1's contract, frozen (formats.BASELINE_*): a mode, format or
     layout the contract gains later is claimed only by a backend that lists it."""
+    ops: frozenset = frozenset()
+    """The calls of TRAINING_OPS this backend claims (each with its callable on the Backend).
+    None by default: a backend written for the quantize / dequantize contract claims none."""
 
     def describe(self) -> dict:
         return {
@@ -60,6 +73,7 @@ class Capabilities:
             "scale_modes": sorted(self.scale_modes),
             "scale_layouts": sorted(self.scale_layouts),
             "input_dtypes": sorted(describe_dtype(d) for d in self.input_dtypes),
+            "ops": sorted(self.ops),
         }
 
 
@@ -67,7 +81,7 @@ class Capabilities:
 class Call:
     """One call signature; the registry resolves and caches one backend per signature."""
 
-    op: str  # "quantize" or "dequantize"
+    op: str  # "quantize", "dequantize" or one of TRAINING_OPS
     device: torch.device
     hp_dtype: torch.dtype  # input of quantize, output of dequantize
     element_dtype: torch.dtype
@@ -75,6 +89,9 @@ class Call:
     scale_layout: str
 
     def describe(self) -> str:
+        if self.op in TRAINING_OPS:
+            return (f"mxfp8_{self.op}({self.device}, {describe_dtype(self.hp_dtype)} -> "
+                    f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout})")
         if self.op == "quantize":
             return (f"mxfp8_quantize({self.device}, {describe_dtype(self.hp_dtype)} -> "
                     f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout})")
@@ -96,21 +113,28 @@ class Backend:
     the caller allows every one of them."""
     description: str = ""
     install_hint: str = ""
+    quantize_colwise: Optional[Callable] = None
+    quantize_rowcol: Optional[Callable] = None
+    quantize_2d: Optional[Callable] = None
+    quantize_grouped: Optional[Callable] = None
+    """The calls of TRAINING_OPS, served only when also listed in capabilities.ops."""
 
     def incapable_reason(self, call: Call) -> Optional[str]:
         """None if this backend implements `call`, else why not (never probes the device)."""
         caps = self.capabilities
-        fn = self.quantize if call.op == "quantize" else self.dequantize
+        if call.op in TRAINING_OPS and call.op not in caps.ops:
+            return f"does not claim {call.op} (capabilities.ops: {', '.join(sorted(caps.ops)) or 'none'})"
+        fn = getattr(self, call.op)
         if fn is None:
             return f"does not implement {call.op}"
         if call.device.type not in caps.devices:
             return f"does not serve device type '{call.device.type}' (serves {', '.join(sorted(caps.devices))})"
         checks = [
             ("element dtype", call.element_dtype, caps.element_dtypes),
-            ("input dtype" if call.op == "quantize" else "output dtype", call.hp_dtype, caps.input_dtypes),
+            ("output dtype" if call.op == "dequantize" else "input dtype", call.hp_dtype, caps.input_dtypes),
             ("scale layout", call.scale_layout, caps.scale_layouts),
         ]
-        if call.op == "quantize":
+        if call.op != "dequantize":
             checks.append(("scale mode", call.scale_mode, caps.scale_modes))
         for what, value, accepted in checks:
             if value not in accepted:

@@ -28,6 +28,15 @@ def _check_backend_name(backend) -> None:
 
 
 def check_quantize(x, dtype, scale_mode, scale_layout, backend=None) -> None:
+    _check_arguments(x, dtype, scale_mode, scale_layout, backend)
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (blocks run along the last one)")
+    if x.shape[-1] % BLOCK:
+        raise ValueError(f"x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
+
+
+def _check_arguments(x, dtype, scale_mode, scale_layout, backend) -> None:
+    """Everything of check_quantize but the shape."""
     _check_backend_name(backend)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -37,10 +46,6 @@ def check_quantize(x, dtype, scale_mode, scale_layout, backend=None) -> None:
         raise TypeError(f"dtype={dtype!r} is not an MXFP8 element dtype; accepted: torch.{_NAMES_ELEM.replace(', ', ', torch.')}")
     _choice("scale_mode", scale_mode, SCALE_MODES)
     _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
-    if x.dim() == 0:
-        raise ValueError("x must have at least one dimension (blocks run along the last one)")
-    if x.shape[-1] % BLOCK:
-        raise ValueError(f"x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
 
 
 def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None:

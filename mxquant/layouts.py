@@ -114,3 +114,48 @@ def swizzled_rows(flat: torch.Tensor, r0: int, n: int, nb: int) -> torch.Tensor 
         q0 = (r0 - t0) // 32
         return _tiles_in_row_order(flat[t0 * nb:(t0 + SWIZZLE_ROWS) * nb], SWIZZLE_ROWS, nb)[:, q0:q0 + n // 32]
     return None
+
+
+# ---- grouped (MoE) layouts: docs/semantics.md, "Grouped scales for MoE" -----------------------
+
+def expert_scale_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Scale shape of mxfp8_quantize_grouped for 3-D expert weights (E, N, K): one flat 128x4
+    layout per expert, (E, round_up(N, 128) * round_up(K // 32, 4))."""
+    e, n, k = shape
+    prow, pcol = swizzled_scale_shape(n, k)
+    return e, prow * pcol
+
+
+def grouped_scale_shape(rows: int, k: int, groups: int) -> tuple[int]:
+    """Scale shape of mxfp8_quantize_grouped for (T, K) activations in `groups` groups: the upper
+    bound (T + 128 * G) * round_up(K // 32, 4), fixed by the shapes alone (no host sync)."""
+    return ((rows + SWIZZLE_ROWS * groups) * round_up(k // BLOCK, SWIZZLE_COLS),)
+
+
+def swizzle_experts(scale_3d: torch.Tensor) -> torch.Tensor:
+    """(E, N, C) uint8 scales -> (E, round_up(N, 128) * round_up(C, 4)): each expert's 128x4
+    layout (swizzle of scale_3d[e]), zero padded, one row per expert."""
+    e, n, c = scale_3d.shape
+    prow, pcol = swizzled_scale_shape(n, c * BLOCK)
+    padded = scale_3d.new_zeros((e, prow, pcol))
+    padded[:, :n, :c] = scale_3d
+    tiles = padded.view(e, *_tile_view(prow, pcol)).permute(0, 1, 4, 3, 2, 5)
+    return tiles.contiguous().view(e, prow * pcol)
+
+
+def swizzle_groups(scale_2d: torch.Tensor, ends: list[int]) -> torch.Tensor:
+    """(T, C) uint8 scales of token-sorted rows and the groups' cumulative ends (host ints,
+    validated) -> the flat grouped layout: group g's rows swizzled on their own, padded to a
+    multiple of 128 rows, starting at row P_g = sum of the earlier groups' padded rows; every
+    other byte zero; (T + 128 * G) * round_up(C, 4) bytes in all."""
+    rows, c = scale_2d.shape
+    pcol = round_up(c, SWIZZLE_COLS)
+    out = scale_2d.new_zeros(grouped_scale_shape(rows, c * BLOCK, len(ends)))
+    start = padded_start = 0
+    for end in ends:
+        if end > start:
+            block = swizzle(scale_2d[start:end]).reshape(-1)
+            out[padded_start * pcol:padded_start * pcol + block.numel()] = block
+            padded_start += round_up(end - start, SWIZZLE_ROWS)
+        start = end
+    return out

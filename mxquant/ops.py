@@ -10,27 +10,19 @@ swizzled scale 2-D; the public functions hand it out flat (layouts.to_public / t
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
+from .call_path import MXFP8Quantized, _eager, _raised
 from .checks import check_dequantize, check_quantize
+from .checks_training import normalize_axis
 from .formats import BLOCK
 from .layouts import public_scale_shape, to_backend, to_public
-from .errors import BackendCallError
-from .outputs import OWN_OUTPUTS, check_outputs, owner, versions
+from .ops_training import quantize_colwise_call
+from .outputs import OWN_OUTPUTS, check_outputs, versions
 from .registry import get_registry
 from .selection import overrides
-
-
-class MXFP8Quantized(NamedTuple):
-    data: torch.Tensor
-    """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""
-    scale: torch.Tensor
-    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear"; for "swizzled" a
-    1-D tensor of round_up(M, 128) * round_up(K // 32, 4) bytes, M = prod(x.shape[:-1]) (the
-    flat 128x4 layout FlashInfer and torchao's to_blocked produce). The two shapes never
-    coincide, so mxfp8_dequantize rejects a scale passed with the wrong scale_layout."""
 
 
 def mxfp8_quantize(
@@ -39,6 +31,7 @@ def mxfp8_quantize(
     *,
     scale_mode: str = "rceil",
     scale_layout: str = "linear",
+    axis: int = -1,
     backend: Optional[str] = None,
 ) -> MXFP8Quantized:
     """Quantize `x` to MXFP8: blocks of 32 along the last dimension share one E8M0 scale.
@@ -48,9 +41,14 @@ def mxfp8_quantize(
     scale_mode: "rceil" (default; NVIDIA's rule, never saturates), "floor" (OCP MX v1.0) or
         "compressed-tensors" (llm-compressor's rule); docs/semantics.md.
     scale_layout: "linear" or "swizzled" (the 128x4 layout cuBLAS and FlashInfer use).
+    axis: -1 (default) or -2: column-wise, blocks of 32 along dim -2 of x (..., M, K), M a
+        multiple of 32; the result is byte-identical to mxfp8_quantize(x.mT.contiguous(), ...):
+        data (..., K, M) (docs/semantics.md, "Column-wise").
     backend: force a backend by name (strict: an error, never a fallback, if it cannot run),
         as use_backend() and MXQUANT_BACKEND do (docs/env.md).
     """
+    if axis != -1 and normalize_axis(x, axis) == -2:
+        return quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend)
     if _eager(x):
         data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
     else:
@@ -76,16 +74,6 @@ def mxfp8_dequantize(
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
     return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
-
-
-def _eager(t) -> bool:
-    # A non-tensor also takes the eager path, so that checks.py reports it (a TypeError naming
-    # the argument) rather than the op schema's RuntimeError. A tensor that requires grad (an
-    # nn.Parameter, say) goes through the custom op, whose autograd formula marks the outputs
-    # non-differentiable (docs/semantics.md, "Autograd").
-    if not isinstance(t, torch.Tensor):
-        return True
-    return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
@@ -131,17 +119,6 @@ def dequantize_checked(data, scale, scale_layout, out_dtype, backend):
     except Exception as exc:
         raise _raised(fn, exc, "mxfp8_dequantize", data.device)
     return check_outputs(fn, out, (data, scale), before, out_dtype, scale_layout)
-
-
-def _raised(fn, exc: Exception, call: str, device) -> Exception:
-    """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
-    BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
-        return exc
-    name, origin = owner(fn)
-    error = BackendCallError(name, origin, f"{call} on {device}", exc)
-    error.__cause__ = exc
-    return error
 
 
 @torch.library.custom_op("mxquant::quantize", mutates_args=())

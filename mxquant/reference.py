@@ -44,22 +44,20 @@ def power_of_two(exponent: torch.Tensor) -> torch.Tensor:
     return torch.where(exponent == -127, subnormal, normal)
 
 
-def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str):
-    """Quantize `x` (fp32/bf16/fp16, last dim a multiple of 32). Returns (data, scale)."""
+def encode_blocks(values: torch.Tensor, dims: tuple, dtype: torch.dtype, scale_mode: str):
+    """The per-block rules on fp32 `values` whose blocks span `dims` (32 elements along one dim
+    for 1x32 blocks; two dims for 32x32 tiles). Returns (element bytes uint8 of values' shape,
+    scale bytes uint8 of values' shape with `dims` kept at size 1)."""
     fmt = ELEMENT_FORMATS[dtype]
-    shape = x.shape
-    k = shape[-1]
-    rows = math.prod(shape[:-1])  # explicit: reshape(-1, ...) is ambiguous when K == 0
-    # .contiguous(): a strided input could reshape to a strided view, and elementwise ops would
-    # then return outputs with its strides; the contract (and the fake) say contiguous.
-    blocks = x.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32)  # exact upcast
-
     # amax from the bits: for non-negative floats, integer order is float order, and NaN/Inf
     # (exponent field all ones) compare above every finite value.
-    abs_bits = blocks.view(torch.int32) & _ABS_MASK
+    abs_bits = values.view(torch.int32) & _ABS_MASK
     # (an int32 sum for empty inputs: a plain sum would promote to int64, and power_of_two's
     # int32 -> fp32 bit view would then double the last dimension)
-    amax_bits = abs_bits.amax(dim=-1) if blocks.numel() else abs_bits.sum(dim=-1, dtype=torch.int32)
+    if values.numel():
+        amax_bits = abs_bits.amax(dim=dims, keepdim=True)
+    else:
+        amax_bits = abs_bits.sum(dim=dims, keepdim=True, dtype=torch.int32)
     special = amax_bits >= _FP32_INF_BITS  # a NaN or an Inf somewhere in the block
 
     s = scale_exponents(amax_bits, dtype, scale_mode)
@@ -67,10 +65,22 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
 
     # Elements: x * 2**-s in fp32 (2**-s is a normal fp32 for every s a finite block can get),
     # clamped to the format's largest finite value, then rounded to nearest-even by the cast.
-    scaled = blocks * power_of_two(-s).unsqueeze(-1)
+    scaled = values * power_of_two(-s)
     scaled = scaled.clamp(-fmt.max_finite, fmt.max_finite)
     data = scaled.to(dtype).view(torch.uint8)
-    data = torch.where(special.unsqueeze(-1), ELEMENT_NAN, data).to(torch.uint8)
+    data = torch.where(special, ELEMENT_NAN, data).to(torch.uint8)
+    return data, scale_bytes
+
+
+def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str):
+    """Quantize `x` (fp32/bf16/fp16, last dim a multiple of 32). Returns (data, scale)."""
+    shape = x.shape
+    k = shape[-1]
+    rows = math.prod(shape[:-1])  # explicit: reshape(-1, ...) is ambiguous when K == 0
+    # .contiguous(): a strided input could reshape to a strided view, and elementwise ops would
+    # then return outputs with its strides; the contract (and the fake) say contiguous.
+    blocks = x.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32)  # exact upcast
+    data, scale_bytes = encode_blocks(blocks, (-1,), dtype, scale_mode)
 
     data = data.reshape(shape).view(dtype)
     scale = scale_bytes.reshape(*shape[:-1], k // BLOCK)

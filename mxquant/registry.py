@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import forking, plugins
-from .backend import Backend, BackendSpec, Call, Capabilities
+from .backend import TRAINING_OPS, Backend, BackendSpec, Call, Capabilities
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from .bounded import run_bounded
 from .probing import run_probe
@@ -72,6 +72,11 @@ def check_backend(obj: Backend) -> Backend:
         raise TypeError(f"backend {obj.name!r}: probe must be callable")
     if not isinstance(obj.priority, int):
         raise TypeError(f"backend {obj.name!r}: priority must be an int, got {obj.priority!r}")
+    for op in obj.capabilities.ops:
+        if op not in TRAINING_OPS:
+            raise TypeError(f"backend {obj.name!r}: capabilities.ops names {op!r}; known: {', '.join(TRAINING_OPS)}")
+        if not callable(getattr(obj, op)):
+            raise TypeError(f"backend {obj.name!r}: capabilities.ops claims {op} but {op} is not given")
     return obj
 
 
@@ -239,7 +244,10 @@ class Registry:
 
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
         """Whether `entry` serves the device but implements no `call.op` at all (a quantize-only
-        backend: its dequantize is None). Forcing it then does not apply to that op."""
+        backend: its dequantize is None). Forcing it then does not apply to that op. A forced
+        backend that does not claim a call of TRAINING_OPS is refused instead (strict)."""
+        if call.op in TRAINING_OPS:
+            return False
         backend = self.load(entry) if entry.serves(call.device.type) else None
         return backend is not None and (backend.quantize if call.op == "quantize" else backend.dequantize) is None
 
@@ -253,7 +261,7 @@ class Registry:
                 if fn is None:
                     op, device, hp, element, mode, layout, backend = key[:7]
                     chosen = self.resolve(Call(op, device, hp, element, mode, layout), *selection(backend))
-                    fn = chosen.quantize if op == "quantize" else chosen.dequantize
+                    fn = getattr(chosen, op)
                     self.cache[key] = fn
         return fn
 

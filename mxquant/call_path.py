@@ -1,0 +1,42 @@
+"""What the call paths of ops.py and ops_training.py share: the result type, the test for the
+dispatcher-free eager path, and what to raise when a backend mxquant does not own raises."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .errors import BackendCallError
+from .outputs import owner
+
+
+class MXFP8Quantized(NamedTuple):
+    data: torch.Tensor
+    """Elements: x's shape, dtype float8_e4m3fn or float8_e5m2."""
+    scale: torch.Tensor
+    """E8M0 scales (float8_e8m0fnu): (*x.shape[:-1], K // 32) for "linear"; for "swizzled" a
+    1-D tensor of round_up(M, 128) * round_up(K // 32, 4) bytes, M = prod(x.shape[:-1]) (the
+    flat 128x4 layout FlashInfer and torchao's to_blocked produce). The two shapes never
+    coincide, so mxfp8_dequantize rejects a scale passed with the wrong scale_layout."""
+
+
+def _eager(t) -> bool:
+    # A non-tensor also takes the eager path, so that checks.py reports it (a TypeError naming
+    # the argument) rather than the op schema's RuntimeError. A tensor that requires grad (an
+    # nn.Parameter, say) goes through the custom op, whose autograd formula marks the outputs
+    # non-differentiable (docs/semantics.md, "Autograd").
+    if not isinstance(t, torch.Tensor):
+        return True
+    return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
+
+
+def _raised(fn, exc: Exception, call: str, device) -> Exception:
+    """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
+    BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return exc
+    name, origin = owner(fn)
+    error = BackendCallError(name, origin, f"{call} on {device}", exc)
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,202 @@
+"""The training and MoE calls (docs/semantics.md, "Training and MoE calls"): column-wise
+(mxfp8_quantize(..., axis=-2), which lands here), row+column, 32x32 tiles and grouped scales.
+
+The same path as ops.py: public function -> custom op (`mxquant::quantize_colwise`,
+`quantize_rowcol`, `quantize_2d`, `quantize_grouped`) and its fake -> argument checks -> the
+backend the registry resolves for the op (only one that claims it, backend.TRAINING_OPS) -> its
+outputs checked against the contract's shapes (every backend: these calls are new, no in-tree
+kernel is exempted) -> swizzled scales flattened (layouts.to_public)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .checks_training import check_group_end_values, check_grouped, check_matrix
+from .errors import BackendOutputError
+from .formats import BLOCK, describe_dtype
+from .layouts import expert_scale_shape, grouped_scale_shape, public_scale_shape, scale_shape, to_public
+from .call_path import MXFP8Quantized, _eager, _raised
+from .outputs import owner, tensor_problem, versions
+from .registry import get_registry
+from .selection import overrides
+
+_E8M0 = torch.float8_e8m0fnu
+
+
+def mxfp8_quantize_rowcol(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn, *, scale_mode: str = "rceil",
+                          scale_layout: str = "linear", backend: Optional[str] = None):
+    """(row, col): `mxfp8_quantize(x, ...)` and `mxfp8_quantize(x, ..., axis=-2)` from one read
+    of x (..., M, K), M and K multiples of 32; each an MXFP8Quantized, byte-identical to its call."""
+    if _eager(x):
+        out = run_rowcol(x, dtype, scale_mode, scale_layout, backend)
+    else:
+        out = torch.ops.mxquant.quantize_rowcol(x, dtype, scale_mode, scale_layout, backend)
+    return MXFP8Quantized(out[0], out[1]), MXFP8Quantized(out[2], out[3])
+
+
+def mxfp8_quantize_2d(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn, *, scale_mode: str = "rceil",
+                      backend: Optional[str] = None) -> MXFP8Quantized:
+    """One E8M0 scale per 32x32 tile of x (..., M, K), M and K multiples of 32: data of x's
+    shape, scale (..., M/32, K/32). tile_scales_to_rowwise / _colwise expand the scale for a
+    GEMM in either orientation."""
+    if _eager(x):
+        return MXFP8Quantized(*run_2d(x, dtype, scale_mode, backend))
+    return MXFP8Quantized(*torch.ops.mxquant.quantize_2d(x, dtype, scale_mode, backend))
+
+
+def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn,
+                           *, scale_mode: str = "rceil", backend: Optional[str] = None) -> MXFP8Quantized:
+    """Row-wise data, scales in the per-group 128x4 layout grouped GEMMs read:
+    3-D expert weights (E, N, K) with group_ends=None: scale (E, round_up(N,128)*round_up(K/32,4));
+    token-sorted (T, K) with group_ends (int32 cumulative ends, one per group, on x's device):
+    scale 1-D of (T + 128*G) * round_up(K/32, 4) bytes, each group padded to 128 rows, in order."""
+    if _eager(x) and (group_ends is None or _eager(group_ends)):
+        return MXFP8Quantized(*run_grouped(x, group_ends, dtype, scale_mode, backend))
+    return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped(x, group_ends, dtype, scale_mode, backend))
+
+
+def quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend) -> MXFP8Quantized:
+    """mxfp8_quantize(..., axis=-2) (ops.py hands it here)."""
+    if _eager(x):
+        return MXFP8Quantized(*run_colwise(x, dtype, scale_mode, scale_layout, backend))
+    return MXFP8Quantized(*torch.ops.mxquant.quantize_colwise(x, dtype, scale_mode, scale_layout, backend))
+
+
+# ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
+
+def _transposed(shape: tuple) -> tuple:
+    return (*shape[:-2], shape[-1], shape[-2])
+
+
+def run_colwise(x, dtype, scale_mode, scale_layout, backend):
+    check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
+    t = _transposed(tuple(x.shape))
+    want = [("data", t, dtype), ("scale", scale_shape(t, scale_layout), _E8M0)]
+    data, scale = _call("quantize_colwise", x, dtype, scale_mode, scale_layout, backend, want)
+    return data, to_public(scale, scale_layout)
+
+
+def run_rowcol(x, dtype, scale_mode, scale_layout, backend):
+    check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
+    shape, t = tuple(x.shape), _transposed(tuple(x.shape))
+    want = [("row data", shape, dtype), ("row scale", scale_shape(shape, scale_layout), _E8M0),
+            ("column data", t, dtype), ("column scale", scale_shape(t, scale_layout), _E8M0)]
+    rd, rs, cd, cs = _call("quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, want)
+    return rd, to_public(rs, scale_layout), cd, to_public(cs, scale_layout)
+
+
+def run_2d(x, dtype, scale_mode, backend):
+    check_matrix("mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
+    want = [("data", tuple(x.shape), dtype), ("scale", tile_scale_shape(tuple(x.shape)), _E8M0)]
+    return _call("quantize_2d", x, dtype, scale_mode, "linear", backend, want)
+
+
+def run_grouped(x, group_ends, dtype, scale_mode, backend):
+    check_grouped(x, group_ends, dtype, scale_mode, backend)
+    if group_ends is not None:
+        check_group_end_values(group_ends, x.shape[0])
+    want = [("data", tuple(x.shape), dtype), ("scale", grouped_shape(tuple(x.shape), group_ends), _E8M0)]
+    return _call("quantize_grouped", x, dtype, scale_mode, "swizzled", backend, want, extra=(group_ends,))
+
+
+def tile_scale_shape(shape: tuple) -> tuple:
+    return (*shape[:-2], shape[-2] // BLOCK, shape[-1] // BLOCK)
+
+
+def grouped_shape(shape: tuple, group_ends) -> tuple:
+    if group_ends is None:
+        return expert_scale_shape(shape)
+    return grouped_scale_shape(shape[0], shape[1], group_ends.shape[0])
+
+
+def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
+    key = (op, x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *overrides())
+    fn = get_registry().lookup(*key)
+    before = versions(x)
+    args = (x, *extra, dtype, scale_mode) + ((scale_layout,) if op in ("quantize_colwise", "quantize_rowcol") else ())
+    try:
+        out = fn(*args)
+    except Exception as exc:
+        raise _raised(fn, exc, f"mxfp8_{op}", x.device)
+    problem = _problem(out, want, x, before)
+    if problem:
+        name, origin = owner(fn)
+        call = f"mxfp8_{op}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"
+        raise BackendOutputError(name, origin, call, problem)
+    return tuple(out)
+
+
+def _problem(out, want, x, before) -> Optional[str]:
+    if not isinstance(out, (tuple, list)) or len(out) != len(want):
+        return f"returned a {type(out).__name__}, expected a tuple of {len(want)} tensors"
+    for t, (what, shape, dtype) in zip(out, want):
+        problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
+        if problem:
+            return problem
+    if before is not None and before != x._version:
+        return "it wrote into its input x (inputs are read-only)"
+    return None
+
+
+# ---- custom ops and their fakes ----------------------------------------------------------------
+
+@torch.library.custom_op("mxquant::quantize_colwise", mutates_args=())
+def quantize_colwise(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str,
+                     backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    return run_colwise(x, dtype, scale_mode, scale_layout, backend)
+
+
+@quantize_colwise.register_fake
+def _colwise_fake(x, dtype, scale_mode, scale_layout, backend=None):
+    check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
+    t = _transposed(tuple(x.shape))
+    return x.new_empty(t, dtype=dtype), x.new_empty(public_scale_shape(t, scale_layout), dtype=_E8M0)
+
+
+@torch.library.custom_op("mxquant::quantize_rowcol", mutates_args=())
+def quantize_rowcol(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str, backend: Optional[str] = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return run_rowcol(x, dtype, scale_mode, scale_layout, backend)
+
+
+@quantize_rowcol.register_fake
+def _rowcol_fake(x, dtype, scale_mode, scale_layout, backend=None):
+    check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
+    shape, t = tuple(x.shape), _transposed(tuple(x.shape))
+    return (x.new_empty(shape, dtype=dtype), x.new_empty(public_scale_shape(shape, scale_layout), dtype=_E8M0),
+            x.new_empty(t, dtype=dtype), x.new_empty(public_scale_shape(t, scale_layout), dtype=_E8M0))
+
+
+@torch.library.custom_op("mxquant::quantize_2d", mutates_args=())
+def quantize_2d(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, backend: Optional[str] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    return run_2d(x, dtype, scale_mode, backend)
+
+
+@quantize_2d.register_fake
+def _2d_fake(x, dtype, scale_mode, backend=None):
+    check_matrix("mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
+    return x.new_empty(x.shape, dtype=dtype), x.new_empty(tile_scale_shape(tuple(x.shape)), dtype=_E8M0)
+
+
+@torch.library.custom_op("mxquant::quantize_grouped", mutates_args=())
+def quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor], dtype: torch.dtype, scale_mode: str,
+                     backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    return run_grouped(x, group_ends, dtype, scale_mode, backend)
+
+
+@quantize_grouped.register_fake
+def _grouped_fake(x, group_ends, dtype, scale_mode, backend=None):
+    check_grouped(x, group_ends, dtype, scale_mode, backend)  # the values are not read: no sync
+    return x.new_empty(x.shape, dtype=dtype), x.new_empty(grouped_shape(tuple(x.shape), group_ends), dtype=_E8M0)
+
+
+def _no_gradient_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*output)
+
+
+for _op, _inputs in ((quantize_colwise, 5), (quantize_rowcol, 5), (quantize_2d, 4), (quantize_grouped, 5)):
+    _op.register_autograd(lambda ctx, *grads, _n=_inputs: (None,) * _n, setup_context=_no_gradient_setup)
+del _op, _inputs
