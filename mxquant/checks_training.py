@@ -14,9 +14,11 @@ def normalize_axis(x, axis) -> int:
     """-1 or -2 for an `axis` naming x's last or second-to-last dimension, else ValueError."""
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise TypeError(f"axis must be an int (-1: row-wise, -2: column-wise), got {type(axis).__name__}")
+    if not isinstance(x, torch.Tensor) and axis in (-1, -2):
+        return axis  # the argument checks then say what x is
     ndim = x.dim() if isinstance(x, torch.Tensor) else 0
     for name in (-1, -2):
-        if axis == name or (ndim + name >= 0 and axis == ndim + name):
+        if ndim + name >= 0 and axis in (name, ndim + name):
             return name
     raise ValueError(f"axis={axis} is not supported for x of {ndim} dimensions: blocks run along the last "
                      "dimension (axis=-1) or the second-to-last (axis=-2, column-wise)")

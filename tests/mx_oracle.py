@@ -2,7 +2,8 @@
 NumPy float64 (exact for every value involved), the scale rules as their definitions
 (comparisons with M * 2**s, no fp32 bit tricks), rounding by numpy's round-half-even on the
 format's grid, bytes assembled from sign / exponent / mantissa fields, and the swizzled layout
-from the flat-index formula of the contract. Tests compare mxquant's backends with this."""
+from the flat-index formula of the contract. Tests compare mxquant's backends with this; it
+covers the training calls too: column-wise (NumPy's transpose) and 32x32 tiles."""
 
 from __future__ import annotations
 
@@ -55,22 +56,45 @@ def round_to_format(y: np.ndarray, dtype) -> np.ndarray:
     return np.copysign(np.round(a / quantum) * quantum, y)
 
 
-def quantize(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"):
-    """(data bytes uint8 of x's shape, scale bytes uint8): linear (*lead, K/32) or swizzled 2-D."""
-    k = x.shape[-1]
-    rows, nb = math.prod(x.shape[:-1]), k // 32
-    v = x.detach().to(torch.float64).cpu().numpy().reshape(rows * nb, 32)
+def quantize_blocks(v: np.ndarray, dtype, mode: str):
+    """(data bytes, scale bytes) of blocks `v` (n, B) float64, one shared scale per row of B values."""
     special = ~np.isfinite(v).all(axis=1)
     amax = np.where(special, 0.0, np.abs(np.where(np.isfinite(v), v, 0.0)).max(axis=1, initial=0.0))
     s = scale_exponents(amax, dtype, mode)
     y = np.ldexp(np.where(np.isfinite(v), v, 0.0), (-s)[:, None].astype(np.int32))  # exact
     data = encode(round_to_format(y, dtype), dtype)
     data[special] = 0x7F
-    scale = np.where(special, 0xFF, s + 127).astype(np.uint8)
+    return data, np.where(special, 0xFF, s + 127).astype(np.uint8)
+
+
+def quantize(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"):
+    """(data bytes uint8 of x's shape, scale bytes uint8): linear (*lead, K/32) or swizzled 2-D."""
+    k = x.shape[-1]
+    rows, nb = math.prod(x.shape[:-1]), k // 32
+    v = x.detach().to(torch.float64).cpu().numpy().reshape(rows * nb, 32)
+    data, scale = quantize_blocks(v, dtype, mode)
     data_t = torch.from_numpy(data.reshape(x.shape))
     if layout == "linear":
         return data_t, torch.from_numpy(scale.reshape(*x.shape[:-1], nb))
     return data_t, swizzle(torch.from_numpy(scale.reshape(rows, nb)))
+
+
+def quantize_colwise(x: torch.Tensor, dtype, mode: str = "rceil", layout: str = "linear"):
+    """Blocks of 32 along dim -2 of x (..., M, K), from NumPy's own transpose of the values:
+    data (..., K, M) and the scale as `quantize` lays it out for that shape."""
+    v = x.detach().to(torch.float64).cpu().numpy()
+    return quantize(torch.from_numpy(np.ascontiguousarray(np.swapaxes(v, -1, -2))), dtype, mode, layout)
+
+
+def quantize_tiles(x: torch.Tensor, dtype, mode: str = "rceil"):
+    """One scale per 32x32 tile of x (..., M, K): (data bytes of x's shape, scale (..., M/32, K/32))."""
+    *lead, m, k = x.shape
+    n = math.prod(lead)
+    v = x.detach().to(torch.float64).cpu().numpy().reshape(n, m // 32, 32, k // 32, 32)
+    tiles = v.transpose(0, 1, 3, 2, 4).reshape(-1, 1024)  # (tile, its 1024 values)
+    data, scale = quantize_blocks(tiles, dtype, mode)
+    data = data.reshape(n, m // 32, k // 32, 32, 32).transpose(0, 1, 3, 2, 4).reshape(x.shape)
+    return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(scale.reshape(*lead, m // 32, k // 32))
 
 
 def public(scale: torch.Tensor, layout: str) -> torch.Tensor:

@@ -1,0 +1,32 @@
+"""What the tests of the training and MoE calls share: their parameter grid, byte views and
+the byte comparison (shape, dtype, bytes, contiguity)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+ELEMS = [torch.float8_e4m3fn, torch.float8_e5m2]
+MODES = ["rceil", "floor", "compressed-tensors"]
+LAYOUTS = ["linear", "swizzled"]
+INPUTS = [torch.float32, torch.bfloat16, torch.float16]
+GRID = list(itertools.product(INPUTS, ELEMS, MODES))
+GRID_LAYOUTS = list(itertools.product(INPUTS, ELEMS, MODES, LAYOUTS))
+
+
+def ids(combo) -> str:
+    return "-".join(str(v).replace("torch.", "") for v in combo)
+
+
+def u8(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8)
+
+
+def assert_bytes(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """`got` (an mxquant output) has `want`'s shape and bytes (want: uint8 or any 1-byte dtype)
+    and is contiguous."""
+    assert got.is_contiguous(), f"{what}: not contiguous"
+    assert tuple(got.shape) == tuple(want.shape), f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    diff = (got.view(torch.uint8) != u8(want)).nonzero()
+    assert diff.numel() == 0, f"{what}: {diff.shape[0]} bytes differ, first at {diff[0].tolist()}"
