@@ -17,7 +17,7 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 2  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants)
+ABI_VERSION = 3  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums
 
 _i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 
@@ -57,6 +57,8 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_quantize.restype = _int
         lib.mxq_dequantize.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _int, _int, _ptr, _int, _int]
         lib.mxq_dequantize.restype = _int
+        lib.mxq_error_sums.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _int, _ptr, _ptr, _int]
+        lib.mxq_error_sums.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p
         lib.mxq_isa_name.argtypes = [_int, ctypes.POINTER(_int)]
         lib.mxq_isa_name.restype = ctypes.c_char_p

@@ -80,6 +80,25 @@ def dequantize(data, scale, scale_layout, out_dtype):
     return dequantize_fresh(_dequantize, data, scale, scale_layout, out_dtype)
 
 
+def error_sums(x, data, scale) -> tuple[float, float]:
+    """(sum(x^2), sum((x - dq)^2)) for the MXFP8 result (data, linear scale) of the CPU tensor
+    x, dq its exact dequantization: the C kernel in one pass, in double, the same for any
+    thread count. For `mxquant convert`'s manifest (not a
+    backend op). Raises RuntimeError where the library is not built."""
+    lib = _lib()
+    k = x.shape[-1]
+    x2, d2 = as_rows(x), data.view(torch.uint8).reshape(-1, k)
+    s = scale.view(torch.uint8).contiguous()
+    esum = torch.empty(2 * x2.shape[0], dtype=torch.float64)
+    sums = torch.empty(2, dtype=torch.float64)
+    rc = lib.mxq_error_sums(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), d2.data_ptr(),
+                            s.data_ptr(), _ELEM_CODE[data.dtype], esum.data_ptr(), sums.data_ptr(),
+                            torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"cpu-native: mxq_error_sums returned {rc}")
+    return float(sums[0]), float(sums[1])
+
+
 def _probe(device: torch.device):
     if device.type != "cpu":
         return f"serves cpu only, not {device.type}"

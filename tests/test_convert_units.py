@@ -174,3 +174,25 @@ def test_contract_an_explicit_device_past_the_count_is_refused(monkeypatch):
     monkeypatch.setattr(torch, "cuda", _FakeCuda(1))
     with pytest.raises(CheckpointError, match=r"'cuda:1' is not available here \(1 cuda device"):
         resolve_device("cuda:1", 0)
+
+
+def test_a_cpu_conversion_leaves_a_core_to_its_writer_and_restores_the_threads(tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    from convert_ckpt import llama_like, save_checkpoint
+
+    from mxquant.checkpoint import convert, driver
+
+    save_checkpoint(tmp_path / "src", llama_like(layers=1))
+    seen, real = [], driver.quantize_tensor
+    monkeypatch.setattr(driver, "quantize_tensor", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        convert(tmp_path / "src", tmp_path / "dst", device="cpu")
+        assert set(seen) == {2} and torch.get_num_threads() == 3
+        seen.clear()
+        torch.set_num_threads(1)
+        convert(tmp_path / "src", tmp_path / "dst1", device="cpu")
+        assert set(seen) == {1} and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -252,6 +252,45 @@ INLINE void dequantize_rows_any(const djob_t *j) {
     }
 }
 
+/* ---- error sums (mxquant convert's manifest): sum(x^2) and sum((x - dq)^2) --------------
+ * x: the quantizer's input rows; data / scale (linear): its output; dq the exact dequantization,
+ * as mxq_dequantize to fp32 gives it. In double (exact differences and squares of fp32 values,
+ * no overflow), per row (the row's two sums go to esum[2 r], esum[2 r + 1]); NaN and Inf
+ * propagate, as in the sums they stand for. */
+typedef struct {
+    const char *x;
+    const uint8_t *data, *scale;
+    int64_t r0, r1, k, x_row_bytes;
+    int in_dtype, elem;
+    double *esum;
+} ejob_t;
+
+INLINE void error_rows_any(const ejob_t *j) {
+    int64_t nb = j->k / BLOCK;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const char *xr = j->x + r * j->x_row_bytes;
+        const uint8_t *dr = j->data + r * j->k;
+        double sx = 0.0, se = 0.0;
+        for (int64_t c = 0; c < nb; c++) {
+            uint32_t sb = j->scale[r * nb + c], b[BLOCK];
+            float factor = bitsf(sb == 0xffu ? 0x7fc00000u : (sb ? sb << 23 : 0x00400000u));
+            load_block(xr + c * BLOCK * (j->in_dtype == IN_F32 ? 4 : 2), j->in_dtype, b);
+            const uint8_t *d = dr + c * BLOCK;
+            double bx = 0.0, be = 0.0;
+            for (int i = 0; i < BLOCK; i++) {
+                double v = bitsf(b[i]);
+                double e = v - (double)(bitsf(j->elem == E4M3 ? decode_e4m3(d[i]) : decode_e5m2(d[i])) * factor);
+                bx += v * v;
+                be += e * e;
+            }
+            sx += bx;
+            se += be;
+        }
+        j->esum[2 * r] = sx;
+        j->esum[2 * r + 1] = se;
+    }
+}
+
 /* ---- AVX-512 (BW/VL): the common block by hand --------------------------------------
  * Same arithmetic as encode_block_normal, in vector registers: amax by a vector max and one
  * horizontal reduction; the "every |x| * 2^-s is an fp8 normal" test as one unsigned compare
@@ -361,28 +400,32 @@ TARGET_AVX512 static void quantize_rows_avx512(const qjob_t *j) {
     }
 }
 TARGET_AVX512 static void dequantize_rows_avx512(const djob_t *j) { dequantize_rows_any(j); }
+TARGET_AVX512 static void error_rows_avx512(const ejob_t *j) { error_rows_any(j); }
+TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) { error_rows_any(j); }
 TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) { quantize_rows_any(j); }
 TARGET_AVX2 static void dequantize_rows_avx2(const djob_t *j) { dequantize_rows_any(j); }
 #endif
 static void quantize_rows_base(const qjob_t *j) { quantize_rows_any(j); }
 static void dequantize_rows_base(const djob_t *j) { dequantize_rows_any(j); }
+static void error_rows_base(const ejob_t *j) { error_rows_any(j); }
 
 /* ---- which variant runs: the first the CPU supports, or the one a test selected ---------- */
 typedef struct {
     const char *name; /* what mxq_isa() returns (`mxquant info`) */
     void (*quantize)(const qjob_t *);
     void (*dequantize)(const djob_t *);
+    void (*errors)(const ejob_t *);
 } isa_t;
 
 static const isa_t ISAS[] = {
 #if MXQ_X86
-    {"x86-64 avx512bw", quantize_rows_avx512, dequantize_rows_avx512},
-    {"x86-64 avx2", quantize_rows_avx2, dequantize_rows_avx2},
-    {"x86-64 baseline", quantize_rows_base, dequantize_rows_base},
+    {"x86-64 avx512bw", quantize_rows_avx512, dequantize_rows_avx512, error_rows_avx512},
+    {"x86-64 avx2", quantize_rows_avx2, dequantize_rows_avx2, error_rows_avx2},
+    {"x86-64 baseline", quantize_rows_base, dequantize_rows_base, error_rows_base},
 #elif defined(__aarch64__)
-    {"aarch64", quantize_rows_base, dequantize_rows_base},
+    {"aarch64", quantize_rows_base, dequantize_rows_base, error_rows_base},
 #else
-    {"generic", quantize_rows_base, dequantize_rows_base},
+    {"generic", quantize_rows_base, dequantize_rows_base, error_rows_base},
 #endif
 };
 #define N_ISAS ((int)(sizeof ISAS / sizeof ISAS[0]))
@@ -413,6 +456,7 @@ static const isa_t *isa(void) {
 
 #define quantize_rows(j) isa()->quantize(j)
 #define dequantize_rows(j) isa()->dequantize(j)
+#define error_rows(j) isa()->errors(j)
 
 /* The instruction set in use (for `mxquant info`). */
 const char *mxq_isa(void) { return isa()->name; }
@@ -586,6 +630,13 @@ static void dequantize_task(const void *job, int64_t r0, int64_t r1) {
     dequantize_rows(&j);
 }
 
+static void error_task(const void *job, int64_t r0, int64_t r1) {
+    ejob_t j = *(const ejob_t *)job;
+    j.r0 = r0;
+    j.r1 = r1;
+    error_rows(&j);
+}
+
 /* Ask for transparent huge pages on an output of 4 MiB or more before its first write: a fresh 64 MiB
  * tensor otherwise costs 16384 page faults, as much time as the kernel itself. No effect on
  * memory already in use (a reused buffer) or where THP is off; failures are harmless. */
@@ -643,4 +694,25 @@ int mxq_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_str
     return 0;
 }
 
-int mxq_abi_version(void) { return 2; }
+/* sum(x^2) and sum((x - dq)^2) over rows of k elements: x as mxq_quantize takes it (rows
+ * x_row_stride elements apart), data its rows * k output bytes, scale its linear scales;
+ * esum: 2 * rows doubles the caller provides (each row's two sums), added in row order into
+ * sums[0], sums[1], so the result does not depend on the thread count. Returns 0, or a
+ * negative code for bad arguments. */
+int mxq_error_sums(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t x_row_stride, const uint8_t *data,
+                   const uint8_t *scale, int elem, double *esum, double *sums, int nthreads) {
+    if (in_dtype < 0 || in_dtype > 2 || elem < 0 || elem > 1) return -2;
+    if (rows < 0 || k < 0 || k % BLOCK) return -3;
+    sums[0] = sums[1] = 0.0;
+    if (rows == 0 || k == 0) return 0;
+    ejob_t job = {(const char *)x, data, scale, 0, rows, k, x_row_stride * (in_dtype == IN_F32 ? 4 : 2),
+                  in_dtype, elem, esum};
+    run_parallel(error_task, &job, rows, k, plan_threads(rows, k, nthreads));
+    for (int64_t r = 0; r < rows; r++) {
+        sums[0] += esum[2 * r];
+        sums[1] += esum[2 * r + 1];
+    }
+    return 0;
+}
+
+int mxq_abi_version(void) { return 3; }
