@@ -1,0 +1,103 @@
+"""Capability routing of the training and MoE calls (backend.TRAINING_OPS): a backend written
+for today's contract never claims them, whatever its priority; one that lists a call serves it
+(and only it); forcing one that does not claim a call is BackendIncapableError; no claimant is
+NoBackendError; a claimed call's outputs are checked; a listed call without its callable is a
+registration error; `mxquant info --json` shows each backend's ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mxquant
+from mxquant import reference, reference_training
+from mxquant.backend import TRAINING_OPS
+from mxquant.errors import BackendIncapableError, BackendOutputError, NoBackendError
+from mxquant.registry import Registry, check_backend, set_registry
+
+from inline_plugin import Plugin
+
+X = torch.randn(64, 96)
+ENDS = torch.tensor([10, 64], dtype=torch.int32)
+CALLS = {
+    "quantize_colwise": lambda **kw: mxquant.mxfp8_quantize(X, axis=-2, **kw),
+    "quantize_rowcol": lambda **kw: mxquant.mxfp8_quantize_rowcol(X, **kw),
+    "quantize_2d": lambda **kw: mxquant.mxfp8_quantize_2d(X, **kw),
+    "quantize_grouped": lambda **kw: mxquant.mxfp8_quantize_grouped(X, ENDS, **kw),
+}
+
+
+def _counting(fn, calls: list, name: str):
+    def wrapped(*args):
+        calls.append(name)
+        return fn(*args)
+    return wrapped
+
+
+def _backend(name, calls, ops=(), priority=100, **fns):
+    return mxquant.Backend(name=name, capabilities=mxquant.Capabilities(devices=frozenset({"cpu"}), ops=frozenset(ops)),
+                           probe=lambda d: None, quantize=_counting(reference.quantize, calls, "quantize"),
+                           priority=priority, **fns)
+
+
+def test_todays_plugin_never_claims_the_new_calls(registry):
+    calls = []
+    registry.register_plugin(Plugin(_backend("today", calls)), "today")
+    mxquant.mxfp8_quantize(X)
+    assert calls == ["quantize"]  # it wins today's call
+    for op, call in CALLS.items():
+        call()  # served by the reference
+        with pytest.raises(BackendIncapableError, match=rf"'today'.*does not claim {op} \(capabilities\.ops: none\)"):
+            call(backend="today")
+    assert calls == ["quantize"]
+
+
+def test_a_claimed_call_is_routed_and_only_it(registry):
+    calls = []
+    fn = _counting(reference_training.quantize_2d, calls, "quantize_2d")
+    registry.register_plugin(Plugin(_backend("tiles", calls, ops=("quantize_2d",), quantize_2d=fn)), "tiles")
+    want = mxquant.mxfp8_quantize_2d(X, backend="cpu")
+    got = mxquant.mxfp8_quantize_2d(X)
+    assert calls == ["quantize_2d"] and torch.equal(got.scale.view(torch.uint8), want.scale.view(torch.uint8))
+    for op, call in CALLS.items():
+        if op != "quantize_2d":
+            call()
+    assert calls == ["quantize_2d"]
+
+
+def test_no_claimant_is_no_backend_error(monkeypatch):
+    monkeypatch.setenv("MXQUANT_PLUGINS", "none")
+    reg = Registry(entry_points=False)
+    previous = set_registry(reg)
+    try:
+        reg.register_plugin(Plugin(_backend("today", [])), "today")
+        for op, call in CALLS.items():
+            with pytest.raises(NoBackendError, match=rf"no backend can run mxfp8_{op}\(cpu, float32 -> float8_e4m3fn"):
+                call()
+    finally:
+        set_registry(previous)
+
+
+def test_claimed_outputs_are_checked(registry):
+    def wrong(x, dtype, mode):
+        data, scale = reference_training.quantize_2d(x, dtype, mode)
+        return data, scale[..., :1].contiguous()
+
+    registry.register_plugin(Plugin(_backend("bad", [], ops=("quantize_2d",), quantize_2d=wrong)), "bad")
+    with pytest.raises(BackendOutputError, match=r"'bad' \(plugin bad.*scale has shape \(2, 1\), expected \(2, 3\)"):
+        mxquant.mxfp8_quantize_2d(X)
+
+
+def test_listed_without_callable_or_unknown_is_refused():
+    with pytest.raises(TypeError, match=r"capabilities\.ops claims quantize_grouped but quantize_grouped is not given"):
+        check_backend(_backend("half", [], ops=("quantize_grouped",)))
+    with pytest.raises(TypeError, match=r"capabilities\.ops names 'quantize_3d'; known: quantize_colwise"):
+        check_backend(_backend("typo", [], ops=("quantize_3d",)))
+
+
+def test_info_lists_ops(registry):
+    report = {b.name: b for b in mxquant.list_backends()}
+    assert report["cpu"].capabilities["ops"] == sorted(TRAINING_OPS)
+    for name in ("cpu-eager", "cpu-native"):
+        if report[name].capabilities is not None:
+            assert report[name].capabilities["ops"] == []
