@@ -17,7 +17,8 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 3  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums
+ABI_VERSION = 4  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+# 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c)
 
 _i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 
@@ -59,6 +60,14 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_dequantize.restype = _int
         lib.mxq_error_sums.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _int, _ptr, _ptr, _int]
         lib.mxq_error_sums.restype = _int
+        x_args = [_ptr, _int, _i64, _i64, _i64, _i64, _i64]  # x, in_dtype, batches, M, K, batch / row stride
+        lib.mxq_quantize_colwise.argtypes = [*x_args, _ptr, _ptr, _int, _int, _int, _int]
+        lib.mxq_quantize_rowcol.argtypes = [*x_args, _ptr, _ptr, _ptr, _ptr, _int, _int, _int, _int]
+        lib.mxq_quantize_2d.argtypes = [*x_args, _ptr, _ptr, _int, _int, _int]
+        lib.mxq_quantize_grouped.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _int,
+                                             _int, _int]
+        for fn in (lib.mxq_quantize_colwise, lib.mxq_quantize_rowcol, lib.mxq_quantize_2d, lib.mxq_quantize_grouped):
+            fn.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p
         lib.mxq_isa_name.argtypes = [_int, ctypes.POINTER(_int)]
         lib.mxq_isa_name.restype = ctypes.c_char_p

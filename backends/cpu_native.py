@@ -1,4 +1,5 @@
-"""The `cpu-native` backend: the C kernel of backends/csrc/mxq_cpu.c, called through ctypes.
+"""The `cpu-native` backend: the C kernel of backends/csrc/mxq_cpu.c (and mxq_cpu_training.c for
+the training and MoE calls, all four of backend.TRAINING_OPS), called through ctypes.
 
 Byte-exact with the reference, multi-threaded over row blocks (torch.get_num_threads()
 threads, GIL released), instruction set picked at run time. Outputs are the only large
@@ -11,16 +12,20 @@ benchmark can measure what reusing outputs saves (mxquant's public API has no ou
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 
-from mxquant.backend import Backend
+from mxquant.backend import TRAINING_OPS, Backend
 from mxquant.formats import BLOCK
+from mxquant.layouts import expert_scale_shape, grouped_scale_shape, scale_shape
 from mxquant.outputs import own_outputs
 
 from . import _native_lib
 from ._common import as_rows
 from ._cpu_shared import (CPU_CAPABILITIES, check_dequantize_buffer, check_quantize_buffers, dequantize_fresh,
-                          quantize_fresh)
+                          new_outputs, quantize_fresh)
 
 _HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
@@ -99,6 +104,89 @@ def error_sums(x, data, scale) -> tuple[float, float]:
     return float(sums[0]), float(sums[1])
 
 
+# ---- the training and MoE calls (backend.TRAINING_OPS; backends/csrc/mxq_cpu_training.c) -------
+# Column-wise, row+column and 32x32 tiles walk x in bands of 32 rows (x read once, the transpose
+# never materialised); grouped is the row-wise kernel writing each group's swizzled scales. An
+# input is read in place where its last dimension is contiguous and its leading dimensions merge
+# into one stride, else copied once; a column-wise x whose dim -2 is the contiguous one (y.mT)
+# is y's row-wise call, read in place.
+
+def _check(rc: int, fn: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"cpu-native: {fn} returned {rc}")
+
+
+def _batched(x: torch.Tensor):
+    """x (..., M, K) as (L, M, K) with unit stride along K (a view where possible), and the C
+    arguments for it: (pointer, input dtype code, L, M, K, batch stride, row stride)."""
+    *lead, m, k = x.shape
+    n = math.prod(lead)
+    if x.stride(-1) != 1 and k > 1:
+        x = x.contiguous()
+    try:
+        x3 = x.view(n, m, k)
+    except RuntimeError:  # leading dimensions whose strides do not merge
+        x3 = x.contiguous().view(n, m, k)
+    return x3, (x3.data_ptr(), _HP_CODE[x.dtype], n, m, k, x3.stride(0), x3.stride(1))
+
+
+def _transposed(shape) -> tuple:
+    return (*shape[:-2], shape[-1], shape[-2])
+
+
+def quantize_colwise(x, dtype, scale_mode, scale_layout):
+    if x.stride(-1) != 1 and x.stride(-2) == 1 and x.shape[-1] > 1:
+        return quantize(x.mT, dtype, scale_mode, scale_layout)  # x.mT's rows are contiguous: read in place
+    shape = _transposed(x.shape)
+    data, scale = new_outputs(shape, dtype, scale_shape(shape, scale_layout))
+    x3, args = _batched(x)
+    _check(_lib().mxq_quantize_colwise(*args, data.data_ptr(), scale.data_ptr(), _ELEM_CODE[dtype], _MODE_CODE[scale_mode],
+                                       int(scale_layout == "swizzled"), torch.get_num_threads()), "mxq_quantize_colwise")
+    return data, scale
+
+
+def quantize_rowcol(x, dtype, scale_mode, scale_layout):
+    shape, t = tuple(x.shape), _transposed(x.shape)
+    rdata, rscale = new_outputs(shape, dtype, scale_shape(shape, scale_layout))
+    cdata, cscale = new_outputs(t, dtype, scale_shape(t, scale_layout))
+    x3, args = _batched(x)
+    _check(_lib().mxq_quantize_rowcol(*args, rdata.data_ptr(), rscale.data_ptr(), cdata.data_ptr(), cscale.data_ptr(),
+                                      _ELEM_CODE[dtype], _MODE_CODE[scale_mode], int(scale_layout == "swizzled"),
+                                      torch.get_num_threads()), "mxq_quantize_rowcol")
+    return rdata, rscale, cdata, cscale
+
+
+def quantize_2d(x, dtype, scale_mode):
+    *lead, m, k = x.shape
+    data, scale = new_outputs(tuple(x.shape), dtype, (*lead, m // BLOCK, k // BLOCK))
+    x3, args = _batched(x)
+    _check(_lib().mxq_quantize_2d(*args, data.data_ptr(), scale.data_ptr(), _ELEM_CODE[dtype], _MODE_CODE[scale_mode],
+                                  torch.get_num_threads()), "mxq_quantize_2d")
+    return data, scale
+
+
+def quantize_grouped(x, group_ends, dtype, scale_mode):
+    """3-D experts (E, N, K) are E groups of N rows; token groups (T, K) have their own ends."""
+    k = x.shape[-1]
+    if group_ends is None:
+        e, n, _ = x.shape
+        ends = torch.arange(1, e + 1, dtype=torch.int64) * n
+        scale_dims = expert_scale_shape(tuple(x.shape))
+    else:
+        ends = group_ends
+        scale_dims = grouped_scale_shape(x.shape[0], k, group_ends.shape[0])
+    data, scale = new_outputs(tuple(x.shape), dtype, scale_dims)
+    if ends.numel() == 0:  # no experts: nothing to write
+        return data, scale
+    ends = ends.to(torch.int32).contiguous()
+    x2 = as_rows(x)
+    gbuf = torch.empty(2 * ends.numel(), dtype=torch.int64)
+    _check(_lib().mxq_quantize_grouped(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), data.data_ptr(),
+                                       scale.data_ptr(), scale.numel(), ends.data_ptr(), ends.numel(), gbuf.data_ptr(),
+                                       _ELEM_CODE[dtype], _MODE_CODE[scale_mode], torch.get_num_threads()), "mxq_quantize_grouped")
+    return data, scale
+
+
 def _probe(device: torch.device):
     if device.type != "cpu":
         return f"serves cpu only, not {device.type}"
@@ -113,10 +201,14 @@ def _description() -> str:
 
 backend = Backend(
     name="cpu-native",
-    capabilities=CPU_CAPABILITIES,
+    capabilities=dataclasses.replace(CPU_CAPABILITIES, ops=frozenset(TRAINING_OPS)),
     probe=_probe,
     quantize=quantize,
     dequantize=dequantize,
+    quantize_colwise=quantize_colwise,
+    quantize_rowcol=quantize_rowcol,
+    quantize_2d=quantize_2d,
+    quantize_grouped=quantize_grouped,
     priority=2,
     description=_description(),
     install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)",

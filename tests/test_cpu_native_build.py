@@ -25,7 +25,7 @@ import pytest
 from mxquant.backends import _native_lib
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "backends" / "csrc" / "mxq_cpu.c"
+SOURCES = [ROOT / "backends" / "csrc" / name for name in ("mxq_cpu.c", "mxq_cpu_training.c")]  # setup.py's list
 FLAGS = ["-O3", "-std=c99", "-fno-trapping-math", "-pthread", "-fPIC", "-shared", "-Wall", "-Wextra"]
 
 
@@ -168,7 +168,7 @@ def test_c_source_compiles(tmp_path, compiler, machine):
     if cc is None:
         pytest.skip(f"{compiler} not installed")
     out = tmp_path / "libmxq.so"
-    done = subprocess.run([cc, *FLAGS, "-o", str(out), str(SOURCE)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([cc, *FLAGS, "-o", str(out), *map(str, SOURCES)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     if machine is not None:
         assert _elf_machine(out) == machine

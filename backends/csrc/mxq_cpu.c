@@ -14,125 +14,31 @@
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <pthread.h>
-#include <stdint.h>
-#include <string.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MXQ_NO_CLONES)
-/* No bare avx512f variant: on a 16-core Xeon (AVX-512) an avx512f target_clones clone was the
- * slowest (2048x4096 bf16, one thread: 10.0-10.9 ms against the avx2 clone's 4.5; avx512f without BW
- * has no 8/16-bit vector ops), and a compiler-vectorised x86-64-v4 clone was no faster than avx2
- * there. The AVX-512 variant below needs BW and VL and codes the common block by hand
- * (docs/performance.md). */
-#define MXQ_X86 1
-#include <immintrin.h>
-#define TARGET_AVX2 __attribute__((target("avx2")))
-#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")))
-#else
-#define MXQ_X86 0
-#endif
-#define INLINE static inline __attribute__((always_inline))
-
-#define BLOCK 32
-#if defined(__GNUC__)
-typedef uint32_t __attribute__((may_alias)) u32a; /* fp32 input read as bits */
-#else
-typedef uint32_t u32a;
-#endif
-enum { IN_F32 = 0, IN_BF16 = 1, IN_F16 = 2 };
-enum { E4M3 = 0, E5M2 = 1 };
-enum { RCEIL = 0, FLOOR = 1, CT = 2 };
-
-INLINE uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-INLINE float bitsf(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-/* Byte offset of scale (row, col) in the 128x4 swizzled layout (docs/semantics.md). */
-INLINE int64_t swz(int64_t row, int64_t col, int64_t padded_cols) {
-    return ((row >> 7) * (padded_cols >> 2) + (col >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (col & 3);
-}
-
-/* fp16 bits -> fp32 bits, exact (a subnormal goes through an exact int -> float conversion). */
-INLINE uint32_t f16_to_f32(uint32_t h) {
-    uint32_t sign = (h & 0x8000u) << 16, em = h & 0x7fffu;
-    uint32_t normal = (em << 13) + (112u << 23);
-    uint32_t special = (em << 13) | 0x7f800000u;
-    uint32_t sub = fbits((float)(int32_t)em) - (24u << 23);
-    uint32_t r = em >= 0x7c00u ? special : (em >= 0x400u ? normal : (em ? sub : 0u));
-    return r | sign;
-}
-
-/* One block of 32 input elements as fp32 bits. */
-INLINE void load_block(const char *src, int in_dtype, uint32_t *b) {
-    if (in_dtype == IN_F32) {
-        memcpy(b, src, BLOCK * 4);
-    } else if (in_dtype == IN_BF16) {
-        const uint16_t *p = (const uint16_t *)src;
-        for (int i = 0; i < BLOCK; i++) b[i] = (uint32_t)p[i] << 16;
-    } else {
-        const uint16_t *p = (const uint16_t *)src;
-        for (int i = 0; i < BLOCK; i++) b[i] = f16_to_f32(p[i]);
-    }
-}
-
-typedef struct {
-    uint32_t emax, rebias, shift, half, min_normal, max_bits, magic;
-} fmt_t;
-
-static const fmt_t FMT[2] = {
-    /* e4m3: bias 7, 3 mantissa bits, 2^-6 smallest normal, 448 largest, subnormal step 2^-9 */
-    {8, 120u << 23, 20, 0x7ffffu, 121u << 23, 0x43e00000u, 141u << 23},
-    /* e5m2: bias 15, 2 mantissa bits, 2^-14 smallest normal, 57344 largest, step 2^-16 */
-    {15, 112u << 23, 21, 0xfffffu, 113u << 23, 0x47600000u, 134u << 23},
-};
-
-/* Shared exponent s from the amax bits (reference.scale_exponents), clamped to [-127, 127]. */
-INLINE int32_t scale_exp(uint32_t amax, const fmt_t *f, int mode) {
-    int32_t s = (int32_t)(amax >> 23) - 127 - (int32_t)f->emax;
-    uint32_t m = amax & 0x7fffffu;
-    if (mode == RCEIL) s += m > 0x600000u;
-    else if (mode == CT) s += m >= 0x600000u;
-    return s < -127 ? -127 : (s > 127 ? 127 : s);
-}
-
-/* Fast path of encode_block, for a block whose every |x| * 2^-s is an fp8 normal (or
- * clamps to M): shift the exponent, clamp, round the mantissa to nearest even. */
-INLINE void encode_block_normal(const uint32_t *b, uint8_t *out, int32_t s, const fmt_t *f) {
-    uint32_t s23 = (uint32_t)s << 23;
-    for (int i = 0; i < BLOCK; i++) {
-        uint32_t u = (b[i] & 0x7fffffffu) - s23, sign = (b[i] >> 24) & 0x80u;
-        u = u < f->max_bits ? u : f->max_bits;
-        out[i] = (uint8_t)(((u - f->rebias + f->half + ((u >> f->shift) & 1u)) >> f->shift) | sign);
-    }
-}
-
-/* Elements of one finite block: q = RNE(clamp(x * 2^-s, -M, M)), sign kept. */
-INLINE void encode_block(const uint32_t *b, uint8_t *out, int32_t s, const fmt_t *f) {
-    uint32_t s23 = (uint32_t)s << 23, sub_shift = (uint32_t)(-149 - s) << 23;
-    float magic = bitsf(f->magic);
-    for (int i = 0; i < BLOCK; i++) {
-        uint32_t a = b[i] & 0x7fffffffu, sign = (b[i] >> 24) & 0x80u;
-        /* |x| * 2^-s as fp32 bits: shift the exponent (normal x), or renormalise a subnormal x
-         * through an exact int -> float conversion of its mantissa. Below 2^-126 it is 0.
-         * No int32 overflow: the exponent field stays within [-149, 135]. */
-        int32_t yn = (int32_t)(a - s23);
-        int32_t ys = (int32_t)(fbits((float)(int32_t)a) + sub_shift);
-        int32_t y = (a >> 23) ? yn : (a ? ys : 0); /* (ys would wrap for a = 0 and s > 106) */
-        uint32_t u = y < 0x800000 ? 0u : (uint32_t)y;
-        u = u < f->max_bits ? u : f->max_bits;
-        uint32_t normal = (u - f->rebias + f->half + ((u >> f->shift) & 1u)) >> f->shift;
-        uint32_t sub = fbits(bitsf(u) + magic) - f->magic; /* RNE onto the subnormal grid */
-        out[i] = (uint8_t)((u >= f->min_normal ? normal : sub) | sign);
-    }
-}
+#include "mxq_cpu.h"
 
 typedef struct {
     const char *x;
     int64_t r0, r1, k, row_stride_bytes;
     uint8_t *data, *scale;
     int in_dtype, elem, mode, swizzled;
+    /* grouped scales (mxq_quantize_grouped), ngroups > 0: row r of group g (rows gend[g-1] ..
+     * gend[g]) has its swizzled scale at row r + goff[g] (goff: the group's padded start minus
+     * its first row); ngroups = 0: row r at row r */
+    const int64_t *gend, *goff;
+    int64_t ngroups;
 } qjob_t;
+
+/* The swizzled-layout row of row r: r + the offset of its group. *g is the group of the row
+ * before (or 0), rows come in increasing order. */
+INLINE int64_t scale_row(const qjob_t *j, int64_t r, int64_t *g) {
+    if (!j->ngroups) return r;
+    while (j->gend[*g] <= r) ++*g; /* empty groups too; every row is in a group */
+    return r + j->goff[*g];
+}
 
 /* Rows r0..r1 of one job; in_dtype and elem are constants at each call site below, so
  * every (input, element) pair gets its own specialised loop. */
@@ -141,35 +47,18 @@ INLINE void quantize_rows_impl(const qjob_t *j, int in_dtype, int elem) {
     int64_t nb = j->k / BLOCK, pcols = (nb + 3) & ~(int64_t)3;
     int64_t esize = in_dtype == IN_F32 ? 4 : 2;
     uint32_t b[BLOCK];
+    int64_t g = 0;
     for (int64_t r = j->r0; r < j->r1; r++) {
         const char *row = j->x + r * j->row_stride_bytes;
+        int64_t srow = scale_row(j, r, &g);
         for (int64_t c = 0; c < nb; c++) {
             /* fp32 is read in place: copying it into b first cost 2x (a 32-byte reload of data
              * stored as 16-byte halves stalls store-to-load forwarding) */
             const uint32_t *bp = b;
             if (in_dtype == IN_F32) bp = (const u32a *)(row + c * BLOCK * 4);
             else load_block(row + c * BLOCK * esize, in_dtype, b);
-            uint8_t *out = j->data + (r * nb + c) * BLOCK;
-            uint32_t amax = 0, amin = 0x7fffffffu;
-            for (int i = 0; i < BLOCK; i++) {
-                uint32_t a = bp[i] & 0x7fffffffu;
-                amax = a > amax ? a : amax;
-                amin = a < amin ? a : amin;
-            }
-            uint8_t sbyte;
-            if (amax >= 0x7f800000u) { /* NaN or Inf in the block */
-                memset(out, 0x7f, BLOCK);
-                sbyte = 0xff;
-            } else {
-                int32_t s = scale_exp(amax, f, j->mode);
-                /* every x a normal fp32 and every |x| * 2^-s an fp8 normal? */
-                if (amin >= 0x800000u && (int64_t)amin - (int64_t)s * (1 << 23) >= (int64_t)f->min_normal)
-                    encode_block_normal(bp, out, s, f);
-                else
-                    encode_block(bp, out, s, f);
-                sbyte = (uint8_t)(s + 127);
-            }
-            j->scale[j->swizzled ? swz(r, c, pcols) : r * nb + c] = sbyte;
+            uint8_t sbyte = quantize_block(bp, j->data + (r * nb + c) * BLOCK, f, j->mode);
+            j->scale[j->swizzled ? swz(srow, c, pcols) : r * nb + c] = sbyte;
         }
     }
 }
@@ -291,87 +180,15 @@ INLINE void error_rows_any(const ejob_t *j) {
     }
 }
 
-/* ---- AVX-512 (BW/VL): the common block by hand --------------------------------------
- * Same arithmetic as encode_block_normal, in vector registers: amax by a vector max and one
- * horizontal reduction; the "every |x| * 2^-s is an fp8 normal" test as one unsigned compare
- * against a threshold (no amin pass); bytes narrowed with vpmovdb / vpmovwb. bf16 stays in
- * 16-bit lanes: its low 16 fp32 bits are zero, so every constant and shift of the fp32-bit
- * formula is exact there divided by 2^16 (the rounding add 0x7ffff + bit becomes 7 + bit).
- * fp16 is widened exactly by vcvtph2ps. Blocks with NaN/Inf or needing the general path go
- * to the scalar code above (compiled for this target too). */
 #if MXQ_X86
-/* Threshold on |x| bits for the fast path: a normal fp32 and |x| * 2^-s >= the smallest fp8 normal. */
-INLINE uint32_t fast_threshold(int32_t s, const fmt_t *f) {
-    int64_t t = (int64_t)f->min_normal + (int64_t)s * (1 << 23);
-    return t < 0x800000 ? 0x800000u : (uint32_t)t;
-}
-
-TARGET_AVX512 INLINE uint8_t block_f32_avx512(__m512i x0, __m512i x1, uint8_t *out, const fmt_t *f, int mode) {
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
-    __m512i a0 = _mm512_and_si512(x0, abs_mask), a1 = _mm512_and_si512(x1, abs_mask);
-    uint32_t amax = _mm512_reduce_max_epu32(_mm512_max_epu32(a0, a1));
-    uint32_t b[BLOCK];
-    if (amax >= 0x7f800000u) { /* NaN or Inf in the block */
-        memset(out, 0x7f, BLOCK);
-        return 0xff;
-    }
-    int32_t s = scale_exp(amax, f, mode);
-    __m512i thr = _mm512_set1_epi32((int)fast_threshold(s, f));
-    if ((__mmask16)(_mm512_cmpge_epu32_mask(a0, thr) & _mm512_cmpge_epu32_mask(a1, thr)) != 0xffff) {
-        _mm512_storeu_si512(b, x0);
-        _mm512_storeu_si512(b + 16, x1);
-        encode_block(b, out, s, f);
-        return (uint8_t)(s + 127);
-    }
-    const __m512i s23 = _mm512_set1_epi32((int)((uint32_t)s << 23)), maxb = _mm512_set1_epi32((int)f->max_bits);
-    const __m512i bias = _mm512_set1_epi32((int)(f->half - f->rebias)), one = _mm512_set1_epi32(1);
-    const __m512i sgn = _mm512_set1_epi32(0x80);
-    __m512i u0 = _mm512_min_epu32(_mm512_sub_epi32(a0, s23), maxb), u1 = _mm512_min_epu32(_mm512_sub_epi32(a1, s23), maxb);
-    __m512i r0 = _mm512_add_epi32(_mm512_add_epi32(u0, bias), _mm512_and_si512(_mm512_srli_epi32(u0, f->shift), one));
-    __m512i r1 = _mm512_add_epi32(_mm512_add_epi32(u1, bias), _mm512_and_si512(_mm512_srli_epi32(u1, f->shift), one));
-    /* r | (x >> 24 & 0x80): ternary logic A | (B & C) */
-    r0 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(r0, f->shift), _mm512_srli_epi32(x0, 24), sgn, 0xF8);
-    r1 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(r1, f->shift), _mm512_srli_epi32(x1, 24), sgn, 0xF8);
-    _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(r0));
-    _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtepi32_epi8(r1));
-    return (uint8_t)(s + 127);
-}
-
-TARGET_AVX512 INLINE uint8_t block_bf16_avx512(__m512i x, uint8_t *out, const fmt_t *f, int mode) {
-    __m512i a = _mm512_and_si512(x, _mm512_set1_epi16(0x7fff));
-    __m256i m = _mm256_max_epu16(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
-    __m128i m2 = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
-    /* max of 8 unsigned 16-bit lanes: phminposuw finds the min of their complements */
-    uint32_t amax = (uint32_t)(0xffff - _mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(m2, _mm_set1_epi16(-1))), 0)) << 16;
-    if (amax >= 0x7f800000u) {
-        memset(out, 0x7f, BLOCK);
-        return 0xff;
-    }
-    int32_t s = scale_exp(amax, f, mode);
-    __m512i thr = _mm512_set1_epi16((short)(fast_threshold(s, f) >> 16));
-    if (_mm512_cmpge_epu16_mask(a, thr) != 0xffffffffu) {
-        uint32_t b[BLOCK];
-        _mm512_storeu_si512(b, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16));
-        _mm512_storeu_si512(b + 16, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
-        encode_block(b, out, s, f);
-        return (uint8_t)(s + 127);
-    }
-    int sh = (int)f->shift - 16;
-    __m512i u = _mm512_min_epu16(_mm512_sub_epi16(a, _mm512_set1_epi16((short)(s * 128))),
-                                 _mm512_set1_epi16((short)(f->max_bits >> 16)));
-    __m512i r = _mm512_add_epi16(_mm512_add_epi16(u, _mm512_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
-                                 _mm512_and_si512(_mm512_srli_epi16(u, sh), _mm512_set1_epi16(1)));
-    r = _mm512_ternarylogic_epi32(_mm512_srli_epi16(r, sh), _mm512_srli_epi16(x, 8), _mm512_set1_epi16(0x80), 0xF8);
-    _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(r));
-    return (uint8_t)(s + 127);
-}
 
 TARGET_AVX512 INLINE void quantize_rows_avx512_impl(const qjob_t *j, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t nb = j->k / BLOCK, pcols = (nb + 3) & ~(int64_t)3;
-    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2, g = 0;
     for (int64_t r = j->r0; r < j->r1; r++) {
         const char *row = j->x + r * j->row_stride_bytes;
+        int64_t srow = scale_row(j, r, &g);
         for (int64_t c = 0; c < nb; c++) {
             const char *src = row + c * BLOCK * esize;
             uint8_t *out = j->data + (r * nb + c) * BLOCK;
@@ -381,10 +198,8 @@ TARGET_AVX512 INLINE void quantize_rows_avx512_impl(const qjob_t *j, int in_dtyp
             else if (in_dtype == IN_BF16)
                 sbyte = block_bf16_avx512(_mm512_loadu_si512(src), out, f, j->mode);
             else
-                sbyte = block_f32_avx512(_mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src))),
-                                         _mm512_castps_si512(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + 32)))),
-                                         out, f, j->mode);
-            j->scale[j->swizzled ? swz(r, c, pcols) : r * nb + c] = sbyte;
+                sbyte = block_f32_avx512(load16_f32bits(src, IN_F16), load16_f32bits(src + 32, IN_F16), out, f, j->mode);
+            j->scale[j->swizzled ? swz(srow, c, pcols) : r * nb + c] = sbyte;
         }
     }
 }
@@ -458,6 +273,8 @@ static const isa_t *isa(void) {
 #define dequantize_rows(j) isa()->dequantize(j)
 #define error_rows(j) isa()->errors(j)
 
+int mxq_isa_index_(void) { return (int)(isa() - ISAS); }
+
 /* The instruction set in use (for `mxquant info`). */
 const char *mxq_isa(void) { return isa()->name; }
 
@@ -485,7 +302,6 @@ int mxq_select_isa(int i) {
  * fewer slices and the others (the caller included) do the rest, so a call is never much
  * slower than on one thread. */
 
-typedef void (*rows_fn)(const void *job, int64_t r0, int64_t r1);
 typedef struct {
     rows_fn fn;
     const void *job;
@@ -674,7 +490,7 @@ int mxq_quantize(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t r
     int n = plan_threads(rows, k, nthreads);
     advise_huge_pages(data, rows * k);
     qjob_t job = {(const char *)x, 0, rows, k, row_stride * (in_dtype == IN_F32 ? 4 : 2),
-                  data, scale, in_dtype, elem, mode, swizzled};
+                  data, scale, in_dtype, elem, mode, swizzled, NULL, NULL, 0};
     run_parallel(quantize_task, &job, rows, k, n);
     if (swizzled) zero_swizzle_padding(scale, rows, k / BLOCK);
     return 0;
@@ -715,4 +531,41 @@ int mxq_error_sums(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t
     return 0;
 }
 
-int mxq_abi_version(void) { return 3; }
+/* mxfp8_quantize_grouped: the row-wise data of mxq_quantize, the scales of each group of rows
+ * swizzled on their own (docs/semantics.md, "Grouped scales for MoE"). ends: ngroups int32
+ * cumulative row ends (non-decreasing, the last = rows; 3-D expert weights (E, N, K) pass E
+ * groups of N rows). Group g's swizzled scales start at row P_g = the sum of the earlier groups'
+ * rows rounded up to 128 each; scale: scale_len bytes, every byte not a scale zero. gbuf: 2 *
+ * ngroups int64 of scratch from the caller. Returns 0, or a negative code for bad arguments
+ * (nothing written). */
+int mxq_quantize_grouped(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t row_stride, uint8_t *data,
+                         uint8_t *scale, int64_t scale_len, const int32_t *ends, int64_t ngroups, int64_t *gbuf,
+                         int elem, int mode, int nthreads) {
+    if (in_dtype < 0 || in_dtype > 2 || elem < 0 || elem > 1 || mode < 0 || mode > 2) return -2;
+    if (rows < 0 || k < 0 || k % BLOCK || ngroups < 1) return -3;
+    int64_t *gend = gbuf, *goff = gbuf + ngroups, start = 0, padded = 0, pcols = (k / BLOCK + 3) & ~(int64_t)3;
+    for (int64_t g = 0; g < ngroups; g++) {
+        if (ends[g] < start) return -4;
+        gend[g] = ends[g];
+        goff[g] = padded - start;
+        padded += (ends[g] - start + 127) & ~(int64_t)127;
+        start = ends[g];
+    }
+    if (start != rows || padded * pcols > scale_len) return -4;
+    memset(scale, 0, (size_t)scale_len); /* 1/32 of the data's bytes: the padding is zero */
+    if (rows == 0 || k == 0) return 0;
+    int n = plan_threads(rows, k, nthreads);
+    advise_huge_pages(data, rows * k);
+    qjob_t job = {(const char *)x, 0, rows, k, row_stride * (in_dtype == IN_F32 ? 4 : 2),
+                  data, scale, in_dtype, elem, mode, 1, gend, goff, ngroups};
+    run_parallel(quantize_task, &job, rows, k, n);
+    return 0;
+}
+
+/* for mxq_cpu_training.c */
+int mxq_plan_threads_(int64_t rows, int64_t k, int nthreads) { return plan_threads(rows, k, nthreads); }
+void mxq_run_parallel_(rows_fn fn, const void *job, int64_t rows, int64_t k, int n) { run_parallel(fn, job, rows, k, n); }
+void mxq_advise_huge_pages_(void *p, int64_t nbytes) { advise_huge_pages(p, nbytes); }
+void mxq_zero_swizzle_padding_(uint8_t *scale, int64_t rows, int64_t nb) { zero_swizzle_padding(scale, rows, nb); }
+
+int mxq_abi_version(void) { return 4; }
