@@ -4,6 +4,7 @@
     y = mxquant.mxfp8_dequantize(data, scale)
     w_q = mxquant.mxfp8_fake_quantize(w)               # QAT: round trip, straight-through gradient
     col = mxquant.mxfp8_quantize(x, axis=-2)           # training: column-wise, rowcol, 32x32, grouped (MoE)
+    q4 = mxquant.mxfp4_quantize(x); n4 = mxquant.nvfp4_quantize(x)  # 4-bit: MXFP4, NVFP4
 
 The contract: docs/semantics.md; backends and how one is chosen: docs/backends.md.
 Importing this package imports no platform package (triton, flashinfer, Intel's).
@@ -27,6 +28,7 @@ from .errors import (BackendCallError, BackendError, BackendIncapableError, Back
 from .hookspecs import hookimpl
 from .fake_quant import mxfp8_fake_quantize
 from .ops import MXFP8Quantized, mxfp8_dequantize, mxfp8_quantize
+from .ops_fp4 import MXFP4Quantized, NVFP4Quantized, mxfp4_dequantize, mxfp4_quantize, nvfp4_dequantize, nvfp4_quantize
 from .ops_training import mxfp8_quantize_2d, mxfp8_quantize_grouped, mxfp8_quantize_rowcol
 from .tile_scales import tile_scales_to_colwise, tile_scales_to_rowwise
 from .registry import get_registry
@@ -43,6 +45,12 @@ __all__ = [
     "tile_scales_to_rowwise",
     "tile_scales_to_colwise",
     "MXFP8Quantized",
+    "mxfp4_quantize",
+    "mxfp4_dequantize",
+    "nvfp4_quantize",
+    "nvfp4_dequantize",
+    "MXFP4Quantized",
+    "NVFP4Quantized",
     "list_backends",
     "use_backend",
     "allow_deviations",

@@ -32,6 +32,18 @@ serves one only if it lists it in `Capabilities.ops` and gives the callable of t
   quantize_grouped(x, group_ends, dtype, scale_mode) -> (data, scale) in the public shapes
       (group_ends None for 3-D expert weights; validated already where that needs no sync)."""
 
+FP4_OPS = ("mxfp4_quantize", "mxfp4_dequantize", "nvfp4_quantize", "nvfp4_dequantize")
+"""The MXFP4 / NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"), claimed like TRAINING_OPS:
+  mxfp4_quantize(x, scale_mode, scale_layout) -> (data uint8 (..., K/2), scale e8m0 (swizzled: 2-D))
+  mxfp4_dequantize(data, scale, scale_layout, out_dtype) -> tensor (..., K)
+  nvfp4_quantize(x, global_scale, scale_mode, scale_layout) -> (data uint8 (..., K/2),
+      scale float8_e4m3fn (swizzled: 2-D), global_scale float32 (1,)); global_scale None: compute it
+  nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype) -> tensor (..., K)
+Their element dtype is e2m1 (Capabilities.element_dtypes is not consulted for them)."""
+
+CLAIMABLE_OPS = TRAINING_OPS + FP4_OPS
+"""Every call a backend serves only when it lists it in Capabilities.ops."""
+
 ProbeFn = Callable[[torch.device], Optional[str]]
 """probe(device) -> None if the backend can run on `device`, else a human-readable reason.
 It must never raise: the registry turns an exception into a reason anyway."""
@@ -63,7 +75,7 @@ class Capabilities:
     Each default is mxquant 0.1's contract, frozen (formats.BASELINE_*): a mode, format or
     layout the contract gains later is claimed only by a backend that lists it."""
     ops: frozenset = frozenset()
-    """The calls of TRAINING_OPS this backend claims (each with its callable on the Backend).
+    """The calls of CLAIMABLE_OPS (TRAINING_OPS, FP4_OPS) this backend claims (each with its callable on the Backend).
     None by default: a backend written for the quantize / dequantize contract claims none."""
 
     def describe(self) -> dict:
@@ -81,7 +93,7 @@ class Capabilities:
 class Call:
     """One call signature; the registry resolves and caches one backend per signature."""
 
-    op: str  # "quantize", "dequantize" or one of TRAINING_OPS
+    op: str  # "quantize", "dequantize" or one of CLAIMABLE_OPS
     device: torch.device
     hp_dtype: torch.dtype  # input of quantize, output of dequantize
     element_dtype: torch.dtype
@@ -89,6 +101,9 @@ class Call:
     scale_layout: str
 
     def describe(self) -> str:
+        if self.op in FP4_OPS:
+            mode = f", {self.scale_mode}" if self.scale_mode else ""
+            return f"{self.op}({self.device}, {describe_dtype(self.hp_dtype)}{mode}, {self.scale_layout})"
         if self.op in TRAINING_OPS:
             return (f"mxfp8_{self.op}({self.device}, {describe_dtype(self.hp_dtype)} -> "
                     f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout})")
@@ -118,23 +133,29 @@ class Backend:
     quantize_2d: Optional[Callable] = None
     quantize_grouped: Optional[Callable] = None
     """The calls of TRAINING_OPS, served only when also listed in capabilities.ops."""
+    mxfp4_quantize: Optional[Callable] = None
+    mxfp4_dequantize: Optional[Callable] = None
+    nvfp4_quantize: Optional[Callable] = None
+    nvfp4_dequantize: Optional[Callable] = None
+    """The calls of FP4_OPS, served only when also listed in capabilities.ops."""
 
     def incapable_reason(self, call: Call) -> Optional[str]:
         """None if this backend implements `call`, else why not (never probes the device)."""
         caps = self.capabilities
-        if call.op in TRAINING_OPS and call.op not in caps.ops:
+        if call.op in CLAIMABLE_OPS and call.op not in caps.ops:
             return f"does not claim {call.op} (capabilities.ops: {', '.join(sorted(caps.ops)) or 'none'})"
         fn = getattr(self, call.op)
         if fn is None:
             return f"does not implement {call.op}"
         if call.device.type not in caps.devices:
             return f"does not serve device type '{call.device.type}' (serves {', '.join(sorted(caps.devices))})"
-        checks = [
-            ("element dtype", call.element_dtype, caps.element_dtypes),
-            ("output dtype" if call.op == "dequantize" else "input dtype", call.hp_dtype, caps.input_dtypes),
+        dequant = call.op in ("dequantize", "mxfp4_dequantize", "nvfp4_dequantize")
+        checks = [] if call.op in FP4_OPS else [("element dtype", call.element_dtype, caps.element_dtypes)]
+        checks += [
+            ("output dtype" if dequant else "input dtype", call.hp_dtype, caps.input_dtypes),
             ("scale layout", call.scale_layout, caps.scale_layouts),
         ]
-        if call.op != "dequantize":
+        if not dequant:
             checks.append(("scale mode", call.scale_mode, caps.scale_modes))
         for what, value, accepted in checks:
             if value not in accepted:

@@ -70,26 +70,28 @@ def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None
         raise ValueError(_scale_shape_error(tuple(scale.shape), tuple(data.shape), scale_layout, want))
 
 
-def _scale_shape_error(got, shape, layout, want) -> str:
+def _scale_shape_error(got, shape, layout, want, block: int = BLOCK, call: str = "mxfp8_quantize", shown=None) -> str:
     """Says what was expected and which layout the scale looks like, but never recommends a fix
     that would dequantize wrong bytes silently: where the shape fits two readings (the 2-D
     swizzled form is the linear shape when M % 128 == 0 and (K // 32) % 4 == 0; a flattened
-    linear scale then has the swizzled length), it says so and how to tell them apart."""
-    rows, cols = swizzled_scale_shape(math.prod(shape[:-1]), shape[-1])
-    linear = public_scale_shape(shape, "linear")
+    linear scale then has the swizzled length), it says so and how to tell them apart. `shape`
+    is the unpacked data shape; `shown` the one to name (packed FP4 data: half the last dim)."""
+    shown = shape if shown is None else shown
+    rows, cols = swizzled_scale_shape(math.prod(shape[:-1]), shape[-1], block)
+    linear = public_scale_shape(shape, "linear", block)
     if layout == "linear":
-        msg = f"scale.shape = {got} does not match data.shape = {shape}; linear layout needs {want}"
+        msg = f"scale.shape = {got} does not match data.shape = {shown}; linear layout needs {want}"
     else:
-        msg = (f"scale.shape = {got} does not match data.shape = {shape}; the swizzled layout needs a 1-D "
-               f"tensor of {want[0]} bytes (round_up(M, 128) * round_up(K // 32, 4) = {rows} * {cols})")
+        msg = (f"scale.shape = {got} does not match data.shape = {shown}; the swizzled layout needs a 1-D "
+               f"tensor of {want[0]} bytes (round_up(M, 128) * round_up(K // {block}, 4) = {rows} * {cols})")
     two_d = got == (rows, cols)
     if two_d and got == linear:  # only reachable with scale_layout="swizzled"
         return msg + (f"; {got} is ambiguous here: it is both the 2-D swizzled form backends use and the "
                       "linear layout's shape, so the shape cannot tell which layout the bytes are in: if they "
-                      "are swizzled (a backend's 2-D scale), pass scale.reshape(-1); if mxfp8_quantize returned "
+                      f"are swizzled (a backend's 2-D scale), pass scale.reshape(-1); if {call} returned "
                       "them with scale_layout='linear', pass scale_layout='linear' (the wrong one of the two "
                       "dequantizes wrong values without an error)")
-    other = layout_of(got, shape)
+    other = layout_of(got, shape, block)
     if other == "swizzled" and math.prod(linear) == rows * cols:
         return msg + (f"; this scale has the swizzled layout's shape: pass scale_layout='swizzled' (unless it "
                       f"is a linear scale flattened by hand, which has the same length here: then pass "

@@ -50,3 +50,20 @@ RCEIL_MANTISSA_THRESHOLD = 0x600000
 
 def describe_dtype(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+# ---- FP4 (docs/semantics.md, "MXFP4 and NVFP4") ----------------------------------------------
+
+E2M1_MAX = 6.0
+"""Largest e2m1 value, 1.5 * 2**2. The grid: 0, 0.5, 1, 1.5, 2, 3, 4, 6 (and negatives)."""
+E2M1_EMAX = 2
+MXFP4_BLOCK = 32
+NVFP4_BLOCK = 16
+MXFP4_SCALE_MODES = SCALE_MODES
+NVFP4_SCALE_MODES = ("compressed-tensors",)
+"""NVFP4 has one rule today: the one compressed-tensors / llm-compressor checkpoints hold."""
+E4M3_MAX = 448.0
+E4M3_NAN = 0x7F
+"""NVFP4 scale byte of a group holding a NaN or an Inf (the e4m3 NaN)."""
+NVFP4_ZERO_SCALE = 0x20
+"""NVFP4 scale byte (e4m3 0.125) of a group whose scale rounds to zero (compressed-tensors' eps)."""

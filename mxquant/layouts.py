@@ -22,32 +22,33 @@ def round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def swizzled_scale_shape(rows: int, k: int) -> tuple[int, int]:
-    """Shape of the swizzled scale tensor for `rows` (leading dims flattened) by `k` elements."""
-    return round_up(rows, SWIZZLE_ROWS), round_up(k // BLOCK, SWIZZLE_COLS)
+def swizzled_scale_shape(rows: int, k: int, block: int = BLOCK) -> tuple[int, int]:
+    """Shape of the swizzled scale tensor for `rows` (leading dims flattened) by `k` elements
+    in blocks of `block` (32 for MXFP8 / MXFP4, 16 for NVFP4)."""
+    return round_up(rows, SWIZZLE_ROWS), round_up(k // block, SWIZZLE_COLS)
 
 
-def scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+def scale_shape(shape: tuple[int, ...], layout: str, block: int = BLOCK) -> tuple[int, ...]:
     """Shape of the scale tensor a backend returns (and receives) for an input of `shape`:
-    linear (*shape[:-1], K // 32), swizzled 2-D (round_up(M, 128), round_up(K // 32, 4))."""
+    linear (*shape[:-1], K // block), swizzled 2-D (round_up(M, 128), round_up(K // block, 4))."""
     k = shape[-1]
     if layout == "linear":
-        return (*shape[:-1], k // BLOCK)
-    return swizzled_scale_shape(math.prod(shape[:-1]), k)
+        return (*shape[:-1], k // block)
+    return swizzled_scale_shape(math.prod(shape[:-1]), k, block)
 
 
-def public_scale_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+def public_scale_shape(shape: tuple[int, ...], layout: str, block: int = BLOCK) -> tuple[int, ...]:
     """Shape of the scale tensor mxfp8_quantize returns (and mxfp8_dequantize takes): linear as
-    above, swizzled flat, 1-D of round_up(M, 128) * round_up(K // 32, 4) bytes."""
-    want = scale_shape(shape, layout)
+    above, swizzled flat, 1-D of round_up(M, 128) * round_up(K // block, 4) bytes."""
+    want = scale_shape(shape, layout, block)
     return want if layout == "linear" else (want[0] * want[1],)
 
 
-def layout_of(got: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
+def layout_of(got: tuple[int, ...], shape: tuple[int, ...], block: int = BLOCK) -> str | None:
     """Which layout's public scale shape `got` is for data of `shape`, or None. The two
     never coincide except for a 1-D empty input (both (0,)), where there are no scales at all."""
     for layout in ("linear", "swizzled"):
-        if tuple(got) == public_scale_shape(tuple(shape), layout):
+        if tuple(got) == public_scale_shape(tuple(shape), layout, block):
             return layout
     return None
 
@@ -57,9 +58,9 @@ def to_public(scale: torch.Tensor, layout: str) -> torch.Tensor:
     return scale.reshape(-1) if layout == "swizzled" else scale
 
 
-def to_backend(scale: torch.Tensor, shape: tuple[int, ...], layout: str) -> torch.Tensor:
+def to_backend(scale: torch.Tensor, shape: tuple[int, ...], layout: str, block: int = BLOCK) -> torch.Tensor:
     """A public (validated) scale as a backend takes it: swizzled back to 2-D."""
-    return scale.reshape(scale_shape(tuple(shape), layout)) if layout == "swizzled" else scale
+    return scale.reshape(scale_shape(tuple(shape), layout, block)) if layout == "swizzled" else scale
 
 
 def _tile_view(padded_rows: int, padded_cols: int):
@@ -71,7 +72,7 @@ def swizzle(scale_2d: torch.Tensor) -> torch.Tensor:
     """(rows, cols) uint8 scales -> the 128x4 layout, shape (rows', cols') padded to multiples
     of 128 and 4 with zero bytes, bytes in memory order of that layout."""
     rows, cols = scale_2d.shape
-    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    prow, pcol = round_up(rows, SWIZZLE_ROWS), round_up(cols, SWIZZLE_COLS)
     padded = scale_2d.new_zeros((prow, pcol))
     padded[:rows, :cols] = scale_2d
     # (row_tile, r//32, r%32, col_tile, c) -> (row_tile, col_tile, r%32, r//32, c)
@@ -88,7 +89,7 @@ def _tiles_in_row_order(flat: torch.Tensor, prow: int, pcol: int) -> torch.Tenso
 
 def unswizzle(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Inverse of `swizzle`: the 128x4-layout bytes back to (rows, cols)."""
-    prow, pcol = swizzled_scale_shape(rows, cols * BLOCK)
+    prow, pcol = round_up(rows, SWIZZLE_ROWS), round_up(cols, SWIZZLE_COLS)
     return _tiles_in_row_order(flat, prow, pcol).reshape(prow, pcol)[:rows, :cols]
 
 

@@ -118,10 +118,10 @@ def owner(fn) -> tuple[str, str]:
     """(name, origin) of the registered backend whose quantize or dequantize `fn` is."""
     from .registry import get_registry
 
-    from .backend import TRAINING_OPS
+    from .backend import CLAIMABLE_OPS
 
     for entry in get_registry().entries():
         b = entry.backend
-        if b is not None and any(getattr(b, op) == fn for op in ("quantize", "dequantize", *TRAINING_OPS)):
+        if b is not None and any(getattr(b, op) == fn for op in ("quantize", "dequantize", *CLAIMABLE_OPS)):
             return entry.name, entry.origin
     return getattr(fn, "__qualname__", repr(fn)), "not a registered backend"

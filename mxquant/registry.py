@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import forking, plugins
-from .backend import TRAINING_OPS, Backend, BackendSpec, Call, Capabilities
+from .backend import CLAIMABLE_OPS, Backend, BackendSpec, Call, Capabilities
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from .bounded import run_bounded
 from .probing import run_probe
@@ -73,8 +73,8 @@ def check_backend(obj: Backend) -> Backend:
     if not isinstance(obj.priority, int):
         raise TypeError(f"backend {obj.name!r}: priority must be an int, got {obj.priority!r}")
     for op in obj.capabilities.ops:
-        if op not in TRAINING_OPS:
-            raise TypeError(f"backend {obj.name!r}: capabilities.ops names {op!r}; known: {', '.join(TRAINING_OPS)}")
+        if op not in CLAIMABLE_OPS:
+            raise TypeError(f"backend {obj.name!r}: capabilities.ops names {op!r}; known: {', '.join(CLAIMABLE_OPS)}")
         if not callable(getattr(obj, op)):
             raise TypeError(f"backend {obj.name!r}: capabilities.ops claims {op} but {op} is not given")
     return obj
@@ -245,8 +245,8 @@ class Registry:
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
         """Whether `entry` serves the device but implements no `call.op` at all (a quantize-only
         backend: its dequantize is None). Forcing it then does not apply to that op. A forced
-        backend that does not claim a call of TRAINING_OPS is refused instead (strict)."""
-        if call.op in TRAINING_OPS:
+        backend that does not claim a call of CLAIMABLE_OPS is refused instead (strict)."""
+        if call.op in CLAIMABLE_OPS:
             return False
         backend = self.load(entry) if entry.serves(call.device.type) else None
         return backend is not None and (backend.quantize if call.op == "quantize" else backend.dequantize) is None

@@ -1,0 +1,210 @@
+"""The MXFP4 and NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"): mxfp4_quantize /
+mxfp4_dequantize and nvfp4_quantize / nvfp4_dequantize.
+
+The same path as ops.py: public function -> custom op (`mxquant::mxfp4_quantize`, ...) and its
+fake -> argument checks (checks_fp4.py) -> the backend the registry resolves for the op (only
+one that claims it in Capabilities.ops, backend.FP4_OPS) -> its outputs checked against the
+contract's shapes (every backend: no kernel is exempted) -> swizzled scales flattened."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .call_path import _eager, _raised
+from .checks_fp4 import check_dequantize, check_quantize
+from .errors import BackendOutputError
+from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
+from .layouts import public_scale_shape, scale_shape, to_backend, to_public
+from .ops_training import _problem
+from .outputs import owner, versions
+from .registry import get_registry
+from .selection import overrides
+
+_E2M1 = torch.float4_e2m1fn_x2  # the element dtype in the registry's call key (the data is uint8)
+_E8M0, _E4M3, _U8, _F32 = torch.float8_e8m0fnu, torch.float8_e4m3fn, torch.uint8, torch.float32
+
+
+class MXFP4Quantized(NamedTuple):
+    data: torch.Tensor
+    """uint8 (*x.shape[:-1], K // 2): two e2m1 values a byte, element 2j in the low nibble
+    (`.view(torch.float4_e2m1fn_x2)` is the same bytes)."""
+    scale: torch.Tensor
+    """E8M0 (float8_e8m0fnu), one per 32 elements: linear (*x.shape[:-1], K // 32), or swizzled: 1-D
+    of round_up(M, 128) * round_up(K // 32, 4) bytes (the shapes never coincide)."""
+
+
+class NVFP4Quantized(NamedTuple):
+    data: torch.Tensor
+    """uint8 (*x.shape[:-1], K // 2), packed as MXFP4Quantized.data."""
+    scale: torch.Tensor
+    """float8_e4m3fn, one per 16 elements: linear (*x.shape[:-1], K // 16), or swizzled: 1-D of
+    round_up(M, 128) * round_up(K // 16, 4) bytes."""
+    global_scale: torch.Tensor
+    """float32 (1,): the per-tensor scale g; an element's value is e2m1 * (scale / g)."""
+
+
+def mxfp4_quantize(x: torch.Tensor, *, scale_mode: str = "rceil", scale_layout: str = "linear",
+                   backend: Optional[str] = None) -> MXFP4Quantized:
+    """MXFP4: e2m1 elements, one E8M0 scale per 32 along the last dimension.
+    scale_mode: "rceil" (default, never saturates), "floor" (OCP MX v1.0) or "compressed-tensors"
+    (llm-compressor's MXFP4 checkpoints); scale_layout: "linear" or "swizzled" (128x4)."""
+    if _eager(x):
+        return MXFP4Quantized(*run_mxfp4_quantize(x, scale_mode, scale_layout, backend))
+    return MXFP4Quantized(*torch.ops.mxquant.mxfp4_quantize(x, scale_mode, scale_layout, backend))
+
+
+def mxfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, *, scale_layout: str = "linear",
+                     out_dtype: torch.dtype = torch.bfloat16, backend: Optional[str] = None) -> torch.Tensor:
+    """e2m1 * 2**(scale - 127) per block of 32, rounded once to out_dtype; NaN where the scale is 0xFF."""
+    if _eager(data):
+        return run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
+    return torch.ops.mxquant.mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
+
+
+def nvfp4_quantize(x: torch.Tensor, global_scale: Optional[torch.Tensor] = None, *,
+                   scale_mode: str = "compressed-tensors", scale_layout: str = "linear",
+                   backend: Optional[str] = None) -> NVFP4Quantized:
+    """NVFP4: e2m1 elements, one float8_e4m3fn scale per 16 along the last dimension, and a float32
+    per-tensor global scale g. global_scale None: g = 448 * 6 / amax(x) as compressed-tensors
+    computes it; or pass one (float32, one element; e.g. shared by fused q/k/v weights)."""
+    if _eager(x) and (global_scale is None or _eager(global_scale)):
+        return NVFP4Quantized(*run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend))
+    return NVFP4Quantized(*torch.ops.mxquant.nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend))
+
+
+def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor, *,
+                     scale_layout: str = "linear", out_dtype: torch.dtype = torch.bfloat16,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """e2m1 * (scale / global_scale) per group of 16 (quotient and product in fp32), rounded to out_dtype."""
+    if _eager(data) and _eager(global_scale):
+        return run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
+    return torch.ops.mxquant.nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
+
+
+# ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
+
+def _packed(shape: tuple) -> tuple:
+    return (*shape[:-1], shape[-1] // 2)
+
+
+def _unpacked(shape: tuple) -> tuple:
+    return (*shape[:-1], 2 * shape[-1])
+
+
+def run_mxfp4_quantize(x, scale_mode, scale_layout, backend):
+    check_quantize("mxfp4", x, scale_mode, scale_layout, backend)
+    shape = tuple(x.shape)
+    want = [("data", _packed(shape), _U8), ("scale", scale_shape(shape, scale_layout, MXFP4_BLOCK), _E8M0)]
+    data, scale = _call("mxfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
+                        (x, scale_mode, scale_layout))
+    return data, to_public(scale, scale_layout)
+
+
+def run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend):
+    check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
+    shape = tuple(x.shape)
+    want = [("data", _packed(shape), _U8), ("scale", scale_shape(shape, scale_layout, NVFP4_BLOCK), _E4M3),
+            ("global_scale", (1,), _F32)]
+    data, scale, g = _call("nvfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
+                           (x, global_scale, scale_mode, scale_layout))
+    return data, to_public(scale, scale_layout), g
+
+
+def run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend):
+    check_dequantize("mxfp4", data, scale, scale_layout, out_dtype, backend)
+    shape = _unpacked(tuple(data.shape))
+    scale = to_backend(scale, shape, scale_layout, MXFP4_BLOCK)
+    return _call("mxfp4_dequantize", data, out_dtype, None, scale_layout, backend, [("output", shape, out_dtype)],
+                 (data, scale, scale_layout, out_dtype))[0]
+
+
+def run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend):
+    check_dequantize("nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
+    shape = _unpacked(tuple(data.shape))
+    scale = to_backend(scale, shape, scale_layout, NVFP4_BLOCK)
+    return _call("nvfp4_dequantize", data, out_dtype, None, scale_layout, backend, [("output", shape, out_dtype)],
+                 (data, scale, global_scale, scale_layout, out_dtype))[0]
+
+
+def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
+    key = (op, x.device, hp, _E2M1, scale_mode, scale_layout, backend, *overrides())
+    fn = get_registry().lookup(*key)
+    before = versions(x)
+    try:
+        out = fn(*args)
+    except Exception as exc:
+        raise _raised(fn, exc, op, x.device)
+    if len(want) == 1 and isinstance(out, torch.Tensor):
+        out = (out,)
+    problem = _problem(out, want, x, before)
+    if problem:
+        name, origin = owner(fn)
+        raise BackendOutputError(name, origin, f"{op}({describe_dtype(x.dtype)} {tuple(x.shape)})", problem)
+    return tuple(out)
+
+
+# ---- custom ops and their fakes ----------------------------------------------------------------
+
+@torch.library.custom_op("mxquant::mxfp4_quantize", mutates_args=())
+def _mxfp4_quantize_op(x: torch.Tensor, scale_mode: str, scale_layout: str, backend: Optional[str] = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    return run_mxfp4_quantize(x, scale_mode, scale_layout, backend)
+
+
+@_mxfp4_quantize_op.register_fake
+def _(x, scale_mode, scale_layout, backend=None):
+    check_quantize("mxfp4", x, scale_mode, scale_layout, backend)
+    shape = tuple(x.shape)
+    return (x.new_empty(_packed(shape), dtype=_U8),
+            x.new_empty(public_scale_shape(shape, scale_layout, MXFP4_BLOCK), dtype=_E8M0))
+
+
+@torch.library.custom_op("mxquant::nvfp4_quantize", mutates_args=())
+def _nvfp4_quantize_op(x: torch.Tensor, global_scale: Optional[torch.Tensor], scale_mode: str, scale_layout: str,
+                       backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend)
+
+
+@_nvfp4_quantize_op.register_fake
+def _(x, global_scale, scale_mode, scale_layout, backend=None):
+    check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
+    shape = tuple(x.shape)
+    return (x.new_empty(_packed(shape), dtype=_U8),
+            x.new_empty(public_scale_shape(shape, scale_layout, NVFP4_BLOCK), dtype=_E4M3),
+            x.new_empty((1,), dtype=_F32))
+
+
+@torch.library.custom_op("mxquant::mxfp4_dequantize", mutates_args=())
+def _mxfp4_dequantize_op(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype,
+                         backend: Optional[str] = None) -> torch.Tensor:
+    return run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
+
+
+@_mxfp4_dequantize_op.register_fake
+def _(data, scale, scale_layout, out_dtype, backend=None):
+    check_dequantize("mxfp4", data, scale, scale_layout, out_dtype, backend)
+    return data.new_empty(_unpacked(tuple(data.shape)), dtype=out_dtype)
+
+
+@torch.library.custom_op("mxquant::nvfp4_dequantize", mutates_args=())
+def _nvfp4_dequantize_op(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor, scale_layout: str,
+                         out_dtype: torch.dtype, backend: Optional[str] = None) -> torch.Tensor:
+    return run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
+
+
+@_nvfp4_dequantize_op.register_fake
+def _(data, scale, global_scale, scale_layout, out_dtype, backend=None):
+    check_dequantize("nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
+    return data.new_empty(_unpacked(tuple(data.shape)), dtype=out_dtype)
+
+
+def _no_gradient_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+
+for _op, _inputs in ((_mxfp4_quantize_op, 4), (_nvfp4_quantize_op, 5), (_mxfp4_dequantize_op, 5),
+                     (_nvfp4_dequantize_op, 6)):
+    _op.register_autograd(lambda ctx, *grads, _n=_inputs: (None,) * _n, setup_context=_no_gradient_setup)
+del _op, _inputs
