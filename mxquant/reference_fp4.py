@@ -65,9 +65,11 @@ def _amax_bits(values: torch.Tensor) -> torch.Tensor:
 
 
 def _layout(scale_bytes: torch.Tensor, lead: tuple, layout: str) -> torch.Tensor:
+    """(rows, nb, 1) scale bytes -> linear (*lead, nb) or the 128x4 layout (2-D)."""
+    rows, nb = scale_bytes.shape[:2]
     if layout == "swizzled":
-        return swizzle(scale_bytes.reshape(-1, scale_bytes.shape[-2]))
-    return scale_bytes.reshape(*lead, scale_bytes.shape[-2])
+        return swizzle(scale_bytes.reshape(rows, nb))
+    return scale_bytes.reshape(*lead, nb)
 
 
 # ---- MXFP4 ---------------------------------------------------------------------------------------
