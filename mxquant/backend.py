@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from .formats import (BASELINE_ELEMENT_DTYPES, BASELINE_INPUT_DTYPES, BASELINE_SCALE_LAYOUTS, BASELINE_SCALE_MODES,
-                      describe_dtype)
+                      NVFP4_SCALE_MODES, describe_dtype)
 
 QuantizeFn = Callable[[torch.Tensor, torch.dtype, str, str], "tuple[torch.Tensor, torch.Tensor]"]
 """quantize(x, dtype, scale_mode, scale_layout) -> (data, scale). Arguments are already
@@ -155,8 +155,9 @@ class Backend:
             ("output dtype" if dequant else "input dtype", call.hp_dtype, caps.input_dtypes),
             ("scale layout", call.scale_layout, caps.scale_layouts),
         ]
-        if not dequant:
-            checks.append(("scale mode", call.scale_mode, caps.scale_modes))
+        if not dequant:  # claiming nvfp4_quantize claims its one mode of today (formats.NVFP4_SCALE_MODES)
+            modes = caps.scale_modes | frozenset(NVFP4_SCALE_MODES) if call.op == "nvfp4_quantize" else caps.scale_modes
+            checks.append(("scale mode", call.scale_mode, modes))
         for what, value, accepted in checks:
             if value not in accepted:
                 show = describe_dtype if isinstance(value, torch.dtype) else str

@@ -93,14 +93,16 @@ def test_piped_verify_keeps_a_row_a_line_and_says_which_backends_it_left_out():
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
     results = [r for r in report["results"] if r["status"] != "not supported"]
-    assert len(rows) == len(results) == 48 + 108, done.stdout  # + the training / MoE calls the reference claims
+    assert len(rows) == len(results) == 48 + 108 + 36, done.stdout  # + the training / MoE and FP4 calls the reference claims
     for row, r in zip(rows, results):
         cells = [c.strip() for c in row.strip("│").split("│")]
-        call = (f"{r['op']} " + {"dequantize": "{el}->{hp} {layout}"}.get(r["op"], "{hp}->{el} {mode} {layout}")
+        fp4 = {f"{f}_{op}": text for f in ("mxfp4", "nvfp4")
+               for op, text in (("quantize", "{hp} {mode} {layout}"), ("dequantize", "->{hp} {layout}"))}
+        call = (f"{r['op']} " + {"dequantize": "{el}->{hp} {layout}", **fp4}.get(r["op"], "{hp}->{el} {mode} {layout}")
                 ).format(hp=_short(r["hp_dtype"]), el=_short(r["element_dtype"]), mode=r["scale_mode"],
                          layout=r["scale_layout"])
         assert cells[2:4] == [call, r["status"]], row
-    assert len(done.stdout.splitlines()) < 60 + 108
+    assert len(done.stdout.splitlines()) < 60 + 108 + 36
     left_out = [b["name"] for b in json.loads(_run(["info", "--json"]).stdout)["backends"]
                 if b["name"] != "cpu" and any(a["available"] for a in b["availability"])]
     assert "cpu-eager" in left_out
@@ -111,7 +113,7 @@ def test_piped_verify_keeps_a_row_a_line_and_says_which_backends_it_left_out():
 
 def _short(dtype: str) -> str:
     return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "e4m3",
-            "float8_e5m2": "e5m2"}[dtype]
+            "float8_e5m2": "e5m2", "e2m1": "e2m1"}[dtype]
 
 
 def test_info_shows_reasons_whole(registry, monkeypatch):

@@ -56,6 +56,10 @@ _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3
 
 def _describe_call(r: dict) -> str:
     hp, el = _SHORT.get(r["hp_dtype"], r["hp_dtype"]), _SHORT.get(r["element_dtype"], r["element_dtype"])
+    if r["op"].endswith("fp4_dequantize"):
+        return f"{r['op']} ->{hp} {r['scale_layout']}"
+    if r["op"].endswith("fp4_quantize"):
+        return f"{r['op']} {hp} {r['scale_mode']} {r['scale_layout']}"
     if r["op"] != "dequantize":  # quantize and the training / MoE calls (quantize_colwise, ...)
         return f"{r['op']} {hp}->{el} {r['scale_mode']} {r['scale_layout']}"
     return f"dequantize {el}->{hp} {r['scale_layout']}"

@@ -16,13 +16,15 @@ from typing import Optional
 import torch
 
 from .._version import __version__
-from ..backend import TRAINING_OPS, Call
-from ..formats import ELEMENT_FORMATS, INPUT_DTYPES, OUTPUT_DTYPES, SCALE_LAYOUTS, SCALE_MODES, describe_dtype
+from ..backend import CLAIMABLE_OPS, FP4_OPS, TRAINING_OPS, Call
+from ..formats import (ELEMENT_FORMATS, INPUT_DTYPES, MXFP4_SCALE_MODES, NVFP4_SCALE_MODES, OUTPUT_DTYPES, SCALE_LAYOUTS,
+                       SCALE_MODES, describe_dtype)
 from ..registry import Entry, Registry, get_registry
 from ..report import local_device_types
 from .compare import (DEVIATION, FAIL, MAX_EXAMPLES, NOT_SUPPORTED, PASS, SCHEMA_VERSION, UNAVAILABLE, Result,  # noqa: F401
                       Target, check_dequantize, check_quantize)
 from .deviation_rules import DEVIATION_RULES
+from .verify_fp4 import check_fp4
 from .verify_training import check_training
 
 
@@ -42,6 +44,12 @@ def _combinations():
             ("linear",) if op == "quantize_2d" else ("swizzled",))
         for layout in layouts:
             yield op, hp, dt, mode, layout
+    e2m1 = torch.float4_e2m1fn_x2
+    for fmt, modes in (("mxfp4", MXFP4_SCALE_MODES), ("nvfp4", NVFP4_SCALE_MODES)):
+        for hp, mode, layout in itertools.product(INPUT_DTYPES, modes, SCALE_LAYOUTS):
+            yield f"{fmt}_quantize", hp, e2m1, mode, layout
+        for out, layout in itertools.product(OUTPUT_DTYPES, SCALE_LAYOUTS):
+            yield f"{fmt}_dequantize", out, e2m1, None, layout
 
 
 def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Target], list[Result]]:
@@ -65,7 +73,7 @@ def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Targ
             results.append(Result(entry.name, str(device), None, None, None, None, None, UNAVAILABLE, reason))
             continue
         for op, hp, dt, mode, layout in _combinations():
-            if op in TRAINING_OPS and op not in backend.capabilities.ops:
+            if op in CLAIMABLE_OPS and op not in backend.capabilities.ops:
                 continue  # a call it does not claim at all: no rows (info's capabilities say so)
             call = Call(op, device, hp, dt, mode, layout)
             why = backend.incapable_reason(call)
@@ -76,6 +84,8 @@ def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Targ
                 results.append(check_quantize(backend, device, hp, dt, mode, layout, seed))
             elif op in TRAINING_OPS:
                 results.append(check_training(backend, device, op, hp, dt, mode, layout, seed))
+            elif op in FP4_OPS:
+                results.append(check_fp4(backend, device, op, hp, mode, layout, seed))
             else:
                 results.append(check_dequantize(backend, device, hp, dt, layout, seed))
     return targets, results

@@ -1,0 +1,86 @@
+"""`mxquant verify` for the MXFP4 / NVFP4 calls (backend.FP4_OPS): a backend that claims one is run
+on conformance/fp4_inputs.py and compared with reference_fp4.py byte for byte per block (32
+elements MXFP4, 16 NVFP4: packed data, scale byte), every padding byte of the swizzled layout,
+the global scale, and for dequantize every output value (NaN payloads aside). No deviation rule
+exists for these calls yet: a difference is a failure, or unattributed if the backend declares
+codes verify has no rule for."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import reference_fp4
+from ..backend import Backend
+from ..formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
+from .compare import FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally
+from .fp4_inputs import fp4_inputs
+
+
+def _quantize(fn, op, x, mode, layout):
+    return fn(x, mode, layout) if op == "mxfp4_quantize" else fn(x, None, mode, layout)
+
+
+def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout, seed: int) -> Result:
+    fmt = op.split("_")[0]
+    block = MXFP4_BLOCK if fmt == "mxfp4" else NVFP4_BLOCK
+    result = Result(backend.name, str(device), op, describe_dtype(hp), "e2m1", mode, layout, FAIL)
+    tally = _Tally(result, backend, None)
+    quantize = getattr(reference_fp4, f"{fmt}_quantize")
+    for case, x in fp4_inputs(torch.float32 if op.endswith("dequantize") else hp, seed):
+        result.cases += 1
+        rows, nb = math.prod(x.shape[:-1]), x.shape[-1] // block
+        qmode = mode or ("compressed-tensors" if fmt == "nvfp4" else "rceil")  # dequantize: data to read
+        ref = _quantize(quantize, f"{fmt}_quantize", x, qmode, layout)
+        if op.endswith("dequantize"):
+            inputs = (ref[0], ref[1]) + ((ref[2],) if fmt == "nvfp4" else ())
+            ref_out = getattr(reference_fp4, op)(*inputs, layout, hp)
+            moved = tuple(t.to(device) for t in inputs)
+            copies = tuple(t.clone() for t in moved)
+            try:
+                got = getattr(backend, op)(*moved, layout, hp).cpu()
+            except Exception as exc:
+                tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                continue
+            if not all(_same_bits(a, b) for a, b in zip(moved, copies)):
+                tally.problems.append(f"{case}: wrote into its inputs (inputs are read-only)")
+                continue
+            err = _structure_error("output", got, ref_out.shape, hp)
+            if err:
+                tally.problems.append(f"{case}: {err}")
+                continue
+            diff = (~_same_values(got.contiguous(), ref_out)).reshape(rows, nb, block).any(-1).reshape(-1)
+            tally.add(case, diff, None, lambda i: {"block": i, "row": None, "name": None})
+            continue
+        xd = x.to(device)
+        x_copy = xd.clone()
+        try:
+            got = tuple(t.cpu() for t in _quantize(getattr(backend, op), op, xd, mode, layout))
+        except Exception as exc:
+            tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if not _same_bits(xd, x_copy):
+            tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
+            xd.copy_(x_copy)
+            continue
+        err = f"returned {len(got)} outputs, expected {len(ref)}" if len(got) != len(ref) else next(
+            (e for i, (g, r) in enumerate(zip(got, ref)) if (e := _structure_error(f"output {i}", g, r.shape, r.dtype))),
+            None)
+        if err:
+            tally.problems.append(f"{case}: {err}")
+            continue
+        if fmt == "nvfp4" and not _same_bits(got[2], ref[2]):
+            tally.problems.append(f"{case}: global scale {got[2].tolist()}, expected {ref[2].tolist()}")
+        gs, padding = _scale_rows(got[1], layout, rows, nb)
+        es, _ = _scale_rows(ref[1], layout, rows, nb)
+        if padding:
+            tally.problems.append(f"{case}: {padding} padding bytes of the swizzled scales are not zero")
+        gd = got[0].reshape(rows * nb, block // 2)
+        ed = ref[0].reshape(rows * nb, block // 2)
+        diff = (gd != ed).any(-1) | (gs.reshape(-1) != es.reshape(-1))
+        tally.add(case, diff, None, lambda i, gs=gs.reshape(-1), es=es.reshape(-1): {
+            "block": i, "row": i // max(nb, 1), "name": None,
+            "scale": {"expected": int(es[i]), "got": int(gs[i])}, "elements": {}})
+    tally.finish()
+    return result
