@@ -89,3 +89,10 @@ def test_verify_rows(registry):
     assert len([k for k in fp4 if k[0] == "exact"]) == 6 + 6  # 3 dtypes x 2 layouts each
     off = [rows[k] for k in fp4 if k[0] == "off"]
     assert off and all(r["status"] == "fail" and r["unexplained_blocks"] > 0 for r in off)
+
+
+def test_info_lists_the_fp4_ops():
+    from mxquant.backend import FP4_OPS
+
+    report = {b.name: b for b in mxquant.list_backends()}
+    assert set(FP4_OPS) <= set(report["cpu"].capabilities["ops"])  # `mxquant info --json` prints these records
