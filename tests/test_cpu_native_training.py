@@ -6,7 +6,8 @@ the row-wise call on x.mT.contiguous(); tiles of x.mT are the transpose of tiles
 torchao's grouped layouts of the oracle's linear scales (tests/test_grouped.py). Inputs: the
 step-1 inputs (special blocks down the columns, circulant special tiles, the adversarial batch,
 strided views, odd and empty shapes, ragged and empty groups) plus inputs for the C kernel's own
-edges: tiles of 64 columns mixing fast and slow columns, last tiles of 1..63 columns, rows read
+edges: tiles of 64 columns mixing fast and slow columns, last tiles of 1..63 columns, odd band counts,
+several work units (8 bands x 2048 columns each) in both directions, rows read
 in place with a row stride, leading dimensions that do not merge, and inputs large enough to run
 on two threads."""
 
@@ -87,6 +88,19 @@ def test_colwise_and_rowcol(variant, hp, dtype, mode, layout):
         want_data, want_scale = oracle.quantize(x, dtype, mode, layout)
         assert_bytes(row.data, want_data, f"{name}: rowcol's row data vs oracle")
         assert_bytes(row.scale, oracle.public(want_scale, layout), f"{name}: rowcol's row scale vs oracle")
+
+
+@pytest.mark.parametrize("hp", [torch.bfloat16, torch.float16])
+def test_work_units_in_both_directions(variant, hp):
+    """More rows and columns than one work unit (8 bands x 2048 columns): 9 bands, 2080 columns."""
+    x = _mixed_columns((288, 2080), hp, 8)
+    (row, col), tiles = mxquant.mxfp8_quantize_rowcol(x, scale_layout="swizzled", backend=NATIVE), \
+        mxquant.mxfp8_quantize_2d(x, scale_mode="floor", backend=NATIVE)
+    for got, want, what in ((row, oracle.quantize(x, torch.float8_e4m3fn, "rceil", "swizzled"), "row"),
+                            (col, oracle.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "swizzled"), "col"),
+                            (tiles, oracle.quantize_tiles(x, torch.float8_e4m3fn, "floor"), "tiles")):
+        assert_bytes(got.data, want[0], f"{what} data vs oracle")
+        assert_bytes(got.scale, want[1].reshape(got.scale.shape), f"{what} scale vs oracle")
 
 
 @pytest.mark.parametrize("hp, dtype, mode", GRID, ids=[ids(c) for c in GRID])
