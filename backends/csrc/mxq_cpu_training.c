@@ -162,23 +162,25 @@ TARGET_AVX2 static void bands_avx2(const bjob_t *j, int64_t u0, int64_t u1) {
 
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
 
-/* e[32][64] bytes (row r: the encoded row r of 64 columns) -> column c's 32 bytes at dst + c * ds.
- * Each round interleaves the bytes of registers q and q + 8 (within 128-bit lanes): four rounds
- * rotate a byte's (register, byte) index bits by four, a 16x16 transpose in each lane. */
+/* 16 rows of 64 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
+ * rows. Each round interleaves the bytes of registers q and q + 8 (within 128-bit lanes): four
+ * rounds rotate a byte's (register, byte) index bits by four, a 16x16 transpose in each lane. */
+TARGET_AVX512 INLINE void transpose_16x16_lanes(const uint8_t *e, __m512i *t) {
+    __m512i b[16];
+    for (int q = 0; q < 16; q++) t[q] = _mm512_load_si512(e + q * CW);
+    for (int round = 0; round < 4; round++) {
+        for (int q = 0; q < 8; q++) {
+            b[2 * q] = _mm512_unpacklo_epi8(t[q], t[q + 8]);
+            b[2 * q + 1] = _mm512_unpackhi_epi8(t[q], t[q + 8]);
+        }
+        for (int q = 0; q < 16; q++) t[q] = b[q];
+    }
+}
+
+/* e[32][64] bytes (row r: the encoded row r of 64 columns) -> column c's 32 bytes at dst + c * ds. */
 TARGET_AVX512 INLINE void transpose_32x64(const uint8_t *e, uint8_t *dst, int64_t ds) {
     __m512i t[2][16];
-    for (int h = 0; h < 2; h++) {
-        __m512i a[16], b[16];
-        for (int q = 0; q < 16; q++) a[q] = _mm512_load_si512(e + (16 * h + q) * CW);
-        for (int round = 0; round < 4; round++) {
-            for (int q = 0; q < 8; q++) {
-                b[2 * q] = _mm512_unpacklo_epi8(a[q], a[q + 8]);
-                b[2 * q + 1] = _mm512_unpackhi_epi8(a[q], a[q + 8]);
-            }
-            for (int q = 0; q < 16; q++) a[q] = b[q];
-        }
-        for (int q = 0; q < 16; q++) t[h][q] = a[q]; /* lane L of t[h][q]: column 16 L + q, rows 16 h.. */
-    }
+    for (int h = 0; h < 2; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]); /* t[h][q] lane L: column 16 L + q */
     const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
     for (int q = 0; q < 16; q++) {
         __m512i v0 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]); /* columns q, 16 + q */
@@ -211,18 +213,7 @@ TARGET_AVX512 INLINE void col_tile_finish(const bjob_t *j, const char *x, int64_
  * stored past the caches (the (K, M) output is not read back here). */
 TARGET_AVX512 INLINE void transpose_64x64(const uint8_t *e, uint8_t *dst, int64_t ds, int nt) {
     __m512i t[4][16];
-    for (int h = 0; h < 4; h++) {
-        __m512i a[16], b[16];
-        for (int q = 0; q < 16; q++) a[q] = _mm512_load_si512(e + (16 * h + q) * CW);
-        for (int round = 0; round < 4; round++) {
-            for (int q = 0; q < 8; q++) {
-                b[2 * q] = _mm512_unpacklo_epi8(a[q], a[q + 8]);
-                b[2 * q + 1] = _mm512_unpackhi_epi8(a[q], a[q + 8]);
-            }
-            for (int q = 0; q < 16; q++) a[q] = b[q];
-        }
-        for (int q = 0; q < 16; q++) t[h][q] = a[q];
-    }
+    for (int h = 0; h < 4; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]);
     const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
     for (int q = 0; q < 16; q++) {
         __m512i v01 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]), v23 = _mm512_permutex2var_epi64(t[2][q], lo, t[3][q]);
