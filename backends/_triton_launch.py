@@ -61,7 +61,26 @@ class Plan:
                               self.compiled.launch_metadata((g, 1, 1), None, a, b, c, *self.tail),
                               _RUNTIME[0].launch_enter_hook, _RUNTIME[0].launch_exit_hook, a, b, c, *self.tail)
             return
-        compiled = self.kernel[(self.grid,)](a, b, c, *self.ints, **self.constexprs, num_warps=self.num_warps)
+        self._first(device, (a, b, c))
+
+    def launch_n(self, device: torch.device, *tensors: torch.Tensor) -> None:
+        """launch() for any number of tensor arguments (the training and MoE kernels)."""
+        if self.head is None:
+            self._first(device, tensors)
+            return
+        g, fn, coop, pdl, meta = self.head
+        stream = torch._C._cuda_getCurrentRawStream(device.index)
+        if hooks_idle():
+            self.raw(g, 1, 1, stream, fn, coop, pdl, None, None, meta, None, None, None,
+                     *[t.data_ptr() for t in tensors], *self.tail)
+        else:
+            rt = _RUNTIME[0]
+            self.compiled.run(g, 1, 1, stream, fn, meta, self.compiled.launch_metadata((g, 1, 1), None, *tensors, *self.tail),
+                              rt.launch_enter_hook, rt.launch_exit_hook, *tensors, *self.tail)
+
+    def _first(self, device: torch.device, tensors: tuple) -> None:
+        """Triton's own launch (compiles or loads the kernel); on CUDA, arm the raw launcher."""
+        compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps)
         if device.type == "cuda":
             if _FAST_LAUNCH[0] is None:
                 _FAST_LAUNCH[0] = fast_launch_ok()

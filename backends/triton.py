@@ -2,7 +2,8 @@
 where fp8 conversion is in hardware) and declared for Intel XPU where Intel's Triton exists.
 
 Nothing here imports triton at module import; the kernels (backends/_triton_kernels.py) load
-on the first call. Inputs: any leading shape; a 2-D row-strided view is used as is, so
+on the first call. It also serves the training and MoE calls (column-wise, row+column, 32x32
+tiles, grouped scales): backends/_triton_training_ops.py launches backends/_triton_training.py. Inputs: any leading shape; a 2-D row-strided view is used as is, so
 row-sliced and transposed-leading-dim tensors cost no copy; a tensor whose last dimension is
 not contiguous (stride != 1), or whose leading dimensions cannot be merged into one stride,
 is copied once with .contiguous() first.
@@ -16,7 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from mxquant import layouts
-from mxquant.backend import Backend, Capabilities
+from mxquant.backend import TRAINING_OPS, Backend, Capabilities
 from mxquant.formats import BLOCK, ELEMENT_FORMATS
 from mxquant.outputs import own_outputs
 
@@ -165,6 +166,7 @@ def _quantize_plan(m, k, stride, dtype, scale_mode, swizzled, scale_rows, scale_
         MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k, EVICT=cfg.evict,
         PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages, BIG=n_m * cfg.block_m * max(stride, k) + n_k * cfg.block_k >= 2**31,
         SPREAD=swizzled and cfg.spread and cfg.block_m % 4 == 0 and 128 % cfg.block_m == 0,
+        INTERPRETED=device.type == "cpu",  # CPU tensors: Triton's interpreter (tests)
     )
     ints = (m, k, stride, scale_rows, scale_cols, n_k, n_m * n_k)
     return _launch.Plan(_kernels().mxfp8_quantize_kernel, grid, ints, constexprs, cfg.warps)
@@ -259,13 +261,21 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
     return out
 
 
+# The training and MoE calls (backend.TRAINING_OPS): their launch side needs the names above.
+from . import _triton_training_ops as _training  # noqa: E402
+
 backend = Backend(
     name="triton",
     capabilities=Capabilities(devices=frozenset({"cuda", "xpu"}),
-                              scale_modes=frozenset({"rceil", "floor", "compressed-tensors"})),
+                              scale_modes=frozenset({"rceil", "floor", "compressed-tensors"}),
+                              ops=frozenset(TRAINING_OPS)),
     probe=probe,
     quantize=quantize,
     dequantize=dequantize,
+    quantize_colwise=_training.quantize_colwise,
+    quantize_rowcol=_training.quantize_rowcol,
+    quantize_2d=_training.quantize_2d,
+    quantize_grouped=_training.quantize_grouped,
     priority=50,
     description="one-pass Triton kernel (mxquant's own); bit-exact with the reference",
     install_hint="pip install triton (or, from an mxquant checkout, pip install -e '.[cuda]'); on XPU, PyTorch's XPU wheels bring Intel's Triton",

@@ -1,0 +1,217 @@
+"""Launch side of the `triton` backend's training and MoE calls (backend.TRAINING_OPS): shapes,
+grids and launch plans for backends/_triton_training.py's kernels (imported on the first call;
+nothing here imports triton). Same plan cache and launch path as the row-wise call
+(backends/_triton_launch.py); outputs are allocated here, never cleared (the kernels write every
+byte, padding included); no host synchronisation (grouped offsets stay on the device).
+
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups, a
+row-wise `Config` for 3-D experts; None picks TRAINING_CONFIGS. Under Triton's interpreter
+(TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from mxquant import layouts
+from mxquant.formats import BLOCK, ELEMENT_FORMATS
+from mxquant.layouts import round_up
+
+from . import _triton_launch as _launch
+from ._common import as_rows, device_guard
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _rowwise():
+    """backends/triton.py (the row-wise call, configs, card): imported on use, as it imports this."""
+    from . import triton
+
+    return triton
+
+TRAINING_CONFIGS = {"colwise": (128, 64, 8), "rowcol": (128, 128, 8), "2d": (64, 128, 8)}
+"""(BLOCK_M, BLOCK_K, warps) per call: first choices, not yet swept on a GPU (none was lent when
+they were written; benchmarks/bench_training.py measures them). Swizzled column scales pack 4
+blocks along M into a word (BLOCK_M % 128 == 0), swizzled row scales 4 along K (BLOCK_K % 128).
+Token groups and experts take the row-wise swizzled config of the card (triton.quantize_config)."""
+
+_E8M0 = torch.float8_e8m0fnu
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    from . import _triton_training
+
+    return _triton_training
+
+
+def _modes(dtype, scale_mode) -> dict:
+    return dict(EMAX=ELEMENT_FORMATS[dtype].emax, RCEIL=scale_mode == "rceil",
+                TIE_UP=scale_mode == "compressed-tensors", E5M2=dtype == torch.float8_e5m2)
+
+
+def _block_config(op: str, config, swizzled: bool, row: bool) -> tuple[int, int, int]:
+    bm, bk, warps = config or TRAINING_CONFIGS[op]
+    for what, v in (("BLOCK_M", bm), ("BLOCK_K", bk)):
+        if v < 32 or v & (v - 1):
+            raise ValueError(f"{op} config: {what} must be a power of two >= 32, got {v}")
+    if swizzled and (bm % 128 or (row and bk % 128)):
+        raise ValueError(f"{op} config: swizzled scales pack 4 blocks per word: BLOCK_M{' and BLOCK_K' if row else ''} "
+                         f"must be multiples of 128, got {bm} x {bk}")
+    return bm, bk, warps
+
+
+def _guarded(fn):
+    """Run fn with x's device current (launches go to the current device's stream)."""
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        guard = device_guard(x.device)
+        if guard is None:
+            return fn(x, *args, **kwargs)
+        with guard:
+            return fn(x, *args, **kwargs)
+    return wrapper
+
+
+def quantize_colwise(x, dtype, scale_mode, scale_layout, config=None):
+    """(data (..., K, M), scale): quantize(x.mT.contiguous()) from x in one pass."""
+    if config is None and x.shape[-2] > 1 and x.stride(-2) == 1 and x.stride(-1) != 1:
+        return _rowwise().quantize(x.mT, dtype, scale_mode, scale_layout)  # x.mT has unit-stride rows: the row-wise kernel, no copy
+    return _rowcol(x, dtype, scale_mode, scale_layout, config, row=False)
+
+
+def quantize_rowcol(x, dtype, scale_mode, scale_layout, config=None):
+    """(row data, row scale, column data, column scale) from one read of x."""
+    return _rowcol(x, dtype, scale_mode, scale_layout, config, row=True)
+
+
+@_guarded
+def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
+    device = x.device
+    *lead, m, k = x.shape
+    n = math.prod(lead)
+    t = (*lead, k, m)
+    swizzled = scale_layout == "swizzled"
+    cd = torch.empty(t, dtype=dtype, device=device)
+    cs = torch.empty(layouts.scale_shape(t, scale_layout), dtype=torch.uint8, device=device)
+    rd, rs = cd, cs  # unused by the kernel without ROW
+    if row:
+        rd = torch.empty(x.shape, dtype=dtype, device=device)
+        rs = torch.empty(layouts.scale_shape(tuple(x.shape), scale_layout), dtype=torch.uint8, device=device)
+    if x.numel():  # otherwise every scale is empty too
+        x3 = x.reshape(n, m, k)  # a view where the leading dimensions merge, else a copy
+        strides = x3.stride()
+        op = "rowcol" if row else "colwise"
+        key = (op, n, m, k, strides, x.dtype, dtype, scale_mode, swizzled, x3.data_ptr() % 16 == 0, device, config)
+
+        def make():
+            bm, bk, warps = _block_config(op, config, swizzled, row)
+            cs_cols = round_up(m // BLOCK, 4) if swizzled else m // BLOCK
+            rs_cols = round_up(k // BLOCK, 4) if swizzled else k // BLOCK
+            # the last matrix's tiles reach the swizzled layouts' padding rows; every tile row
+            # its padding block columns (zero blocks: masked loads)
+            m_last = round_up(n * m, 128) - (n - 1) * m if swizzled and row else m
+            k_last = round_up(n * k, 128) - (n - 1) * k if swizzled else k
+            n_m = cdiv(max(m_last, cs_cols * BLOCK), bm)
+            n_k = cdiv(max(k_last, rs_cols * BLOCK if row else k), bk)
+            extent = sum((size - 1) * st for size, st in zip((n, n_m * bm, n_k * bk), strides))
+            big = max(extent, n * n_m * bm * n_k * bk) >= 2**31
+            constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
+                              EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
+            ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
+            return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
+
+        _launch.plan(key, make).launch_n(device, x3, rd, rs, cd, cs)
+    col = (cd, cs.view(_E8M0))
+    return (rd, rs.view(_E8M0), *col) if row else col
+
+
+@_guarded
+def quantize_2d(x, dtype, scale_mode, config=None):
+    """(data of x's shape, scale (..., M/32, K/32)): one scale per 32x32 tile."""
+    device = x.device
+    *lead, m, k = x.shape
+    data = torch.empty(x.shape, dtype=dtype, device=device)
+    scale = torch.empty((*lead, m // BLOCK, k // BLOCK), dtype=torch.uint8, device=device)
+    if x.numel():
+        x2 = as_rows(x)
+        rows, stride = x2.shape[0], x2.stride(0)
+        key = ("2d", rows, k, stride, x.dtype, dtype, scale_mode, x2.data_ptr() % 16 == 0, device, config)
+
+        def make():
+            bm, bk, warps = _block_config("2d", config, False, True)
+            n_m, n_k = cdiv(rows, bm), cdiv(k, bk)
+            constexprs = dict(**_modes(dtype, scale_mode), BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_last",
+                              BIG=n_m * bm * max(stride, k) >= 2**31, INTERPRETED=device.type == "cpu")
+            return _launch.Plan(_kernels().tiles_kernel, n_m * n_k, (rows, k, stride, n_k), constexprs, warps)
+
+        _launch.plan(key, make).launch_n(device, x2, data, scale)
+    return data, scale.view(_E8M0)
+
+
+def quantize_grouped(x, group_ends, dtype, scale_mode, config=None):
+    """(row-wise data, grouped swizzled scale): 3-D experts (group_ends None) or token groups."""
+    if group_ends is None:
+        return _experts(x, dtype, scale_mode, config)
+    return _tokens(x, group_ends, dtype, scale_mode, config)
+
+
+@_guarded
+def _experts(x, dtype, scale_mode, config):
+    device = x.device
+    e, n, k = x.shape
+    data = torch.empty(x.shape, dtype=dtype, device=device)
+    scale = torch.empty(layouts.expert_scale_shape(tuple(x.shape)), dtype=torch.uint8, device=device)
+    if scale.numel():
+        x3 = x if x.stride(-1) == 1 else x.contiguous()
+        srows, scols = layouts.swizzled_scale_shape(n, k)
+        key = ("experts", e, n, k, x3.stride(), x.dtype, dtype, scale_mode, x3.data_ptr() % 16 == 0, device, config)
+
+        def make():
+            rw = _rowwise()
+            cfg = config or rw.quantize_config(n, k, True, rw.card(device)[0])
+            row = rw._quantize_plan(n, k, x3.stride(1), dtype, scale_mode, True, srows, scols, cfg, device)
+            n_tiles = row.ints[-1]
+            assert row.grid == n_tiles, "experts: one tile per program (no persistent grid)"
+            # (expert offsets are int64 in the kernel; BIG as the row-wise plan has it for one expert)
+            return _launch.Plan(_kernels().experts_kernel, e * n_tiles, (*row.ints, x3.stride(0)), row.constexprs,
+                                row.num_warps)
+
+        _launch.plan(key, make).launch_n(device, x3, data, scale)
+    return data, scale.view(_E8M0)
+
+
+@_guarded
+def _tokens(x, group_ends, dtype, scale_mode, config):
+    device = x.device
+    t, k = x.shape
+    g = group_ends.shape[0]
+    data = torch.empty(x.shape, dtype=dtype, device=device)
+    (size,) = layouts.grouped_scale_shape(t, k, g)
+    if t == 0 or size == 0:  # no rows: every group is empty, every byte zero (no offset read)
+        return data, torch.zeros(size, dtype=torch.uint8, device=device).view(_E8M0)
+    scale = torch.empty(size, dtype=torch.uint8, device=device)
+    x2 = as_rows(x)
+    ends = group_ends.contiguous()  # the kernel reads G consecutive int32 (a view's copy runs on the device)
+    stride = x2.stride(0)
+    pcol = round_up(k // BLOCK, 4)
+    key = ("tokens", t, k, g, stride, x.dtype, dtype, scale_mode, x2.data_ptr() % 16 == 0, device, config)
+
+    def make():
+        rw = _rowwise()
+        bm, bk, warps = config or rw.quantize_config(t, k, True, rw.card(device)[0])[:3]
+        if bm & (bm - 1) or bk < 128 or bk & (bk - 1):
+            raise ValueError(f"token groups config: BLOCK_M a power of two, BLOCK_K one >= 128 (4 blocks a word), got {bm} x {bk}")
+        n_m, n_k = cdiv(round_up(t + 128 * g, 128), bm), cdiv(pcol * BLOCK, bk)
+        constexprs = dict(**_modes(dtype, scale_mode), BLOCK_M=bm, BLOCK_K=bk, G_PAD=max(2, rw.next_pow2(g)),
+                          EVICT="evict_last", BIG=t * max(stride, k) >= 2**31, INTERPRETED=device.type == "cpu")
+        ints = (t, k, stride, g, pcol, size // 4, n_k)
+        return _launch.Plan(_kernels().tokens_kernel, n_m * n_k, ints, constexprs, warps)
+
+    _launch.plan(key, make).launch_n(device, x2, ends, data, scale)
+    return data, scale.view(_E8M0)
