@@ -154,7 +154,7 @@ def tokens_kernel(
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, G_PAD: tl.constexpr,
     EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
-    """Output rows pid_m * BLOCK_M.. of the flat grouped layout ((T + 128 G) * scale_cols
+    """Output rows pid_m * BLOCK_M.. (BLOCK_M a power of two <= 128) of the flat grouped layout ((T + 128 G) * scale_cols
     bytes, rows padded to whole 128-row tiles for the grid; words past total_words not stored).
     Group g's padded rows start at P_g, a multiple of 128, so its own 128x4 layout is the
     global one's rows P_g..: the row-wise word store applies unchanged."""
@@ -172,13 +172,16 @@ def tokens_kernel(
     sizes = tl.where(used, ends - prev, 0)
     padded = (sizes + 127) // 128 * 128
     padded_end = tl.cumsum(padded, 0)
-    # Each output row's group (groups whose padded end is at or before it), its start, its row.
-    out_row = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    g = tl.sum((padded_end[None, :] <= out_row[:, None]).to(tl.int32), axis=1)       # (BM,)
-    before = h[None, :] < g[:, None]
-    local = out_row - tl.sum(tl.where(before, padded[None, :], 0), axis=1)
-    size = tl.sum(tl.where(h[None, :] == g[:, None], sizes[None, :], 0), axis=1)
-    src = tl.sum(tl.where(before, sizes[None, :], 0), axis=1) + local               # input row
+    # BLOCK_M divides 128 and every group's padded range is whole 128-row chunks, so all rows of
+    # this program lie in one group's range (or in the tail): one group per program, found as
+    # the number of groups whose padded end is at or before the first row.
+    row0 = pid_m * BLOCK_M
+    g = tl.sum((padded_end <= row0).to(tl.int32), axis=0)
+    before = h < g
+    out_row = row0 + tl.arange(0, BLOCK_M)
+    local = out_row - tl.sum(tl.where(before, padded, 0), axis=0)
+    size = tl.sum(tl.where(h == g, sizes, 0), axis=0)
+    src = tl.sum(tl.where(before, sizes, 0), axis=0) + local                          # input row
     grouped = local < size
     # rows after the last group (the tail) take the rows after the last end, if it is < T (an
     # invalid offset the GPU call cannot check): their data still written, their scale bytes zero

@@ -34,11 +34,15 @@ def _rowwise():
 
     return triton
 
-TRAINING_CONFIGS = {"colwise": (128, 64, 8), "rowcol": (128, 128, 8), "2d": (64, 128, 8)}
-"""(BLOCK_M, BLOCK_K, warps) per call: first choices, not yet swept on a GPU (none was lent when
-they were written; benchmarks/bench_training.py measures them). Swizzled column scales pack 4
-blocks along M into a word (BLOCK_M % 128 == 0), swizzled row scales 4 along K (BLOCK_K % 128).
-Token groups and experts take the row-wise swizzled config of the card (triton.quantize_config)."""
+TRAINING_CONFIGS = {"colwise": (128, 64, 8), "rowcol": (128, 128, 16), "rowcol swizzled": (128, 128, 32),
+                    "2d": (64, 128, 8)}
+"""(BLOCK_M, BLOCK_K, warps) per call (and layout, where it differs): first choices, not yet
+swept or timed on a GPU (none was lent when they were written; benchmarks/bench_training.py
+times them). Compiled for sm_90 by Triton 3.6's compiler without a GPU, none spills registers
+(146-159 per thread column-wise, 128 / 64 row+column, 90 tiles); row+column with 8 warps does.
+Swizzled column scales pack 4 blocks along M into a word (BLOCK_M % 128 == 0), swizzled row
+scales 4 along K (BLOCK_K % 128 == 0). Token groups and experts take the row-wise swizzled
+config of the card (triton.quantize_config)."""
 
 _E8M0 = torch.float8_e8m0fnu
 
@@ -56,7 +60,7 @@ def _modes(dtype, scale_mode) -> dict:
 
 
 def _block_config(op: str, config, swizzled: bool, row: bool) -> tuple[int, int, int]:
-    bm, bk, warps = config or TRAINING_CONFIGS[op]
+    bm, bk, warps = config or TRAINING_CONFIGS.get(f"{op} swizzled" if swizzled else op, TRAINING_CONFIGS[op])
     for what, v in (("BLOCK_M", bm), ("BLOCK_K", bk)):
         if v < 32 or v & (v - 1):
             raise ValueError(f"{op} config: {what} must be a power of two >= 32, got {v}")
@@ -205,8 +209,9 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
     def make():
         rw = _rowwise()
         bm, bk, warps = config or rw.quantize_config(t, k, True, rw.card(device)[0])[:3]
-        if bm & (bm - 1) or bk < 128 or bk & (bk - 1):
-            raise ValueError(f"token groups config: BLOCK_M a power of two, BLOCK_K one >= 128 (4 blocks a word), got {bm} x {bk}")
+        if bm & (bm - 1) or bm > 128 or bk < 128 or bk & (bk - 1):
+            raise ValueError(f"token groups config: BLOCK_M a power of two <= 128 (a program's rows in one group), "
+                             f"BLOCK_K one >= 128 (4 blocks a word), got {bm} x {bk}")
         n_m, n_k = cdiv(round_up(t + 128 * g, 128), bm), cdiv(pcol * BLOCK, bk)
         constexprs = dict(**_modes(dtype, scale_mode), BLOCK_M=bm, BLOCK_K=bk, G_PAD=max(2, rw.next_pow2(g)),
                           EVICT="evict_last", BIG=t * max(stride, k) >= 2**31, INTERPRETED=device.type == "cpu")
