@@ -204,7 +204,8 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
     ends = group_ends.contiguous()  # the kernel reads G consecutive int32 (a view's copy runs on the device)
     stride = x2.stride(0)
     pcol = round_up(k // BLOCK, 4)
-    key = ("tokens", t, k, g, stride, x.dtype, dtype, scale_mode, x2.data_ptr() % 16 == 0, device, config)
+    key = ("tokens", t, k, g, stride, x.dtype, dtype, scale_mode, x2.data_ptr() % 16 == 0, ends.data_ptr() % 16 == 0,
+           device, config)  # (Triton specializes on each pointer's 16-byte alignment)
 
     def make():
         rw = _rowwise()

@@ -285,7 +285,12 @@ def test_empty_inputs(dev):
         _check_rowcol(x, torch.float8_e4m3fn, "rceil", "swizzled", None, f"rowcol {shape}")
         _check_2d(x, torch.float8_e4m3fn, "rceil", None, f"2d {shape}")
     strided = torch.tensor([100, -1, 100, -1, 300, -1], dtype=torch.int32, device=dev)[::2]  # a view: ends 100, 100, 300
-    _check_grouped(_random((300, 64), 8, torch.float16, dev), strided, torch.float8_e5m2, "floor", None, "strided ends")
+    x = _random((300, 64), 8, torch.float16, dev)
+    _check_grouped(x, strided, torch.float8_e5m2, "floor", None, "strided ends")
+    aligned = torch.tensor([100, 100, 300], dtype=torch.int32, device=dev)
+    shifted = torch.tensor([7, 100, 100, 300], dtype=torch.int32, device=dev)[1:]  # 4 bytes into its storage
+    for ends, name in ((aligned, "aligned ends"), (shifted, "ends 4 bytes off 16")):  # one signature, cached plans
+        _check_grouped(x, ends, torch.float8_e5m2, "floor", None, name)
     _check_grouped(torch.zeros(0, 64, device=dev), torch.zeros(3, dtype=torch.int32, device=dev),
                    torch.float8_e4m3fn, "rceil", None, "no tokens")
     _check_grouped(torch.zeros(0, 5, 32, device=dev), None, torch.float8_e4m3fn, "rceil", None, "no experts")
