@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (extra convert-test)")
 
+from cached_env import env_python  # noqa: E402
 from convert_ckpt import read_folder, save_checkpoint  # noqa: E402
 
 import mxquant  # noqa: E402
@@ -90,21 +90,7 @@ REFUSALS = {  # case -> what vLLM's refusal must say
 @pytest.fixture(scope="module")
 def vllm_python():
     """The vLLM environment's python, built by .ci/vllm-env.sh when missing (timed)."""
-    start = time.time()
-    try:
-        proc = subprocess.run(["bash", str(REPO / ".ci" / "vllm-env.sh")], capture_output=True, text=True, check=False,
-                              env={**os.environ, "PYTHON": sys.executable}, timeout=1800)
-        failed = proc.returncode and f"exit {proc.returncode}:\n" + "\n".join(proc.stderr.strip().splitlines()[-15:])
-    except subprocess.TimeoutExpired:
-        failed = "still building after 30 minutes"
-    took = time.time() - start
-    if failed:
-        msg = f"vLLM environment could not be built (.ci/vllm-env.sh, {failed})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)  # CI must run this test, never skip it
-        pytest.skip(msg)
-    print(f"\nvLLM environment ready in {took:.1f} s: {proc.stdout.strip()}")
-    return proc.stdout.strip()
+    return env_python("vllm-env.sh", "vLLM environment")
 
 
 # -- the checkpoints ---------------------------------------------------------------------------
