@@ -1,6 +1,6 @@
 """The Triton backend's kernels checked on a machine without a GPU, so that CI runs them: the
 main environment holds no triton (on purpose: it would change what the rest of the suite
-sees), so this runs tests/test_triton_training.py in a side environment that adds Triton 3.6
+sees), so this runs tests/test_triton_training.py and tests/test_triton_compile.py in a side environment that adds Triton 3.6
 to the main one (.ci/triton-env.sh, cached; built in seconds from PyPI):
 - under TRITON_INTERPRET=1: every training kernel, byte for byte against the NumPy oracle and
   the transpose identities on CPU tensors (the module's "cpu" cases; its fp8 conversion is
@@ -17,13 +17,13 @@ from cached_env import REPO, env_python
 from subproc import child_env
 
 
-def _pytest(python, *args, interpret):
+def _pytest(python, module, *args, interpret):
     env = child_env()
     env.pop("TRITON_INTERPRET", None)
     if interpret:
         env["TRITON_INTERPRET"] = "1"
-    proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton_training.py",
-                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1500)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     passed = re.search(r"(\d+) passed", proc.stdout)
@@ -31,11 +31,12 @@ def _pytest(python, *args, interpret):
 
 
 def test_triton_kernels_bytes_under_the_interpreter():
-    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), interpret=True)
+    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "tests/test_triton_training.py",
+                           interpret=True)
     assert passed >= 160, tail  # 168 cases on 2026-12-05: every kernel, dtype, mode, layout, group case
 
 
 def test_triton_kernels_compile_for_hopper():
-    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "-k", "compile_for_sm90",
+    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "tests/test_triton_compile.py",
                            interpret=False)
     assert passed == 3, tail

@@ -18,7 +18,6 @@ Two ways to run, one body per case (the `dev` parameter):
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import pytest
@@ -302,45 +301,6 @@ def test_bad_tile_configs_are_one_line_errors():
         ops.quantize_rowcol(x, torch.float8_e4m3fn, "rceil", "swizzled", (128, 64, 4))
     with pytest.raises(ValueError, match=r"colwise config: BLOCK_K must be a power of two >= 32, got 48"):
         ops.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "linear", (32, 48, 4))
-
-
-def _aot_compile(fn, pointers, constexprs, warps):
-    """fn compiled for sm_90 by Triton's own compiler (PTX and cubin through the wheel's ptxas):
-    no GPU needed; what the interpreter cannot check (layouts, types the compiler rejects)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    it = iter(pointers)
-    sig = {n: "constexpr" if n in constexprs else (next(it) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": warps})
-
-
-@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason=f"needs triton importable and TRITON_INTERPRET unset "
-                    f"(Triton's compiler, no GPU needed){': ' + _NO_TRITON if _NO_TRITON else ''}")
-@pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
-def test_kernels_compile_for_sm90(hp):
-    """Every kernel at its shipped configuration, both element dtypes and layouts, compiles for
-    Hopper (the interpreter runs the Python; this runs the compiler)."""
-    from mxquant.backends import _triton_kernels, _triton_training
-
-    for e5, (mode, swz) in itertools.product((False, True), (("rceil", False), ("compressed-tensors", True))):
-        modes = dict(EMAX=15 if e5 else 8, RCEIL=mode == "rceil", TIE_UP=mode != "rceil", E5M2=e5)
-        fp8 = "*fp8e5" if e5 else "*fp8e4nv"
-        for row in (False, True):
-            bm, bk, warps = ops._block_config("rowcol" if row else "colwise", None, swz, row)
-            c = dict(**modes, ROW=row, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_last", BIG=row, INTERPRETED=False)
-            _aot_compile(_triton_training.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps)
-        bm, bk, warps = ops.TRAINING_CONFIGS["2d"]
-        c = dict(**modes, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_last", BIG=swz, INTERPRETED=False)
-        _aot_compile(_triton_training.tiles_kernel, [hp, fp8, "*u8"], c, warps)
-        c = dict(**modes, BLOCK_M=8, BLOCK_K=512, G_PAD=256, EVICT="evict_last", BIG=swz, INTERPRETED=False)
-        _aot_compile(_triton_training.tokens_kernel, [hp, "*i32", fp8, "*u8"], c, 4)
-        c = dict(**modes, SWIZZLED=True, BLOCK_M=8, BLOCK_K=512, MASK_M=True, MASK_K=swz, EVICT="evict_last",
-                 PERSISTENT=False, STAGES=1, BIG=False, SPREAD=True, INTERPRETED=False)
-        _aot_compile(_triton_training.experts_kernel, [hp, fp8, "*u8"], c, 4)
-        _aot_compile(_triton_kernels.mxfp8_quantize_kernel, [hp, fp8, "*u8"], {**c, "SWIZZLED": swz}, 4)
 
 
 def test_triton_claims_the_training_calls():

@@ -197,6 +197,29 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
+def checked_outputs(tally, case: str, call, xd: torch.Tensor, ref: tuple):
+    """A backend's outputs of `call()` on the device input `xd`, on the CPU, or None after
+    recording why not in `tally`: it raised, wrote into its input (restored), or returned the
+    wrong number of outputs or one of the wrong shape or dtype (against `ref`)."""
+    x_copy = xd.clone()
+    try:
+        got = tuple(t.cpu() for t in call())
+    except Exception as exc:
+        tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return None
+    if not _same_bits(xd, x_copy):
+        tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
+        xd.copy_(x_copy)
+        return None
+    err = f"returned {len(got)} outputs, expected {len(ref)}" if len(got) != len(ref) else next(
+        (e for i, (g, r) in enumerate(zip(got, ref)) if (e := _structure_error(f"output {i}", g, r.shape, r.dtype))),
+        None)
+    if err:
+        tally.problems.append(f"{case}: {err}")
+        return None
+    return got
+
+
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise: identical bits, or both NaN (a NaN's payload is not part of the contract)."""
     ints = {2: torch.int16, 4: torch.int32}[a.element_size()]

@@ -14,7 +14,7 @@ import torch
 from .. import reference_fp4
 from ..backend import Backend
 from ..formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
-from .compare import FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally
+from .compare import FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally, checked_outputs
 from .fp4_inputs import fp4_inputs
 
 
@@ -54,21 +54,8 @@ def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout,
             tally.add(case, diff, None, lambda i: {"block": i, "row": None, "name": None})
             continue
         xd = x.to(device)
-        x_copy = xd.clone()
-        try:
-            got = tuple(t.cpu() for t in _quantize(getattr(backend, op), op, xd, mode, layout))
-        except Exception as exc:
-            tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            continue
-        if not _same_bits(xd, x_copy):
-            tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
-            xd.copy_(x_copy)
-            continue
-        err = f"returned {len(got)} outputs, expected {len(ref)}" if len(got) != len(ref) else next(
-            (e for i, (g, r) in enumerate(zip(got, ref)) if (e := _structure_error(f"output {i}", g, r.shape, r.dtype))),
-            None)
-        if err:
-            tally.problems.append(f"{case}: {err}")
+        got = checked_outputs(tally, case, lambda: _quantize(getattr(backend, op), op, xd, mode, layout), xd, ref)
+        if got is None:
             continue
         if fmt == "nvfp4" and not _same_bits(got[2], ref[2]):
             tally.problems.append(f"{case}: global scale {got[2].tolist()}, expected {ref[2].tolist()}")

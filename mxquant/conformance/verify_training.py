@@ -15,7 +15,7 @@ from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
 from ..layouts import swizzle, swizzle_experts, swizzle_groups
 from .training_inputs import colwise_inputs, grouped_inputs, matrix_inputs
-from .compare import FAIL, Result, _same_bits, _structure_error, _Tally
+from .compare import FAIL, Result, _Tally, checked_outputs
 
 
 def _inputs(op: str, hp, seed: int):
@@ -82,22 +82,9 @@ def check_training(backend: Backend, device: torch.device, op: str, hp, dtype, m
         result.cases += 1
         ref = _call(reference_training, op, x, ends, dtype, mode, layout)
         xd = x.to(device)
-        x_copy = xd.clone()
-        try:
-            got = tuple(t.cpu() for t in _call(backend, op, xd, None if ends is None else ends.to(device),
-                                              dtype, mode, layout))
-        except Exception as exc:
-            tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            continue
-        if not _same_bits(xd, x_copy):
-            tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
-            xd.copy_(x_copy)
-            continue
-        err = f"returned {len(got)} outputs, expected {len(ref)}" if len(got) != len(ref) else next(
-            (e for i, (g, r) in enumerate(zip(got, ref)) if (e := _structure_error(f"output {i}", g, r.shape, r.dtype))),
-            None)
-        if err:
-            tally.problems.append(f"{case}: {err}")
+        dev_ends = None if ends is None else ends.to(device)
+        got = checked_outputs(tally, case, lambda: _call(backend, op, xd, dev_ends, dtype, mode, layout), xd, ref)
+        if got is None:
             continue
         for di, si, blocks, data_blocks, place in _parts(op, x, ends, layout):
             where = place(torch.arange(1, blocks.shape[0] + 1))
