@@ -20,9 +20,6 @@ per-call overhead.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +30,6 @@ import cpu_paths  # benchmarks/ is on sys.path when a script here runs
 import mxquant
 from mxquant.backend import Call
 from mxquant.registry import get_registry
-from timing import cpu_model
 
 E4M3 = torch.float8_e4m3fn
 
@@ -112,19 +108,12 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     cpu_paths.select_isa(args.isa)
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(),
+        **cpu_paths.run_header(),
         "paths": cpu_paths.run_all(args.rounds),
         "api_overhead_1x32_fp32": overhead(),
         "dispatch_only_1x32_fp32": dispatch_only(),
-        "loadavg_after": os.getloadavg(),
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    cpu_paths.emit(result, args.out)
     return 0
 
 

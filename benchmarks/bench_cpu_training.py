@@ -16,16 +16,11 @@ The load average before and after is recorded: the 2-core development machine is
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 
 import torch
 
 import cpu_paths  # benchmarks/ is on sys.path when a script here runs
-from timing import cpu_model
 
 E4M3 = torch.float8_e4m3fn
 
@@ -75,20 +70,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cpu_paths.select_isa(args.isa)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
-              "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-              "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "native_isa": cpu_paths.native_isa(),
-              "loadavg_before": os.getloadavg(), "e4m3_rceil": {}}
+    result = {**cpu_paths.run_header(), "e4m3_rceil": {}}
     for spec in args.shapes.split(","):
         dims, hp = spec.split(":")
         m, k = map(int, dims.split("x"))
         result["e4m3_rceil"][f"{m}x{k}_{hp}"] = cases(m, k, getattr(torch, hp), args.rounds)
-    result["loadavg_after"] = os.getloadavg()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    cpu_paths.emit(result, args.out)
     return 0
 
 

@@ -34,7 +34,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
-from bench_quantize import bench, card_meta, interleaved, probe_input  # noqa: E402  (benchmarks/ on sys.path)
+from bench_quantize import card_meta, interleaved, probe_input  # noqa: E402  (benchmarks/ on sys.path)
 
 E4M3 = torch.float8_e4m3fn
 SHAPES = [(4096, 4096), (8192, 8192), (16384, 8192)]

@@ -89,6 +89,29 @@ def timed_rounds(fns: dict, rounds: int, slow: dict | None = None) -> dict:
                 "cpu_median_s": statistics.median(cpu[k])} for k, v in times.items()}
 
 
+def run_header() -> dict:
+    """What every CPU benchmark's JSON starts with: when, the command, versions, the CPU, the
+    threads, the cpu-native variant, the load before."""
+    import platform
+
+    from timing import cpu_model
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
+            "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+            "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "native_isa": native_isa(),
+            "loadavg_before": os.getloadavg()}
+
+
+def emit(result: dict, out: str | None) -> None:
+    """The result as JSON on stdout, and in `out` too when given (with the load after)."""
+    result["loadavg_after"] = os.getloadavg()
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+
+
 def _summary(stats: dict, nbytes: int, peer: str) -> dict:
     out = {}
     for name, s in stats.items():

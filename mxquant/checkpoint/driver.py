@@ -303,12 +303,17 @@ def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progr
     return done, resumed, nbytes
 
 
-def _peak_rss() -> int | None:
+def proc_bytes(path: str, key: str) -> int | None:
+    """A `key:  N kB` field of a Linux /proc file (status, meminfo) in bytes; None where unknown."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _peak_rss() -> int | None:
+    return proc_bytes("/proc/self/status", "VmHWM")

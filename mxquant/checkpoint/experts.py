@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from .select import _FUSED_EXPERT, Decision
+from .select import Decision
 from .stio import CheckpointError
 
 OUT_IN = frozenset({
@@ -65,18 +65,6 @@ def check_fused(name: str, shape: tuple, config: dict) -> None:
         raise CheckpointError(f"{name} {list(shape)}: expected the hidden size {hidden} on axis {axis} of the "
                               f"[E, out, in] layout {'/'.join(sorted(types & OUT_IN))} uses; the file disagrees, "
                               f"so its layout is unknown ({keep})")
-
-
-def decide_nd(d: Decision, shape: tuple, config: dict) -> Decision:
-    """The name rule's decision, checked for tensors of 3 or more dimensions: a fused expert
-    tensor only where its layout is known (else a refusal); any other N-D weight (a conv
-    kernel, say) is no Linear and is kept."""
-    if not d.quantize or len(shape) < 3:
-        return d
-    if _FUSED_EXPERT.search(d.name) and len(shape) == 3:
-        check_fused(d.name, shape, config)
-        return d
-    return replace(d, quantize=False, reason=f"{len(shape)}-D weight, not a Linear")
 
 
 def one_scheme_per_group(decisions: dict[str, Decision]) -> list[str]:

@@ -128,8 +128,11 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     if index is not None:
         _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
-    decisions = {t.name: experts.decide_nd(decide(t, ignore, quantize_lm_head), t.shape, config)
-                 for shard in shards for t in shard.tensors}
+    decisions = {t.name: decide(t, ignore, quantize_lm_head) for shard in shards for t in shard.tensors}
+    for shard in shards:  # the name rule quantizes a 3-D tensor only as fused experts: is the layout known?
+        for t in shard.tensors:
+            if decisions[t.name].quantize and len(t.shape) == 3:
+                experts.check_fused(t.name, t.shape, config)
     notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions)
     for shard in shards:
         shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}

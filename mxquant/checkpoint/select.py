@@ -1,9 +1,10 @@
 """Which tensors of a checkpoint become MXFP8: the name rule (no model code needed).
 
-A tensor is quantized when it is a floating-point tensor of 2 or more dimensions named
-`<module>.weight` (or a fused 3-D expert tensor `...experts.<x>_proj`), and its module is not
-an embedding, a norm, `lm_head` (unless asked), a MoE router gate, or matched by `ignore`, and
-its last dimension is a multiple of 32. A weight the rule selects that is not F32, F16 or BF16
+A tensor is quantized when it is a floating-point 2-D tensor named `<module>.weight` (or a
+fused 3-D expert tensor `...experts.<x>_proj`, whose layout experts.py then checks), and its
+module is not an embedding, a norm, `lm_head` (unless asked), a MoE router gate, or matched by
+`ignore`, and its last dimension is a multiple of 32. Other weights of 3 or more dimensions (a
+conv kernel, say) are kept: no Linear. A weight the rule selects that is not F32, F16 or BF16
 is refused (F64 and integer ones: pass `ignore` to keep them; FP8 ones: already quantized).
 Blocks run along the last dimension, which for a Linear weight [out, in] is the reduction
 dimension, as runtimes expect.
@@ -106,6 +107,8 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decis
                               "(pass --ignore to leave it as is)")
     if shape[-1] % BLOCK or shape[-1] == 0:
         return Decision(name, False, f"last dim {shape[-1]} not a multiple of {BLOCK}", to_ignore=True)
+    if len(shape) > 2 and not fused:  # a conv kernel, say: no Linear, its last dim no reduction axis
+        return Decision(name, False, f"{len(shape)}-D weight, not a Linear")
     return Decision(name, True, "")
 
 

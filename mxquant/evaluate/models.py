@@ -174,14 +174,9 @@ def available_bytes(device: str) -> int | None:
 
     if device.startswith(("cuda", "xpu")):
         return getattr(torch, device.split(":")[0]).mem_get_info(torch.device(device))[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from ..checkpoint.driver import proc_bytes
+
+    return proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def check_memory(pair: Pair, device: str, dtype, logits_bytes: int) -> int:
