@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import dist, dstdir, manifest
 from .dstdir import Dst
-from .fmt import SCALE_MODES
+from . import quantizers, schemes
 from .plan import INDEX, Plan, make_plan
 from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
@@ -106,7 +106,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
             for t in shard.tensors:
                 if shard.decisions[t.name].quantize:
                     entries += quantize_tensor(f, t, shard.data_start, writer, device=device, scale_mode=scale_mode,
-                                               chunk_elems=chunk_elems, progress=progress)
+                                               chunk_elems=chunk_elems, progress=progress, quant=plan.quant)
                 else:
                     entries.append(copy_tensor(f, t, shard.data_start, writer, chunk_elems, progress))
             source_sha256 = f.sha256()
@@ -145,7 +145,7 @@ def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
         manifest.write_json_atomic(os.path.join(plan.dst, INDEX),
                                    {"metadata": meta, "weight_map": dict(sorted(weight_map.items()))})
     path = os.path.join(plan.dst, manifest.MANIFEST)
-    manifest.write_json_atomic(path, {"format": "compressed-tensors mxfp8-quantized", "src": plan.src,
+    manifest.write_json_atomic(path, {"format": f"compressed-tensors {plan.quant.scheme.format}", "src": plan.src,
                                       "ignore": plan.ignore, "notes": plan.notes, "shards": records})
     try:
         manifest.write_json_atomic(os.path.join(plan.dst, dstdir.CONFIG), plan.config)
@@ -163,27 +163,27 @@ def _tensor_bytes(records) -> int:
 
 def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: str = "compressed-tensors",
             device: str = "auto", overwrite: bool = False, resume: bool = False, verify: bool = True,
-            chunk_elems: int | None = None, progress=None) -> ConvertResult:
+            chunk_elems: int | None = None, progress=None, scheme: str = schemes.DEFAULT) -> ConvertResult:
     """Convert the Hugging Face safetensors checkpoint in folder `src` to a compressed-tensors
-    `mxfp8-quantized` checkpoint in `dst` (docs/convert.md). Raises CheckpointError on any
-    refusal, before writing anything. `progress(nbytes, total=None)` is called once with
+    checkpoint in `dst` (`scheme`: a name in schemes.SCHEMES; docs/convert.md). Raises
+    CheckpointError on any refusal, before writing anything. `progress(nbytes, total=None)` is called once with
     the total input bytes of this rank, then with the bytes consumed as they are."""
     src, dst = os.fspath(src), os.fspath(dst)
-    if scale_mode not in SCALE_MODES:
-        raise CheckpointError(f"scale mode {scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
+    schemes.get(scheme, scale_mode)  # refused here: an unknown scheme, a scale mode it lacks
     group = dist.join()
     t0 = time.perf_counter()
 
     def planned():  # every refusal, on every rank, before DST is touched
         dev = resolve_device(device, dist.launcher()[1])
         plan = make_plan(src, dst, ignore=list(ignore), quantize_lm_head=quantize_lm_head,
-                         overwrite=overwrite, resume=resume)
+                         overwrite=overwrite, resume=resume, scheme=scheme)
         _check_backend(plan, dev, scale_mode)
         return dev, plan
 
     dev, plan = _together(group, planned)
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 26)
-    options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head}
+    options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head,
+               "scheme": scheme}  # a --resume with another scheme converts every shard again
     progress = progress or (lambda n, total=None: None)
     out_dir = _together(group, lambda: dstdir.prepare(dst, overwrite, resume) if group.rank == 0 else None)
 
@@ -238,21 +238,15 @@ def _compute_threads(device: str):
 
 
 def _check_backend(plan: Plan, device: str, scale_mode: str) -> None:
-    """The calls the conversion will make, made once on a 1x32 block of each source dtype, so
+    """The calls the conversion will make, made once on one block of each source dtype, so
     that a backend that cannot serve them (MXQUANT_BACKEND=triton on a CPU host, say) is a
     one-line refusal before any work, not a traceback halfway through."""
-    import torch
-
-    import mxquant
-
     from ..errors import BackendError
     from .stio import DTYPES
 
     for dtype in sorted({t.dtype for s in plan.shards for t in s.tensors if s.decisions[t.name].quantize}):
         try:
-            q = mxquant.mxfp8_quantize(torch.zeros(1, 32, dtype=DTYPES[dtype], device=device), torch.float8_e4m3fn,
-                                       scale_mode=scale_mode, scale_layout="linear")
-            mxquant.mxfp8_dequantize(q.data, q.scale, out_dtype=torch.float32)
+            quantizers.check_calls(plan.quant, DTYPES[dtype], device, scale_mode)
         except BackendError as e:
             raise CheckpointError(f"{str(e).splitlines()[0]} (checked before any work; `mxquant info` tells "
                                   "what can run here)") from None

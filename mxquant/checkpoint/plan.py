@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..layouts import scale_shape
-from . import experts, fmt
+from . import experts, fused
+from .quantizers import DEFAULT, Quant
+from .schemes import SCHEMES
 from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
 from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
@@ -24,14 +25,15 @@ class Shard:
     tensors: list[TensorInfo]
     decisions: dict[str, Decision]
     metadata: dict
+    quant: Quant = DEFAULT
 
     def layout(self) -> list[tuple[str, str, tuple]]:
-        """Output tensors in file order: each source tensor, its scale right after it."""
+        """Output tensors in file order: each source tensor, its scheme's outputs in its place
+        (data, scale, NVFP4's global scale)."""
         out = []
         for t in self.tensors:
             if self.decisions[t.name].quantize:
-                out.append((t.name, fmt.DATA_DTYPE, t.shape))
-                out.append((fmt.scale_name(t.name), fmt.SCALE_DTYPE, scale_shape(tuple(t.shape), "linear")))
+                out += self.quant.scheme.outputs(t.name, t.dtype, t.shape)
             else:
                 out.append((t.name, t.dtype, t.shape))
         return out
@@ -51,6 +53,8 @@ class Plan:
     index_metadata: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     """What the plan changed from the name rule, and why (an expert group kept whole)."""
+    quant: Quant = DEFAULT
+    """The scheme, and NVFP4's global scales."""
 
     @property
     def decisions(self) -> list[Decision]:
@@ -110,7 +114,15 @@ def _check_output_names(shards: list[Shard]) -> None:
             owner[name] = shard.file
 
 
-def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False) -> Plan:
+def _fused_experts(name: str, shape: tuple, scheme: str) -> None:
+    if scheme != "mxfp8":
+        raise CheckpointError(f"{name} {list(shape)}: fused 3-D expert tensors are written for --scheme mxfp8 only "
+                              f"(llm-compressor splits them per expert for {scheme}; pass --ignore "
+                              "'re:.*experts.*' to keep them)")
+
+
+def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False,
+              scheme: str = "mxfp8") -> Plan:
     check_paths(src, dst, overwrite, resume)
     check_ignore(ignore)
     files, index = source_shards(src)
@@ -128,17 +140,22 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     if index is not None:
         _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
-    decisions = {t.name: decide(t, ignore, quantize_lm_head) for shard in shards for t in shard.tensors}
+    sch = SCHEMES[scheme]
+    decisions = {t.name: decide(t, ignore, quantize_lm_head, sch.k_block) for shard in shards for t in shard.tensors}
     for shard in shards:  # the name rule quantizes a 3-D tensor only as fused experts: is the layout known?
         for t in shard.tensors:
             if decisions[t.name].quantize and len(t.shape) == 3:
+                _fused_experts(t.name, t.shape, scheme)
                 experts.check_fused(t.name, t.shape, config)
     notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions)
+    where = {t.name: (s.path, s.data_start, t) for s in shards for t in s.tensors if decisions[t.name].quantize}
+    quant = Quant(sch, fused.GlobalScales(where) if scheme == "nvfp4a16" else None)
     for shard in shards:
         shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}
+        shard.quant = quant
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
     config = dict(config)
-    config["quantization_config"] = fmt.quantization_config(plan_ignore)
+    config["quantization_config"] = sch.quantization_config(plan_ignore)
     _check_output_names(shards)
     return Plan(src, dst, shards, other_files(src, files), config, plan_ignore, index is not None,
-                dict(index["metadata"]) if index else {}, notes)
+                dict(index["metadata"]) if index else {}, notes, quant)

@@ -1,9 +1,10 @@
-"""Which tensors of a checkpoint become MXFP8: the name rule (no model code needed).
+"""Which tensors of a checkpoint are quantized: the name rule (no model code needed).
 
 A tensor is quantized when it is a floating-point 2-D tensor named `<module>.weight` (or a
 fused 3-D expert tensor `...experts.<x>_proj`, whose layout experts.py then checks), and its
 module is not an embedding, a norm, `lm_head` (unless asked), a MoE router gate, or matched by
-`ignore`, and its last dimension is a multiple of 32. Other weights of 3 or more dimensions (a
+`ignore`, and its last dimension is a multiple of the scheme's block (32; NVFP4 16;
+fp8-block 128). Other weights of 3 or more dimensions (a
 conv kernel, say) are kept: no Linear. A weight the rule selects that is not F32, F16 or BF16
 is refused (F64 and integer ones: pass `ignore` to keep them; FP8 ones: already quantized).
 Blocks run along the last dimension, which for a Linear weight [out, in] is the reduction
@@ -76,8 +77,9 @@ def _is_lm_head(module: str) -> bool:
     return module == "lm_head" or module.endswith(".lm_head")
 
 
-def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decision:
-    """The decision for one tensor from its name, dtype and shape."""
+def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False, k_block: int = BLOCK) -> Decision:
+    """The decision for one tensor from its name, dtype and shape; `k_block`: what the last dimension
+    must be a multiple of (the scheme's block: 32, 16 for NVFP4, 128 for fp8-block)."""
     name, shape = info.name, info.shape
     mod = module_name(name)
     fused = _FUSED_EXPERT.search(name) is not None and len(shape) == 3
@@ -105,8 +107,8 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False) -> Decis
             raise CheckpointError(f"{name} is already {info.dtype}: this checkpoint looks quantized already")
         raise CheckpointError(f"{name} is a weight of non-float dtype {info.dtype}; refusing to guess "
                               "(pass --ignore to leave it as is)")
-    if shape[-1] % BLOCK or shape[-1] == 0:
-        return Decision(name, False, f"last dim {shape[-1]} not a multiple of {BLOCK}", to_ignore=True)
+    if shape[-1] % k_block or shape[-1] == 0:
+        return Decision(name, False, f"last dim {shape[-1]} not a multiple of {k_block}", to_ignore=True)
     if len(shape) > 2 and not fused:  # a conv kernel, say: no Linear, its last dim no reduction axis
         return Decision(name, False, f"{len(shape)}-D weight, not a Linear")
     return Decision(name, True, "")

@@ -12,8 +12,10 @@ import json
 import sys
 
 from ..checkpoint.fmt import SCALE_MODES
+from ..checkpoint.schemes import DEFAULT, SCHEMES
 
-HELP = "convert a Hugging Face safetensors checkpoint to compressed-tensors MXFP8 (docs/convert.md)"
+HELP = ("convert a Hugging Face safetensors checkpoint to compressed-tensors MXFP8, MXFP4, NVFP4A16 or "
+        "FP8 block (docs/convert.md)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,9 +25,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ignore", action="append", default=[], metavar="NAME",
                    help="module to leave unquantized: an exact module name or re:<regex> (repeatable)")
     p.add_argument("--quantize-lm-head", action="store_true", help="quantize lm_head too (default: keep it)")
+    p.add_argument("--scheme", default=DEFAULT, choices=list(SCHEMES),
+                   help="mxfp8 (default), mxfp4, nvfp4a16 (4-bit weights, 16-bit activations) or fp8-block "
+                        "(128x128 block scales): the bytes of llm-compressor's model_free_ptq for each")
     p.add_argument("--scale-mode", default="compressed-tensors", choices=SCALE_MODES,
-                   help="E8M0 scale rule: compressed-tensors/llm-compressor bytes (default) or rceil "
-                        "(vLLM online / FlashInfer bytes)")
+                   help="E8M0 scale rule (mxfp8, mxfp4): compressed-tensors/llm-compressor bytes (default) or "
+                        "rceil (vLLM online / FlashInfer bytes)")
     p.add_argument("--device", default="auto", help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
     p.add_argument("--resume", action="store_true", help="keep shards a previous run finished (checked "
@@ -97,6 +102,7 @@ def run(args) -> int:
         from ..checkpoint.driver import convert
 
         kwargs = dict(ignore=args.ignore, quantize_lm_head=args.quantize_lm_head, scale_mode=args.scale_mode,
+                      scheme=args.scheme,
                       device=args.device, overwrite=args.overwrite, resume=args.resume, verify=not args.no_verify)
         if show:
             from rich.console import Console
