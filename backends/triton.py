@@ -3,7 +3,8 @@ where fp8 conversion is in hardware) and declared for Intel XPU where Intel's Tr
 
 Nothing here imports triton at module import; the kernels (backends/_triton_kernels.py) load
 on the first call. It also serves the training and MoE calls (column-wise, row+column, 32x32
-tiles, grouped scales): backends/_triton_training_ops.py launches backends/_triton_training.py. Inputs: any leading shape; a 2-D row-strided view is used as is, so
+tiles, grouped scales): backends/_triton_training_ops.py launches backends/_triton_training.py;
+and the MXFP4 / NVFP4 calls: backends/_triton_fp4_ops.py launches backends/_triton_fp4.py. Inputs: any leading shape; a 2-D row-strided view is used as is, so
 row-sliced and transposed-leading-dim tensors cost no copy; a tensor whose last dimension is
 not contiguous (stride != 1), or whose leading dimensions cannot be merged into one stride,
 is copied once with .contiguous() first.
@@ -17,7 +18,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from mxquant import layouts
-from mxquant.backend import TRAINING_OPS, Backend, Capabilities
+from mxquant.backend import FP4_OPS, TRAINING_OPS, Backend, Capabilities
 from mxquant.formats import BLOCK, ELEMENT_FORMATS
 from mxquant.outputs import own_outputs
 
@@ -262,13 +263,14 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
 
 
 # The training and MoE calls (backend.TRAINING_OPS): their launch side needs the names above.
+from . import _triton_fp4_ops as _fp4  # noqa: E402  (the MXFP4 / NVFP4 calls, backend.FP4_OPS)
 from . import _triton_training_ops as _training  # noqa: E402
 
 backend = Backend(
     name="triton",
     capabilities=Capabilities(devices=frozenset({"cuda", "xpu"}),
                               scale_modes=frozenset({"rceil", "floor", "compressed-tensors"}),
-                              ops=frozenset(TRAINING_OPS)),
+                              ops=frozenset(TRAINING_OPS + FP4_OPS)),
     probe=probe,
     quantize=quantize,
     dequantize=dequantize,
@@ -276,6 +278,10 @@ backend = Backend(
     quantize_rowcol=_training.quantize_rowcol,
     quantize_2d=_training.quantize_2d,
     quantize_grouped=_training.quantize_grouped,
+    mxfp4_quantize=_fp4.mxfp4_quantize,
+    mxfp4_dequantize=_fp4.mxfp4_dequantize,
+    nvfp4_quantize=_fp4.nvfp4_quantize,
+    nvfp4_dequantize=_fp4.nvfp4_dequantize,
     priority=50,
     description="one-pass Triton kernel (mxquant's own); bit-exact with the reference",
     install_hint="pip install triton (or, from an mxquant checkout, pip install -e '.[cuda]'); on XPU, PyTorch's XPU wheels bring Intel's Triton",

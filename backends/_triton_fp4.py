@@ -1,0 +1,219 @@
+"""Triton kernels of the `triton` backend's MXFP4 / NVFP4 calls (docs/semantics.md, "MXFP4 and
+NVFP4"). Imported only when one of those calls runs (it imports triton); the launch side is
+backends/_triton_fp4_ops.py. The pieces shared with the MXFP8 kernels come from
+backends/_triton_kernels.py (the NaN-propagating amax from bits, the bf16 widening, the e4m3
+conversion, the packed 128x4 scale words).
+
+- fp4_quantize_kernel: one tile of BLOCK_M x BLOCK_K elements loaded once as (BLOCK_M, NB, G)
+  groups (G = 32 MXFP4, 16 NVFP4); packed bytes (element 2j in the low nibble) and scale bytes
+  written once; swizzled scales go straight to their 128x4 offsets, tiles over the padding rows
+  and columns load nothing and write the zero padding bytes.
+- amax_kernel: NVFP4's global amax over the finite elements, as an integer max of |x|'s bits
+  (exact), one atomic max per program; fp4_quantize_kernel derives g from it in every program.
+- fp4_dequantize_kernel: packed bytes and scale bytes to values, rounded once to out_dtype.
+
+Exactness: MXFP4's exponent and 2**-s come from amax's bits (no log2, no exp2); its elements are
+x * 2**-s, exact. NVFP4 follows the contract's fp32 operation order with IEEE divisions
+(tl.math.div_rn: PTX div.rn.f32, no flush to zero; never the approximate `/`), x's-dtype
+roundings from the bits (bf16) or by the conversion (fp16). e2m1 rounding is done on |y|'s fp32
+bits: from 1 up, round the mantissa to one bit (ties to even, a carry moves into the exponent);
+below 1, add 2**22, whose ulp is 0.5, and read the steps from the bits. INTERPRETED (CPU tensors,
+TRITON_INTERPRET=1) swaps the e4m3 and bf16 conversions for ones from the bits, as the MXFP8
+kernels do (the interpreter's casts round half up / flush bf16 subnormals).
+"""
+
+import triton
+import triton.language as tl
+
+from ._triton_kernels import _amax_bits, _scale_words, _to_f32, _to_fp8
+
+_FP32_INF = tl.constexpr(0x7F800000)
+
+
+@triton.jit
+def _round_x(v, X_KIND: tl.constexpr):
+    """fp32 v rounded to the input dtype (X_KIND 0 fp32, 1 bf16, 2 fp16), as fp32: RN_x."""
+    if X_KIND == 1:  # bf16: round to nearest even on the fp32 bits (Inf stays Inf, overflow gives Inf)
+        b = v.to(tl.int32, bitcast=True)
+        return ((b + 0x7FFF + ((b >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+    elif X_KIND == 2:
+        return v.to(tl.float16).to(tl.float32)
+    else:
+        return v
+
+
+@triton.jit
+def _e2m1(y, negative):
+    """Nibbles (int32) of fp32 y: |y| clamped to 6, rounded to nearest even on the e2m1 grid
+    (0, 0.5, 1, 1.5, 2, 3, 4, 6); sign bit 8 where `negative`."""
+    a = tl.minimum(tl.abs(y), 6.0)
+    bits = a.to(tl.int32, bitcast=True)
+    normal = ((bits + 0x1FFFFF + ((bits >> 22) & 1)) >> 22) - 252       # 1.0 (0x3F800000) -> code 2
+    sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
+    return tl.where(a < 1.0, sub, normal) | tl.where(negative, 8, 0)
+
+
+@triton.jit
+def _e4m3_value(b):
+    """float8_e4m3fn bytes (int32, 0..255) as fp32, exactly; 0x7F / 0xFF are NaN."""
+    mag = b & 0x7F
+    e = mag >> 3
+    m = mag & 7
+    v = tl.where(e == 0, m.to(tl.float32) * 0.001953125, (((e + 120) << 23) | (m << 20)).to(tl.float32, bitcast=True))
+    v = tl.where(mag == 0x7F, float("nan"), v)
+    return (v.to(tl.int32, bitcast=True) | ((b & 0x80) << 24)).to(tl.float32, bitcast=True)  # the sign bit (-0 too)
+
+
+@triton.jit
+def _global_scale(amax_bits, X_KIND: tl.constexpr):
+    """compressed-tensors' g from the finite amax's bits: RN_x(RN_x(1 / amax) * 2688); 1.0 when
+    that is not finite."""
+    amax = amax_bits.to(tl.float32, bitcast=True)
+    r = _round_x(tl.math.div_rn(tl.full(amax.shape, 1.0, tl.float32), amax), X_KIND)
+    g = _round_x(r * 2688.0, X_KIND)
+    return tl.where((g.to(tl.int32, bitcast=True) & 0x7FFFFFFF) < _FP32_INF, g, 1.0)
+
+
+@triton.jit
+def amax_kernel(x_ptr, out_ptr, M, K, stride_xm, n_k,
+                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr):
+    """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements."""
+    tile = tl.program_id(0)
+    rows = (tile // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rw = rows.to(tl.int64) if BIG else rows
+    x = tl.load(x_ptr + rw[:, None] * stride_xm + cols[None, :], mask=(rows[:, None] < M) & (cols[None, :] < K),
+                other=0.0)
+    bits = _to_f32(x, INTERPRETED).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    tl.atomic_max(out_ptr, tl.max(tl.max(tl.where(bits < _FP32_INF, bits, 0), 1), 0))
+
+
+@triton.jit
+def fp4_quantize_kernel(
+    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
+    M, K, stride_xm, scale_rows, scale_cols, n_k,
+    NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
+    SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
+    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
+    g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
+    The grid covers scale_rows x scale_cols * G (the swizzled padding included)."""
+    G: tl.constexpr = 16 if NV else 32
+    NB: tl.constexpr = BLOCK_K // G
+    tile = tl.program_id(0)
+    pid_m = tile // n_k
+    pid_k = tile % n_k
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    sblk = pid_k * NB + tl.arange(0, NB)
+    r3 = rows[:, None, None]
+    c3 = sblk[None, :, None] * G + tl.arange(0, G)[None, None, :]
+    rw = r3.to(tl.int64) if BIG else r3
+    if MASK:
+        x = tl.load(x_ptr + rw * stride_xm + c3, mask=(r3 < M) & (c3 < K), other=0.0, eviction_policy=EVICT)
+    else:
+        x = tl.load(x_ptr + rw * stride_xm + c3, eviction_policy=EVICT)
+    x = _to_f32(x, INTERPRETED)
+    amax = _amax_bits(x, 2, INTERPRETED)                                # (BM, NB) fp32 bits
+    special = amax >= _FP32_INF                                         # a NaN or an Inf in the group
+    if NV:
+        if GIVEN:
+            g = tl.load(g_ptr)
+        else:
+            g = _global_scale(tl.load(g_ptr), X_KIND)
+        tl.store(g_out_ptr, g, mask=tile == 0)
+        # group scale: e4m3(min(g * RN_x(amax / 6), 448)), 0 -> 0.125 (0x20), NaN group -> 0x7F
+        per = tl.minimum(g * _round_x(tl.math.div_rn(amax.to(tl.float32, bitcast=True), 6.0), X_KIND), 448.0)
+        sbyte = _to_fp8(per, False, INTERPRETED).to(tl.int32)
+        sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
+        if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
+            sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // G), sbyte, 0)
+        d = tl.math.div_rn(_e4m3_value(sbyte), g)                       # scale / g, fp32
+        y = tl.math.div_rn(x, d[:, :, None])                            # x / (scale / g), fp32
+        negative = y < 0
+    else:
+        s = (amax >> 23) - 129                                          # floor(log2 amax) - 2
+        if RCEIL:
+            s += ((amax & 0x7FFFFF) > 0x400000).to(tl.int32)            # significand > 1.5
+        if TIE_UP:
+            s += ((amax & 0x7FFFFF) >= 0x600000).to(tl.int32)           # compressed-tensors: >= 1.75
+        s = tl.minimum(tl.maximum(s, -127), 127)
+        sbyte = tl.where(special, 255, s + 127)
+        # 2**-s from bits: finite groups have s <= 126, so a normal fp32; the product is exact
+        y = x * ((127 - s) << 23).to(tl.float32, bitcast=True)[:, :, None]
+        if TIE_UP:  # the sign of y rounded to x's dtype: nonzero there (bits above half its smallest subnormal)
+            HALF: tl.constexpr = 0x8000 if X_KIND == 1 else ((102 << 23) if X_KIND == 2 else 0)
+            negative = (y < 0) & ((y.to(tl.int32, bitcast=True) & 0x7FFFFFFF) > HALF)
+        else:
+            negative = x.to(tl.int32, bitcast=True) < 0                  # every sign kept, -0.0 included
+    nib = tl.where(special[:, :, None], 0, _e2m1(y, negative))
+    lo, hi = tl.split(tl.reshape(nib, (BLOCK_M, BLOCK_K // 2, 2)))
+    packed = (lo | (hi << 4)).to(tl.uint8)
+    r2 = rows[:, None]
+    p2 = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)[None, :]
+    d_offs = (r2.to(tl.int64) if BIG else r2) * (K // 2) + p2
+    if MASK:
+        tl.store(data_ptr + d_offs, packed, mask=(r2 < M) & (p2 < K // 2))
+    else:
+        tl.store(data_ptr + d_offs, packed)
+    if SWIZZLED:  # 4 adjacent scale bytes of a row in one 32-bit store (NB % 4 == 0)
+        word, w_offs, g2 = _scale_words(sbyte, r2, pid_k * (NB // 4), scale_cols, BLOCK_M, NB)
+        w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
+        tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))
+    else:
+        b2 = sblk[None, :]
+        tl.store(scale_ptr + r2 * scale_cols + b2, sbyte.to(tl.uint8), mask=(r2 < M) & (b2 < scale_cols))
+
+
+@triton.jit
+def _e2m1_value(n):
+    """e2m1 nibbles (int32) as fp32 values; nibble 8 is -0.0."""
+    c = n & 7
+    v = tl.where(c < 2, c.to(tl.float32) * 0.5, (((c >> 1) + 126) << 23 | ((c & 1) << 22)).to(tl.float32, bitcast=True))
+    return (v.to(tl.int32, bitcast=True) | ((n & 8) << 28)).to(tl.float32, bitcast=True)  # the sign bit (-0 too)
+
+
+@triton.jit
+def _to_out(v, out_ptr, INTERPRETED: tl.constexpr):
+    """fp32 -> out_ptr's dtype, round to nearest even (bf16 under the interpreter from the bits:
+    its own conversion flushes bf16 subnormals)."""
+    if INTERPRETED and out_ptr.dtype.element_ty == tl.bfloat16:
+        b = v.to(tl.int32, bitcast=True)
+        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+    return v.to(out_ptr.dtype.element_ty)
+
+
+@triton.jit
+def fp4_dequantize_kernel(
+    data_ptr, scale_ptr, g_ptr, out_ptr, M, K, stride_dm, scale_cols, n_k,
+    NV: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+):
+    """MXFP4: e2m1 * 2**(b - 127), exact in fp32, 0xFF -> NaN; NVFP4: e2m1 * RN(scale / g) in
+    fp32; then rounded once to out_ptr's dtype. K counts elements (the data holds K / 2 bytes a row)."""
+    G: tl.constexpr = 16 if NV else 32
+    NB: tl.constexpr = BLOCK_K // G
+    tile = tl.program_id(0)
+    rows = (tile // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
+    sblk = (tile % n_k) * NB + tl.arange(0, NB)
+    r2 = rows[:, None]
+    rw = r2.to(tl.int64) if BIG else r2
+    p2 = (tile % n_k) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)[None, :]
+    raw = tl.load(data_ptr + rw * stride_dm + p2, mask=(r2 < M) & (p2 < K // 2), other=0, eviction_policy=EVICT)
+    raw = raw.to(tl.int32)
+    v = tl.reshape(_e2m1_value(tl.join(raw & 0xF, raw >> 4)), (BLOCK_M, NB, G))
+    b2 = sblk[None, :]
+    if SWIZZLED:
+        r = r2 % 128
+        s_offs = ((r2 // 128) * (scale_cols // 4) + b2 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + b2 % 4
+    else:
+        s_offs = r2 * scale_cols + b2
+    sb = tl.load(scale_ptr + s_offs, mask=(r2 < M) & (b2 < K // G), other=0).to(tl.int32)
+    if NV:
+        factor = tl.math.div_rn(_e4m3_value(sb), tl.load(g_ptr))
+    else:  # 2**(sb - 127) from bits: sb == 0 is the subnormal 2**-127, 255 is NaN
+        factor = tl.where(sb == 0, 0x400000, sb << 23).to(tl.float32, bitcast=True)
+        factor = tl.where(sb == 255, float("nan"), factor)
+    out = tl.reshape(v * factor[:, :, None], (BLOCK_M, BLOCK_K))
+    c2 = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    tl.store(out_ptr + rw * K + c2, _to_out(out, out_ptr, INTERPRETED), mask=(r2 < M) & (c2 < K))

@@ -1,0 +1,169 @@
+"""Launch side of the `triton` backend's MXFP4 / NVFP4 calls (backend.FP4_OPS): shapes, grids and
+launch plans for backends/_triton_fp4.py's kernels (imported on the first call; nothing here
+imports triton). Same plan cache and launch path as the other calls (backends/_triton_launch.py);
+outputs are allocated here and never cleared (the kernels write every byte, swizzled padding
+included). NVFP4 without a global scale is two launches: the finite amax (an integer atomic max
+into a zeroed int32), then the quantize kernel, which derives g from it on the device (no host
+synchronisation).
+
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps), powers of two, BLOCK_K >= the group (32 /
+16; 4 groups for the swizzled layout, whose scale words pack 4); None picks FP4_CONFIGS by card
+class. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
+(tests/test_triton_fp4.py)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from mxquant import layouts
+from mxquant.formats import MXFP4_BLOCK, NVFP4_BLOCK
+
+from . import _triton_launch as _launch
+from ._common import as_rows
+from ._triton_training_ops import _guarded, cdiv
+
+FP4_CONFIGS = {"default": {"quantize": (4096, 4), "dequantize": (4096, 4)},
+               "fast-hbm": {"quantize": (8192, 8), "dequantize": (8192, 8)}}
+"""(elements per program, warps) per card class (triton.card) and direction: first choices, not
+yet swept on a GPU (benchmarks/bench_fp4.py times them; the MXFP8 sweeps favoured 4096-8192
+elements on the H200). A program takes whole rows of up to that many elements, or a
+row-chunk of them."""
+
+_X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    from . import _triton_fp4
+
+    return _triton_fp4
+
+
+def _card(device):
+    from .triton import card  # imported on use: triton.py imports this module
+
+    return card(device)[0]
+
+
+def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, device, config,
+            card: str | None = None) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_K, warps): rows of up to `elems` elements per program (shorter rows stack);
+    card: the card class (default: the device's)."""
+    least = 4 * group if swizzled else group
+    if config is not None:
+        bm, bk, warps = config
+        if bm < 1 or bm & (bm - 1) or bk < least or bk & (bk - 1):
+            raise ValueError(f"fp4 config: BLOCK_M a power of two, BLOCK_K a power of two >= {least}, got {bm} x {bk}")
+        return bm, bk, warps
+    elems, warps = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])[direction]
+    bk = min(elems, max(least, _next_pow2(k)))
+    bm = max(1, min(_next_pow2(rows), elems // bk))
+    return bm, bk, max(1, min(warps, bm * bk // 512))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def mxfp4_quantize(x, scale_mode, scale_layout, config=None):
+    data, scale, _ = _quantize(x, False, None, scale_mode, scale_layout, config)
+    return data, scale.view(torch.float8_e8m0fnu)
+
+
+def nvfp4_quantize(x, global_scale, scale_mode, scale_layout, config=None):
+    data, scale, g = _quantize(x, True, global_scale, scale_mode, scale_layout, config)
+    return data, scale.view(torch.float8_e4m3fn), g
+
+
+@_guarded
+def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
+    device = x.device
+    group = NVFP4_BLOCK if nv else MXFP4_BLOCK
+    k = x.shape[-1]
+    swizzled = scale_layout == "swizzled"
+    sshape = layouts.scale_shape(tuple(x.shape), scale_layout, group)
+    data = torch.empty((*x.shape[:-1], k // 2), dtype=torch.uint8, device=device)
+    scale = torch.empty(sshape, dtype=torch.uint8, device=device)
+    g_out = torch.empty(1, dtype=torch.float32, device=device) if nv else data
+    given = global_scale is not None
+    if not x.numel():  # no element: no scale byte to write, g = 1.0 (no finite amax) or the one given
+        if nv:
+            g_out.copy_(global_scale.reshape(1)) if given else g_out.fill_(1.0)
+        scale.zero_()  # (swizzled: rows of a (0, K) input pad to none, so this is empty too)
+        return data, scale, g_out
+    x2 = as_rows(x)
+    m, stride = x2.shape[0], x2.stride(0)
+    srows, scols = sshape if swizzled else (m, k // group)
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, scale_mode, swizzled, x2.data_ptr() % 16 == 0,
+           given and global_scale.data_ptr() % 16 == 0, device, config)
+
+    def make():
+        bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
+        n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
+        constexprs = dict(NV=nv, GIVEN=given, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors",
+                          X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
+                          MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
+                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
+        return _launch.Plan(_kernels().fp4_quantize_kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
+                            warps)
+
+    p = _launch.plan(key, make)
+    if nv and not given:
+        g_in = torch.zeros(1, dtype=torch.int32, device=device)
+        _amax_plan(m, k, stride, x2, device, config).launch_n(device, x2, g_in)
+    else:
+        g_in = global_scale.reshape(1) if given else data
+    p.launch_n(device, x2, data, scale, g_in, g_out)
+    return data, scale, g_out
+
+
+def _amax_plan(m, k, stride, x2, device, config):
+    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config)
+
+    def make():
+        bm, bk, warps = _config(m, k, NVFP4_BLOCK, False, "quantize", device, config)
+        n_m, n_k = cdiv(m, bm), cdiv(k, bk)
+        constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31,
+                          INTERPRETED=device.type == "cpu")
+        return _launch.Plan(_kernels().amax_kernel, n_m * n_k, (m, k, stride, n_k), constexprs, warps)
+
+    return _launch.plan(key, make)
+
+
+def mxfp4_dequantize(data, scale, scale_layout, out_dtype, config=None):
+    return _dequantize(data, scale, None, scale_layout, out_dtype, config)
+
+
+def nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, config=None):
+    return _dequantize(data, scale, global_scale, scale_layout, out_dtype, config)
+
+
+@_guarded
+def _dequantize(data, scale, global_scale, scale_layout, out_dtype, config):
+    device = data.device
+    nv = global_scale is not None
+    group = NVFP4_BLOCK if nv else MXFP4_BLOCK
+    k = 2 * data.shape[-1]
+    out = torch.empty((*data.shape[:-1], k), dtype=out_dtype, device=device)
+    if not out.numel():
+        return out
+    d2 = as_rows(data.view(torch.uint8))
+    m, stride = d2.shape[0], d2.stride(0)
+    swizzled = scale_layout == "swizzled"
+    scols = layouts.swizzled_scale_shape(m, k, group)[1] if swizzled else k // group
+    sbytes = scale.contiguous().view(torch.uint8)
+    g = global_scale.reshape(1) if nv else sbytes
+    key = ("fp4dq", nv, m, k, stride, out_dtype, swizzled, d2.data_ptr() % 16 == 0, sbytes.data_ptr() % 16 == 0,
+           g.data_ptr() % 16 == 0, device, config)
+
+    def make():
+        bm, bk, warps = _config(m, k, group, False, "dequantize", device, config)
+        n_m, n_k = cdiv(m, bm), cdiv(k, bk)
+        constexprs = dict(NV=nv, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_first",
+                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
+        return _launch.Plan(_kernels().fp4_dequantize_kernel, n_m * n_k, (m, k, stride, scols, n_k), constexprs, warps)
+
+    _launch.plan(key, make).launch_n(device, d2, sbytes, g, out)
+    return out

@@ -1,0 +1,274 @@
+"""The `triton` backend's MXFP4 / NVFP4 kernels (backends/_triton_fp4.py), byte for byte against
+the NumPy oracle (tests/fp4_oracle.py, written from docs/semantics.md, not from reference_fp4) and
+through the conformance kit (mxquant/conformance/verify_fp4.py), on the named FP4 blocks, the
+MXFP8 adversarial batch, random odd shapes, strided rows, both scale layouts, every input dtype
+and scale mode, a given and a computed NVFP4 global scale, and every nibble and scale byte for
+dequantize.
+
+Two ways to run, one body per case (`dev`), as tests/test_triton_training.py (whose device
+parameters and poisoned-output fixture this module uses):
+- "cpu": the kernels under Triton's interpreter on CPU tensors (TRITON_INTERPRET=1, a venv
+  holding triton: tests/test_triton_interpreter.py runs this module in its side environment),
+  with small tile configurations too, so small inputs span several tiles and padding tiles;
+- "cuda" (marked `cuda`): the same on a GPU, plus big shapes, the public calls, CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import mxquant
+from mxquant.backend import FP4_OPS
+from mxquant.backends import _triton_fp4_ops as ops
+from mxquant.conformance import verify_fp4
+from mxquant.conformance.compare import PASS
+from mxquant.conformance.fp4_inputs import fp4_inputs
+from mxquant.formats import MXFP4_BLOCK, NVFP4_BLOCK
+
+import fp4_oracle as oracle
+from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile
+from test_triton_training import DEVS, _random, cuda_only, poisoned_outputs  # noqa: F401  (autouse fixture)
+from training_helpers import INPUTS, LAYOUTS, MODES, assert_bytes, ids
+
+MX_GRID = list(itertools.product(INPUTS, MODES, LAYOUTS))
+NV_GRID = list(itertools.product(INPUTS, LAYOUTS, (False, True)))
+OUTS = [torch.bfloat16, torch.float32, torch.float16]
+DQ_GRID = list(itertools.product(("mxfp4", "nvfp4"), OUTS, LAYOUTS))
+SMALL = {"linear": (16, 64, 1), "swizzled": (32, 128, 1)}  # several tiles, partial and padding-only ones
+SMALL_NV = {"linear": (16, 32, 1), "swizzled": (32, 64, 1)}
+
+
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _flat(scale: torch.Tensor, layout: str) -> torch.Tensor:
+    return scale.reshape(-1) if layout == "swizzled" else scale
+
+
+def check_mxfp4(x, mode, layout, config=None, name=""):
+    data, scale = ops.mxfp4_quantize(x, mode, layout, config)
+    want_data, want_scale = oracle.mxfp4_quantize(x.cpu(), mode, layout)
+    assert scale.dtype == torch.float8_e8m0fnu and scale.is_contiguous()
+    assert_bytes(data.cpu(), want_data, f"{name} data")
+    assert_bytes(_flat(scale.cpu(), layout), want_scale, f"{name} scale")
+
+
+def check_nvfp4(x, given, layout, config=None, name=""):
+    g = None
+    if given:  # a scale as llm-compressor shares between fused weights: not this tensor's own
+        g = torch.tensor([oracle.nvfp4_global_scale(x.cpu()) * 0.6875], dtype=torch.float32, device=x.device)
+    data, scale, g_out = ops.nvfp4_quantize(x, g, "compressed-tensors", layout, config)
+    want_data, want_scale, want_g = oracle.nvfp4_quantize(x.cpu(), None if g is None else g.item(), layout)
+    assert scale.dtype == torch.float8_e4m3fn and g_out.dtype == torch.float32 and tuple(g_out.shape) == (1,)
+    assert g_out.item() == np.float32(want_g), f"{name} global scale {g_out.item()}, expected {want_g}"
+    assert g is None or g_out.data_ptr() != g.data_ptr(), "the global scale returned is the caller's tensor"
+    assert_bytes(data.cpu(), want_data, f"{name} data")
+    assert_bytes(_flat(scale.cpu(), layout), want_scale, f"{name} scale")
+
+
+def assert_values(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Same shape, dtype and bits, NaN payloads aside (a NaN where the oracle has one)."""
+    assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape) and got.is_contiguous(), what
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan), f"{what}: NaN positions differ"
+    bits = {2: torch.int16, 4: torch.int32}[got.element_size()]
+    diff = ((got.view(bits) != want.view(bits)) & ~nan).nonzero()
+    assert diff.numel() == 0, f"{what}: {diff.shape[0]} values differ, first at {diff[0].tolist()}"
+
+
+# ---- quantize: every input dtype x mode x layout on the conformance inputs --------------------
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp, mode, layout", MX_GRID, ids=[ids(c) for c in MX_GRID])
+def test_mxfp4_quantize_conformance_inputs(dev, hp, mode, layout):
+    for case, x in fp4_inputs(hp, 0):
+        check_mxfp4(x.to(dev), mode, layout, name=case)
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp, layout, given", NV_GRID, ids=[ids(c) for c in NV_GRID])
+def test_nvfp4_quantize_conformance_inputs(dev, hp, layout, given):
+    for case, x in fp4_inputs(hp, 0):
+        check_nvfp4(x.to(dev), given, layout, name=case)
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", INPUTS, ids=_name)
+def test_nvfp4_global_scale_edges(dev, hp):
+    """g = 1.0 where 2688 / amax is not finite in x's dtype (amax zero, tiny, only NaN / Inf),
+    and amax at the top of the dtype's range; the elements follow from that g."""
+    fin = torch.finfo(hp)
+    rows = [torch.zeros(32), torch.full((32,), fin.tiny / 4), torch.tensor([float("nan"), float("inf")] * 16),
+            torch.full((32,), fin.max), torch.full((32,), 2688.0 / fin.max)]
+    for i, row in enumerate(rows):
+        x = row.to(hp).reshape(2, 16).to(dev)
+        for layout in LAYOUTS:
+            check_nvfp4(x, False, layout, name=f"edge {i}")
+
+
+# ---- structure: tiles, odd shapes, strided rows, padding --------------------------------------
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", INPUTS, ids=_name)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_small_tiles_odd_shapes_and_strided_rows(dev, hp, layout):
+    """Several tiles per input (small configurations, and the shipped one), partial tiles, tiles
+    that cover only swizzled padding, row-strided and transposed views, 3-D inputs."""
+    gen = 10 * INPUTS.index(hp)
+    base = _random((133, 192), gen, hp, dev)
+    views = {"(133, 192)": base, "rows ::2": base[::2], "columns 64:160": base[:, 64:160],
+             "(3, 5, 96)": _random((3, 5, 96), gen + 1, hp, dev), "transposed": _random((64, 40), gen + 2, hp, dev).mT,
+             "(1, 32)": base[:1, :32], "(2, 16)": base[:2, :16]}
+    mode = MODES[INPUTS.index(hp)]
+    for name, x in views.items():
+        for config in (None, SMALL[layout]):
+            if x.shape[-1] % MXFP4_BLOCK == 0:
+                check_mxfp4(x, mode, layout, config, f"{name} {config}")
+        for config in (None, SMALL_NV[layout]):
+            check_nvfp4(x, name.startswith("rows"), layout, config, f"{name} {config}")
+
+
+@pytest.mark.parametrize("dev", DEVS)
+def test_empty_inputs(dev):
+    for shape in ((0, 64), (4, 0), (2, 0, 32)):
+        x = torch.zeros(shape, dtype=torch.bfloat16, device=dev)
+        for layout in LAYOUTS:
+            check_mxfp4(x, "rceil", layout, name=str(shape))
+            check_nvfp4(x, False, layout, name=str(shape))
+            check_nvfp4(x, True, layout, name=str(shape))
+
+
+# ---- dequantize: every nibble and scale byte ----------------------------------------------------
+
+def _dequant_inputs(fmt, layout, seed):
+    """(data, backend scale, linear scale bytes, g): quantized conformance rows, then random bytes:
+    every nibble, every scale byte (E8M0 0x00 / 0xFF, e4m3 subnormals and NaN, negative e4m3)."""
+    gen = torch.Generator().manual_seed(seed)
+    block = NVFP4_BLOCK if fmt == "nvfp4" else MXFP4_BLOCK
+    x = fp4_inputs(torch.float32, 0)[0][1]
+    if fmt == "nvfp4":
+        data, scale_lin, g = oracle.nvfp4_quantize(x)
+    else:
+        data, scale_lin = oracle.mxfp4_quantize(x)
+        g = None
+    rows = torch.randint(0, 256, (77, 32), generator=gen, dtype=torch.uint8)  # K = 64, as the batch
+    data = torch.cat([data, rows])
+    scale_lin = torch.cat([scale_lin, torch.randint(0, 256, (77, 64 // block), generator=gen, dtype=torch.uint8)])
+    scale = oracle.swizzle(scale_lin) if layout == "swizzled" else scale_lin
+    g = torch.tensor([g if g is not None else 0.0], dtype=torch.float32)
+    return data, scale, scale_lin, g
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("fmt, out_dtype, layout", DQ_GRID, ids=[ids(c) for c in DQ_GRID])
+def test_dequantize_every_byte(dev, fmt, out_dtype, layout):
+    data, scale, scale_lin, g = _dequant_inputs(fmt, layout, 5)
+    sdtype = torch.float8_e4m3fn if fmt == "nvfp4" else torch.float8_e8m0fnu
+    if fmt == "nvfp4":
+        want = oracle.nvfp4_dequantize(data, scale_lin, g.item(), out_dtype)
+    else:
+        want = oracle.mxfp4_dequantize(data, scale_lin.numpy(), out_dtype)
+    wide = torch.cat([data, data], dim=1).to(dev)
+    for config, d in ((None, data.to(dev)), ((4, 32, 1), data.to(dev)), (None, wide[:, 32:])):  # last: strided rows
+        s = scale.view(sdtype).to(dev)
+        if fmt == "nvfp4":
+            got = ops.nvfp4_dequantize(d, s, g.to(dev), layout, out_dtype, config)
+        else:
+            got = ops.mxfp4_dequantize(d, s, layout, out_dtype, config)
+        assert_values(got.cpu(), want, f"{fmt} {config} stride {d.stride()}")
+
+
+# ---- the conformance kit: `mxquant verify`'s rows for this backend ------------------------------
+
+VERIFY = [("mxfp4_quantize", torch.bfloat16, "compressed-tensors", "swizzled"),
+          ("mxfp4_quantize", torch.float16, "rceil", "linear"),
+          ("nvfp4_quantize", torch.float32, None, "swizzled"),
+          ("nvfp4_quantize", torch.bfloat16, None, "linear"),
+          ("mxfp4_dequantize", torch.bfloat16, None, "swizzled"),
+          ("nvfp4_dequantize", torch.float16, None, "linear")]
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("op, hp, mode, layout", VERIFY, ids=[ids(c) for c in VERIFY])
+def test_verify_kit_passes(dev, op, hp, mode, layout):
+    from mxquant.backends import triton as tb
+
+    assert set(FP4_OPS) <= tb.backend.capabilities.ops
+    result = verify_fp4.check_fp4(tb.backend, torch.device(dev), op, hp, mode, layout, seed=3)
+    assert result.status == PASS and result.cases > 0, (result.reason, result.examples[:2])
+
+
+# ---- CUDA only: big shapes, the public calls, CUDA graphs ---------------------------------------
+
+@cuda_only
+@pytest.mark.cuda
+@pytest.mark.parametrize("hp", INPUTS, ids=_name)
+def test_cuda_big_shapes_and_public_calls(hp):
+    x = _random((4096, 4096), 7, hp, "cuda")
+    for mode, layout in itertools.product(MODES, LAYOUTS):
+        check_mxfp4(x, mode, layout, name="4096x4096")
+    for layout, given in itertools.product(LAYOUTS, (False, True)):
+        check_nvfp4(x, given, layout, name="4096x4096")
+    q = mxquant.mxfp4_quantize(x, scale_mode="compressed-tensors", scale_layout="swizzled", backend="triton")
+    want = oracle.mxfp4_quantize(x.cpu(), "compressed-tensors", "swizzled")
+    assert_bytes(q.data.cpu(), want[0], "public data")
+    assert_bytes(q.scale.cpu(), want[1], "public scale")
+    n = mxquant.nvfp4_quantize(x, backend="triton")
+    y = mxquant.nvfp4_dequantize(n.data, n.scale, n.global_scale, out_dtype=hp, backend="triton")
+    assert_values(y.cpu(), mxquant.nvfp4_dequantize(n.data.cpu(), n.scale.cpu(), n.global_scale.cpu(), out_dtype=hp),
+                  "public nvfp4 dequantize")
+
+
+@cuda_only
+@pytest.mark.cuda
+def test_cuda_graph_replay_recomputes_the_global_scale():
+    x = _random((512, 1024), 8, torch.bfloat16, "cuda")
+    ops.nvfp4_quantize(x, None, "compressed-tensors", "swizzled")  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.nvfp4_quantize(x, None, "compressed-tensors", "swizzled")
+    x.mul_(3.0)  # a new amax: the replay must zero the amax and derive g again
+    graph.replay()
+    torch.cuda.synchronize()
+    want = oracle.nvfp4_quantize(x.cpu(), None, "swizzled")
+    assert out[2].item() == np.float32(want[2])
+    assert_bytes(out[0].cpu(), want[0], "replayed data")
+    assert_bytes(out[1].reshape(-1).cpu(), want[1], "replayed scale")
+
+
+# ---- compiled for Hopper (no GPU needed; run without TRITON_INTERPRET) ------------------------
+
+@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
+@pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
+def test_fp4_kernels_compile_for_sm90(hp):
+    """Every FP4 kernel at its shipped configurations compiles for sm_90 (PTX and cubin), and its
+    divisions are IEEE ones that keep subnormals (div.rn.f32, never div.full / div.approx / .ftz)."""
+    from mxquant.backends import _triton_fp4 as k
+
+    kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
+    compiled, nv_kernels = [], []
+    for (nv, given, mode, swz), card in itertools.product(
+            [(False, False, "rceil", False), (False, False, "compressed-tensors", True), (False, False, "floor", False),
+             (True, False, "compressed-tensors", True), (True, True, "compressed-tensors", False)], ops.FP4_CONFIGS):
+        bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, "quantize", None, None, card=card)
+        c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
+                 SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT="evict_last", BIG=swz, INTERPRETED=False)
+        g = ("*i32" if not given else "*fp32") if nv else "*u8"
+        compiled.append(_aot_compile(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"], c, warps))
+        if nv:
+            nv_kernels.append(compiled[-1])
+        if nv and not given:
+            c = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=False, INTERPRETED=False)
+            compiled.append(_aot_compile(k.amax_kernel, [hp, "*i32"], c, warps))
+        bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, False, "dequantize", None, None, card=card)
+        c = dict(NV=nv, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_first", BIG=swz, INTERPRETED=False)
+        compiled.append(_aot_compile(k.fp4_dequantize_kernel, ["*u8", "*u8", "*fp32" if nv else "*u8", hp], c, warps))
+    for ck in compiled:
+        ptx = ck.asm["ptx"]
+        assert ck not in nv_kernels or "div.rn.f32" in ptx, "NVFP4 divides with div.rn.f32"
+        assert "div.full" not in ptx and "div.approx" not in ptx and ".ftz" not in ptx, ck.name
