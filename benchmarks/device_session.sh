@@ -20,10 +20,10 @@ step() {  # step NAME TIMEOUT_S CMD...
 }
 for s in "$@"; do
   case $s in
-    tests)    step tests 240 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
-    verify)   step verify 120 python3 -m mxquant verify --backend triton ;;
-    training) step training 240 python3 benchmarks/bench_training.py --out "$OUT" ;;
-    small_m)  step small_m 180 python3 benchmarks/bench_small_m.py --out "$OUT" ;;
+    tests)    step tests 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
+    verify)   step verify 60 python3 -m mxquant verify --backend triton ;;
+    training) step training 180 python3 benchmarks/bench_training.py --out "$OUT" ;;
+    small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$OUT" ;;
     quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$OUT" --rep-ms 50 --no-dequantize ;;
     fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$OUT" ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
