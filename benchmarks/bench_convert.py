@@ -3,6 +3,7 @@ and its peak memory.
 
     python3 benchmarks/bench_convert.py --gb 2                       # CPU, one process
     python3 benchmarks/bench_convert.py --gb 8 --device cuda --ranks 2  # 2 GPUs via torchrun
+    python3 benchmarks/bench_convert.py --src DIR --steady --repeat 5   # steady state, one process
 
 A synthetic Llama-shaped bf16 checkpoint of about --gb GB (hidden 4096, MLP 11008, shards of
 about --shard-gb) is written to --workdir (or given with --src). Then, alternately, --repeat
@@ -16,6 +17,15 @@ shared machine), and
 the conversion's peak RSS (rank 0's VmHWM, as `--json` reports it) next to that of the bare
 interpreter with torch and mxquant imported, the largest tensor and the checkpoint size.
 Prints JSON.
+
+--steady measures the steady state in this one process instead (issue 22's definition): a
+warm-up conversion first (one-off costs: imports, backend probes, thread pools; it also gives
+the output's shard sizes), then alternately --repeat times the ceiling as the issue defines it
+(read every source byte in 16 MB chunks, write and fsync as many bytes as the converted shard
+has: `ceiling_out_s`) and `mxquant.checkpoint.convert(...)` with the same options as the CLI
+(verify and SQNR on unless --no-verify), each timed by this process, with its CPU seconds
+(all threads). `ratio` is the median ceiling over the median conversion; `pair_ratios` each
+round's own.
 """
 
 from __future__ import annotations
@@ -103,6 +113,55 @@ def ceiling(src: str, dst: str) -> float:
     return time.perf_counter() - t0
 
 
+def ceiling_out(src: str, dst: str, out_sizes: dict[str, int]) -> float:
+    """Seconds to read every shard in 16 MB chunks and write, fsync'd, as many of its bytes as
+    its converted shard has (out_sizes): the I/O a conversion cannot avoid."""
+    os.makedirs(dst)
+    buf = bytearray(CHUNK)
+    t0 = time.perf_counter()
+    for name in shard_files(src):
+        left = out_sizes[name]
+        with open(os.path.join(src, name), "rb") as f, open(os.path.join(dst, name), "wb") as g:
+            while n := f.readinto(buf):
+                if left > 0:
+                    g.write(memoryview(buf)[:min(n, left)])
+                    left -= min(n, left)
+            while left > 0:  # an output larger than its source (fp32 scales of tiny tensors)
+                left -= g.write(memoryview(buf)[:min(CHUNK, left)])
+            g.flush()
+            os.fsync(g.fileno())
+    return time.perf_counter() - t0
+
+
+def steady(src: str, work: str, device: str, repeat: int, verify: bool) -> dict:
+    """In this process: a warm-up conversion, then the ceiling (read source, write + fsync the
+    output's bytes) and a conversion alternated `repeat` times."""
+    from mxquant.checkpoint import convert
+
+    d = os.path.join(work, "warmup")
+    t0 = time.perf_counter()
+    first = convert(src, d, device=device, verify=verify)
+    first_s = time.perf_counter() - t0
+    out_sizes = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
+    shutil.rmtree(d)
+    ceil_s, conv_s, conv_cpu = [], [], []
+    for i in range(repeat):
+        d = os.path.join(work, f"ceil{i}")
+        ceil_s.append(ceiling_out(src, d, out_sizes))
+        shutil.rmtree(d)
+        d = os.path.join(work, f"conv{i}")
+        c0, t0 = time.process_time(), time.perf_counter()
+        convert(src, d, device=device, verify=verify)
+        conv_s.append(time.perf_counter() - t0)
+        conv_cpu.append(time.process_time() - c0)
+        shutil.rmtree(d)
+    c, v = statistics.median(ceil_s), statistics.median(conv_s)
+    return {"first_convert_s": first_s, "bytes_out_gb": sum(out_sizes.values()) / 1e9,
+            "ceiling_out_s": ceil_s, "convert_s": conv_s, "convert_cpu_s": conv_cpu,
+            "ceiling_gb_s": first.bytes_in / c / 1e9, "convert_gb_s": first.bytes_in / v / 1e9, "ratio": c / v,
+            "pair_ratios": [a / b for a, b in zip(ceil_s, conv_s)]}
+
+
 def _child_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -159,6 +218,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--peer", action="store_true", help="also time llm-compressor's model_free_ptq (installed)")
+    ap.add_argument("--steady", action="store_true",
+                    help="in this process, after a warm-up: ceiling (read + write/fsync the output's bytes) vs convert")
     a = ap.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="bench_convert_")
     src = a.src or os.path.join(work, "src")
@@ -166,6 +227,15 @@ def main() -> None:
     if not a.src:
         largest = make_checkpoint(src, a.gb, a.shard_gb)
     bytes_in = sum(os.path.getsize(os.path.join(src, n)) for n in shard_files(src))
+    if a.steady:
+        res = {"date": time.strftime("%Y-%m-%d"), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "device": a.device, "verify": not a.no_verify, "steady": True,
+               "checkpoint_gb": bytes_in / 1e9, "load_average": os.getloadavg(),
+               **steady(src, work, a.device, a.repeat, not a.no_verify)}
+        print(json.dumps(res, indent=1))
+        if not a.workdir:
+            shutil.rmtree(work)
+        return
     # the interpreter + torch + mxquant alone (VmHWM is per process image: exec resets it)
     base = subprocess.run([sys.executable, "-c", "import torch, mxquant.checkpoint.driver as d; print(d._peak_rss())"],
                           cwd=ROOT, check=True, capture_output=True, text=True)

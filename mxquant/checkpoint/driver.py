@@ -26,7 +26,7 @@ from .plan import INDEX, Plan, make_plan
 from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
 from .tensors import copy_tensor, quantize_tensor
-from .verify import verify_shard
+from .verify import check_written
 
 
 
@@ -98,7 +98,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
     out = out_dir.target(shard.file)
     meta = dict(shard.metadata or {})
     meta.setdefault("format", "pt")
-    writer = ShardWriter(out, shard.layout(), meta)
+    writer = ShardWriter(out, shard.layout(), meta, verify=verify)
     entries = []
     try:
         with open(shard.path, "rb") as raw:
@@ -120,7 +120,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
             e["kept"] = shard.decisions[e["name"]].reason
     if verify:
         try:
-            verify_shard(out, entries)
+            check_written(out, entries, writer.edges)
         except BaseException:
             os.remove(out)
             raise

@@ -29,12 +29,12 @@ except ImportError:  # not POSIX: no lock (the converter is used on Linux)
 CONFIG = "config.json"
 
 
-def open_new(path: str):
-    """`path` created afresh for writing (binary): an existing entry (file or symlink) is
-    unlinked, never written through."""
+def open_new(path: str, read_back: bool = False):
+    """`path` created afresh for writing (binary; `read_back`: its descriptor can also read, for
+    os.preadv): an existing entry (file or symlink) is unlinked, never written through."""
     if os.path.lexists(path):
         os.unlink(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (os.O_RDWR if read_back else os.O_WRONLY) | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     return os.fdopen(os.open(path, flags, 0o644), "wb")
 
 

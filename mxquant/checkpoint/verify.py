@@ -1,5 +1,12 @@
-"""Re-read a written shard with an independent reader (the `safetensors` package) and check
-every tensor's name, dtype, shape and sha256 against what the converter meant to write.
+"""Check a written shard with an independent reader (the `safetensors` package).
+
+- `check_written`, right after a shard is converted: the converter's writer has already read
+  every chunk back from the file and compared it byte for byte with what it meant to write
+  (writer.py); here the package opens the renamed file, and every tensor's name, dtype, shape
+  and first and last bytes (at the offsets the package reads from the header) must be those
+  written. No second pass over the data: the bytes were compared as they were written.
+- `verify_shard`, for a shard an earlier run finished (--resume) or any file with a manifest:
+  every tensor's name, dtype, shape and the sha256 of all its bytes, read through the package.
 
 safetensors memory-maps the file, and the pages it touches count as resident until the map
 is closed; so the file is opened afresh for every ~64 MB read, keeping the resident size of
@@ -16,6 +23,55 @@ import os
 from .stio import NAMES, CheckpointError, itemsize, tensor_bytes
 
 
+def _open_checked(f, base: str, entries: list[dict]) -> dict:
+    """{name: shape} of the open file, refused unless its names, shapes and dtypes are exactly
+    those of `entries`."""
+    names = set(f.keys())
+    want = {e["name"] for e in entries}
+    if names != want:
+        extra, missing = sorted(names - want), sorted(want - names)
+        raise CheckpointError(f"verify {base}: unexpected {extra[:3]} missing {missing[:3]}")
+    shapes = {}
+    for e in entries:
+        s = f.get_slice(e["name"])
+        shape, dtype = list(s.get_shape()), s.get_dtype()
+        if shape != e["shape"] or dtype != e["dtype"]:
+            raise CheckpointError(f"verify {base}: {e['name']} is {dtype} {shape}, meant {e['dtype']} {e['shape']}")
+        shapes[e["name"]] = shape
+    return shapes
+
+
+def _edge_index(shape: list, m: int, last: bool) -> tuple:
+    """The index of a tensor's first (or last) m elements in file order, m <= shape[-1]."""
+    lead = tuple(slice(d - 1, d) if last else slice(0, 1) for d in shape[:-1])
+    k = shape[-1]
+    return (*lead, slice(k - m, k) if last else slice(0, m))
+
+
+def check_written(path: str, entries: list[dict], edges: dict[str, tuple[bytes, bytes]]) -> None:
+    """The file as the safetensors package reads it: exactly the tensors of `entries` with
+    their dtypes and shapes, and each tensor's first and last bytes equal to `edges[name]`
+    (what the writer wrote there). Raises CheckpointError naming the first difference."""
+    from safetensors import safe_open
+
+    base = os.path.basename(path)
+    with safe_open(path, framework="pt") as f:
+        shapes = _open_checked(f, base, entries)
+        for e in entries:
+            shape, item = shapes[e["name"]], itemsize(e["dtype"])
+            head, tail = edges[e["name"]]
+            if not shape:
+                got = (tensor_bytes(f.get_tensor(e["name"])),) * 2
+            elif math.prod(shape) == 0:
+                continue
+            else:
+                m = min(shape[-1], max(1, len(head) // item))
+                s = f.get_slice(e["name"])
+                got = tuple(tensor_bytes(s[_edge_index(shape, m, last)]) for last in (False, True))
+            if bytes(got[0]) != head[:got[0].nbytes] or bytes(got[1]) != tail[len(tail) - got[1].nbytes:]:
+                raise CheckpointError(f"verify {base}: {e['name']} bytes differ from what was written")
+
+
 def verify_shard(path: str, entries: list[dict], chunk_bytes: int = 64 << 20) -> None:
     """Raises CheckpointError naming the first tensor that differs (bytes, dtype, shape, or a
     tensor missing / unexpected)."""
@@ -24,18 +80,10 @@ def verify_shard(path: str, entries: list[dict], chunk_bytes: int = 64 << 20) ->
     base = os.path.basename(path)
     with contextlib.ExitStack() as handle:  # one open file, reopened after each chunk_bytes read
         f = handle.enter_context(safe_open(path, framework="pt"))  # through it (bounds the mapped pages)
-        names = set(f.keys())
-        slices = {n: f.get_slice(n) for n in names}
-        shapes = {n: (list(s.get_shape()), s.get_dtype()) for n, s in slices.items()}
-        want = {e["name"] for e in entries}
-        if names != want:
-            extra, missing = sorted(names - want), sorted(want - names)
-            raise CheckpointError(f"verify {base}: unexpected {extra[:3]} missing {missing[:3]}")
+        shapes = _open_checked(f, base, entries)
         budget = chunk_bytes
         for e in entries:
-            shape, dtype = shapes[e["name"]]
-            if shape != e["shape"] or dtype != e["dtype"]:
-                raise CheckpointError(f"verify {base}: {e['name']} is {dtype} {shape}, meant {e['dtype']} {e['shape']}")
+            shape, dtype = shapes[e["name"]], e["dtype"]
             h = hashlib.sha256()
             for index in _pieces(shape, itemsize(dtype), chunk_bytes):
                 if budget <= 0:

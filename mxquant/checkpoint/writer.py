@@ -1,9 +1,16 @@
-"""One output safetensors file written tensor by tensor, its writes and hashing on a
-background thread so they overlap the next chunk's read and quantization.
+"""One output safetensors file written tensor by tensor, its writes, hashing and read-back on
+a background thread so they overlap the next chunk's read and quantization.
 
 The header goes first (every output shape and dtype is known from the plan); then each
 tensor's bytes, in layout order. The file lives under `path + ".tmp"` until `close()` has
 flushed, fsync'd and renamed it, so a file under its final name is always complete.
+
+With `verify`, every chunk is read back from the file right after it is written and compared
+byte for byte with what was meant (still in memory): one read and a memcmp instead of hashing
+the file a second time; the first and last bytes of each tensor are kept for verify.check_written,
+which opens the renamed file with the safetensors package. Every `WRITEBACK` bytes the kernel is
+asked to start writing the file out (Linux sync_file_range), so the fsync at close waits for
+the tail only, not for the whole shard.
 """
 
 from __future__ import annotations
@@ -17,11 +24,34 @@ import struct
 import threading
 
 from .dstdir import open_new
-from .stio import itemsize
+from .stio import CheckpointError, itemsize
+
+EDGE = 128
+"""Bytes kept of each tensor's start and end for the check through the safetensors package."""
+READ_BACK = 1 << 20
+"""Read-back piece: a chunk is re-read and compared this many bytes at a time."""
+WRITEBACK = 64 << 20
+
+
+def _start_writeback():
+    """sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE) where libc has it (Linux):
+    starts writing the range out without waiting; None elsewhere."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, offset, nbytes: fn(fd, offset, nbytes, 2)  # advisory: the fsync at close decides
+
+
+_writeback = _start_writeback()
 
 
 class ShardWriter:
-    def __init__(self, path: str, layout: list[tuple[str, str, tuple]], metadata: dict | None = None):
+    def __init__(self, path: str, layout: list[tuple[str, str, tuple]], metadata: dict | None = None, *,
+                 verify: bool = False):
         self.path, self.tmp = path, path + ".tmp"
         header, offset = {}, 0
         for name, dtype, shape in layout:
@@ -37,15 +67,21 @@ class ShardWriter:
         self._next, self._left = 0, 0
         self.digests: dict[str, str] = {}
         """sha256 of each tensor's bytes as written (complete after close())."""
-        self._f = open_new(self.tmp)  # never through a file or symlink already there
+        self.edges: dict[str, tuple[bytes, bytes]] = {}
+        """With verify: each tensor's first and last EDGE bytes as written (complete after close())."""
+        self._verify, self._every = verify, WRITEBACK
+        self._scratch = bytearray(READ_BACK) if verify else None
+        self._f = open_new(self.tmp, read_back=verify)  # never through a file or symlink already there
         self._f.write(struct.pack("<Q", len(blob)) + blob)
+        self._pos = self._kicked = 8 + len(blob)
         self._q: queue.Queue = queue.Queue(maxsize=3)  # bounds memory: a few chunks in flight
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
-        h = None
+        h = name = None
+        head, tail = b"", b""
         while True:
             item = self._q.get()
             if item is None:
@@ -55,14 +91,41 @@ class ShardWriter:
             kind, value = item
             try:
                 if kind == "begin":
-                    h = hashlib.sha256()
+                    h, name, head, tail = hashlib.sha256(), value, b"", b""
                 elif kind == "data":
                     h.update(value)
                     self._f.write(value)
+                    if self._verify:
+                        self._f.flush()
+                        self._read_back(name, value)
+                        if len(head) < EDGE:
+                            head += bytes(value[:EDGE - len(head)])
+                        tail = (tail + bytes(value[-EDGE:]))[-EDGE:]
+                    self._pos += value.nbytes
+                    if _writeback is not None and self._pos - self._kicked >= self._every:
+                        self._f.flush()
+                        _writeback(self._f.fileno(), self._kicked, self._pos - self._kicked)
+                        self._kicked = self._pos
                 else:
                     self.digests[value] = h.hexdigest()
+                    if self._verify:
+                        self.edges[value] = (head, tail)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = e
+
+    def _read_back(self, name: str, data: memoryview) -> None:
+        """The bytes just written at self._pos, read from the file and compared with `data`."""
+        fd, scratch = self._f.fileno(), self._scratch
+        view = memoryview(scratch)
+        for o in range(0, data.nbytes, len(scratch)):
+            k = min(len(scratch), data.nbytes - o)
+            got = 0
+            while got < k and (n := os.preadv(fd, [view[got:k]], self._pos + o + got)):
+                got += n
+            same = (scratch == data[o:o + k]) if k == len(scratch) else (bytearray(view[:k]) == data[o:o + k])
+            if got != k or not same:
+                raise CheckpointError(f"verify {os.path.basename(self.path)}: {name} bytes differ from what was "
+                                      f"written (read back at byte {self._pos + o})")
 
     def _put(self, item) -> None:
         if self._error is not None:
