@@ -10,7 +10,9 @@ dequantizes at load), concatenated as vLLM stacks q/k/v and gate/up; every MXFP8
 holds the file's expert bytes and scales, stacked per expert; and every scale tensor of the
 file is used. A dense model's greedy generation is compared with transformers running the
 same files dequantized by mxquant. Negative controls must be refused (or, for F8_E8M0 scale
-tensors, which vLLM loads silently wrong, our files are pinned to U8).
+tensors, which vLLM loads silently wrong, our files are pinned to U8). The other schemes
+(mxfp4, nvfp4a16, fp8-block) cannot run on this CPU build: each is pinned to the refusal at its
+scheme's kernel choice, so that a vLLM that serves them shows up here (docs/convert.md).
 
 A skip is not a pass: with CI=true, an environment that cannot be built fails the test.
 """
@@ -78,6 +80,19 @@ def _qwen3_moe():
 LOADS = {"llama_tied_sharded": (_llama, "40KB"), "qwen2_bias": (_qwen2, None), "qwen2_moe_shared": (_qwen2_moe, None),
          "mixtral": (_mixtral, None), "qwen3_moe": (_qwen3_moe, None),
          "qwen2_moe_48_kept_whole": (lambda: _qwen2_moe(48), None)}
+# The other schemes (docs/convert.md, "Schemes"): vLLM 0.32's CPU build has no kernel that runs
+# them here. Each case must stop at the kernel choice of the scheme our config names (a config
+# vLLM cannot read stops earlier: "No compressed-tensors compatible scheme"). FP8 block needs 128 |
+# every Linear's N, so these use a wider Llama.
+WIDE = dict(ATTN, hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64)
+SCHEME_REFUSALS = {  # case -> (scheme, --linear-backend, what vLLM's refusal says)
+    "mxfp4": ("mxfp4", None, ("MXFP4 linear layer", "EmulationMxfp4LinearKernel: amd-quark package not available")),
+    "nvfp4a16": ("nvfp4a16", None, ("Forced NVFP4 kernel MarlinNvFp4LinearKernel is not supported: Marlin FP4 "
+                                    "not available",)),
+    "nvfp4a16_emulation": ("nvfp4a16", "emulation", ("Failed to find a kernel that can implement the NVFP4 linear "
+                                                     "layer",)),
+    "fp8_block": ("fp8-block", None, ("ScaledMM linear layer", "CPUFp8BlockScaledMMKernel requires AMX tile support")),
+}
 REFUSALS = {  # case -> what vLLM's refusal must say
     "no_scale_dtype": "No compressed-tensors compatible scheme",
     "tensor_group": "No compressed-tensors compatible scheme",
@@ -163,11 +178,17 @@ def vllm_run(vllm_python, tmp_path_factory):
     _mixed_expert_scheme(cases["qwen2_moe_48_kept_whole"], root / "mixed_expert_scheme")
     for name in (*REFUSALS, "e8m0_scales"):
         cases[name] = root / name
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**WIDE, intermediate_size=256, num_hidden_layers=1)).to(
+        torch.bfloat16).save_pretrained(root / "wide-src")
+    for name, (scheme, _, _) in SCHEME_REFUSALS.items():
+        if not (root / ("wide-" + scheme)).exists():
+            convert(root / "wide-src", root / ("wide-" + scheme), scheme=scheme)
+        cases[name] = root / ("wide-" + scheme)
     out = root / "out"
     out.mkdir()
     gen = {"generate": {"prompt": PROMPT, "max_tokens": 6}, "dtype": "float32"}  # see the generation test
-    job = {"cases": [{"name": n, "path": str(p), "out": str(out), **(gen if n == "llama_tied_sharded" else {})}
-                     for n, p in cases.items()]}
+    job = {"cases": [{"name": n, "path": str(p), "out": str(out), **(gen if n == "llama_tied_sharded" else {}),
+                      "linear_backend": SCHEME_REFUSALS.get(n, (None, None))[1]} for n, p in cases.items()]}
     (root / "job.json").write_text(json.dumps(job))
     start = time.time()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MXQUANT_", "PYTHON"))}
@@ -300,6 +321,23 @@ def test_vllm_refuses_what_it_cannot_read(vllm_run, name):
     that our `scale_dtype`, `group` strategy and one scheme per expert group are what it needs)."""
     error = vllm_run[name]["error"]
     assert error is not None and REFUSALS[name] in error, error
+
+
+@pytest.mark.parametrize("name", list(SCHEME_REFUSALS))
+def test_vllm_cpu_build_has_no_kernel_for_the_other_schemes(vllm_run, name):
+    """mxfp4, nvfp4a16 (also with --linear-backend emulation) and fp8-block: what vLLM 0.32's CPU
+    build says here, each at the kernel choice of the scheme our config names; docs/convert.md
+    ("Schemes") gives the code paths. A CPU with AMX tiles has vLLM's FP8 block kernels: there the
+    fp8-block case must load instead."""
+    rep = vllm_run[name]
+    scheme, _, phrases = SCHEME_REFUSALS[name]
+    if scheme == "fp8-block" and rep["amx"]:
+        assert rep["error"] is None, rep["error"]
+        assert any("Fp8" in str(v[2]) for v in rep["modules"].values()), rep["modules"]
+        return
+    assert rep["error"] is not None, f"vLLM now loads {name}: add it to the load tests and docs/convert.md"
+    assert all(p in rep["error"] for p in phrases), rep["error"]
+    assert "No compressed-tensors compatible scheme" not in rep["error"]
 
 
 def test_greedy_generation_matches_transformers_on_the_dequantized_files(vllm_run):

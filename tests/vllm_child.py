@@ -4,17 +4,19 @@ nothing and does not import mxquant; the test compares the report with the files
 
     python vllm_child.py JOB.json
 
-JOB.json: {"cases": [{"name", "path", "out", "dtype": null | "float32", "generate": null | {"prompt":
-[ids], "max_tokens": n}}]}.
-For each case it writes OUT/NAME.json: {"error": null | "Type: message", "modules": {module:
+JOB.json: {"cases": [{"name", "path", "out", "dtype": null | "float32", "linear_backend": null | "emulation",
+"generate": null | {"prompt": [ids], "max_tokens": n}}]}.
+For each case it writes OUT/NAME.json: {"error": null | "Type: message", "amx": whether this CPU has
+AMX tiles (vLLM's FP8 block kernels for the CPU need them), "modules": {module:
 [module class, quant_method class, scheme class]}, "tokens", "logprobs" (one {token id:
 logprob} per prompt position after the first, then per generated token)}, and
 OUT/NAME.safetensors: every non-empty parameter of the loaded model, as vLLM holds it after
 loading (process_weights_after_loading included).
 
-vLLM registers no MXFP8 linear kernel for the CPU platform; its own emulation kernel
-(EmulationMxfp8LinearKernel: weights dequantized to bf16 at load, activations left in bf16)
-is registered for it here, as the CPU build needs to serve an MXFP8 checkpoint at all.
+vLLM registers no MXFP8, MXFP4 or NVFP4 linear kernel for the CPU platform; its own emulation
+kernels are registered for it here (EmulationMxfp8LinearKernel: weights dequantized to bf16 at
+load, activations left in bf16; EmulationMxfp4LinearKernel and EmulationNvFp4LinearKernel), as
+the CPU build needs them to serve such a checkpoint at all (docs/convert.md says which load).
 """
 
 import gc
@@ -27,14 +29,18 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in th
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
 
 
-def _register_cpu_mxfp8_kernel():
+def _register_cpu_emulation_kernels():
     from vllm.model_executor.kernels.linear import register_linear_kernel
+    from vllm.model_executor.kernels.linear.mxfp4.emulation import EmulationMxfp4LinearKernel
     from vllm.model_executor.kernels.linear.mxfp8.emulation import (
         EmulationMxfp8LinearKernel,
     )
+    from vllm.model_executor.kernels.linear.nvfp4.emulation import EmulationNvFp4LinearKernel
     from vllm.platforms import PlatformEnum
 
     register_linear_kernel(EmulationMxfp8LinearKernel, PlatformEnum.CPU, "mxfp8")
+    register_linear_kernel(EmulationMxfp4LinearKernel, PlatformEnum.CPU, "mxfp4")
+    register_linear_kernel(EmulationNvFp4LinearKernel, PlatformEnum.CPU, "nvfp4")
 
 
 def _describe(model):
@@ -61,13 +67,17 @@ def _generate(llm, spec, vocab):
 def run_case(case, LLM):
     from safetensors.torch import save_file
 
-    report = {"error": None, "modules": {}, "tokens": None, "logprobs": None}
+    import torch
+
+    report = {"error": None, "amx": bool(torch.cpu._is_amx_tile_supported()), "modules": {}, "tokens": None,
+              "logprobs": None}
     llm = None
     start = time.time()
     try:
         gen = case.get("generate")
+        options = {k: case[k] for k in ("dtype", "linear_backend") if case.get(k)}
         llm = LLM(case["path"], skip_tokenizer_init=True, enforce_eager=True, max_model_len=64,
-                  **({"max_logprobs": -1} if gen else {}), **({"dtype": case["dtype"]} if case.get("dtype") else {}))
+                  **({"max_logprobs": -1} if gen else {}), **options)
         modules, params = llm.apply_model(_describe)[0]
         report["modules"] = modules
         save_file(params, os.path.join(case["out"], case["name"] + ".safetensors"))
@@ -93,7 +103,7 @@ def main(job_file):
     import vllm
     from vllm import LLM
 
-    _register_cpu_mxfp8_kernel()
+    _register_cpu_emulation_kernels()
     print(f"vllm_child: vllm {vllm.__version__} imported in {time.time() - start:.1f} s", flush=True)
     with open(job_file) as f:
         cases = json.load(f)["cases"]
