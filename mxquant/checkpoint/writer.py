@@ -1,5 +1,5 @@
-"""One output safetensors file written tensor by tensor, its writes, hashing and read-back on
-a background thread so they overlap the next chunk's read and quantization.
+"""One output safetensors file written tensor by tensor: writes and read-back on one background
+thread, sha256 on another, so they overlap each other and the next chunk's read and quantization.
 
 The header goes first (every output shape and dtype is known from the plan); then each
 tensor's bytes, in layout order. The file lives under `path + ".tmp"` until `close()` has
@@ -74,44 +74,54 @@ class ShardWriter:
         self._f = open_new(self.tmp, read_back=verify)  # never through a file or symlink already there
         self._f.write(struct.pack("<Q", len(blob)) + blob)
         self._pos = self._kicked = 8 + len(blob)
+        self._name, self._head, self._tail, self._h = None, b"", b"", None  # per tensor, set at "begin"
         self._q: queue.Queue = queue.Queue(maxsize=3)  # bounds memory: a few chunks in flight
+        self._hq: queue.Queue = queue.Queue(maxsize=3)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._consume, args=(q, fn), daemon=True)
+                         for q, fn in ((self._q, self._write), (self._hq, self._hash))]
+        for t in self._threads:
+            t.start()
 
-    def _work(self) -> None:
-        h = name = None
-        head, tail = b"", b""
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue
-            kind, value = item
-            try:
-                if kind == "begin":
-                    h, name, head, tail = hashlib.sha256(), value, b"", b""
-                elif kind == "data":
-                    h.update(value)
-                    self._f.write(value)
-                    if self._verify:
-                        self._f.flush()
-                        self._read_back(name, value)
-                        if len(head) < EDGE:
-                            head += bytes(value[:EDGE - len(head)])
-                        tail = (tail + bytes(value[-EDGE:]))[-EDGE:]
-                    self._pos += value.nbytes
-                    if _writeback is not None and self._pos - self._kicked >= self._every:
-                        self._f.flush()
-                        _writeback(self._f.fileno(), self._kicked, self._pos - self._kicked)
-                        self._kicked = self._pos
-                else:
-                    self.digests[value] = h.hexdigest()
-                    if self._verify:
-                        self.edges[value] = (head, tail)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                self._error = e
+    def _consume(self, q: queue.Queue, handle) -> None:
+        """A background thread's loop: `handle(kind, value)` for each item of `q` until None; the
+        first error is kept for the caller's thread (and the rest of the items only drained)."""
+        while (item := q.get()) is not None:
+            if self._error is None:
+                try:
+                    handle(*item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    self._error = e
+
+    def _write(self, kind: str, value) -> None:
+        """The writing thread: each chunk written, read back (verify), its edges kept."""
+        if kind == "begin":
+            self._name, self._head, self._tail = value, b"", b""
+        elif kind == "data":
+            self._f.write(value)
+            if self._verify:
+                self._f.flush()
+                self._read_back(self._name, value)
+                if len(self._head) < EDGE:
+                    self._head += bytes(value[:EDGE - len(self._head)])
+                self._tail = (self._tail + bytes(value[-EDGE:]))[-EDGE:]
+            self._pos += value.nbytes
+            if _writeback is not None and self._pos - self._kicked >= self._every:
+                self._f.flush()
+                _writeback(self._f.fileno(), self._kicked, self._pos - self._kicked)
+                self._kicked = self._pos
+        elif self._verify:
+            self.edges[value] = (self._head, self._tail)
+
+    def _hash(self, kind: str, value) -> None:
+        """The hashing thread: sha256 of each tensor's chunks (hashlib releases the GIL, so it
+        runs beside the writing thread, the reader and the quantization)."""
+        if kind == "begin":
+            self._h = hashlib.sha256()
+        elif kind == "data":
+            self._h.update(value)
+        else:
+            self.digests[value] = self._h.hexdigest()
 
     def _read_back(self, name: str, data: memoryview) -> None:
         """The bytes just written at self._pos, read from the file and compared with `data`."""
@@ -131,6 +141,7 @@ class ShardWriter:
         if self._error is not None:
             raise self._error
         self._q.put(item)
+        self._hq.put(item)
 
     def begin(self, name: str) -> None:
         want, self._left = self._expected[self._next]
@@ -153,9 +164,10 @@ class ShardWriter:
         self._next += 1
 
     def _join(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
+        for q, t in zip((self._q, self._hq), self._threads):
+            if t.is_alive():
+                q.put(None)
+                t.join()
 
     def close(self) -> None:
         if self._next != len(self._expected):
