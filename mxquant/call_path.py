@@ -1,5 +1,6 @@
-"""What the call paths of ops.py and ops_training.py share: the result type, the test for the
-dispatcher-free eager path, and what to raise when a backend mxquant does not own raises."""
+"""What the call paths of ops.py, ops_training.py and ops_fp4.py share: the result type, the test
+for the dispatcher-free eager path, what to raise when a backend mxquant does not own raises, and
+the no-gradient autograd formula of their custom ops (custom_ops*.py)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ def _raised(fn, exc: Exception, call: str, device) -> Exception:
     error = BackendCallError(name, origin, f"{call} on {device}", exc)
     error.__cause__ = exc
     return error
+
+
+def _mark_non_differentiable(ctx, inputs, output):
+    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+
+def no_gradient(*ops) -> None:
+    """Give each (custom op, number of inputs) the autograd formula of quantized bytes: outputs
+    marked non-differentiable, None for every input (for a gradient, use mxfp8_fake_quantize)."""
+    for op, inputs in ops:
+        op.register_autograd(lambda ctx, *grads, _n=inputs: (None,) * _n, setup_context=_mark_non_differentiable)

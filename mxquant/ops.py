@@ -1,5 +1,6 @@
-"""The call path: public functions -> custom ops (`mxquant::quantize`, `mxquant::dequantize`)
--> their fakes -> run_* -> the backend the registry resolves.
+"""The call path: public functions -> custom ops (`mxquant::quantize`, `mxquant::dequantize`,
+defined in custom_ops.py and registered on first lookup, lazy_ops.py) -> their fakes -> run_*
+-> the backend the registry resolves.
 
 Plain eager tensors that do not require grad skip the dispatcher (several microseconds);
 fake, meta and subclass tensors, tensors that require grad and torch.compile go through the
@@ -18,7 +19,7 @@ from .call_path import MXFP8Quantized, _eager, _raised
 from .checks import check_dequantize, check_quantize
 from .checks_training import normalize_axis
 from .formats import BLOCK
-from .layouts import public_scale_shape, to_backend, to_public
+from .layouts import to_backend, to_public
 from .ops_training import quantize_colwise_call
 from .outputs import OWN_OUTPUTS, check_outputs, versions
 from .registry import get_registry
@@ -119,44 +120,3 @@ def dequantize_checked(data, scale, scale_layout, out_dtype, backend):
     except Exception as exc:
         raise _raised(fn, exc, "mxfp8_dequantize", data.device)
     return check_outputs(fn, out, (data, scale), before, out_dtype, scale_layout)
-
-
-@torch.library.custom_op("mxquant::quantize", mutates_args=())
-def quantize(
-    x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str, backend: Optional[str] = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_quantize(x, dtype, scale_mode, scale_layout, backend)
-
-
-@quantize.register_fake
-def _quantize_fake(x, dtype, scale_mode, scale_layout, backend=None):
-    check_quantize(x, dtype, scale_mode, scale_layout, backend)
-    data = x.new_empty(x.shape, dtype=dtype)
-    scale = x.new_empty(public_scale_shape(tuple(x.shape), scale_layout), dtype=torch.float8_e8m0fnu)
-    return data, scale
-
-
-@torch.library.custom_op("mxquant::dequantize", mutates_args=())
-def dequantize(
-    data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype, backend: Optional[str] = None
-) -> torch.Tensor:
-    return run_dequantize(data, scale, scale_layout, out_dtype, backend)
-
-
-@dequantize.register_fake
-def _dequantize_fake(data, scale, scale_layout, out_dtype, backend=None):
-    check_dequantize(data, scale, scale_layout, out_dtype, backend)
-    return data.new_empty(data.shape, dtype=out_dtype)
-
-
-def _no_gradient_setup(ctx, inputs, output):
-    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
-
-
-def _no_gradient(ctx, *grads):
-    """Quantized bytes have no gradient (for one, use mxfp8_fake_quantize): None for every input."""
-    return (None,) * 5
-
-
-quantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)
-dequantize.register_autograd(_no_gradient, setup_context=_no_gradient_setup)

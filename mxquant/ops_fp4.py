@@ -1,8 +1,8 @@
 """The MXFP4 and NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"): mxfp4_quantize /
 mxfp4_dequantize and nvfp4_quantize / nvfp4_dequantize.
 
-The same path as ops.py: public function -> custom op (`mxquant::mxfp4_quantize`, ...) and its
-fake -> argument checks (checks_fp4.py) -> the backend the registry resolves for the op (only
+The same path as ops.py: public function -> custom op (`mxquant::mxfp4_quantize`, ..., defined in
+custom_ops_fp4.py and registered on first lookup, lazy_ops.py) and its fake -> argument checks (checks_fp4.py) -> the backend the registry resolves for the op (only
 one that claims it in Capabilities.ops, backend.FP4_OPS) -> its outputs checked against the
 contract's shapes (every backend: no kernel is exempted) -> swizzled scales flattened."""
 
@@ -16,7 +16,7 @@ from .call_path import _eager, _raised
 from .checks_fp4 import check_dequantize, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
-from .layouts import public_scale_shape, scale_shape, to_backend, to_public
+from .layouts import scale_shape, to_backend, to_public
 from .ops_training import _problem
 from .outputs import owner, versions
 from .registry import get_registry
@@ -85,18 +85,18 @@ def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torc
 
 # ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
 
-def _packed(shape: tuple) -> tuple:
+def packed_shape(shape: tuple) -> tuple:
     return (*shape[:-1], shape[-1] // 2)
 
 
-def _unpacked(shape: tuple) -> tuple:
+def unpacked_shape(shape: tuple) -> tuple:
     return (*shape[:-1], 2 * shape[-1])
 
 
 def run_mxfp4_quantize(x, scale_mode, scale_layout, backend):
     check_quantize("mxfp4", x, scale_mode, scale_layout, backend)
     shape = tuple(x.shape)
-    want = [("data", _packed(shape), _U8), ("scale", scale_shape(shape, scale_layout, MXFP4_BLOCK), _E8M0)]
+    want = [("data", packed_shape(shape), _U8), ("scale", scale_shape(shape, scale_layout, MXFP4_BLOCK), _E8M0)]
     data, scale = _call("mxfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
                         (x, scale_mode, scale_layout))
     return data, to_public(scale, scale_layout)
@@ -105,7 +105,7 @@ def run_mxfp4_quantize(x, scale_mode, scale_layout, backend):
 def run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend):
     check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
     shape = tuple(x.shape)
-    want = [("data", _packed(shape), _U8), ("scale", scale_shape(shape, scale_layout, NVFP4_BLOCK), _E4M3),
+    want = [("data", packed_shape(shape), _U8), ("scale", scale_shape(shape, scale_layout, NVFP4_BLOCK), _E4M3),
             ("global_scale", (1,), _F32)]
     data, scale, g = _call("nvfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
                            (x, global_scale, scale_mode, scale_layout))
@@ -114,7 +114,7 @@ def run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend):
 
 def run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend):
     check_dequantize("mxfp4", data, scale, scale_layout, out_dtype, backend)
-    shape = _unpacked(tuple(data.shape))
+    shape = unpacked_shape(tuple(data.shape))
     scale = to_backend(scale, shape, scale_layout, MXFP4_BLOCK)
     return _call("mxfp4_dequantize", data, out_dtype, None, scale_layout, backend, [("output", shape, out_dtype)],
                  (data, scale, scale_layout, out_dtype))[0]
@@ -122,7 +122,7 @@ def run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend):
 
 def run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend):
     check_dequantize("nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
-    shape = _unpacked(tuple(data.shape))
+    shape = unpacked_shape(tuple(data.shape))
     scale = to_backend(scale, shape, scale_layout, NVFP4_BLOCK)
     return _call("nvfp4_dequantize", data, out_dtype, None, scale_layout, backend, [("output", shape, out_dtype)],
                  (data, scale, global_scale, scale_layout, out_dtype))[0]
@@ -143,68 +143,3 @@ def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
         name, origin = owner(fn)
         raise BackendOutputError(name, origin, f"{op}({describe_dtype(x.dtype)} {tuple(x.shape)})", problem)
     return tuple(out)
-
-
-# ---- custom ops and their fakes ----------------------------------------------------------------
-
-@torch.library.custom_op("mxquant::mxfp4_quantize", mutates_args=())
-def _mxfp4_quantize_op(x: torch.Tensor, scale_mode: str, scale_layout: str, backend: Optional[str] = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_mxfp4_quantize(x, scale_mode, scale_layout, backend)
-
-
-@_mxfp4_quantize_op.register_fake
-def _(x, scale_mode, scale_layout, backend=None):
-    check_quantize("mxfp4", x, scale_mode, scale_layout, backend)
-    shape = tuple(x.shape)
-    return (x.new_empty(_packed(shape), dtype=_U8),
-            x.new_empty(public_scale_shape(shape, scale_layout, MXFP4_BLOCK), dtype=_E8M0))
-
-
-@torch.library.custom_op("mxquant::nvfp4_quantize", mutates_args=())
-def _nvfp4_quantize_op(x: torch.Tensor, global_scale: Optional[torch.Tensor], scale_mode: str, scale_layout: str,
-                       backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend)
-
-
-@_nvfp4_quantize_op.register_fake
-def _(x, global_scale, scale_mode, scale_layout, backend=None):
-    check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
-    shape = tuple(x.shape)
-    return (x.new_empty(_packed(shape), dtype=_U8),
-            x.new_empty(public_scale_shape(shape, scale_layout, NVFP4_BLOCK), dtype=_E4M3),
-            x.new_empty((1,), dtype=_F32))
-
-
-@torch.library.custom_op("mxquant::mxfp4_dequantize", mutates_args=())
-def _mxfp4_dequantize_op(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype,
-                         backend: Optional[str] = None) -> torch.Tensor:
-    return run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
-
-
-@_mxfp4_dequantize_op.register_fake
-def _(data, scale, scale_layout, out_dtype, backend=None):
-    check_dequantize("mxfp4", data, scale, scale_layout, out_dtype, backend)
-    return data.new_empty(_unpacked(tuple(data.shape)), dtype=out_dtype)
-
-
-@torch.library.custom_op("mxquant::nvfp4_dequantize", mutates_args=())
-def _nvfp4_dequantize_op(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor, scale_layout: str,
-                         out_dtype: torch.dtype, backend: Optional[str] = None) -> torch.Tensor:
-    return run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
-
-
-@_nvfp4_dequantize_op.register_fake
-def _(data, scale, global_scale, scale_layout, out_dtype, backend=None):
-    check_dequantize("nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
-    return data.new_empty(_unpacked(tuple(data.shape)), dtype=out_dtype)
-
-
-def _no_gradient_setup(ctx, inputs, output):
-    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
-
-
-for _op, _inputs in ((_mxfp4_quantize_op, 4), (_nvfp4_quantize_op, 5), (_mxfp4_dequantize_op, 5),
-                     (_nvfp4_dequantize_op, 6)):
-    _op.register_autograd(lambda ctx, *grads, _n=_inputs: (None,) * _n, setup_context=_no_gradient_setup)
-del _op, _inputs

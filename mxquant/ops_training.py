@@ -2,7 +2,8 @@
 (mxfp8_quantize(..., axis=-2), which lands here), row+column, 32x32 tiles and grouped scales.
 
 The same path as ops.py: public function -> custom op (`mxquant::quantize_colwise`,
-`quantize_rowcol`, `quantize_2d`, `quantize_grouped`) and its fake -> argument checks -> the
+`quantize_rowcol`, `quantize_2d`, `quantize_grouped`, defined in custom_ops_training.py and
+registered on first lookup, lazy_ops.py) and its fake -> argument checks -> the
 backend the registry resolves for the op (only one that claims it, backend.TRAINING_OPS) -> its
 outputs checked against the contract's shapes (every backend: these calls are new, no in-tree
 kernel is exempted) -> swizzled scales flattened (layouts.to_public)."""
@@ -16,7 +17,7 @@ import torch
 from .checks_training import check_group_end_values, check_grouped, check_matrix
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
-from .layouts import expert_scale_shape, grouped_scale_shape, public_scale_shape, scale_shape, to_public
+from .layouts import expert_scale_shape, grouped_scale_shape, scale_shape, to_public
 from .call_path import MXFP8Quantized, _eager, _raised
 from .outputs import owner, tensor_problem, versions
 from .registry import get_registry
@@ -66,13 +67,13 @@ def quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend) -> MXFP8Q
 
 # ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
 
-def _transposed(shape: tuple) -> tuple:
+def transposed_shape(shape: tuple) -> tuple:
     return (*shape[:-2], shape[-1], shape[-2])
 
 
 def run_colwise(x, dtype, scale_mode, scale_layout, backend):
     check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
-    t = _transposed(tuple(x.shape))
+    t = transposed_shape(tuple(x.shape))
     want = [("data", t, dtype), ("scale", scale_shape(t, scale_layout), _E8M0)]
     data, scale = _call("quantize_colwise", x, dtype, scale_mode, scale_layout, backend, want)
     return data, to_public(scale, scale_layout)
@@ -80,7 +81,7 @@ def run_colwise(x, dtype, scale_mode, scale_layout, backend):
 
 def run_rowcol(x, dtype, scale_mode, scale_layout, backend):
     check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
-    shape, t = tuple(x.shape), _transposed(tuple(x.shape))
+    shape, t = tuple(x.shape), transposed_shape(tuple(x.shape))
     want = [("row data", shape, dtype), ("row scale", scale_shape(shape, scale_layout), _E8M0),
             ("column data", t, dtype), ("column scale", scale_shape(t, scale_layout), _E8M0)]
     rd, rs, cd, cs = _call("quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, want)
@@ -138,65 +139,3 @@ def _problem(out, want, x, before) -> Optional[str]:
     if before is not None and before != x._version:
         return "it wrote into its input x (inputs are read-only)"
     return None
-
-
-# ---- custom ops and their fakes ----------------------------------------------------------------
-
-@torch.library.custom_op("mxquant::quantize_colwise", mutates_args=())
-def quantize_colwise(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str,
-                     backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_colwise(x, dtype, scale_mode, scale_layout, backend)
-
-
-@quantize_colwise.register_fake
-def _colwise_fake(x, dtype, scale_mode, scale_layout, backend=None):
-    check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
-    t = _transposed(tuple(x.shape))
-    return x.new_empty(t, dtype=dtype), x.new_empty(public_scale_shape(t, scale_layout), dtype=_E8M0)
-
-
-@torch.library.custom_op("mxquant::quantize_rowcol", mutates_args=())
-def quantize_rowcol(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout: str, backend: Optional[str] = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return run_rowcol(x, dtype, scale_mode, scale_layout, backend)
-
-
-@quantize_rowcol.register_fake
-def _rowcol_fake(x, dtype, scale_mode, scale_layout, backend=None):
-    check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
-    shape, t = tuple(x.shape), _transposed(tuple(x.shape))
-    return (x.new_empty(shape, dtype=dtype), x.new_empty(public_scale_shape(shape, scale_layout), dtype=_E8M0),
-            x.new_empty(t, dtype=dtype), x.new_empty(public_scale_shape(t, scale_layout), dtype=_E8M0))
-
-
-@torch.library.custom_op("mxquant::quantize_2d", mutates_args=())
-def quantize_2d(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, backend: Optional[str] = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_2d(x, dtype, scale_mode, backend)
-
-
-@quantize_2d.register_fake
-def _2d_fake(x, dtype, scale_mode, backend=None):
-    check_matrix("mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
-    return x.new_empty(x.shape, dtype=dtype), x.new_empty(tile_scale_shape(tuple(x.shape)), dtype=_E8M0)
-
-
-@torch.library.custom_op("mxquant::quantize_grouped", mutates_args=())
-def quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor], dtype: torch.dtype, scale_mode: str,
-                     backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_grouped(x, group_ends, dtype, scale_mode, backend)
-
-
-@quantize_grouped.register_fake
-def _grouped_fake(x, group_ends, dtype, scale_mode, backend=None):
-    check_grouped(x, group_ends, dtype, scale_mode, backend)  # the values are not read: no sync
-    return x.new_empty(x.shape, dtype=dtype), x.new_empty(grouped_shape(tuple(x.shape), group_ends), dtype=_E8M0)
-
-
-def _no_gradient_setup(ctx, inputs, output):
-    ctx.mark_non_differentiable(*output)
-
-
-for _op, _inputs in ((quantize_colwise, 5), (quantize_rowcol, 5), (quantize_2d, 4), (quantize_grouped, 5)):
-    _op.register_autograd(lambda ctx, *grads, _n=_inputs: (None,) * _n, setup_context=_no_gradient_setup)
-del _op, _inputs

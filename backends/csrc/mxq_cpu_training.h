@@ -1,0 +1,135 @@
+/* What the training-call files share (mxq_cpu_training.c: the scalar variants, the threads and
+ * the entry points; mxq_cpu_training_avx512.c: the AVX-512 kernels): the job, where a column's or
+ * a row's bytes and scales go, the scalar tile code, and the work units. */
+#ifndef MXQ_CPU_TRAINING_H
+#define MXQ_CPU_TRAINING_H
+#include "mxq_cpu.h"
+
+#define CW 64 /* columns per tile */
+
+enum { OP_COL = 0, OP_ROWCOL = 1, OP_TILES = 2 };
+
+typedef struct {
+    const char *x;
+    int64_t m, k, bstride, rstride; /* strides in bytes */
+    uint8_t *rdata, *rscale, *cdata, *cscale;
+    int in_dtype, elem, mode, swizzled, op;
+} bjob_t;
+
+/* Column c of band i of batch l: its 32 output bytes, and where its scale goes. */
+INLINE uint8_t *col_out(const bjob_t *j, int64_t l, int64_t i, int64_t c) {
+    return j->cdata + (l * j->k + c) * j->m + i * BLOCK;
+}
+
+INLINE void put_col_scale(const bjob_t *j, int64_t l, int64_t i, int64_t c, uint8_t sb) {
+    int64_t row = l * j->k + c, nb = j->m / BLOCK;
+    j->cscale[j->swizzled ? swz(row, i, (nb + 3) & ~(int64_t)3) : row * nb + i] = sb;
+}
+
+/* Row-wise block cb of global row rr (row+column). */
+INLINE void put_row_scale(const bjob_t *j, int64_t rr, int64_t cb, uint8_t sb) {
+    int64_t nb = j->k / BLOCK;
+    j->rscale[j->swizzled ? swz(rr, cb, (nb + 3) & ~(int64_t)3) : rr * nb + cb] = sb;
+}
+
+/* n scale bytes src of row `row`, columns col0.. of a scale matrix nb columns wide, linear or
+ * swizzled (four columns of a row are contiguous there). */
+INLINE void put_scales(uint8_t *scale, int swizzled, int64_t row, int64_t col0, int64_t nb, const uint8_t *src,
+                       int64_t n) {
+    if (!swizzled) {
+        memcpy(scale + row * nb + col0, src, (size_t)n);
+        return;
+    }
+    int64_t padded = (nb + 3) & ~(int64_t)3, q = 0;
+    for (; q < n && (col0 + q) % 4; q++) scale[swz(row, col0 + q, padded)] = src[q];
+    for (; q + 4 <= n; q += 4) memcpy(scale + swz(row, col0 + q, padded), src + q, 4);
+    for (; q < n; q++) scale[swz(row, col0 + q, padded)] = src[q];
+}
+
+/* ---- the scalar code (every variant: the AVX2 and baseline variants, and last tiles) ---- */
+
+/* Columns c0..c0+w of the band at x (row 0 of band i of batch l). */
+INLINE void col_tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int w, int in_dtype,
+                            const fmt_t *f) {
+    uint32_t t[CW][BLOCK];
+    for (int r = 0; r < BLOCK; r++) {
+        const char *row = x + r * j->rstride;
+        for (int c = 0; c < w; c++) t[c][r] = load_bits(row, c0 + c, in_dtype);
+    }
+    for (int c = 0; c < w; c++) put_col_scale(j, l, i, c0 + c, quantize_block(t[c], col_out(j, l, i, c0 + c), f, j->mode));
+}
+
+/* Row-wise blocks of columns c0..c0+w (w a multiple of 32) of the band's 32 rows. */
+INLINE void row_tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int w, int in_dtype,
+                            const fmt_t *f) {
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    uint32_t b[BLOCK];
+    for (int r = 0; r < BLOCK; r++) {
+        int64_t rr = (l * j->m + i * BLOCK + r);
+        for (int c = 0; c < w; c += BLOCK) {
+            load_block(x + r * j->rstride + (c0 + c) * esize, in_dtype, b);
+            put_row_scale(j, rr, (c0 + c) / BLOCK, quantize_block(b, j->rdata + rr * j->k + c0 + c, f, j->mode));
+        }
+    }
+}
+
+/* The 32x32 tile at columns c0..c0+32 of the band: one scale. */
+INLINE void tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int in_dtype,
+                        const fmt_t *f) {
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    uint32_t t[BLOCK][BLOCK], amax = 0, amin[BLOCK];
+    for (int r = 0; r < BLOCK; r++) {
+        load_block(x + r * j->rstride + c0 * esize, in_dtype, t[r]);
+        amin[r] = 0x7fffffffu;
+        for (int c = 0; c < BLOCK; c++) {
+            uint32_t a = t[r][c] & 0x7fffffffu;
+            amax = a > amax ? a : amax;
+            amin[r] = a < amin[r] ? a : amin[r];
+        }
+    }
+    uint8_t *out = j->rdata + (l * j->m + i * BLOCK) * j->k + c0;
+    int32_t s = scale_exp(amax, f, j->mode);
+    for (int r = 0; r < BLOCK; r++) {
+        if (amax >= 0x7f800000u) memset(out + r * j->k, 0x7f, BLOCK); /* NaN or Inf in the tile */
+        else encode_with(t[r], out + r * j->k, s, amin[r], f);
+    }
+    j->rscale[(l * (j->m / BLOCK) + i) * (j->k / BLOCK) + c0 / BLOCK] = amax >= 0x7f800000u ? 0xff : (uint8_t)(s + 127);
+}
+
+/* A work unit: UNIT_BANDS bands (of 32 rows) x STRIP columns of one batch. The AVX-512 code
+ * walks it band pair by band pair, each pair in tiles of 64 columns (mxq_cpu_training_avx512.c
+ * says what was measured); the scalar code band by band. */
+#define STRIP 2048
+#define UNIT_BANDS 8
+INLINE int64_t units_of(const bjob_t *j, int64_t batches) {
+    return batches * ((j->m / BLOCK + UNIT_BANDS - 1) / UNIT_BANDS) * ((j->k + STRIP - 1) / STRIP);
+}
+
+/* Unit u: batch *l, bands *i0..*i1, columns *cb..(the return value). */
+INLINE int64_t unit_range(const bjob_t *j, int64_t u, int64_t *l, int64_t *i0, int64_t *i1, int64_t *cb) {
+    int64_t strips = (j->k + STRIP - 1) / STRIP, bands = j->m / BLOCK, groups = (bands + UNIT_BANDS - 1) / UNIT_BANDS;
+    *cb = u % strips * STRIP;
+    u /= strips;
+    *i0 = u % groups * UNIT_BANDS;
+    *i1 = bands - *i0 < UNIT_BANDS ? bands : *i0 + UNIT_BANDS;
+    *l = u / groups;
+    return j->k - *cb < STRIP ? j->k : *cb + STRIP;
+}
+
+INLINE const char *band_x(const bjob_t *j, int64_t l, int64_t i) { return j->x + l * j->bstride + i * BLOCK * j->rstride; }
+
+#define DISPATCH(impl, j, u)                                   \
+    switch ((j)->in_dtype * 2 + (j)->elem) {                   \
+    case 0: impl(j, u, IN_F32, E4M3); break;                   \
+    case 1: impl(j, u, IN_F32, E5M2); break;                   \
+    case 2: impl(j, u, IN_BF16, E4M3); break;                  \
+    case 3: impl(j, u, IN_BF16, E5M2); break;                  \
+    case 4: impl(j, u, IN_F16, E4M3); break;                   \
+    default: impl(j, u, IN_F16, E5M2); break;                  \
+    }
+
+#if MXQ_X86
+void mxq_bands_avx512_(const bjob_t *j, int64_t u0, int64_t u1); /* mxq_cpu_training_avx512.c */
+#endif
+
+#endif

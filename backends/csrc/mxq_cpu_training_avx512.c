@@ -1,0 +1,358 @@
+/* The AVX-512 (BW/VL) variant of the training kernels (mxq_cpu_training.c says what they
+ * compute). A work unit (8 bands of 32 rows x 2048 columns) is walked band pair by band pair,
+ * each pair in tiles of 64 columns:
+ *   column-wise: per band, the tile (32 rows) is copied once (x's rows are often 2^n bytes apart,
+ *   one L1 set), the 64 column blocks encoded per vector lane, the two bands' 64x64 bytes
+ *   transposed in registers and each column's 64 bytes stored (non-temporally, a whole line where
+ *   M % 64 == 0). Column scales are gathered for the unit and written once per column.
+ *   row+column, bf16: the tile's 64 row blocks from the same copy, all in vectors: the amax and
+ *   amin of 32 blocks reduced into one vector each (reduce32_epu16), the scales per lane, each
+ *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16 rows
+ *   go through mxq_cpu.h's block functions.
+ *   Prefetch, into L2: each row 512 bytes ahead, and the next band pair's rows row by row.
+ * Measured on the 2-core EPYC (docs/performance.md): 4096x8192 bf16, one thread, reused outputs,
+ * column-wise 13.8 -> 10.3 ms from the prefetches alone (the row-wise call 5.9). */
+#include "mxq_cpu_training.h"
+
+#if MXQ_X86
+#define NT_STORES 1   /* column (and row+column row) bytes stored past the caches where whole lines */
+#define PF_BYTES 512  /* prefetch distance along a row */
+#define RSW (STRIP / BLOCK) /* row scales of a strip */
+
+/* 16 rows of 64 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
+ * rows. Each round interleaves the bytes of registers q and q + 8 (within 128-bit lanes): four
+ * rounds rotate a byte's (register, byte) index bits by four, a 16x16 transpose in each lane. */
+TARGET_AVX512 INLINE void transpose_16x16_lanes(const uint8_t *e, __m512i *t) {
+    __m512i b[16];
+    for (int q = 0; q < 16; q++) t[q] = _mm512_load_si512(e + q * CW);
+    for (int round = 0; round < 4; round++) {
+        for (int q = 0; q < 8; q++) {
+            b[2 * q] = _mm512_unpacklo_epi8(t[q], t[q + 8]);
+            b[2 * q + 1] = _mm512_unpackhi_epi8(t[q], t[q + 8]);
+        }
+        for (int q = 0; q < 16; q++) t[q] = b[q];
+    }
+}
+
+/* e[32][64] bytes (row r: the encoded row r of 64 columns) -> column c's 32 bytes at dst + c * ds. */
+TARGET_AVX512 INLINE void transpose_32x64(const uint8_t *e, uint8_t *dst, int64_t ds) {
+    __m512i t[2][16];
+    for (int h = 0; h < 2; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]); /* t[h][q] lane L: column 16 L + q */
+    const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int q = 0; q < 16; q++) {
+        __m512i v0 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]); /* columns q, 16 + q */
+        __m512i v1 = _mm512_permutex2var_epi64(t[0][q], hi, t[1][q]); /* columns 32 + q, 48 + q */
+        _mm256_storeu_si256((__m256i *)(dst + q * ds), _mm512_castsi512_si256(v0));
+        _mm256_storeu_si256((__m256i *)(dst + (16 + q) * ds), _mm512_extracti64x4_epi64(v0, 1));
+        _mm256_storeu_si256((__m256i *)(dst + (32 + q) * ds), _mm512_castsi512_si256(v1));
+        _mm256_storeu_si256((__m256i *)(dst + (48 + q) * ds), _mm512_extracti64x4_epi64(v1, 1));
+    }
+}
+
+/* e[64][64] bytes (two bands' tiles) -> column c's 64 bytes at dst + c * ds: the 16x16 transposes
+ * of transpose_32x64 for four groups of 16 rows, then each column's four 16-byte pieces joined.
+ * One 64-byte store per column: a whole cache line where dst and ds are multiples of 64, then
+ * stored past the caches (the (K, M) output is not read back here). */
+TARGET_AVX512 INLINE void transpose_64x64(const uint8_t *e, uint8_t *dst, int64_t ds, int nt) {
+    __m512i t[4][16];
+    for (int h = 0; h < 4; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]);
+    const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int q = 0; q < 16; q++) {
+        __m512i v01 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]), v23 = _mm512_permutex2var_epi64(t[2][q], lo, t[3][q]);
+        __m512i w01 = _mm512_permutex2var_epi64(t[0][q], hi, t[1][q]), w23 = _mm512_permutex2var_epi64(t[2][q], hi, t[3][q]);
+        __m512i col[4] = {_mm512_shuffle_i64x2(v01, v23, 0x44), _mm512_shuffle_i64x2(v01, v23, 0xEE),
+                          _mm512_shuffle_i64x2(w01, w23, 0x44), _mm512_shuffle_i64x2(w01, w23, 0xEE)};
+        for (int L = 0; L < 4; L++) {
+            if (nt) _mm512_stream_si512((__m512i *)(dst + (16 * L + q) * ds), col[L]);
+            else _mm512_storeu_si512(dst + (16 * L + q) * ds, col[L]);
+        }
+    }
+}
+
+/* The 64 bytes of two vectors of 16-bit lanes (values < 256), in lane order. */
+TARGET_AVX512 INLINE __m512i pack_bytes(__m512i lo, __m512i hi) {
+    return _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), _mm512_packus_epi16(lo, hi));
+}
+
+/* v[0..32) (16-bit lanes) -> one vector whose lane LANE_OF(p) is the max (or min) of v[p]'s 32
+ * lanes, in five rounds that each join pairs: 256-bit halves, 128-bit lanes, 64-bit halves
+ * (unpack), then 32- and 16-bit halves (masked shuffle, masked blend of shifts). v is clobbered. */
+#define LANE_OF(p) ((((p) & 3) << 3) | ((p) & 4) | (((p) >> 2) & 2) | (((p) >> 4) & 1))
+TARGET_AVX512 INLINE __m512i reduce32_epu16(__m512i *v, int is_max) {
+#define JOIN(a, b) (is_max ? _mm512_max_epu16(a, b) : _mm512_min_epu16(a, b))
+    for (int q = 0; q < 16; q++)
+        v[q] = JOIN(_mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0x44), _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0xEE));
+    for (int q = 0; q < 8; q++)
+        v[q] = JOIN(_mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0x88), _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0xDD));
+    for (int q = 0; q < 4; q++)
+        v[q] = JOIN(_mm512_unpacklo_epi64(v[2 * q], v[2 * q + 1]), _mm512_unpackhi_epi64(v[2 * q], v[2 * q + 1]));
+    for (int q = 0; q < 2; q++)
+        v[q] = JOIN(_mm512_mask_shuffle_epi32(v[2 * q], 0xAAAA, v[2 * q + 1], (_MM_PERM_ENUM)0xA0),
+                    _mm512_mask_shuffle_epi32(v[2 * q + 1], 0x5555, v[2 * q], (_MM_PERM_ENUM)0xF5));
+    return JOIN(_mm512_mask_blend_epi16(0xAAAAAAAAu, v[0], _mm512_slli_epi32(v[1], 16)),
+                _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(v[0], 16), v[1]));
+#undef JOIN
+}
+
+/* Per 16-bit lane (bf16 bits; the row code's arithmetic divided by 2^16): from a block's amax and
+ * amin, s << 7 (returned), the scale byte (sb[lane]) and the lanes off the fast path (*slow). */
+TARGET_AVX512 INLINE __m512i scales_bf16(__m512i mx, __m512i mn, const fmt_t *f, int mode, uint8_t *sb, uint32_t *slow) {
+    const __m512i one = _mm512_set1_epi16(1);
+    __m512i s = _mm512_sub_epi16(_mm512_srli_epi16(mx, 7), _mm512_set1_epi16((short)(127 + f->emax)));
+    __m512i mant = _mm512_and_si512(mx, _mm512_set1_epi16(0x7f));
+    if (mode == RCEIL) s = _mm512_mask_add_epi16(s, _mm512_cmpgt_epu16_mask(mant, _mm512_set1_epi16(0x60)), s, one);
+    else if (mode == CT) s = _mm512_mask_add_epi16(s, _mm512_cmpge_epu16_mask(mant, _mm512_set1_epi16(0x60)), s, one);
+    s = _mm512_max_epi16(_mm512_min_epi16(s, _mm512_set1_epi16(127)), _mm512_set1_epi16(-127));
+    __mmask32 special = _mm512_cmpge_epu16_mask(mx, _mm512_set1_epi16(0x7f80));
+    __m512i thr = _mm512_max_epi16(_mm512_add_epi16(_mm512_slli_epi16(s, 7), _mm512_set1_epi16((short)(f->min_normal >> 16))),
+                                   _mm512_set1_epi16(0x80));
+    *slow = ~(uint32_t)(_mm512_cmpge_epu16_mask(mn, thr) & ~special);
+    __m512i sbv = _mm512_mask_blend_epi16(special, _mm512_add_epi16(s, _mm512_set1_epi16(127)), _mm512_set1_epi16(0xff));
+    _mm256_storeu_si256((__m256i *)sb, _mm512_cvtepi16_epi8(sbv));
+    return _mm512_slli_epi16(s, 7);
+}
+
+/* bf16 elements v with s << 7 per lane -> fp8 bytes in 16-bit lanes (fast path only). */
+TARGET_AVX512 INLINE __m512i encode_bf16_lanes(__m512i v, __m512i s128, const fmt_t *f) {
+    const __m512i one = _mm512_set1_epi16(1);
+    int sh = (int)f->shift - 16;
+    __m512i u = _mm512_min_epu16(_mm512_sub_epi16(_mm512_and_si512(v, _mm512_set1_epi16(0x7fff)), s128),
+                                 _mm512_set1_epi16((short)(f->max_bits >> 16)));
+    __m512i q = _mm512_add_epi16(_mm512_add_epi16(u, _mm512_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
+                                 _mm512_and_si512(_mm512_srli_epi16(u, sh), one));
+    return _mm512_ternarylogic_epi32(_mm512_srli_epi16(q, sh), _mm512_srli_epi16(v, 8), _mm512_set1_epi16(0x80), 0xF8);
+}
+
+/* After the vector pass: the columns in `slow` redone by the scalar block code (into e), then
+ * the tile's 64 column scales into the unit's buffer (cs[c * UNIT_BANDS]). */
+TARGET_AVX512 INLINE void col_tile_finish(const bjob_t *j, const char *x, int64_t c0, uint64_t slow, uint8_t *sb,
+                                          int in_dtype, const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs) {
+    for (; slow; slow &= slow - 1) {
+        int c = __builtin_ctzll(slow);
+        uint32_t b[BLOCK];
+        uint8_t col[BLOCK];
+        for (int r = 0; r < BLOCK; r++) b[r] = load_bits(x + r * j->rstride, c0 + c, in_dtype);
+        sb[c] = quantize_block(b, col, f, j->mode);
+        for (int r = 0; r < BLOCK; r++) e[r][c] = col[r];
+    }
+    for (int c = 0; c < CW; c++) cs[c * UNIT_BANDS] = sb[c];
+}
+
+/* The row blocks of a bf16 tile (row+column): in[r][h] is block h of row r; bytes to rout + r * K,
+ * scales to rs[r * RSW + h]. */
+TARGET_AVX512 INLINE void row_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
+                                               __m512i (*in)[2], uint8_t *rout, uint8_t *rs, int nt) {
+    _Alignas(64) int16_t s16[2][BLOCK];
+    uint32_t slow[2];
+    for (int h = 0; h < 2; h++) {
+        __m512i a[BLOCK], b[BLOCK];
+        for (int r = 0; r < BLOCK; r++) a[r] = b[r] = _mm512_and_si512(in[r][h], _mm512_set1_epi16(0x7fff));
+        uint8_t sb[BLOCK];
+        __m512i mx = reduce32_epu16(a, 1), mn = reduce32_epu16(b, 0);
+        _mm512_store_si512(s16[h], scales_bf16(mx, mn, f, j->mode, sb, &slow[h]));
+        for (int r = 0; r < BLOCK; r++) rs[r * RSW + h] = sb[LANE_OF(r)];
+    }
+    for (int r = 0; r < BLOCK; r++) {
+        __m512i q = pack_bytes(encode_bf16_lanes(in[r][0], _mm512_set1_epi16(s16[0][LANE_OF(r)]), f),
+                               encode_bf16_lanes(in[r][1], _mm512_set1_epi16(s16[1][LANE_OF(r)]), f));
+        uint8_t *out = rout + r * j->k;
+        int fix = (slow[0] | slow[1]) >> LANE_OF(r) & 1;
+        if (nt && !fix) _mm512_stream_si512((__m512i *)out, q);
+        else _mm512_storeu_si512(out, q);
+        for (int h = 0; fix && h < 2; h++)
+            if (slow[h] >> LANE_OF(r) & 1) {
+                uint32_t blk[BLOCK];
+                load_block(x + r * j->rstride + (c0 + BLOCK * h) * 2, IN_BF16, blk);
+                rs[r * RSW + h] = quantize_block(blk, out + BLOCK * h, f, j->mode);
+            }
+    }
+}
+
+/* 64 bf16 columns, in 16-bit lanes; with rout, the row blocks too. */
+TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
+                                               uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int rnt) {
+    __m512i in[BLOCK][2]; /* the tile, copied: x's rows are often 2^n bytes apart, one L1 set */
+    const char *p = x + c0 * 2;
+    const __m512i absm = _mm512_set1_epi16(0x7fff);
+    __m512i mx[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, mn[2] = {absm, absm}, s128[2];
+    for (int r = 0; r < BLOCK; r++)
+        for (int h = 0; h < 2; h++) {
+            __m512i a = _mm512_and_si512(in[r][h] = _mm512_loadu_si512(p + r * j->rstride + 64 * h), absm);
+            _mm_prefetch(p + r * j->rstride + 64 * h + PF_BYTES, _MM_HINT_T2);
+            mx[h] = _mm512_max_epu16(mx[h], a);
+            mn[h] = _mm512_min_epu16(mn[h], a);
+        }
+    uint8_t sb[CW];
+    uint32_t slow[2];
+    for (int h = 0; h < 2; h++) s128[h] = scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]);
+    for (int r = 0; r < BLOCK; r++)
+        _mm512_store_si512(e[r], pack_bytes(encode_bf16_lanes(in[r][0], s128[0], f), encode_bf16_lanes(in[r][1], s128[1], f)));
+    col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs);
+    if (rout) row_tile_bf16_avx512(j, x, c0, f, in, rout, rs, rnt);
+}
+
+/* 64 fp32 or fp16 columns, in 32-bit lanes (fp16 widened exactly). */
+TARGET_AVX512 INLINE void col_tile_f32_avx512(const bjob_t *j, const char *x, int64_t c0, int in_dtype,
+                                              const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs) {
+    __m512i in[BLOCK][4]; /* the tile as fp32 bits, copied */
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    const char *p = x + c0 * esize;
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+    __m512i mx[4], mn[4], s23[4];
+    for (int h = 0; h < 4; h++) mx[h] = _mm512_setzero_si512(), mn[h] = absm;
+    for (int r = 0; r < BLOCK; r++)
+        for (int h = 0; h < 4; h++) {
+            __m512i a = _mm512_and_si512(in[r][h] = load16_f32bits(p + r * j->rstride + 16 * esize * h, in_dtype), absm);
+            _mm_prefetch(p + r * j->rstride + 16 * esize * h + PF_BYTES, _MM_HINT_T2);
+            mx[h] = _mm512_max_epu32(mx[h], a);
+            mn[h] = _mm512_min_epu32(mn[h], a);
+        }
+    uint8_t sb[CW];
+    uint64_t slow = 0;
+    for (int h = 0; h < 4; h++) {
+        __m512i s = _mm512_sub_epi32(_mm512_srli_epi32(mx[h], 23), _mm512_set1_epi32(127 + (int)f->emax));
+        __m512i mant = _mm512_and_si512(mx[h], _mm512_set1_epi32(0x7fffff));
+        if (j->mode == RCEIL) s = _mm512_mask_add_epi32(s, _mm512_cmpgt_epu32_mask(mant, _mm512_set1_epi32(0x600000)), s, one);
+        else if (j->mode == CT) s = _mm512_mask_add_epi32(s, _mm512_cmpge_epu32_mask(mant, _mm512_set1_epi32(0x600000)), s, one);
+        s = _mm512_max_epi32(_mm512_min_epi32(s, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+        __mmask16 special = _mm512_cmpge_epu32_mask(mx[h], _mm512_set1_epi32(0x7f800000));
+        __m512i thr = _mm512_max_epi32(_mm512_add_epi32(_mm512_slli_epi32(s, 23), _mm512_set1_epi32((int)f->min_normal)),
+                                       _mm512_set1_epi32(0x800000));
+        __mmask16 fast = _mm512_cmpge_epu32_mask(mn[h], thr) & ~special;
+        slow |= (uint64_t)(uint16_t)~fast << (16 * h);
+        __m512i sbv = _mm512_mask_blend_epi32(special, _mm512_add_epi32(s, _mm512_set1_epi32(127)), _mm512_set1_epi32(0xff));
+        _mm_storeu_si128((__m128i *)(sb + 16 * h), _mm512_cvtepi32_epi8(sbv));
+        s23[h] = _mm512_slli_epi32(s, 23);
+    }
+    const __m512i maxb = _mm512_set1_epi32((int)f->max_bits), bias = _mm512_set1_epi32((int)(f->half - f->rebias));
+    const __m512i sgn = _mm512_set1_epi32(0x80);
+    for (int r = 0; r < BLOCK; r++)
+        for (int h = 0; h < 4; h++) {
+            __m512i v = in[r][h];
+            __m512i u = _mm512_min_epu32(_mm512_sub_epi32(_mm512_and_si512(v, absm), s23[h]), maxb);
+            __m512i q = _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(_mm512_srli_epi32(u, f->shift), one));
+            q = _mm512_ternarylogic_epi32(_mm512_srli_epi32(q, f->shift), _mm512_srli_epi32(v, 24), sgn, 0xF8);
+            _mm_store_si128((__m128i *)(e[r] + 16 * h), _mm512_cvtepi32_epi8(q));
+        }
+    col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs);
+}
+
+/* Row-wise blocks of 64 fp32 / fp16 columns of the band's rows (row+column), by the row code's block functions. */
+TARGET_AVX512 INLINE void row_tile_avx512(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0,
+                                          int in_dtype, const fmt_t *f) {
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    for (int r = 0; r < BLOCK; r++) {
+        int64_t rr = l * j->m + i * BLOCK + r;
+        for (int c = 0; c < CW; c += BLOCK) {
+            const char *src = x + r * j->rstride + (c0 + c) * esize;
+            uint8_t sb = block_f32_avx512(load16_f32bits(src, in_dtype), load16_f32bits(src + 16 * esize, in_dtype),
+                                          j->rdata + rr * j->k + c0 + c, f, j->mode);
+            put_row_scale(j, rr, (c0 + c) / BLOCK, sb);
+        }
+    }
+}
+/* The 32x32 tile at columns c0..c0+32: amax in vectors, then each row with the tile's exponent. */
+TARGET_AVX512 INLINE void tile_avx512(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int in_dtype,
+                                      const fmt_t *f) {
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    const char *p = x + c0 * esize;
+    uint8_t *out = j->rdata + (l * j->m + i * BLOCK) * j->k + c0;
+    uint32_t amax;
+    if (in_dtype == IN_BF16) {
+        __m512i m = _mm512_setzero_si512();
+        for (int r = 0; r < BLOCK; r++) m = _mm512_max_epu16(m, _mm512_and_si512(_mm512_loadu_si512(p + r * j->rstride), _mm512_set1_epi16(0x7fff)));
+        amax = hmax_epu16(m);
+    } else {
+        __m512i m = _mm512_setzero_si512();
+        for (int r = 0; r < BLOCK; r++) {
+            __m512i a0 = _mm512_and_si512(load16_f32bits(p + r * j->rstride, in_dtype), _mm512_set1_epi32(0x7fffffff));
+            __m512i a1 = _mm512_and_si512(load16_f32bits(p + r * j->rstride + 16 * esize, in_dtype), _mm512_set1_epi32(0x7fffffff));
+            m = _mm512_max_epu32(m, _mm512_max_epu32(a0, a1));
+        }
+        amax = _mm512_reduce_max_epu32(m);
+    }
+    int64_t si = (l * (j->m / BLOCK) + i) * (j->k / BLOCK) + c0 / BLOCK;
+    if (amax >= 0x7f800000u) { /* NaN or Inf in the tile */
+        for (int r = 0; r < BLOCK; r++) memset(out + r * j->k, 0x7f, BLOCK);
+        j->rscale[si] = 0xff;
+        return;
+    }
+    int32_t s = scale_exp(amax, f, j->mode);
+    for (int r = 0; r < BLOCK; r++) {
+        const char *src = p + r * j->rstride;
+        if (in_dtype == IN_BF16) {
+            __m512i v = _mm512_loadu_si512(src);
+            encode_bf16_avx512(v, _mm512_and_si512(v, _mm512_set1_epi16(0x7fff)), out + r * j->k, s, f);
+        } else {
+            __m512i v0 = load16_f32bits(src, in_dtype), v1 = load16_f32bits(src + 16 * esize, in_dtype);
+            encode_f32_avx512(v0, v1, _mm512_and_si512(v0, _mm512_set1_epi32(0x7fffffff)),
+                              _mm512_and_si512(v1, _mm512_set1_epi32(0x7fffffff)), out + r * j->k, s, f);
+        }
+    }
+    j->rscale[si] = (uint8_t)(s + 127);
+}
+
+/* The next band pair's rows of the strip, row by row into L2, spread over this pair's tiles
+ * (tile t of ntiles): the hardware sees each row read front to back. */
+TARGET_AVX512 INLINE void prefetch_next_pair(const bjob_t *j, int64_t l, int64_t nb, int64_t bands, int64_t cb,
+                                             int64_t ce, int64_t t, int64_t ntiles, int64_t esize) {
+    if (nb >= bands) return;
+    int64_t rows = (bands - nb >= 2 ? 2 : 1) * BLOCK, per_row = ((ce - cb) * esize + 63) / 64;
+    int64_t r0 = rows * t / ntiles, r1 = rows * (t + 1) / ntiles; /* whole rows per tile */
+    const char *base = band_x(j, l, nb) + cb * esize;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t q = 0; q < per_row; q++) _mm_prefetch(base + r * j->rstride + q * 64, _MM_HINT_T2);
+}
+
+/* Bands two at a time: a column's 64 bytes of both are one store (transpose_64x64). */
+TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, int elem) {
+    const fmt_t *f = &FMT[elem];
+    int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2, full = cb + (ce - cb) / CW * CW, ntiles = (ce - cb + CW - 1) / CW;
+    int nt = NT_STORES && j->m % 64 == 0 && (uintptr_t)j->cdata % 64 == 0;
+    int rnt = NT_STORES && j->k % 64 == 0 && (uintptr_t)j->rdata % 64 == 0;
+    int vrow = j->op == OP_ROWCOL && in_dtype == IN_BF16;
+    _Alignas(64) uint8_t e[2 * BLOCK][CW];
+    uint8_t csb[STRIP][UNIT_BANDS], rsb[2 * BLOCK][RSW]; /* column scales of the unit, row scales of a pair */
+    for (int64_t i = i0; i < bands; i += 2) {
+        int pair = i + 1 < bands;
+        for (int64_t c0 = cb; c0 < ce; c0 += CW) {
+            int w = ce - c0 < CW ? (int)(ce - c0) : CW;
+            prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
+            for (int64_t b = i; b <= i + pair; b++) {
+                const char *x = band_x(j, l, b);
+                if (j->op == OP_TILES) {
+                    for (int c = 0; c < w; c += BLOCK) tile_avx512(j, x, l, b, c0 + c, in_dtype, f);
+                    continue;
+                }
+                if (w < CW) {
+                    col_tile_scalar(j, x, l, b, c0, w, in_dtype, f);
+                    if (j->op == OP_ROWCOL) row_tile_scalar(j, x, l, b, c0, w, in_dtype, f);
+                    continue;
+                }
+                uint8_t *cs = &csb[c0 - cb][b - i0];
+                if (in_dtype == IN_BF16)
+                    col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs,
+                                         vrow ? j->rdata + (l * j->m + b * BLOCK) * j->k + c0 : NULL,
+                                         rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
+                else col_tile_f32_avx512(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs);
+                if (j->op == OP_ROWCOL && !vrow) row_tile_avx512(j, x, l, b, c0, in_dtype, f);
+            }
+            if (j->op == OP_TILES || w < CW) continue;
+            if (pair) transpose_64x64(&e[0][0], col_out(j, l, i, c0), j->m, nt);
+            else transpose_32x64(&e[0][0], col_out(j, l, i, c0), j->m);
+        }
+        for (int r = 0; vrow && r < (1 + pair) * BLOCK; r++)
+            put_scales(j->rscale, j->swizzled, l * j->m + i * BLOCK + r, cb / BLOCK, j->k / BLOCK, rsb[r], (full - cb) / BLOCK);
+    }
+    for (int64_t c = cb; j->op != OP_TILES && c < full; c++)
+        put_scales(j->cscale, j->swizzled, l * j->k + c, i0, j->m / BLOCK, csb[c - cb], bands - i0);
+    if (nt || rnt) _mm_sfence(); /* the streamed stores are ordered before the unit's end */
+}
+
+TARGET_AVX512 void mxq_bands_avx512_(const bjob_t *j, int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) DISPATCH(unit_avx512, j, u)
+}
+#else
+typedef int mxq_no_avx512_; /* ISO C: a translation unit declares something */
+#endif
