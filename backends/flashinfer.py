@@ -1,11 +1,13 @@
-"""The `flashinfer` backend: FlashInfer's MXFP8 quantizer (TensorRT-LLM's kernel, the one vLLM
-uses) on Blackwell GPUs (SM100+). Quantize only; bf16/fp16 in, e4m3, rceil, both layouts.
+"""The `flashinfer` backend: FlashInfer's MXFP8 and MXFP4 quantizers (TensorRT-LLM's kernels, the
+ones vLLM uses) on Blackwell GPUs (SM100+). Quantize only; bf16/fp16 in, e4m3 (MXFP8) or e2m1
+(`mxfp4_quantize`, backends/_flashinfer_fp4.py), rceil, both layouts. NVFP4 is not claimed.
 
-Its kernel is compiled out below SM100 and there returns uninitialised memory, silently, so
+Its kernels are compiled out below SM100 and there return uninitialised memory, silently, so
 `probe` refuses every older GPU before importing flashinfer. Its four deviations from the
-contract (NaN ignored, Inf saturating, tiny values flushed, approximate reciprocal) are
-declared below; docs/backends.md derives each from the kernel and says what ran where.
-flashinfer is imported on first use only; it JIT-builds the kernel then (about a minute).
+contract (NaN ignored, Inf saturating, tiny values flushed, approximate reciprocal) are the
+same in both formats and declared below; docs/backends.md derives each from the kernels and
+says what ran where. flashinfer is imported on first use only; it JIT-builds a kernel then
+(about a minute).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mxquant.backend import Backend, Capabilities, Deviation
 from mxquant.formats import BLOCK
 from mxquant.layouts import swizzled_scale_shape
 
+from . import _flashinfer_fp4 as _fp4
 from ._common import cuda_probe, device_guard
 
 MIN_CAPABILITY = (10, 0)
@@ -27,17 +30,17 @@ ALIGNMENT = BLOCK
 
 DEVIATIONS = (
     Deviation("nan-ignored",
-              "a NaN does not mark its block (scale 0xFF, elements 0x7F): the block keeps the scale of "
-              "its other values and each NaN element becomes +448 (0x7E)"),
+              "a NaN does not mark its block (scale 0xFF, elements 0x7F / MXFP4 nibbles 0): the block keeps "
+              "the scale of its other values and each NaN element becomes +448 (0x7E; MXFP4: +6, nibble 0x7)"),
     Deviation("inf-saturates",
               "a block holding +-Inf gets scale 0xFE instead of 0xFF: finite elements become +-0 and "
-              "Inf elements +448 (0x7E) instead of 0x7F"),
+              "Inf elements +448 (0x7E; MXFP4: +6, nibble 0x7) instead of 0x7F (MXFP4: 0)"),
     Deviation("tiny-flush",
-              "bf16 input: values below 2**-126 read as zero, and blocks with amax/448 below 2**-126 "
-              "get scale 0x00 and all-zero elements (the reference keeps them)"),
+              "bf16 input: values below 2**-126 read as zero, and blocks with amax / max_finite (448; "
+              "MXFP4: 6) below 2**-126 get scale 0x00 and all-zero elements (the reference keeps them)"),
     Deviation("approx-scale",
-              "the scale comes from amax * rcp.approx(448): for amax = 448 * 2**k exactly it may be one "
-              "above exact rceil (exact on an H100's rcp.approx; not yet measured on Blackwell)"),
+              "the scale comes from amax * rcp.approx(448) (MXFP4: rcp.approx(6)): for amax = 448 * 2**k "
+              "(MXFP4: 6 * 2**k) exactly it may be one above exact rceil (not yet measured on Blackwell)"),
 )
 
 INSTALL_HINT = "pip install flashinfer-python (or, from an mxquant checkout, pip install -e '.[cuda]'), on a Blackwell GPU (SM100+)"
@@ -45,16 +48,17 @@ INSTALL_HINT = "pip install flashinfer-python (or, from an mxquant checkout, pip
 
 def probe(device: torch.device) -> Optional[str]:
     """None on a CUDA device of compute capability >= 10.0 where flashinfer imports."""
-    reason = cuda_probe(device, MIN_CAPABILITY, "its MXFP8 kernel is compiled out below SM100; it would return garbage")
+    reason = cuda_probe(device, MIN_CAPABILITY, "its kernels are compiled out below SM100; they would return garbage")
     if reason:
         return reason
     try:
         import flashinfer
     except Exception as exc:  # ImportError, or a broken install (missing CUDA libraries, ...)
         return f"cannot import flashinfer: {type(exc).__name__}: {exc}"
-    if not callable(getattr(flashinfer, "mxfp8_quantize", None)):
-        version = getattr(flashinfer, "__version__", "?")
-        return f"flashinfer {version} has no mxfp8_quantize (needs flashinfer-python >= 0.7.2)"
+    for fn in ("mxfp8_quantize", "fp4_quantize"):
+        if not callable(getattr(flashinfer, fn, None)):
+            version = getattr(flashinfer, "__version__", "?")
+            return f"flashinfer {version} has no {fn} (needs flashinfer-python >= 0.7.2)"
     return None
 
 
@@ -101,12 +105,14 @@ backend = Backend(
         scale_modes=frozenset({"rceil"}),
         scale_layouts=frozenset({"linear", "swizzled"}),
         input_dtypes=frozenset({torch.bfloat16, torch.float16}),
+        ops=frozenset({"mxfp4_quantize"}),
     ),
     probe=probe,
     quantize=quantize,
     dequantize=None,
+    mxfp4_quantize=_fp4.mxfp4_quantize,
     priority=100,
     deviations=DEVIATIONS,
-    description="FlashInfer's MXFP8 kernel (TensorRT-LLM's, as vLLM uses it), Blackwell (SM100+) only",
+    description="FlashInfer's MXFP8 and MXFP4 kernels (TensorRT-LLM's, as vLLM uses them), Blackwell (SM100+) only",
     install_hint=INSTALL_HINT,
 )

@@ -162,8 +162,8 @@ def test_contract_probe_without_cuda(monkeypatch, fake):
 def test_contract_probe_hopper_is_refused(capability, fake):
     capability((9, 0))
     reason = fib().probe(CUDA0)
-    assert reason == ("compute capability 9.0 < 10.0: its MXFP8 kernel is compiled out below SM100; "
-                      "it would return garbage")
+    assert reason == ("compute capability 9.0 < 10.0: its kernels are compiled out below SM100; "
+                      "they would return garbage")
 
 
 def test_contract_probe_hopper_never_imports_flashinfer(capability, monkeypatch):
