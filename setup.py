@@ -76,8 +76,9 @@ class OptionalBuildExt(build_ext):
 FLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-fno-trapping-math", "-pthread"]
 
 setup(
-    ext_modules=[Extension(NATIVE, ["backends/csrc/mxq_cpu.c", "backends/csrc/mxq_cpu_training.c", "backends/csrc/mxq_cpu_training_avx512.c"],
-                           depends=["backends/csrc/mxq_cpu.h"], extra_compile_args=FLAGS,
+    ext_modules=[Extension(NATIVE, ["backends/csrc/mxq_cpu.c", "backends/csrc/mxq_cpu_training.c", "backends/csrc/mxq_cpu_training_avx512.c",
+                                   "backends/csrc/mxq_cpu_fp4.c", "backends/csrc/mxq_cpu_fp4_avx512.c"],
+                           depends=["backends/csrc/mxq_cpu.h", "backends/csrc/mxq_cpu_fp4.h"], extra_compile_args=FLAGS,
                            extra_link_args=[] if sys.platform == "win32" else ["-pthread"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -14,11 +14,16 @@ import importlib.machinery
 import os
 from typing import Optional
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 4  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
-# 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c)
+ABI_VERSION = 5  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+# 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c);
+# 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c)
+HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the C code's in_dtype / out_dtype
+MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
 
 _i64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 
@@ -66,7 +71,14 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_quantize_2d.argtypes = [*x_args, _ptr, _ptr, _int, _int, _int]
         lib.mxq_quantize_grouped.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _int,
                                              _int, _int]
-        for fn in (lib.mxq_quantize_colwise, lib.mxq_quantize_rowcol, lib.mxq_quantize_2d, lib.mxq_quantize_grouped):
+        # x, in_dtype, rows, K, row stride (elements), data, scale | data, rows, K, row stride (bytes), scale
+        q_args, dq_args = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr], [_ptr, _i64, _i64, _i64, _ptr]
+        lib.mxq_mxfp4_quantize.argtypes = [*q_args, _int, _int, _int]  # mode, swizzled, threads
+        lib.mxq_nvfp4_quantize.argtypes = [*q_args, _ptr, _int, _int, _int]  # g, compute g, swizzled, threads
+        lib.mxq_mxfp4_dequantize.argtypes = [*dq_args, _int, _ptr, _int, _int]  # swizzled, out, out dtype, threads
+        lib.mxq_nvfp4_dequantize.argtypes = [*dq_args, _ptr, _int, _ptr, _int, _int]  # g, swizzled, out, ...
+        for fn in (lib.mxq_quantize_colwise, lib.mxq_quantize_rowcol, lib.mxq_quantize_2d, lib.mxq_quantize_grouped,
+                   lib.mxq_mxfp4_quantize, lib.mxq_nvfp4_quantize, lib.mxq_mxfp4_dequantize, lib.mxq_nvfp4_dequantize):
             fn.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p
         lib.mxq_isa_name.argtypes = [_int, ctypes.POINTER(_int)]
@@ -76,6 +88,14 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
     except (OSError, AttributeError) as exc:
         return None, f"library failed to load: {path}: {exc}"
     return lib, None
+
+
+def require():
+    """The loaded library, or RuntimeError saying why not (a call reached cpu-native where it cannot run)."""
+    lib, reason = load()
+    if lib is None:
+        raise RuntimeError(f"cpu-native: {reason}")
+    return lib
 
 
 def isa_variants(lib) -> list[tuple[str, bool]]:

@@ -1,5 +1,6 @@
 """The `cpu-native` backend: the C kernel of backends/csrc/mxq_cpu.c (and mxq_cpu_training.c for
-the training and MoE calls, all four of backend.TRAINING_OPS), called through ctypes.
+the training and MoE calls, all four of backend.TRAINING_OPS; mxq_cpu_fp4.c for the four
+MXFP4 / NVFP4 calls of backend.FP4_OPS, _cpu_native_fp4.py), called through ctypes.
 
 Byte-exact with the reference, multi-threaded over row blocks (torch.get_num_threads()
 threads, GIL released), instruction set picked at run time. Outputs are the only large
@@ -17,26 +18,20 @@ import math
 
 import torch
 
-from mxquant.backend import TRAINING_OPS, Backend
+from mxquant.backend import FP4_OPS, TRAINING_OPS, Backend
 from mxquant.formats import BLOCK
 from mxquant.layouts import expert_scale_shape, grouped_scale_shape, scale_shape
 from mxquant.outputs import own_outputs
 
+from . import _cpu_native_fp4 as _fp4
 from . import _native_lib
 from ._common import as_rows
 from ._cpu_shared import (CPU_CAPABILITIES, check_dequantize_buffer, check_quantize_buffers, dequantize_fresh,
                           new_outputs, quantize_fresh)
 
-_HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_HP_CODE, _MODE_CODE = _native_lib.HP_CODE, _native_lib.MODE_CODE
 _ELEM_CODE = {torch.float8_e4m3fn: 0, torch.float8_e5m2: 1}
-_MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
-
-
-def _lib():
-    lib, reason = _native_lib.load()
-    if lib is None:
-        raise RuntimeError(f"cpu-native: {reason}")
-    return lib
+_lib = _native_lib.require
 
 
 def quantize_into(x, data, scale, dtype, scale_mode, scale_layout) -> None:
@@ -201,7 +196,7 @@ def _description() -> str:
 
 backend = Backend(
     name="cpu-native",
-    capabilities=dataclasses.replace(CPU_CAPABILITIES, ops=frozenset(TRAINING_OPS)),
+    capabilities=dataclasses.replace(CPU_CAPABILITIES, ops=frozenset(TRAINING_OPS + FP4_OPS)),
     probe=_probe,
     quantize=quantize,
     dequantize=dequantize,
@@ -209,6 +204,10 @@ backend = Backend(
     quantize_rowcol=quantize_rowcol,
     quantize_2d=quantize_2d,
     quantize_grouped=quantize_grouped,
+    mxfp4_quantize=_fp4.mxfp4_quantize,
+    mxfp4_dequantize=_fp4.mxfp4_dequantize,
+    nvfp4_quantize=_fp4.nvfp4_quantize,
+    nvfp4_dequantize=_fp4.nvfp4_dequantize,
     priority=2,
     description=_description(),
     install_hint="pip install -e . from a source checkout, with a C compiler (gcc or clang)",

@@ -102,6 +102,24 @@ def run_header() -> dict:
             "loadavg_before": os.getloadavg()}
 
 
+def add_common_args(parser, default_shapes: str) -> None:
+    """--rounds, --isa, --shapes (MxK:dtype, comma-separated; parse with `shapes`) and --out."""
+    parser.add_argument("--rounds", type=int, default=15, help="timing rounds per candidate (default 15)")
+    parser.add_argument("--isa", help="cpu-native's instruction-set variant, e.g. 'x86-64 avx2' (default: the CPU's best)")
+    parser.add_argument("--shapes", default=default_shapes, help=f"comma-separated MxK:dtype (default {default_shapes})")
+    parser.add_argument("--out", help="also write the JSON here")
+
+
+def shapes(spec: str) -> list[tuple[int, int, torch.dtype]]:
+    """'2048x4096:bfloat16,...' -> [(2048, 4096, torch.bfloat16), ...]"""
+    out = []
+    for item in spec.split(","):
+        dims, hp = item.split(":")
+        m, k = map(int, dims.split("x"))
+        out.append((m, k, getattr(torch, hp)))
+    return out
+
+
 def emit(result: dict, out: str | None) -> None:
     """The result as JSON on stdout, and in `out` too when given (with the load after)."""
     result["loadavg_after"] = os.getloadavg()

@@ -140,7 +140,7 @@ def test_grouped(variant, hp, dtype, mode):
 
 def test_claims_all_four_and_is_chosen():
     be = loaded_backend(NATIVE)
-    assert be.capabilities.ops == {"quantize_colwise", "quantize_rowcol", "quantize_2d", "quantize_grouped"}
+    assert {"quantize_colwise", "quantize_rowcol", "quantize_2d", "quantize_grouped"} <= be.capabilities.ops  # + FP4_OPS
     x = torch.randn(64, 64)
     for call in (lambda b: mxquant.mxfp8_quantize(x, axis=-2, backend=b), lambda b: mxquant.mxfp8_quantize_2d(x, backend=b)):
         assert_bytes(call(None).data, call(NATIVE).data, "automatic choice")

@@ -100,7 +100,7 @@ def test_info_lists_ops(registry):
     assert report["cpu"].capabilities["ops"] == sorted(CLAIMABLE_OPS)
     if report["cpu-eager"].capabilities is not None:
         assert report["cpu-eager"].capabilities["ops"] == []
-    if report["cpu-native"].capabilities is not None:  # the four training calls (issue 21 step 2)
-        from mxquant.backend import TRAINING_OPS
+    if report["cpu-native"].capabilities is not None:  # the training calls (issue 21) and FP4 calls (issue 23)
+        from mxquant.backend import FP4_OPS, TRAINING_OPS
 
-        assert report["cpu-native"].capabilities["ops"] == sorted(TRAINING_OPS)
+        assert report["cpu-native"].capabilities["ops"] == sorted(TRAINING_OPS + FP4_OPS)

@@ -74,15 +74,7 @@ INLINE void quantize_rows_any(const qjob_t *j) {
     }
 }
 
-/* fp8 byte -> fp32 bits, exact; NaN as the quiet 0x7fc00000 (payloads are not contractual). */
-INLINE uint32_t decode_e4m3(uint32_t d) {
-    uint32_t sign = (d & 0x80u) << 24, em = d & 0x7fu;
-    uint32_t normal = (em << 20) + (120u << 23);
-    uint32_t sub = fbits((float)(int32_t)em) - (9u << 23);
-    uint32_t r = em == 0x7fu ? 0x7fc00000u : (em >= 8u ? normal : (em ? sub : 0u));
-    return r | sign;
-}
-
+/* e5m2 byte -> fp32 bits, exact, as decode_e4m3 (mxq_cpu.h). */
 INLINE uint32_t decode_e5m2(uint32_t d) {
     uint32_t sign = (d & 0x80u) << 24, em = d & 0x7fu;
     uint32_t normal = (em << 21) + (112u << 23);
@@ -90,22 +82,6 @@ INLINE uint32_t decode_e5m2(uint32_t d) {
     uint32_t special = em == 0x7cu ? 0x7f800000u : 0x7fc00000u;
     uint32_t r = em >= 0x7cu ? special : (em >= 4u ? normal : (em ? sub : 0u));
     return r | sign;
-}
-
-/* fp32 bits -> bf16 / fp16 bits, round to nearest even. NaN payloads are not contractual,
- * but these are the bytes torch's own vectorised CPU casts write (bf16 0xFFFF, fp16 0x7E00
- * with the sign), so whole-tensor byte comparisons with the reference hold as well. */
-INLINE uint16_t f32_to_bf16(uint32_t u) {
-    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? 0xffffu : r);
-}
-
-INLINE uint16_t f32_to_f16(uint32_t u) {
-    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    uint32_t normal = (a - (112u << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
-    uint32_t sub = fbits(bitsf(a) + 0.5f) - 0x3f000000u; /* RNE onto the 2^-24 grid */
-    uint32_t r = a > 0x7f800000u ? 0x7e00u : (a >= 0x477ff000u ? 0x7c00u : (a >= (113u << 23) ? normal : sub));
-    return (uint16_t)(r | sign);
 }
 
 typedef struct {
@@ -568,4 +544,4 @@ void mxq_run_parallel_(rows_fn fn, const void *job, int64_t rows, int64_t k, int
 void mxq_advise_huge_pages_(void *p, int64_t nbytes) { advise_huge_pages(p, nbytes); }
 void mxq_zero_swizzle_padding_(uint8_t *scale, int64_t rows, int64_t nb) { zero_swizzle_padding(scale, rows, nb); }
 
-int mxq_abi_version(void) { return 4; }
+int mxq_abi_version(void) { return 5; }

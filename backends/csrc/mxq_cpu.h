@@ -1,7 +1,8 @@
-/* What the two files of the CPU kernel share (mxq_cpu.c: row-wise quantize, dequantize, the
+/* What the files of the CPU kernel share (mxq_cpu.c: row-wise quantize, dequantize, the
  * error sums, the instruction-set choice and the threads; mxq_cpu_training.c: column-wise,
- * row+column and 32x32 tiles): the block arithmetic as inline functions, compiled into each
- * variant where it is used, and the few internal functions one file calls in the other. */
+ * row+column and 32x32 tiles; mxq_cpu_fp4*.c: MXFP4 / NVFP4): the block arithmetic as inline
+ * functions, compiled into each variant where it is used, and the few internal functions one
+ * file calls in another. */
 #ifndef MXQ_CPU_H
 #define MXQ_CPU_H
 #include <stdint.h>
@@ -48,6 +49,31 @@ INLINE uint32_t f16_to_f32(uint32_t h) {
     uint32_t sub = fbits((float)(int32_t)em) - (24u << 23);
     uint32_t r = em >= 0x7c00u ? special : (em >= 0x400u ? normal : (em ? sub : 0u));
     return r | sign;
+}
+
+/* fp8 byte -> fp32 bits, exact; NaN as the quiet 0x7fc00000 (payloads are not contractual). */
+INLINE uint32_t decode_e4m3(uint32_t d) {
+    uint32_t sign = (d & 0x80u) << 24, em = d & 0x7fu;
+    uint32_t normal = (em << 20) + (120u << 23);
+    uint32_t sub = fbits((float)(int32_t)em) - (9u << 23);
+    uint32_t r = em == 0x7fu ? 0x7fc00000u : (em >= 8u ? normal : (em ? sub : 0u));
+    return r | sign;
+}
+
+/* fp32 bits -> bf16 / fp16 bits, round to nearest even. NaN payloads are not contractual,
+ * but these are the bytes torch's own vectorised CPU casts write (bf16 0xFFFF, fp16 0x7E00
+ * with the sign), so whole-tensor byte comparisons with the reference hold as well. */
+INLINE uint16_t f32_to_bf16(uint32_t u) {
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? 0xffffu : r);
+}
+
+INLINE uint16_t f32_to_f16(uint32_t u) {
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    uint32_t normal = (a - (112u << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13;
+    uint32_t sub = fbits(bitsf(a) + 0.5f) - 0x3f000000u; /* RNE onto the 2^-24 grid */
+    uint32_t r = a > 0x7f800000u ? 0x7e00u : (a >= 0x477ff000u ? 0x7c00u : (a >= (113u << 23) ? normal : sub));
+    return (uint16_t)(r | sign);
 }
 
 /* One block of 32 input elements as fp32 bits. */
@@ -250,5 +276,15 @@ int mxq_plan_threads_(int64_t rows, int64_t k, int nthreads);
 void mxq_run_parallel_(rows_fn fn, const void *job, int64_t rows, int64_t k, int n);
 void mxq_advise_huge_pages_(void *p, int64_t nbytes);
 void mxq_zero_swizzle_padding_(uint8_t *scale, int64_t rows, int64_t nb);
+
+/* ---- the MXFP4 / NVFP4 entry points (mxq_cpu_fp4.c; called through ctypes, backends/_native_lib.py) ---- */
+int mxq_mxfp4_quantize(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t row_stride, uint8_t *data,
+                       uint8_t *scale, int mode, int swizzled, int nthreads);
+int mxq_nvfp4_quantize(const void *x, int in_dtype, int64_t rows, int64_t k, int64_t row_stride, uint8_t *data,
+                       uint8_t *scale, float *g, int compute_g, int swizzled, int nthreads);
+int mxq_mxfp4_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_stride, const uint8_t *scale,
+                         int swizzled, void *out, int out_dtype, int nthreads);
+int mxq_nvfp4_dequantize(const uint8_t *data, int64_t rows, int64_t k, int64_t row_stride, const uint8_t *scale,
+                         const float *g, int swizzled, void *out, int out_dtype, int nthreads);
 
 #endif
