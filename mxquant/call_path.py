@@ -4,12 +4,12 @@ the no-gradient autograd formula of their custom ops (custom_ops*.py)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
 from .errors import BackendCallError
-from .outputs import owner
+from .outputs import owner, tensor_problem
 
 
 class MXFP8Quantized(NamedTuple):
@@ -52,3 +52,53 @@ def no_gradient(*ops) -> None:
     marked non-differentiable, None for every input (for a gradient, use mxfp8_fake_quantize)."""
     for op, inputs in ops:
         op.register_autograd(lambda ctx, *grads, _n=inputs: (None,) * _n, setup_context=_mark_non_differentiable)
+
+
+_CHECKED: dict = {}
+"""(op, x's device, dtype and shape, element dtype, mode, layout, backend name) -> the outputs the
+call must return, for signatures whose argument checks passed; only for calls whose other
+arguments are not tensors (a tensor's values or shape could differ under one signature)."""
+
+
+def checked_outputs(op: str, x, dtype, scale_mode, scale_layout, backend, check, want) -> list:
+    """[(what, torch.Size, dtype)] that a call of `op` must return. `check()` raises for bad
+    arguments; it runs only for a signature not seen and passed before, since the signature pins
+    everything it checks. `want()` lists the outputs with their shapes as tuples."""
+    try:
+        key = (op, x.device, x.dtype, x.shape, dtype, scale_mode, scale_layout, backend)
+        outputs = _CHECKED.get(key)
+    except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: check() explains
+        key = outputs = None
+    if outputs is None:
+        check()
+        outputs = [(what, torch.Size(shape), dt) for what, shape, dt in want()]
+        if key is not None:
+            if len(_CHECKED) > 4096:
+                _CHECKED.clear()
+            _CHECKED[key] = outputs
+    return outputs
+
+
+def output_problem(out, want: list, x, before) -> Optional[str]:
+    """What is wrong with a backend's `out` against `want` ([(what, shape, dtype)], on x's
+    device, contiguous; x's version counter still `before`), or None. The fast path reads a few
+    attributes per output; only a violation (or a list for a tuple) takes the slow path."""
+    try:
+        if type(out) is tuple and len(out) == len(want) and (before is None or before == x._version):
+            device = x.device
+            for t, (_, shape, dtype) in zip(out, want):
+                if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()):
+                    break
+            else:
+                return None
+    except Exception:  # a non-tensor output: the slow path names it
+        pass
+    if not isinstance(out, (tuple, list)) or len(out) != len(want):
+        return f"returned a {type(out).__name__}, expected a tuple of {len(want)} tensors"
+    for t, (what, shape, dtype) in zip(out, want):
+        problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
+        if problem:
+            return problem
+    if before is not None and before != x._version:
+        return "it wrote into its input x (inputs are read-only)"
+    return None

@@ -25,6 +25,8 @@ from .outputs import OWN_OUTPUTS, check_outputs, versions
 from .registry import get_registry
 from .selection import overrides
 
+_E8M0 = torch.float8_e8m0fnu
+
 
 def mxfp8_quantize(
     x: torch.Tensor,
@@ -101,15 +103,34 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     return data, to_public(scale, scale_layout)
 
 
+_VALID_SCALE_SHAPES: dict = {}
+"""(data.shape, scale_layout) -> the public scale shape, for data shapes check_dequantize passed."""
+
+
 def run_dequantize(data, scale, scale_layout, out_dtype, backend):
-    check_dequantize(data, scale, scale_layout, out_dtype, backend)
-    return dequantize_checked(data, scale, scale_layout, out_dtype, backend)
+    """Validated call through the registry. As for run_quantize, a cached signature (data's dtype
+    and device, out_dtype, layout, backend name) was fully validated when it was resolved, so a
+    cache hit checks only what can differ per call: scale's dtype, device and shape against data's."""
+    try:
+        key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+        valid = (key in get_registry().cache and scale.dtype is _E8M0 and scale.device == data.device
+                 and scale.shape == _VALID_SCALE_SHAPES.get((data.shape, scale_layout)))
+    except (AttributeError, TypeError):  # not tensors, or an unhashable argument: the checks explain
+        valid = False
+    if not valid:
+        check_dequantize(data, scale, scale_layout, out_dtype, backend)
+        if len(_VALID_SCALE_SHAPES) > 4096:
+            _VALID_SCALE_SHAPES.clear()
+        _VALID_SCALE_SHAPES[data.shape, scale_layout] = scale.shape
+        key = None
+    return dequantize_checked(data, scale, scale_layout, out_dtype, backend, key)
 
 
-def dequantize_checked(data, scale, scale_layout, out_dtype, backend):
+def dequantize_checked(data, scale, scale_layout, out_dtype, backend, key=None):
     """run_dequantize after its argument checks (mxfp8_fake_quantize's second half: its
-    arguments are run_quantize's outputs)."""
-    key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+    arguments are run_quantize's outputs); `key`: the registry key, where already built."""
+    if key is None:
+        key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
     scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
     fn = get_registry().lookup(*key)
     if fn in OWN_OUTPUTS:

@@ -1,10 +1,12 @@
 """The MXFP4 and NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"): mxfp4_quantize /
 mxfp4_dequantize and nvfp4_quantize / nvfp4_dequantize.
 
-The same path as ops.py: public function -> custom op (`mxquant::mxfp4_quantize`, ..., defined in
-custom_ops_fp4.py and registered on first lookup, lazy_ops.py) and its fake -> argument checks (checks_fp4.py) -> the backend the registry resolves for the op (only
-one that claims it in Capabilities.ops, backend.FP4_OPS) -> its outputs checked against the
-contract's shapes (every backend: no kernel is exempted) -> swizzled scales flattened."""
+The same path as ops.py: public function -> custom op (`mxquant::mxfp4_quantize`, ..., defined
+in custom_ops_fp4.py and registered on first lookup, lazy_ops.py) and its fake -> argument
+checks (checks_fp4.py; a repeated signature skips those it pins, call_path.checked_outputs) ->
+the backend the registry resolves for the op (only one that claims it in Capabilities.ops,
+backend.FP4_OPS) -> its outputs checked against the contract's shapes (every backend: no kernel
+is exempted) -> swizzled scales flattened."""
 
 from __future__ import annotations
 
@@ -12,12 +14,11 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .call_path import _eager, _raised
+from .call_path import _eager, _raised, checked_outputs, output_problem
 from .checks_fp4 import check_dequantize, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
 from .layouts import scale_shape, to_backend, to_public
-from .ops_training import _problem
 from .outputs import owner, versions
 from .registry import get_registry
 from .selection import overrides
@@ -94,22 +95,28 @@ def unpacked_shape(shape: tuple) -> tuple:
 
 
 def run_mxfp4_quantize(x, scale_mode, scale_layout, backend):
-    check_quantize("mxfp4", x, scale_mode, scale_layout, backend)
-    shape = tuple(x.shape)
-    want = [("data", packed_shape(shape), _U8), ("scale", scale_shape(shape, scale_layout, MXFP4_BLOCK), _E8M0)]
+    want = checked_outputs("mxfp4_quantize", x, _E2M1, scale_mode, scale_layout, backend,
+                           lambda: check_quantize("mxfp4", x, scale_mode, scale_layout, backend),
+                           lambda: _outputs(tuple(x.shape), scale_layout, MXFP4_BLOCK, _E8M0))
     data, scale = _call("mxfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
                         (x, scale_mode, scale_layout))
     return data, to_public(scale, scale_layout)
 
 
 def run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend):
-    check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
-    shape = tuple(x.shape)
-    want = [("data", packed_shape(shape), _U8), ("scale", scale_shape(shape, scale_layout, NVFP4_BLOCK), _E4M3),
-            ("global_scale", (1,), _F32)]
+    if global_scale is not None:  # a tensor argument (its value read on the CPU): checked at every call
+        check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
+    want = checked_outputs("nvfp4_quantize", x, _E2M1, scale_mode, scale_layout, backend,
+                           lambda: check_quantize("nvfp4", x, scale_mode, scale_layout, backend),
+                           lambda: _outputs(tuple(x.shape), scale_layout, NVFP4_BLOCK, _E4M3)
+                           + [("global_scale", (1,), _F32)])
     data, scale, g = _call("nvfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
                            (x, global_scale, scale_mode, scale_layout))
     return data, to_public(scale, scale_layout), g
+
+
+def _outputs(shape: tuple, scale_layout: str, block: int, scale_dtype) -> list:
+    return [("data", packed_shape(shape), _U8), ("scale", scale_shape(shape, scale_layout, block), scale_dtype)]
 
 
 def run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend):
@@ -138,7 +145,7 @@ def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
         raise _raised(fn, exc, op, x.device)
     if len(want) == 1 and isinstance(out, torch.Tensor):
         out = (out,)
-    problem = _problem(out, want, x, before)
+    problem = output_problem(out, want, x, before)
     if problem:
         name, origin = owner(fn)
         raise BackendOutputError(name, origin, f"{op}({describe_dtype(x.dtype)} {tuple(x.shape)})", problem)

@@ -3,8 +3,8 @@
 
 The same path as ops.py: public function -> custom op (`mxquant::quantize_colwise`,
 `quantize_rowcol`, `quantize_2d`, `quantize_grouped`, defined in custom_ops_training.py and
-registered on first lookup, lazy_ops.py) and its fake -> argument checks -> the
-backend the registry resolves for the op (only one that claims it, backend.TRAINING_OPS) -> its
+registered on first lookup, lazy_ops.py) and its fake -> argument checks (a repeated signature
+skips those it pins, call_path.checked_outputs) -> the backend the registry resolves for the op (only one that claims it, backend.TRAINING_OPS) -> its
 outputs checked against the contract's shapes (every backend: these calls are new, no in-tree
 kernel is exempted) -> swizzled scales flattened (layouts.to_public)."""
 
@@ -18,8 +18,8 @@ from .checks_training import check_group_end_values, check_grouped, check_matrix
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, scale_shape, to_public
-from .call_path import MXFP8Quantized, _eager, _raised
-from .outputs import owner, tensor_problem, versions
+from .call_path import MXFP8Quantized, _eager, _raised, checked_outputs, output_problem
+from .outputs import owner, versions
 from .registry import get_registry
 from .selection import overrides
 
@@ -72,34 +72,46 @@ def transposed_shape(shape: tuple) -> tuple:
 
 
 def run_colwise(x, dtype, scale_mode, scale_layout, backend):
-    check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
-    t = transposed_shape(tuple(x.shape))
-    want = [("data", t, dtype), ("scale", scale_shape(t, scale_layout), _E8M0)]
+    want = checked_outputs(
+        "quantize_colwise", x, dtype, scale_mode, scale_layout, backend,
+        lambda: check_matrix("mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend,
+                             m32=True, k32=False),
+        lambda: _outputs(("data", "scale"), transposed_shape(tuple(x.shape)), dtype, scale_layout))
     data, scale = _call("quantize_colwise", x, dtype, scale_mode, scale_layout, backend, want)
     return data, to_public(scale, scale_layout)
 
 
 def run_rowcol(x, dtype, scale_mode, scale_layout, backend):
-    check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
-    shape, t = tuple(x.shape), transposed_shape(tuple(x.shape))
-    want = [("row data", shape, dtype), ("row scale", scale_shape(shape, scale_layout), _E8M0),
-            ("column data", t, dtype), ("column scale", scale_shape(t, scale_layout), _E8M0)]
+    want = checked_outputs(
+        "quantize_rowcol", x, dtype, scale_mode, scale_layout, backend,
+        lambda: check_matrix("mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend,
+                             m32=True, k32=True),
+        lambda: (_outputs(("row data", "row scale"), tuple(x.shape), dtype, scale_layout)
+                 + _outputs(("column data", "column scale"), transposed_shape(tuple(x.shape)), dtype, scale_layout)))
     rd, rs, cd, cs = _call("quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, want)
     return rd, to_public(rs, scale_layout), cd, to_public(cs, scale_layout)
 
 
 def run_2d(x, dtype, scale_mode, backend):
-    check_matrix("mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
-    want = [("data", tuple(x.shape), dtype), ("scale", tile_scale_shape(tuple(x.shape)), _E8M0)]
+    want = checked_outputs(
+        "quantize_2d", x, dtype, scale_mode, "linear", backend,
+        lambda: check_matrix("mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True),
+        lambda: [("data", tuple(x.shape), dtype), ("scale", tile_scale_shape(tuple(x.shape)), _E8M0)])
     return _call("quantize_2d", x, dtype, scale_mode, "linear", backend, want)
 
 
 def run_grouped(x, group_ends, dtype, scale_mode, backend):
-    check_grouped(x, group_ends, dtype, scale_mode, backend)
+    check_grouped(x, group_ends, dtype, scale_mode, backend)  # at every call: group_ends is a tensor
     if group_ends is not None:
         check_group_end_values(group_ends, x.shape[0])
-    want = [("data", tuple(x.shape), dtype), ("scale", grouped_shape(tuple(x.shape), group_ends), _E8M0)]
+    shape = tuple(x.shape)
+    want = [("data", torch.Size(shape), dtype), ("scale", torch.Size(grouped_shape(shape, group_ends)), _E8M0)]
     return _call("quantize_grouped", x, dtype, scale_mode, "swizzled", backend, want, extra=(group_ends,))
+
+
+def _outputs(names: tuple, shape: tuple, dtype, scale_layout) -> list:
+    """[(name, shape, dtype)] of a row-wise (data, scale) pair for data of `shape`."""
+    return [(names[0], shape, dtype), (names[1], scale_shape(shape, scale_layout), _E8M0)]
 
 
 def tile_scale_shape(shape: tuple) -> tuple:
@@ -121,21 +133,9 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
         out = fn(*args)
     except Exception as exc:
         raise _raised(fn, exc, f"mxfp8_{op}", x.device)
-    problem = _problem(out, want, x, before)
+    problem = output_problem(out, want, x, before)
     if problem:
         name, origin = owner(fn)
         call = f"mxfp8_{op}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"
         raise BackendOutputError(name, origin, call, problem)
     return tuple(out)
-
-
-def _problem(out, want, x, before) -> Optional[str]:
-    if not isinstance(out, (tuple, list)) or len(out) != len(want):
-        return f"returned a {type(out).__name__}, expected a tuple of {len(want)} tensors"
-    for t, (what, shape, dtype) in zip(out, want):
-        problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
-        if problem:
-            return problem
-    if before is not None and before != x._version:
-        return "it wrote into its input x (inputs are read-only)"
-    return None
