@@ -1,21 +1,24 @@
 /* The AVX-512 (BW/VL) variant of the training kernels (mxq_cpu_training.c says what they
  * compute). A work unit (8 bands of 32 rows x 2048 columns) is walked band pair by band pair,
  * each pair in tiles of 64 columns:
- *   column-wise: per band, the tile (32 rows) is copied once (x's rows are often 2^n bytes apart,
- *   one L1 set), the 64 column blocks encoded per vector lane, the two bands' 64x64 bytes
+ *   column-wise: per band, the tile (32 rows) is read twice (amax/amin, then the encode: x's rows
+ *   are often 2^n bytes apart, one L1 set, so the second read comes from L2, still cheaper than
+ *   copying the tile), the 64 column blocks encoded per vector lane, the two bands' 64x64 bytes
  *   transposed in registers and each column's 64 bytes stored (non-temporally, a whole line where
  *   M % 64 == 0). Column scales are gathered for the unit and written once per column.
- *   row+column, bf16: the tile's 64 row blocks from the same copy, all in vectors: the amax and
+ *   row+column, bf16: the tile copied once, and its 64 row blocks from the copy, all in vectors: the amax and
  *   amin of 32 blocks reduced into one vector each (reduce32_epu16), the scales per lane, each
  *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16 rows
  *   go through mxq_cpu.h's block functions.
  *   Prefetch, into L2: each row 512 bytes ahead, and the next band pair's rows row by row.
- * Measured on the 2-core EPYC (docs/performance.md): 4096x8192 bf16, one thread, reused outputs,
- * column-wise 13.8 -> 10.3 ms from the prefetches alone (the row-wise call 5.9). */
+ * Measured on the 2-core EPYC (docs/performance.md, 2026-12-05 helper run): 4096x8192 bf16, one
+ * thread, reused outputs, thread CPU time: column-wise 13.4 -> 10.0 ms, row+column 22.8 -> 16.1
+ * (row-wise 5.9); tried and dropped: units of 16 or 32 bands (no change), regular stores instead
+ * of non-temporal ones (column-wise 14.8 ms), prefetching into L1 (slower than L2). */
 #include "mxq_cpu_training.h"
 
 #if MXQ_X86
-#define NT_STORES 1   /* column (and row+column row) bytes stored past the caches where whole lines */
+#define NT_STORES 1 /* column (and row+column row) bytes stored past the caches where whole lines */
 #define PF_BYTES 512  /* prefetch distance along a row */
 #define RSW (STRIP / BLOCK) /* row scales of a strip */
 
@@ -168,16 +171,19 @@ TARGET_AVX512 INLINE void row_tile_bf16_avx512(const bjob_t *j, const char *x, i
     }
 }
 
-/* 64 bf16 columns, in 16-bit lanes; with rout, the row blocks too. */
+/* 64 bf16 columns, in 16-bit lanes; with rowcol (a constant at each call site), the row blocks
+ * too (bytes to rout, scales to rs). */
 TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
-                                               uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int rnt) {
-    __m512i in[BLOCK][2]; /* the tile, copied: x's rows are often 2^n bytes apart, one L1 set */
+                                               uint8_t (*e)[CW], uint8_t *cs, int rowcol, uint8_t *rout, uint8_t *rs,
+                                               int rnt) {
+    __m512i in[BLOCK][2]; /* row+column: the tile, copied (x's rows are often 2^n bytes apart, one L1 set) */
     const char *p = x + c0 * 2;
     const __m512i absm = _mm512_set1_epi16(0x7fff);
     __m512i mx[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, mn[2] = {absm, absm}, s128[2];
     for (int r = 0; r < BLOCK; r++)
         for (int h = 0; h < 2; h++) {
-            __m512i a = _mm512_and_si512(in[r][h] = _mm512_loadu_si512(p + r * j->rstride + 64 * h), absm);
+            __m512i v = _mm512_loadu_si512(p + r * j->rstride + 64 * h), a = _mm512_and_si512(v, absm);
+            if (rowcol) in[r][h] = v;
             _mm_prefetch(p + r * j->rstride + 64 * h + PF_BYTES, _MM_HINT_T2);
             mx[h] = _mm512_max_epu16(mx[h], a);
             mn[h] = _mm512_min_epu16(mn[h], a);
@@ -185,10 +191,13 @@ TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, i
     uint8_t sb[CW];
     uint32_t slow[2];
     for (int h = 0; h < 2; h++) s128[h] = scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]);
-    for (int r = 0; r < BLOCK; r++)
-        _mm512_store_si512(e[r], pack_bytes(encode_bf16_lanes(in[r][0], s128[0], f), encode_bf16_lanes(in[r][1], s128[1], f)));
+    for (int r = 0; r < BLOCK; r++) { /* column-wise alone reads x again (from L2): cheaper than a copy */
+        __m512i v0 = rowcol ? in[r][0] : _mm512_loadu_si512(p + r * j->rstride);
+        __m512i v1 = rowcol ? in[r][1] : _mm512_loadu_si512(p + r * j->rstride + 64);
+        _mm512_store_si512(e[r], pack_bytes(encode_bf16_lanes(v0, s128[0], f), encode_bf16_lanes(v1, s128[1], f)));
+    }
     col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs);
-    if (rout) row_tile_bf16_avx512(j, x, c0, f, in, rout, rs, rnt);
+    if (rowcol) row_tile_bf16_avx512(j, x, c0, f, in, rout, rs, rnt);
 }
 
 /* 64 fp32 or fp16 columns, in 32-bit lanes (fp16 widened exactly). */
@@ -331,10 +340,10 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
                     continue;
                 }
                 uint8_t *cs = &csb[c0 - cb][b - i0];
-                if (in_dtype == IN_BF16)
-                    col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs,
-                                         vrow ? j->rdata + (l * j->m + b * BLOCK) * j->k + c0 : NULL,
+                if (vrow)
+                    col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, 1, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
                                          rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
+                else if (in_dtype == IN_BF16) col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, 0, NULL, NULL, 0);
                 else col_tile_f32_avx512(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs);
                 if (j->op == OP_ROWCOL && !vrow) row_tile_avx512(j, x, l, b, c0, in_dtype, f);
             }
