@@ -7,8 +7,8 @@ with `AutoModelForCausalLM.from_pretrained`, which leaves the weights compressed
 compressed-tensors decompress them on the first forward pass (its own decompressor). Oracles:
 
 - every loaded (decompressed) weight equals an independent dequantization of the file's bytes:
-  tests/fp4_oracle.py (NumPy) for MXFP4 and NVFP4, element times its block's scale in float64
-  rounded once to bf16 for FP8 block;
+  tests/scheme_oracle.py (fp4_oracle's NumPy for MXFP4 and NVFP4, element times its block's
+  scale in float64 rounded once to bf16 for FP8 block);
 - the logits equal those of the source model whose quantized Linears compute with those
   dequantized weights and, where the scheme quantizes input activations (MXFP4: dynamic FP4
   groups of 32; FP8 block: dynamic FP8 groups of 128 per token; NVFP4A16: none), with inputs
@@ -32,8 +32,9 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers not installed (extra convert-test)")
 pytest.importorskip("compressed_tensors", reason="compressed-tensors not installed (extra convert-test)")
 
-import fp4_oracle  # noqa: E402
+import scheme_oracle  # noqa: E402
 from convert_ckpt import read_folder  # noqa: E402
+from scheme_oracle import dequantized  # noqa: E402
 
 from mxquant.checkpoint import convert  # noqa: E402
 
@@ -69,31 +70,13 @@ def converted(source):
 
 # ---- the oracles --------------------------------------------------------------------------------
 
-def _fp8_block_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """e4m3 element times its 128x128 block's scale, in float64, rounded once to bf16."""
-    s = scale.double().repeat_interleave(128, 0)[: q.shape[0]].repeat_interleave(128, 1)
-    return torch.from_numpy(fp4_oracle.round_to((q.double() * s).numpy(), torch.bfloat16)).to(torch.bfloat16)
-
-
-def dequantized(scheme: str, files: dict, module: str) -> torch.Tensor:
-    """The bf16 weight of `module` from the file's bytes, by the independent oracle."""
-    p = module + "."
-    if scheme == "mxfp4":
-        return fp4_oracle.mxfp4_dequantize(files[p + "weight_packed"], files[p + "weight_scale"].numpy(), torch.bfloat16)
-    if scheme == "nvfp4a16":
-        g = float(files[p + "weight_global_scale"])
-        return fp4_oracle.nvfp4_dequantize(files[p + "weight_packed"], files[p + "weight_scale"].view(torch.uint8), g,
-                                           torch.bfloat16)
-    return _fp8_block_dequantize(files[p + "weight"], files[p + "weight_scale"])
-
-
 def _mxfp4_round_trip(x: torch.Tensor) -> torch.Tensor:
-    data, scale = fp4_oracle.mxfp4_quantize(x, "compressed-tensors")
-    return fp4_oracle.mxfp4_dequantize(data, scale.reshape(-1, x.shape[-1] // 32).numpy(), x.dtype)
+    return scheme_oracle.mxfp4_round_trip(x, "compressed-tensors")
 
 
 def _fp8_group_round_trip(x: torch.Tensor) -> torch.Tensor:
-    """compressed-tensors' dynamic FP8 group-128 activation rule, in x's dtype: scale = amax / 448
+    """compressed-tensors' dynamic FP8 group-128 activation rule (transformers runs it; vLLM's
+    differs: scheme_oracle.fp8_groups_vllm), in x's dtype: scale = amax / 448
     (0 -> eps), element e4m3(clamp(x / scale, +-448)), value element * scale."""
     g = x.unflatten(-1, (x.shape[-1] // 128, 128))
     scale = g.abs().amax(-1, keepdim=True) / 448.0

@@ -2,18 +2,17 @@
 transformers itself (a dense Llama with a tokenizer, a Qwen2-MoE whose experts transformers 5
 fuses in memory), each converted by `mxquant convert`.
 
-The oracle is the test's own computation: SRC loaded by transformers, each quantized weight
-replaced by mxquant.reference's dequantization of DST's bytes (read with the safetensors
-package; per-expert tensors stacked into transformers' fused parameters here), both models run
-on the same tokens, and every number (logits relative error, top-1, KL, perplexity, each
-layer's output SQNR from its recorded inputs) computed from those outputs, not by the eval code.
+The oracle is the test's own computation (tests/eval_oracle.py): SRC loaded by transformers,
+each quantized weight replaced by mxquant.reference's dequantization of DST's bytes (read with
+the safetensors package; per-expert tensors stacked into transformers' fused parameters there),
+both models run on the same tokens, and every number (logits relative error, top-1, KL,
+perplexity, each layer's output SQNR from its recorded inputs) computed from those outputs, not
+by the eval code. The other schemes: tests/test_eval_schemes.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import subprocess
 import sys
 
@@ -22,18 +21,16 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (extra convert-test)")
 
-from convert_ckpt import read_folder  # noqa: E402
+from eval_oracle import _check, _expected, _random, _round_trip  # noqa: E402
 from hidden_modules import hide  # noqa: E402
 from subproc import child_env  # noqa: E402
 
-from mxquant import reference  # noqa: E402
 from mxquant.checkpoint import CheckpointError, convert  # noqa: E402
 from mxquant.evaluate import evaluate  # noqa: E402
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
 WORDS = ["[UNK]"] + [f"w{i}" for i in range(99)]
-EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
 
 
 def _tokenizer():
@@ -78,114 +75,6 @@ def dense(tmp_path_factory):
 @pytest.fixture(scope="module")
 def moe(tmp_path_factory):
     return _converted(tmp_path_factory, "moe", _qwen2_moe)
-
-
-# ---- the oracle -------------------------------------------------------------------------------
-
-def _load(src):
-    return transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16,
-                                                             experts_implementation="eager").eval()
-
-
-def _reference_model(src, dst):
-    """(SRC's model, its copy with DST's weights as mxquant.reference dequantizes them, the
-    quantized in-memory parameter names)."""
-    source, ref = _load(src), _load(src)
-    files = read_folder(dst)
-    params = dict(ref.named_parameters())
-    quantized = set()
-    with torch.no_grad():
-        for name in [n for n in files if n + "_scale" in files]:
-            w = reference.dequantize(files[name], files[name + "_scale"].view(torch.float8_e8m0fnu), "linear",
-                                     torch.bfloat16)
-            m = EXPERT.match(name)
-            if m is None:
-                params[name].copy_(w)
-                quantized.add(name)
-                continue
-            group, e, proj = m.group(1), int(m.group(2)), m.group(3)
-            if proj == "down":
-                params[f"{group}.down_proj"][e].copy_(w)
-            else:  # transformers 5 fuses [gate; up] along the output axis
-                inter = w.shape[0]
-                params[f"{group}.gate_up_proj"][e][(0 if proj == "gate" else inter):][:inter].copy_(w)
-            quantized.add(f"{group}.{'down_proj' if proj == 'down' else 'gate_up_proj'}")
-    return source, ref, sorted(quantized)
-
-
-def _round_trip(x, scale_mode="rceil"):
-    data, scale = reference.quantize(x, torch.float8_e4m3fn, scale_mode, "linear")
-    return reference.dequantize(data, scale, "linear", x.dtype)
-
-
-def _expected(src, dst, batches, fake_quant=False, monkeypatch=None):
-    """The test's own numbers for these token batches."""
-    source, ref, qparams = _reference_model(src, dst)
-    layers = sorted({p.rpartition(".")[0] for p in qparams})
-    if fake_quant:  # every F.linear with a quantized weight reads an MXFP8 round trip of its input
-        storages = {dict(ref.named_parameters())[p].untyped_storage().data_ptr() for p in qparams}
-        linear = torch.nn.functional.linear
-
-        def fq_linear(x, w, b=None):
-            if w.untyped_storage().data_ptr() in storages:
-                x = _round_trip(x)
-            return linear(x, w, b)
-
-        monkeypatch.setattr(torch.nn.functional, "linear", fq_linear)
-    recorded = {n: [] for n in layers}
-    hooks = [source.get_submodule(n).register_forward_hook(
-        lambda mod, args, kwargs, out, n=n: recorded[n].append((args, kwargs, out)), with_kwargs=True) for n in layers]
-    diff2 = ref2 = kl = 0.0
-    agree = positions = 0
-    nll = [0.0, 0.0]
-    with torch.no_grad():
-        for ids in batches:
-            a, b = source(ids).logits.float(), ref(ids).logits.float()
-            diff2 += ((a - b).double() ** 2).sum().item()
-            ref2 += (a.double() ** 2).sum().item()
-            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-            positions += ids.numel()
-            pa, pb = torch.softmax(a.double(), -1), torch.softmax(b.double(), -1)
-            kl += (pa * (pa.log() - pb.log())).sum().item()
-            for i, logits in enumerate((a, b)):
-                nll[i] += torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(),
-                                                            ids[:, 1:].reshape(-1), reduction="sum").item()
-        for h in hooks:
-            h.remove()
-        sqnr = {}
-        for n in layers:
-            s = e = 0.0
-            for args, kwargs, out in recorded[n]:
-                y = ref.get_submodule(n)(*args, **kwargs)
-                s += (out.double() ** 2).sum().item()
-                e += ((out.double() - y.double()) ** 2).sum().item()
-            sqnr[n] = 10 * math.log10(s / e) if e else None
-    predicted = sum(ids[:, 1:].numel() for ids in batches)
-    return {"logits_rel_error": math.sqrt(diff2 / ref2), "top1_agreement": agree / positions,
-            "kl_divergence": kl / positions, "sqnr": sqnr,
-            "perplexity": [math.exp(x / predicted) for x in nll] if predicted else None}
-
-
-def _check(got: dict, want: dict, perplexity: bool = False):
-    assert got["logits_rel_error"] == pytest.approx(want["logits_rel_error"], rel=1e-5)
-    assert got["top1_agreement"] == want["top1_agreement"]
-    assert got["kl_divergence"] == pytest.approx(want["kl_divergence"], rel=1e-3, abs=1e-9)
-    layers = {e["name"]: e["output_sqnr_db"] for e in got["layers"]}
-    assert set(layers) == set(want["sqnr"])
-    for n, v in want["sqnr"].items():
-        assert layers[n] == pytest.approx(v, abs=1e-6), n
-    values = [e["output_sqnr_db"] for e in got["layers"] if e["output_sqnr_db"] is not None]
-    assert values == sorted(values)  # worst first
-    if perplexity:
-        assert [got["perplexity"]["source"], got["perplexity"]["converted"]] == pytest.approx(want["perplexity"],
-                                                                                              rel=1e-5)
-    else:
-        assert got["perplexity"] is None
-
-
-def _random(vocab, batch, seq_len, seed):
-    """The documented random tokens (docs/eval.md)."""
-    return [torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))]
 
 
 # ---- the numbers --------------------------------------------------------------------------------
@@ -308,7 +197,8 @@ def test_refuses_a_dst_that_is_not_src_converted(dense, tmp_path, capsys):
 
     src, dst = dense
     for change, message in [("kept", "bytes differ from SRC's"), ("drop", "different tensor sets"),
-                            ("scale", "needs a U8 scale"), ("config", "different models: their config.json "
+                            ("scale", "mxfp8-quantized format needs U8 [96, 2]"),
+                            ("config", "different models: their config.json "
                                                                      "differ in rms_norm_eps")]:
         bad = tmp_path / change
         shutil.copytree(dst, bad)

@@ -1,7 +1,7 @@
 """`mxquant eval SRC DST`: the subcommand (add_parser / run) and its tables.
 
 Exit codes: 0 measured; 2 refused (bad arguments, DST not SRC converted to compressed-tensors
-MXFP8, transformers missing, not enough memory: one line on stderr); 130 interrupted."""
+one of its schemes, transformers missing, not enough memory: one line on stderr); 130 interrupted."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 from ..checkpoint.fmt import SCALE_MODES
 
-HELP = ("what converting SRC to the MXFP8 checkpoint DST cost in accuracy: both models run on the same "
+HELP = ("what converting SRC to the checkpoint DST (any --scheme) cost in accuracy: both models run on the same "
         "tokens (docs/eval.md)")
 
 
@@ -30,9 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, xpu or auto (default: the first of cuda, xpu, cpu here)")
     p.add_argument("--fake-quant-activations", action="store_true", help="the converted model's quantized layers "
-                   "read MXFP8 inputs, as vLLM on Blackwell (default: bf16 inputs, as vLLM on Hopper)")
-    p.add_argument("--activation-scale-mode", default="rceil", choices=SCALE_MODES,
-                   help="E8M0 rule of the fake-quantized activations (default rceil: vLLM's / FlashInfer's)")
+                   "read inputs rounded as the scheme's activations (MXFP8, MXFP4, FP8 block; not nvfp4a16), as "
+                   "vLLM on Blackwell (default: unquantized inputs, as vLLM on Hopper)")
+    p.add_argument("--activation-scale-mode", default=None, choices=SCALE_MODES,
+                   help="E8M0 rule of MXFP8 / MXFP4 fake-quantized activations (default rceil: vLLM's / FlashInfer's)")
     p.add_argument("--layers", type=int, default=10, metavar="N", help="rows of the per-layer table (default 10; "
                    "--json lists all)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -51,8 +52,9 @@ def _tables(r, console, rows: int) -> None:
     t = Table(title=f"mxquant eval {r.src} -> {r.dst}", show_header=False)
     t.add_row("inputs", f"{r.inputs['kind']}: {r.inputs['sequences']} sequence(s), {r.inputs['tokens']} tokens"
               + (f", seed {r.inputs['seed']}" if "seed" in r.inputs else ""))
-    t.add_row("run", f"{r.device}, {r.dtype}; activations "
-              + (f"fake-quantized to MXFP8 ({r.activation_scale_mode})" if r.fake_quant_activations else "unquantized"))
+    t.add_row("run", f"{r.device}, {r.dtype}; --scheme {r.scheme}; activations "
+              + (f"fake-quantized ({r.activation_scale_mode or 'amax / 448'})" if r.fake_quant_activations
+                 else "unquantized"))
     t.add_row("logits relative error", f"{r.logits_rel_error:.4g}")
     t.add_row("top-1 agreement", f"{r.top1_agreement:.4%}")
     t.add_row("KL(source || converted)", f"{r.kl_divergence:.4g} nats / position")

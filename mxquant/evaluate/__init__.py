@@ -1,4 +1,4 @@
-"""`mxquant eval SRC DST`: what converting SRC to the MXFP8 checkpoint DST cost in accuracy,
+"""`mxquant eval SRC DST`: what converting SRC to DST (any `mxquant convert --scheme`) cost in accuracy,
 measured by running both models (docs/eval.md). Importing this package imports nothing heavy
 (no transformers); `evaluate` loads the rest."""
 

@@ -1,14 +1,13 @@
-"""`--fake-quant-activations`: the converted model's quantized layers read MXFP8 inputs, as vLLM
-runs the checkpoint on Blackwell (the scheme's dynamic input activations: per token, blocks
-of 32 along K, e4m3 elements, E8M0 scales; vLLM quantizes them with FlashInfer, whose scale
-rule is rceil, the default here).
+"""`--fake-quant-activations`: the converted model's quantized layers read inputs rounded as the
+scheme's dynamic input activations are, as vLLM runs the checkpoint where it quantizes them
+(MXFP8 / MXFP4: per token, blocks of 32 along K, E8M0 scales, rceil by default, FlashInfer's
+rule; FP8 block: per-token groups of 128; dequant.activation_round_trip). NVFP4A16 has none.
 
 Every `F.linear` call whose weight lives in a quantized parameter's storage (a Linear's
-weight, or one expert's slice of a fused-experts parameter) gets
-`mxquant.mxfp8_fake_quantize(input, scale_mode=...)` in place of its input; a torch function
-mode sees the calls, so no model code is patched. A layer that ran without any such call
-(its weights used through another op) cannot be emulated, and is refused after the run
-rather than reported without its activation error.
+weight, or one expert's slice of a fused-experts parameter) gets `round_trip(input)` in place
+of its input; a torch function mode sees the calls, so no model code is patched. A layer that
+ran without any such call (its weights used through another op) cannot be emulated, and is
+refused after the run rather than reported without its activation error.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ def _storage(t: torch.Tensor) -> int:
 
 
 class ActivationFakeQuant(TorchFunctionMode):
-    def __init__(self, model, quantized_params: list[str], scale_mode: str):
+    def __init__(self, model, quantized_params: list[str], round_trip):
         super().__init__()
         params = dict(model.named_parameters())
         self._layer_of = {_storage(params[n]): n.rpartition(".")[0] for n in quantized_params}
         self.seen: set[str] = set()
-        self.scale_mode = scale_mode
+        self.round_trip = round_trip
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -37,14 +36,12 @@ class ActivationFakeQuant(TorchFunctionMode):
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             layer = self._layer_of.get(_storage(weight)) if isinstance(weight, torch.Tensor) else None
             if layer is not None:
-                import mxquant
-
                 self.seen.add(layer)
                 # (inside its own handler the mode is off: these calls run plainly)
                 if args:
-                    args = (mxquant.mxfp8_fake_quantize(args[0], scale_mode=self.scale_mode), *args[1:])
+                    args = (self.round_trip(args[0]), *args[1:])
                 else:
-                    kwargs["input"] = mxquant.mxfp8_fake_quantize(kwargs["input"], scale_mode=self.scale_mode)
+                    kwargs["input"] = self.round_trip(kwargs["input"])
         return func(*args, **kwargs)
 
 

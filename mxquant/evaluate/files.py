@@ -1,11 +1,15 @@
-"""SRC and DST as files: DST checked to be SRC converted to compressed-tensors MXFP8, and the
-converted weights read back through mxquant's own dequantization.
+"""SRC and DST as files: DST checked to be SRC converted by `mxquant convert` (any --scheme), and
+the converted weights read back through mxquant's own dequantization (dequant.py).
 
-DST must be an `mxfp8-quantized` compressed-tensors checkpoint of SRC: the same config.json
-apart from `quantization_config` (and `transformers_version`), SRC's tensors plus one
-`X_scale` per quantized `X`; every quantized `X` is F8_E4M3 of SRC's shape with a U8 scale of
-shape [..., K/32]; every other tensor has SRC's dtype, shape and bytes. Anything else is a
-CheckpointError (exit 2), found before any model is built.
+DST must be a compressed-tensors checkpoint of one of convert's schemes (its format, and the
+weights' and input activations' arguments of that scheme: mxquant.checkpoint.schemes): the same
+config.json apart from `quantization_config` (and `transformers_version`), and SRC's tensors with
+each quantized `<m>.weight` replaced by exactly the scheme's tensors, of the dtypes and shapes the
+scheme gives for SRC's shape (MXFP8: `weight` F8_E4M3 + U8 `weight_scale` [..., K/32]; MXFP4:
+`weight_packed` + U8 `weight_scale`; NVFP4A16: `weight_packed` + F8_E4M3 `weight_scale` +
+`weight_global_scale`; FP8 block: `weight` F8_E4M3 + `weight_scale` [ceil(N/128), K/128] in SRC's
+dtype); every other tensor has SRC's dtype, shape and bytes. Anything else is a CheckpointError
+(exit 2), found before any model is built.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..checkpoint.fmt import DATA_DTYPE, FORMAT, SCALE_DTYPE, scale_name
+from ..checkpoint.schemes import SCHEMES, Scheme
 from ..checkpoint.srcfiles import load_json, source_shards
 from ..checkpoint.stio import CheckpointError, TensorInfo, itemsize, read_header
 
@@ -32,7 +36,13 @@ class Pair:
     src: dict[str, tuple[str, TensorInfo]]
     dst: dict[str, tuple[str, TensorInfo]]
     quantized: list[str]
-    """File names of the quantized tensors (each has `<name>_scale` in DST)."""
+    """SRC's names of the quantized tensors (DST holds the scheme's outputs in their place)."""
+    scheme: Scheme = SCHEMES["mxfp8"]
+
+    def outputs(self, name: str) -> list[tuple[str, str, tuple]]:
+        """DST's tensors (name, dtype, shape) of SRC's quantized tensor `name`."""
+        t = self.src[name][1]
+        return self.scheme.outputs(name, t.dtype, t.shape)
 
     @property
     def kept(self) -> list[str]:
@@ -73,17 +83,46 @@ def _config(folder: str, what: str) -> dict:
     return cfg
 
 
-def _check_quantization_config(cfg: dict) -> None:
+FORMATS = {s.format: s for s in SCHEMES.values()}
+ARGS = ("num_bits", "type", "group_size", "strategy", "block_structure", "dynamic")
+"""The quantization arguments that identify a scheme (compared with what convert writes)."""
+
+
+def _scheme(cfg: dict) -> Scheme:
+    """The convert scheme DST's quantization_config names, refused unless it is one of them."""
     q = cfg.get("quantization_config")
     if not isinstance(q, dict):
         raise CheckpointError("DST is not a quantized checkpoint (its config.json has no quantization_config); "
-                              "give the output of `mxquant convert` (compressed-tensors mxfp8-quantized)")
-    formats = {q.get("format")} | {g.get("format") for g in (q.get("config_groups") or {}).values()
-                                   if isinstance(g, dict)}
-    if q.get("quant_method") != "compressed-tensors" or formats - {None} != {FORMAT}:
-        raise CheckpointError(f"DST is not a compressed-tensors {FORMAT} checkpoint (quant_method "
-                              f"{q.get('quant_method')!r}, format {sorted(map(str, formats - {None}))}); "
-                              "mxquant eval reads what `mxquant convert` writes")
+                              "give the output of `mxquant convert`")
+    groups = [g for g in (q.get("config_groups") or {}).values() if isinstance(g, dict)]
+    found = sorted(map(str, ({q.get("format")} | {g.get("format") for g in groups}) - {None}))
+    if q.get("quant_method") != "compressed-tensors" or len(found) != 1 or found[0] not in FORMATS:
+        raise CheckpointError(f"DST is not a compressed-tensors checkpoint of one of `mxquant convert`'s schemes "
+                              f"(quant_method {q.get('quant_method')!r}, format {found}; mxquant eval reads "
+                              f"{', '.join(FORMATS)})")
+    scheme = FORMATS[found[0]]
+    want = next(iter(scheme.quantization_config([])["config_groups"].values()))
+    for g in groups:
+        for key in ("weights", "input_activations"):
+            got, ref = g.get(key) or {}, want[key] or {}
+            bad = [f"{a}={got.get(a)!r}" for a in ARGS if got.get(a) != ref.get(a)]
+            if bad:
+                raise CheckpointError(f"DST's {key} are not those of --scheme {scheme.name} ({found[0]}): "
+                                      f"{', '.join(bad)}; mxquant eval reads what `mxquant convert` writes")
+    return scheme
+
+
+def _quantized(scheme: Scheme, s: dict, d: dict) -> list[str]:
+    """SRC's tensors DST holds quantized: a floating-point tensor of 2+ dimensions whose first
+    output (the data) DST holds, under its own name as F8_E4M3 or under the scheme's new name."""
+    out = []
+    for n, (_, t) in s.items():
+        if t.dtype not in FLOAT_SOURCES or len(t.shape) < 2:
+            continue
+        data = scheme.outputs(n, t.dtype, t.shape)[0][0]
+        if (data != n and data in d and n not in d) or (data == n and n in d and d[n][1].dtype == "F8_E4M3"):
+            out.append(n)
+    return sorted(out)
 
 
 def read_pair(src: str, dst: str) -> Pair:
@@ -96,39 +135,33 @@ def read_pair(src: str, dst: str) -> Pair:
     if "quantization_config" in src_cfg:
         raise CheckpointError("SRC is already quantized (its config.json has a quantization_config); "
                               "give the original checkpoint as SRC")
-    _check_quantization_config(dst_cfg)
+    scheme = _scheme(dst_cfg)
     differ = sorted(k for k in set(src_cfg) | set(dst_cfg)
                     if k not in CONFIG_FREE and src_cfg.get(k, ...) != dst_cfg.get(k, ...))
     if differ:
         raise CheckpointError(f"SRC and DST are different models: their config.json differ in {', '.join(differ[:8])}"
                               f"{' ...' if len(differ) > 8 else ''}")
     s, d = _tensors(src, "SRC"), _tensors(dst, "DST")
-    quantized = sorted(n for n, (_, t) in d.items() if t.dtype == DATA_DTYPE)
-    scales = {scale_name(n) for n in quantized}
-    extra = sorted(set(d) - set(s) - scales)
-    missing = sorted(set(s) - set(d))
+    pair = Pair(src, dst, src_cfg, s, d, _quantized(scheme, s, d), scheme)
+    want = {n: (t.dtype, tuple(t.shape)) for n, (_, t) in s.items() if n not in set(pair.quantized)}
+    for n in pair.quantized:
+        want.update({o: (dtype, tuple(shape)) for o, dtype, shape in pair.outputs(n)})
+    extra, missing = sorted(set(d) - set(want)), sorted(set(want) - set(d))
     if extra or missing:
         what = (f"DST has {len(extra)} tensor(s) SRC lacks (first: {extra[0]})" if extra else
                 f"DST lacks {len(missing)} tensor(s) of SRC (first: {missing[0]})")
-        raise CheckpointError(f"SRC and DST have different tensor sets: {what}")
-    for n in quantized:
-        _check_quantized(n, s[n][1], d[n][1], d.get(scale_name(n), (None, None))[1])
-    for n in s:
-        if n not in scales and n not in quantized and (s[n][1].dtype, s[n][1].shape) != (d[n][1].dtype, d[n][1].shape):
-            raise CheckpointError(f"{n}: {d[n][1].dtype} {list(d[n][1].shape)} in DST, {s[n][1].dtype} "
-                                  f"{list(s[n][1].shape)} in SRC; a tensor DST keeps must be SRC's")
-    return Pair(src, dst, src_cfg, s, d, quantized)
-
-
-def _check_quantized(name: str, s: TensorInfo, d: TensorInfo, scale: TensorInfo | None) -> None:
-    if s.dtype not in FLOAT_SOURCES or s.shape != d.shape or not d.shape:
-        raise CheckpointError(f"{name}: F8_E4M3 {list(d.shape)} in DST but {s.dtype} {list(s.shape)} in SRC; "
-                              "DST is not SRC converted")
-    want = (*d.shape[:-1], d.shape[-1] // 32)
-    if scale is None or scale.dtype != SCALE_DTYPE or scale.shape != want or d.shape[-1] % 32:
-        got = "missing" if scale is None else f"{scale.dtype} {list(scale.shape)}"
-        raise CheckpointError(f"{scale_name(name)}: {got}; an mxfp8-quantized weight {list(d.shape)} needs a "
-                              f"U8 scale {list(want)} (E8M0 exponents, linear layout)")
+        raise CheckpointError(f"SRC and DST have different tensor sets for --scheme {scheme.name}: {what}")
+    quantized_outputs = {o for n in pair.quantized for o, _, _ in pair.outputs(n)}
+    for o, (dtype, shape) in want.items():
+        got = (d[o][1].dtype, tuple(d[o][1].shape))
+        if got == (dtype, shape):
+            continue
+        if o in quantized_outputs:
+            raise CheckpointError(f"{o}: {got[0]} {list(got[1])} in DST; the {scheme.format} format needs {dtype} "
+                                  f"{list(shape)} there; DST is not SRC converted")
+        raise CheckpointError(f"{o}: {got[0]} {list(got[1])} in DST, {dtype} {list(shape)} in SRC; a tensor DST "
+                              "keeps must be SRC's")
+    return pair
 
 
 def _reader():
@@ -157,24 +190,18 @@ def check_kept_identical(pair: Pair) -> None:
 
 
 def converted_state_dict(pair: Pair) -> dict:
-    """DST's weights in the files' naming: each quantized X as mxquant.mxfp8_dequantize(X,
-    X_scale) in SRC's dtype for X (exact: every MXFP8 value is a bf16/f32 value), every other
-    tensor as stored."""
-    import torch
-
-    import mxquant
-
-    from ..checkpoint.stio import DTYPES
+    """DST's weights in SRC's naming: each quantized tensor as dequant.dequantize gives it from
+    the scheme's tensors (mxquant's dequantization, in SRC's dtype for it), every other tensor as
+    stored."""
+    from .dequant import dequantize
 
     read = _reader()
     quantized = set(pair.quantized)
     out = {}
     for n in pair.src:
-        path = pair.dst[n][0]
         if n in quantized:
-            data = read(path, n)
-            scale = read(pair.dst[scale_name(n)][0], scale_name(n)).view(torch.float8_e8m0fnu)
-            out[n] = mxquant.mxfp8_dequantize(data, scale, out_dtype=DTYPES[pair.src[n][1].dtype])
+            out[n] = dequantize(pair.scheme, [read(pair.dst[o][0], o) for o, _, _ in pair.outputs(n)],
+                                pair.src[n][1].dtype)
         else:
-            out[n] = read(path, n)
+            out[n] = read(pair.dst[n][0], n)
     return out

@@ -31,6 +31,8 @@ class EvalResult:
     device: str
     dtype: str
     inputs: dict
+    scheme: str
+    """`mxquant convert`'s --scheme DST was written with (mxfp8, mxfp4, nvfp4a16, fp8-block)."""
     fake_quant_activations: bool
     activation_scale_mode: str | None
     logits_rel_error: float
@@ -56,22 +58,26 @@ def _logits_bytes(batches, vocab: int) -> int:
 
 def evaluate(src, dst, *, text=None, input_ids=None, batch: int = DEFAULT_BATCH, seq_len: int | None = None,
              seed: int = 0, device: str = "auto", fake_quant_activations: bool = False,
-             activation_scale_mode: str = "rceil", progress=None) -> EvalResult:
+             activation_scale_mode: str | None = None, progress=None) -> EvalResult:
     """Run SRC (as stored) and DST (weights dequantized by mxquant) on the same tokens and
-    measure the difference (docs/eval.md). `progress(message)` is told each stage."""
+    measure the difference (docs/eval.md). `activation_scale_mode`: the E8M0 rule of MXFP8 / MXFP4
+    fake-quantized activations (None: rceil). `progress(message)` is told each stage."""
     import torch
 
     from ..checkpoint.driver import resolve_device
-    from . import actquant, files, inputs, metrics, models
+    from . import actquant, dequant, files, inputs, metrics, models
 
     say = progress or (lambda message: None)
     t0 = time.perf_counter()
-    if activation_scale_mode not in SCALE_MODES:
+    if activation_scale_mode is not None and activation_scale_mode not in SCALE_MODES:
         raise CheckpointError(f"activation scale mode {activation_scale_mode!r} is not one of {', '.join(SCALE_MODES)}")
     if input_ids is not None and seq_len is not None:
         raise CheckpointError("--seq-len does not apply to --input-ids (its sequences are used as given)")
     dev = resolve_device(device)
     pair = files.read_pair(src, dst)
+    round_trip = mode_name = None
+    if fake_quant_activations:
+        round_trip, mode_name = dequant.activation_round_trip(pair.scheme, activation_scale_mode)
     dtype = models.compute_dtype(pair)
     vocab = models.check_config_matches(pair)
     feed = inputs.choose(text, input_ids, pair.src_dir, vocab, batch, DEFAULT_SEQ_LEN if seq_len is None else seq_len,
@@ -84,7 +90,7 @@ def evaluate(src, dst, *, text=None, input_ids=None, batch: int = DEFAULT_BATCH,
     source, converted = pair_models.source, pair_models.converted
     mode = None
     if fake_quant_activations:
-        mode = actquant.ActivationFakeQuant(converted, list(pair_models.quantized_params), activation_scale_mode)
+        mode = actquant.ActivationFakeQuant(converted, list(pair_models.quantized_params), round_trip)
 
     def context():
         return mode if mode is not None else contextlib.nullcontext()
@@ -120,7 +126,6 @@ def evaluate(src, dst, *, text=None, input_ids=None, batch: int = DEFAULT_BATCH,
         src=pair.src_dir, dst=pair.dst_dir, device=dev, dtype=str(dtype).removeprefix("torch."),
         inputs={"kind": feed.kind, "sequences": feed.sequences, "tokens": feed.tokens,
                 **({"seed": seed} if feed.kind == "random" else {})},
-        fake_quant_activations=fake_quant_activations,
-        activation_scale_mode=activation_scale_mode if fake_quant_activations else None,
+        scheme=pair.scheme.name, fake_quant_activations=fake_quant_activations, activation_scale_mode=mode_name,
         layers=layers.result(), notes=pair_models.notes, seconds=time.perf_counter() - t0,
         memory_estimate_bytes=need, **logits)
