@@ -130,3 +130,27 @@ def test_a_dst_that_is_not_the_scheme_written_is_refused(pairs, tmp_path):
         with pytest.raises(CheckpointError) as e:
             evaluate(src, bad, device="cpu")
         assert message in str(e.value), (bad.name, str(e.value))
+
+
+@pytest.fixture(scope="module")
+def moe_src(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval-schemes-moe")
+    cfg = transformers.Qwen2MoeConfig(**{**SIZES, "hidden_size": 128, "num_hidden_layers": 1},
+                                      moe_intermediate_size=128, shared_expert_intermediate_size=128, num_experts=4,
+                                      num_experts_per_tok=2)
+    torch.manual_seed(4)
+    transformers.Qwen2MoeForCausalLM(cfg).to(torch.bfloat16).save_pretrained(root / "src")
+    return root
+
+
+@pytest.mark.parametrize("scheme", ["mxfp4", "fp8-block"])
+def test_per_expert_moe(moe_src, scheme, monkeypatch):
+    """Per-expert files (Qwen2-MoE), which transformers 5 fuses in memory: one layer per experts
+    module, its SQNR from the oracle's weights stacked the same way."""
+    src, dst = moe_src / "src", moe_src / scheme
+    convert(src, dst, scheme=scheme, device="cpu")
+    got = evaluate(src, dst, device="cpu", batch=2, seq_len=16, fake_quant_activations=True).as_json()
+    want = _expected(src, dst, _random(256, 2, 16, 0), fake_quant=True, monkeypatch=monkeypatch, scheme=scheme,
+                     round_trip=ROUND_TRIP[scheme])
+    _check(got, want)
+    assert "model.layers.0.mlp.experts" in want["sqnr"] and len(want["sqnr"]) == 8
