@@ -113,7 +113,8 @@ def run_dequantize(data, scale, scale_layout, out_dtype, backend):
     cache hit checks only what can differ per call: scale's dtype, device and shape against data's."""
     try:
         key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
-        valid = (key in get_registry().cache and scale.dtype is _E8M0 and scale.device == data.device
+        fn = get_registry().cache.get(key)
+        valid = (fn is not None and scale.dtype is _E8M0 and scale.device == data.device
                  and scale.shape == _VALID_SCALE_SHAPES.get((data.shape, scale_layout)))
     except (AttributeError, TypeError):  # not tensors, or an unhashable argument: the checks explain
         valid = False
@@ -122,17 +123,17 @@ def run_dequantize(data, scale, scale_layout, out_dtype, backend):
         if len(_VALID_SCALE_SHAPES) > 4096:
             _VALID_SCALE_SHAPES.clear()
         _VALID_SCALE_SHAPES[data.shape, scale_layout] = scale.shape
-        key = None
-    return dequantize_checked(data, scale, scale_layout, out_dtype, backend, key)
+        fn = None
+    return dequantize_checked(data, scale, scale_layout, out_dtype, backend, fn)
 
 
-def dequantize_checked(data, scale, scale_layout, out_dtype, backend, key=None):
+def dequantize_checked(data, scale, scale_layout, out_dtype, backend, fn=None):
     """run_dequantize after its argument checks (mxfp8_fake_quantize's second half: its
-    arguments are run_quantize's outputs); `key`: the registry key, where already built."""
-    if key is None:
+    arguments are run_quantize's outputs); `fn`: the backend function, where already resolved."""
+    if fn is None:
         key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
+        fn = get_registry().lookup(*key)
     scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
-    fn = get_registry().lookup(*key)
     if fn in OWN_OUTPUTS:
         return fn(data, scale, scale_layout, out_dtype)
     before = versions(data, scale)
