@@ -57,6 +57,9 @@ def describe_dtype(dtype: torch.dtype) -> str:
 E2M1_MAX = 6.0
 """Largest e2m1 value, 1.5 * 2**2. The grid: 0, 0.5, 1, 1.5, 2, 3, 4, 6 (and negatives)."""
 E2M1_EMAX = 2
+E2M1 = ElementFormat(torch.float4_e2m1fn_x2, "e2m1", E2M1_EMAX, E2M1_MAX)
+"""For `mxquant verify`'s deviation rules (conformance/deviation_rules.py): 6 = 1.5 * 2**2, not
+1.75 * 2**emax as the fp8 formats (the rules read max_finite, not emax)."""
 MXFP4_BLOCK = 32
 NVFP4_BLOCK = 16
 MXFP4_SCALE_MODES = SCALE_MODES

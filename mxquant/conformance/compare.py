@@ -88,11 +88,16 @@ def _scale_rows(scale: torch.Tensor, layout: str, rows: int, nb: int) -> tuple[t
     return real, padding
 
 
+RULED_OPS = ("quantize", "mxfp4_quantize")
+"""The calls whose differing blocks a declared deviation may explain (deviation_rules.py); in any
+other call a difference is a failure, or unattributed where the backend declares codes."""
+
+
 class _Tally:
     def __init__(self, result: Result, backend: Backend, fmt):
         self.result, self.fmt = result, fmt
         declared = [d.code for d in backend.deviations]
-        self.known = [c for c in DEVIATION_RULES if c in declared and result.op == "quantize"]
+        self.known = [c for c in DEVIATION_RULES if c in declared and result.op in RULED_OPS]
         self.unknown = [c for c in declared if c not in DEVIATION_RULES]
         self.problems: list[str] = []
 

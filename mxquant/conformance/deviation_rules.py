@@ -33,13 +33,18 @@ def _rule_tiny(blocks, fmt):
     return subnormal | (_amax(blocks) < fmt.max_finite * _TINY)
 
 
+def _mantissa(value: float) -> int:
+    return int(torch.tensor(value, dtype=torch.float32).view(torch.int32)) & 0x7FFFFF
+
+
 def _rule_approx_scale(blocks, fmt):
     # amax / max_finite within 40 fp32 ulps of a power of two: amax's mantissa field near
-    # 1.75's (both maxima are 1.75 * 2**emax). 40: a float log2 + ceil (the XPU kernel) was
-    # worked out to misplace amax up to ~39 ulps above; an approximate reciprocal, ~2.
+    # max_finite's (0x600000 for the fp8 maxima, 1.75 * 2**emax; 0x400000 for e2m1's 6 = 1.5 * 4).
+    # 40: a float log2 + ceil (the XPU kernel) was worked out to misplace amax up to ~39 ulps
+    # above; an approximate reciprocal, ~2.
     amax = _amax(blocks)
     mant = amax.view(torch.int32) & 0x7FFFFF
-    return amax.isfinite() & (amax > 0) & ((mant - 0x600000).abs() <= 40)
+    return amax.isfinite() & (amax > 0) & ((mant - _mantissa(fmt.max_finite)).abs() <= 40)
 
 
 def _rule_zero(blocks, fmt):
