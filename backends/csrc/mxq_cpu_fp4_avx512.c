@@ -160,10 +160,12 @@ TARGET_AVX512 INLINE void avx512_nv4_rows(const fjob_t *j, int64_t r0, int64_t r
             _mm512_storeu_ps(q, qv);
             for (int i = 0; i < n; i++) {
                 __m512 y = _mm512_div_ps(_mm512_castsi512_ps(x[i]), _mm512_set1_ps(q[i]));
-                __m512i nib = _mm512_maskz_mov_epi32((__mmask16)((finite >> i & 1) ? 0xffff : 0),
-                                                     e2m1_v(y, _mm512_castps_si512(y), 0x80000000u));
+                __m512i nib = e2m1_v(y, _mm512_castps_si512(y), 0x80000000u);
                 _mm_storel_epi64((__m128i *)(out + i * 8), pack16_v(nib));
             }
+            if (finite != 0xffff)
+                for (int i = 0; i < n; i++)
+                    if (!(finite >> i & 1)) memset(out + i * 8, 0, 8); /* NaN / Inf: nibbles 0 */
             if (!j->swizzled && n == 16) {
                 _mm_storeu_si128((__m128i *)(j->scale + r * ng + c0), _mm512_cvtepi32_epi8(b));
             } else {
