@@ -115,6 +115,19 @@ def test_ignoring_one_expert_keeps_its_group(tmp_path):
     assert not any("transformers" in n for n in r.notes)  # no quantized experts, no warning
 
 
+@pytest.mark.parametrize("scheme,warned", [("nvfp4a16", "drops each expert's weight_global_scale"), ("mxfp4", None)])
+def test_moe_warning_per_scheme(tmp_path, scheme, warned):
+    """The MoE warning names what transformers misreads for that scheme (tests/test_convert_scheme_load.py
+    loads each: nvfp4a16 experts lose their global scales; mxfp4 / fp8-block experts load exactly;
+    fp8-block needs K % 128, which this model's hidden size of 64 is not)."""
+    src = tmp_path / "src"
+    _save(_qwen2_moe(128), src)
+    r = convert(src, tmp_path / "dst", scheme=scheme)
+    assert len([n for n in r.quantized if ".mlp.experts." in n]) == 12
+    notes = [n for n in r.notes if "transformers" in n]
+    assert (notes == []) if warned is None else (len(notes) == 1 and warned in notes[0]), r.notes
+
+
 def test_fused_experts_of_unknown_or_disagreeing_layout_are_refused(tmp_path):
     e = torch.zeros(4, 64, 64, dtype=torch.bfloat16)
     src = tmp_path / "unknown"

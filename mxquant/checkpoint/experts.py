@@ -86,11 +86,20 @@ def one_scheme_per_group(decisions: dict[str, Decision]) -> list[str]:
     return notes
 
 
-TRANSFORMERS_NOTE = ("MoE experts quantized: transformers 5.15.1-5.25.0 cannot load them (its DecompressExperts "
-                     "applies the group scales as per-channel ones; 5.17.0 re-checked), 4.57.6 with "
-                     "run_compressed=False can; see docs/convert.md")
+TRANSFORMERS_NOTES = {
+    "mxfp8": ("MoE experts quantized: transformers 5.15.1-5.25.0 cannot load them (its DecompressExperts "
+              "applies the group scales as per-channel ones; 5.17.0 re-checked), 4.57.6 with "
+              "run_compressed=False can; see docs/convert.md"),
+    "nvfp4a16": ("MoE experts quantized with nvfp4a16: transformers 5.17 drops each expert's weight_global_scale "
+                 "as an unexpected key and runs wrong expert weights (llm-compressor's files alike); "
+                 "see docs/convert.md"),
+}
+"""Per scheme, the warning a checkpoint with quantized experts gets: which runtimes misread it
+(tests/test_convert_moe.py, tests/test_convert_scheme_load.py pin transformers' behaviour; the
+mxfp4 and fp8-block experts it loads exactly)."""
 
 
-def moe_notes(decisions: dict[str, Decision]) -> list[str]:
+def moe_notes(decisions: dict[str, Decision], scheme: str = "mxfp8") -> list[str]:
     """The warning a MoE checkpoint with quantized experts gets (which runtimes load it)."""
-    return [TRANSFORMERS_NOTE] if any(d.quantize and _GROUP.match(n) for n, d in decisions.items()) else []
+    note = TRANSFORMERS_NOTES.get(scheme)
+    return [note] if note and any(d.quantize and _GROUP.match(n) for n, d in decisions.items()) else []

@@ -147,7 +147,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
             if decisions[t.name].quantize and len(t.shape) == 3:
                 _fused_experts(t.name, t.shape, scheme)
                 experts.check_fused(t.name, t.shape, config)
-    notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions)
+    notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions, scheme)
     where = {t.name: (s.path, s.data_start, t) for s in shards for t in s.tensors if decisions[t.name].quantize}
     quant = Quant(sch, fused.GlobalScales(where) if scheme == "nvfp4a16" else None)
     for shard in shards:
