@@ -213,7 +213,8 @@ TARGET_AVX512 INLINE void avx512_dq_rows(const fjob_t *j, int64_t r0, int64_t r1
     }
 }
 
-TARGET_AVX512 INLINE void avx512_amax_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
+/* The largest finite |x| of rows r0..r1 (NaN / Inf left out), by masked maxima of fp32 bits. */
+TARGET_AVX512 INLINE uint32_t amax_finite_v(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
     int64_t es = in_dtype == IN_F32 ? 4 : 2;
     __m512i m = _mm512_setzero_si512();
     for (int64_t r = r0; r < r1; r++)
@@ -221,7 +222,32 @@ TARGET_AVX512 INLINE void avx512_amax_rows(const fjob_t *j, int64_t r0, int64_t 
             __m512i a = _mm512_and_si512(ld16(j->x + r * j->rstride + i * es, in_dtype), V1(0x7fffffff));
             m = _mm512_mask_max_epu32(m, _mm512_cmplt_epu32_mask(a, V1(0x7f800000u)), m, a);
         }
-    atomic_max(j->amax, _mm512_reduce_max_epu32(m));
+    return _mm512_reduce_max_epu32(m);
+}
+
+/* The global scale's amax: first the largest |x| bits of the rows in their own width (bf16 / fp16 in
+ * 16-bit lanes), one and + max per vector; only where that is NaN / Inf, again leaving those out. */
+TARGET_AVX512 INLINE void avx512_amax_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
+    int wide = in_dtype == IN_F32;
+    int64_t bytes = j->k * (wide ? 4 : 2);
+    __m512i absm = wide ? V1(0x7fffffff) : _mm512_set1_epi16(0x7fff), m0 = _mm512_setzero_si512(), m1 = m0;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *p = j->x + r * j->rstride;
+        int64_t i = 0;
+        for (; i + 128 <= bytes; i += 128) {
+            __m512i a = _mm512_and_si512(_mm512_loadu_si512(p + i), absm), b = _mm512_and_si512(_mm512_loadu_si512(p + i + 64), absm);
+            m0 = wide ? _mm512_max_epu32(m0, a) : _mm512_max_epu16(m0, a);
+            m1 = wide ? _mm512_max_epu32(m1, b) : _mm512_max_epu16(m1, b);
+        }
+        for (; i < bytes; i += 32) { /* rows are a multiple of 32 bytes */
+            __m512i a = _mm512_and_si512(_mm512_maskz_loadu_epi32(0xff, p + i), absm);
+            m0 = wide ? _mm512_max_epu32(m0, a) : _mm512_max_epu16(m0, a);
+        }
+    }
+    uint32_t m = wide ? _mm512_reduce_max_epu32(_mm512_max_epu32(m0, m1)) : hmax_epu16(_mm512_max_epu16(m0, m1)) >> 16;
+    if (in_dtype == IN_F16) m = f16_to_f32(m);
+    else if (in_dtype == IN_BF16) m <<= 16;
+    atomic_max(j->amax, m < 0x7f800000u ? m : amax_finite_v(j, r0, r1, in_dtype));
 }
 
 TARGET_AVX512 void mxq_fp4_rows_avx512_(const fjob_t *j, int64_t r0, int64_t r1) { DISPATCH(avx512_, j, r0, r1) }
