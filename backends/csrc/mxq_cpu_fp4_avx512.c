@@ -17,7 +17,7 @@ TARGET_AVX512 INLINE __m512i ld16(const char *p, int in_dtype) {
 
 /* e2m1_index of 16 values y, with the sign nibble where cmp > negthr (unsigned). */
 TARGET_AVX512 INLINE __m512i e2m1_v(__m512 y, __m512i cmp, uint32_t negthr) {
-    __m512i u = _mm512_min_epu32(_mm512_and_si512(_mm512_castps_si512(y), V1(0x7fffffff)), V1(E2M1_MAXB));
+    __m512i u = _mm512_castps_si512(_mm512_range_ps(y, _mm512_set1_ps(6.0f), 0x0a)); /* min(|y|, 6), sign cleared */
     __m512i normal = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, V1(E2M1_BIAS)),
                                                         _mm512_and_si512(_mm512_srli_epi32(u, 22), V1(1))), 22);
     __m512i sub = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(u), _mm512_set1_ps(4194304.0f))),
