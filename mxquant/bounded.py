@@ -28,6 +28,8 @@ from typing import Callable, Optional
 
 EXIT_GRACE = 3.0
 """Seconds the exit hook waits, at most, for abandoned threads that are still computing."""
+BLOCKED_AFTER = 0.5
+"""Seconds without CPU use after which the exit hook takes a thread for blocked and stops waiting."""
 
 _RUNNING: set = set()  # threads of jobs not finished yet
 _HOOKED = False
@@ -94,15 +96,22 @@ def _stop_at_exit() -> None:
 
     for t in threads:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(Abandoned))
-    deadline = time.monotonic() + EXIT_GRACE
+    start = time.monotonic()
+    deadline = start + EXIT_GRACE
     used = {t: _cpu_seconds(t) for t in threads}
+    progress = dict.fromkeys(threads, start)  # when each thread was last seen using CPU
     while threads and time.monotonic() < deadline:
         for t in threads:
             t.join(0.05 / len(threads))
-        now = {t: _cpu_seconds(t) for t in threads if t.is_alive()}
-        # keep waiting for the threads still computing; one that used no CPU since the last look
-        # is blocked (a sleep, a read) and is left alone, as is every thread where CPU time is unknown
-        threads = [t for t, s in now.items() if s is not None and used[t] is not None and s > used[t]]
+        now, clock = {t: _cpu_seconds(t) for t in threads if t.is_alive()}, time.monotonic()
+        for t, s in now.items():
+            if s is not None and used[t] is not None and s > used[t]:
+                progress[t] = clock
+        # keep waiting for the threads still computing; one that used no CPU for BLOCKED_AFTER
+        # seconds is blocked (a sleep, a read) and is left alone, as is every thread where CPU
+        # time is unknown (a computing thread on a loaded machine may get no CPU for a while)
+        threads = [t for t, s in now.items() if s is not None and used[t] is not None
+                   and clock - progress[t] < BLOCKED_AFTER]
         used = now
 
 
