@@ -66,10 +66,10 @@ INLINE void nv4_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
             }
             float q;
             put_scale(j, r, c, ng, nv4_scale(amax, in_dtype, j->g, &q));
-            for (int i = 0; i < 16; i++) {
-                float y = bitsf(b[i]) / q;
-                nib[i] = (uint8_t)(e2m1_index(y) | (fbits(y) > 0x80000000u ? 8u : 0u));
-            }
+            uint32_t yb[16], n32[16];
+            for (int i = 0; i < 16; i++) yb[i] = fbits(bitsf(b[i]) / q);
+            for (int i = 0; i < 16; i++) n32[i] = e2m1_index(bitsf(yb[i])) | (yb[i] > 0x80000000u ? 8u : 0u);
+            for (int i = 0; i < 16; i++) nib[i] = (uint8_t)n32[i];
             pack_nibbles(nib, out, 16);
         }
     }
