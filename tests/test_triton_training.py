@@ -304,10 +304,12 @@ def test_bad_tile_configs_are_one_line_errors():
 
 
 def test_triton_claims_the_training_calls():
-    """Claimed in capabilities.ops with a callable each (loads anywhere: triton imports on a call)."""
+    """Claimed in capabilities.ops with a callable each (loads anywhere: triton imports on a call);
+    the FP4 calls are its other claims (tests/test_triton_fp4.py)."""
+    from mxquant.backend import FP4_OPS
     from mxquant.backends import triton as tb
 
-    assert tb.backend.capabilities.ops == frozenset(TRAINING_OPS)
+    assert tb.backend.capabilities.ops == frozenset(TRAINING_OPS + FP4_OPS)
     assert all(callable(getattr(tb.backend, op)) for op in TRAINING_OPS)
 
 
