@@ -78,7 +78,7 @@ FLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-fno-trapping-ma
 setup(
     ext_modules=[Extension(NATIVE, ["backends/csrc/mxq_cpu.c", "backends/csrc/mxq_cpu_training.c", "backends/csrc/mxq_cpu_training_avx512.c",
                                    "backends/csrc/mxq_cpu_fp4.c", "backends/csrc/mxq_cpu_fp4_avx512.c"],
-                           depends=["backends/csrc/mxq_cpu.h", "backends/csrc/mxq_cpu_fp4.h"], extra_compile_args=FLAGS,
+                           depends=["backends/csrc/mxq_cpu.h", "backends/csrc/mxq_cpu_fp4.h", "backends/csrc/mxq_cpu_training.h"], extra_compile_args=FLAGS,
                            extra_link_args=[] if sys.platform == "win32" else ["-pthread"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -90,7 +90,10 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     given = global_scale is not None
     if not x.numel():  # no element: no scale byte to write, g = 1.0 (no finite amax) or the one given
         if nv:
-            g_out.copy_(global_scale.reshape(1)) if given else g_out.fill_(1.0)
+            if given:
+                g_out.copy_(global_scale.reshape(1))
+            else:
+                g_out.fill_(1.0)
         scale.zero_()  # (swizzled: rows of a (0, K) input pad to none, so this is empty too)
         return data, scale, g_out
     x2 = as_rows(x)

@@ -79,12 +79,20 @@ def checked_outputs(op: str, x, dtype, scale_mode, scale_layout, backend, check,
     return outputs
 
 
-def output_problem(out, want: list, x, before) -> Optional[str]:
-    """What is wrong with a backend's `out` against `want` ([(what, shape, dtype)], on x's
-    device, contiguous; x's version counter still `before`), or None. The fast path reads a few
-    attributes per output; only a violation (or a list for a tuple) takes the slow path."""
+def input_versions(inputs: tuple):
+    """The version counters of a call's tensor inputs, or None where one is an inference tensor
+    (it keeps none; asked first, as outputs.versions does)."""
+    return None if any(t.is_inference() for t in inputs) else tuple(t._version for t in inputs)
+
+
+def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
+    """What is wrong with a backend's `out` against `want` ([(what, shape, dtype)], on the first
+    input's device, contiguous; the tensor inputs' version counters still `before`, from
+    input_versions), or None. The fast path reads a few attributes per output; only a violation
+    (or a list for a tuple) takes the slow path."""
+    x = inputs[0]
     try:
-        if type(out) is tuple and len(out) == len(want) and (before is None or before == x._version):
+        if type(out) is tuple and len(out) == len(want) and (before is None or before == input_versions(inputs)):
             device = x.device
             for t, (_, shape, dtype) in zip(out, want):
                 if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()):
@@ -99,6 +107,7 @@ def output_problem(out, want: list, x, before) -> Optional[str]:
         problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
         if problem:
             return problem
-    if before is not None and before != x._version:
-        return "it wrote into its input x (inputs are read-only)"
+    if before is not None and before != input_versions(inputs):
+        return "it wrote into its input x (inputs are read-only)" if len(inputs) == 1 else \
+            "it wrote into its inputs (inputs are read-only)"
     return None

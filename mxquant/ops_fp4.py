@@ -14,12 +14,12 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .call_path import _eager, _raised, checked_outputs, output_problem
+from .call_path import _eager, _raised, checked_outputs, input_versions, output_problem
 from .checks_fp4 import check_dequantize, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
 from .layouts import scale_shape, to_backend, to_public
-from .outputs import owner, versions
+from .outputs import owner
 from .registry import get_registry
 from .selection import overrides
 
@@ -138,14 +138,15 @@ def run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, bac
 def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
     key = (op, x.device, hp, _E2M1, scale_mode, scale_layout, backend, *overrides())
     fn = get_registry().lookup(*key)
-    before = versions(x)
+    inputs = tuple(a for a in args if isinstance(a, torch.Tensor))  # data, scale, global_scale too
+    before = input_versions(inputs)
     try:
         out = fn(*args)
     except Exception as exc:
         raise _raised(fn, exc, op, x.device)
     if len(want) == 1 and isinstance(out, torch.Tensor):
         out = (out,)
-    problem = output_problem(out, want, x, before)
+    problem = output_problem(out, want, inputs, before)
     if problem:
         name, origin = owner(fn)
         raise BackendOutputError(name, origin, f"{op}({describe_dtype(x.dtype)} {tuple(x.shape)})", problem)

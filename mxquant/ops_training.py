@@ -18,8 +18,8 @@ from .checks_training import check_group_end_values, check_grouped, check_matrix
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, scale_shape, to_public
-from .call_path import MXFP8Quantized, _eager, _raised, checked_outputs, output_problem
-from .outputs import owner, versions
+from .call_path import MXFP8Quantized, _eager, _raised, checked_outputs, input_versions, output_problem
+from .outputs import owner
 from .registry import get_registry
 from .selection import overrides
 
@@ -127,13 +127,14 @@ def grouped_shape(shape: tuple, group_ends) -> tuple:
 def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
     key = (op, x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *overrides())
     fn = get_registry().lookup(*key)
-    before = versions(x)
     args = (x, *extra, dtype, scale_mode) + ((scale_layout,) if op in ("quantize_colwise", "quantize_rowcol") else ())
+    inputs = tuple(a for a in args if isinstance(a, torch.Tensor))  # x, and group_ends
+    before = input_versions(inputs)
     try:
         out = fn(*args)
     except Exception as exc:
         raise _raised(fn, exc, f"mxfp8_{op}", x.device)
-    problem = output_problem(out, want, x, before)
+    problem = output_problem(out, want, inputs, before)
     if problem:
         name, origin = owner(fn)
         call = f"mxfp8_{op}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"

@@ -67,6 +67,31 @@ def test_a_claimed_call_is_routed_and_checked(registry):
         mxquant.mxfp4_quantize(X)
 
 
+def _dq_scribbles_on_scale(data, scale, g, layout, out_dtype):
+    out = reference_fp4.nvfp4_dequantize(data, scale, g, layout, out_dtype)
+    scale.view(torch.uint8).view(-1)[0] ^= 1  # a backend writing into an input other than the first
+    return out
+
+
+def _q_scribbles_on_global_scale(x, g, mode, layout):
+    out = reference_fp4.nvfp4_quantize(x, g, mode, layout)
+    g.mul_(2)
+    return out
+
+
+@pytest.mark.parametrize("op,fn,call", [
+    ("nvfp4_dequantize", _dq_scribbles_on_scale,
+     lambda q: mxquant.nvfp4_dequantize(q.data, q.scale, q.global_scale)),
+    ("nvfp4_quantize", _q_scribbles_on_global_scale,
+     lambda q: mxquant.nvfp4_quantize(X, q.global_scale.clone()))])
+def test_a_backend_writing_into_any_input_is_refused(registry, op, fn, call):
+    """Every tensor input is read-only, not only the first (scale and global_scale were unwatched)."""
+    q = mxquant.nvfp4_quantize(X)
+    registry.register_plugin(Plugin(_backend("scribbler", ops=(op,), **{op: fn})), "scribbler")
+    with pytest.raises(BackendOutputError, match=r"it wrote into its inputs \(inputs are read-only\)"):
+        call(q)
+
+
 def _nvfp4_one_byte_off(x, g, mode, layout):
     data, scale, gs = reference_fp4.nvfp4_quantize(x, g, mode, layout)
     data = data.clone()

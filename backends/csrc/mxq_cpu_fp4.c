@@ -120,10 +120,10 @@ INLINE void amax_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
     atomic_max(j->amax, m);
 }
 
-static void rows_base(const fjob_t *j, int64_t r0, int64_t r1) { DISPATCH(, j, r0, r1) }
+static void rows_base(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
 
 #if MXQ_X86
-TARGET_AVX2 static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) { DISPATCH(, j, r0, r1) }
+TARGET_AVX2 static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {mxq_fp4_rows_avx512_, rows_avx2, rows_base};
 #else
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {rows_base};

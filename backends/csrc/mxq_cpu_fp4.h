@@ -100,7 +100,7 @@ INLINE float dq_factor(const fjob_t *j, uint32_t sb, int block) {
 }
 
 /* Every op with its dtype a constant: each pair gets its own loop. */
-#define DISPATCH(PREFIX, j, r0, r1)                                                                          \
+#define FP4_DISPATCH(PREFIX, j, r0, r1)                                                                          \
     switch ((j)->op * 3 + (j)->dtype) {                                                                      \
     case 0: PREFIX##mx4_rows(j, r0, r1, IN_F32); break;                                                      \
     case 1: PREFIX##mx4_rows(j, r0, r1, IN_BF16); break;                                                     \

@@ -250,5 +250,5 @@ TARGET_AVX512 INLINE void avx512_amax_rows(const fjob_t *j, int64_t r0, int64_t 
     atomic_max(j->amax, m < 0x7f800000u ? m : amax_finite_v(j, r0, r1, in_dtype));
 }
 
-TARGET_AVX512 void mxq_fp4_rows_avx512_(const fjob_t *j, int64_t r0, int64_t r1) { DISPATCH(avx512_, j, r0, r1) }
+TARGET_AVX512 void mxq_fp4_rows_avx512_(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(avx512_, j, r0, r1) }
 #endif

@@ -38,12 +38,12 @@ INLINE void unit_scalar(const bjob_t *j, int64_t u, int in_dtype, int elem) {
 }
 
 static void bands_base(const bjob_t *j, int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; u++) DISPATCH(unit_scalar, j, u)
+    for (int64_t u = u0; u < u1; u++) BAND_DISPATCH(unit_scalar, j, u)
 }
 
 #if MXQ_X86
 TARGET_AVX2 static void bands_avx2(const bjob_t *j, int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; u++) DISPATCH(unit_scalar, j, u)
+    for (int64_t u = u0; u < u1; u++) BAND_DISPATCH(unit_scalar, j, u)
 }
 #endif
 

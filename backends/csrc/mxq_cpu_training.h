@@ -118,7 +118,7 @@ INLINE int64_t unit_range(const bjob_t *j, int64_t u, int64_t *l, int64_t *i0, i
 
 INLINE const char *band_x(const bjob_t *j, int64_t l, int64_t i) { return j->x + l * j->bstride + i * BLOCK * j->rstride; }
 
-#define DISPATCH(impl, j, u)                                   \
+#define BAND_DISPATCH(impl, j, u)                                   \
     switch ((j)->in_dtype * 2 + (j)->elem) {                   \
     case 0: impl(j, u, IN_F32, E4M3); break;                   \
     case 1: impl(j, u, IN_F32, E5M2); break;                   \

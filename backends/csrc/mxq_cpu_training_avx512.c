@@ -360,7 +360,7 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
 }
 
 TARGET_AVX512 void mxq_bands_avx512_(const bjob_t *j, int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; u++) DISPATCH(unit_avx512, j, u)
+    for (int64_t u = u0; u < u1; u++) BAND_DISPATCH(unit_avx512, j, u)
 }
 #else
 typedef int mxq_no_avx512_; /* ISO C: a translation unit declares something */

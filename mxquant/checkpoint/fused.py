@@ -50,9 +50,6 @@ class GlobalScales:
             self._members.setdefault(set_key(name) or ("alone", name), []).append(name)
         self._cache: dict = {}
 
-    def members(self, name: str) -> list[str]:
-        return self._members[set_key(name) or ("alone", name)]
-
     def __call__(self, name: str, device) -> torch.Tensor:
         key = set_key(name) or ("alone", name)
         if key not in self._cache:

@@ -90,5 +90,5 @@ def get(name: str, scale_mode: str) -> Scheme:
     s = SCHEMES[name]
     if scale_mode not in s.scale_modes:
         raise CheckpointError(f"--scale-mode {scale_mode} does not apply to --scheme {name} (it has one rule: "
-                              f"compressed-tensors')")
+                              f"compressed-tensors)")
     return s

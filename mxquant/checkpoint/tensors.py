@@ -111,12 +111,13 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
     scale = torch.empty(math.prod(outputs[1][2]) * itemsize(outputs[1][1]), dtype=torch.uint8)  # file order
     signal = noise = 0.0
     at = 0
+    native = _native_error_sums() if quant.scheme.name == "mxfp8" else None  # once per tensor, not per chunk
     writer.begin(outputs[0][0])
     for (e0, shape), raw in zip(pieces, _prefetched(f, ranges)):
         progress(raw.numel())
         xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
         data, sc = quantize_chunk(quant, xd, scale_mode, g)
-        s, n = error_sums(quant, xd, data, sc, g, _native_error_sums())
+        s, n = error_sums(quant, xd, data, sc, g, native)
         signal += s
         noise += n
         sc = sc.contiguous().view(torch.uint8).reshape(-1)
