@@ -23,9 +23,6 @@ a zero and a NaN block). Writes bench_fp4.json (card, rows, notes) to --out and 
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
 import sys
 
@@ -33,8 +30,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
-from bench_quantize import card_meta, interleaved  # noqa: E402  (benchmarks/ on sys.path)
-from bench_training import exact  # noqa: E402  (ours against the CPU reference on probe_input)
+import bench_training  # noqa: E402  (benchmarks/ on sys.path: the shared run loop and command line)
 
 SHAPES = [(4096, 4096), (8192, 8192), (16384, 8192)]
 FP4 = torch.float4_e2m1fn_x2
@@ -112,48 +108,8 @@ def peers(x, notes):
     return out
 
 
-def run(shapes, rounds, rep_ms):
-    rows, notes = [], []
-    for i, (m, k) in enumerate(shapes):
-        torch._dynamo.reset()
-        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
-        fns = {**ours(x), **peers(x, notes)}
-        checks = {name: exact(fn, ref, x) if ref is not None and i == 0 else "-" for name, (fn, _, ref) in fns.items()}
-        times = interleaved({name: fn for name, (fn, _, _) in fns.items()}, rep_ms, rounds)
-        copy_us = min(times["copy (ceiling)"])
-        for name, (_, nbytes, _) in fns.items():
-            us = min(times[name])
-            rows.append({"shape": f"{m}x{k}", "elements": m * k, "contender": name, "us": us,
-                         "rounds_us": times[name], "bytes": nbytes, "GB/s": nbytes / (us * 1e-6) / 1e9,
-                         "% copy BW": 100 * (nbytes / us) / (4 * m * k / copy_us), "exact": checks[name]})
-        del x, fns
-        torch.cuda.empty_cache()
-    return rows, sorted(set(notes))
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="bench-out")
-    ap.add_argument("--shapes", nargs="*", default=[f"{m}x{k}" for m, k in SHAPES])
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--rep-ms", type=float, default=100)
-    args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_fp4: needs a CUDA GPU", file=sys.stderr)
-        return 2
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
-    rows, notes = run(shapes, args.rounds, args.rep_ms)
-    os.makedirs(args.out, exist_ok=True)
-    meta = {**card_meta(), "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "command": " ".join(sys.argv), "notes": notes}
-    with open(os.path.join(args.out, "bench_fp4.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    for r in rows:
-        print(f"{r['shape']:>11} {r['contender']:<40} {r['us']:9.1f} us {r['GB/s']:7.0f} GB/s "
-              f"{r['% copy BW']:5.1f}% copy  exact {r['exact']}")
-    for note in notes:
-        print("note:", note)
-    return 0
+    return bench_training.main(argv, "bench_fp4", lambda x, notes: {**ours(x), **peers(x, notes)}, SHAPES, __doc__)
 
 
 if __name__ == "__main__":

@@ -129,12 +129,16 @@ def exact(fn, ref, x) -> str:
     return "yes"
 
 
-def run(shapes, rounds, rep_ms):
+def run(shapes, rounds, rep_ms, make=None):
+    """Rows for each shape: every contender of make(x, notes) ({name: (callable, bytes, CPU
+    reference or None)}, one named "copy (ceiling)"; default: this file's contenders) timed
+    interleaved, with GB/s, % of the copy's bandwidth and, at the first shape, exactness."""
+    make = make or contenders
     rows, notes = [], []
     for i, (m, k) in enumerate(shapes):
         torch._dynamo.reset()
         x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
-        fns = contenders(x, notes)
+        fns = make(x, notes)
         checks = {name: exact(fn, ref, x) if ref is not None and i == 0 else "-" for name, (fn, _, ref) in fns.items()}
         times = interleaved({name: fn for name, (fn, _, _) in fns.items()}, rep_ms, rounds)
         copy_us = min(times["copy (ceiling)"])
@@ -148,22 +152,22 @@ def run(shapes, rounds, rep_ms):
     return rows, sorted(set(notes))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, name="bench_training", make=None, shapes=SHAPES, doc=__doc__, meta_extra=None):
+    """The command line of this benchmark, and of bench_fp4.py (its own name, contenders, shapes)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", default="bench-out")
-    ap.add_argument("--shapes", nargs="*", default=[f"{m}x{k}" for m, k in SHAPES])
+    ap.add_argument("--shapes", nargs="*", default=[f"{m}x{k}" for m, k in shapes])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rep-ms", type=float, default=100)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench_training: needs a CUDA GPU", file=sys.stderr)
+        print(f"{name}: needs a CUDA GPU", file=sys.stderr)
         return 2
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
-    rows, notes = run(shapes, args.rounds, args.rep_ms)
+    rows, notes = run([tuple(int(v) for v in s.split("x")) for s in args.shapes], args.rounds, args.rep_ms, make)
     os.makedirs(args.out, exist_ok=True)
     meta = {**card_meta(), "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "command": " ".join(sys.argv), "groups": GROUPS, "notes": notes}
-    with open(os.path.join(args.out, "bench_training.json"), "w") as f:
+            "command": " ".join(sys.argv), **(meta_extra or {}), "notes": notes}
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     for r in rows:
         print(f"{r['shape']:>11} {r['contender']:<40} {r['us']:9.1f} us {r['GB/s']:7.0f} GB/s "
@@ -174,4 +178,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(meta_extra={"groups": GROUPS}))
