@@ -51,3 +51,15 @@ def fp8_groups_vllm(x: torch.Tensor) -> torch.Tensor:
     q = fp4_oracle.round_grid(y, 3, -6)
     out = fp4_oracle.round_to(f32(q * scale[:, None], torch.float32), x.dtype)
     return torch.from_numpy(out.reshape(x.shape)).to(x.dtype)
+
+
+def save_qwen2_moe(folder, seed: int, sizes: dict) -> None:
+    """A tiny per-expert Qwen2-MoE (transformers 5 fuses its experts in memory) saved in bf16:
+    one layer of `sizes` at hidden 128, four experts of 128, every Linear whole 128x128 blocks."""
+    import transformers
+
+    cfg = transformers.Qwen2MoeConfig(**{**sizes, "hidden_size": 128, "num_hidden_layers": 1},
+                                      moe_intermediate_size=128, shared_expert_intermediate_size=128, num_experts=4,
+                                      num_experts_per_tok=2)
+    torch.manual_seed(seed)
+    transformers.Qwen2MoeForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)

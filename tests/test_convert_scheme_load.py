@@ -175,11 +175,7 @@ def test_logits_are_within_the_schemes_error_of_the_bf16_model(converted, source
 def moe(tmp_path_factory):
     """A per-expert Qwen2-MoE (which transformers 5 fuses in memory) converted with each scheme."""
     root = tmp_path_factory.mktemp("scheme-load-moe")
-    cfg = transformers.Qwen2MoeConfig(**{**SIZES, "hidden_size": 128, "num_hidden_layers": 1},
-                                      moe_intermediate_size=128, shared_expert_intermediate_size=128, num_experts=4,
-                                      num_experts_per_tok=2)
-    torch.manual_seed(2)
-    transformers.Qwen2MoeForCausalLM(cfg).to(torch.bfloat16).save_pretrained(root / "src")
+    scheme_oracle.save_qwen2_moe(root / "src", 2, SIZES)
     for scheme in SCHEMES:
         convert(root / "src", root / scheme, scheme=scheme, device="cpu")
     return root

@@ -135,11 +135,7 @@ def test_a_dst_that_is_not_the_scheme_written_is_refused(pairs, tmp_path):
 @pytest.fixture(scope="module")
 def moe_src(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-schemes-moe")
-    cfg = transformers.Qwen2MoeConfig(**{**SIZES, "hidden_size": 128, "num_hidden_layers": 1},
-                                      moe_intermediate_size=128, shared_expert_intermediate_size=128, num_experts=4,
-                                      num_experts_per_tok=2)
-    torch.manual_seed(4)
-    transformers.Qwen2MoeForCausalLM(cfg).to(torch.bfloat16).save_pretrained(root / "src")
+    scheme_oracle.save_qwen2_moe(root / "src", 4, SIZES)
     return root
 
 
