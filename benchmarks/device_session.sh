@@ -20,12 +20,12 @@ step() {  # step NAME TIMEOUT_S CMD...
 }
 for s in "$@"; do
   case $s in
-    tests)    step tests 80 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
-    verify)   step verify 30 python3 -m mxquant verify --backend triton ;;
-    training) step training 80 python3 benchmarks/bench_training.py --out "$OUT" --rep-ms 50 ;;
-    small_m)  step small_m 50 python3 benchmarks/bench_small_m.py --out "$OUT" --k 4096 16384 ;;
+    tests)    step tests 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
+    verify)   step verify 60 python3 -m mxquant verify --backend triton ;;
+    training) step training 180 python3 benchmarks/bench_training.py --out "$OUT" --rep-ms 50 ;;
+    small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$OUT" ;;
     quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$OUT" --rep-ms 50 --no-dequantize ;;
-    fp4)      step fp4 60 python3 benchmarks/bench_fp4.py --out "$OUT" --rep-ms 50 ;;
+    fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$OUT" --rep-ms 50 ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
     *) echo "unknown step $s" | tee -a "$OUT/steps.txt"; failed=$((failed + 1)) ;;
   esac
