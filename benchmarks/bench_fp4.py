@@ -96,16 +96,7 @@ def peers(x, notes):
             cands["flashinfer fp4_quantize"] = (lambda: fp4_quantize(x, gsf, 16, False, True), nv)
         except Exception as exc:  # pragma: no cover
             notes.append(f"flashinfer: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-    out = {}
-    for name, (fn, nbytes) in cands.items():
-        try:
-            fn()
-            torch.cuda.synchronize()
-        except Exception as exc:  # e.g. a kernel built for SM100 only
-            notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-            continue
-        out[name] = (fn, nbytes, None)
-    return out
+    return bench_training.runnable(cands, notes)
 
 
 def main(argv=None):

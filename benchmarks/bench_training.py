@@ -106,11 +106,19 @@ def contenders(x, notes):
             lambda: ao_quant.triton_mx_block_rearrange_per_group_3d(
                 ao_kernels.triton_to_mxfp8_dim0(x, 32, "rceil")[1].view(torch.uint8).view(8, m // 8, k // 32)), one),
     }
+    out.update(runnable(peers, notes))
+    return out
+
+
+def runnable(peers: dict, notes: list) -> dict:
+    """{name: (callable, bytes, None)} of the peers ({name: (callable, bytes)}) that run once on this
+    card; each that raises (e.g. a kernel built for SM100 only) becomes a note instead."""
+    out = {}
     for name, (fn, nbytes) in peers.items():
         try:
             fn()
             torch.cuda.synchronize()
-        except Exception as exc:  # e.g. a kernel built for SM100 only
+        except Exception as exc:
             notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
             continue
         out[name] = (fn, nbytes, None)
