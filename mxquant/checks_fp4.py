@@ -32,10 +32,10 @@ def check_quantize(fmt: str, x, scale_mode, scale_layout, backend, global_scale=
     if x.shape[-1] % block:
         raise ValueError(f"{call}: x.shape[-1] = {x.shape[-1]} must be a multiple of {block} (x.shape = {tuple(x.shape)})")
     if global_scale is not None:
-        _check_global_scale(call, global_scale, x.device)
+        check_global_scale(call, global_scale, x.device)
 
 
-def _check_global_scale(call: str, g, device) -> None:
+def check_global_scale(call: str, g, device) -> None:
     """A float32 tensor of one element on `device`; its value (finite, > 0) is read only on the
     CPU, where that costs no synchronisation."""
     if not isinstance(g, torch.Tensor):
@@ -89,4 +89,4 @@ def check_dequantize(fmt: str, data, scale, scale_layout, out_dtype, backend, gl
     if fmt == "nvfp4":
         if global_scale is None:
             raise TypeError(f"{call}: global_scale is required (the one nvfp4_quantize returned)")
-        _check_global_scale(call, global_scale, data.device)
+        check_global_scale(call, global_scale, data.device)

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .call_path import _eager, _raised, checked_outputs, input_versions, output_problem
-from .checks_fp4 import check_dequantize, check_quantize
+from .checks_fp4 import check_dequantize, check_global_scale, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
 from .layouts import scale_shape, to_backend, to_public
@@ -104,12 +104,12 @@ def run_mxfp4_quantize(x, scale_mode, scale_layout, backend):
 
 
 def run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend):
-    if global_scale is not None:  # a tensor argument (its value read on the CPU): checked at every call
-        check_quantize("nvfp4", x, scale_mode, scale_layout, backend, global_scale)
     want = checked_outputs("nvfp4_quantize", x, _E2M1, scale_mode, scale_layout, backend,
                            lambda: check_quantize("nvfp4", x, scale_mode, scale_layout, backend),
                            lambda: _outputs(tuple(x.shape), scale_layout, NVFP4_BLOCK, _E4M3)
                            + [("global_scale", (1,), _F32)])
+    if global_scale is not None:  # a tensor argument (its value read on the CPU): checked at every call
+        check_global_scale("nvfp4_quantize", global_scale, x.device)
     data, scale, g = _call("nvfp4_quantize", x, x.dtype, scale_mode, scale_layout, backend, want,
                            (x, global_scale, scale_mode, scale_layout))
     return data, to_public(scale, scale_layout), g

@@ -32,6 +32,7 @@ from mxquant.formats import MXFP4_BLOCK, NVFP4_BLOCK
 import fp4_oracle as oracle
 from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile
 from test_triton_training import DEVS, _random, cuda_only, poisoned_outputs  # noqa: F401  (autouse fixture)
+from test_fp4 import assert_same_values
 from training_helpers import INPUTS, LAYOUTS, MODES, assert_bytes, ids
 
 MX_GRID = list(itertools.product(INPUTS, MODES, LAYOUTS))
@@ -69,16 +70,6 @@ def check_nvfp4(x, given, layout, config=None, name=""):
     assert g is None or g_out.data_ptr() != g.data_ptr(), "the global scale returned is the caller's tensor"
     assert_bytes(data.cpu(), want_data, f"{name} data")
     assert_bytes(_flat(scale.cpu(), layout), want_scale, f"{name} scale")
-
-
-def assert_values(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    """Same shape, dtype and bits, NaN payloads aside (a NaN where the oracle has one)."""
-    assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape) and got.is_contiguous(), what
-    nan = want.isnan()
-    assert torch.equal(got.isnan(), nan), f"{what}: NaN positions differ"
-    bits = {2: torch.int16, 4: torch.int32}[got.element_size()]
-    diff = ((got.view(bits) != want.view(bits)) & ~nan).nonzero()
-    assert diff.numel() == 0, f"{what}: {diff.shape[0]} values differ, first at {diff[0].tolist()}"
 
 
 # ---- quantize: every input dtype x mode x layout on the conformance inputs --------------------
@@ -180,7 +171,7 @@ def test_dequantize_every_byte(dev, fmt, out_dtype, layout):
             got = ops.nvfp4_dequantize(d, s, g.to(dev), layout, out_dtype, config)
         else:
             got = ops.mxfp4_dequantize(d, s, layout, out_dtype, config)
-        assert_values(got.cpu(), want, f"{fmt} {config} stride {d.stride()}")
+        assert_same_values(got.cpu(), want, f"{fmt} {config} stride {d.stride()}")
 
 
 # ---- the conformance kit: `mxquant verify`'s rows for this backend ------------------------------
@@ -220,7 +211,7 @@ def test_cuda_big_shapes_and_public_calls(hp):
     assert_bytes(q.scale.cpu(), want[1], "public scale")
     n = mxquant.nvfp4_quantize(x, backend="triton")
     y = mxquant.nvfp4_dequantize(n.data, n.scale, n.global_scale, out_dtype=hp, backend="triton")
-    assert_values(y.cpu(), mxquant.nvfp4_dequantize(n.data.cpu(), n.scale.cpu(), n.global_scale.cpu(), out_dtype=hp),
+    assert_same_values(y.cpu(), mxquant.nvfp4_dequantize(n.data.cpu(), n.scale.cpu(), n.global_scale.cpu(), out_dtype=hp),
                   "public nvfp4 dequantize")
 
 
