@@ -76,9 +76,9 @@ class OptionalBuildExt(build_ext):
 FLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-fno-trapping-math", "-pthread"]
 
 setup(
-    ext_modules=[Extension(NATIVE, ["backends/csrc/mxq_cpu.c", "backends/csrc/mxq_cpu_training.c", "backends/csrc/mxq_cpu_training_avx512.c",
-                                   "backends/csrc/mxq_cpu_fp4.c", "backends/csrc/mxq_cpu_fp4_avx512.c"],
-                           depends=["backends/csrc/mxq_cpu.h", "backends/csrc/mxq_cpu_fp4.h", "backends/csrc/mxq_cpu_training.h"], extra_compile_args=FLAGS,
+    # every C file in backends/csrc is one library (sorted: the build is reproducible)
+    ext_modules=[Extension(NATIVE, sorted(glob.glob("backends/csrc/*.c")),
+                           depends=sorted(glob.glob("backends/csrc/*.h")), extra_compile_args=FLAGS,
                            extra_link_args=[] if sys.platform == "win32" else ["-pthread"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )
