@@ -20,7 +20,7 @@ step() {  # step NAME TIMEOUT_S CMD...
 }
 for s in "$@"; do
   case $s in
-    tests)    step tests 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
+    tests)    step tests 280 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
     verify)   step verify 60 python3 -m mxquant verify --backend triton ;;
     training) step training 180 python3 benchmarks/bench_training.py --out "$OUT" --rep-ms 50 ;;
     small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$OUT" ;;
