@@ -1,13 +1,13 @@
-"""cpu-native's MXFP4 / NVFP4 calls (backends/csrc/mxq_cpu_fp4.c, mxq_cpu_fp4_avx512.c) on every
+"""cpu-native's MXFP4 / NVFP4 calls (backends/csrc/mxq_cpu_fp4.c, _avx512.c, _avx2.c) on every
 instruction-set variant of its kernel (the AVX-512 one skips on a CPU without it), byte for byte
 against the NumPy oracle (tests/fp4_oracle.py) and through the conformance kit (`mxquant verify`'s
 FP4 rows). Inputs: the step-1 FP4 inputs (named blocks, the adversarial batch, random and odd
 shapes), plus the C kernel's own edges: blocks of every magnitude (2^-140 .. 2^120) with NaN /
 +-Inf / subnormal / dtype-max / zero values, the compressed-tensors sign at half the dtype's
 smallest subnormal, the fp16 / bf16 / fp32 amax edges semantics.md names (subnormal amax, amax
->= 1.75 * 2^emax), NVFP4 global scales at their overflow edges, K not a multiple of 16 groups
-(the AVX-512 code's chunks), rows read in place with a row stride, expanded and unmergeable rows,
-1 and 2 threads. Dequantize: every data byte with every scale byte."""
+>= 1.75 * 2^emax), NVFP4 global scales at their overflow edges, K not a multiple of 16 or 8
+groups (the AVX-512 and AVX2 code's chunks; specials at their edges), rows read in place with a
+row stride, expanded and unmergeable rows, 1 and 2 threads. Dequantize: every data byte with every scale byte."""
 
 from __future__ import annotations
 
@@ -96,8 +96,21 @@ def native_inputs(hp) -> list[tuple[str, torch.Tensor]]:
             ("K = 17 groups of 32 (9, 544)", _mixed(9, 544, hp, 14)),
             ("K = 17 groups of 16 (7, 272)", _mixed(7, 288, hp, 15)[:, :272]),
             ("K = 33 groups of 16 (3, 528)", _mixed(3, 544, hp, 16)[:, 16:]),
-            ("K = 48 (5, 48)", _mixed(5, 64, hp, 17)[:, :48])]
+            ("K = 48 (5, 48)", _mixed(5, 64, hp, 17)[:, :48]),
+            ("K = 13 groups of 16 (6, 208)", _mixed(6, 224, hp, 18)[:, :208]),
+            ("K = 15 groups of 16 (11, 240)", _mixed(11, 256, hp, 19)[:, :240]),
+            ("specials at the AVX2 chunks' edges (3, 272)", _chunk_edge_specials(hp))]
     return out
+
+
+def _chunk_edge_specials(hp) -> torch.Tensor:
+    """(3, 272): 17 groups of 16, the AVX2 code's chunks of 8 groups (8, 8, 1), with NaN / +-Inf in
+    a chunk's first, last and lone tail group, the largest finite |x| in the row's last element."""
+    x = _mixed(3, 288, hp, 20)[:, :272].clone()
+    x[0, 7 * 16 + 3], x[0, 0] = float("nan"), float("-inf")
+    x[1, 16 * 16 + 5], x[2, 15 * 16] = float("inf"), float("nan")
+    x[2, -1] = -torch.finfo(hp).max
+    return x
 
 
 def _oracle(name, hp, call, fn):
@@ -142,6 +155,10 @@ def _global_scale_cases(hp) -> list[tuple[str, torch.Tensor]]:
     cases = [("zeros", torch.zeros(3, 32)), ("NaN and Inf only", torch.tensor([[float("nan"), float("inf")] * 16])),
              ("Inf and finite", torch.tensor([[float("-inf")] + [0.25] * 31])),
              ("dtype max", torch.full((2, 32), fin.max)), ("subnormal amax", torch.full((2, 32), fin.smallest_normal / 4))]
+    last, inf_last = torch.linspace(-1, 1, 144).repeat(2).reshape(2, 3, 48)  # rows of 96 / 192 bytes: loop tails
+    last[2, 47] = inf_last[2, 47] = 3.0
+    inf_last[1, 47] = float("inf")
+    cases += [("largest |x| last in the row", last), ("Inf last in the row", inf_last)]
     for f in (0.5, 0.99, 1.0, 1.01, 2.0, 16.0):
         cases.append((f"amax {f} x 2688 / dtype max", torch.linspace(-1, 1, 64).reshape(2, 32) * edge * f))
     return [(name, x.to(hp)) for name, x in cases]

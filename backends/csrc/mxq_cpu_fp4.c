@@ -1,6 +1,6 @@
 /* MXFP4 and NVFP4 quantize / dequantize on the CPU (docs/semantics.md, "MXFP4 and NVFP4"),
  * byte-exact with mxquant/reference_fp4.py. Rows go to the threads of mxq_cpu.c; the variant
- * (AVX-512 BW/VL by hand, AVX2 and baseline from the scalar code) is mxq_cpu.c's choice.
+ * (AVX-512 BW/VL and AVX2 by hand, baseline from the scalar code) is mxq_cpu.c's choice.
  *
  * e2m1 from an fp32 value y as the fp8 encoders of mxq_cpu.h do it, with 1 mantissa bit and
  * bias 1: |y| clamped to 6 (bits 0x40c00000), then for |y| >= 1 the exponent rebiased and the
@@ -9,11 +9,11 @@
  * exponent from amax's bits. NVFP4, each rounding as compressed-tensors does it: the group
  * scale g * RN_x(amax / 6) in fp32, clamped to 448 and rounded to e4m3 (zero -> 0x20), then
  * y = x / (scale / g), two fp32 divisions. The AVX-512 variant computes 16 groups' scales in
- * one vector; the global scale is a first pass (the largest finite |x|, an integer max).
+ * one vector (AVX2: 8); the global scale is a first pass (the largest finite |x|, an integer max).
  * Built without -ffast-math: IEEE division, rounding and subnormals are relied on. */
 #include "mxq_cpu_fp4.h"
 
-/* ---- the scalar code (AVX2 and baseline variants) ----------------------------------------- */
+/* ---- the scalar code (baseline variant; the AVX2 one for fp16 without F16C) --------------- */
 /* GCC unrolls NVFP4's 16-element loops completely, and then does not vectorise them; kept as
  * loops, it does (AVX2: 8 lanes). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -123,7 +123,25 @@ INLINE void amax_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
 static void rows_base(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
 
 #if MXQ_X86
-TARGET_AVX2 static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
+/* The AVX2 variant is mxq_cpu_fp4_avx2.c's code; it needs F16C for fp16 (every AVX2 CPU known has it,
+ * but mxq_cpu.c asks cpuid for AVX2 only), so without F16C fp16 runs this file's code compiled for AVX2. */
+TARGET_AVX2 static void rows_avx2_scalar(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
+
+static int have_f16c(void) {
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("f16c") ? 1 : 0;
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) {
+    if (j->dtype == IN_F16 && !have_f16c()) rows_avx2_scalar(j, r0, r1);
+    else mxq_fp4_rows_avx2_(j, r0, r1);
+}
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {mxq_fp4_rows_avx512_, rows_avx2, rows_base};
 #else
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {rows_base};

@@ -1,4 +1,4 @@
-/* What mxq_cpu_fp4.c (the scalar code, the entry points) and mxq_cpu_fp4_avx512.c share: the
+/* What mxq_cpu_fp4.c (the scalar code, the entry points), mxq_cpu_fp4_avx512.c and _avx2.c share: the
  * job, the e2m1 / e4m3 / scale arithmetic as inline functions, and the dispatch over (op, dtype). */
 #ifndef MXQ_CPU_FP4_H
 #define MXQ_CPU_FP4_H
@@ -121,5 +121,6 @@ INLINE float dq_factor(const fjob_t *j, uint32_t sb, int block) {
 
 #if MXQ_X86
 void mxq_fp4_rows_avx512_(const fjob_t *j, int64_t r0, int64_t r1); /* mxq_cpu_fp4_avx512.c */
+void mxq_fp4_rows_avx2_(const fjob_t *j, int64_t r0, int64_t r1);   /* mxq_cpu_fp4_avx2.c */
 #endif
 #endif
