@@ -19,9 +19,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 5  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+ABI_VERSION = 6  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
 # 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c);
-# 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c)
+# 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c);
+# 6: mxq_kgroups_rearrange (backends/csrc/mxq_cpu_kgroup.c: K-groups, mxfp8_quantize_grouped(axis=-2))
 HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the C code's in_dtype / out_dtype
 MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
 
@@ -71,6 +72,8 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_quantize_2d.argtypes = [*x_args, _ptr, _ptr, _int, _int, _int]
         lib.mxq_quantize_grouped.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64, _ptr, _int,
                                              _int, _int]
+        # linear scales, N, T / 32, ends, groups, scale, scale bytes, threads
+        lib.mxq_kgroups_rearrange.argtypes = [_ptr, _i64, _i64, _ptr, _i64, _ptr, _i64, _int]
         # x, in_dtype, rows, K, row stride (elements), data, scale | data, rows, K, row stride (bytes), scale
         q_args, dq_args = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr], [_ptr, _i64, _i64, _i64, _ptr]
         lib.mxq_mxfp4_quantize.argtypes = [*q_args, _int, _int, _int]  # mode, swizzled, threads
@@ -78,6 +81,7 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_mxfp4_dequantize.argtypes = [*dq_args, _int, _ptr, _int, _int]  # swizzled, out, out dtype, threads
         lib.mxq_nvfp4_dequantize.argtypes = [*dq_args, _ptr, _int, _ptr, _int, _int]  # g, swizzled, out, ...
         for fn in (lib.mxq_quantize_colwise, lib.mxq_quantize_rowcol, lib.mxq_quantize_2d, lib.mxq_quantize_grouped,
+                   lib.mxq_kgroups_rearrange,
                    lib.mxq_mxfp4_quantize, lib.mxq_nvfp4_quantize, lib.mxq_mxfp4_dequantize, lib.mxq_nvfp4_dequantize):
             fn.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p

@@ -20,6 +20,7 @@ backend = Backend(
     quantize_rowcol=reference_training.quantize_rowcol,
     quantize_2d=reference_training.quantize_2d,
     quantize_grouped=reference_training.quantize_grouped,
+    quantize_grouped_colwise=reference_training.quantize_grouped_colwise,
     mxfp4_quantize=reference_fp4.mxfp4_quantize,
     mxfp4_dequantize=reference_fp4.mxfp4_dequantize,
     nvfp4_quantize=reference_fp4.nvfp4_quantize,

@@ -1,5 +1,5 @@
 """The `cpu-native` backend: the C kernel of backends/csrc/mxq_cpu.c (and mxq_cpu_training.c for
-the training and MoE calls, all four of backend.TRAINING_OPS; mxq_cpu_fp4.c for the four
+the training and MoE calls, all five of backend.TRAINING_OPS, K-groups with mxq_cpu_kgroup.c; mxq_cpu_fp4.c for the four
 MXFP4 / NVFP4 calls of backend.FP4_OPS, _cpu_native_fp4.py), called through ctypes.
 
 Byte-exact with the reference, multi-threaded over row blocks (torch.get_num_threads()
@@ -20,7 +20,7 @@ import torch
 
 from mxquant.backend import FP4_OPS, TRAINING_OPS, Backend
 from mxquant.formats import BLOCK
-from mxquant.layouts import expert_scale_shape, grouped_scale_shape, scale_shape
+from mxquant.layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape
 from mxquant.outputs import own_outputs
 
 from . import _cpu_native_fp4 as _fp4
@@ -182,6 +182,20 @@ def quantize_grouped(x, group_ends, dtype, scale_mode):
     return data, scale
 
 
+def quantize_grouped_colwise(x, group_ends, dtype, scale_mode):
+    """K-groups (x (T, N), axis=-2): the column-wise call above with linear scales, then each token
+    group's scale columns placed in their own 128x4 layout (mxq_kgroups_rearrange,
+    backends/csrc/mxq_cpu_kgroup.c)."""
+    t, n = x.shape
+    data, linear = quantize_colwise(x, dtype, scale_mode, "linear")
+    (size,) = kgroup_scale_shape(t, n, group_ends.shape[0])
+    scale = torch.empty(size, dtype=torch.float8_e8m0fnu)
+    ends = group_ends.contiguous()
+    _check(_lib().mxq_kgroups_rearrange(linear.data_ptr(), n, t // BLOCK, ends.data_ptr(), ends.numel(), scale.data_ptr(),
+                                        size, torch.get_num_threads()), "mxq_kgroups_rearrange")
+    return data, scale
+
+
 def _probe(device: torch.device):
     if device.type != "cpu":
         return f"serves cpu only, not {device.type}"
@@ -204,6 +218,7 @@ backend = Backend(
     quantize_rowcol=quantize_rowcol,
     quantize_2d=quantize_2d,
     quantize_grouped=quantize_grouped,
+    quantize_grouped_colwise=quantize_grouped_colwise,
     mxfp4_quantize=_fp4.mxfp4_quantize,
     mxfp4_dequantize=_fp4.mxfp4_dequantize,
     nvfp4_quantize=_fp4.nvfp4_quantize,

@@ -270,7 +270,7 @@ backend = Backend(
     name="triton",
     capabilities=Capabilities(devices=frozenset({"cuda", "xpu"}),
                               scale_modes=frozenset({"rceil", "floor", "compressed-tensors"}),
-                              ops=frozenset(TRAINING_OPS + FP4_OPS)),
+                              ops=frozenset(TRAINING_OPS + FP4_OPS) - {"quantize_grouped_colwise"}),
     probe=probe,
     quantize=quantize,
     dequantize=dequantize,

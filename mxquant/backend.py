@@ -22,7 +22,7 @@ validated; outputs must be contiguous and shaped as docs/semantics.md says."""
 DequantizeFn = Callable[[torch.Tensor, torch.Tensor, str, torch.dtype], torch.Tensor]
 """dequantize(data, scale, scale_layout, out_dtype) -> tensor. Arguments are already validated."""
 
-TRAINING_OPS = ("quantize_colwise", "quantize_rowcol", "quantize_2d", "quantize_grouped")
+TRAINING_OPS = ("quantize_colwise", "quantize_rowcol", "quantize_2d", "quantize_grouped", "quantize_grouped_colwise")
 """Calls beyond quantize / dequantize (docs/semantics.md, "Training and MoE calls"). A backend
 serves one only if it lists it in `Capabilities.ops` and gives the callable of that name:
   quantize_colwise(x, dtype, scale_mode, scale_layout) -> (data, scale), as quantize returns
@@ -30,7 +30,10 @@ serves one only if it lists it in `Capabilities.ops` and gives the callable of t
   quantize_rowcol(x, dtype, scale_mode, scale_layout) -> (row_data, row_scale, col_data, col_scale)
   quantize_2d(x, dtype, scale_mode) -> (data, scale (..., M/32, K/32))
   quantize_grouped(x, group_ends, dtype, scale_mode) -> (data, scale) in the public shapes
-      (group_ends None for 3-D expert weights; validated already where that needs no sync)."""
+      (group_ends None for 3-D expert weights; validated already where that needs no sync)
+  quantize_grouped_colwise(x, group_ends, dtype, scale_mode) -> (data (N, T), scale 1-D): K-groups,
+      mxfp8_quantize_grouped(..., axis=-2) for x (T, N) (a separate claim: a backend serving
+      quantize_grouped does not serve this unless it lists it too)."""
 
 FP4_OPS = ("mxfp4_quantize", "mxfp4_dequantize", "nvfp4_quantize", "nvfp4_dequantize")
 """The MXFP4 / NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"), claimed like TRAINING_OPS:
@@ -132,6 +135,7 @@ class Backend:
     quantize_rowcol: Optional[Callable] = None
     quantize_2d: Optional[Callable] = None
     quantize_grouped: Optional[Callable] = None
+    quantize_grouped_colwise: Optional[Callable] = None
     """The calls of TRAINING_OPS, served only when also listed in capabilities.ops."""
     mxfp4_quantize: Optional[Callable] = None
     mxfp4_dequantize: Optional[Callable] = None

@@ -48,30 +48,54 @@ def check_grouped(x, group_ends, dtype, scale_mode, backend) -> None:
         if group_ends is None:
             raise ValueError(f"{call}: 2-D x {shape} is token-sorted activations (T, K): group_ends "
                              "(int32 cumulative ends, one per group) is required")
-        if not isinstance(group_ends, torch.Tensor):
-            raise TypeError(f"{call}: group_ends must be a torch.Tensor (int32), got {type(group_ends).__name__}")
-        if group_ends.dtype != torch.int32:
-            raise TypeError(f"{call}: group_ends has dtype {str(group_ends.dtype).replace('torch.', '')}; it must be int32")
-        if group_ends.dim() != 1 or group_ends.shape[0] == 0:
-            raise ValueError(f"{call}: group_ends must be 1-D with one end per group (at least one), "
-                             f"got shape {tuple(group_ends.shape)}")
-        if group_ends.device != x.device:
-            raise ValueError(f"{call}: group_ends is on {group_ends.device} but x is on {x.device}; "
-                             "they must be on one device")
+        _check_ends_tensor(call, x, group_ends)
     else:
         raise ValueError(f"{call}: x must be 3-D expert weights (E, N, K) or 2-D activations (T, K), got shape {shape}")
     if shape[-1] % BLOCK:
         raise ValueError(f"{call}: x.shape[-1] = {shape[-1]} (K) must be a multiple of {BLOCK} (x.shape = {shape})")
 
 
-def check_group_end_values(group_ends: torch.Tensor, rows: int) -> None:
-    """Non-negative, non-decreasing, last == T: checked on the CPU only, where reading the
-    values costs no device synchronisation (docs/semantics.md)."""
+def check_grouped_colwise(x, group_ends, dtype, scale_mode, backend) -> None:
+    """mxfp8_quantize_grouped(axis=-2), K-groups: x (T, N) token-sorted, T a multiple of 32,
+    group_ends required (shapes, dtypes and devices; never the values)."""
+    call = "mxfp8_quantize_grouped(axis=-2)"
+    _check_arguments(x, dtype, scale_mode, "swizzled", backend)
+    shape = tuple(x.shape)
+    if x.dim() != 2:
+        raise ValueError(f"{call}: x must be 2-D token-sorted (T, N), blocks of 32 along T per group; got shape {shape}")
+    if group_ends is None:
+        raise ValueError(f"{call}: group_ends (int32 cumulative ends over T = x.shape[0], one per group) is required")
+    _check_ends_tensor(call, x, group_ends)
+    if shape[0] % BLOCK:
+        raise ValueError(f"{call}: x.shape[0] = {shape[0]} (T) must be a multiple of {BLOCK} (x.shape = {shape})")
+
+
+def _check_ends_tensor(call: str, x, group_ends) -> None:
+    if not isinstance(group_ends, torch.Tensor):
+        raise TypeError(f"{call}: group_ends must be a torch.Tensor (int32), got {type(group_ends).__name__}")
+    if group_ends.dtype != torch.int32:
+        raise TypeError(f"{call}: group_ends has dtype {str(group_ends.dtype).replace('torch.', '')}; it must be int32")
+    if group_ends.dim() != 1 or group_ends.shape[0] == 0:
+        raise ValueError(f"{call}: group_ends must be 1-D with one end per group (at least one), "
+                         f"got shape {tuple(group_ends.shape)}")
+    if group_ends.device != x.device:
+        raise ValueError(f"{call}: group_ends is on {group_ends.device} but x is on {x.device}; "
+                         "they must be on one device")
+
+
+def check_group_end_values(group_ends: torch.Tensor, rows: int, colwise: bool = False) -> None:
+    """Non-negative, non-decreasing, last == T (and, column-wise, each a multiple of 32): checked
+    on the CPU only, where reading the values costs no device synchronisation (docs/semantics.md)."""
     if group_ends.device.type != "cpu":
         return
     ends = group_ends.tolist()
     if ends[0] < 0:
         raise ValueError(f"mxfp8_quantize_grouped: group_ends[0] = {ends[0]} is negative")
+    bad = next((g for g, e in enumerate(ends) if e % BLOCK), None) if colwise else None
+    if bad is not None:
+        raise ValueError(f"mxfp8_quantize_grouped(axis=-2): group_ends[{bad}] = {ends[bad]} is not a multiple of "
+                         f"{BLOCK}: column-wise blocks of 32 tokens must not straddle groups (pad each group to a "
+                         "multiple of 32 tokens first, as torchao's pad_token_groups does)")
     for g in range(1, len(ends)):
         if ends[g] < ends[g - 1]:
             raise ValueError(f"mxfp8_quantize_grouped: group_ends must be non-decreasing, but group_ends[{g}] = "

@@ -160,3 +160,29 @@ def swizzle_groups(scale_2d: torch.Tensor, ends: list[int]) -> torch.Tensor:
             padded_start += round_up(end - start, SWIZZLE_ROWS)
         start = end
     return out
+
+
+def kgroup_scale_shape(rows: int, n: int, groups: int) -> tuple[int]:
+    """Scale shape of mxfp8_quantize_grouped(axis=-2) for (T, N) in `groups` groups of tokens
+    (K-groups: blocks of 32 along T): round_up(N, 128) * (T // 32 + 4 * G) bytes, the upper bound
+    torchao's K-groups rearrange allocates, fixed by the shapes alone (no host sync)."""
+    return (round_up(n, SWIZZLE_ROWS) * (rows // BLOCK + SWIZZLE_COLS * groups),)
+
+
+def swizzle_kgroups(scale_2d: torch.Tensor, ends: list[int]) -> torch.Tensor:
+    """(N, T // 32) uint8 column-wise scales and the token groups' cumulative ends (host ints,
+    validated: multiples of 32) -> the flat K-groups layout: group g's scale columns
+    (c_g = its tokens / 32) swizzled on their own, padded to round_up(N, 128) rows and
+    round_up(c_g, 4) columns, starting at byte Q_g * round_up(N, 128) with Q_g the sum of the
+    earlier groups' padded columns; every other byte zero."""
+    n, c = scale_2d.shape
+    prow = round_up(n, SWIZZLE_ROWS)
+    out = scale_2d.new_zeros(kgroup_scale_shape(c * BLOCK, n, len(ends)))
+    start = padded_start = 0
+    for end in (e // BLOCK for e in ends):
+        if end > start:
+            block = swizzle(scale_2d[:, start:end]).reshape(-1)
+            out[padded_start * prow:padded_start * prow + block.numel()] = block
+            padded_start += round_up(end - start, SWIZZLE_COLS)
+        start = end
+    return out

@@ -27,6 +27,7 @@ OP_MODULES = {
     "quantize_rowcol": "mxquant.custom_ops_training",
     "quantize_2d": "mxquant.custom_ops_training",
     "quantize_grouped": "mxquant.custom_ops_training",
+    "quantize_grouped_colwise": "mxquant.custom_ops_training",
     "mxfp4_quantize": "mxquant.custom_ops_fp4",
     "mxfp4_dequantize": "mxquant.custom_ops_fp4",
     "nvfp4_quantize": "mxquant.custom_ops_fp4",

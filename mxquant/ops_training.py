@@ -2,7 +2,7 @@
 (mxfp8_quantize(..., axis=-2), which lands here), row+column, 32x32 tiles and grouped scales.
 
 The same path as ops.py: public function -> custom op (`mxquant::quantize_colwise`,
-`quantize_rowcol`, `quantize_2d`, `quantize_grouped`, defined in custom_ops_training.py and
+`quantize_rowcol`, `quantize_2d`, `quantize_grouped`, `quantize_grouped_colwise`, defined in custom_ops_training.py and
 registered on first lookup, lazy_ops.py) and its fake -> argument checks (a repeated signature
 skips those it pins, call_path.checked_outputs) -> the backend the registry resolves for the op (only one that claims it, backend.TRAINING_OPS) -> its
 outputs checked against the contract's shapes (every backend: these calls are new, no in-tree
@@ -14,10 +14,10 @@ from typing import Optional
 
 import torch
 
-from .checks_training import check_group_end_values, check_grouped, check_matrix
+from .checks_training import check_group_end_values, check_grouped, check_grouped_colwise, check_matrix, normalize_axis
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
-from .layouts import expert_scale_shape, grouped_scale_shape, scale_shape, to_public
+from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
 from .call_path import MXFP8Quantized, _eager, _raised, checked_outputs, input_versions, output_problem
 from .outputs import owner
 from .registry import get_registry
@@ -48,11 +48,19 @@ def mxfp8_quantize_2d(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn,
 
 
 def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn,
-                           *, scale_mode: str = "rceil", backend: Optional[str] = None) -> MXFP8Quantized:
-    """Row-wise data, scales in the per-group 128x4 layout grouped GEMMs read:
-    3-D expert weights (E, N, K) with group_ends=None: scale (E, round_up(N,128)*round_up(K/32,4));
-    token-sorted (T, K) with group_ends (int32 cumulative ends, one per group, on x's device):
-    scale 1-D of (T + 128*G) * round_up(K/32, 4) bytes, each group padded to 128 rows, in order."""
+                           *, scale_mode: str = "rceil", backend: Optional[str] = None, axis: int = -1) -> MXFP8Quantized:
+    """Scales in the per-group 128x4 layout grouped GEMMs read.
+    axis=-1 (default), row-wise data:
+      3-D expert weights (E, N, K) with group_ends=None: scale (E, round_up(N,128)*round_up(K/32,4));
+      token-sorted (T, K) with group_ends (int32 cumulative ends, one per group, on x's device):
+      scale 1-D of (T + 128*G) * round_up(K/32, 4) bytes, each group padded to 128 rows, in order.
+    axis=-2, K-groups (MoE weight gradient): token-sorted (T, N), every end a multiple of 32:
+      data (N, T) as mxfp8_quantize(x, axis=-2); scale 1-D of round_up(N,128) * (T/32 + 4*G)
+      bytes, each group's (N, tokens/32) scales swizzled on their own, columns padded to 4."""
+    if axis != -1 and normalize_axis(x, axis) == -2:
+        if _eager(x) and _eager(group_ends):
+            return MXFP8Quantized(*run_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
+        return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
     if _eager(x) and (group_ends is None or _eager(group_ends)):
         return MXFP8Quantized(*run_grouped(x, group_ends, dtype, scale_mode, backend))
     return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped(x, group_ends, dtype, scale_mode, backend))
@@ -107,6 +115,14 @@ def run_grouped(x, group_ends, dtype, scale_mode, backend):
     shape = tuple(x.shape)
     want = [("data", torch.Size(shape), dtype), ("scale", torch.Size(grouped_shape(shape, group_ends)), _E8M0)]
     return _call("quantize_grouped", x, dtype, scale_mode, "swizzled", backend, want, extra=(group_ends,))
+
+
+def run_grouped_colwise(x, group_ends, dtype, scale_mode, backend):
+    check_grouped_colwise(x, group_ends, dtype, scale_mode, backend)  # at every call: group_ends is a tensor
+    check_group_end_values(group_ends, x.shape[0], colwise=True)
+    want = [("data", torch.Size(transposed_shape(tuple(x.shape))), dtype),
+            ("scale", torch.Size(kgroup_scale_shape(x.shape[0], x.shape[1], group_ends.shape[0])), _E8M0)]
+    return _call("quantize_grouped_colwise", x, dtype, scale_mode, "swizzled", backend, want, extra=(group_ends,))
 
 
 def _outputs(names: tuple, shape: tuple, dtype, scale_layout) -> list:

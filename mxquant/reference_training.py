@@ -1,5 +1,5 @@
 """The training and MoE calls in plain PyTorch (docs/semantics.md, "Training and MoE calls"):
-column-wise, row+column, 32x32 tiles and grouped scales. The oracle the backends are compared
+column-wise, row+column, 32x32 tiles and grouped scales (row-wise and K-groups). The oracle the backends are compared
 with; each call applies reference.encode_blocks to blocks along its own dimensions (column-wise
 reduces over dim -2 of x directly, it does not quantize a transposed copy), so the tests'
 transpose identities compare two different computations."""
@@ -11,7 +11,7 @@ import math
 import torch
 
 from .formats import BLOCK
-from .layouts import swizzle, swizzle_experts, swizzle_groups
+from .layouts import swizzle, swizzle_experts, swizzle_groups, swizzle_kgroups
 from .reference import encode_blocks, quantize
 
 _E8M0 = torch.float8_e8m0fnu
@@ -56,4 +56,13 @@ def quantize_grouped(x: torch.Tensor, group_ends, dtype: torch.dtype, scale_mode
         scale = swizzle_experts(scale_bytes)
     else:
         scale = swizzle_groups(scale_bytes, group_ends.tolist())  # the CPU reference may read them
+    return data, scale.view(_E8M0)
+
+
+def quantize_grouped_colwise(x: torch.Tensor, group_ends, dtype: torch.dtype, scale_mode: str):
+    """K-groups (MoE weight gradient): x (T, N) column-wise, data (N, T) as quantize_colwise
+    gives it; each token group's scales (N, tokens / 32) in the 128x4 layout on its own
+    (layouts.swizzle_kgroups)."""
+    data, linear = quantize_colwise(x, dtype, scale_mode, "linear")
+    scale = swizzle_kgroups(linear.view(torch.uint8), group_ends.tolist())  # the CPU reference may read them
     return data, scale.view(_E8M0)

@@ -19,11 +19,13 @@ from inline_plugin import Plugin
 
 X = torch.randn(64, 96)
 ENDS = torch.tensor([10, 64], dtype=torch.int32)
+ENDS_32 = torch.tensor([32, 64], dtype=torch.int32)  # K-groups: ends multiples of 32
 CALLS = {
     "quantize_colwise": lambda **kw: mxquant.mxfp8_quantize(X, axis=-2, **kw),
     "quantize_rowcol": lambda **kw: mxquant.mxfp8_quantize_rowcol(X, **kw),
     "quantize_2d": lambda **kw: mxquant.mxfp8_quantize_2d(X, **kw),
     "quantize_grouped": lambda **kw: mxquant.mxfp8_quantize_grouped(X, ENDS, **kw),
+    "quantize_grouped_colwise": lambda **kw: mxquant.mxfp8_quantize_grouped(X, ENDS_32, axis=-2, **kw),
 }
 
 

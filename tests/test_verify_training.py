@@ -37,7 +37,7 @@ def _statuses(registry, backend):
 def test_exact_plugin_passes_and_todays_gets_no_rows(registry):
     got, report = _statuses(registry, _plugin_backend("exact"))
     assert all(got[op] == {"pass"} for op in TRAINING_OPS), got
-    assert sum(r["op"] in TRAINING_OPS for r in report["results"]) == 18 * 2 + 18 * 2 + 18 + 18  # colwise/rowcol: 2 layouts
+    assert sum(r["op"] in TRAINING_OPS for r in report["results"]) == 18 * 2 + 18 * 2 + 18 + 18 + 18  # colwise/rowcol: 2 layouts
     got, _ = _statuses(registry, _plugin_backend("today", ops=()))
     assert not set(got) & set(TRAINING_OPS), got
 

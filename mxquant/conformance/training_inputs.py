@@ -86,3 +86,31 @@ def grouped_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch
     for shape in [(3, 130, 96), (2, 128, 128), (1, 1, 32), (0, 5, 32)]:
         out.append((f"experts{shape}", _random(shape, gen, input_dtype), None))
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def kgroup_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, x (T, N), group_ends) for K-groups (mxfp8_quantize_grouped(axis=-2)): the
+    adversarial batch transposed (its special blocks run down the token dimension), contiguous
+    and as a strided view, in empty first / middle / last, ragged and single groups; random
+    (T, N) with groups of 1..8 blocks (widths not multiples of 4), N not a multiple of 128, one
+    column, no columns, no tokens. Every end a multiple of 32."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = cases.adversarial_batch(input_dtype, seed)  # (R, 128): T = 128 down the columns
+
+    def ends(*values):
+        return torch.tensor(values, dtype=torch.int32)
+
+    def tokens(t, n):  # random blocks along T: the row-wise random data of (n, t), transposed
+        return _random((n, t), gen, input_dtype).mT.contiguous()
+
+    out = [("adversarial^T, empty first / middle / last groups", batch.mT.contiguous(), ends(0, 32, 32, 128, 128)),
+           ("adversarial^T (strided view), ragged groups", batch.mT, ends(32, 64, 128)),
+           ("adversarial^T, one group", batch.mT.contiguous(), ends(128))]
+    x = tokens(544, 130)
+    out += [("random(544, 130), groups of 5, 0, 4, 8 blocks", x, ends(160, 160, 288, 544, 544)),
+            ("random(544, 130), groups of 1 block, then 16", x, ends(32, 544)),
+            ("random(96, 1), one column", tokens(96, 1), ends(32, 32, 96)),
+            ("random(64, 0), no columns", torch.zeros(64, 0, dtype=input_dtype), ends(64)),
+            ("random(0, 48), no tokens", torch.zeros(0, 48, dtype=input_dtype), ends(0, 0))]
+    return out

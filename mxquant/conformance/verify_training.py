@@ -13,14 +13,16 @@ import torch
 from .. import reference_training
 from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
-from ..layouts import swizzle, swizzle_experts, swizzle_groups
-from .training_inputs import colwise_inputs, grouped_inputs, matrix_inputs
+from ..layouts import swizzle, swizzle_experts, swizzle_groups, swizzle_kgroups
+from .training_inputs import colwise_inputs, grouped_inputs, kgroup_inputs, matrix_inputs
 from .compare import FAIL, Result, _Tally, checked_outputs
 
 
 def _inputs(op: str, hp, seed: int):
     if op == "quantize_grouped":
         return grouped_inputs(hp, seed)
+    if op == "quantize_grouped_colwise":
+        return kgroup_inputs(hp, seed)
     return [(name, x, None) for name, x in (colwise_inputs if op == "quantize_colwise" else matrix_inputs)(hp, seed)]
 
 
@@ -51,6 +53,8 @@ def _parts(op: str, x: torch.Tensor, ends, layout: str) -> list:
         return [row, (2, 3) + col[2:]]
     if op == "quantize_2d":
         return [(0, 1, _tile_blocks(x.float()), _tile_blocks, lambda ids: ids)]
+    if op == "quantize_grouped_colwise":  # column blocks (those of x^T), each token group's on its own
+        return [(0, 1) + col[2:4] + (lambda ids: swizzle_kgroups(ids.reshape(xt.shape[0], x.shape[0] // BLOCK), ends.tolist()),)]
     nb = x.shape[-1] // BLOCK
     if ends is None:
         return [(0, 1, _row_blocks(x.float()), _row_blocks, lambda ids: swizzle_experts(ids.reshape(*x.shape[:2], nb)))]
@@ -69,7 +73,7 @@ def _per_block(scale: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _call(backend: Backend, op: str, x, ends, dtype, mode, layout):
     fn = getattr(backend, op)
-    if op == "quantize_grouped":
+    if op in ("quantize_grouped", "quantize_grouped_colwise"):
         return fn(x, ends, dtype, mode)
     return fn(x, dtype, mode) if op == "quantize_2d" else fn(x, dtype, mode, layout)
 
