@@ -25,7 +25,8 @@ the output's shard sizes), then alternately --repeat times the ceiling as the is
 has: `ceiling_out_s`) and `mxquant.checkpoint.convert(...)` with the same options as the CLI
 (verify and SQNR on unless --no-verify), each timed by this process, with its CPU seconds
 (all threads). `ratio` is the median ceiling over the median conversion; `pair_ratios` each
-round's own.
+round's own. `--scheme mxfp8,mxfp4,nvfp4a16,fp8-block` converts with each scheme in turn in every
+round (each with its own ceiling: the output sizes differ), reported per scheme.
 """
 
 from __future__ import annotations
@@ -133,33 +134,44 @@ def ceiling_out(src: str, dst: str, out_sizes: dict[str, int]) -> float:
     return time.perf_counter() - t0
 
 
-def steady(src: str, work: str, device: str, repeat: int, verify: bool) -> dict:
-    """In this process: a warm-up conversion, then the ceiling (read source, write + fsync the
-    output's bytes) and a conversion alternated `repeat` times."""
+def steady(src: str, work: str, device: str, repeat: int, verify: bool, schemes=("mxfp8",)) -> dict:
+    """In this process: a warm-up conversion per scheme, then per round, for each scheme in turn,
+    the ceiling (read source, write + fsync that scheme's output bytes) and a conversion, so the
+    schemes are interleaved with each other and with their ceilings. One scheme: the figures at
+    the top level (as before); several: under "schemes", one entry each."""
     from mxquant.checkpoint import convert
 
-    d = os.path.join(work, "warmup")
-    t0 = time.perf_counter()
-    first = convert(src, d, device=device, verify=verify)
-    first_s = time.perf_counter() - t0
-    out_sizes = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
-    shutil.rmtree(d)
-    ceil_s, conv_s, conv_cpu = [], [], []
+    out_sizes, firsts, bytes_in = {}, {}, 0
+    for sc in schemes:
+        d = os.path.join(work, "warmup")
+        t0 = time.perf_counter()
+        first = convert(src, d, device=device, verify=verify, scheme=sc)
+        firsts[sc] = time.perf_counter() - t0
+        bytes_in = first.bytes_in
+        out_sizes[sc] = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
+        shutil.rmtree(d)
+    ceil_s = {sc: [] for sc in schemes}
+    conv_s = {sc: [] for sc in schemes}
+    conv_cpu = {sc: [] for sc in schemes}
     for i in range(repeat):
-        d = os.path.join(work, f"ceil{i}")
-        ceil_s.append(ceiling_out(src, d, out_sizes))
-        shutil.rmtree(d)
-        d = os.path.join(work, f"conv{i}")
-        c0, t0 = time.process_time(), time.perf_counter()
-        convert(src, d, device=device, verify=verify)
-        conv_s.append(time.perf_counter() - t0)
-        conv_cpu.append(time.process_time() - c0)
-        shutil.rmtree(d)
-    c, v = statistics.median(ceil_s), statistics.median(conv_s)
-    return {"first_convert_s": first_s, "bytes_out_gb": sum(out_sizes.values()) / 1e9,
-            "ceiling_out_s": ceil_s, "convert_s": conv_s, "convert_cpu_s": conv_cpu,
-            "ceiling_gb_s": first.bytes_in / c / 1e9, "convert_gb_s": first.bytes_in / v / 1e9, "ratio": c / v,
-            "pair_ratios": [a / b for a, b in zip(ceil_s, conv_s)]}
+        for sc in schemes:
+            d = os.path.join(work, f"ceil{i}")
+            ceil_s[sc].append(ceiling_out(src, d, out_sizes[sc]))
+            shutil.rmtree(d)
+            d = os.path.join(work, f"conv{i}")
+            c0, t0 = time.process_time(), time.perf_counter()
+            convert(src, d, device=device, verify=verify, scheme=sc)
+            conv_s[sc].append(time.perf_counter() - t0)
+            conv_cpu[sc].append(time.process_time() - c0)
+            shutil.rmtree(d)
+    res = {}
+    for sc in schemes:
+        c, v = statistics.median(ceil_s[sc]), statistics.median(conv_s[sc])
+        res[sc] = {"first_convert_s": firsts[sc], "bytes_out_gb": sum(out_sizes[sc].values()) / 1e9,
+                   "ceiling_out_s": ceil_s[sc], "convert_s": conv_s[sc], "convert_cpu_s": conv_cpu[sc],
+                   "ceiling_gb_s": bytes_in / c / 1e9, "convert_gb_s": bytes_in / v / 1e9, "ratio": c / v,
+                   "pair_ratios": [a / b for a, b in zip(ceil_s[sc], conv_s[sc])]}
+    return res[schemes[0]] if len(schemes) == 1 else {"schemes": res}
 
 
 def _child_cpu_s() -> float:
@@ -167,8 +179,8 @@ def _child_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def convert_run(src: str, dst: str, device: str, ranks: int, verify: bool) -> dict:
-    args = ["convert", src, dst, "--device", device, "--json"] + ([] if verify else ["--no-verify"])
+def convert_run(src: str, dst: str, device: str, ranks: int, verify: bool, scheme: str = "mxfp8") -> dict:
+    args = ["convert", src, dst, "--device", device, "--scheme", scheme, "--json"] + ([] if verify else ["--no-verify"])
     if ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
                "-m", "mxquant", *args]
@@ -218,9 +230,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--peer", action="store_true", help="also time llm-compressor's model_free_ptq (installed)")
+    ap.add_argument("--scheme", default="mxfp8",
+                    help="the scheme (--steady: several separated by commas, interleaved round by round)")
     ap.add_argument("--steady", action="store_true",
                     help="in this process, after a warm-up: ceiling (read + write/fsync the output's bytes) vs convert")
     a = ap.parse_args()
+    if "," in a.scheme and not a.steady:
+        ap.error("several schemes need --steady")
     work = a.workdir or tempfile.mkdtemp(prefix="bench_convert_")
     src = a.src or os.path.join(work, "src")
     largest = None
@@ -231,7 +247,9 @@ def main() -> None:
         res = {"date": time.strftime("%Y-%m-%d"), "cpu_model": cpu_model(), "cores": os.cpu_count(),
                "torch": torch.__version__, "device": a.device, "verify": not a.no_verify, "steady": True,
                "checkpoint_gb": bytes_in / 1e9, "load_average": os.getloadavg(),
-               **steady(src, work, a.device, a.repeat, not a.no_verify)}
+               "load_average_end": None,
+               **steady(src, work, a.device, a.repeat, not a.no_verify, tuple(a.scheme.split(",")))}
+        res["load_average_end"] = os.getloadavg()
         print(json.dumps(res, indent=1))
         if not a.workdir:
             shutil.rmtree(work)
@@ -247,7 +265,7 @@ def main() -> None:
         ceil_s.append(ceiling(src, d))
         shutil.rmtree(d)
         d = os.path.join(work, f"conv{i}")
-        conv.append(convert_run(src, d, a.device, a.ranks, not a.no_verify))
+        conv.append(convert_run(src, d, a.device, a.ranks, not a.no_verify, a.scheme))
         shutil.rmtree(d)
         if a.peer:
             d = os.path.join(work, f"peer{i}")

@@ -75,5 +75,16 @@ class GlobalScales:
             for e0 in range(0, total, self._chunk):
                 n = min(self._chunk, total - e0)
                 x = read_range(f, data_start + info.begin + e0 * dtype.itemsize, n * dtype.itemsize).view(dtype)
-                amax = torch.maximum(amax, torch.where(x.isfinite(), x, 0).abs().amax())
+                amax = torch.maximum(amax, finite_amax(x))
         return amax
+
+
+def finite_amax(x: torch.Tensor) -> torch.Tensor:
+    """The largest |x| over x's finite elements (0 for none), in x's dtype: max(|max x|, |min x|)
+    from one aminmax pass where every element is finite (torch's isfinite on bf16 alone took 16x that
+    pass), else over the finite elements masked."""
+    lo, hi = torch.aminmax(x)
+    m = torch.maximum(hi.abs(), lo.abs())
+    if bool(m.isfinite()):
+        return m
+    return torch.where(x.isfinite(), x, 0).abs().amax()
