@@ -17,6 +17,10 @@ conversion, the packed 128x4 scale words), so each block's bytes are computed ex
   padding, the tail up to T + 128 G) writes zero scale bytes. With offsets the GPU call cannot
   check (ends clamped into [previous end, T]; a last end < T) the tail's rows take the rows
   after the last end, so data is always the whole row-wise data.
+- kgroups_kernel: K-groups (mxfp8_quantize_grouped(axis=-2)): the column-wise call's linear
+  scales (N, T/32) placed per token group in its own 128x4 layout, one 512-byte output tile
+  (128 rows x 4 columns) per lane group; the groups' padded offsets derived on the device as in
+  tokens_kernel (ends clamped the same way, end // 32 as the scale column).
 
 Padding of the swizzled layouts is written by the kernels (zero blocks from masked loads), so
 outputs are never cleared first.
@@ -147,6 +151,19 @@ def _max_int(a, b):
 
 
 @triton.jit
+def _group_sizes(ends_ptr, G, T, G_PAD: tl.constexpr):
+    """(h, used, start, size) per group h < G_PAD of the device tensor ends_ptr (G int32), each
+    end clamped into [previous end, T] (any values stay inside the buffers)."""
+    h = tl.arange(0, G_PAD)
+    used = h < G
+    ends = tl.load(ends_ptr + h, mask=used, other=0)
+    prev = tl.load(ends_ptr + h - 1, mask=used & (h > 0), other=0)
+    ends = tl.minimum(tl.maximum(tl.associative_scan(ends, 0, _max_int), 0), T)
+    prev = tl.minimum(tl.maximum(tl.associative_scan(prev, 0, _max_int), 0), T)
+    return h, used, prev, tl.where(used, ends - prev, 0)
+
+
+@triton.jit
 def tokens_kernel(
     x_ptr, ends_ptr, data_ptr, scale_ptr,
     T, K, stride_xm, G, scale_cols, total_words, n_k,
@@ -162,14 +179,7 @@ def tokens_kernel(
     tile = tl.program_id(0)
     pid_m = tile // n_k
     pid_k = tile % n_k
-    # The groups, each end clamped into [previous end, T] (any values stay inside the buffers).
-    h = tl.arange(0, G_PAD)
-    used = h < G
-    ends = tl.load(ends_ptr + h, mask=used, other=0)
-    prev = tl.load(ends_ptr + h - 1, mask=used & (h > 0), other=0)
-    ends = tl.minimum(tl.maximum(tl.associative_scan(ends, 0, _max_int), 0), T)
-    prev = tl.minimum(tl.maximum(tl.associative_scan(prev, 0, _max_int), 0), T)
-    sizes = tl.where(used, ends - prev, 0)
+    h, used, prev, sizes = _group_sizes(ends_ptr, G, T, G_PAD)
     padded = (sizes + 127) // 128 * 128
     padded_end = tl.cumsum(padded, 0)
     # BLOCK_M divides 128 and every group's padded range is whole 128-row chunks, so all rows of
@@ -201,3 +211,36 @@ def tokens_kernel(
     word, w_offs, g2 = _scale_words(sbyte, out_row[:, None], pid_k * (NB // 4), scale_cols, BLOCK_M, NB)
     w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
     tl.store(w_ptr + w_offs, word, mask=(w_offs < total_words) & (g2 < scale_cols // 4))
+
+
+@triton.jit
+def kgroups_kernel(
+    lin_ptr, ends_ptr, out_ptr, N, C, G, row_tiles, size,
+    TILES: tl.constexpr, G_PAD: tl.constexpr,
+):
+    """Output tiles pid * TILES.. (512 bytes each: 128 scale rows x 4 columns in the 128x4 order)
+    of the K-groups layout (size bytes) from lin (N, C) uint8, C = T / 32. Group g's tiles start
+    at Q_g / 4 * row_tiles (Q_g its first padded column), row tile by row tile, each row tile
+    round_up(w_g, 4) / 4 tiles wide; tiles past the last group and bytes outside a group's
+    columns or past N are zero."""
+    _, used, start_tok, tokens = _group_sizes(ends_ptr, G, C * 32, G_PAD)
+    c0 = start_tok // 32
+    w = (start_tok + tokens) // 32 - c0                                          # (G_PAD,) scale columns
+    wide = (w + 3) // 4                                                           # tiles per row tile
+    tile_end = tl.cumsum(wide * row_tiles, 0)
+    q = tl.program_id(0) * TILES + tl.arange(0, TILES)                            # (TILES,)
+    g = tl.sum((tile_end[None, :] <= q[:, None]).to(tl.int32), axis=1)            # its group (G: the tail)
+    pick = tl.arange(0, G_PAD)[None, :] == g[:, None]
+    g_wide = tl.sum(tl.where(pick, wide, 0), axis=1)
+    g_c0 = tl.sum(tl.where(pick, c0, 0), axis=1)
+    g_w = tl.sum(tl.where(pick, w, 0), axis=1)
+    local = q - tl.sum(tl.where(pick, tile_end - wide * row_tiles, 0), axis=1)
+    rb = local // tl.maximum(g_wide, 1)
+    cb = local - rb * g_wide
+    p = tl.arange(0, 512)[None, :]                                                # byte of the tile
+    row = rb[:, None] * 128 + p // 16 + (p % 16) // 4 * 32
+    col = cb[:, None] * 4 + p % 4                                                 # within the group
+    valid = (g[:, None] < G) & (row < N) & (col < g_w[:, None])
+    v = tl.load(lin_ptr + row.to(tl.int64) * C + g_c0[:, None] + col, mask=valid, other=0)
+    offs = q[:, None].to(tl.int64) * 512 + p
+    tl.store(out_ptr + offs, v, mask=offs < size)

@@ -221,3 +221,36 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
 
     _launch.plan(key, make).launch_n(device, x2, ends, data, scale)
     return data, scale.view(_E8M0)
+
+
+KGROUP_TILES = 4
+"""512-byte output tiles per program of kgroups_kernel (a first choice: the scales are 1/32 of
+the data's bytes; not yet timed on a GPU)."""
+
+
+def quantize_grouped_colwise(x, group_ends, dtype, scale_mode, config=None):
+    """K-groups, x (T, N): (data (N, T), scale 1-D): the column-wise call with linear scales,
+    then kgroups_kernel places each token group's scale columns in their own 128x4 layout (no
+    host synchronisation: the offsets stay on the device)."""
+    data, linear = quantize_colwise(x, dtype, scale_mode, "linear", config)
+    return data, _kgroups(linear, group_ends, x.shape[0])
+
+
+@_guarded
+def _kgroups(linear, group_ends, t):
+    device = linear.device
+    n, c = linear.shape
+    g = group_ends.shape[0]
+    (size,) = layouts.kgroup_scale_shape(t, n, g)
+    scale = torch.empty(size, dtype=torch.uint8, device=device)
+    if size:
+        ends = group_ends.contiguous()
+        key = ("kgroups", n, c, g, ends.data_ptr() % 16 == 0, device, KGROUP_TILES)
+
+        def make():
+            grid = cdiv(cdiv(size, 512), KGROUP_TILES)
+            constexprs = dict(TILES=KGROUP_TILES, G_PAD=max(2, _rowwise().next_pow2(g)))
+            return _launch.Plan(_kernels().kgroups_kernel, grid, (n, c, g, round_up(n, 128) // 128, size), constexprs, 4)
+
+        _launch.plan(key, make).launch_n(device, linear.view(torch.uint8), ends, scale)
+    return scale.view(_E8M0)
