@@ -144,14 +144,71 @@ def test_fp8_block_keeps_a_weight_whose_k_is_no_multiple_of_128(tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
-def test_fused_3d_experts_are_refused_for_the_new_schemes(tmp_path, capsys):
+def _fuse_experts(src, dst) -> None:
+    """The per-expert checkpoint `src` with each layer's experts fused as transformers 5 holds them
+    ([E, out, in]: gate_up_proj [E, 2I, H], each expert's gate rows then its up rows, as its
+    modules' `.chunk(2, dim=-1)` reads them; down_proj [E, H, I]), written to `dst` as one file."""
+    import re
+
     from convert_ckpt import save_checkpoint
 
-    t = {"model.layers.0.mlp.experts.gate_up_proj": torch.randn(4, 256, 128, dtype=torch.bfloat16),
-         "model.layers.0.mlp.experts.down_proj": torch.randn(4, 128, 128, dtype=torch.bfloat16)}
-    save_checkpoint(tmp_path / "src", t, config={"model_type": "qwen3_moe", "hidden_size": 128})
+    per = re.compile(r"^(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
+    out, experts = {}, {}
+    for name, t in read_folder(src).items():
+        m = per.match(name)
+        if m:
+            experts.setdefault(m[1], {}).setdefault(m[3], {})[int(m[2])] = t
+        else:
+            out[name] = t
+    for prefix, p in experts.items():
+        ids = sorted(p["gate"])
+        out[prefix + ".gate_up_proj"] = torch.stack([torch.cat([p["gate"][i], p["up"][i]]) for i in ids])
+        out[prefix + ".down_proj"] = torch.stack([p["down"][i] for i in ids])
+    save_checkpoint(dst, out, config=json.loads((src / "config.json").read_text()))
+
+
+@pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4a16", "fp8-block"])
+def test_fused_3d_experts_are_split_per_expert_as_model_free_ptq_splits_them(pairs, scheme, tmp_path):
+    """A Qwen2-MoE whose experts are fused 3-D tensors: the same tensors as converting its
+    per-expert form (whose bytes match llm-compressor's and which transformers loads:
+    test_convert_scheme_load.py), and the same as model_free_ptq on the fused checkpoint."""
+    from llmcompressor import model_free_ptq
+
+    ours, _, r = pairs(scheme, "qwen2_moe")
+    _fuse_experts(ours.parent / "src", tmp_path / "fused")
+    assert any(t.dim() == 3 for t in read_folder(tmp_path / "fused").values())
+    rf = convert(tmp_path / "fused", tmp_path / "ours", scheme=scheme, ignore=IGNORE, device="cpu")
+    got = read_folder(tmp_path / "ours")
+    assert_same_tensors(got, read_folder(ours))
+    assert rf.ignore == r.ignore and sorted(rf.quantized) == sorted(r.quantized)
+    model_free_ptq(str(tmp_path / "fused"), str(tmp_path / "llmc"), scheme=PRESET[scheme], ignore=rf.ignore,
+                   device="cpu")
+    assert_same_tensors(got, read_folder(tmp_path / "llmc"))
+    qa, qb = (json.loads((d / "config.json").read_text())["quantization_config"] for d in (tmp_path / "ours",
+                                                                                          tmp_path / "llmc"))
+    qa.pop("version"), qb.pop("version")
+    assert qa == qb
+
+
+@pytest.mark.parametrize("config,tensors,phrase", [
+    ({"model_type": "gpt_oss", "hidden_size": 128},
+     {"gate_up_proj": (4, 128, 256), "down_proj": (4, 128, 128)}, "stores fused experts as [E, in, out]"),
+    ({"model_type": "llama4_text", "hidden_size": 128},
+     {"gate_up_proj": (4, 128, 256), "down_proj": (4, 128, 128)}, "stores fused experts as [E, in, out]"),
+    ({"model_type": "mixtral", "hidden_size": 128},
+     {"gate_up_proj": (4, 256, 128), "down_proj": (4, 128, 128)}, "names mixtral checkpoints do not use"),
+    ({"model_type": "qwen3_moe", "hidden_size": 128},
+     {"gate_proj": (4, 128, 128)}, "splits only gate_up_proj and down_proj"),
+], ids=["gpt_oss", "llama4", "mixtral", "other-name"])
+def test_fused_3d_experts_that_no_split_serves_are_refused(tmp_path, capsys, config, tensors, phrase):
+    """Where llm-compressor's per-expert split is wrong ([E, in, out]: it would cut along the
+    input axis) or writes names the architecture does not load, each scheme refuses, naming why."""
+    from convert_ckpt import save_checkpoint
+
+    t = {f"model.layers.0.mlp.experts.{n}": torch.randn(*shape, dtype=torch.bfloat16) for n, shape in tensors.items()}
+    save_checkpoint(tmp_path / "src", t, config=config)
     for scheme in ("mxfp4", "nvfp4a16", "fp8-block"):
-        refuse(capsys, [tmp_path / "src", tmp_path / "x", "--scheme", scheme], "written for --scheme mxfp8 only")
+        refuse(capsys, [tmp_path / "src", tmp_path / "x", "--scheme", scheme], phrase)
     assert not (tmp_path / "x").exists()
 
 

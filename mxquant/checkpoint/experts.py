@@ -12,6 +12,17 @@
   (read off transformers 5.17's modeling code), and the shape must agree with the config's
   hidden size. GPT-OSS and Llama 4 store [E, in, out] (gate and up interleaved in GPT-OSS):
   refused with a hint; so is an architecture this table does not know. Never a guess.
+- mxfp8 writes them fused. The other schemes split them per expert as llm-compressor 0.14's
+  model_free_ptq does (`split_fused_moe_experts`: gate_up_proj [E, 2I, H] -> experts.<i>.gate_proj
+  (rows 0..I) and .up_proj (rows I..2I), down_proj -> experts.<i>.down_proj, each `.weight`), where
+  that split is right and loadable: layout [E, out, in] (above; every such transformers module
+  takes gate as the first half: `.chunk(2, dim=-1)`), and an architecture whose per-expert
+  checkpoints use those names (SPLIT_NAMES: transformers 5.17's conversion_mapping merges
+  `experts.*.gate_proj/up_proj/down_proj` into the fused tensors for them; vLLM loads the same
+  names). Refused elsewhere: GPT-OSS and Llama 4 ([E, in, out]: llm-compressor's split cuts
+  along the input axis, wrong), Mixtral / PhiMoE / MiniMax (per-expert names w1/w3/w2: the split
+  names load nowhere), GraniteMoE (no per-expert form), a fused name other than gate_up_proj /
+  down_proj (llm-compressor does not split it, and cannot quantize it whole).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import re
 from dataclasses import replace
 
 from .select import Decision
-from .stio import CheckpointError
+from .stio import CheckpointError, TensorInfo, itemsize
 
 OUT_IN = frozenset({
     "mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_vl_moe", "deepseek_v3", "olmoe", "glm4_moe",
@@ -65,6 +76,50 @@ def check_fused(name: str, shape: tuple, config: dict) -> None:
         raise CheckpointError(f"{name} {list(shape)}: expected the hidden size {hidden} on axis {axis} of the "
                               f"[E, out, in] layout {'/'.join(sorted(types & OUT_IN))} uses; the file disagrees, "
                               f"so its layout is unknown ({keep})")
+
+
+SPLIT_NAMES = frozenset({
+    "qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v3", "olmoe", "glm4_moe", "glm4v_moe", "ernie4_5_moe",
+    "hunyuan_v1_moe", "jamba",
+})
+"""[E, out, in] model_types whose per-expert checkpoints are experts.<i>.{gate,up,down}_proj.weight."""
+_SPLIT = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
+
+
+def split_fused(t: TensorInfo, config: dict, scheme: str) -> list[TensorInfo]:
+    """The per-expert 2-D weights llm-compressor's model_free_ptq splits the fused 3-D expert
+    tensor `t` into (names, shapes; byte ranges of the source, in file order), or a refusal
+    saying why that split would be wrong or unloadable."""
+    ignore = "pass --ignore 're:.*experts.*' to keep every expert in its source dtype"
+    keep = ignore + ", or use --scheme mxfp8"
+    types = _model_types(config)
+    if types & IN_OUT:
+        raise CheckpointError(f"{t.name} {list(t.shape)}: {'/'.join(sorted(types & IN_OUT))} stores fused experts as "
+                              f"[E, in, out]; llm-compressor's per-expert split would cut each expert along its input "
+                              f"axis (wrong weights); GPT-OSS's own 4-bit experts use OpenAI's MXFP4 layout, which "
+                              f"is not written here ({ignore})")
+    check_fused(t.name, t.shape, config)
+    last = t.name.rsplit(".", 1)[-1]
+    if last not in _SPLIT:
+        raise CheckpointError(f"{t.name} {list(t.shape)}: --scheme {scheme} writes fused experts split per expert, "
+                              f"as llm-compressor does, which splits only gate_up_proj and down_proj ({keep})")
+    if not types & SPLIT_NAMES:
+        raise CheckpointError(f"{t.name} {list(t.shape)}: --scheme {scheme} writes fused experts split per expert "
+                              f"(experts.<i>.gate_proj/up_proj/down_proj, as llm-compressor does), names "
+                              f"{'/'.join(sorted(types))} checkpoints do not use, so no runtime would load them "
+                              f"({keep})")
+    e, rows, k = t.shape
+    parts = _SPLIT[last]
+    if rows % len(parts):
+        raise CheckpointError(f"{t.name} {list(t.shape)}: gate_up_proj with an odd number of rows ({keep})")
+    n, item = rows // len(parts), itemsize(t.dtype)
+    out = []
+    for i in range(e):
+        for j, part in enumerate(parts):
+            name = t.name.replace(last, f"{i}.{part}") + ".weight"  # llm-compressor's str.replace
+            begin = t.begin + (i * rows + j * n) * k * item
+            out.append(TensorInfo(name, t.dtype, (n, k), begin, begin + n * k * item))
+    return out
 
 
 def one_scheme_per_group(decisions: dict[str, Decision]) -> list[str]:

@@ -114,11 +114,15 @@ def _check_output_names(shards: list[Shard]) -> None:
             owner[name] = shard.file
 
 
-def _fused_experts(name: str, shape: tuple, scheme: str) -> None:
-    if scheme != "mxfp8":
-        raise CheckpointError(f"{name} {list(shape)}: fused 3-D expert tensors are written for --scheme mxfp8 only "
-                              f"(llm-compressor splits them per expert for {scheme}; pass --ignore "
-                              "'re:.*experts.*' to keep them)")
+def _split_fused_experts(shards: list[Shard], config: dict, scheme: str, quantized) -> None:
+    """Schemes other than mxfp8: each fused 3-D expert tensor that would be quantized becomes its
+    per-expert 2-D weights, in its place (experts.split_fused; refused where that is wrong)."""
+    for shard in shards:
+        tensors = []
+        for t in shard.tensors:
+            split = len(t.shape) == 3 and quantized(t)
+            tensors += experts.split_fused(t, config, scheme) if split else [t]
+        shard.tensors = tensors
 
 
 def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False,
@@ -141,11 +145,13 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
         _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
     sch = SCHEMES[scheme]
+    if scheme != "mxfp8":
+        _split_fused_experts(shards, config, scheme,
+                             lambda t: decide(t, ignore, quantize_lm_head, sch.k_block).quantize)
     decisions = {t.name: decide(t, ignore, quantize_lm_head, sch.k_block) for shard in shards for t in shard.tensors}
     for shard in shards:  # the name rule quantizes a 3-D tensor only as fused experts: is the layout known?
         for t in shard.tensors:
             if decisions[t.name].quantize and len(t.shape) == 3:
-                _fused_experts(t.name, t.shape, scheme)
                 experts.check_fused(t.name, t.shape, config)
     notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions, scheme)
     where = {t.name: (s.path, s.data_start, t) for s in shards for t in s.tensors if decisions[t.name].quantize}
