@@ -171,3 +171,46 @@ def test_a_backend_claiming_quantize_grouped_only_never_serves_it(registry):
         mxquant.mxfp8_quantize_grouped(x, ends, axis=-2, backend="rows-only")
     assert calls == ["quantize_grouped"]
     assert "quantize_grouped_colwise" in TRAINING_OPS
+
+
+def _one_swizzle_for_all_groups(x, ends, dtype, mode):
+    """The column-wise swizzled scale of the whole (N, T/32), not per group, zero padded to size."""
+    from mxquant import reference_training
+
+    data, scale = reference_training.quantize_grouped_colwise(x, ends, dtype, mode)
+    whole = reference_training.quantize_colwise(x, dtype, mode, "swizzled")[1].view(torch.uint8).reshape(-1)
+    out = torch.zeros_like(scale.view(torch.uint8))
+    out[:whole.numel()] = whole
+    return data, out.view(torch.float8_e8m0fnu)
+
+
+def _nonzero_tail(x, ends, dtype, mode):
+    from mxquant import reference_training
+
+    data, scale = reference_training.quantize_grouped_colwise(x, ends, dtype, mode)
+    scale = scale.view(torch.uint8).clone()
+    if scale.numel():
+        scale[-1] = 1  # the tail past the last group: padding in every K-groups input with columns
+    return data, scale.view(torch.float8_e8m0fnu)
+
+
+def _data_byte_off(x, ends, dtype, mode):
+    from mxquant import reference_training
+
+    data, scale = reference_training.quantize_grouped_colwise(x, ends, dtype, mode)
+    data = data.view(torch.uint8).clone()
+    if data.numel():
+        data.view(-1)[0] ^= 1
+    return data.view(dtype), scale
+
+
+@pytest.mark.parametrize("fn, reason", [(_data_byte_off, "blocks differ from the reference"),
+                                        (_one_swizzle_for_all_groups, "padding bytes of the scale layout are not zero"),
+                                        (_nonzero_tail, "padding bytes of the scale layout are not zero")])
+def test_verify_fails_a_wrong_kgroups_layout(registry, fn, reason):
+    from test_verify_training import _plugin_backend, _statuses
+
+    got, report = _statuses(registry, _plugin_backend("wrong", ops=("quantize_grouped_colwise",),
+                                                      quantize_grouped_colwise=fn))
+    assert got["quantize_grouped_colwise"] == {"fail"}
+    assert all(reason in r["reason"] for r in report["results"] if r["op"] == "quantize_grouped_colwise")
