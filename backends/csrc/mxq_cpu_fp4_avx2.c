@@ -2,10 +2,13 @@
  * vector (bf16 widened by a shift, fp16 exactly by vcvtph2ps: F16C, which mxq_cpu_fp4.c checks
  * for before it sends fp16 here). No FMA in the target: no product is fused with a sum.
  * MXFP4: the block's amax by a vector max and one reduction; bf16 blocks stay in 16-bit lanes
- * (as the AVX-512 variant does), fp32 / fp16 take y = x * 2^-s and the e2m1 integer formula; 32
- * nibbles are narrowed with vpackus, put in order with one vpermd and paired by vpmaddubsw.
+ * (as the AVX-512 variant does), fp32 / fp16 take y = x * 2^-s and e2m1 by one fp32 add (e2m1_v);
+ * 32 nibbles are narrowed with vpackus, put in order with one vpermd and paired by vpmaddubsw.
  * NVFP4: the amax of 8 groups, their 8 scales in one vector, each group's elements divided by
- * its q. Dequantize: each nibble by a variable shift, its magnitude from an 8-entry vpermps
+ * its q, y's bits rounded to odd at bit 16 and e2m1 taken in 16-bit lanes (the bf16 code with
+ * s = 0: rounding to odd keeps every comparison with a value whose low 16 bits are zero, and
+ * every e2m1 edge is one; both e2m1 paths checked against e2m1_index on all 2^32 fp32 bit
+ * patterns when written). Dequantize: each nibble by a variable shift, its magnitude from an 8-entry vpermps
  * table, its sign from bit 3. */
 #include "mxq_cpu_fp4.h"
 
@@ -43,28 +46,38 @@ TARGET_AVX2F INLINE uint32_t hmax16_epu16(__m256i v) {
 }
 
 /* e2m1_index of 8 values y, with the sign nibble where cmp > negthr (unsigned). y is finite
- * (lanes of a NaN / Inf group are overwritten by the caller). */
+ * (lanes of a NaN / Inf group are overwritten by the caller). One fp32 add rounds t = min(|y|, 6)
+ * onto e2m1's grid: M = 2^22 max(1, 2^floor(log2 t)) has an ulp of e2m1's step at t (0.5 below 2,
+ * 1 below 4, then 2), so RN(t + M) - M is t rounded to nearest even in steps; M's own bits raised
+ * by 2j (j = log2(M) - 22: the steps below the range's first value, 1.0, 2.0 or 4.0, are 2j) make
+ * the difference of the bits the index. */
 TARGET_AVX2F INLINE __m256i e2m1_v(__m256 y, __m256i cmp, uint32_t negthr) {
     __m256i u = _mm256_min_epi32(_mm256_and_si256(_mm256_castps_si256(y), W1(0x7fffffff)), W1(E2M1_MAXB));
-    __m256i normal = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, W1(E2M1_BIAS)),
-                                                        _mm256_and_si256(_mm256_srli_epi32(u, 22), W1(1))), 22);
-    __m256i sub = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(u), _mm256_set1_ps(4194304.0f))),
-                                   W1(E2M1_MAGIC));
-    __m256i n = _mm256_blendv_epi8(sub, normal, _mm256_cmpgt_epi32(u, W1(E2M1_ONE - 1)));
+    __m256i e = _mm256_and_si256(_mm256_max_epi32(u, W1(E2M1_ONE)), W1(0x7f800000)); /* 2^floor(log2 max(t, 1)) */
+    __m256i m2j = _mm256_add_epi32(_mm256_add_epi32(e, W1((22u << 23) - 254u)), _mm256_srli_epi32(e, 22));
+    __m256i r = _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(u), _mm256_castsi256_ps(m2j)));
+    __m256i n = _mm256_sub_epi32(r, _mm256_add_epi32(e, W1(22u << 23)));
     return _mm256_or_si256(n, _mm256_and_si256(gt_u32(cmp, negthr), W1(8)));
 }
 
-/* 32 bytes, each a nibble, in element order -> 16 bytes, element 2i in the low nibble of byte i. */
-TARGET_AVX2F INLINE void pair_store(__m256i b, uint8_t *out) {
+/* 32 bytes, each a nibble, in element order -> 16 bytes (8 with half: elements 0-15),
+ * element 2i in the low nibble of byte i. */
+TARGET_AVX2F INLINE void pair_store(__m256i b, uint8_t *out, int half) {
     __m256i p = _mm256_maddubs_epi16(b, H1(0x1001)); /* n[2i] + 16 n[2i+1] */
-    _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    __m128i r = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    if (half) _mm_storel_epi64((__m128i *)out, r);
+    else _mm_storeu_si128((__m128i *)out, r);
+}
+
+/* As pair_store, the bytes in the order two rounds of vpackus leave them in: 4-byte groups of
+ * elements 0-3, 8-11, 16-19, 24-27 | 4-7, 12-15, 20-23, 28-31. */
+TARGET_AVX2F INLINE void packed_pair_store(__m256i b, uint8_t *out, int half) {
+    pair_store(_mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), out, half);
 }
 
 /* 32 nibbles, one per 32-bit lane of n0..n3 (elements 0-7, 8-15, 16-23, 24-31) -> 16 bytes. */
 TARGET_AVX2F INLINE void pack32_v(__m256i n0, __m256i n1, __m256i n2, __m256i n3, uint8_t *out) {
-    /* bytes after the two packs, in 4-byte groups: 0-3, 8-11, 16-19, 24-27 | 4-7, 12-15, 20-23, 28-31 */
-    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(n0, n1), _mm256_packus_epi32(n2, n3));
-    pair_store(_mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), out);
+    packed_pair_store(_mm256_packus_epi16(_mm256_packus_epi32(n0, n1), _mm256_packus_epi32(n2, n3)), out, 0);
 }
 
 /* One block of 32 bf16 x0, x1 (a0, a1 = |x|) in 16-bit lanes, for s >= -124: the AVX-512
@@ -86,7 +99,7 @@ TARGET_AVX2F INLINE __m256i mx4_bf16_half(__m256i x, __m256i a, int32_t s, int n
 TARGET_AVX2F INLINE void mx4_bf16_v(__m256i x0, __m256i x1, __m256i a0, __m256i a1, int32_t s, int mode, uint8_t *out) {
     int negthr = mode != CT ? 0x7fff : 0x8000 | (s <= 0 ? 0 : (s < 8 ? 1 << (s - 1) : (s - 7) << 7));
     __m256i b = _mm256_packus_epi16(mx4_bf16_half(x0, a0, s, negthr), mx4_bf16_half(x1, a1, s, negthr));
-    pair_store(_mm256_permute4x64_epi64(b, 0xd8), out); /* 8-byte groups 0-7, 16-23, 8-15, 24-31 -> in order */
+    pair_store(_mm256_permute4x64_epi64(b, 0xd8), out, 0); /* 8-byte groups 0-7, 16-23, 8-15, 24-31 -> in order */
 }
 
 /* One block from its four quarters as fp32 bits: y = x * 2^-s, e2m1_v. */
@@ -170,68 +183,90 @@ TARGET_AVX2F INLINE __m256i nv4_scales_v(__m256i a, int in_dtype, float g, __m25
     return _mm256_blendv_epi8(b, W1(0x7f), _mm256_cmpgt_epi32(a, W1(0x7f7fffff)));
 }
 
-/* Lane i = the largest lane of v[slot i] (unsigned), slot i = 2i for i < 4, 2(i - 4) + 1 above:
- * three rounds of pairwise maxima, halving the vectors each round (128-bit halves, then 64-bit,
- * then 32-bit elements). */
-TARGET_AVX2F INLINE __m256i hmax8_v(__m256i *v) {
+/* Lane i = the largest lane of v[slot i] (unsigned 32-bit, or with w16 16-bit lanes: then the
+ * largest 16-bit lane, zero-extended), slot i = 2i for i < 4, 2(i - 4) + 1 above: three rounds of
+ * pairwise maxima, halving the vectors each round (128-bit halves, then 64-bit, then 32-bit). */
+TARGET_AVX2F INLINE __m256i vmax(__m256i a, __m256i b, int w16) { return w16 ? _mm256_max_epu16(a, b) : _mm256_max_epu32(a, b); }
+
+TARGET_AVX2F INLINE __m256i hmax8_v(__m256i *v, int w16) {
     for (int i = 0; i < 4; i++)
-        v[i] = _mm256_max_epu32(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
-                                _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31));
+        v[i] = vmax(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20), _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31), w16);
     for (int i = 0; i < 2; i++)
-        v[i] = _mm256_max_epu32(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+        v[i] = vmax(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]), w16);
     __m256 a = _mm256_castsi256_ps(v[0]), b = _mm256_castsi256_ps(v[1]);
-    return _mm256_max_epu32(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)));
+    __m256i m = vmax(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), w16);
+    return w16 ? _mm256_and_si256(_mm256_max_epu16(m, _mm256_srli_epi32(m, 16)), W1(0xffff)) : m;
+}
+
+/* Half h of group i (8 elements) at src as fp32 bits; zero past the row's n groups. */
+TARGET_AVX2F INLINE __m256i ld_half(const char *src, int i, int h, int n, int in_dtype) {
+    int64_t es = in_dtype == IN_F32 ? 4 : 2;
+    return i < n ? ld8(src + (i * 16 + h * 8) * es, in_dtype) : _mm256_setzero_si256();
+}
+
+/* Groups c0 .. c0 + n - 1 (n <= 8) of row r: their scales and nibbles. */
+TARGET_AVX2F INLINE void nv4_chunk(const fjob_t *j, int64_t r, int64_t c0, int n, int in_dtype) {
+    int64_t ng = j->k / 16, es = in_dtype == IN_F32 ? 4 : 2;
+    int w16 = in_dtype != IN_F32;
+    const char *src = j->x + r * j->rstride + c0 * 16 * es;
+    uint8_t *out = j->data + r * (j->k / 2) + c0 * 8;
+    __m256i a[8];
+    for (int i = 0; i < 8; i++) { /* group i's |x| (bf16 / fp16: its bits) maxima in hmax8_v's slot */
+        __m256i m;
+        if (w16) {
+            m = i < n ? _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(src + i * 32)), H1(0x7fff))
+                      : _mm256_setzero_si256();
+        } else {
+            m = _mm256_max_epu32(_mm256_and_si256(ld_half(src, i, 0, n, IN_F32), W1(0x7fffffff)),
+                                 _mm256_and_si256(ld_half(src, i, 1, n, IN_F32), W1(0x7fffffff)));
+        }
+        a[i < 4 ? 2 * i : 2 * i - 7] = m;
+    }
+    __m256i amax = hmax8_v(a, w16);
+    if (in_dtype == IN_BF16) amax = _mm256_slli_epi32(amax, 16);
+    else if (in_dtype == IN_F16) amax = _mm256_castps_si256(_mm256_cvtph_ps(_mm256_castsi256_si128(
+                                        _mm256_permute4x64_epi64(_mm256_packus_epi32(amax, amax), 0x08))));
+    __m256 qv;
+    __m256i b = nv4_scales_v(amax, in_dtype, j->g, &qv);
+    int finite = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(W1(0x7f800000u), amax)));
+    float q[8];
+    _mm256_storeu_ps(q, qv);
+    for (int i = 0; i < n; i += 2) { /* two groups: 16 bytes (n is even or the row's last group) */
+        __m256i w[2];
+        for (int g = 0; g < 2; g++) {
+            __m256i y16[2];
+            for (int h = 0; h < 2; h++) {
+                __m256 x = _mm256_castsi256_ps(ld_half(src, i + g, h, n, in_dtype));
+                __m256i y = _mm256_castps_si256(_mm256_div_ps(x, _mm256_set1_ps(q[i + g])));
+                /* the top 16 bits, bit 0 set where any bit below was (round to odd) */
+                y16[h] = _mm256_or_si256(_mm256_srli_epi32(y, 16), _mm256_min_epu32(_mm256_and_si256(y, W1(0xffff)), W1(1)));
+            }
+            __m256i yw = _mm256_packus_epi32(y16[0], y16[1]);
+            w[g] = mx4_bf16_half(yw, _mm256_and_si256(yw, H1(0x7fff)), 0, 0x8000); /* sign: y < -0 */
+        }
+        packed_pair_store(_mm256_packus_epi16(w[0], w[1]), out + i * 8, i + 1 == n); /* the row's odd last group: 8 bytes */
+    }
+    if ((finite & 0xff) != 0xff)
+        for (int i = 0; i < n; i++)
+            if (!(finite >> i & 1)) memset(out + i * 8, 0, 8); /* NaN / Inf: nibbles 0 */
+    if (!j->swizzled && n == 8) {
+        __m256i lo = _mm256_shuffle_epi8(b, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+        _mm_storel_epi64((__m128i *)(j->scale + r * ng + c0),
+                         _mm_unpacklo_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
+    } else {
+        uint32_t sb[8];
+        _mm256_storeu_si256((__m256i *)sb, b);
+        for (int i = 0; i < n; i++) put_scale(j, r, c0 + i, ng, sb[i]);
+    }
 }
 
 TARGET_AVX2F INLINE void avx2_nv4_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
-    int64_t ng = j->k / 16, es = in_dtype == IN_F32 ? 4 : 2;
-    const __m256i abs32 = W1(0x7fffffff);
+    int64_t ng = j->k / 16;
     for (int64_t r = r0; r < r1; r++) {
-        for (int64_t c0 = 0; c0 < ng; c0 += 8) { /* 8 groups at a time (fewer at the row's end) */
-            int n = ng - c0 < 8 ? (int)(ng - c0) : 8;
-            const char *src = j->x + r * j->rstride + c0 * 16 * es;
-            uint8_t *out = j->data + r * (j->k / 2) + c0 * 8;
-            __m256i x[16], a[8];
-            for (int i = 0; i < 8; i++) { /* group i: x[2i], x[2i + 1]; its |x| maxima in hmax8_v's slot */
-                x[2 * i] = i < n ? ld8(src + i * 16 * es, in_dtype) : _mm256_setzero_si256();
-                x[2 * i + 1] = i < n ? ld8(src + (i * 16 + 8) * es, in_dtype) : _mm256_setzero_si256();
-                a[i < 4 ? 2 * i : 2 * i - 7] = _mm256_max_epu32(_mm256_and_si256(x[2 * i], abs32),
-                                                                _mm256_and_si256(x[2 * i + 1], abs32));
-            }
-            __m256i amax = hmax8_v(a);
-            __m256 qv;
-            __m256i b = nv4_scales_v(amax, in_dtype, j->g, &qv);
-            int finite = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(W1(0x7f800000u), amax)));
-            float q[8];
-            _mm256_storeu_ps(q, qv);
-            for (int i = 0; i < n; i += 2) { /* two groups: 16 bytes (n is even or the row's last group) */
-                __m256i nib[4];
-                for (int h = 0; h < 4; h++) {
-                    __m256 y = _mm256_div_ps(_mm256_castsi256_ps(x[2 * i + h]), _mm256_set1_ps(q[i + h / 2]));
-                    nib[h] = e2m1_v(y, _mm256_castps_si256(y), 0x80000000u);
-                }
-                if (i + 1 < n) {
-                    pack32_v(nib[0], nib[1], nib[2], nib[3], out + i * 8);
-                } else {
-                    uint8_t two[16];
-                    pack32_v(nib[0], nib[1], nib[2], nib[3], two);
-                    memcpy(out + i * 8, two, 8);
-                }
-            }
-            if ((finite & 0xff) != 0xff)
-                for (int i = 0; i < n; i++)
-                    if (!(finite >> i & 1)) memset(out + i * 8, 0, 8); /* NaN / Inf: nibbles 0 */
-            if (!j->swizzled && n == 8) {
-                __m256i lo = _mm256_shuffle_epi8(b, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                                                     0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
-                _mm_storel_epi64((__m128i *)(j->scale + r * ng + c0),
-                                 _mm_unpacklo_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
-            } else {
-                uint32_t sb[8];
-                _mm256_storeu_si256((__m256i *)sb, b);
-                for (int i = 0; i < n; i++) put_scale(j, r, c0 + i, ng, sb[i]);
-            }
-        }
+        int64_t c0 = 0;
+        for (; c0 + 8 <= ng; c0 += 8) nv4_chunk(j, r, c0, 8, in_dtype); /* 8 groups at a time */
+        if (c0 < ng) nv4_chunk(j, r, c0, (int)(ng - c0), in_dtype);  /* the row's last 1 .. 7 */
     }
 }
 
