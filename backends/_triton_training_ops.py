@@ -250,7 +250,8 @@ def _kgroups(linear, group_ends, t):
         def make():
             grid = cdiv(cdiv(size, 512), KGROUP_TILES)
             constexprs = dict(TILES=KGROUP_TILES, G_PAD=max(2, _rowwise().next_pow2(g)))
-            return _launch.Plan(_kernels().kgroups_kernel, grid, (n, c, g, round_up(n, 128) // 128, size), constexprs, 4)
+            ints = (n, c, g, round_up(n, 128) // 128, size)
+            return _launch.Plan(_kernels().kgroups_kernel, grid, ints, constexprs, 4)
 
         _launch.plan(key, make).launch_n(device, linear.view(torch.uint8), ends, scale)
     return scale.view(_E8M0)

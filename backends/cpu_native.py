@@ -191,8 +191,8 @@ def quantize_grouped_colwise(x, group_ends, dtype, scale_mode):
     (size,) = kgroup_scale_shape(t, n, group_ends.shape[0])
     scale = torch.empty(size, dtype=torch.float8_e8m0fnu)
     ends = group_ends.contiguous()
-    _check(_lib().mxq_kgroups_rearrange(linear.data_ptr(), n, t // BLOCK, ends.data_ptr(), ends.numel(), scale.data_ptr(),
-                                        size, torch.get_num_threads()), "mxq_kgroups_rearrange")
+    _check(_lib().mxq_kgroups_rearrange(linear.data_ptr(), n, t // BLOCK, ends.data_ptr(), ends.numel(),
+                                        scale.data_ptr(), size, torch.get_num_threads()), "mxq_kgroups_rearrange")
     return data, scale
 
 

@@ -62,7 +62,8 @@ def check_grouped_colwise(x, group_ends, dtype, scale_mode, backend) -> None:
     _check_arguments(x, dtype, scale_mode, "swizzled", backend)
     shape = tuple(x.shape)
     if x.dim() != 2:
-        raise ValueError(f"{call}: x must be 2-D token-sorted (T, N), blocks of 32 along T per group; got shape {shape}")
+        raise ValueError(f"{call}: x must be 2-D token-sorted (T, N), blocks of 32 along T per group; "
+                         f"got shape {shape}")
     if group_ends is None:
         raise ValueError(f"{call}: group_ends (int32 cumulative ends over T = x.shape[0], one per group) is required")
     _check_ends_tensor(call, x, group_ends)

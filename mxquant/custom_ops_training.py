@@ -1,7 +1,7 @@
 """The custom ops of the training and MoE calls (`mxquant::quantize_colwise`, `quantize_rowcol`,
-`quantize_2d`, `quantize_grouped`, `quantize_grouped_colwise`; ops_training.py holds the public functions and run_*): their
-fakes, which check the arguments and return empty tensors of the public shapes without reading
-group_ends (no sync), and no gradient. Registered on first lookup of torch.ops.mxquant.<name>
+`quantize_2d`, `quantize_grouped`, `quantize_grouped_colwise`; ops_training.py holds the public
+functions and run_*): their fakes, which check the arguments and return empty tensors of the
+public shapes without reading group_ends (no sync), and no gradient. Registered on first lookup of torch.ops.mxquant.<name>
 (lazy_ops.py), not at import."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from .call_path import no_gradient
 from .checks_training import check_grouped, check_grouped_colwise, check_matrix
 from .layouts import kgroup_scale_shape, public_scale_shape
-from .ops_training import (grouped_shape, run_2d, run_colwise, run_grouped, run_grouped_colwise, run_rowcol, tile_scale_shape,
-                           transposed_shape)
+from .ops_training import (grouped_shape, run_2d, run_colwise, run_grouped, run_grouped_colwise, run_rowcol,
+                           tile_scale_shape, transposed_shape)
 
 E8M0 = torch.float8_e8m0fnu
 

@@ -47,8 +47,9 @@ def mxfp8_quantize_2d(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn,
     return MXFP8Quantized(*torch.ops.mxquant.quantize_2d(x, dtype, scale_mode, backend))
 
 
-def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn,
-                           *, scale_mode: str = "rceil", backend: Optional[str] = None, axis: int = -1) -> MXFP8Quantized:
+def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
+                           dtype: torch.dtype = torch.float8_e4m3fn, *, scale_mode: str = "rceil",
+                           backend: Optional[str] = None, axis: int = -1) -> MXFP8Quantized:
     """Scales in the per-group 128x4 layout grouped GEMMs read.
     axis=-1 (default), row-wise data:
       3-D expert weights (E, N, K) with group_ends=None: scale (E, round_up(N,128)*round_up(K/32,4));

@@ -54,7 +54,8 @@ def _parts(op: str, x: torch.Tensor, ends, layout: str) -> list:
     if op == "quantize_2d":
         return [(0, 1, _tile_blocks(x.float()), _tile_blocks, lambda ids: ids)]
     if op == "quantize_grouped_colwise":  # column blocks (those of x^T), each token group's on its own
-        return [(0, 1) + col[2:4] + (lambda ids: swizzle_kgroups(ids.reshape(xt.shape[0], x.shape[0] // BLOCK), ends.tolist()),)]
+        columns = x.shape[0] // BLOCK
+        return [(0, 1) + col[2:4] + (lambda ids: swizzle_kgroups(ids.reshape(xt.shape[0], columns), ends.tolist()),)]
     nb = x.shape[-1] // BLOCK
     if ends is None:
         return [(0, 1, _row_blocks(x.float()), _row_blocks, lambda ids: swizzle_experts(ids.reshape(*x.shape[:2], nb)))]
