@@ -174,6 +174,36 @@ def test_nvfp4_global_scale_edges(variant, hp):  # noqa: F811
         assert_bytes(got.scale, want_scale, f"{name}: scale")
 
 
+def _e2m1_edge_rows() -> torch.Tensor:
+    """fp32 rows of 32 whose scale is 1 (MXFP4 amax 6: s = 0 in every mode; NVFP4 with global
+    scale 1: each group of 16 starts with +-6, scale 1.0), so y = x: the 81 fp32 values around
+    each e2m1 rounding edge (0, 0.25, 0.75 .. 5, 6) and 100 000 random bit patterns below 6,
+    random signs. The vector code's e2m1 (one fp32 add, or 16-bit lanes after rounding to odd)
+    meets every tie and every value next to one."""
+    g = torch.Generator().manual_seed(31)
+    edges = torch.tensor([0.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0]).view(torch.int32)
+    near = (edges[:, None] + torch.arange(-40, 41, dtype=torch.int32)).clamp(0, 0x40C00000).reshape(-1)
+    bits = torch.cat([near, torch.randint(0, 0x40C00001, (100_000,), generator=g, dtype=torch.int32)])
+    sign = torch.randint(0, 2, bits.shape, generator=g, dtype=torch.int32) << 31
+    v = (bits | sign).view(torch.float32)
+    v = torch.cat([v, torch.zeros(-v.numel() % 30)]).reshape(-1, 2, 15)
+    six = torch.where(torch.rand(v.shape[0], 2, 1, generator=g) < 0.5, -6.0, 6.0)
+    return torch.cat([six, v], dim=2).reshape(-1, 32)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_e2m1_every_edge(variant, mode):  # noqa: F811
+    x = _e2m1_edge_rows()
+    mx = mxquant.mxfp4_quantize(x, scale_mode=mode, backend=NATIVE)
+    want = oracle.mxfp4_quantize(x, mode)
+    assert_bytes(mx.data, want[0], "mxfp4 data")
+    assert_bytes(mx.scale, want[1], "mxfp4 scale")
+    nv = mxquant.nvfp4_quantize(x, torch.tensor([1.0]), backend=NATIVE)
+    want = _oracle("e2m1 edges", torch.float32, ("nvfp4", 1.0), lambda: oracle.nvfp4_quantize(x, 1.0))
+    assert_bytes(nv.data, want[0], "nvfp4 data")
+    assert_bytes(nv.scale, want[1], "nvfp4 scale")
+
+
 @pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
 def threads(request):
     before = torch.get_num_threads()
