@@ -14,6 +14,8 @@ Contenders per shape (M x K):
   torchao's `to_mx` on the transpose (x.t().contiguous() inside the compiled function);
 - grouped: token groups (G groups of random sizes over the M rows) against the same-size
   ungrouped swizzled call and against torchao's dim0 kernel + `triton_mx_block_rearrange_2d_M_groups`;
+  K-groups (the same ends rounded down to multiples of 32) against the column-wise call and
+  torchao's dim1 kernel + `triton_mx_block_rearrange_2d_K_groups`;
   3-D experts (M/8 rows each) against the ungrouped swizzled call and torchao's per-expert
   rearrange (`triton_mx_block_rearrange_per_group_3d`).
 Bytes moved per element: 2 read + 1 written + 1/32 scale (one output), 2 + 2 + 2/32 (row+column),
@@ -70,6 +72,7 @@ def contenders(x, notes):
     m, k = x.shape
     ends = _ends(m, GROUPS, x.device)
     experts = x.view(8, m // 8, k)
+    kends = torch.cat([(ends[:-1] // 32) * 32, ends[-1:]])  # K-groups: token ends at multiples of 32
     copy_dst = torch.empty_like(x)
     out = {
         "copy (ceiling)": (lambda: copy_dst.copy_(x), 4 * n, None),
@@ -82,6 +85,8 @@ def contenders(x, notes):
                                   lambda c: rt.quantize_grouped(c, ends.cpu(), E4M3, "rceil")),
         "triton grouped experts": (lambda: ops.quantize_grouped(experts, None, E4M3, "rceil"), one,
                                    lambda c: rt.quantize_grouped(c.view(8, m // 8, k), None, E4M3, "rceil")),
+        "triton grouped colwise (K-groups)": (lambda: ops.quantize_grouped_colwise(x, kends, E4M3, "rceil"), one,
+                                              lambda c: rt.quantize_grouped_colwise(c, kends.cpu(), E4M3, "rceil")),
     }
     for layout in ("linear", "swizzled"):
         sfx = "" if layout == "linear" else " swizzled"
@@ -102,6 +107,9 @@ def contenders(x, notes):
         "torchao dim0 + rearrange_2d_M_groups": (
             lambda: ao_quant.triton_mx_block_rearrange_2d_M_groups(
                 ao_kernels.triton_to_mxfp8_dim0(x, 32, "rceil")[1].view(torch.uint8), ends), one),
+        "torchao dim1 + rearrange_2d_K_groups": (
+            lambda: ao_quant.triton_mx_block_rearrange_2d_K_groups(
+                ao_kernels.triton_to_mxfp8_dim1(x, 32, "rceil")[1].view(torch.uint8), kends // 32), one),
         "torchao dim0 + rearrange_per_group_3d": (
             lambda: ao_quant.triton_mx_block_rearrange_per_group_3d(
                 ao_kernels.triton_to_mxfp8_dim0(x, 32, "rceil")[1].view(torch.uint8).view(8, m // 8, k // 32)), one),
