@@ -89,3 +89,30 @@ def test_short_lines_with_long_names_plugin_errors_and_settings():
     assert "env MXQUANT_BACKEND=nope" in lines
     assert "env unset: MXQUANT_ALLOW_DEVIATIONS" in lines and "report problem: " + "something " * 19 + "something" in words
     assert "declare deviations (chosen only when allowed or forced): " + long + " (1)" in words
+
+
+def test_short_lists_the_calls_each_backend_claims(registry, capsys):
+    """Each backend's claimed calls (capabilities.ops) appear, by their public names, on the line
+    that names it; a backend claiming none says none."""
+    out = " ".join(run_info(capsys).split())  # wrapped lines joined
+    section = out.split("calls beyond mxfp8 quantize / dequantize: ", 1)[1].split(" declare deviations", 1)[0]
+    named = {"quantize_colwise": "column-wise", "quantize_rowcol": "row+column", "quantize_2d": "32x32",
+             "quantize_grouped": "grouped", "quantize_grouped_colwise": "K-groups", "mxfp4_quantize": "mxfp4",
+             "mxfp4_dequantize": "mxfp4 dequant", "nvfp4_quantize": "nvfp4", "nvfp4_dequantize": "nvfp4 dequant"}
+    entries = re.findall(r"((?:[\w-]+, )*[\w-]+): (.*?)(?= [\w-]+(?:, [\w-]+)*: |$)", section)
+    seen = {}
+    for names, calls in entries:
+        for name in names.split(", "):
+            seen[name] = set(calls.split(", ")) - {"none"}
+    for b in list_backends().backends:
+        assert seen[b.name] == {named[op] for op in b.capabilities["ops"]}, (b.name, section)
+    assert seen["cpu"] and seen["cpu-eager"] == set()  # the reference claims every call; cpu-eager none
+
+
+def test_short_calls_of_a_plugin_with_a_newer_op():
+    rec = BackendRecord(name="acme", origin="plugin", plugin="acme", distribution="acme", priority=5, devices=["cpu"],
+                        capabilities={"ops": ["quantize_colwise", "future_op"]},
+                        availability=[Availability("cpu", True)], deviations=[])
+    report = Report("0", "0", "3.11", ["cpu"], [rec], [], [], {})
+    text = "\n".join(short_lines(report))
+    assert "  acme: column-wise, future_op" in text, text

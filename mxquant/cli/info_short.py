@@ -1,5 +1,5 @@
 """The short `mxquant info` (the default): a line per backend and device with a short reason,
-plugin problems, what the default call resolves to (and how that backend runs: cpu-native's
+plugin problems, the calls beyond mxfp8 quantize / dequantize each backend claims, what the default call resolves to (and how that backend runs: cpu-native's
 instruction set), the environment; plain text within 80 columns, long text wrapped, never cut. `mxquant info --full` prints everything (cli/info.py)."""
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def short_lines(report: Report, width: int = WIDTH) -> list[str]:
         for i, (device, status) in enumerate(states):
             rows.append((b.name if i == 0 else "", origin if i == 0 else "", prio if i == 0 else "", device, status))
     lines += _table(rows, (16, 16, 5, 6), width)
+    lines += calls_lines(report, width)
     deviating = [f"{b.name} ({len(b.deviations)})" for b in report.backends if b.deviations]
     if deviating:
         lines += wrap("declare deviations (chosen only when allowed or forced): " + ", ".join(deviating), width, "  ")
@@ -81,6 +82,32 @@ def short_lines(report: Report, width: int = WIDTH) -> list[str]:
     for err in report.errors:
         lines += wrap(f"report problem: {err}", width, "  ")
     lines += wrap("mxquant info --full: full reasons, install hints, deviations, plugins", width)
+    return lines
+
+
+CALL_NAMES = {  # backend.CLAIMABLE_OPS -> what the public call is (docs/semantics.md)
+    "quantize_colwise": "column-wise", "quantize_rowcol": "row+column", "quantize_2d": "32x32",
+    "quantize_grouped": "grouped", "quantize_grouped_colwise": "K-groups",
+    "mxfp4_quantize": "mxfp4", "mxfp4_dequantize": "mxfp4 dequant",
+    "nvfp4_quantize": "nvfp4", "nvfp4_dequantize": "nvfp4 dequant",
+}
+
+
+def calls_lines(report: Report, width: int) -> list[str]:
+    """Which calls beyond mxfp8 quantize / dequantize each backend claims (capabilities.ops),
+    backends with the same set on one line; none for a backend that could not be described."""
+    groups: dict[tuple, list[str]] = {}
+    for b in report.backends:
+        if b.capabilities is not None:
+            claimed = b.capabilities.get("ops") or ()
+            ops = tuple(CALL_NAMES[op] for op in CALL_NAMES if op in claimed)
+            ops += tuple(sorted(op for op in claimed if op not in CALL_NAMES))  # a newer op: its own name
+            groups.setdefault(ops, []).append(b.name)
+    if not groups:
+        return []
+    lines = ["calls beyond mxfp8 quantize / dequantize:"]
+    for ops, names in groups.items():
+        lines += wrap(f"  {', '.join(names)}: {', '.join(ops) or 'none'}", width, "    ")
     return lines
 
 
