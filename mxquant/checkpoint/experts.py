@@ -95,9 +95,10 @@ def split_fused(t: TensorInfo, config: dict, scheme: str) -> list[TensorInfo]:
     types = _model_types(config)
     if types & IN_OUT:
         raise CheckpointError(f"{t.name} {list(t.shape)}: {'/'.join(sorted(types & IN_OUT))} stores fused experts as "
-                              f"[E, in, out]; llm-compressor's per-expert split would cut each expert along its input "
-                              f"axis (wrong weights); GPT-OSS's own 4-bit experts use OpenAI's MXFP4 layout, which "
-                              f"is not written here ({ignore})")
+                              f"[E, in, out]; llm-compressor's per-expert split takes each expert's [in, out] matrix for "
+                              f"[out, in] (blocks along the output axis, gate and up cut from halves of the input "
+                              f"rows): wrong weights. GPT-OSS's own 4-bit experts use OpenAI's MXFP4 layout, not "
+                              f"written here ({ignore})")
     check_fused(t.name, t.shape, config)
     last = t.name.rsplit(".", 1)[-1]
     if last not in _SPLIT:
