@@ -117,3 +117,16 @@ def test_error_sums_match_a_float64_sum_chunk_after_chunk(name, dtype):
         xd, dq = x.double(), _dequantize64(name, data, scale, g)
         want = float((xd * xd).sum()), float(((xd - dq) ** 2).sum())
         assert got == pytest.approx(want, rel=1e-5), (seed, got, want)  # float32 dot products
+
+
+def test_fp8_block_needs_no_mxquant_backend(monkeypatch):
+    """FP8 block quantization is torch's; its faster dequantization borrows mxfp8_dequantize, and
+    where a forced backend cannot serve the CPU it uses torch's cast instead: the same values, no
+    refusal naming a call the user never asked for."""
+    x = _fp8_block_input(torch.bfloat16, 200, 256)
+    q, s = fp8block.quantize(x)
+    want = fp8block.dequantize(q, s)
+    monkeypatch.setenv("MXQUANT_BACKEND", "triton")
+    with pytest.raises(mxquant.errors.BackendError):
+        mxquant.mxfp8_dequantize(q, torch.full((200, 8), 127, dtype=torch.uint8).view(torch.float8_e8m0fnu))
+    assert torch.equal(fp8block.dequantize(q, s), want)

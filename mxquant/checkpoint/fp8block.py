@@ -39,13 +39,18 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def fp8_values(q: torch.Tensor) -> torch.Tensor:
     """float32 values of float8_e4m3fn elements [..., K] (K % 32 == 0). On the CPU through
     mxfp8_dequantize with unit scales (E8M0 127 = 2^0: the element values exactly, in one
-    vectorised pass; torch's own fp8 -> fp32 cast is element by element there, 12x slower)."""
+    vectorised pass; torch's own fp8 -> fp32 cast is element by element there, 12x slower),
+    torch's cast where a forced backend (MXQUANT_BACKEND) cannot serve the CPU."""
     if q.device.type != "cpu":
         return q.float()
     import mxquant
+    from mxquant.errors import BackendError
 
     ones = torch.full((*q.shape[:-1], q.shape[-1] // 32), 127, dtype=torch.uint8)
-    return mxquant.mxfp8_dequantize(q, ones.view(torch.float8_e8m0fnu), out_dtype=torch.float32)
+    try:
+        return mxquant.mxfp8_dequantize(q, ones.view(torch.float8_e8m0fnu), out_dtype=torch.float32)
+    except BackendError:  # a forced backend that cannot run here (FP8 block needs none): the same values
+        return q.float()
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
