@@ -10,7 +10,9 @@ mxfp4_quantize rceil and compressed-tensors with linear scales, rceil swizzled; 
 the global scale computed (two passes over x) and given; mxfp4_dequantize and nvfp4_dequantize back to
 x's dtype. Each reports the median and fastest round, GB/s (bytes read + written), and its time and
 CPU time relative to the cast. The load average before and after is recorded: the 2-core
-development machine is shared.
+development machine is shared. So is torch's own instruction set for the cast (torch_cpu_capability):
+to compare cpu-native's AVX2 variant with what torch runs on an AVX2-only CPU, run with
+ATEN_CPU_CAPABILITY=avx2 and --isa 'x86-64 avx2'.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main(argv=None):
     cpu_paths.select_isa(args.isa)
     result = cpu_paths.run_header()
     del result["threads"]  # per section below
+    result["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     for threads in map(int, args.threads.split(",")):
         torch.set_num_threads(threads)
         result[f"threads={threads}"] = {f"{m}x{k}_{str(hp)[6:]}": cases(m, k, hp, args.rounds)
