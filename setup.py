@@ -75,10 +75,19 @@ class OptionalBuildExt(build_ext):
 # -ffast-math: the kernel relies on IEEE rounding and subnormals.
 FLAGS = [] if sys.platform == "win32" else ["-O3", "-std=c99", "-fno-trapping-math", "-pthread"]
 
+def csrc(pattern: str) -> list[str]:
+    """backends/csrc's files matching pattern, relative to this file's folder (setuptools wants
+    relative paths; found from here, not the working directory), sorted: the build is reproducible.
+    Every C file there is part of the one library."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(os.path.relpath(p, here) for p in glob.glob(os.path.join(glob.escape(here), "backends", "csrc", pattern)))
+    if not found:
+        raise SystemExit(f"setup.py: no backends/csrc/{pattern} next to {__file__}")
+    return found
+
+
 setup(
-    # every C file in backends/csrc is one library (sorted: the build is reproducible)
-    ext_modules=[Extension(NATIVE, sorted(glob.glob("backends/csrc/*.c")),
-                           depends=sorted(glob.glob("backends/csrc/*.h")), extra_compile_args=FLAGS,
+    ext_modules=[Extension(NATIVE, csrc("*.c"), depends=csrc("*.h"), extra_compile_args=FLAGS,
                            extra_link_args=[] if sys.platform == "win32" else ["-pthread"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )
