@@ -36,11 +36,12 @@ def _inputs(dtype):
 @pytest.mark.parametrize("variant", [name for name, _ in VARIANTS] or [None])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("elem", [torch.float8_e4m3fn, torch.float8_e5m2])
-def test_native_sums_match_the_float64_oracle(variant, dtype, elem):
+@pytest.mark.parametrize("mode", ["compressed-tensors", "rceil", "floor"])  # floor saturates elements
+def test_native_sums_match_the_float64_oracle(variant, dtype, elem, mode):
     from mxquant.backends import cpu_native
 
     x = _inputs(dtype)
-    q = mxquant.mxfp8_quantize(x, elem, scale_mode="compressed-tensors", scale_layout="linear")
+    q = mxquant.mxfp8_quantize(x, elem, scale_mode=mode, scale_layout="linear")
     want = _oracle(x, q)
     with native_isa(variant):
         got = cpu_native.error_sums(x, q.data, q.scale)

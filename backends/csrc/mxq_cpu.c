@@ -191,7 +191,57 @@ TARGET_AVX512 static void quantize_rows_avx512(const qjob_t *j) {
     }
 }
 TARGET_AVX512 static void dequantize_rows_avx512(const djob_t *j) { dequantize_rows_any(j); }
-TARGET_AVX512 static void error_rows_avx512(const ejob_t *j) { error_rows_any(j); }
+/* 16 x values as fp32 from in_dtype at p (bf16: the high halves of fp32 bits). */
+TARGET_AVX512 INLINE __m512 load16_ps(const char *p, int in_dtype) {
+    if (in_dtype == IN_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    return _mm512_castsi512_ps(load16_f32bits(p, in_dtype));
+}
+
+/* 16 fp8 bytes at p decoded to fp32, exactly as decode_e4m3 / decode_e5m2 (NaN bits aside). */
+TARGET_AVX512 INLINE __m512 decode16(const uint8_t *p, int elem) {
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    if (elem == E5M2)  /* an e5m2 byte is the high byte of an fp16 */
+        return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 8));
+    __m512i d = _mm512_cvtepu8_epi32(b), em = _mm512_and_si512(d, _mm512_set1_epi32(0x7f));
+    __m512i sign = _mm512_slli_epi32(_mm512_and_si512(d, _mm512_set1_epi32(0x80)), 24);
+    __m512i normal = _mm512_add_epi32(_mm512_slli_epi32(em, 20), _mm512_set1_epi32(120 << 23));
+    __m512 sub = _mm512_mul_ps(_mm512_cvtepi32_ps(em), _mm512_set1_ps(1.0f / 512.0f));  /* em < 8: em * 2^-9 */
+    __m512i r = _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(em, _mm512_set1_epi32(8)), normal, _mm512_castps_si512(sub));
+    r = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(em, _mm512_set1_epi32(0x7f)), r, _mm512_set1_epi32(0x7fc00000));
+    return _mm512_castsi512_ps(_mm512_or_si512(r, sign));
+}
+
+/* sx += x^2, se += (x - dq)^2 for 8 fp32 pairs, in double (exact squares and differences). */
+TARGET_AVX512 INLINE void error8(__m256 x, __m256 dq, __m512d *sx, __m512d *se) {
+    __m512d xd = _mm512_cvtps_pd(x), e = _mm512_sub_pd(xd, _mm512_cvtps_pd(dq));
+    *sx = _mm512_add_pd(*sx, _mm512_mul_pd(xd, xd));
+    *se = _mm512_add_pd(*se, _mm512_mul_pd(e, e));
+}
+
+/* error_rows_any in vectors: the same sums per row (as dq: the element's value times the scale,
+ * in fp32; then double), added in another order (8 lanes, then across them). */
+TARGET_AVX512 static void error_rows_avx512(const ejob_t *j) {
+    int64_t nb = j->k / BLOCK, esize = j->in_dtype == IN_F32 ? 4 : 2;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const char *xr = j->x + r * j->x_row_bytes;
+        const uint8_t *dr = j->data + r * j->k;
+        __m512d sx = _mm512_setzero_pd(), se = _mm512_setzero_pd();
+        for (int64_t c = 0; c < nb; c++) {
+            uint32_t sb = j->scale[r * nb + c];
+            __m512 factor = _mm512_set1_ps(bitsf(sb == 0xffu ? 0x7fc00000u : (sb ? sb << 23 : 0x00400000u)));
+            for (int h = 0; h < 2; h++) {
+                __m512 x = load16_ps(xr + (c * BLOCK + 16 * h) * esize, j->in_dtype);
+                __m512 dq = _mm512_mul_ps(decode16(dr + c * BLOCK + 16 * h, j->elem), factor);
+                error8(_mm512_castps512_ps256(x), _mm512_castps512_ps256(dq), &sx, &se);
+                error8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dq), 1)), &sx, &se);
+            }
+        }
+        j->esum[2 * r] = _mm512_reduce_add_pd(sx);
+        j->esum[2 * r + 1] = _mm512_reduce_add_pd(se);
+    }
+}
 TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) { error_rows_any(j); }
 TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) { quantize_rows_any(j); }
 TARGET_AVX2 static void dequantize_rows_avx2(const djob_t *j) { dequantize_rows_any(j); }
@@ -544,4 +594,4 @@ void mxq_run_parallel_(rows_fn fn, const void *job, int64_t rows, int64_t k, int
 void mxq_advise_huge_pages_(void *p, int64_t nbytes) { advise_huge_pages(p, nbytes); }
 void mxq_zero_swizzle_padding_(uint8_t *scale, int64_t rows, int64_t nb) { zero_swizzle_padding(scale, rows, nb); }
 
-int mxq_abi_version(void) { return 6; }
+int mxq_abi_version(void) { return 7; } /* backends/_native_lib.py ABI_VERSION */
