@@ -103,13 +103,16 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
     try:
         with open(shard.path, "rb") as raw:
             f = manifest.HashingReader(raw, shard.path)
-            for t in shard.tensors:
-                if shard.decisions[t.name].quantize:
-                    entries += quantize_tensor(f, t, shard.data_start, writer, device=device, scale_mode=scale_mode,
-                                               chunk_elems=chunk_elems, progress=progress, quant=plan.quant)
-                else:
-                    entries.append(copy_tensor(f, t, shard.data_start, writer, chunk_elems, progress))
-            source_sha256 = f.sha256()
+            try:
+                for t in shard.tensors:
+                    if shard.decisions[t.name].quantize:
+                        entries += quantize_tensor(f, t, shard.data_start, writer, device=device, scale_mode=scale_mode,
+                                                   chunk_elems=chunk_elems, progress=progress, quant=plan.quant)
+                    else:
+                        entries.append(copy_tensor(f, t, shard.data_start, writer, chunk_elems, progress))
+                source_sha256 = f.sha256()
+            finally:
+                f.close()  # its hashing thread, also when a tensor failed
         writer.close()
     except BaseException:
         writer.abort()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 
 from .dstdir import replace_from
 
@@ -33,12 +35,25 @@ def file_sha256(path: str, block: int = 8 << 20) -> str:
 class HashingReader:
     """The source file as the conversion reads it (seek + readinto), hashing the bytes on the
     way when they are read front to back, as the converter does; `sha256()` is then the whole
-    file's hash without a second read (or, if the reads were not in order, a fresh one)."""
+    file's hash without a second read (or, if the reads were not in order, a fresh one).
+
+    The hashing runs on a thread of its own (hashlib releases the GIL), so the reads that the
+    quantization waits for are not held up by it: each buffer read is queued for it (at most
+    HASH_QUEUE at a time) and must not be modified afterwards (the converter only reads them)."""
+
+    HASH_QUEUE = 4
 
     def __init__(self, f, path: str):
         self._f, self._path, self._h = f, path, hashlib.sha256()
         self._hashed = self._at = 0
         self._in_order = True
+        self._q: queue.Queue = queue.Queue(maxsize=self.HASH_QUEUE)
+        self._thread = threading.Thread(target=self._hash, daemon=True, name="mxquant-source-sha256")
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (view := self._q.get()) is not None:
+            self._h.update(view)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self._at = self._f.seek(offset, whence)
@@ -49,11 +64,11 @@ class HashingReader:
             with open(self._path, "rb") as g:
                 g.seek(self._hashed)
                 gap = g.read(self._at - self._hashed)
-            self._h.update(gap)
+            self._q.put(gap)
             self._hashed += len(gap)
         n = self._f.readinto(b) or 0
         if self._at == self._hashed and self._in_order:
-            self._h.update(memoryview(b).cast("B")[:n])
+            self._q.put(memoryview(b).cast("B")[:n])
             self._hashed += n
         else:
             self._in_order = False
@@ -67,7 +82,14 @@ class HashingReader:
         self._in_order = False
         return getattr(self._f, name)
 
+    def close(self) -> None:
+        """Stop the hashing thread (idempotent); `sha256()` does it too."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
     def sha256(self) -> str:
+        self.close()
         if self._in_order and self._hashed == os.fstat(self._f.fileno()).st_size:
             return self._h.hexdigest()
         return file_sha256(self._path)
