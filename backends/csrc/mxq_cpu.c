@@ -242,7 +242,66 @@ TARGET_AVX512 static void error_rows_avx512(const ejob_t *j) {
         j->esum[2 * r + 1] = _mm512_reduce_add_pd(se);
     }
 }
-TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) { error_rows_any(j); }
+/* 8 fp8 bytes at p decoded to fp32 as decode_e4m3 / decode_e5m2 do (NaN bits aside). */
+TARGET_AVX2 INLINE __m256 decode8_avx2(const uint8_t *p, int elem) {
+    __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    __m256i em = _mm256_and_si256(d, _mm256_set1_epi32(0x7f));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(d, _mm256_set1_epi32(0x80)), 24);
+    int e4 = elem == E4M3;
+    __m256i normal = _mm256_add_epi32(_mm256_slli_epi32(em, e4 ? 20 : 21), _mm256_set1_epi32((e4 ? 120 : 112) << 23));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(em), _mm256_set1_ps(e4 ? 1.0f / 512.0f : 1.0f / 65536.0f));
+    __m256i r = _mm256_blendv_epi8(normal, _mm256_castps_si256(sub), _mm256_cmpgt_epi32(_mm256_set1_epi32(e4 ? 8 : 4), em));
+    __m256i nan = _mm256_set1_epi32(0x7fc00000);
+    if (e4) {
+        r = _mm256_blendv_epi8(r, nan, _mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7f)));
+    } else {
+        __m256i special = _mm256_blendv_epi8(nan, _mm256_set1_epi32(0x7f800000), _mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7c)));
+        r = _mm256_blendv_epi8(r, special, _mm256_cmpgt_epi32(em, _mm256_set1_epi32(0x7b)));
+    }
+    return _mm256_castsi256_ps(_mm256_or_si256(r, sign));
+}
+
+/* sx += x^2, se += (x - dq)^2 for 4 fp32 pairs, in double. */
+TARGET_AVX2 INLINE void error4_avx2(__m128 x, __m128 dq, __m256d *sx, __m256d *se) {
+    __m256d xd = _mm256_cvtps_pd(x), e = _mm256_sub_pd(xd, _mm256_cvtps_pd(dq));
+    *sx = _mm256_add_pd(*sx, _mm256_mul_pd(xd, xd));
+    *se = _mm256_add_pd(*se, _mm256_mul_pd(e, e));
+}
+
+/* error_rows_avx512 in 8-lane vectors (fp16 input through load_block's scalar conversion: AVX2
+ * alone has no F16C). */
+TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) {
+    int64_t nb = j->k / BLOCK, esize = j->in_dtype == IN_F32 ? 4 : 2;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const char *xr = j->x + r * j->x_row_bytes;
+        const uint8_t *dr = j->data + r * j->k;
+        __m256d sx = _mm256_setzero_pd(), se = _mm256_setzero_pd();
+        for (int64_t c = 0; c < nb; c++) {
+            uint32_t sb = j->scale[r * nb + c], b[BLOCK];
+            __m256 factor = _mm256_set1_ps(bitsf(sb == 0xffu ? 0x7fc00000u : (sb ? sb << 23 : 0x00400000u)));
+            const char *src = xr + c * BLOCK * esize;
+            if (j->in_dtype == IN_F16) load_block(src, IN_F16, b);
+            for (int q = 0; q < BLOCK / 8; q++) {
+                __m256 x;
+                if (j->in_dtype == IN_F32)
+                    x = _mm256_loadu_ps((const float *)src + 8 * q);
+                else if (j->in_dtype == IN_BF16)
+                    x = _mm256_castsi256_ps(_mm256_slli_epi32(
+                        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + 16 * q))), 16));
+                else
+                    x = _mm256_loadu_ps((const float *)b + 8 * q);
+                __m256 dq = _mm256_mul_ps(decode8_avx2(dr + c * BLOCK + 8 * q, j->elem), factor);
+                error4_avx2(_mm256_castps256_ps128(x), _mm256_castps256_ps128(dq), &sx, &se);
+                error4_avx2(_mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(dq, 1), &sx, &se);
+            }
+        }
+        double a[4], e[4];
+        _mm256_storeu_pd(a, sx);
+        _mm256_storeu_pd(e, se);
+        j->esum[2 * r] = (a[0] + a[1]) + (a[2] + a[3]);
+        j->esum[2 * r + 1] = (e[0] + e[1]) + (e[2] + e[3]);
+    }
+}
 TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) { quantize_rows_any(j); }
 TARGET_AVX2 static void dequantize_rows_avx2(const djob_t *j) { dequantize_rows_any(j); }
 #endif
