@@ -117,3 +117,27 @@ def refuse(capsys, argv, phrase) -> str:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and phrase in err, err
     return err
+
+
+def fuse_experts(src, dst) -> dict[str, torch.Tensor]:
+    """The per-expert checkpoint `src` with each layer's experts fused as transformers 5 holds them
+    ([E, out, in]: gate_up_proj [E, 2I, H], each expert's gate rows then its up rows, as its
+    modules' `.chunk(2, dim=-1)` reads them; down_proj [E, H, I]), written to `dst` as one file.
+    Returns the tensors written."""
+    import re
+
+    per = re.compile(r"^(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
+    out, experts = {}, {}
+    for name, t in read_folder(src).items():
+        m = per.match(name)
+        if m:
+            experts.setdefault(m[1], {}).setdefault(m[3], {})[int(m[2])] = t
+        else:
+            out[name] = t
+    for prefix, p in experts.items():
+        ids = sorted(p["gate"])
+        out[prefix + ".gate_up_proj"] = torch.stack([torch.cat([p["gate"][i], p["up"][i]]) for i in ids])
+        out[prefix + ".down_proj"] = torch.stack([p["down"][i] for i in ids])
+    with open(os.path.join(src, "config.json")) as f:
+        save_checkpoint(dst, out, config=json.load(f))
+    return out

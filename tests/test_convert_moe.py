@@ -86,7 +86,7 @@ def test_expert_width_not_a_multiple_of_32_keeps_the_whole_group(tmp_path, capsy
     capsys.readouterr()
     assert main(["convert", str(src), str(tmp_path / "dst")]) == 0
     printed = capsys.readouterr().out
-    assert "note: model.layers.0.mlp.experts: all 12 projections kept" in printed
+    assert "note: model.layers.0.mlp.experts: all 12 expert weights kept" in printed
     out = read_folder(tmp_path / "dst")
     experts = [n for n in source if ".mlp.experts." in n]
     assert len(experts) == 12

@@ -203,3 +203,22 @@ def test_moe_experts(moe, scheme):
         return
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert all(same)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_fused_moe_layer_kept_whole_loads_as_the_source(moe, tmp_path, scheme):
+    """The Qwen2-MoE fused as transformers 5 holds it, its down_proj ignored: the layer is kept
+    whole and fused (not half split), and transformers loads those experts exactly as the source's,
+    with no missing or unexpected key, next to the quantized rest."""
+    from convert_ckpt import fuse_experts
+
+    src = fuse_experts(moe / "src", tmp_path / "fused")
+    r = convert(tmp_path / "fused", tmp_path / "dst", scheme=scheme, ignore=["re:.*down_proj"], device="cpu")
+    assert "model.layers.0.self_attn.q_proj.weight" in r.quantized
+    loaded, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dst", output_loading_info=True)
+    with torch.no_grad():
+        loaded(torch.tensor([[1, 2, 3]]))
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    sd, ex = loaded.state_dict(), "model.layers.0.mlp.experts."
+    for n in ("gate_up_proj", "down_proj"):
+        assert torch.equal(sd[ex + n], src[ex + n]), n

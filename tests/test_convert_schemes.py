@@ -21,7 +21,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers not installed (extra convert-test)")
 pytest.importorskip("llmcompressor", reason="llm-compressor not installed (extra convert-test)")
 
-from convert_ckpt import assert_same_tensors, read_folder, refuse  # noqa: E402
+from convert_ckpt import assert_same_tensors, fuse_experts, read_folder, refuse  # noqa: E402
 
 from mxquant.checkpoint import convert  # noqa: E402
 
@@ -144,29 +144,6 @@ def test_fp8_block_keeps_a_weight_whose_k_is_no_multiple_of_128(tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
-def _fuse_experts(src, dst) -> None:
-    """The per-expert checkpoint `src` with each layer's experts fused as transformers 5 holds them
-    ([E, out, in]: gate_up_proj [E, 2I, H], each expert's gate rows then its up rows, as its
-    modules' `.chunk(2, dim=-1)` reads them; down_proj [E, H, I]), written to `dst` as one file."""
-    import re
-
-    from convert_ckpt import save_checkpoint
-
-    per = re.compile(r"^(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
-    out, experts = {}, {}
-    for name, t in read_folder(src).items():
-        m = per.match(name)
-        if m:
-            experts.setdefault(m[1], {}).setdefault(m[3], {})[int(m[2])] = t
-        else:
-            out[name] = t
-    for prefix, p in experts.items():
-        ids = sorted(p["gate"])
-        out[prefix + ".gate_up_proj"] = torch.stack([torch.cat([p["gate"][i], p["up"][i]]) for i in ids])
-        out[prefix + ".down_proj"] = torch.stack([p["down"][i] for i in ids])
-    save_checkpoint(dst, out, config=json.loads((src / "config.json").read_text()))
-
-
 @pytest.mark.parametrize("scheme", ["mxfp4", "nvfp4a16", "fp8-block"])
 def test_fused_3d_experts_are_split_per_expert_as_model_free_ptq_splits_them(pairs, scheme, tmp_path):
     """A Qwen2-MoE whose experts are fused 3-D tensors: the same tensors as converting its
@@ -175,7 +152,7 @@ def test_fused_3d_experts_are_split_per_expert_as_model_free_ptq_splits_them(pai
     from llmcompressor import model_free_ptq
 
     ours, _, r = pairs(scheme, "qwen2_moe")
-    _fuse_experts(ours.parent / "src", tmp_path / "fused")
+    fuse_experts(ours.parent / "src", tmp_path / "fused")
     assert any(t.dim() == 3 for t in read_folder(tmp_path / "fused").values())
     rf = convert(tmp_path / "fused", tmp_path / "ours", scheme=scheme, ignore=IGNORE, device="cpu")
     got = read_folder(tmp_path / "ours")

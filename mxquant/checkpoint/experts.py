@@ -62,6 +62,9 @@ def check_fused(name: str, shape: tuple, config: dict) -> None:
     """Refuse quantizing the fused 3-D expert tensor `name` unless its layout is known [E, out, in]."""
     types = _model_types(config)
     keep = "pass --ignore 're:.*experts.*' to keep every expert in its source dtype"
+    if shape[0] == 0:  # no runtime builds a MoE layer without experts: a broken or truncated file
+        raise CheckpointError(f"{name} {list(shape)}: a fused expert tensor with no experts (E = 0); refusing "
+                              f"to write an empty expert layer ({keep})")
     if types & IN_OUT:
         raise CheckpointError(f"{name} {list(shape)}: {'/'.join(sorted(types & IN_OUT))} stores fused experts as "
                               f"[E, in, out]; quantized as stored, its 32-blocks would run along the output axis, "
@@ -109,14 +112,22 @@ def split_fused(t: TensorInfo, config: dict, scheme: str) -> list[TensorInfo]:
                               f"(experts.<i>.gate_proj/up_proj/down_proj, as llm-compressor does), names "
                               f"{'/'.join(sorted(types))} checkpoints do not use, so no runtime would load them "
                               f"({keep})")
-    e, rows, k = t.shape
-    parts = _SPLIT[last]
-    if rows % len(parts):
+    if t.shape[1] % len(_SPLIT[last]):
         raise CheckpointError(f"{t.name} {list(t.shape)}: gate_up_proj with an odd number of rows ({keep})")
-    n, item = rows // len(parts), itemsize(t.dtype)
+    return parts(t)
+
+
+def parts(t: TensorInfo) -> list[TensorInfo]:
+    """The per-expert 2-D weights of the fused 3-D expert tensor `t` as llm-compressor names them
+    (byte ranges of the source, in file order), unchecked ([] for a name it does not split);
+    split_fused is the checked form."""
+    last = t.name.rsplit(".", 1)[-1]
+    names = _SPLIT.get(last, ())
+    e, rows, k = t.shape
+    n, item = rows // max(len(names), 1), itemsize(t.dtype)
     out = []
     for i in range(e):
-        for j, part in enumerate(parts):
+        for j, part in enumerate(names):
             name = t.name.replace(last, f"{i}.{part}") + ".weight"  # llm-compressor's str.replace
             begin = t.begin + (i * rows + j * n) * k * item
             out.append(TensorInfo(name, t.dtype, (n, k), begin, begin + n * k * item))
@@ -137,7 +148,7 @@ def one_scheme_per_group(decisions: dict[str, Decision]) -> list[str]:
         if kept and quantized:
             for n in quantized:
                 decisions[n] = replace(decisions[n], quantize=False, reason=GROUP_REASON, to_ignore=True)
-            notes.append(f"{group}: all {len(names)} projections kept in the source dtype, because {kept[0]} is "
+            notes.append(f"{group}: all {len(names)} expert weights kept in the source dtype, because {kept[0]} is "
                          f"kept ({decisions[kept[0]].reason}) and runtimes need one scheme per MoE layer")
     return notes
 

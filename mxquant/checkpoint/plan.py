@@ -5,7 +5,7 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import experts, fused
 from .quantizers import DEFAULT, Quant
@@ -114,15 +114,52 @@ def _check_output_names(shards: list[Shard]) -> None:
             owner[name] = shard.file
 
 
-def _split_fused_experts(shards: list[Shard], config: dict, scheme: str, quantized) -> None:
-    """Schemes other than mxfp8: each fused 3-D expert tensor that would be quantized becomes its
-    per-expert 2-D weights, in its place (experts.split_fused; refused where that is wrong)."""
+def _part_kept(d: Decision, t: TensorInfo, decide_one) -> Decision:
+    """The decision `d` for the fused 3-D expert tensor `t`, turned to kept where a per-expert part
+    the split would write is kept (`--ignore` naming it)."""
+    for p in experts.parts(t):
+        dp = decide_one(p)
+        if not dp.quantize:
+            return replace(d, quantize=False, reason=f"its per-expert part {dp.module} is kept ({dp.reason})",
+                           to_ignore=True)
+    return d
+
+
+def _decide(shards: list[Shard], config: dict, scheme: str, decide_one) -> tuple[dict[str, Decision], list[str]]:
+    """Every tensor's decision, and the notes. One scheme per MoE layer (experts.one_scheme_per_group)
+    is decided on the source names, fused expert tensors among them, before anything is split; so a
+    layer is split whole or left whole. Then each fused 3-D expert tensor left quantized is checked
+    (experts.check_fused) and, for schemes other than mxfp8, replaced in its shard by its per-expert
+    2-D weights (experts.split_fused; refused where that is wrong). A kept layer is written as in the
+    source, fused."""
+    split = scheme != "mxfp8"
+    decisions = {t.name: decide_one(t) for s in shards for t in s.tensors}
+    fused3d = [t for s in shards for t in s.tensors if len(t.shape) == 3 and decisions[t.name].quantize]
+    if split:
+        for t in fused3d:
+            decisions[t.name] = _part_kept(decisions[t.name], t, decide_one)
+    notes = experts.one_scheme_per_group(decisions)
+    source = set(decisions)
     for shard in shards:
         tensors = []
         for t in shard.tensors:
-            split = len(t.shape) == 3 and quantized(t)
-            tensors += experts.split_fused(t, config, scheme) if split else [t]
+            if not (len(t.shape) == 3 and decisions[t.name].quantize):
+                tensors.append(t)
+            elif not split:
+                experts.check_fused(t.name, t.shape, config)
+                tensors.append(t)
+            else:
+                parts = experts.split_fused(t, config, scheme)
+                for p in parts:
+                    if p.name in source:
+                        raise CheckpointError(f"{t.name} {list(t.shape)} split per expert (as --scheme {scheme} "
+                                              f"writes fused experts) gives {p.name}, which the source also has; "
+                                              "refusing (--scheme mxfp8 keeps the experts fused)")
+                    decisions[p.name] = decide_one(p)
+                del decisions[t.name]
+                tensors += parts
         shard.tensors = tensors
+    return decisions, notes
 
 
 def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False,
@@ -145,15 +182,8 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
         _check_index(index["weight_map"], seen)
     check_not_quantized(seen, config)
     sch = SCHEMES[scheme]
-    if scheme != "mxfp8":
-        _split_fused_experts(shards, config, scheme,
-                             lambda t: decide(t, ignore, quantize_lm_head, sch.k_block).quantize)
-    decisions = {t.name: decide(t, ignore, quantize_lm_head, sch.k_block) for shard in shards for t in shard.tensors}
-    for shard in shards:  # the name rule quantizes a 3-D tensor only as fused experts: is the layout known?
-        for t in shard.tensors:
-            if decisions[t.name].quantize and len(t.shape) == 3:
-                experts.check_fused(t.name, t.shape, config)
-    notes = experts.one_scheme_per_group(decisions) + experts.moe_notes(decisions, scheme)
+    decisions, notes = _decide(shards, config, scheme, lambda t: decide(t, ignore, quantize_lm_head, sch.k_block))
+    notes += experts.moe_notes(decisions, scheme)
     where = {t.name: (s.path, s.data_start, t) for s in shards for t in s.tensors if decisions[t.name].quantize}
     quant = Quant(sch, fused.GlobalScales(where) if scheme == "nvfp4a16" else None)
     for shard in shards:
