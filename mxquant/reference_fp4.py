@@ -105,6 +105,20 @@ def mxfp4_quantize(x: torch.Tensor, scale_mode: str, scale_layout: str):
     return data, _layout(scale_bytes, tuple(x.shape[:-1]), scale_layout).view(torch.float8_e8m0fnu)
 
 
+# Dequantize's one NaN per out_dtype (docs/semantics.md): the quiet NaN 0x7FC00000 rounded as torch's
+# CPU casts write it. Whatever NaN the arithmetic made (x * NaN keeps one operand's payload and
+# sign, 0 * Inf is the hardware's default NaN, GPU casts write 0x7FFF) is replaced by it.
+_NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
+             torch.float16: (torch.int16, 0x7E00)}
+
+
+def _to_out(v: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """fp32 values rounded once to out_dtype (RNE), every NaN the contract's NaN of out_dtype."""
+    out = v.to(out_dtype)
+    ints, bits = _NAN_BITS[out_dtype]
+    return torch.where(out.isnan(), out.new_full((), bits, dtype=ints).view(out_dtype), out)
+
+
 def _scale_rows(scale: torch.Tensor, rows: int, nb: int, layout: str) -> torch.Tensor:
     b = scale.view(torch.uint8)
     if layout == "swizzled":
@@ -113,13 +127,14 @@ def _scale_rows(scale: torch.Tensor, rows: int, nb: int, layout: str) -> torch.T
 
 
 def mxfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype):
-    """e2m1 value * 2**(b - 127) per block, exact in fp32, rounded once to out_dtype; NaN for 0xFF."""
+    """e2m1 value * 2**(b - 127) per block, exact in fp32, rounded once to out_dtype; NaN for 0xFF
+    (each NaN written as _to_out's)."""
     k = 2 * data.shape[-1]
     rows, nb = math.prod(data.shape[:-1]), k // MXFP4_BLOCK
     b = _scale_rows(scale, rows, nb, scale_layout).to(torch.int32)
     factor = torch.where(b == E8M0_NAN, float("nan"), power_of_two(b.clamp(max=254) - E8M0_BIAS))
     q = unpack_values(data).reshape(rows, nb, MXFP4_BLOCK)
-    return (q * factor.unsqueeze(-1)).reshape(*data.shape[:-1], k).to(out_dtype)
+    return _to_out((q * factor.unsqueeze(-1)).reshape(*data.shape[:-1], k), out_dtype)
 
 
 # ---- NVFP4 ---------------------------------------------------------------------------------------
@@ -160,10 +175,11 @@ def nvfp4_quantize(x: torch.Tensor, global_scale, scale_mode: str, scale_layout:
 def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor, scale_layout: str,
                      out_dtype: torch.dtype):
     """e2m1 value * (scale / global_scale), the quotient and the product in fp32, then rounded to
-    out_dtype; a NaN scale (0x7F / 0xFF) makes its group NaN."""
+    out_dtype; a NaN scale (0x7F / 0xFF) makes its group NaN (each NaN written as _to_out's, as is
+    0 * Inf where scale / g overflows)."""
     k = 2 * data.shape[-1]
     rows, nb = math.prod(data.shape[:-1]), k // NVFP4_BLOCK
     s = _scale_rows(scale, rows, nb, scale_layout).view(torch.float8_e4m3fn).float()
     factor = s / global_scale.reshape(1).float()
     q = unpack_values(data).reshape(rows, nb, NVFP4_BLOCK)
-    return (q * factor.unsqueeze(-1)).reshape(*data.shape[:-1], k).to(out_dtype)
+    return _to_out((q * factor.unsqueeze(-1)).reshape(*data.shape[:-1], k), out_dtype)

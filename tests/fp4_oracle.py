@@ -146,20 +146,35 @@ def unpack(data: torch.Tensor) -> np.ndarray:
     return out
 
 
+# Dequantize's NaN, the contract's explicit rule (docs/semantics.md, MXFP4 and NVFP4): whatever
+# NaN the arithmetic gives, the output holds this one (bits per out_dtype).
+NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
+            torch.float16: (torch.int16, 0x7E00)}
+
+
+def _contract_nan(y: torch.Tensor) -> torch.Tensor:
+    ints, bits = NAN_BITS[y.dtype]
+    out = y.view(ints).clone()
+    out[y.isnan()] = bits
+    return out.view(y.dtype)
+
+
 def mxfp4_dequantize(data: torch.Tensor, scale_rows: np.ndarray, out_dtype) -> torch.Tensor:
-    """data (uint8 packed) and linear scale bytes (rows, K/32) -> values rounded once to out_dtype."""
+    """data (uint8 packed) and linear scale bytes (rows, K/32) -> values rounded once to out_dtype
+    (NaN as NAN_BITS)."""
     q = e2m1_value(unpack(data)).reshape(scale_rows.shape[0], scale_rows.shape[1], 32)
     sb = scale_rows.astype(np.int64)
     f = np.where(sb == 0xFF, np.nan, np.ldexp(1.0, (np.minimum(sb, 254) - 127).astype(np.int32)))
     shape = (*data.shape[:-1], 2 * data.shape[-1])
     with np.errstate(over="ignore"):  # beyond fp32 is Inf, as the contract says
-        return torch.from_numpy((q * f[..., None]).reshape(shape).astype(np.float32)).to(out_dtype)
+        return _contract_nan(torch.from_numpy((q * f[..., None]).reshape(shape).astype(np.float32)).to(out_dtype))
 
 
 def nvfp4_dequantize(data: torch.Tensor, scale_rows: torch.Tensor, g: float, out_dtype) -> torch.Tensor:
-    """data and linear e4m3 scales (rows, K/16) -> fp32(q * fp32(s / g)) rounded to out_dtype."""
+    """data and linear e4m3 scales (rows, K/16) -> fp32(q * fp32(s / g)) rounded to out_dtype (NaN
+    as NAN_BITS)."""
     s = scale_rows.view(torch.float8_e4m3fn).float().numpy()
     q = e2m1_value(unpack(data)).reshape(s.shape[0], s.shape[1], 16).astype(np.float32)
     v = (q * (s / np.float32(g)).astype(np.float32)[..., None]).astype(np.float32)
     shape = (*data.shape[:-1], 2 * data.shape[-1])
-    return torch.from_numpy(v.reshape(shape)).to(out_dtype)
+    return _contract_nan(torch.from_numpy(v.reshape(shape)).to(out_dtype))

@@ -11,6 +11,7 @@ row stride, expanded and unmergeable rows, 1 and 2 threads. Dequantize: every da
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 import mxquant
 from mxquant.backend import FP4_OPS, Call
+from mxquant.backends import _native_lib
 from mxquant.conformance import verify_fp4
 from mxquant.conformance.compare import PASS
 from mxquant.conformance.fp4_inputs import fp4_inputs
@@ -26,6 +28,7 @@ from mxquant.conformance.fp4_inputs import fp4_inputs
 import fp4_oracle as oracle
 from cpu_auto import loaded_backend
 from mx_oracle import swizzle
+from native_isa import VARIANTS, native_isa
 from test_cpu_native_training import _mixed_columns, variant  # noqa: F401 (variant: the ISA fixture)
 from test_fp4 import assert_same_values
 from training_helpers import INPUTS, LAYOUTS, MODES, assert_bytes, ids
@@ -287,3 +290,35 @@ def test_claims_the_fp4_calls_and_is_chosen_on_cpu(op):
         mode = None if op.endswith("dequantize") else ("rceil" if op.startswith("mxfp4") else "compressed-tensors")
         call = Call(op, torch.device("cpu"), hp, torch.float4_e2m1fn_x2, mode, layout)
         assert mxquant.get_registry().resolved_name(call) == NATIVE, call.describe()
+
+
+# ---- the AVX2 variant on a CPU without F16C: fp16 by mxq_cpu_fp4.c's scalar code ----------------
+AVX2 = "x86-64 avx2"
+
+
+@contextlib.contextmanager
+def avx2_without_f16c():
+    """The AVX2 variant as it runs on a CPU without F16C (the hook mxq_fp4_force_no_f16c), or skip."""
+    lib = _native_lib.load()[0]
+    if lib is None or not dict(VARIANTS).get(AVX2):
+        pytest.skip(f"cpu-native {AVX2}: not built or this CPU lacks AVX2")
+    with native_isa(AVX2):
+        lib.mxq_fp4_force_no_f16c(1)
+        try:
+            yield
+        finally:
+            lib.mxq_fp4_force_no_f16c(0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fp16_on_avx2_without_f16c(layout):
+    """fp16 quantize and dequantize where the AVX2 variant has no F16C: this module's fp16 cases
+    (native inputs, every mode, the global scale edges, every data and scale byte) on that path."""
+    loaded_backend(NATIVE)
+    with avx2_without_f16c():
+        for mode in MODES:
+            test_mxfp4_quantize(None, torch.float16, mode, layout)
+        test_nvfp4_quantize(None, torch.float16, layout)
+        test_nvfp4_global_scale_edges(None, torch.float16)
+        for fmt in ("mxfp4", "nvfp4"):
+            test_dequantize_every_byte(None, 1, fmt, torch.float16, layout)

@@ -57,10 +57,16 @@ def test_nvfp4_against_oracle(hp, layout):
 
 
 def assert_same_values(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Dequantized values: want's dtype, shape and bits exactly, NaN included (the contract's one
+    NaN per out_dtype, which the oracle writes: fp4_oracle.NAN_BITS)."""
     assert got.shape == want.shape and got.dtype == want.dtype and got.is_contiguous(), what
     ints = {2: torch.int16, 4: torch.int32}[got.element_size()]
-    same = (got.view(ints) == want.view(ints)) | (got.isnan() & want.isnan())
-    assert bool(same.all()), f"{what}: {int((~same).sum())} values differ"
+    diff = (got.view(ints) != want.view(ints)).nonzero()
+    if diff.numel():
+        at = tuple(diff[0].tolist())
+        mask = (1 << 8 * got.element_size()) - 1
+        raise AssertionError(f"{what}: {diff.shape[0]} values differ in their bits, first at {at}: "
+                             f"{int(got.view(ints)[at]) & mask:#x}, expected {int(want.view(ints)[at]) & mask:#x}")
 
 
 def test_e2m1_rounding_and_packing_on_every_tie():
@@ -183,7 +189,9 @@ def test_torch_compile_fullgraph_and_no_gradient():
 
 def test_dequantize_special_scales():
     """0xFF E8M0 / 0x7F e4m3 scales make their block NaN; the bytes the contract writes for a
-    NaN / Inf block (scale NaN, nibbles 0) therefore dequantize to NaN."""
+    NaN / Inf block (scale NaN, nibbles 0) therefore dequantize to NaN, the contract's one NaN
+    per out_dtype (fp32 0x7FC00000, bf16 0xFFFF, fp16 0x7E00), whatever the nibbles' and the
+    scale's signs (e4m3 0xFF, negative nibbles) and on the default backend."""
     x = torch.ones(2, 32)
     x[0, 5] = float("inf")
     q = mxquant.mxfp4_quantize(x)
@@ -195,3 +203,18 @@ def test_dequantize_special_scales():
     assert n.scale.view(torch.uint8)[0].tolist() == [0x7F, 0x7E] and n.global_scale.item() == np.float32(2688.0)
     yn = mxquant.nvfp4_dequantize(n.data, n.scale, n.global_scale, out_dtype=torch.float32)
     assert yn[0, :16].isnan().all() and torch.equal(yn[0, 16:], torch.ones(16)) and torch.equal(yn[1], torch.ones(32))
+    data = torch.tensor([[0x00, 0x98, 0xF1, 0x7F] * 4], dtype=torch.uint8)  # +-0, negative and positive nibbles
+    nan_bits = {torch.float32: 0x7FC00000, torch.bfloat16: -1, torch.float16: 0x7E00}  # the rule, stated here
+    zero = torch.tensor([[(b >> s) & 7 == 0 for b in data[0].tolist() for s in (0, 4)]])
+    for out, backend in itertools.product(INPUTS, ("cpu", None)):  # the reference and the default (cpu-native)
+        ints, what = {2: torch.int16, 4: torch.int32}[out.itemsize], f"-> {out} on {backend or 'the default'}"
+        got = mxquant.mxfp4_dequantize(data, torch.tensor([[0xFF]], dtype=torch.uint8).view(torch.float8_e8m0fnu),
+                                       out_dtype=out, backend=backend)
+        assert (got.view(ints) == nan_bits[out]).all(), f"mxfp4 {what}"
+        nv_scale = torch.tensor([[0x7F, 0xFF]], dtype=torch.uint8).view(torch.float8_e4m3fn)
+        got = mxquant.nvfp4_dequantize(data, nv_scale, torch.tensor([0.5]), out_dtype=out, backend=backend)
+        assert (got.view(ints) == nan_bits[out]).all(), f"nvfp4 {what}"
+        # scale / g past fp32 (448 / 2^-140): Inf for nonzero nibbles, NaN (the same bits) for 0 * Inf
+        got = mxquant.nvfp4_dequantize(data, nv_scale.view(torch.uint8).fill_(0x7E).view(torch.float8_e4m3fn),
+                                       torch.tensor([2.0**-140]), out_dtype=out, backend=backend)
+        assert (got.view(ints)[zero] == nan_bits[out]).all() and got[~zero].isinf().all(), f"nvfp4 0 * Inf {what}"

@@ -12,6 +12,12 @@
  * one vector (AVX2: 8); the global scale is a first pass (the largest finite |x|, an integer max).
  * Built without -ffast-math: IEEE division, rounding and subnormals are relied on. */
 #include "mxq_cpu_fp4.h"
+#if MXQ_X86 && defined(__has_include)
+#if __has_include(<cpuid.h>)
+#include <cpuid.h>
+#define MXQ_HAVE_CPUID_H 1
+#endif
+#endif
 
 /* ---- the scalar code (baseline variant; the AVX2 one for fp16 without F16C) --------------- */
 /* GCC unrolls NVFP4's 16-element loops completely, and then does not vectorise them; kept as
@@ -84,12 +90,6 @@ INLINE void nv4_rows(const fjob_t *j, int64_t r0, int64_t r1, int in_dtype) {
     }
 }
 
-INLINE void store_values(void *out, int64_t o, const float *v, int n, int dtype) {
-    if (dtype == IN_F32) memcpy((float *)out + o, v, (size_t)n * 4);
-    else if (dtype == IN_BF16) for (int i = 0; i < n; i++) ((uint16_t *)out)[o + i] = f32_to_bf16(fbits(v[i]));
-    else for (int i = 0; i < n; i++) ((uint16_t *)out)[o + i] = f32_to_f16(fbits(v[i]));
-}
-
 INLINE void dq_rows(const fjob_t *j, int64_t r0, int64_t r1, int block, int out_dtype) {
     int64_t nb = j->k / block;
     for (int64_t r = r0; r < r1; r++) {
@@ -97,6 +97,10 @@ INLINE void dq_rows(const fjob_t *j, int64_t r0, int64_t r1, int block, int out_
         for (int64_t c = 0; c < nb; c++) {
             uint32_t sb = get_scale(j, r, c, nb);
             float f = dq_factor(j, sb, block);
+            if (dq_factor_special(f)) {
+                dq_block_special(d + c * block / 2, f, j->out, (r * nb + c) * block, block, out_dtype);
+                continue;
+            }
             float v[32];
             for (int i = 0; i < block / 2; i++) {
                 v[2 * i] = E2M1_VALUE[d[c * block / 2 + i] & 15] * f;
@@ -127,15 +131,39 @@ static void rows_base(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, 
  * but mxq_cpu.c asks cpuid for AVX2 only), so without F16C fp16 runs this file's code compiled for AVX2. */
 TARGET_AVX2 static void rows_avx2_scalar(const fjob_t *j, int64_t r0, int64_t r1) { FP4_DISPATCH(, j, r0, r1) }
 
+/* F16C from CPUID leaf 1 (ECX bit 29), as the AVX2 gate asks it: only with OSXSAVE and the OS
+ * saving the YMM state (XCR0 bits 1, 2), which __builtin_cpu_supports("avx2") also requires.
+ * Not __builtin_cpu_supports("f16c"): clang knows that name only from LLVM 18 (older ones
+ * refuse to compile it, and the whole library with it). No <cpuid.h>: taken as absent. */
+static int cpu_has_f16c(void) {
+#ifdef MXQ_HAVE_CPUID_H
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) || !(c & bit_OSXSAVE)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6u) == 6u; /* XMM and YMM state */
+#else
+    return 0;
+#endif
+}
+
+static int f16c_known = -1, f16c_forced_off = 0;
+
 static int have_f16c(void) {
-    static int known = -1;
-    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    int v = __atomic_load_n(&f16c_known, __ATOMIC_RELAXED);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("f16c") ? 1 : 0;
-        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+        v = cpu_has_f16c();
+        __atomic_store_n(&f16c_known, v, __ATOMIC_RELAXED);
     }
-    return v;
+    return v && !__atomic_load_n(&f16c_forced_off, __ATOMIC_RELAXED);
+}
+
+/* Test hook: off != 0 makes the AVX2 variant take its no-F16C path (fp16 by this file's scalar
+ * code) as on a CPU without F16C; 0 restores the CPU's answer. Returns whether this CPU has F16C.
+ * Not while calls are running. */
+int mxq_fp4_force_no_f16c(int off) {
+    __atomic_store_n(&f16c_forced_off, off != 0, __ATOMIC_RELAXED);
+    return cpu_has_f16c();
 }
 
 static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) {
@@ -145,9 +173,12 @@ static void rows_avx2(const fjob_t *j, int64_t r0, int64_t r1) {
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {mxq_fp4_rows_avx512_, rows_avx2, rows_base};
 #else
 static void (*const FP4_ROWS[])(const fjob_t *, int64_t, int64_t) = {rows_base};
+int mxq_fp4_force_no_f16c(int off) { (void)off; return 0; }
 #endif
 
-static void fp4_task(const void *job, int64_t r0, int64_t r1) { FP4_ROWS[mxq_isa_index_()]((const fjob_t *)job, r0, r1); }
+static void fp4_task(const void *job, int64_t r0, int64_t r1) {
+    FP4_ROWS[mxq_isa_index_()]((const fjob_t *)job, r0, r1);
+}
 
 static int run(fjob_t *j, int64_t rows, int nthreads) {
     if (rows > 0 && j->k > 0) mxq_run_parallel_(fp4_task, j, rows, j->k, mxq_plan_threads_(rows, j->k, nthreads));

@@ -99,6 +99,29 @@ INLINE float dq_factor(const fjob_t *j, uint32_t sb, int block) {
     return block == 16 ? j->factor[sb] : bitsf(sb == 0xffu ? 0x7fc00000u : (sb ? sb << 23 : 0x00400000u));
 }
 
+INLINE int dq_factor_special(float f) { return (fbits(f) & 0x7fffffffu) >= 0x7f800000u; } /* NaN or Inf */
+
+/* n fp32 values to out_dtype at element o of out (RNE; a NaN as f32_to_bf16 / f32_to_f16 write it). */
+INLINE void store_values(void *out, int64_t o, const float *v, int n, int dtype) {
+    if (dtype == IN_F32) memcpy((float *)out + o, v, (size_t)n * 4);
+    else if (dtype == IN_BF16) for (int i = 0; i < n; i++) ((uint16_t *)out)[o + i] = f32_to_bf16(fbits(v[i]));
+    else for (int i = 0; i < n; i++) ((uint16_t *)out)[o + i] = f32_to_f16(fbits(v[i]));
+}
+
+/* A block whose factor is NaN (a NaN scale) or Inf (NVFP4 scale / g past fp32), element by element:
+ * every NaN (all of a NaN-scale block; 0 * Inf) is written as the quiet 0x7fc00000, whatever the
+ * signs, so the output holds the contract's one NaN of out_dtype: fp32 0x7FC00000, bf16 0xFFFF,
+ * fp16 0x7E00 (docs/semantics.md, MXFP4 and NVFP4 dequantize). The hardware's NaN of x * NaN and
+ * 0 * Inf depends on the operand order (0xFFC00000 for 0 * Inf on x86): not left to it. */
+INLINE void dq_block_special(const uint8_t *d, float f, void *out, int64_t o, int block, int out_dtype) {
+    float v[32];
+    for (int i = 0; i < block; i++) {
+        float p = E2M1_VALUE[(d[i / 2] >> (4 * (i & 1))) & 15] * f;
+        v[i] = p != p ? bitsf(0x7fc00000u) : p;
+    }
+    store_values(out, o, v, block, out_dtype);
+}
+
 /* Every op with its dtype a constant: each pair gets its own loop. */
 #define FP4_DISPATCH(PREFIX, j, r0, r1)                                                                          \
     switch ((j)->op * 3 + (j)->dtype) {                                                                      \

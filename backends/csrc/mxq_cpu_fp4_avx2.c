@@ -8,8 +8,9 @@
  * its q, y's bits rounded to odd at bit 16 and e2m1 taken in 16-bit lanes (the bf16 code with
  * s = 0: rounding to odd keeps every comparison with a value whose low 16 bits are zero, and
  * every e2m1 edge is one; both e2m1 paths checked against e2m1_index on all 2^32 fp32 bit
- * patterns when written). Dequantize: each nibble by a variable shift, its magnitude from an 8-entry vpermps
- * table, its sign from bit 3. */
+ * patterns when written). Dequantize: each nibble by a variable shift, its magnitude from an
+ * 8-entry vpermps table, its sign from bit 3; a block whose factor is NaN or Inf by the scalar
+ * dq_block_special (mxq_cpu_fp4.h: every NaN the contract's one). */
 #include "mxq_cpu_fp4.h"
 
 #if MXQ_X86
@@ -131,8 +132,9 @@ TARGET_AVX2F INLINE void mx4_rows_mode(const fjob_t *j, int64_t r0, int64_t r1, 
                 amax = hmax16_epu16(_mm256_max_epu16(ab0, ab1)) << 16;
             } else {
                 for (int i = 0; i < 4; i++) x[i] = ld8(src + i * 8 * es, in_dtype);
-                amax = hmax8(_mm256_max_epi32(_mm256_max_epi32(_mm256_and_si256(x[0], abs32), _mm256_and_si256(x[1], abs32)),
-                                              _mm256_max_epi32(_mm256_and_si256(x[2], abs32), _mm256_and_si256(x[3], abs32))));
+                __m256i m01 = _mm256_max_epi32(_mm256_and_si256(x[0], abs32), _mm256_and_si256(x[1], abs32));
+                __m256i m23 = _mm256_max_epi32(_mm256_and_si256(x[2], abs32), _mm256_and_si256(x[3], abs32));
+                amax = hmax8(_mm256_max_epi32(m01, m23));
             }
             if (amax >= 0x7f800000u) { /* NaN or Inf: scale 0xFF, nibbles 0 */
                 memset(out, 0, 16);
@@ -186,15 +188,19 @@ TARGET_AVX2F INLINE __m256i nv4_scales_v(__m256i a, int in_dtype, float g, __m25
 /* Lane i = the largest lane of v[slot i] (unsigned 32-bit, or with w16 16-bit lanes: then the
  * largest 16-bit lane, zero-extended), slot i = 2i for i < 4, 2(i - 4) + 1 above: three rounds of
  * pairwise maxima, halving the vectors each round (128-bit halves, then 64-bit, then 32-bit). */
-TARGET_AVX2F INLINE __m256i vmax(__m256i a, __m256i b, int w16) { return w16 ? _mm256_max_epu16(a, b) : _mm256_max_epu32(a, b); }
+TARGET_AVX2F INLINE __m256i vmax(__m256i a, __m256i b, int w16) {
+    return w16 ? _mm256_max_epu16(a, b) : _mm256_max_epu32(a, b);
+}
 
 TARGET_AVX2F INLINE __m256i hmax8_v(__m256i *v, int w16) {
     for (int i = 0; i < 4; i++)
-        v[i] = vmax(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20), _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31), w16);
+        v[i] = vmax(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
+                    _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31), w16);
     for (int i = 0; i < 2; i++)
         v[i] = vmax(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]), w16);
     __m256 a = _mm256_castsi256_ps(v[0]), b = _mm256_castsi256_ps(v[1]);
-    __m256i m = vmax(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), w16);
+    __m256i m = vmax(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)),
+                     _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xdd)), w16);
     return w16 ? _mm256_and_si256(_mm256_max_epu16(m, _mm256_srli_epi32(m, 16)), W1(0xffff)) : m;
 }
 
@@ -239,19 +245,22 @@ TARGET_AVX2F INLINE void nv4_chunk(const fjob_t *j, int64_t r, int64_t c0, int n
                 __m256 x = _mm256_castsi256_ps(ld_half(src, i + g, h, n, in_dtype));
                 __m256i y = _mm256_castps_si256(_mm256_div_ps(x, _mm256_set1_ps(q[i + g])));
                 /* the top 16 bits, bit 0 set where any bit below was (round to odd) */
-                y16[h] = _mm256_or_si256(_mm256_srli_epi32(y, 16), _mm256_min_epu32(_mm256_and_si256(y, W1(0xffff)), W1(1)));
+                y16[h] = _mm256_or_si256(_mm256_srli_epi32(y, 16),
+                                         _mm256_min_epu32(_mm256_and_si256(y, W1(0xffff)), W1(1)));
             }
             __m256i yw = _mm256_packus_epi32(y16[0], y16[1]);
             w[g] = mx4_bf16_half(yw, _mm256_and_si256(yw, H1(0x7fff)), 0, 0x8000); /* sign: y < -0 */
         }
-        packed_pair_store(_mm256_packus_epi16(w[0], w[1]), out + i * 8, i + 1 == n); /* the row's odd last group: 8 bytes */
+        /* i + 1 == n: the row's odd last group, 8 bytes */
+        packed_pair_store(_mm256_packus_epi16(w[0], w[1]), out + i * 8, i + 1 == n);
     }
     if ((finite & 0xff) != 0xff)
         for (int i = 0; i < n; i++)
             if (!(finite >> i & 1)) memset(out + i * 8, 0, 8); /* NaN / Inf: nibbles 0 */
     if (!j->swizzled && n == 8) {
-        __m256i lo = _mm256_shuffle_epi8(b, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+        __m256i lo = _mm256_shuffle_epi8(b, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                             -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                             -1, -1, -1, -1));
         _mm_storel_epi64((__m128i *)(j->scale + r * ng + c0),
                          _mm_unpacklo_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)));
     } else {
@@ -277,7 +286,8 @@ TARGET_AVX2F INLINE void store16_v(void *out, int64_t o, __m256 v0, __m256 v1, i
         _mm256_storeu_ps((float *)out + o + 8, v1);
     } else if (out_dtype == IN_F16) {
         _mm256_storeu_si256((__m256i *)((uint16_t *)out + o),
-                            _mm256_set_m128i(_mm256_cvtps_ph(v1, _MM_FROUND_TO_NEAREST_INT), _mm256_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT)));
+                            _mm256_set_m128i(_mm256_cvtps_ph(v1, _MM_FROUND_TO_NEAREST_INT),
+                                             _mm256_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT)));
     } else {
         __m256i r[2];
         for (int h = 0; h < 2; h++) {
@@ -287,7 +297,8 @@ TARGET_AVX2F INLINE void store16_v(void *out, int64_t o, __m256 v0, __m256 v1, i
                                                       _mm256_and_si256(_mm256_srli_epi32(u, 16), W1(1))), 16);
             r[h] = _mm256_blendv_epi8(r[h], W1(0xffff), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
         }
-        _mm256_storeu_si256((__m256i *)((uint16_t *)out + o), _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8));
+        _mm256_storeu_si256((__m256i *)((uint16_t *)out + o),
+                            _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8));
     }
 }
 
@@ -306,7 +317,12 @@ TARGET_AVX2F INLINE void avx2_dq_rows(const fjob_t *j, int64_t r0, int64_t r1, i
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *d = (const uint8_t *)j->x + r * j->rstride;
         for (int64_t c = 0; c < nb; c++) {
-            __m256 f = _mm256_set1_ps(dq_factor(j, get_scale(j, r, c, nb), block));
+            float fs = dq_factor(j, get_scale(j, r, c, nb), block);
+            if (dq_factor_special(fs)) {
+                dq_block_special(d + c * block / 2, fs, j->out, (r * nb + c) * block, block, out_dtype);
+                continue;
+            }
+            __m256 f = _mm256_set1_ps(fs);
             for (int h = 0; h < block / 16; h++) {
                 const uint8_t *p = d + c * block / 2 + h * 8;
                 store16_v(j->out, (r * nb + c) * block + h * 16, _mm256_mul_ps(e2m1_values_v(p, mag), f),

@@ -205,7 +205,12 @@ TARGET_AVX512 INLINE void avx512_dq_rows(const fjob_t *j, int64_t r0, int64_t r1
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *d = (const uint8_t *)j->x + r * j->rstride;
         for (int64_t c = 0; c < nb; c++) {
-            __m512 f = _mm512_set1_ps(dq_factor(j, get_scale(j, r, c, nb), block));
+            float fs = dq_factor(j, get_scale(j, r, c, nb), block);
+            if (dq_factor_special(fs)) {
+                dq_block_special(d + c * block / 2, fs, j->out, (r * nb + c) * block, block, out_dtype);
+                continue;
+            }
+            __m512 f = _mm512_set1_ps(fs);
             for (int h = 0; h < block / 16; h++)
                 store16_v(j->out, (r * nb + c) * block + h * 16,
                           _mm512_mul_ps(e2m1_values_v(d + c * block / 2 + h * 8, table), f), out_dtype);
