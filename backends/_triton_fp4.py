@@ -184,13 +184,29 @@ def _to_out(v, out_ptr, INTERPRETED: tl.constexpr):
 
 
 @triton.jit
+def _contract_nan(v, y, out_ptr):
+    """y (the fp32 values v converted to out_ptr's dtype) with every NaN written as the contract's
+    one NaN of that dtype: fp32 0x7FC00000, bf16 0xFFFF, fp16 0x7E00 (a GPU's conversion writes
+    0x7FFF, x * NaN keeps an operand's payload; docs/semantics.md, MXFP4 and NVFP4)."""
+    ty: tl.constexpr = out_ptr.dtype.element_ty
+    if ty == tl.float32:
+        nan = tl.full(v.shape, 0x7FC00000, tl.int32).to(tl.float32, bitcast=True)
+    elif ty == tl.bfloat16:
+        nan = tl.full(v.shape, -1, tl.int16).to(tl.bfloat16, bitcast=True)
+    else:
+        nan = tl.full(v.shape, 0x7E00, tl.int16).to(tl.float16, bitcast=True)
+    return tl.where(v != v, nan, y)
+
+
+@triton.jit
 def fp4_dequantize_kernel(
     data_ptr, scale_ptr, g_ptr, out_ptr, M, K, stride_dm, scale_cols, n_k,
     NV: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
     """MXFP4: e2m1 * 2**(b - 127), exact in fp32, 0xFF -> NaN; NVFP4: e2m1 * RN(scale / g) in
-    fp32; then rounded once to out_ptr's dtype. K counts elements (the data holds K / 2 bytes a row)."""
+    fp32; then rounded once to out_ptr's dtype, each NaN the contract's. K counts elements (the
+    data holds K / 2 bytes a row)."""
     G: tl.constexpr = 16 if NV else 32
     NB: tl.constexpr = BLOCK_K // G
     tile = tl.program_id(0)
@@ -216,4 +232,5 @@ def fp4_dequantize_kernel(
         factor = tl.where(sb == 255, float("nan"), factor)
     out = tl.reshape(v * factor[:, :, None], (BLOCK_M, BLOCK_K))
     c2 = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
-    tl.store(out_ptr + rw * K + c2, _to_out(out, out_ptr, INTERPRETED), mask=(r2 < M) & (c2 < K))
+    y = _contract_nan(out, _to_out(out, out_ptr, INTERPRETED), out_ptr)
+    tl.store(out_ptr + rw * K + c2, y, mask=(r2 < M) & (c2 < K))
