@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import dist, dstdir, manifest
 from .dstdir import Dst
-from . import quantizers, schemes
+from . import quantizers, schemes, tensors
 from .plan import INDEX, Plan, make_plan
 from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
@@ -113,6 +113,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
                 source_sha256 = f.sha256()
             finally:
                 f.close()  # its hashing thread, also when a tensor failed
+                tensors.buffers.clear()
         writer.close()
     except BaseException:
         writer.abort()

@@ -16,6 +16,8 @@ global scale (fused.py).
 from __future__ import annotations
 
 import math
+import sys
+import threading
 
 import torch
 
@@ -24,8 +26,46 @@ from .quantizers import DEFAULT, Quant, error_sums, quantize_chunk
 from .stio import DTYPES, TensorInfo, itemsize, tensor_bytes
 
 
+class ReadBuffers:
+    """Reusable buffers for the chunks read: a fresh 8-32 MB tensor per chunk costs the page
+    faults and zeroing of every page it touches (about a tenth of a conversion's CPU time). A
+    buffer is a bytearray lent out as a tensor (torch.frombuffer, which holds a reference to it
+    until every tensor and view on it is gone, as do the writer's and the hasher's queued
+    memoryviews through their tensors); it is lent again only when nothing but this pool refers
+    to it, so a chunk still queued for writing or hashing is never overwritten. Small reads, and
+    reads beyond `cap` buffers in use, get a fresh tensor."""
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, cap: int = 10):
+        self._bufs: list[bytearray] = []
+        self._cap = cap
+        self._lock = threading.Lock()
+
+    def get(self, nbytes: int) -> torch.Tensor:
+        if nbytes >= self.MIN_BYTES:
+            with self._lock:
+                for ba in self._bufs:
+                    # references: the list, `ba` and getrefcount's argument; any tensor adds one
+                    if len(ba) >= nbytes and sys.getrefcount(ba) <= 3:
+                        return torch.frombuffer(ba, dtype=torch.uint8, count=nbytes)
+                if len(self._bufs) < self._cap:
+                    self._bufs.append(bytearray(nbytes))
+                    return torch.frombuffer(self._bufs[-1], dtype=torch.uint8, count=nbytes)
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def clear(self) -> None:
+        """Drop the pool's references (buffers still lent out live on with their tensors)."""
+        with self._lock:
+            self._bufs.clear()
+
+
+buffers = ReadBuffers()
+"""The conversion's read buffers (driver.py clears them after each shard)."""
+
+
 def read_range(f, offset: int, nbytes: int) -> torch.Tensor:
-    buf = torch.empty(nbytes, dtype=torch.uint8)
+    buf = buffers.get(nbytes)
     f.seek(offset)
     if nbytes and f.readinto(tensor_bytes(buf)) != nbytes:
         raise OSError(f"short read at byte {offset}")
