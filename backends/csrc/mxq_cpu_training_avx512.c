@@ -6,96 +6,24 @@
  *   copying the tile), the 64 column blocks encoded per vector lane, the two bands' 64x64 bytes
  *   transposed in registers and each column's 64 bytes stored (non-temporally, a whole line where
  *   M % 64 == 0). Column scales are gathered for the unit and written once per column.
- *   row+column, bf16: the tile copied once, and its 64 row blocks from the copy, all in vectors: the amax and
- *   amin of 32 blocks reduced into one vector each (reduce32_epu16), the scales per lane, each
+ *   row+column, bf16 (rowcol_tile_bf16_avx512): one pass over the tile for the column amax/amin
+ *   and every row's amax (a max tree fed row by row), the tile copied; then each vector's |x|
+ *   rounded once to the element's mantissa width and encoded twice, with the column scales and
+ *   with its row's scale (power-of-two scales: for normal results the rounding is the same); each
  *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16 rows
  *   go through mxq_cpu.h's block functions.
- *   Prefetch, into L2: each row 512 bytes ahead, and the next band pair's rows row by row.
- * Measured on the 2-core EPYC (docs/performance.md, 2026-12-05 helper run): 4096x8192 bf16, one
- * thread, reused outputs, thread CPU time: column-wise 13.4 -> 10.0 ms, row+column 22.8 -> 16.1
- * (row-wise 5.9); tried and dropped: units of 16 or 32 bands (no change), regular stores instead
- * of non-temporal ones (column-wise 14.8 ms), prefetching into L1 (slower than L2). */
-#include "mxq_cpu_training.h"
+ *   Prefetch, into L2: each row 512 bytes ahead, and (column-wise) the next band pair's rows.
+ * Measured on the 2-core EPYC (docs/performance.md): 4096x8192 bf16, one thread, reused
+ * outputs, thread CPU time: column-wise 13.4 -> 10.0 ms, row+column 22.8 -> 16.1 -> 10.4 (row-wise
+ * 5.8); tried and dropped: units of 16 or 32 bands (no change), regular stores instead of
+ * non-temporal ones (column-wise 14.8 ms), prefetching into L1 (slower than L2), the next pair's
+ * prefetch in row+column (10% slower), the second pass of row+column fully unrolled (20% slower). */
+#include "mxq_cpu_training_avx512.h"
 
 #if MXQ_X86
 #define NT_STORES 1 /* column (and row+column row) bytes stored past the caches where whole lines */
 #define PF_BYTES 512  /* prefetch distance along a row */
 #define RSW (STRIP / BLOCK) /* row scales of a strip */
-
-/* 16 rows of 64 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
- * rows. Each round interleaves the bytes of registers q and q + 8 (within 128-bit lanes): four
- * rounds rotate a byte's (register, byte) index bits by four, a 16x16 transpose in each lane. */
-TARGET_AVX512 INLINE void transpose_16x16_lanes(const uint8_t *e, __m512i *t) {
-    __m512i b[16];
-    for (int q = 0; q < 16; q++) t[q] = _mm512_load_si512(e + q * CW);
-    for (int round = 0; round < 4; round++) {
-        for (int q = 0; q < 8; q++) {
-            b[2 * q] = _mm512_unpacklo_epi8(t[q], t[q + 8]);
-            b[2 * q + 1] = _mm512_unpackhi_epi8(t[q], t[q + 8]);
-        }
-        for (int q = 0; q < 16; q++) t[q] = b[q];
-    }
-}
-
-/* e[32][64] bytes (row r: the encoded row r of 64 columns) -> column c's 32 bytes at dst + c * ds. */
-TARGET_AVX512 INLINE void transpose_32x64(const uint8_t *e, uint8_t *dst, int64_t ds) {
-    __m512i t[2][16];
-    for (int h = 0; h < 2; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]); /* t[h][q] lane L: column 16 L + q */
-    const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-    for (int q = 0; q < 16; q++) {
-        __m512i v0 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]); /* columns q, 16 + q */
-        __m512i v1 = _mm512_permutex2var_epi64(t[0][q], hi, t[1][q]); /* columns 32 + q, 48 + q */
-        _mm256_storeu_si256((__m256i *)(dst + q * ds), _mm512_castsi512_si256(v0));
-        _mm256_storeu_si256((__m256i *)(dst + (16 + q) * ds), _mm512_extracti64x4_epi64(v0, 1));
-        _mm256_storeu_si256((__m256i *)(dst + (32 + q) * ds), _mm512_castsi512_si256(v1));
-        _mm256_storeu_si256((__m256i *)(dst + (48 + q) * ds), _mm512_extracti64x4_epi64(v1, 1));
-    }
-}
-
-/* e[64][64] bytes (two bands' tiles) -> column c's 64 bytes at dst + c * ds: the 16x16 transposes
- * of transpose_32x64 for four groups of 16 rows, then each column's four 16-byte pieces joined.
- * One 64-byte store per column: a whole cache line where dst and ds are multiples of 64, then
- * stored past the caches (the (K, M) output is not read back here). */
-TARGET_AVX512 INLINE void transpose_64x64(const uint8_t *e, uint8_t *dst, int64_t ds, int nt) {
-    __m512i t[4][16];
-    for (int h = 0; h < 4; h++) transpose_16x16_lanes(e + 16 * h * CW, t[h]);
-    const __m512i lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-    for (int q = 0; q < 16; q++) {
-        __m512i v01 = _mm512_permutex2var_epi64(t[0][q], lo, t[1][q]), v23 = _mm512_permutex2var_epi64(t[2][q], lo, t[3][q]);
-        __m512i w01 = _mm512_permutex2var_epi64(t[0][q], hi, t[1][q]), w23 = _mm512_permutex2var_epi64(t[2][q], hi, t[3][q]);
-        __m512i col[4] = {_mm512_shuffle_i64x2(v01, v23, 0x44), _mm512_shuffle_i64x2(v01, v23, 0xEE),
-                          _mm512_shuffle_i64x2(w01, w23, 0x44), _mm512_shuffle_i64x2(w01, w23, 0xEE)};
-        for (int L = 0; L < 4; L++) {
-            if (nt) _mm512_stream_si512((__m512i *)(dst + (16 * L + q) * ds), col[L]);
-            else _mm512_storeu_si512(dst + (16 * L + q) * ds, col[L]);
-        }
-    }
-}
-
-/* The 64 bytes of two vectors of 16-bit lanes (values < 256), in lane order. */
-TARGET_AVX512 INLINE __m512i pack_bytes(__m512i lo, __m512i hi) {
-    return _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), _mm512_packus_epi16(lo, hi));
-}
-
-/* v[0..32) (16-bit lanes) -> one vector whose lane LANE_OF(p) is the max (or min) of v[p]'s 32
- * lanes, in five rounds that each join pairs: 256-bit halves, 128-bit lanes, 64-bit halves
- * (unpack), then 32- and 16-bit halves (masked shuffle, masked blend of shifts). v is clobbered. */
-#define LANE_OF(p) ((((p) & 3) << 3) | ((p) & 4) | (((p) >> 2) & 2) | (((p) >> 4) & 1))
-TARGET_AVX512 INLINE __m512i reduce32_epu16(__m512i *v, int is_max) {
-#define JOIN(a, b) (is_max ? _mm512_max_epu16(a, b) : _mm512_min_epu16(a, b))
-    for (int q = 0; q < 16; q++)
-        v[q] = JOIN(_mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0x44), _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0xEE));
-    for (int q = 0; q < 8; q++)
-        v[q] = JOIN(_mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0x88), _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], 0xDD));
-    for (int q = 0; q < 4; q++)
-        v[q] = JOIN(_mm512_unpacklo_epi64(v[2 * q], v[2 * q + 1]), _mm512_unpackhi_epi64(v[2 * q], v[2 * q + 1]));
-    for (int q = 0; q < 2; q++)
-        v[q] = JOIN(_mm512_mask_shuffle_epi32(v[2 * q], 0xAAAA, v[2 * q + 1], (_MM_PERM_ENUM)0xA0),
-                    _mm512_mask_shuffle_epi32(v[2 * q + 1], 0x5555, v[2 * q], (_MM_PERM_ENUM)0xF5));
-    return JOIN(_mm512_mask_blend_epi16(0xAAAAAAAAu, v[0], _mm512_slli_epi32(v[1], 16)),
-                _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(v[0], 16), v[1]));
-#undef JOIN
-}
 
 /* Per 16-bit lane (bf16 bits; the row code's arithmetic divided by 2^16): from a block's amax and
  * amin, s << 7 (returned), the scale byte (sb[lane]) and the lanes off the fast path (*slow). */
@@ -126,64 +54,113 @@ TARGET_AVX512 INLINE __m512i encode_bf16_lanes(__m512i v, __m512i s128, const fm
     return _mm512_ternarylogic_epi32(_mm512_srli_epi16(q, sh), _mm512_srli_epi16(v, 8), _mm512_set1_epi16(0x80), 0xF8);
 }
 
-/* After the vector pass: the columns in `slow` redone by the scalar block code (into e), then
- * the tile's 64 column scales into the unit's buffer (cs[c * UNIT_BANDS]). */
+/* After the vector pass: the columns in `slow` redone by the scalar block code (into e, whose
+ * bytes are in POS_OF order), then the tile's 64 column scales into the unit's buffer
+ * (cs[c * UNIT_BANDS]). */
 TARGET_AVX512 INLINE void col_tile_finish(const bjob_t *j, const char *x, int64_t c0, uint64_t slow, uint8_t *sb,
-                                          int in_dtype, const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs) {
+                                          int in_dtype, const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs, int packed) {
     for (; slow; slow &= slow - 1) {
         int c = __builtin_ctzll(slow);
         uint32_t b[BLOCK];
         uint8_t col[BLOCK];
         for (int r = 0; r < BLOCK; r++) b[r] = load_bits(x + r * j->rstride, c0 + c, in_dtype);
         sb[c] = quantize_block(b, col, f, j->mode);
-        for (int r = 0; r < BLOCK; r++) e[r][c] = col[r];
+        for (int r = 0; r < BLOCK; r++) e[r][POS_OF(c, packed)] = col[r];
     }
     for (int c = 0; c < CW; c++) cs[c * UNIT_BANDS] = sb[c];
 }
 
-/* The row blocks of a bf16 tile (row+column): in[r][h] is block h of row r; bytes to rout + r * K,
- * scales to rs[r * RSW + h]. */
-TARGET_AVX512 INLINE void row_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
-                                               __m512i (*in)[2], uint8_t *rout, uint8_t *rs, int nt) {
-    _Alignas(64) int16_t s16[2][BLOCK];
-    uint32_t slow[2];
+/* |x| of bf16 lanes rounded to the element format's mantissa width (nearest, ties to even), left in
+ * place: with every power-of-two scale whose result is an fp8 normal, the rounding of x * 2^-s is
+ * this one (the scale only shifts the exponent field, a carry into it included), so the row and
+ * the column result share it. Lanes whose result is not normal are on the slow path. */
+TARGET_AVX512 INLINE __m512i round_bf16_lanes(__m512i a, const fmt_t *f) {
+    int sh = (int)f->shift - 16;
+    return _mm512_add_epi16(_mm512_add_epi16(a, _mm512_set1_epi16((short)(f->half >> 16))),
+                            _mm512_and_si512(_mm512_srli_epi16(a, sh), _mm512_set1_epi16(1)));
+}
+
+/* From rounded |x| (rnd) and sbias = (s << 7) + rebias: |fp8| codes in 16-bit lanes (fast path:
+ * rnd - (s << 7) an fp8 normal or past the max, which clamps). */
+TARGET_AVX512 INLINE __m512i encode_rounded(__m512i rnd, __m512i sbias, const fmt_t *f) {
+    const __m512i maxq = _mm512_set1_epi16((short)((f->max_bits >> 16) - (f->rebias >> 16)));
+    return _mm512_srli_epi16(_mm512_min_epu16(_mm512_sub_epi16(rnd, sbias), maxq), (int)f->shift - 16);
+}
+
+/* Row+column, 64 bf16 columns of a band in one read: pass 1 loads the tile (copied to `in`),
+ * the column amax / amin per lane and the row amax by max_tree_push; pass 2 rounds each vector
+ * once and encodes it with the column scales (bytes to e, packed order) and with its row's scale
+ * (bytes to rout + r * K, scales to rs[r * RSW + h]). A row block is checked against the tile's
+ * smallest |x| first, exactly only when that fails; the slow ones and slow columns are redone by
+ * the scalar block code. */
+TARGET_AVX512 INLINE void rowcol_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
+                                                  uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
+    _Alignas(64) __m512i in[BLOCK][2];
+    _Alignas(64) int16_t rbias[2][BLOCK];
+    const char *p = x + c0 * 2;
+    const __m512i absm = _mm512_set1_epi16(0x7fff), rebias = _mm512_set1_epi16((short)(f->rebias >> 16));
+    __m512i mx[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, mn[2] = {absm, absm}, n[2][5], cb[2];
+#pragma GCC unroll 32
+    for (int r = 0; r < BLOCK; r++)
+        for (int h = 0; h < 2; h++) {
+            __m512i v = _mm512_loadu_si512(p + r * j->rstride + 64 * h), a = _mm512_and_si512(v, absm);
+            _mm_prefetch(p + r * j->rstride + 64 * h + PF_BYTES, _MM_HINT_T2);
+            in[r][h] = v;
+            mx[h] = _mm512_max_epu16(mx[h], a);
+            mn[h] = _mm512_min_epu16(mn[h], a);
+            max_tree_push(n[h], a, r);
+        }
+    uint8_t sb[CW], rsb[2][BLOCK];
+    uint32_t slow[2], cand[2];
     for (int h = 0; h < 2; h++) {
-        __m512i a[BLOCK], b[BLOCK];
-        for (int r = 0; r < BLOCK; r++) a[r] = b[r] = _mm512_and_si512(in[r][h], _mm512_set1_epi16(0x7fff));
-        uint8_t sb[BLOCK];
-        __m512i mx = reduce32_epu16(a, 1), mn = reduce32_epu16(b, 0);
-        _mm512_store_si512(s16[h], scales_bf16(mx, mn, f, j->mode, sb, &slow[h]));
-        for (int r = 0; r < BLOCK; r++) rs[r * RSW + h] = sb[LANE_OF(r)];
+        cb[h] = _mm512_add_epi16(scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]), rebias);
+        __m512i rs128 = scales_bf16(n[h][4], hmin_bcast_epu16(mn[h]), f, j->mode, rsb[h], &cand[h]);
+        _mm512_store_si512(rbias[h], _mm512_add_epi16(rs128, rebias));
     }
+    const __m512i sgnm = _mm512_set1_epi8((char)0x80), perm = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    const int64_t k = j->k;
     for (int r = 0; r < BLOCK; r++) {
-        __m512i q = pack_bytes(encode_bf16_lanes(in[r][0], _mm512_set1_epi16(s16[0][LANE_OF(r)]), f),
-                               encode_bf16_lanes(in[r][1], _mm512_set1_epi16(s16[1][LANE_OF(r)]), f));
-        uint8_t *out = rout + r * j->k;
-        int fix = (slow[0] | slow[1]) >> LANE_OF(r) & 1;
+        __m512i cq[2], rq[2], sg[2];
+        for (int h = 0; h < 2; h++) {
+            __m512i v = in[r][h], rnd = round_bf16_lanes(_mm512_and_si512(v, absm), f);
+            sg[h] = _mm512_srli_epi16(v, 8);
+            cq[h] = encode_rounded(rnd, cb[h], f);
+            rq[h] = encode_rounded(rnd, _mm512_set1_epi16(rbias[h][LANE_OF(r)]), f);
+            rs[r * RSW + h] = rsb[h][LANE_OF(r)];
+        }
+        __m512i sgn = _mm512_packus_epi16(sg[0], sg[1]); /* x's high bytes, packed as the codes */
+        _mm512_store_si512(e[r], _mm512_ternarylogic_epi32(_mm512_packus_epi16(cq[0], cq[1]), sgn, sgnm, 0xF8));
+        __m512i q = _mm512_permutexvar_epi64(perm, _mm512_ternarylogic_epi32(_mm512_packus_epi16(rq[0], rq[1]), sgn, sgnm, 0xF8));
+        uint8_t *out = rout + r * k;
+        int fix = 0;
+        for (int h = 0; h < 2; h++)
+            if (cand[h] >> LANE_OF(r) & 1) { /* the exact test: every |x| >= the threshold, no NaN / Inf */
+                int t = rbias[h][LANE_OF(r)] - (int)(f->rebias >> 16) + (int)(f->min_normal >> 16);
+                __m512i thr = _mm512_set1_epi16((short)(t < 0x80 ? 0x80 : t));
+                fix |= (rsb[h][LANE_OF(r)] == 0xff || _mm512_cmpge_epu16_mask(_mm512_and_si512(in[r][h], absm), thr) != 0xffffffffu) << h;
+            }
         if (nt && !fix) _mm512_stream_si512((__m512i *)out, q);
         else _mm512_storeu_si512(out, q);
         for (int h = 0; fix && h < 2; h++)
-            if (slow[h] >> LANE_OF(r) & 1) {
+            if (fix >> h & 1) {
                 uint32_t blk[BLOCK];
                 load_block(x + r * j->rstride + (c0 + BLOCK * h) * 2, IN_BF16, blk);
                 rs[r * RSW + h] = quantize_block(blk, out + BLOCK * h, f, j->mode);
             }
     }
+    col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs, 1);
 }
 
-/* 64 bf16 columns, in 16-bit lanes; with rowcol (a constant at each call site), the row blocks
- * too (bytes to rout, scales to rs). */
+/* Column-wise, 64 bf16 columns, in 16-bit lanes; the tile is read twice (x's rows are often 2^n
+ * bytes apart, one L1 set: the second read comes from L2, cheaper than a copy). */
 TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
-                                               uint8_t (*e)[CW], uint8_t *cs, int rowcol, uint8_t *rout, uint8_t *rs,
-                                               int rnt) {
-    __m512i in[BLOCK][2]; /* row+column: the tile, copied (x's rows are often 2^n bytes apart, one L1 set) */
+                                               uint8_t (*e)[CW], uint8_t *cs) {
     const char *p = x + c0 * 2;
     const __m512i absm = _mm512_set1_epi16(0x7fff);
     __m512i mx[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, mn[2] = {absm, absm}, s128[2];
     for (int r = 0; r < BLOCK; r++)
         for (int h = 0; h < 2; h++) {
-            __m512i v = _mm512_loadu_si512(p + r * j->rstride + 64 * h), a = _mm512_and_si512(v, absm);
-            if (rowcol) in[r][h] = v;
+            __m512i a = _mm512_and_si512(_mm512_loadu_si512(p + r * j->rstride + 64 * h), absm);
             _mm_prefetch(p + r * j->rstride + 64 * h + PF_BYTES, _MM_HINT_T2);
             mx[h] = _mm512_max_epu16(mx[h], a);
             mn[h] = _mm512_min_epu16(mn[h], a);
@@ -191,13 +168,11 @@ TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, i
     uint8_t sb[CW];
     uint32_t slow[2];
     for (int h = 0; h < 2; h++) s128[h] = scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]);
-    for (int r = 0; r < BLOCK; r++) { /* column-wise alone reads x again (from L2): cheaper than a copy */
-        __m512i v0 = rowcol ? in[r][0] : _mm512_loadu_si512(p + r * j->rstride);
-        __m512i v1 = rowcol ? in[r][1] : _mm512_loadu_si512(p + r * j->rstride + 64);
-        _mm512_store_si512(e[r], pack_bytes(encode_bf16_lanes(v0, s128[0], f), encode_bf16_lanes(v1, s128[1], f)));
+    for (int r = 0; r < BLOCK; r++) {
+        __m512i v0 = _mm512_loadu_si512(p + r * j->rstride), v1 = _mm512_loadu_si512(p + r * j->rstride + 64);
+        _mm512_store_si512(e[r], _mm512_packus_epi16(encode_bf16_lanes(v0, s128[0], f), encode_bf16_lanes(v1, s128[1], f)));
     }
-    col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs);
-    if (rowcol) row_tile_bf16_avx512(j, x, c0, f, in, rout, rs, rnt);
+    col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs, 1);
 }
 
 /* 64 fp32 or fp16 columns, in 32-bit lanes (fp16 widened exactly). */
@@ -243,7 +218,7 @@ TARGET_AVX512 INLINE void col_tile_f32_avx512(const bjob_t *j, const char *x, in
             q = _mm512_ternarylogic_epi32(_mm512_srli_epi32(q, f->shift), _mm512_srli_epi32(v, 24), sgn, 0xF8);
             _mm_store_si128((__m128i *)(e[r] + 16 * h), _mm512_cvtepi32_epi8(q));
         }
-    col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs);
+    col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs, 0);
 }
 
 /* Row-wise blocks of 64 fp32 / fp16 columns of the band's rows (row+column), by the row code's block functions. */
@@ -327,7 +302,7 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
         int pair = i + 1 < bands;
         for (int64_t c0 = cb; c0 < ce; c0 += CW) {
             int w = ce - c0 < CW ? (int)(ce - c0) : CW;
-            prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
+            if (!vrow) prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
             for (int64_t b = i; b <= i + pair; b++) {
                 const char *x = band_x(j, l, b);
                 if (j->op == OP_TILES) {
@@ -341,15 +316,15 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
                 }
                 uint8_t *cs = &csb[c0 - cb][b - i0];
                 if (vrow)
-                    col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, 1, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
-                                         rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
-                else if (in_dtype == IN_BF16) col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, 0, NULL, NULL, 0);
+                    rowcol_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
+                                            rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
+                else if (in_dtype == IN_BF16) col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs);
                 else col_tile_f32_avx512(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs);
                 if (j->op == OP_ROWCOL && !vrow) row_tile_avx512(j, x, l, b, c0, in_dtype, f);
             }
             if (j->op == OP_TILES || w < CW) continue;
-            if (pair) transpose_64x64(&e[0][0], col_out(j, l, i, c0), j->m, nt);
-            else transpose_32x64(&e[0][0], col_out(j, l, i, c0), j->m);
+            if (pair) transpose_64x64(&e[0][0], col_out(j, l, i, c0), j->m, nt, in_dtype == IN_BF16);
+            else transpose_32x64(&e[0][0], col_out(j, l, i, c0), j->m, in_dtype == IN_BF16);
         }
         for (int r = 0; vrow && r < (1 + pair) * BLOCK; r++)
             put_scales(j->rscale, j->swizzled, l * j->m + i * BLOCK + r, cb / BLOCK, j->k / BLOCK, rsb[r], (full - cb) / BLOCK);
