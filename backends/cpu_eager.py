@@ -204,6 +204,7 @@ def _dequantize(data, scale, scale_layout, out) -> None:
 
     cr = _chunk_rows(k, swizzled)
     fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
+    ints, nan_bits = reference.DEQUANT_NAN_BITS[out.dtype]
     for r0 in range(0, rows, cr):
         r1 = min(rows, r0 + cr)
         n = r1 - r0
@@ -221,6 +222,11 @@ def _dequantize(data, scale, scale_layout, out) -> None:
         f.view(n, nb, BLOCK).mul_(factor.unsqueeze(-1))  # exact (see docs/semantics.md)
         if fbuf is not None:
             o2[r0:r1].copy_(f)  # the one rounding, RNE
+        # A 0xFF scale's block, a NaN element: each NaN written as the contract's one (x * NaN keeps
+        # an operand's payload and sign, casts write their own). The sum is NaN where a value is
+        # (or +Inf and -Inf are both reached): a pass 20x cheaper than isnan, which then runs.
+        if bool(f.sum().isnan()):
+            o2[r0:r1].view(ints).masked_fill_(f.isnan(), nan_bits)
 
 
 def dequantize(data, scale, scale_layout, out_dtype):

@@ -89,8 +89,26 @@ def quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, scale_layout:
     return data, scale.view(torch.float8_e8m0fnu)
 
 
+# Dequantize's one NaN per out_dtype (docs/semantics.md, "Dequantize"; MXFP8, MXFP4 and NVFP4):
+# the quiet NaN 0x7FC00000 rounded as torch's vectorised CPU casts write it. Whatever NaN the
+# arithmetic made (torch's e4m3 -> fp32 gives 0x7FF00000 / 0xFFF00000, x * NaN keeps one operand's
+# payload and sign, 0 * Inf is the hardware's default NaN, GPU casts write 0x7FFF) is replaced by it.
+# (float64: not a public out_dtype; tests sum the reference's exact values in it.)
+DEQUANT_NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
+                    torch.float16: (torch.int16, 0x7E00), torch.float64: (torch.int64, 0x7FF8000000000000)}
+
+
+def round_to_out(v: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """fp32 values rounded once to out_dtype (RNE), every NaN the contract's NaN of out_dtype."""
+    out = v.to(out_dtype)
+    ints, bits = DEQUANT_NAN_BITS[out_dtype]
+    # masked_fill keeps out's strides (torch.where's may differ for an empty tensor)
+    return out.view(ints).masked_fill(out.isnan(), bits).view(out_dtype)
+
+
 def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_dtype: torch.dtype):
-    """data * 2**s per block, computed exactly in fp32 and rounded once to `out_dtype`."""
+    """data * 2**s per block, computed exactly in fp32 and rounded once to `out_dtype`; every NaN
+    (a 0xFF scale's block, a NaN element) written as DEQUANT_NAN_BITS[out_dtype]."""
     shape = data.shape
     k = shape[-1]
     rows = data.numel() // k if k else 0
@@ -102,4 +120,4 @@ def dequantize(data: torch.Tensor, scale: torch.Tensor, scale_layout: str, out_d
     factor = power_of_two(scale_bytes.clamp(max=254) - E8M0_BIAS)
     factor = torch.where(scale_bytes == E8M0_NAN, float("nan"), factor)
     values = data.contiguous().reshape(rows, k // BLOCK, BLOCK).to(torch.float32) * factor.unsqueeze(-1)
-    return values.reshape(shape).to(out_dtype)
+    return round_to_out(values.reshape(shape), out_dtype)

@@ -15,6 +15,7 @@ from .formats import (E2M1_EMAX, E2M1_MAX, E4M3_MAX, E4M3_NAN, E8M0_BIAS, E8M0_N
                       NVFP4_ZERO_SCALE)
 from .layouts import swizzle, unswizzle
 from .reference import power_of_two
+from .reference import round_to_out as _to_out  # fp32 -> out_dtype, each NaN the contract's one
 
 _ABS_MASK = 0x7FFFFFFF
 _FP32_INF_BITS = 0x7F800000
@@ -103,20 +104,6 @@ def mxfp4_quantize(x: torch.Tensor, scale_mode: str, scale_layout: str):
     nibbles = torch.where(special, 0, e2m1_nibbles(y, negative)).to(torch.uint8)
     data = pack(nibbles.reshape(*x.shape))
     return data, _layout(scale_bytes, tuple(x.shape[:-1]), scale_layout).view(torch.float8_e8m0fnu)
-
-
-# Dequantize's one NaN per out_dtype (docs/semantics.md): the quiet NaN 0x7FC00000 rounded as torch's
-# CPU casts write it. Whatever NaN the arithmetic made (x * NaN keeps one operand's payload and
-# sign, 0 * Inf is the hardware's default NaN, GPU casts write 0x7FFF) is replaced by it.
-_NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
-             torch.float16: (torch.int16, 0x7E00)}
-
-
-def _to_out(v: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """fp32 values rounded once to out_dtype (RNE), every NaN the contract's NaN of out_dtype."""
-    out = v.to(out_dtype)
-    ints, bits = _NAN_BITS[out_dtype]
-    return torch.where(out.isnan(), out.new_full((), bits, dtype=ints).view(out_dtype), out)
 
 
 def _scale_rows(scale: torch.Tensor, rows: int, nb: int, layout: str) -> torch.Tensor:

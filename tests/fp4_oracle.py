@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from mx_oracle import swizzle
+from mx_oracle import NAN_BITS, contract_nan, swizzle  # noqa: F401 (NAN_BITS: re-exported)
 
 _HALF_MIN_SUB = {torch.float32: 2.0**-150, torch.bfloat16: 2.0**-134, torch.float16: 2.0**-25}
 
@@ -146,19 +146,6 @@ def unpack(data: torch.Tensor) -> np.ndarray:
     return out
 
 
-# Dequantize's NaN, the contract's explicit rule (docs/semantics.md, MXFP4 and NVFP4): whatever
-# NaN the arithmetic gives, the output holds this one (bits per out_dtype).
-NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
-            torch.float16: (torch.int16, 0x7E00)}
-
-
-def _contract_nan(y: torch.Tensor) -> torch.Tensor:
-    ints, bits = NAN_BITS[y.dtype]
-    out = y.view(ints).clone()
-    out[y.isnan()] = bits
-    return out.view(y.dtype)
-
-
 def mxfp4_dequantize(data: torch.Tensor, scale_rows: np.ndarray, out_dtype) -> torch.Tensor:
     """data (uint8 packed) and linear scale bytes (rows, K/32) -> values rounded once to out_dtype
     (NaN as NAN_BITS)."""
@@ -167,7 +154,7 @@ def mxfp4_dequantize(data: torch.Tensor, scale_rows: np.ndarray, out_dtype) -> t
     f = np.where(sb == 0xFF, np.nan, np.ldexp(1.0, (np.minimum(sb, 254) - 127).astype(np.int32)))
     shape = (*data.shape[:-1], 2 * data.shape[-1])
     with np.errstate(over="ignore"):  # beyond fp32 is Inf, as the contract says
-        return _contract_nan(torch.from_numpy((q * f[..., None]).reshape(shape).astype(np.float32)).to(out_dtype))
+        return contract_nan(torch.from_numpy((q * f[..., None]).reshape(shape).astype(np.float32)).to(out_dtype))
 
 
 def nvfp4_dequantize(data: torch.Tensor, scale_rows: torch.Tensor, g: float, out_dtype) -> torch.Tensor:
@@ -177,4 +164,4 @@ def nvfp4_dequantize(data: torch.Tensor, scale_rows: torch.Tensor, g: float, out
     q = e2m1_value(unpack(data)).reshape(s.shape[0], s.shape[1], 16).astype(np.float32)
     v = (q * (s / np.float32(g)).astype(np.float32)[..., None]).astype(np.float32)
     shape = (*data.shape[:-1], 2 * data.shape[-1])
-    return _contract_nan(torch.from_numpy(v.reshape(shape)).to(out_dtype))
+    return contract_nan(torch.from_numpy(v.reshape(shape)).to(out_dtype))

@@ -142,14 +142,42 @@ def decode(data_bytes: np.ndarray, dtype) -> np.ndarray:
     return sign * value
 
 
+# Dequantize's NaN, the contract's explicit rule (docs/semantics.md, "Dequantize"; MXFP8, MXFP4
+# and NVFP4): whatever NaN the arithmetic gives, the output holds this one (bits per out_dtype).
+NAN_BITS = {torch.float32: (torch.int32, 0x7FC00000), torch.bfloat16: (torch.int16, -1),
+            torch.float16: (torch.int16, 0x7E00)}
+
+
+def contract_nan(y: torch.Tensor) -> torch.Tensor:
+    """y with every NaN written as NAN_BITS[y.dtype]."""
+    ints, bits = NAN_BITS[y.dtype]
+    out = y.view(ints).clone()
+    out[y.isnan()] = bits
+    return out.view(y.dtype)
+
+
 def dequantize(data: torch.Tensor, scale_rows: torch.Tensor, out_dtype) -> torch.Tensor:
-    """data (fp8) and its linear scale bytes (rows, K/32) -> values rounded once to out_dtype."""
+    """data (fp8) and its linear scale bytes (rows, K/32) -> values rounded once to out_dtype
+    (NaN as NAN_BITS)."""
     k = data.shape[-1]
     rows, nb = math.prod(data.shape[:-1]), k // 32
     q = decode(data.contiguous().view(torch.uint8).numpy().reshape(rows, nb, 32), data.dtype)
     sb = scale_rows.view(torch.uint8).numpy().reshape(rows, nb).astype(np.int64)
     factor = np.where(sb == 0xFF, np.nan, np.ldexp(1.0, (np.minimum(sb, 254) - 127).astype(np.int32)))
-    return torch.from_numpy(q * factor[..., None]).reshape(data.shape).to(out_dtype)
+    return contract_nan(torch.from_numpy(q * factor[..., None]).reshape(data.shape).to(out_dtype))
+
+
+def assert_same_values(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Dequantized values (MXFP8, MXFP4, NVFP4): want's dtype, shape and bits exactly, NaN included
+    (the contract's one NaN per out_dtype, which the oracles write: NAN_BITS); got contiguous."""
+    assert got.shape == want.shape and got.dtype == want.dtype and got.is_contiguous(), what
+    ints = {2: torch.int16, 4: torch.int32}[got.element_size()]
+    diff = (got.view(ints) != want.view(ints)).nonzero()
+    if diff.numel():
+        at = tuple(diff[0].tolist())
+        mask = (1 << 8 * got.element_size()) - 1
+        raise AssertionError(f"{what}: {diff.shape[0]} values differ in their bits, first at {at}: "
+                             f"{int(got.view(ints)[at]) & mask:#x}, expected {int(want.view(ints)[at]) & mask:#x}")
 
 
 def backend_quantize(x: torch.Tensor, dtype, mode: str, layout: str):

@@ -17,6 +17,7 @@ import mxquant
 from mxquant.conformance.fp4_inputs import fp4_inputs
 
 import fp4_oracle as oracle
+from mx_oracle import assert_same_values
 from test_api import DEQUANT_UTILS
 from training_helpers import INPUTS, LAYOUTS, MODES, assert_bytes, ids
 
@@ -54,19 +55,6 @@ def test_nvfp4_against_oracle(hp, layout):
         for out in INPUTS:
             y = mxquant.nvfp4_dequantize(got.data, got.scale, got.global_scale, scale_layout=layout, out_dtype=out)
             assert_same_values(y, oracle.nvfp4_dequantize(got.data, lin, g, out), f"{name} dequantize -> {out}")
-
-
-def assert_same_values(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    """Dequantized values: want's dtype, shape and bits exactly, NaN included (the contract's one
-    NaN per out_dtype, which the oracle writes: fp4_oracle.NAN_BITS)."""
-    assert got.shape == want.shape and got.dtype == want.dtype and got.is_contiguous(), what
-    ints = {2: torch.int16, 4: torch.int32}[got.element_size()]
-    diff = (got.view(ints) != want.view(ints)).nonzero()
-    if diff.numel():
-        at = tuple(diff[0].tolist())
-        mask = (1 << 8 * got.element_size()) - 1
-        raise AssertionError(f"{what}: {diff.shape[0]} values differ in their bits, first at {at}: "
-                             f"{int(got.view(ints)[at]) & mask:#x}, expected {int(want.view(ints)[at]) & mask:#x}")
 
 
 def test_e2m1_rounding_and_packing_on_every_tie():

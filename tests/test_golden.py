@@ -140,6 +140,8 @@ def test_swizzle_layout_by_hand():
 # ---- dequantize, by hand -------------------------------------------------------------------
 
 NAN = float("nan")
+# A NaN's bits per out dtype, whatever the signs (element -NaN, scale 0xFF): docs/semantics.md, "Dequantize"
+NAN_OUT = {F32: 0x7FC00000, BF16: 0xFFFF, F16: 0x7E00}
 # (element dtype, element byte, scale byte, {out dtype: expected value}); value = element * 2**(scale - 127)
 DEQUANT_GOLDEN = [
     (E4, 0x7E, 0x7F, {F32: 448.0, BF16: 448.0, F16: 448.0}),           # 448 * 2**0
@@ -156,12 +158,16 @@ DEQUANT_GOLDEN = [
     (E4, 0x7E, 0x88, {F32: 229376.0, BF16: 229376.0, F16: float("inf")}),
     (E4, 0x7F, 0x7F, {F32: NAN, BF16: NAN, F16: NAN}),                 # a NaN element
     (E4, 0x00, 0xFF, {F32: NAN, BF16: NAN, F16: NAN}),                 # scale 0xFF: NaN, even for 0
+    (E4, 0xFF, 0x7F, {F32: NAN, BF16: NAN, F16: NAN}),                 # -NaN element: the one NaN
+    (E4, 0xFF, 0xFF, {F32: NAN, BF16: NAN, F16: NAN}),                 # -NaN element, NaN scale
     (E5, 0x7B, 0x7F, {F32: 57344.0, BF16: 57344.0, F16: 57344.0}),     # 1.75 * 2**15
     (E5, 0x01, 0x00, {F32: 2.0**-143, BF16: 0.0, F16: 0.0}),           # 2**-16 * 2**-127
     # 57344 * 2**127 = 1.75 * 2**142 is beyond every output format: Inf
     (E5, 0x7B, 0xFE, {F32: float("inf"), BF16: float("inf"), F16: float("inf")}),
     (E5, 0xFC, 0x7F, {F32: -float("inf"), BF16: -float("inf"), F16: -float("inf")}),  # -Inf element
     (E5, 0x7D, 0x80, {F32: NAN, BF16: NAN, F16: NAN}),
+    (E5, 0xFE, 0x7F, {F32: NAN, BF16: NAN, F16: NAN}),                 # -NaN (another payload)
+    (E5, 0xFF, 0xFF, {F32: NAN, BF16: NAN, F16: NAN}),
     (E5, 0x3D, 0x6C, {F32: 1.25 * 2.0**-19, BF16: 1.25 * 2.0**-19, F16: 1.25 * 2.0**-19}),  # 5 * 2**-21, exact in fp16
 ]
 
@@ -176,16 +182,23 @@ def dequant_golden_mismatches(dequantize_fn, device) -> list[str]:
             got = dequantize_fn(data, scale, "linear", out_dtype).cpu()
             assert got.dtype == out_dtype and got.shape == (1, 32)
             g = got[0, 0].item()
-            ok = (g != g) if want != want else (g == want and math.copysign(1, g) == math.copysign(1, want))
-            rest_ok = bool(got[0, 1:].isnan().all()) if s_byte == 0xFF else bool((got[0, 1:] == 0).all())
+            bits = got.view({F32: torch.int32}.get(out_dtype, torch.int16)).reshape(-1).tolist()
+            bits = [b & (0xFFFFFFFF if out_dtype == F32 else 0xFFFF) for b in bits]
+            is_nan = [b == NAN_OUT[out_dtype] for b in bits]
+            ok = is_nan[0] if want != want else (g == want and math.copysign(1, g) == math.copysign(1, want))
+            rest_ok = all(is_nan[1:]) if s_byte == 0xFF else bool((got[0, 1:] == 0).all())
             if not (ok and rest_ok):
-                bad.append(f"{elem} byte {d_byte:#04x} scale {s_byte:#04x} -> {out_dtype}: got {g!r}, expected {want!r}")
+                bad.append(f"{elem} byte {d_byte:#04x} scale {s_byte:#04x} -> {out_dtype}: got {g!r} "
+                           f"(bits {bits[0]:#x}, rest {sorted(set(bits[1:]))}), expected {want!r}")
     return bad
 
 
-def test_dequantize_golden_reference():
+@pytest.mark.parametrize("backend", ["cpu", "cpu-native", "cpu-eager"])
+def test_dequantize_golden_reference(backend):
+    """The reference and the CPU backends (cpu-native on the CPU's best variant; every variant
+    against the reference in tests/test_cpu_backends.py)."""
     def fn(data, scale, layout, out_dtype):
-        return mxquant.mxfp8_dequantize(data, scale, scale_layout=layout, out_dtype=out_dtype, backend="cpu")
+        return mxquant.mxfp8_dequantize(data, scale, scale_layout=layout, out_dtype=out_dtype, backend=backend)
     bad = dequant_golden_mismatches(fn, "cpu")
     assert not bad, "\n".join(bad)
 

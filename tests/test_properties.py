@@ -30,6 +30,7 @@ from mxquant.formats import ELEMENT_FORMATS
 from mxquant.layouts import round_up
 
 import mx_oracle as oracle
+from mx_oracle import assert_same_values
 
 ELEMS = [torch.float8_e4m3fn, torch.float8_e5m2]
 MODES = ["rceil", "floor"]
@@ -166,10 +167,6 @@ def bits(t):
     return t.view(torch.uint8)
 
 
-def same_values(a, b):
-    """Identical values bit for bit, or both NaN (out dtypes of 2 or 4 bytes)."""
-    ints = {2: torch.int16, 4: torch.int32}[a.element_size()]
-    return bool(((a.view(ints) == b.view(ints)) | (a.isnan() & b.isnan())).all())
 
 
 @SETTINGS
@@ -186,7 +183,8 @@ def test_swizzled_scales_hold_the_linear_bytes(x, dtype, mode):
     assert torch.equal(bits(swz), oracle.swizzle(want_lin.reshape(rows, cols)).reshape(-1))  # public: flat
     # and dequantize reads the swizzled layout by the same formula
     want = oracle.dequantize(data_s, want_lin.reshape(rows, cols), torch.float32)
-    assert same_values(dq(data_s, swz, "swizzled"), want) and same_values(dq(data_l, lin), want)
+    assert_same_values(dq(data_s, swz, "swizzled"), want, "swizzled")
+    assert_same_values(dq(data_l, lin), want, "linear")
 
 
 @SETTINGS
@@ -212,7 +210,7 @@ def test_non_contiguous_input_gives_the_oracle_bytes(x, how, dtype, layout, inpu
     # dequantize of non-contiguous data (the scale must be contiguous for "swizzled")
     data_t = got_d.t().contiguous().t()
     lin = oracle.quantize(view, dtype, "rceil", "linear")[1]
-    assert same_values(dq(data_t, got_s, layout), oracle.dequantize(got_d, lin, torch.float32))
+    assert_same_values(dq(data_t, got_s, layout), oracle.dequantize(got_d, lin, torch.float32), how)
 
 
 @SETTINGS
@@ -233,4 +231,4 @@ def test_any_leading_dims(lead, nb, dtype, layout):
     back = dq(data, scale, layout)
     assert back.shape == x.shape
     lin = oracle.quantize(x, dtype, "floor", "linear")[1]
-    assert same_values(back, oracle.dequantize(data, lin, torch.float32))
+    assert_same_values(back, oracle.dequantize(data, lin, torch.float32), str(shape))

@@ -74,15 +74,24 @@ INLINE void quantize_rows_any(const qjob_t *j) {
     }
 }
 
-/* e5m2 byte -> fp32 bits, exact, as decode_e4m3 (mxq_cpu.h). */
+/* e5m2 byte -> fp32 bits, exact, as decode_e4m3 (mxq_cpu.h), but every NaN (0x7D-0x7F, 0xFD-0xFF)
+ * the one quiet 0x7fc00000, sign dropped, as dq_e4m3 below. */
 INLINE uint32_t decode_e5m2(uint32_t d) {
     uint32_t sign = (d & 0x80u) << 24, em = d & 0x7fu;
     uint32_t normal = (em << 21) + (112u << 23);
     uint32_t sub = fbits((float)(int32_t)em) - (16u << 23);
-    uint32_t special = em == 0x7cu ? 0x7f800000u : 0x7fc00000u;
-    uint32_t r = em >= 0x7cu ? special : (em >= 4u ? normal : (em ? sub : 0u));
-    return r | sign;
+    uint32_t r = em >= 0x7cu ? 0x7f800000u : (em >= 4u ? normal : (em ? sub : 0u));
+    return em > 0x7cu ? 0x7fc00000u : r | sign;
 }
+
+/* Dequantize's NaN (docs/semantics.md, "Dequantize"): one bit pattern per out_dtype, fp32
+ * 0x7FC00000, bf16 0xFFFF, fp16 0x7E00, whatever the signs. Every NaN operand of the product
+ * element * factor is the same quiet 0x7fc00000 (a NaN element decoded without its sign, the
+ * factor of a 0xFF scale), and the product of a NaN operand is that operand's NaN (x86, Arm
+ * without default-NaN mode; with it, or on RISC-V, the default NaN, also 0x7fc00000), whichever
+ * operand order the compiler chose: so every NaN of a block is 0x7fc00000, which f32_to_bf16 /
+ * f32_to_f16 write as 0xFFFF / 0x7E00. Checked on every ISA variant by test_cpu_backends.py. */
+INLINE uint32_t dq_e4m3(uint32_t d) { return (d & 0x7fu) == 0x7fu ? 0x7fc00000u : decode_e4m3(d); }
 
 typedef struct {
     const uint8_t *data, *scale;
@@ -103,7 +112,7 @@ INLINE void dequantize_rows_any(const djob_t *j) {
             int64_t o = (r * nb + c) * BLOCK;
             float v[BLOCK];
             for (int i = 0; i < BLOCK; i++)
-                v[i] = bitsf(j->elem == E4M3 ? decode_e4m3(d[i]) : decode_e5m2(d[i])) * factor;
+                v[i] = bitsf(j->elem == E4M3 ? dq_e4m3(d[i]) : decode_e5m2(d[i])) * factor;
             if (j->out_dtype == IN_F32) {
                 memcpy((float *)j->out + o, v, sizeof v);
             } else if (j->out_dtype == IN_BF16) {

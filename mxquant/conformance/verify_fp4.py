@@ -1,10 +1,10 @@
 """`mxquant verify` for the MXFP4 / NVFP4 calls (backend.FP4_OPS): a backend that claims one is run
 on conformance/fp4_inputs.py and compared with reference_fp4.py byte for byte per block (32
 elements MXFP4, 16 NVFP4: packed data, scale byte), every padding byte of the swizzled layout,
-the global scale, and for dequantize every output value (NaN payloads aside). A differing
-mxfp4_quantize block may be explained by a declared deviation (deviation_rules.py, read with
-e2m1's maximum 6); in the other calls a difference is a failure, or unattributed if the backend
-declares codes."""
+the global scale, and for dequantize every output value's bits (NaN included: one NaN per
+out_dtype, docs/semantics.md). A differing mxfp4_quantize block may be explained by a declared
+deviation (deviation_rules.py, read with e2m1's maximum 6); in the other calls a difference is a
+failure, or unattributed if the backend declares codes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from .. import reference_fp4
 from ..backend import Backend
 from ..formats import E2M1, MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
-from .compare import FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally, checked_outputs
+from .compare import (FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally, checked_outputs,
+                      value_example)
 from .fp4_inputs import fp4_inputs
 
 
@@ -51,8 +52,15 @@ def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout,
             if err:
                 tally.problems.append(f"{case}: {err}")
                 continue
-            diff = (~_same_values(got.contiguous(), ref_out)).reshape(rows, nb, block).any(-1).reshape(-1)
-            tally.add(case, diff, None, lambda i: {"block": i, "row": None, "name": None})
+            same = _same_values(got.contiguous(), ref_out).reshape(rows * nb, block)
+            go, eo = got.contiguous().reshape(rows * nb, block), ref_out.reshape(rows * nb, block)
+
+            def example(i, same=same, go=go, eo=eo, nb=nb):
+                wrong = (~same[i]).nonzero().flatten()[:4].tolist()
+                return {"block": i, "row": i // max(nb, 1), "name": None,
+                        "elements": {str(j): value_example(go[i, j], eo[i, j]) for j in wrong}}
+
+            tally.add(case, (~same).any(-1), None, example)
             continue
         xd = x.to(device)
         got = checked_outputs(tally, case, lambda: _quantize(getattr(backend, op), op, xd, mode, layout), xd, ref)
