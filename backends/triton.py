@@ -249,7 +249,8 @@ def dequantize(data, scale, scale_layout, out_dtype, config=None):
             grid = _grid(n_m * n_k, cfg, sms)
             constexprs = dict(E5M2=data.dtype == torch.float8_e5m2, SWIZZLED=swizzled, BLOCK_M=cfg.block_m,
                               BLOCK_K=cfg.block_k, MASK_M=n_m * cfg.block_m != m, MASK_K=n_k * cfg.block_k != k,
-                              EVICT=cfg.evict, PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages)
+                              EVICT=cfg.evict, PERSISTENT=grid < n_m * n_k, STAGES=cfg.stages,
+                              INTERPRETED=device.type == "cpu")
             return _launch.Plan(_dequant_kernels().mxfp8_dequantize_kernel, grid,
                                 (m, k, stride, scale_cols, n_k, n_m * n_k), constexprs, cfg.warps)
 

@@ -1,6 +1,7 @@
 """The Triton backend's kernels checked on a machine without a GPU, so that CI runs them: the
 main environment holds no triton (on purpose: it would change what the rest of the suite
-sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py, tests/test_triton_fp4.py and tests/test_triton_compile.py in a side environment that adds Triton 3.6
+sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py, tests/test_triton_fp4.py,
+tests/test_triton_dequant.py and tests/test_triton_compile.py in a side environment that adds Triton 3.6
 to the main one (.ci/triton-env.sh, cached; built in seconds from PyPI):
 - under TRITON_INTERPRET=1: every training kernel, byte for byte against the NumPy oracle and
   the transpose identities on CPU tensors (the module's "cpu" cases; its fp8 conversion is
@@ -60,3 +61,13 @@ def test_triton_kgroups_under_the_interpreter_and_for_hopper():
     assert passed >= 22, tail  # 22 cases on 2026-12-05
     passed, tail = _pytest(python, "tests/test_triton_kgroup.py", "-k", "sm90", interpret=False)
     assert passed == 2, tail
+
+
+def test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper():
+    """tests/test_triton_dequant.py: MXFP8 dequantize bit for bit (NaN included) under the
+    interpreter, then (without it) mxfp8_dequantize_kernel compiled for sm_90."""
+    python = env_python("triton-env.sh", "Triton environment")
+    passed, tail = _pytest(python, "tests/test_triton_dequant.py", interpret=True)
+    assert passed >= 14, tail  # 14 cases on 2026-12-05 (22 s on a shared 2-core box)
+    passed, tail = _pytest(python, "tests/test_triton_dequant.py", "-k", "compile", interpret=False)
+    assert passed == 3, tail
