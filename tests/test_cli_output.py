@@ -93,7 +93,7 @@ def test_piped_verify_keeps_a_row_a_line_and_says_which_backends_it_left_out():
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
     results = [r for r in report["results"] if r["status"] != "not supported"]
-    assert len(rows) == len(results) == 48 + 108 + 36, done.stdout  # + the training / MoE and FP4 calls the reference claims
+    assert len(rows) == len(results) == 48 + 126 + 36, done.stdout  # + the training / MoE calls (K-groups: 18) and FP4 calls the reference claims
     for row, r in zip(rows, results):
         cells = [c.strip() for c in row.strip("│").split("│")]
         fp4 = {f"{f}_{op}": text for f in ("mxfp4", "nvfp4")
@@ -102,7 +102,7 @@ def test_piped_verify_keeps_a_row_a_line_and_says_which_backends_it_left_out():
                 ).format(hp=_short(r["hp_dtype"]), el=_short(r["element_dtype"]), mode=r["scale_mode"],
                          layout=r["scale_layout"])
         assert cells[2:4] == [call, r["status"]], row
-    assert len(done.stdout.splitlines()) < 60 + 108 + 36
+    assert len(done.stdout.splitlines()) < 60 + 126 + 36
     left_out = [b["name"] for b in json.loads(_run(["info", "--json"]).stdout)["backends"]
                 if b["name"] != "cpu" and any(a["available"] for a in b["availability"])]
     assert "cpu-eager" in left_out
