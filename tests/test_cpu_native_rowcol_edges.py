@@ -3,15 +3,16 @@ byte for byte against the NumPy oracle (tests/mx_oracle.py) and the column-wise 
 
 The AVX-512 bf16 kernel rounds each |x| once to the element format's mantissa width and encodes
 it with the column scale and with the row scale (backends/csrc/mxq_cpu_training_avx512.c): right
-only where the result is an fp8 normal or clamps to the max. A row block is first checked against
-the smallest |x| of its 32x64 tile, exactly only when that check fails; everything else (a result
-below the smallest normal, zero, NaN/Inf, bf16 subnormals) goes to the scalar block code. These
-inputs put elements on both sides of those borders: blocks of |x| in [1/8, 2) whose few small
-elements lie around each block's smallest-normal threshold (2^-14 / 2^-13 relative for e4m3,
-2^-29 / 2^-28 for e5m2, the scale depending on the mode and the amax's mantissa, which is often
-near the rceil / compressed-tensors step 1.75), mantissas that carry into the exponent when
-rounded (0x7f, 0x78 ties), amaxes whose floor-mode scale saturates, and a few zeros, subnormals,
-NaN and Inf."""
+only where the result is an fp8 normal or clamps to the max. Lanes whose result is below the
+smallest normal (fp8 subnormals, zeros) are re-encoded in vectors from x itself; a row block is
+first checked against the smallest |x| of its 32x64 tile, exactly only when that fails; blocks
+with NaN/Inf or a scale so small that a bf16 subnormal could round up past 2^emin go to the
+scalar block code. These inputs put elements on both sides of those borders: blocks of |x| in
+[1/8, 2) whose few small elements lie around and below each block's smallest-normal threshold
+(2^-14 / 2^-13 relative for e4m3, 2^-29 / 2^-28 for e5m2, the scale depending on the mode and the
+amax's mantissa, which is often near the rceil / compressed-tensors step 1.75), mantissas that
+carry into the exponent when rounded (0x7f, 0x78 ties), amaxes whose floor-mode scale saturates,
+a tile of bf16 subnormals, and a few zeros, subnormals, NaN and Inf."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from training_helpers import ELEMS, INPUTS, MODES, assert_bytes, ids
 
 NATIVE = "cpu-native"
 LOW = {torch.float8_e4m3fn: -14, torch.float8_e5m2: -29}  # log2 of the threshold for an amax in [1, 2)
+TINY = {torch.float8_e4m3fn: 113, torch.float8_e5m2: 98}  # a tile scaled by 2^-(TINY + seed): s = 3 - C - seed
 CASES = [(hp, dtype, mode) for hp in INPUTS for dtype in ELEMS for mode in MODES]
 
 
@@ -38,20 +40,23 @@ def variant(request):
 
 
 def boundary_matrix(hp, dtype, seed: int, m: int = 128, k: int = 256, small: float = 1 / 48) -> torch.Tensor:
-    """sign * 2^u * (1 + f / 128): u in -3..0 for most elements (so a block's amax is in [1, 2)), u in LOW - 3 .. LOW + 2 for a
-    fraction `small` of them (so about half of the blocks have one near the threshold), f random
-    with extra weight on the rounding edges of e4m3 and e5m2 (0x7f, 0x78, 0x77, 0x70, 0x6f) and the
-    rceil step (0x5f, 0x60, 0x61); a few specials."""
+    """sign * 2^u * (1 + f / 128): u in -3..0 for most elements (so a block's amax is in [1, 2)),
+    u in LOW - 6 .. LOW + 2 for a fraction `small` of them (so about half of the blocks have one
+    near the threshold), f random with extra weight on the rounding edges of e4m3 and e5m2 (0x7f,
+    0x78, 0x77, 0x70, 0x6f) and the rceil step (0x5f, 0x60, 0x61); one 32x32 tile scaled down so
+    far that its small elements are bf16 subnormals whose scaled values may round up past the
+    smallest normal; a few specials."""
     g = torch.Generator().manual_seed(seed)
     u = torch.randint(-3, 1, (m, k), generator=g)
     near = torch.rand(m, k, generator=g) < small
-    u = torch.where(near, torch.randint(LOW[dtype] - 3, LOW[dtype] + 3, (m, k), generator=g), u)
+    u = torch.where(near, torch.randint(LOW[dtype] - 6, LOW[dtype] + 3, (m, k), generator=g), u)
     f = torch.randint(0, 128, (m, k), generator=g)
     edge = torch.tensor([0x7F, 0x78, 0x77, 0x7C, 0x70, 0x6F, 0x5F, 0x60, 0x61, 0x00, 0x08])
     pick = torch.rand(m, k, generator=g) < 0.3
     f = torch.where(pick, edge[torch.randint(len(edge), (m, k), generator=g)], f)
     sign = torch.where(torch.rand(m, k, generator=g) < 0.5, -1.0, 1.0).double()
     x = sign * torch.exp2(u.double()) * (1 + f.double() / 128)
+    x[32:64, 64:96] *= 2.0 ** -(TINY[dtype] + seed)  # its small elements bf16 subnormals, C + s in 1..4
     flat = x.view(-1)
     where = torch.randint(m * k, (24,), generator=g)
     specials = [0.0, -0.0, float("nan"), float("inf"), -float("inf"), 2.0**-130, 2.0**-140, 2.0**-20]

@@ -9,7 +9,8 @@
  *   row+column, bf16 (rowcol_tile_bf16_avx512): one pass over the tile for the column amax/amin
  *   and every row's amax (a max tree fed row by row), the tile copied; then each vector's |x|
  *   rounded once to the element's mantissa width and encoded twice, with the column scales and
- *   with its row's scale (power-of-two scales: for normal results the rounding is the same); each
+ *   with its row's scale (power-of-two scales: for normal results the rounding is the same),
+ *   results below the smallest normal from x in vectors too (encode_small_lanes); each
  *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16 rows
  *   go through mxq_cpu.h's block functions.
  *   Prefetch, into L2: each row 512 bytes ahead, and (column-wise) the next band pair's rows.
@@ -87,12 +88,30 @@ TARGET_AVX512 INLINE __m512i encode_rounded(__m512i rnd, __m512i sbias, const fm
     return _mm512_srli_epi16(_mm512_min_epu16(_mm512_sub_epi16(rnd, sbias), maxq), (int)f->shift - 16);
 }
 
+/* The element format's constant C: a result below the smallest normal is RNE(sig >> k), sig the
+ * 8-bit significand of |x| (implicit bit set for a normal x), k = C + s - max(exponent field, 1). */
+#define SMALL_C(f) ((int)((f)->min_normal >> 23) + (int)(f)->shift - 16)
+
+/* Lanes with |x| (a) below thr (the result not an fp8 normal) re-encoded from a; kc = C + s per
+ * lane, >= 6 (else the block goes to the scalar code: a bf16 subnormal x could round past 2^emin).
+ * There k >= 5: a zero or an fp8 subnormal, k capped at 9 (any sig then rounds to 0). The other
+ * lanes keep q. */
+TARGET_AVX512 INLINE __m512i encode_small_lanes(__m512i a, __m512i q, __m512i kc, __m512i thr) {
+    const __m512i one = _mm512_set1_epi16(1);
+    __m512i sig = _mm512_ternarylogic_epi32(a, _mm512_min_epu16(a, _mm512_set1_epi16(0x80)), _mm512_set1_epi16(0x7f), 0xE4);
+    __m512i k = _mm512_min_epi16(_mm512_sub_epi16(kc, _mm512_max_epu16(_mm512_srli_epi16(a, 7), one)), _mm512_set1_epi16(9));
+    __m512i half = _mm512_srlv_epi16(_mm512_set1_epi16(-1), _mm512_sub_epi16(_mm512_set1_epi16(17), k));
+    __m512i sub = _mm512_add_epi16(_mm512_add_epi16(sig, half), _mm512_and_si512(_mm512_srlv_epi16(sig, k), one));
+    return _mm512_mask_blend_epi16(_mm512_cmplt_epu16_mask(a, thr), q, _mm512_srlv_epi16(sub, k));
+}
+
 /* Row+column, 64 bf16 columns of a band in one read: pass 1 loads the tile (copied to `in`),
  * the column amax / amin per lane and the row amax by max_tree_push; pass 2 rounds each vector
  * once and encodes it with the column scales (bytes to e, packed order) and with its row's scale
  * (bytes to rout + r * K, scales to rs[r * RSW + h]). A row block is checked against the tile's
- * smallest |x| first, exactly only when that fails; the slow ones and slow columns are redone by
- * the scalar block code. */
+ * smallest |x| first, exactly only when that fails. Lanes whose result is not an fp8 normal are
+ * re-encoded from x by encode_small_lanes (a column half-tile with any, a row block with any);
+ * blocks with NaN/Inf or C + s < 6 are redone by the scalar block code. */
 TARGET_AVX512 INLINE void rowcol_tile_bf16_avx512(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
                                                   uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
     _Alignas(64) __m512i in[BLOCK][2];
@@ -111,9 +130,17 @@ TARGET_AVX512 INLINE void rowcol_tile_bf16_avx512(const bjob_t *j, const char *x
             max_tree_push(n[h], a, r);
         }
     uint8_t sb[CW], rsb[2][BLOCK];
-    uint32_t slow[2], cand[2];
+    uint32_t slow[2], cand[2], small[2];
+    const int kc0 = SMALL_C(f), mn16 = (int)(f->min_normal >> 16), rb16 = (int)(f->rebias >> 16);
+    __m512i ckc[2], cthr[2];
     for (int h = 0; h < 2; h++) {
-        cb[h] = _mm512_add_epi16(scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]), rebias);
+        __m512i s128 = scales_bf16(mx[h], mn[h], f, j->mode, sb + 32 * h, &slow[h]);
+        cb[h] = _mm512_add_epi16(s128, rebias);
+        ckc[h] = _mm512_add_epi16(_mm512_srai_epi16(s128, 7), _mm512_set1_epi16((short)kc0));
+        cthr[h] = _mm512_max_epi16(_mm512_add_epi16(s128, _mm512_set1_epi16((short)mn16)), _mm512_set1_epi16(0x80));
+        uint32_t scalar = _mm512_cmpge_epu16_mask(mx[h], _mm512_set1_epi16(0x7f80)) | _mm512_cmplt_epi16_mask(ckc[h], _mm512_set1_epi16(6));
+        small[h] = slow[h] & ~scalar; /* encoded in vectors by encode_small_lanes */
+        slow[h] &= scalar;
         __m512i rs128 = scales_bf16(n[h][4], hmin_bcast_epu16(mn[h]), f, j->mode, rsb[h], &cand[h]);
         _mm512_store_si512(rbias[h], _mm512_add_epi16(rs128, rebias));
     }
@@ -121,24 +148,27 @@ TARGET_AVX512 INLINE void rowcol_tile_bf16_avx512(const bjob_t *j, const char *x
     const int64_t k = j->k;
     for (int r = 0; r < BLOCK; r++) {
         __m512i cq[2], rq[2], sg[2];
+        int fix = 0;
         for (int h = 0; h < 2; h++) {
-            __m512i v = in[r][h], rnd = round_bf16_lanes(_mm512_and_si512(v, absm), f);
+            __m512i v = in[r][h], a = _mm512_and_si512(v, absm), rnd = round_bf16_lanes(a, f);
             sg[h] = _mm512_srli_epi16(v, 8);
             cq[h] = encode_rounded(rnd, cb[h], f);
-            rq[h] = encode_rounded(rnd, _mm512_set1_epi16(rbias[h][LANE_OF(r)]), f);
+            if (small[h]) cq[h] = encode_small_lanes(a, cq[h], ckc[h], cthr[h]);
+            int rbh = rbias[h][LANE_OF(r)];
+            rq[h] = encode_rounded(rnd, _mm512_set1_epi16((short)rbh), f);
             rs[r * RSW + h] = rsb[h][LANE_OF(r)];
+            if (cand[h] >> LANE_OF(r) & 1) { /* the exact test: every |x| >= the threshold, no NaN / Inf */
+                int t = rbh - rb16 + mn16, kc = ((rbh - rb16) >> 7) + kc0;
+                __m512i thr = _mm512_set1_epi16((short)(t < 0x80 ? 0x80 : t));
+                if (rsb[h][LANE_OF(r)] == 0xff || kc < 6) fix |= 1 << h;
+                else if (_mm512_cmpge_epu16_mask(a, thr) != 0xffffffffu)
+                    rq[h] = encode_small_lanes(a, rq[h], _mm512_set1_epi16((short)kc), thr);
+            }
         }
         __m512i sgn = _mm512_packus_epi16(sg[0], sg[1]); /* x's high bytes, packed as the codes */
         _mm512_store_si512(e[r], _mm512_ternarylogic_epi32(_mm512_packus_epi16(cq[0], cq[1]), sgn, sgnm, 0xF8));
         __m512i q = _mm512_permutexvar_epi64(perm, _mm512_ternarylogic_epi32(_mm512_packus_epi16(rq[0], rq[1]), sgn, sgnm, 0xF8));
         uint8_t *out = rout + r * k;
-        int fix = 0;
-        for (int h = 0; h < 2; h++)
-            if (cand[h] >> LANE_OF(r) & 1) { /* the exact test: every |x| >= the threshold, no NaN / Inf */
-                int t = rbias[h][LANE_OF(r)] - (int)(f->rebias >> 16) + (int)(f->min_normal >> 16);
-                __m512i thr = _mm512_set1_epi16((short)(t < 0x80 ? 0x80 : t));
-                fix |= (rsb[h][LANE_OF(r)] == 0xff || _mm512_cmpge_epu16_mask(_mm512_and_si512(in[r][h], absm), thr) != 0xffffffffu) << h;
-            }
         if (nt && !fix) _mm512_stream_si512((__m512i *)out, q);
         else _mm512_storeu_si512(out, q);
         for (int h = 0; fix && h < 2; h++)
