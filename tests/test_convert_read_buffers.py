@@ -52,3 +52,54 @@ def test_read_range_reads_the_file_bytes(tmp_path):
         del first
         again = read_range(f, MB, 2 * MB - 7)  # the same buffer, other bytes
         assert again.data_ptr() == ptr and torch.equal(again, data[MB:3 * MB - 7])
+
+
+def test_at_the_cap_a_free_buffer_too_small_is_replaced():
+    pool = ReadBuffers(cap=2)
+    a, b = pool.get(MB), pool.get(MB)
+    del a
+    big = pool.get(3 * MB)  # the free 1 MB buffer makes way: pooled, not a one-off tensor
+    del big
+    again = pool.get(3 * MB)
+    assert again.numel() == 3 * MB
+    ptr = again.data_ptr()
+    del again
+    assert pool.get(2 * MB).data_ptr() == ptr  # the 3 MB buffer is in the pool
+    assert b.numel() == MB
+
+
+def test_a_failing_source_hash_is_raised_not_hung(tmp_path):
+    """The source sha256 runs on its own thread (manifest.HashingReader): when it fails, the
+    reads go on without blocking on its queue and the error comes back to the caller."""
+    import threading
+
+    import pytest
+
+    from mxquant.checkpoint.manifest import HashingReader
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * (64 * 1024))
+
+    class Broken:
+        def update(self, _):
+            raise MemoryError("hash failed")
+
+    with open(path, "rb") as raw:
+        reader = HashingReader(raw, str(path))
+        reader._h = Broken()
+        done, errors = threading.Event(), []
+
+        def read_all():
+            buf = bytearray(1024)
+            try:
+                for _ in range(64):
+                    reader.readinto(buf)
+            except MemoryError as e:
+                errors.append(e)
+            done.set()
+
+        threading.Thread(target=read_all, daemon=True).start()
+        assert done.wait(10), "the reader blocked on the hashing queue"
+        assert errors and "hash failed" in str(errors[0])
+        with pytest.raises(MemoryError, match="hash failed"):
+            reader.sha256()

@@ -48,12 +48,24 @@ class HashingReader:
         self._hashed = self._at = 0
         self._in_order = True
         self._q: queue.Queue = queue.Queue(maxsize=self.HASH_QUEUE)
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._hash, daemon=True, name="mxquant-source-sha256")
         self._thread.start()
 
     def _hash(self) -> None:
+        """The hashing thread; after an error it only drains the queue (so the reader never
+        blocks on it), and readinto / sha256 raise the error (as the writer's threads do)."""
         while (view := self._q.get()) is not None:
-            self._h.update(view)
+            if self._error is None:
+                try:
+                    self._h.update(view)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
+                    self._error = e
+
+    def _put(self, item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(item)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self._at = self._f.seek(offset, whence)
@@ -64,11 +76,11 @@ class HashingReader:
             with open(self._path, "rb") as g:
                 g.seek(self._hashed)
                 gap = g.read(self._at - self._hashed)
-            self._q.put(gap)
+            self._put(gap)
             self._hashed += len(gap)
         n = self._f.readinto(b) or 0
         if self._at == self._hashed and self._in_order:
-            self._q.put(memoryview(b).cast("B")[:n])
+            self._put(memoryview(b).cast("B")[:n])
             self._hashed += n
         else:
             self._in_order = False
@@ -90,6 +102,8 @@ class HashingReader:
 
     def sha256(self) -> str:
         self.close()
+        if self._error is not None:
+            raise self._error
         if self._in_order and self._hashed == os.fstat(self._f.fileno()).st_size:
             return self._h.hexdigest()
         return file_sha256(self._path)

@@ -15,6 +15,7 @@ global scale (fused.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -41,15 +42,26 @@ class ReadBuffers:
         self._bufs: list[bytearray] = []
         self._cap = cap
         self._lock = threading.Lock()
+        # reference counts are an ownership test only with the GIL (not on free-threaded builds)
+        self._enabled = getattr(sys, "_is_gil_enabled", lambda: True)()
 
     def get(self, nbytes: int) -> torch.Tensor:
-        if nbytes >= self.MIN_BYTES:
+        if nbytes >= self.MIN_BYTES and self._enabled:
             with self._lock:
-                for ba in self._bufs:
-                    # references: the list, `ba` and getrefcount's argument; any tensor adds one
-                    if len(ba) >= nbytes and sys.getrefcount(ba) <= 3:
-                        return torch.frombuffer(ba, dtype=torch.uint8, count=nbytes)
-                if len(self._bufs) < self._cap:
+                # what getrefcount says of a buffer only the list holds, read the same way as
+                # below (not a constant: interpreters differ in the references they count)
+                for probe in [bytearray()]:
+                    free = sys.getrefcount(probe)
+                small, i = None, -1
+                for ba in self._bufs:  # the probe's shape: a list's item bound by `for`
+                    i += 1
+                    if sys.getrefcount(ba) <= free:  # any tensor or view on it adds one
+                        if len(ba) >= nbytes:
+                            return torch.frombuffer(ba, dtype=torch.uint8, count=nbytes)
+                        small = i
+                if len(self._bufs) < self._cap or small is not None:
+                    if small is not None and len(self._bufs) >= self._cap:  # too small for this read
+                        del self._bufs[small]
                     self._bufs.append(bytearray(nbytes))
                     return torch.frombuffer(self._bufs[-1], dtype=torch.uint8, count=nbytes)
         return torch.empty(nbytes, dtype=torch.uint8)
@@ -130,9 +142,11 @@ def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, 
     begin, nbytes = data_start + info.begin, info.end - info.begin
     step = max(1, chunk_elems) * DTYPES[info.dtype].itemsize
     writer.begin(info.name)
-    for part in _prefetched(f, ((begin + o, min(step, nbytes - o)) for o in range(0, nbytes, step))):
-        writer.write_part(tensor_bytes(part))
-        progress(part.numel())
+    ranges = ((begin + o, min(step, nbytes - o)) for o in range(0, nbytes, step))
+    with contextlib.closing(_prefetched(f, ranges)) as parts:  # closed (its read awaited) on an error too
+        for part in parts:
+            writer.write_part(tensor_bytes(part))
+            progress(part.numel())
     writer.end()
     return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype, "quantized": False}
 
@@ -153,17 +167,18 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
     at = 0
     native = _native_error_sums() if quant.scheme.name == "mxfp8" else None  # once per tensor, not per chunk
     writer.begin(outputs[0][0])
-    for (e0, shape), raw in zip(pieces, _prefetched(f, ranges)):
-        progress(raw.numel())
-        xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
-        data, sc = quantize_chunk(quant, xd, scale_mode, g)
-        s, n = error_sums(quant, xd, data, sc, g, native)
-        signal += s
-        noise += n
-        sc = sc.contiguous().view(torch.uint8).reshape(-1)
-        scale[at:at + sc.numel()].copy_(sc)
-        at += sc.numel()
-        writer.write_part(tensor_bytes(data.cpu()))
+    with contextlib.closing(_prefetched(f, ranges)) as raws:
+        for (e0, shape), raw in zip(pieces, raws):
+            progress(raw.numel())
+            xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
+            data, sc = quantize_chunk(quant, xd, scale_mode, g)
+            s, n = error_sums(quant, xd, data, sc, g, native)
+            signal += s
+            noise += n
+            sc = sc.contiguous().view(torch.uint8).reshape(-1)
+            scale[at:at + sc.numel()].copy_(sc)
+            at += sc.numel()
+            writer.write_part(tensor_bytes(data.cpu()))
     writer.end()
     extra = [scale] + ([g.cpu()] if g is not None else [])
     for (name, _, _), t in zip(outputs[1:], extra):
