@@ -15,6 +15,7 @@ import queue
 import threading
 
 from .dstdir import replace_from
+from .writer import drain
 
 PARTS = ".mxquant-convert"
 MANIFEST = "mxquant-manifest.json"
@@ -48,23 +49,14 @@ class HashingReader:
         self._hashed = self._at = 0
         self._in_order = True
         self._q: queue.Queue = queue.Queue(maxsize=self.HASH_QUEUE)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._hash, daemon=True, name="mxquant-source-sha256")
+        self._errors: list[BaseException] = []  # the hashing thread's, raised by readinto / sha256
+        self._thread = threading.Thread(target=drain, args=(self._q, lambda view: self._h.update(view), self._errors),
+                                        daemon=True, name="mxquant-source-sha256")
         self._thread.start()
 
-    def _hash(self) -> None:
-        """The hashing thread; after an error it only drains the queue (so the reader never
-        blocks on it), and readinto / sha256 raise the error (as the writer's threads do)."""
-        while (view := self._q.get()) is not None:
-            if self._error is None:
-                try:
-                    self._h.update(view)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
-                    self._error = e
-
     def _put(self, item) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
         self._q.put(item)
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -102,8 +94,8 @@ class HashingReader:
 
     def sha256(self) -> str:
         self.close()
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
         if self._in_order and self._hashed == os.fstat(self._f.fileno()).st_size:
             return self._h.hexdigest()
         return file_sha256(self._path)

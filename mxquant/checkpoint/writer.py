@@ -49,6 +49,19 @@ def _start_writeback():
 _writeback = _start_writeback()
 
 
+def drain(q: queue.Queue, handle, errors: list) -> None:
+    """A background thread's loop: `handle(item)` for each item of `q` until None. The first
+    error goes to `errors` (a list the caller's thread checks and re-raises; threads that share
+    it all stop handling then) and the rest of the items are only drained, so a producer never
+    blocks on a full queue."""
+    while (item := q.get()) is not None:
+        if not errors:
+            try:
+                handle(item)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(e)
+
+
 class ShardWriter:
     def __init__(self, path: str, layout: list[tuple[str, str, tuple]], metadata: dict | None = None, *,
                  verify: bool = False):
@@ -77,21 +90,11 @@ class ShardWriter:
         self._name, self._head, self._tail, self._h = None, b"", b"", None  # per tensor, set at "begin"
         self._q: queue.Queue = queue.Queue(maxsize=3)  # bounds memory: a few chunks in flight
         self._hq: queue.Queue = queue.Queue(maxsize=3)
-        self._error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._consume, args=(q, fn), daemon=True)
-                         for q, fn in ((self._q, self._write), (self._hq, self._hash))]
+        self._errors: list[BaseException] = []  # the first error of either thread
+        self._threads = [threading.Thread(target=drain, args=(q, lambda item, fn=fn: fn(*item), self._errors),
+                                          daemon=True) for q, fn in ((self._q, self._write), (self._hq, self._hash))]
         for t in self._threads:
             t.start()
-
-    def _consume(self, q: queue.Queue, handle) -> None:
-        """A background thread's loop: `handle(kind, value)` for each item of `q` until None; the
-        first error is kept for the caller's thread (and the rest of the items only drained)."""
-        while (item := q.get()) is not None:
-            if self._error is None:
-                try:
-                    handle(*item)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                    self._error = e
 
     def _write(self, kind: str, value) -> None:
         """The writing thread: each chunk written, read back (verify), its edges kept."""
@@ -138,8 +141,8 @@ class ShardWriter:
                                       f"written (read back at byte {self._pos + o})")
 
     def _put(self, item) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
         self._q.put(item)
         self._hq.put(item)
 
@@ -173,8 +176,8 @@ class ShardWriter:
         if self._next != len(self._expected):
             raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._expected)} tensors")
         self._join()
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
