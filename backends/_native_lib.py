@@ -19,11 +19,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 7  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+ABI_VERSION = 8  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
 # 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c);
 # 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c);
 # 6: mxq_kgroups_rearrange (backends/csrc/mxq_cpu_kgroup.c: K-groups, mxfp8_quantize_grouped(axis=-2));
-# 7: mxq_fp4_force_no_f16c (test hook: the AVX2 variant's fp16 path of a CPU without F16C, mxq_cpu_fp4.c)
+# 7: mxq_fp4_force_no_f16c (test hook: the AVX2 variant's fp16 path of a CPU without F16C, mxq_cpu_fp4.c);
+# 8: mxq_fp8block_quantize (backends/csrc/mxq_cpu_fp8block.c: FP8 128x128 blocks and their error sums)
 HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the C code's in_dtype / out_dtype
 MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
 
@@ -85,6 +86,9 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
                    lib.mxq_kgroups_rearrange,
                    lib.mxq_mxfp4_quantize, lib.mxq_nvfp4_quantize, lib.mxq_mxfp4_dequantize, lib.mxq_nvfp4_dequantize):
             fn.restype = _int
+        # x, in_dtype, rows, K, row stride (elements), data, scale, esum (or NULL), sums, threads
+        lib.mxq_fp8block_quantize.argtypes = [_ptr, _int, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _int]
+        lib.mxq_fp8block_quantize.restype = _int
         lib.mxq_fp4_force_no_f16c.argtypes = [_int]
         lib.mxq_fp4_force_no_f16c.restype = _int
         lib.mxq_isa.restype = ctypes.c_char_p

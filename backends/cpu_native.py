@@ -99,6 +99,29 @@ def error_sums(x, data, scale) -> tuple[float, float]:
     return float(sums[0]), float(sums[1])
 
 
+def fp8block_quantize(x, sums: bool = True):
+    """FP8 e4m3 with one scale per 128x128 block of the CPU tensor x [R, K] (bf16 / fp16 / fp32,
+    K % 128 == 0): (data float8_e4m3fn [R, K], scale [ceil(R/128), K/128] in x.dtype, (sum(x^2),
+    sum((x - dq)^2)) or None), the bytes of mxquant/checkpoint/fp8block.quantize (the C kernel of
+    backends/csrc/mxq_cpu_fp8block.c in one pass; the sums in double, the same for any thread
+    count). For `mxquant convert --scheme fp8-block` (not a backend op). Raises RuntimeError where
+    the library is not built."""
+    lib = _lib()
+    r, k = x.shape
+    x2 = as_rows(x)
+    nblocks = -(-r // 128) * (k // 128)
+    data = torch.empty((r, k), dtype=torch.float8_e4m3fn)
+    scale = torch.empty((-(-r // 128), k // 128), dtype=x.dtype)
+    esum = torch.empty(2 * nblocks, dtype=torch.float64) if sums else None
+    out = torch.empty(2, dtype=torch.float64)
+    rc = lib.mxq_fp8block_quantize(x2.data_ptr(), _HP_CODE[x.dtype], r, k, x2.stride(0), data.data_ptr(),
+                                   scale.data_ptr(), None if esum is None else esum.data_ptr(), out.data_ptr(),
+                                   torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"cpu-native: mxq_fp8block_quantize returned {rc}")
+    return data, scale, ((float(out[0]), float(out[1])) if sums else None)
+
+
 # ---- the training and MoE calls (backend.TRAINING_OPS; backends/csrc/mxq_cpu_training.c) -------
 # Column-wise, row+column and 32x32 tiles walk x in bands of 32 rows (x read once, the transpose
 # never materialised); grouped is the row-wise kernel writing each group's swizzled scales. An
