@@ -15,42 +15,20 @@
  *   is in L1 (one read of x from memory).
  *   32x32 tiles: amax over the tile, then each row with the tile's exponent.
  * The AVX-512 variant does this with intrinsics in mxq_cpu_training_avx512.c (bf16 in 16-bit
- * lanes as in mxq_cpu.c, fp16 widened to fp32); the AVX2 and baseline variants with the scalar
- * code here and in mxq_cpu_training.h: gather the column into a block, then the row-wise block
- * code. Last tiles narrower than 64 columns use the scalar code. */
+ * lanes as in mxq_cpu.c, fp16 widened to fp32); the AVX2 variant for bf16 column-wise and
+ * row+column in mxq_cpu_training_avx2.c; everything else (the baseline variant, AVX2 with fp32 /
+ * fp16 input or 32x32 tiles, last tiles narrower than 64 columns) with the scalar code in
+ * mxq_cpu_training.h: gather the column into a block, then the row-wise block code. */
 #include "mxq_cpu_training.h"
-
-/* in_dtype and elem are constants at each call site. */
-INLINE void unit_scalar(const bjob_t *j, int64_t u, int in_dtype, int elem) {
-    const fmt_t *f = &FMT[elem];
-    int64_t l, i0, i1, cb, ce = unit_range(j, u, &l, &i0, &i1, &cb);
-    for (int64_t i = i0; i < i1; i++)
-        for (int64_t c0 = cb; c0 < ce; c0 += CW) {
-            int w = ce - c0 < CW ? (int)(ce - c0) : CW;
-            const char *x = band_x(j, l, i);
-            if (j->op == OP_TILES) {
-                for (int c = 0; c < w; c += BLOCK) tile_scalar(j, x, l, i, c0 + c, in_dtype, f);
-                continue;
-            }
-            col_tile_scalar(j, x, l, i, c0, w, in_dtype, f);
-            if (j->op == OP_ROWCOL) row_tile_scalar(j, x, l, i, c0, w, in_dtype, f);
-        }
-}
 
 static void bands_base(const bjob_t *j, int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; u++) BAND_DISPATCH(unit_scalar, j, u)
 }
 
-#if MXQ_X86
-TARGET_AVX2 static void bands_avx2(const bjob_t *j, int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; u++) BAND_DISPATCH(unit_scalar, j, u)
-}
-#endif
-
 /* In the order of mxq_cpu.c's ISAS. */
 static void (*const BANDS[])(const bjob_t *, int64_t, int64_t) = {
 #if MXQ_X86
-    mxq_bands_avx512_, bands_avx2,
+    mxq_bands_avx512_, mxq_bands_avx2_,
 #endif
     bands_base,
 };

@@ -101,6 +101,28 @@ INLINE void tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, in
  * says what was measured); the scalar code band by band. */
 #define STRIP 2048
 #define UNIT_BANDS 8
+/* Column of byte p of an encoded tile row: p itself, or where the row was packed by one
+ * packus of two vectors of 16-bit lanes without the 64-bit permute (packed: 128-bit lane L holds
+ * columns 8 L.. of the first vector, then 8 L.. of the second, i.e. 32 + 8 L..). POS_OF inverts it. */
+#define COL_OF(p, packed) ((packed) ? (((p) & 8) << 2 | ((p) >> 4) << 3 | ((p) & 7)) : (p))
+#define POS_OF(c, packed) ((packed) ? ((((c) & 31) >> 3) << 4 | ((c) >> 5) << 3 | ((c) & 7)) : (c))
+
+/* After the vector pass: the columns in `slow` redone by the scalar block code (into e, whose
+ * bytes are in POS_OF order), then the tile's 64 column scales into the unit's buffer
+ * (cs[c * UNIT_BANDS]). */
+INLINE void col_tile_finish(const bjob_t *j, const char *x, int64_t c0, uint64_t slow, uint8_t *sb,
+                            int in_dtype, const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs, int packed) {
+    for (; slow; slow &= slow - 1) {
+        int c = __builtin_ctzll(slow);
+        uint32_t b[BLOCK];
+        uint8_t col[BLOCK];
+        for (int r = 0; r < BLOCK; r++) b[r] = load_bits(x + r * j->rstride, c0 + c, in_dtype);
+        sb[c] = quantize_block(b, col, f, j->mode);
+        for (int r = 0; r < BLOCK; r++) e[r][POS_OF(c, packed)] = col[r];
+    }
+    for (int c = 0; c < CW; c++) cs[c * UNIT_BANDS] = sb[c];
+}
+
 INLINE int64_t units_of(const bjob_t *j, int64_t batches) {
     return batches * ((j->m / BLOCK + UNIT_BANDS - 1) / UNIT_BANDS) * ((j->k + STRIP - 1) / STRIP);
 }
@@ -118,6 +140,23 @@ INLINE int64_t unit_range(const bjob_t *j, int64_t u, int64_t *l, int64_t *i0, i
 
 INLINE const char *band_x(const bjob_t *j, int64_t l, int64_t i) { return j->x + l * j->bstride + i * BLOCK * j->rstride; }
 
+/* in_dtype and elem are constants at each call site. */
+INLINE void unit_scalar(const bjob_t *j, int64_t u, int in_dtype, int elem) {
+    const fmt_t *f = &FMT[elem];
+    int64_t l, i0, i1, cb, ce = unit_range(j, u, &l, &i0, &i1, &cb);
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t c0 = cb; c0 < ce; c0 += CW) {
+            int w = ce - c0 < CW ? (int)(ce - c0) : CW;
+            const char *x = band_x(j, l, i);
+            if (j->op == OP_TILES) {
+                for (int c = 0; c < w; c += BLOCK) tile_scalar(j, x, l, i, c0 + c, in_dtype, f);
+                continue;
+            }
+            col_tile_scalar(j, x, l, i, c0, w, in_dtype, f);
+            if (j->op == OP_ROWCOL) row_tile_scalar(j, x, l, i, c0, w, in_dtype, f);
+        }
+}
+
 #define BAND_DISPATCH(impl, j, u)                                   \
     switch ((j)->in_dtype * 2 + (j)->elem) {                   \
     case 0: impl(j, u, IN_F32, E4M3); break;                   \
@@ -130,6 +169,7 @@ INLINE const char *band_x(const bjob_t *j, int64_t l, int64_t i) { return j->x +
 
 #if MXQ_X86
 void mxq_bands_avx512_(const bjob_t *j, int64_t u0, int64_t u1); /* mxq_cpu_training_avx512.c */
+void mxq_bands_avx2_(const bjob_t *j, int64_t u0, int64_t u1);   /* mxq_cpu_training_avx2.c */
 #endif
 
 #endif

@@ -57,22 +57,6 @@ TARGET_AVX512 INLINE __m512i encode_bf16_lanes(__m512i v, __m512i s128, const fm
     return _mm512_ternarylogic_epi32(_mm512_srli_epi16(q, sh), _mm512_srli_epi16(v, 8), _mm512_set1_epi16(0x80), 0xF8);
 }
 
-/* After the vector pass: the columns in `slow` redone by the scalar block code (into e, whose
- * bytes are in POS_OF order), then the tile's 64 column scales into the unit's buffer
- * (cs[c * UNIT_BANDS]). */
-TARGET_AVX512 INLINE void col_tile_finish(const bjob_t *j, const char *x, int64_t c0, uint64_t slow, uint8_t *sb,
-                                          int in_dtype, const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs, int packed) {
-    for (; slow; slow &= slow - 1) {
-        int c = __builtin_ctzll(slow);
-        uint32_t b[BLOCK];
-        uint8_t col[BLOCK];
-        for (int r = 0; r < BLOCK; r++) b[r] = load_bits(x + r * j->rstride, c0 + c, in_dtype);
-        sb[c] = quantize_block(b, col, f, j->mode);
-        for (int r = 0; r < BLOCK; r++) e[r][POS_OF(c, packed)] = col[r];
-    }
-    for (int c = 0; c < CW; c++) cs[c * UNIT_BANDS] = sb[c];
-}
-
 /* |x| of bf16 lanes rounded to the element format's mantissa width (nearest, ties to even), left in
  * place: with every power-of-two scale whose result is an fp8 normal, the rounding of x * 2^-s is
  * this one (the scale only shifts the exponent field, a carry into it included), so the row and

@@ -20,12 +20,6 @@ TARGET_AVX512 INLINE void transpose_16x16_lanes(const uint8_t *e, __m512i *t) {
     }
 }
 
-/* Column of byte p of an encoded tile row: p itself, or where the row was packed by one
- * packus of two vectors of 16-bit lanes without the 64-bit permute (packed: 128-bit lane L holds
- * columns 8 L.. of the first vector, then 8 L.. of the second, i.e. 32 + 8 L..). POS_OF inverts it. */
-#define COL_OF(p, packed) ((packed) ? (((p) & 8) << 2 | ((p) >> 4) << 3 | ((p) & 7)) : (p))
-#define POS_OF(c, packed) ((packed) ? ((((c) & 31) >> 3) << 4 | ((c) >> 5) << 3 | ((c) & 7)) : (c))
-
 /* e[32][64] bytes (row r: the encoded row r of 64 columns) -> column c's 32 bytes at dst + c * ds. */
 TARGET_AVX512 INLINE void transpose_32x64(const uint8_t *e, uint8_t *dst, int64_t ds, int packed) {
     __m512i t[2][16];

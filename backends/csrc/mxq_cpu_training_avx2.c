@@ -1,0 +1,272 @@
+/* The AVX2 variant of the column-wise and row+column kernels for bf16 input (mxq_cpu_training.c
+ * says what they compute; fp32 / fp16 input and the 32x32 tiles take the scalar code there). The
+ * same walk as the AVX-512 variant (mxq_cpu_training_avx512.c), at half the vector width: a work
+ * unit band pair by band pair, each band in tiles of 32 rows x 64 columns, four vectors of 16
+ * bf16 lanes per tile row.
+ *   column-wise: per tile, the column amax / amin over the 32 rows (lane by lane), the scales,
+ *   then each row encoded with its columns' scales (the tile read a second time, from L1 / L2),
+ *   the two bands' 64x64 bytes transposed in registers (byte unpacks within 128-bit lanes,
+ *   then lane permutes) and each column's 64 bytes stored (two adjacent 32-byte non-temporal
+ *   stores, a whole line, where M % 64 == 0).
+ *   row+column: one read of the tile, copied, with the column statistics; then per row its two
+ *   row blocks' max and min (horizontal, by phminposuw), |x| rounded once to the element's
+ *   mantissa width and encoded twice, with the column scales and with the row's scale (the
+ *   rounding is the same for both when the result is an fp8 normal or clamps:
+ *   mxq_cpu_training_avx512.c, round_bf16_lanes).
+ * Off the fast path (a block with NaN / Inf, or whose smallest |x| does not give an fp8 normal):
+ * columns redone by col_tile_finish, row blocks by the scalar block code. */
+#include "mxq_cpu_training.h"
+
+#if MXQ_X86
+#define PF_BYTES 512 /* prefetch distance along a row, into L2 */
+
+/* Per 16-bit lane (bf16 |x| bits), from a block's amax mx and amin mn: s << 7 (returned), the
+ * scale bytes (*sbv, 16-bit lanes) and the lanes off the fast path (*slow, all ones). |x| <= 0x7fff,
+ * so the signed 16-bit compares of AVX2 order them as unsigned. */
+TARGET_AVX2 INLINE __m256i scales16(__m256i mx, __m256i mn, const fmt_t *f, int mode, __m256i *sbv, __m256i *slow) {
+    __m256i s = _mm256_sub_epi16(_mm256_srli_epi16(mx, 7), _mm256_set1_epi16((short)(127 + f->emax)));
+    __m256i mant = _mm256_and_si256(mx, _mm256_set1_epi16(0x7f));
+    if (mode == RCEIL) s = _mm256_sub_epi16(s, _mm256_cmpgt_epi16(mant, _mm256_set1_epi16(0x60)));
+    else if (mode == CT) s = _mm256_sub_epi16(s, _mm256_cmpgt_epi16(mant, _mm256_set1_epi16(0x5f)));
+    s = _mm256_max_epi16(_mm256_min_epi16(s, _mm256_set1_epi16(127)), _mm256_set1_epi16(-127));
+    __m256i special = _mm256_cmpgt_epi16(mx, _mm256_set1_epi16(0x7f7f));
+    __m256i thr = _mm256_max_epi16(_mm256_add_epi16(_mm256_slli_epi16(s, 7), _mm256_set1_epi16((short)(f->min_normal >> 16))),
+                                   _mm256_set1_epi16(0x80));
+    *slow = _mm256_or_si256(_mm256_cmpgt_epi16(thr, mn), special);
+    *sbv = _mm256_blendv_epi8(_mm256_add_epi16(s, _mm256_set1_epi16(127)), _mm256_set1_epi16(0xff), special);
+    return _mm256_slli_epi16(s, 7);
+}
+
+/* Two vectors of 16-bit lanes (values <= 0xff) -> 32 bytes in lane order. */
+TARGET_AVX2 INLINE __m256i pack16(__m256i a, __m256i b) {
+    return _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xD8);
+}
+
+/* The 64 columns' scale bytes to sb and their slow-path bits (bit c: column c). */
+TARGET_AVX2 INLINE uint64_t col_scales(const __m256i *mx, const __m256i *mn, const fmt_t *f, int mode, uint8_t *sb,
+                                       __m256i *s128) {
+    __m256i sbv[4], slow[4];
+    for (int h = 0; h < 4; h++) s128[h] = scales16(mx[h], mn[h], f, mode, &sbv[h], &slow[h]);
+    _mm256_storeu_si256((__m256i *)sb, pack16(sbv[0], sbv[1]));
+    _mm256_storeu_si256((__m256i *)(sb + 32), pack16(sbv[2], sbv[3]));
+    uint32_t lo = (uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(slow[0], slow[1]), 0xD8));
+    uint32_t hi = (uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(slow[2], slow[3]), 0xD8));
+    return lo | (uint64_t)hi << 32;
+}
+
+/* bf16 elements v (a = |v|) with s << 7 per lane -> fp8 codes in 16-bit lanes (fast path only). */
+TARGET_AVX2 INLINE __m256i encode16(__m256i v, __m256i a, __m256i s128, const fmt_t *f) {
+    int sh = (int)f->shift - 16;
+    __m256i u = _mm256_min_epu16(_mm256_sub_epi16(a, s128), _mm256_set1_epi16((short)(f->max_bits >> 16)));
+    __m256i q = _mm256_add_epi16(_mm256_add_epi16(u, _mm256_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
+                                 _mm256_and_si256(_mm256_srli_epi16(u, sh), _mm256_set1_epi16(1)));
+    return _mm256_or_si256(_mm256_srli_epi16(q, sh), _mm256_and_si256(_mm256_srli_epi16(v, 8), _mm256_set1_epi16(0x80)));
+}
+
+/* |x| rounded to the element's mantissa width (mxq_cpu_training_avx512.c, round_bf16_lanes). */
+TARGET_AVX2 INLINE __m256i round16(__m256i a, const fmt_t *f) {
+    int sh = (int)f->shift - 16;
+    return _mm256_add_epi16(_mm256_add_epi16(a, _mm256_set1_epi16((short)(f->half >> 16))),
+                            _mm256_and_si256(_mm256_srli_epi16(a, sh), _mm256_set1_epi16(1)));
+}
+
+/* From rounded |x| and sbias = (s << 7) + rebias: |fp8| codes (fast path). */
+TARGET_AVX2 INLINE __m256i encode_rounded16(__m256i rnd, __m256i sbias, const fmt_t *f) {
+    const __m256i maxq = _mm256_set1_epi16((short)((f->max_bits >> 16) - (f->rebias >> 16)));
+    return _mm256_srli_epi16(_mm256_min_epu16(_mm256_sub_epi16(rnd, sbias), maxq), (int)f->shift - 16);
+}
+
+/* max and min of the 32 16-bit lanes of a and b (|x| bits, <= 0x7fff). */
+TARGET_AVX2 INLINE void hmaxmin16(__m256i a, __m256i b, uint32_t *mx, uint32_t *mn) {
+    __m256i x = _mm256_max_epu16(a, b), n = _mm256_min_epu16(a, b);
+    __m128i x2 = _mm_max_epu16(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    __m128i n2 = _mm_min_epu16(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    *mx = 0xffffu - (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(x2, _mm_set1_epi16(-1))), 0);
+    *mn = (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(n2), 0);
+}
+
+/* Column-wise, 64 bf16 columns of a band: statistics, then each row encoded into e (lane order). */
+TARGET_AVX2 INLINE void col_tile_bf16_avx2(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f, uint8_t (*e)[CW],
+                                           uint8_t *cs) {
+    const char *p = x + c0 * 2;
+    const __m256i absm = _mm256_set1_epi16(0x7fff);
+    __m256i mx[4], mn[4], s128[4];
+    for (int h = 0; h < 4; h++) mx[h] = _mm256_setzero_si256(), mn[h] = absm;
+    for (int r = 0; r < BLOCK; r++) {
+        _mm_prefetch(p + r * j->rstride + PF_BYTES, _MM_HINT_T2);
+        _mm_prefetch(p + r * j->rstride + PF_BYTES + 64, _MM_HINT_T2);
+        for (int h = 0; h < 4; h++) {
+            __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h)), absm);
+            mx[h] = _mm256_max_epu16(mx[h], a);
+            mn[h] = _mm256_min_epu16(mn[h], a);
+        }
+    }
+    uint8_t sb[CW];
+    uint64_t slow = col_scales(mx, mn, f, j->mode, sb, s128);
+    for (int r = 0; r < BLOCK; r++) {
+        __m256i q[4];
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h));
+            q[h] = encode16(v, _mm256_and_si256(v, absm), s128[h], f);
+        }
+        _mm256_store_si256((__m256i *)e[r], pack16(q[0], q[1]));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack16(q[2], q[3]));
+    }
+    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
+}
+
+/* Row+column, 64 bf16 columns of a band in one read: the column bytes to e (lane order), the
+ * row bytes to rout + r * K, the row scales to rs[r * RSW + h]. */
+#define RSW (STRIP / BLOCK) /* row scales of a strip */
+TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
+                                              uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
+    _Alignas(32) __m256i in[BLOCK][4];
+    const char *p = x + c0 * 2;
+    const __m256i absm = _mm256_set1_epi16(0x7fff), rebias = _mm256_set1_epi16((short)(f->rebias >> 16));
+    __m256i mx[4], mn[4], s128[4], cb[4];
+    for (int h = 0; h < 4; h++) mx[h] = _mm256_setzero_si256(), mn[h] = absm;
+    for (int r = 0; r < BLOCK; r++) {
+        _mm_prefetch(p + r * j->rstride + PF_BYTES, _MM_HINT_T2);
+        _mm_prefetch(p + r * j->rstride + PF_BYTES + 64, _MM_HINT_T2);
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h)), a = _mm256_and_si256(v, absm);
+            in[r][h] = v;
+            mx[h] = _mm256_max_epu16(mx[h], a);
+            mn[h] = _mm256_min_epu16(mn[h], a);
+        }
+    }
+    uint8_t sb[CW];
+    uint64_t slow = col_scales(mx, mn, f, j->mode, sb, s128);
+    for (int h = 0; h < 4; h++) cb[h] = _mm256_add_epi16(s128[h], rebias);
+    const int64_t k = j->k;
+    for (int r = 0; r < BLOCK; r++) {
+        __m256i a[4], rnd[4], cq[4], rq[4];
+        int fix = 0;
+        for (int h = 0; h < 4; h++) {
+            a[h] = _mm256_and_si256(in[r][h], absm);
+            rnd[h] = round16(a[h], f);
+            cq[h] = _mm256_or_si256(encode_rounded16(rnd[h], cb[h], f),
+                                    _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
+        }
+        for (int b = 0; b < 2; b++) {
+            uint32_t amax, amin;
+            hmaxmin16(a[2 * b], a[2 * b + 1], &amax, &amin);
+            int32_t s = scale_exp(amax << 16, f, j->mode);
+            rs[r * RSW + b] = (uint8_t)(s + 127);
+            if (amax >= 0x7f80u || amin < fast_threshold(s, f) >> 16) fix |= 1 << b;
+            __m256i sbias = _mm256_set1_epi16((short)((s << 7) + (int)(f->rebias >> 16)));
+            for (int h = 2 * b; h < 2 * b + 2; h++)
+                rq[h] = _mm256_or_si256(encode_rounded16(rnd[h], sbias, f),
+                                        _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
+        }
+        _mm256_store_si256((__m256i *)e[r], pack16(cq[0], cq[1]));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack16(cq[2], cq[3]));
+        uint8_t *out = rout + r * k;
+        __m256i r0 = pack16(rq[0], rq[1]), r1 = pack16(rq[2], rq[3]);
+        if (nt && !fix) {
+            _mm256_stream_si256((__m256i *)out, r0);
+            _mm256_stream_si256((__m256i *)(out + 32), r1);
+            continue;
+        }
+        _mm256_storeu_si256((__m256i *)out, r0);
+        _mm256_storeu_si256((__m256i *)(out + 32), r1);
+        for (int b = 0; b < 2; b++)
+            if (fix >> b & 1) {
+                uint32_t blk[BLOCK];
+                load_block(x + r * j->rstride + (c0 + BLOCK * b) * 2, IN_BF16, blk);
+                rs[r * RSW + b] = quantize_block(blk, out + BLOCK * b, f, j->mode);
+            }
+    }
+    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
+}
+
+/* 16 rows of 32 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
+ * rows: four rounds of byte interleaves of registers q and q + 8 within 128-bit lanes. */
+TARGET_AVX2 INLINE void transpose_16x32(const uint8_t *e, __m256i *t) {
+    __m256i b[16];
+    for (int q = 0; q < 16; q++) t[q] = _mm256_load_si256((const __m256i *)(e + q * CW));
+    for (int round = 0; round < 4; round++) {
+        for (int q = 0; q < 8; q++) {
+            b[2 * q] = _mm256_unpacklo_epi8(t[q], t[q + 8]);
+            b[2 * q + 1] = _mm256_unpackhi_epi8(t[q], t[q + 8]);
+        }
+        for (int q = 0; q < 16; q++) t[q] = b[q];
+    }
+}
+
+/* e[rows][64] bytes (rows 32 or 64: one band or a pair) -> column c's `rows` bytes at dst + c * ds;
+ * a pair's 64 bytes as two adjacent 32-byte stores, non-temporal with nt (a whole line). */
+TARGET_AVX2 INLINE void transpose_tile_avx2(const uint8_t *e, uint8_t *dst, int64_t ds, int rows, int nt) {
+    for (int ch = 0; ch < 2; ch++) {
+        __m256i t[4][16];
+        for (int g = 0; g < rows / 16; g++) transpose_16x32(e + 16 * g * CW + 32 * ch, t[g]);
+        for (int q = 0; q < 16; q++)
+            for (int L = 0; L < 2; L++) {
+                uint8_t *d = dst + (32 * ch + 16 * L + q) * ds;
+                int sel = L ? 0x31 : 0x20;
+                __m256i lo = _mm256_permute2x128_si256(t[0][q], t[1][q], sel);
+                if (rows == BLOCK) {
+                    _mm256_storeu_si256((__m256i *)d, lo);
+                    continue;
+                }
+                __m256i hi = _mm256_permute2x128_si256(t[2][q], t[3][q], sel);
+                if (nt) {
+                    _mm256_stream_si256((__m256i *)d, lo);
+                    _mm256_stream_si256((__m256i *)(d + 32), hi);
+                } else {
+                    _mm256_storeu_si256((__m256i *)d, lo);
+                    _mm256_storeu_si256((__m256i *)(d + 32), hi);
+                }
+            }
+    }
+}
+
+/* A unit of bf16 column-wise or row+column work, bands two at a time. */
+TARGET_AVX2 INLINE void unit_bf16_avx2(const bjob_t *j, int64_t u, int elem) {
+    const fmt_t *f = &FMT[elem];
+    int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
+    int64_t full = cb + (ce - cb) / CW * CW;
+    int rowcol = j->op == OP_ROWCOL;
+    int nt = j->m % 64 == 0 && (uintptr_t)j->cdata % 64 == 0;
+    int rnt = rowcol && j->k % 64 == 0 && (uintptr_t)j->rdata % 64 == 0;
+    _Alignas(64) uint8_t e[2 * BLOCK][CW];
+    uint8_t csb[STRIP][UNIT_BANDS], rsb[2 * BLOCK][RSW]; /* column scales of the unit, row scales of a pair */
+    for (int64_t i = i0; i < bands; i += 2) {
+        int pair = i + 1 < bands;
+        for (int64_t c0 = cb; c0 < ce; c0 += CW) {
+            int w = ce - c0 < CW ? (int)(ce - c0) : CW;
+            for (int64_t b = i; b <= i + pair; b++) {
+                const char *x = band_x(j, l, b);
+                if (w < CW) {
+                    col_tile_scalar(j, x, l, b, c0, w, IN_BF16, f);
+                    if (rowcol) row_tile_scalar(j, x, l, b, c0, w, IN_BF16, f);
+                    continue;
+                }
+                uint8_t *cs = &csb[c0 - cb][b - i0];
+                if (rowcol)
+                    rowcol_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
+                                          rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
+                else col_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs);
+            }
+            if (w == CW) transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt);
+        }
+        for (int r = 0; rowcol && r < (1 + pair) * BLOCK; r++)
+            put_scales(j->rscale, j->swizzled, l * j->m + i * BLOCK + r, cb / BLOCK, j->k / BLOCK, rsb[r], (full - cb) / BLOCK);
+    }
+    for (int64_t c = cb; c < full; c++) put_scales(j->cscale, j->swizzled, l * j->k + c, i0, j->m / BLOCK, csb[c - cb], bands - i0);
+    if (nt || rnt) _mm_sfence(); /* the streamed stores are ordered before the unit's end */
+}
+
+TARGET_AVX2 void mxq_bands_avx2_(const bjob_t *j, int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) {
+        if (j->in_dtype == IN_BF16 && j->op != OP_TILES) {
+            if (j->elem == E4M3) unit_bf16_avx2(j, u, E4M3);
+            else unit_bf16_avx2(j, u, E5M2);
+        } else {
+            BAND_DISPATCH(unit_scalar, j, u)
+        }
+    }
+}
+#else
+typedef int mxq_no_avx2_; /* ISO C: a translation unit declares something */
+#endif
