@@ -9,7 +9,8 @@ independent oracles, on every instruction-set variant this CPU runs (tests/nativ
   rounds to 0 (eps), magnitudes near the dtype's max, elements on the e4m3 rounding ties of their block's
   scale, a partial last row block, R < 128, row-strided input;
 - sum(x^2) and sum((x - dq)^2) against a float64 NumPy sum over torch's own fp8 -> fp32 cast of the
-  data times the block scale; the same for any thread count."""
+  data times the block scale; the same for any thread count;
+- a conversion on the C path and on the torch path: the same files, the same SQNR to 1e-3 dB."""
 
 from __future__ import annotations
 
@@ -263,3 +264,29 @@ def test_byte_exact_against_compressed_tensors(dtype):
         calibrate_weight(m)
         compress_module(m)
         _same_bytes(_native(w), (m.weight, m.weight_scale))
+
+
+def test_convert_same_files_and_sqnr_on_either_path(tmp_path, monkeypatch):
+    """`mxquant convert --scheme fp8-block` on the C path and on the torch path (native_calls None)."""
+    pytest.importorskip("safetensors")
+    from convert_ckpt import llama_like, save_checkpoint
+    from safetensors.torch import load_file
+
+    from mxquant.checkpoint import convert, tensors
+
+    save_checkpoint(tmp_path / "src", llama_like(layers=1, hidden=256, inter=512, dtype=torch.bfloat16))
+    native = {t["name"]: t for t in convert(tmp_path / "src", tmp_path / "a", scheme="fp8-block").tensors}
+    monkeypatch.setattr(tensors, "native_calls", lambda quant: None)
+    plain = {t["name"]: t for t in convert(tmp_path / "src", tmp_path / "b", scheme="fp8-block").tensors}
+    quantized = [n for n, t in native.items() if t.get("sqnr_db") is not None]
+    assert quantized
+    for n in quantized:
+        assert native[n]["sqnr_db"] == pytest.approx(plain[n]["sqnr_db"], abs=1e-3), n
+        assert native[n]["rel_error"] == pytest.approx(plain[n]["rel_error"], rel=1e-4), n
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.safetensors"))
+    assert files == sorted(p.name for p in (tmp_path / "b").glob("*.safetensors")) and files
+    for f in files:
+        a, b = load_file(tmp_path / "a" / f), load_file(tmp_path / "b" / f)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key].view(torch.uint8), b[key].view(torch.uint8)), key

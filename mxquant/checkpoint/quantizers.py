@@ -1,7 +1,9 @@
 """One chunk of a weight quantized for a scheme (schemes.py) through the public calls
 (mxfp8_quantize, mxfp4_quantize, nvfp4_quantize) or fp8block.py, and the error sums of its
 exact dequantization. A chunk is whole rows [r, K] (fp8-block: whole 128-row blocks) or, for
-the per-row schemes, a piece of one row made of whole blocks."""
+the per-row schemes, a piece of one row made of whole blocks. On the CPU, where cpu-native is
+built, its C kernel does MXFP8's error sums and FP8 block's quantization with its error sums in
+one pass each (`native_calls`); fp8block.py stays the oracle of the latter's bytes."""
 
 from __future__ import annotations
 
@@ -41,6 +43,32 @@ def quantize_chunk(quant: Quant, x: torch.Tensor, scale_mode: str, g: torch.Tens
         q = mxquant.nvfp4_quantize(x, g, scale_mode="compressed-tensors", scale_layout="linear")
         return q.data, q.scale
     return fp8block.quantize(x)
+
+
+def native_calls(quant: Quant):
+    """cpu-native's one-pass call for this scheme on the CPU, or None (another scheme, or the library
+    not built): MXFP8's error_sums, FP8 block's fp8block_quantize (quantization and error sums)."""
+    if quant.scheme.name not in ("mxfp8", "fp8-block"):
+        return None
+    from ..backends import _native_lib, cpu_native
+
+    if _native_lib.load()[0] is None:
+        return None
+    return cpu_native.error_sums if quant.scheme.name == "mxfp8" else cpu_native.fp8block_quantize
+
+
+def quantize_with_sums(quant: Quant, x: torch.Tensor, scale_mode: str, g: torch.Tensor | None,
+                       native=None) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(data, scale, sum(x^2), sum((x - dq)^2)) of a chunk: quantize_chunk and error_sums, or for
+    FP8 block on the CPU cpu-native's one pass (`native`: native_calls' answer, or None) where x's
+    dtype is one it reads (bf16, fp16, fp32)."""
+    if (quant.scheme.name == "fp8-block" and native is not None and x.device.type == "cpu"
+            and x.dtype in (torch.bfloat16, torch.float16, torch.float32)):
+        data, scale, (s, n) = native(x)
+        return data, scale, s, n
+    data, scale = quantize_chunk(quant, x, scale_mode, g)
+    s, n = error_sums(quant, x, data, scale, g, native if quant.scheme.name == "mxfp8" else None)
+    return data, scale, s, n
 
 
 def error_sums(quant: Quant, x: torch.Tensor, data: torch.Tensor, scale: torch.Tensor,
@@ -86,5 +114,4 @@ def check_calls(quant: Quant, dtype: torch.dtype, device: str, scale_mode: str) 
     (raises the backend's error where it cannot serve them)."""
     x = torch.zeros(1, 128, dtype=dtype, device=device)
     g = torch.ones(1, dtype=torch.float32, device=device) if quant.scheme.name == "nvfp4a16" else None
-    data, scale = quantize_chunk(quant, x, scale_mode, g)
-    error_sums(quant, x, data, scale, g)
+    quantize_with_sums(quant, x, scale_mode, g, native_calls(quant))

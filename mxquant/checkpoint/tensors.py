@@ -23,7 +23,7 @@ import threading
 import torch
 
 from ..formats import BLOCK
-from .quantizers import DEFAULT, Quant, error_sums, quantize_chunk
+from .quantizers import DEFAULT, Quant, native_calls, quantize_with_sums
 from .stio import DTYPES, TensorInfo, itemsize, tensor_bytes
 
 
@@ -111,13 +111,6 @@ def _prefetched(f, ranges):
             pending.exception()
 
 
-def _native_error_sums():
-    """cpu-native's one-pass MXFP8 error sums, or None where its library is not built."""
-    from ..backends import _native_lib, cpu_native
-
-    return cpu_native.error_sums if _native_lib.load()[0] is not None else None
-
-
 def _pieces(info: TensorInfo, chunk_elems: int, row_block: int = 1):
     """(first element, chunk shape) covering a [..., K] tensor in file order: [r, K] row chunks
     of at most chunk_elems elements (r a multiple of row_block, at least row_block), or, for
@@ -165,14 +158,13 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
     scale = torch.empty(math.prod(outputs[1][2]) * itemsize(outputs[1][1]), dtype=torch.uint8)  # file order
     signal = noise = 0.0
     at = 0
-    native = _native_error_sums() if quant.scheme.name == "mxfp8" else None  # once per tensor, not per chunk
+    native = native_calls(quant)  # once per tensor, not per chunk
     writer.begin(outputs[0][0])
     with contextlib.closing(_prefetched(f, ranges)) as raws:
         for (e0, shape), raw in zip(pieces, raws):
             progress(raw.numel())
             xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
-            data, sc = quantize_chunk(quant, xd, scale_mode, g)
-            s, n = error_sums(quant, xd, data, sc, g, native)
+            data, sc, s, n = quantize_with_sums(quant, xd, scale_mode, g, native)
             signal += s
             noise += n
             sc = sc.contiguous().view(torch.uint8).reshape(-1)
