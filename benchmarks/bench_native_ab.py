@@ -2,7 +2,8 @@
 and row+column calls of each, interleaved round by round (cpu_paths.timed_rounds: a 20 ms busy
 wait before each call), so that load from other work on a shared machine hits every build alike.
 
-    python3 benchmarks/bench_native_ab.py OLD.so NEW.so [--threads 2] [--rounds 15] [--shape 4096x8192] [--out X.json]
+    python3 benchmarks/bench_native_ab.py OLD.so NEW.so [--threads 2] [--rounds 15] [--shape 4096x8192]
+        [--dtype bfloat16|float32|float16] [--isa 'x86-64 avx2'] [--reuse] [--out X.json]
 
 Each library file is loaded through ctypes from a private copy (two builds of one file name would
 otherwise be one library); the calls are the C entry points that backends/cpu_native.py calls, on
@@ -37,8 +38,25 @@ def load_copy(path: str, tmpdir: str, tag: str) -> ctypes.CDLL:
     return lib
 
 
+_HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # backends/cpu_native.py's codes
+
+
+def select_isa(lib, name: str) -> None:
+    """The variant `name` of this library copy (mxq_isa_name / mxq_select_isa, the test hook)."""
+    i, ok = 0, _int()
+    lib.mxq_isa_name.restype = ctypes.c_char_p
+    while (n := lib.mxq_isa_name(i, ctypes.byref(ok))) is not None:
+        if n.decode() == name:
+            if lib.mxq_select_isa(i) != 0:
+                raise SystemExit(f"this CPU cannot run the {name!r} variant")
+            return
+        i += 1
+    raise SystemExit(f"unknown variant {name!r}")
+
+
 def calls(lib, x: torch.Tensor, threads: int, reuse: bool) -> dict:
     m, k = x.shape
+    hp = _HP_CODE[x.dtype]
     kept = [torch.empty(m * k, dtype=torch.uint8), torch.empty(m * k // 32, dtype=torch.uint8)] * 2
 
     def out():
@@ -52,16 +70,16 @@ def calls(lib, x: torch.Tensor, threads: int, reuse: bool) -> dict:
 
     def row():
         o = out()
-        check(lib.mxq_quantize(x.data_ptr(), 1, m, k, k, o[0].data_ptr(), o[1].data_ptr(), 0, 0, 0, threads))
+        check(lib.mxq_quantize(x.data_ptr(), hp, m, k, k, o[0].data_ptr(), o[1].data_ptr(), 0, 0, 0, threads))
 
     def col():
         o = out()
-        check(lib.mxq_quantize_colwise(x.data_ptr(), 1, 1, m, k, m * k, k, o[2].data_ptr(), o[3].data_ptr(), 0, 0, 0,
+        check(lib.mxq_quantize_colwise(x.data_ptr(), hp, 1, m, k, m * k, k, o[2].data_ptr(), o[3].data_ptr(), 0, 0, 0,
                                        threads))
 
     def rowcol():
         o = out()
-        check(lib.mxq_quantize_rowcol(x.data_ptr(), 1, 1, m, k, m * k, k, *(t.data_ptr() for t in o), 0, 0, 0, threads))
+        check(lib.mxq_quantize_rowcol(x.data_ptr(), hp, 1, m, k, m * k, k, *(t.data_ptr() for t in o), 0, 0, 0, threads))
 
     return {"row": row, "col": col, "rowcol": rowcol}
 
@@ -72,17 +90,23 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--shape", default="4096x8192", help="MxK of the bf16 input (default 4096x8192)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    parser.add_argument("--isa", help="instruction-set variant of every library, e.g. 'x86-64 avx2' (default: the CPU's best)")
     parser.add_argument("--reuse", action="store_true", help="outputs allocated once (default: fresh per call)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     m, k = map(int, args.shape.split("x"))
-    x = torch.randn(m, k, dtype=torch.bfloat16)
-    result = {**cpu_paths.run_header(), "outputs": "reused" if args.reuse else "fresh", "shape": args.shape, "libs": {}}
+    x = torch.randn(m, k, dtype=getattr(torch, args.dtype))
+    result = {**cpu_paths.run_header(), "outputs": "reused" if args.reuse else "fresh", "shape": args.shape, "dtype": args.dtype,
+              "isa": args.isa or "best", "libs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         fns = {}
         for i, path in enumerate(args.libs):
-            for name, fn in calls(load_copy(path, tmp, f"lib{i}"), x, args.threads, args.reuse).items():
+            lib = load_copy(path, tmp, f"lib{i}")
+            if args.isa:
+                select_isa(lib, args.isa)
+            for name, fn in calls(lib, x, args.threads, args.reuse).items():
                 fns[f"{i}:{name}"] = fn
         stats = cpu_paths.timed_rounds(fns, args.rounds)
     for i, path in enumerate(args.libs):

@@ -1,8 +1,8 @@
-/* The AVX2 variant of the column-wise and row+column kernels for bf16 input (mxq_cpu_training.c
- * says what they compute; fp32 / fp16 input and the 32x32 tiles take the scalar code there). The
- * same walk as the AVX-512 variant (mxq_cpu_training_avx512.c), at half the vector width: a work
- * unit band pair by band pair, each band in tiles of 32 rows x 64 columns, four vectors of 16
- * bf16 lanes per tile row.
+/* The AVX2 variant of the column-wise and row+column kernels (mxq_cpu_training.c says what they
+ * compute; the 32x32 tiles take the scalar code there). The same walk as the AVX-512 variant
+ * (mxq_cpu_training_avx512.c), at half the vector width: a work unit band pair by band pair, each
+ * band in tiles of 32 rows x 64 columns, four vectors of 16 bf16 lanes per tile row (bf16), or
+ * eight of 8 fp32-bit lanes (fp32, and fp16 widened: tile32_avx2).
  *   column-wise: per tile, the column amax / amin over the 32 rows (lane by lane), the scales,
  *   then each row encoded with its columns' scales (the tile read a second time, from L1 / L2),
  *   the two bands' 64x64 bytes transposed in registers (byte unpacks within 128-bit lanes,
@@ -115,6 +115,26 @@ TARGET_AVX2 INLINE void col_tile_bf16_avx2(const bjob_t *j, const char *x, int64
     col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
 }
 
+/* A tile row's 64 row-wise bytes (r0, r1) to out, streamed with nt where no block is off the fast
+ * path; the blocks in `fix` redone from x's row (src: its first element of the tile) by the scalar
+ * block code, their scale bytes to rs[0..1]. */
+TARGET_AVX2 INLINE void store_row(uint8_t *out, __m256i r0, __m256i r1, int nt, int fix, const char *src,
+                                  int in_dtype, const fmt_t *f, int mode, uint8_t *rs) {
+    if (nt && !fix) {
+        _mm256_stream_si256((__m256i *)out, r0);
+        _mm256_stream_si256((__m256i *)(out + 32), r1);
+        return;
+    }
+    _mm256_storeu_si256((__m256i *)out, r0);
+    _mm256_storeu_si256((__m256i *)(out + 32), r1);
+    for (int b = 0; b < 2; b++)
+        if (fix >> b & 1) {
+            uint32_t blk[BLOCK];
+            load_block(src + BLOCK * b * (in_dtype == IN_F32 ? 4 : 2), in_dtype, blk);
+            rs[b] = quantize_block(blk, out + BLOCK * b, f, mode);
+        }
+}
+
 /* Row+column, 64 bf16 columns of a band in one read: the column bytes to e (lane order), the
  * row bytes to rout + r * K, the row scales to rs[r * RSW + h]. */
 #define RSW (STRIP / BLOCK) /* row scales of a strip */
@@ -161,23 +181,123 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
         }
         _mm256_store_si256((__m256i *)e[r], pack16(cq[0], cq[1]));
         _mm256_store_si256((__m256i *)(e[r] + 32), pack16(cq[2], cq[3]));
-        uint8_t *out = rout + r * k;
-        __m256i r0 = pack16(rq[0], rq[1]), r1 = pack16(rq[2], rq[3]);
-        if (nt && !fix) {
-            _mm256_stream_si256((__m256i *)out, r0);
-            _mm256_stream_si256((__m256i *)(out + 32), r1);
-            continue;
-        }
-        _mm256_storeu_si256((__m256i *)out, r0);
-        _mm256_storeu_si256((__m256i *)(out + 32), r1);
-        for (int b = 0; b < 2; b++)
-            if (fix >> b & 1) {
-                uint32_t blk[BLOCK];
-                load_block(x + r * j->rstride + (c0 + BLOCK * b) * 2, IN_BF16, blk);
-                rs[r * RSW + b] = quantize_block(blk, out + BLOCK * b, f, j->mode);
-            }
+        store_row(rout + r * k, pack16(rq[0], rq[1]), pack16(rq[2], rq[3]), nt, fix, p + r * j->rstride, IN_BF16, f, j->mode,
+                  rs + r * RSW);
     }
     col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
+}
+
+/* ---- fp32 / fp16 input: 32-bit lanes, eight vectors per tile row ---- */
+
+/* 8 elements as fp32 bits: fp32 as they are; fp16 widened by integer arithmetic (AVX2 alone has
+ * no F16C), exact for normals; zeros and subnormals become (+-)0 and Inf / NaN 0x7f800000, which
+ * put their block off the fast path, where the scalar code reads the true values. */
+TARGET_AVX2 INLINE __m256i load8(const char *p, int in_dtype) {
+    if (in_dtype == IN_F32) return _mm256_loadu_si256((const __m256i *)p);
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    __m256i em = _mm256_and_si256(h, _mm256_set1_epi32(0x7fff));
+    __m256i w = _mm256_add_epi32(_mm256_slli_epi32(em, 13), _mm256_set1_epi32(112 << 23));
+    w = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x400), em), w);
+    w = _mm256_blendv_epi8(w, _mm256_set1_epi32(0x7f800000), _mm256_cmpgt_epi32(em, _mm256_set1_epi32(0x7bff)));
+    return _mm256_or_si256(w, _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16));
+}
+
+/* Four vectors of 32-bit lanes (values 0..255, or 0 / -1 with sat) -> 32 bytes in lane order. */
+TARGET_AVX2 INLINE __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d, int sat) {
+    __m256i x = sat ? _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d))
+                    : _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* Per 32-bit lane (|x| bits): s << 23 (returned), scale bytes (*sbv) and slow lanes (*slow). */
+TARGET_AVX2 INLINE __m256i scales32(__m256i mx, __m256i mn, const fmt_t *f, int mode, __m256i *sbv, __m256i *slow) {
+    __m256i s = _mm256_sub_epi32(_mm256_srli_epi32(mx, 23), _mm256_set1_epi32(127 + (int)f->emax));
+    __m256i mant = _mm256_and_si256(mx, _mm256_set1_epi32(0x7fffff));
+    if (mode == RCEIL) s = _mm256_sub_epi32(s, _mm256_cmpgt_epi32(mant, _mm256_set1_epi32(0x600000)));
+    else if (mode == CT) s = _mm256_sub_epi32(s, _mm256_cmpgt_epi32(mant, _mm256_set1_epi32(0x5fffff)));
+    s = _mm256_max_epi32(_mm256_min_epi32(s, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+    __m256i special = _mm256_cmpgt_epi32(mx, _mm256_set1_epi32(0x7f7fffff));
+    __m256i thr = _mm256_max_epi32(_mm256_add_epi32(_mm256_slli_epi32(s, 23), _mm256_set1_epi32((int)f->min_normal)),
+                                   _mm256_set1_epi32(0x800000));
+    *slow = _mm256_or_si256(_mm256_cmpgt_epi32(thr, mn), special);
+    *sbv = _mm256_blendv_epi8(_mm256_add_epi32(s, _mm256_set1_epi32(127)), _mm256_set1_epi32(0xff), special);
+    return _mm256_slli_epi32(s, 23);
+}
+
+/* max and min of the 32 lanes of four vectors (|x| bits). */
+TARGET_AVX2 INLINE void hmaxmin32(const __m256i *a, uint32_t *mx, uint32_t *mn) {
+    __m256i x = _mm256_max_epu32(_mm256_max_epu32(a[0], a[1]), _mm256_max_epu32(a[2], a[3]));
+    __m256i n = _mm256_min_epu32(_mm256_min_epu32(a[0], a[1]), _mm256_min_epu32(a[2], a[3]));
+    __m128i x2 = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    __m128i n2 = _mm_min_epu32(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    x2 = _mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0x4E));
+    n2 = _mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0x4E));
+    *mx = (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0xB1)));
+    *mn = (uint32_t)_mm_cvtsi128_si32(_mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0xB1)));
+}
+
+/* From |x| bits rounded to the element's mantissa width (rnd = a + half + lsb, as round16 in
+ * 16-bit lanes) and sbias = (s << 23) + rebias: |fp8| codes (fast path). */
+TARGET_AVX2 INLINE __m256i encode_rounded32(__m256i rnd, __m256i sbias, const fmt_t *f) {
+    return _mm256_srli_epi32(_mm256_min_epu32(_mm256_sub_epi32(rnd, sbias), _mm256_set1_epi32((int)(f->max_bits - f->rebias))),
+                             (int)f->shift);
+}
+
+/* Column-wise (rout NULL) or row+column, 64 fp32 / fp16 columns of a band: the tile widened and
+ * copied with the column statistics; then per row each vector's |x| rounded once and encoded
+ * with the column scales (bytes to e, lane order) and, for row+column, with its row block's
+ * scale (bytes to rout + r * K, scales to rs[r * RSW + b]). */
+TARGET_AVX2 INLINE void tile32_avx2(const bjob_t *j, const char *x, int64_t c0, int in_dtype, const fmt_t *f,
+                                    uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
+    _Alignas(32) __m256i in[BLOCK][8];
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    const char *p = x + c0 * esize;
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1), sgnm = _mm256_set1_epi32(0x80);
+    const __m256i half = _mm256_set1_epi32((int)f->half), rebias = _mm256_set1_epi32((int)f->rebias);
+    const int sh = (int)f->shift;
+    __m256i mx[8], mn[8], cb[8];
+    for (int h = 0; h < 8; h++) mx[h] = _mm256_setzero_si256(), mn[h] = absm;
+    for (int r = 0; r < BLOCK; r++) {
+        for (int q = 0; q < 2 * (int)esize; q++) _mm_prefetch(p + r * j->rstride + PF_BYTES + 64 * q, _MM_HINT_T2);
+        for (int h = 0; h < 8; h++) {
+            __m256i v = load8(p + r * j->rstride + 8 * esize * h, in_dtype), a = _mm256_and_si256(v, absm);
+            in[r][h] = v;
+            mx[h] = _mm256_max_epu32(mx[h], a);
+            mn[h] = _mm256_min_epu32(mn[h], a);
+        }
+    }
+    uint8_t sb[CW];
+    __m256i sbv[8], slowv[8];
+    for (int h = 0; h < 8; h++) cb[h] = _mm256_add_epi32(scales32(mx[h], mn[h], f, j->mode, &sbv[h], &slowv[h]), rebias);
+    _mm256_storeu_si256((__m256i *)sb, pack32(sbv[0], sbv[1], sbv[2], sbv[3], 0));
+    _mm256_storeu_si256((__m256i *)(sb + 32), pack32(sbv[4], sbv[5], sbv[6], sbv[7], 0));
+    uint64_t slow = (uint32_t)_mm256_movemask_epi8(pack32(slowv[0], slowv[1], slowv[2], slowv[3], 1)) |
+                    (uint64_t)(uint32_t)_mm256_movemask_epi8(pack32(slowv[4], slowv[5], slowv[6], slowv[7], 1)) << 32;
+    for (int r = 0; r < BLOCK; r++) {
+        __m256i a[8], rnd[8], sg[8], q[8];
+        for (int h = 0; h < 8; h++) {
+            a[h] = _mm256_and_si256(in[r][h], absm);
+            rnd[h] = _mm256_add_epi32(_mm256_add_epi32(a[h], half), _mm256_and_si256(_mm256_srli_epi32(a[h], sh), one));
+            sg[h] = _mm256_and_si256(_mm256_srli_epi32(in[r][h], 24), sgnm);
+            q[h] = _mm256_or_si256(encode_rounded32(rnd[h], cb[h], f), sg[h]);
+        }
+        _mm256_store_si256((__m256i *)e[r], pack32(q[0], q[1], q[2], q[3], 0));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack32(q[4], q[5], q[6], q[7], 0));
+        if (!rout) continue;
+        int fix = 0;
+        for (int b = 0; b < 2; b++) {
+            uint32_t amax, amin;
+            hmaxmin32(a + 4 * b, &amax, &amin);
+            int32_t s = scale_exp(amax, f, j->mode);
+            rs[r * RSW + b] = (uint8_t)(s + 127);
+            if (amax >= 0x7f800000u || amin < fast_threshold(s, f)) fix |= 1 << b;
+            __m256i sbias = _mm256_set1_epi32((int)(((uint32_t)s << 23) + f->rebias));
+            for (int h = 4 * b; h < 4 * b + 4; h++) q[h] = _mm256_or_si256(encode_rounded32(rnd[h], sbias, f), sg[h]);
+        }
+        store_row(rout + r * j->k, pack32(q[0], q[1], q[2], q[3], 0), pack32(q[4], q[5], q[6], q[7], 0), nt, fix,
+                  p + r * j->rstride, in_dtype, f, j->mode, rs + r * RSW);
+    }
+    col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs, 0);
 }
 
 /* 16 rows of 32 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
@@ -221,8 +341,8 @@ TARGET_AVX2 INLINE void transpose_tile_avx2(const uint8_t *e, uint8_t *dst, int6
     }
 }
 
-/* A unit of bf16 column-wise or row+column work, bands two at a time. */
-TARGET_AVX2 INLINE void unit_bf16_avx2(const bjob_t *j, int64_t u, int elem) {
+/* A unit of column-wise or row+column work, bands two at a time. */
+TARGET_AVX2 INLINE void unit_avx2(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
     int64_t full = cb + (ce - cb) / CW * CW;
@@ -238,14 +358,14 @@ TARGET_AVX2 INLINE void unit_bf16_avx2(const bjob_t *j, int64_t u, int elem) {
             for (int64_t b = i; b <= i + pair; b++) {
                 const char *x = band_x(j, l, b);
                 if (w < CW) {
-                    col_tile_scalar(j, x, l, b, c0, w, IN_BF16, f);
-                    if (rowcol) row_tile_scalar(j, x, l, b, c0, w, IN_BF16, f);
+                    col_tile_scalar(j, x, l, b, c0, w, in_dtype, f);
+                    if (rowcol) row_tile_scalar(j, x, l, b, c0, w, in_dtype, f);
                     continue;
                 }
-                uint8_t *cs = &csb[c0 - cb][b - i0];
-                if (rowcol)
-                    rowcol_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
-                                          rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
+                uint8_t *cs = &csb[c0 - cb][b - i0], *rs = rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK;
+                uint8_t *rout = rowcol ? j->rdata + (l * j->m + b * BLOCK) * j->k + c0 : NULL;
+                if (in_dtype != IN_BF16) tile32_avx2(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs, rout, rs, rnt);
+                else if (rowcol) rowcol_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs, rout, rs, rnt);
                 else col_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs);
             }
             if (w == CW) transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt);
@@ -259,12 +379,8 @@ TARGET_AVX2 INLINE void unit_bf16_avx2(const bjob_t *j, int64_t u, int elem) {
 
 TARGET_AVX2 void mxq_bands_avx2_(const bjob_t *j, int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; u++) {
-        if (j->in_dtype == IN_BF16 && j->op != OP_TILES) {
-            if (j->elem == E4M3) unit_bf16_avx2(j, u, E4M3);
-            else unit_bf16_avx2(j, u, E5M2);
-        } else {
-            BAND_DISPATCH(unit_scalar, j, u)
-        }
+        if (j->op == OP_TILES) BAND_DISPATCH(unit_scalar, j, u)
+        else BAND_DISPATCH(unit_avx2, j, u)
     }
 }
 #else
