@@ -11,8 +11,9 @@
  *   rounded once to the element's mantissa width and encoded twice, with the column scales and
  *   with its row's scale (power-of-two scales: for normal results the rounding is the same),
  *   results below the smallest normal from x in vectors too (encode_small_lanes); each
- *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16 rows
- *   go through mxq_cpu.h's block functions.
+ *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16
+ *   (tile_f32_avx512): the tile copied as fp32 bits, the same shared rounding in 32-bit lanes,
+ *   each row block's max / min by two reductions, row blocks off the fast path by the scalar code.
  *   Prefetch, into L2: each row 512 bytes ahead (row+column: 256), and (column-wise) the next
  *   band pair's rows.
  * Measured on the 2-core EPYC (docs/performance.md): 4096x8192 bf16, one thread, reused
@@ -191,14 +192,21 @@ TARGET_AVX512 INLINE void col_tile_bf16_avx512(const bjob_t *j, const char *x, i
     col_tile_finish(j, x, c0, slow[0] | (uint64_t)slow[1] << 32, sb, IN_BF16, f, e, cs, 1);
 }
 
-/* 64 fp32 or fp16 columns, in 32-bit lanes (fp16 widened exactly). */
-TARGET_AVX512 INLINE void col_tile_f32_avx512(const bjob_t *j, const char *x, int64_t c0, int in_dtype,
-                                              const fmt_t *f, uint8_t (*e)[CW], uint8_t *cs) {
+/* 64 fp32 or fp16 columns, in 32-bit lanes (fp16 widened exactly), the tile copied: column-wise
+ * (rout NULL) or row+column. Each vector's |x| is rounded once to the element's mantissa width
+ * (a + half + lsb, as round_bf16_lanes in 16-bit lanes) and encoded with the column scales (bytes
+ * to e) and, for row+column, with its row block's scale (each row block's max and min by two
+ * reductions; bytes to rout + r * K, scales to rs[r * RSW + b]); row blocks off the fast path
+ * (NaN / Inf, or a smallest |x| whose result is not an fp8 normal) by the scalar block code. */
+TARGET_AVX512 INLINE void tile_f32_avx512(const bjob_t *j, const char *x, int64_t c0, int in_dtype, const fmt_t *f,
+                                          uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
     __m512i in[BLOCK][4]; /* the tile as fp32 bits, copied */
     int64_t esize = in_dtype == IN_F32 ? 4 : 2;
     const char *p = x + c0 * esize;
-    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
-    __m512i mx[4], mn[4], s23[4];
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1), sgnm = _mm512_set1_epi32(0x80);
+    const __m512i half = _mm512_set1_epi32((int)f->half), maxq = _mm512_set1_epi32((int)(f->max_bits - f->rebias));
+    const int sh = (int)f->shift;
+    __m512i mx[4], mn[4], cb[4];
     for (int h = 0; h < 4; h++) mx[h] = _mm512_setzero_si512(), mn[h] = absm;
     for (int r = 0; r < BLOCK; r++)
         for (int h = 0; h < 4; h++) {
@@ -222,35 +230,50 @@ TARGET_AVX512 INLINE void col_tile_f32_avx512(const bjob_t *j, const char *x, in
         slow |= (uint64_t)(uint16_t)~fast << (16 * h);
         __m512i sbv = _mm512_mask_blend_epi32(special, _mm512_add_epi32(s, _mm512_set1_epi32(127)), _mm512_set1_epi32(0xff));
         _mm_storeu_si128((__m128i *)(sb + 16 * h), _mm512_cvtepi32_epi8(sbv));
-        s23[h] = _mm512_slli_epi32(s, 23);
+        cb[h] = _mm512_add_epi32(_mm512_slli_epi32(s, 23), _mm512_set1_epi32((int)f->rebias));
     }
-    const __m512i maxb = _mm512_set1_epi32((int)f->max_bits), bias = _mm512_set1_epi32((int)(f->half - f->rebias));
-    const __m512i sgn = _mm512_set1_epi32(0x80);
-    for (int r = 0; r < BLOCK; r++)
+    for (int r = 0; r < BLOCK; r++) {
+        __m512i a[4], rnd[4], sg[4];
         for (int h = 0; h < 4; h++) {
-            __m512i v = in[r][h];
-            __m512i u = _mm512_min_epu32(_mm512_sub_epi32(_mm512_and_si512(v, absm), s23[h]), maxb);
-            __m512i q = _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(_mm512_srli_epi32(u, f->shift), one));
-            q = _mm512_ternarylogic_epi32(_mm512_srli_epi32(q, f->shift), _mm512_srli_epi32(v, 24), sgn, 0xF8);
+            a[h] = _mm512_and_si512(in[r][h], absm);
+            rnd[h] = _mm512_add_epi32(_mm512_add_epi32(a[h], half), _mm512_and_si512(_mm512_srli_epi32(a[h], sh), one));
+            sg[h] = _mm512_and_si512(_mm512_srli_epi32(in[r][h], 24), sgnm);
+            __m512i q = _mm512_or_si512(_mm512_srli_epi32(_mm512_min_epu32(_mm512_sub_epi32(rnd[h], cb[h]), maxq), sh), sg[h]);
             _mm_store_si128((__m128i *)(e[r] + 16 * h), _mm512_cvtepi32_epi8(q));
         }
+        if (!rout) continue;
+        __m512i rq[4];
+        int fix = 0;
+        for (int b = 0; b < 2; b++) {
+            uint32_t amax = _mm512_reduce_max_epu32(_mm512_max_epu32(a[2 * b], a[2 * b + 1]));
+            uint32_t amin = _mm512_reduce_min_epu32(_mm512_min_epu32(a[2 * b], a[2 * b + 1]));
+            int32_t s = scale_exp(amax, f, j->mode);
+            rs[r * RSW + b] = (uint8_t)(s + 127);
+            if (amax >= 0x7f800000u || amin < fast_threshold(s, f)) fix |= 1 << b;
+            __m512i sbias = _mm512_set1_epi32((int)(((uint32_t)s << 23) + f->rebias));
+            for (int h = 2 * b; h < 2 * b + 2; h++)
+                rq[h] = _mm512_or_si512(_mm512_srli_epi32(_mm512_min_epu32(_mm512_sub_epi32(rnd[h], sbias), maxq), sh), sg[h]);
+        }
+        __m512i q = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(rq[0]));
+        q = _mm512_inserti32x4(q, _mm512_cvtepi32_epi8(rq[1]), 1);
+        q = _mm512_inserti32x4(q, _mm512_cvtepi32_epi8(rq[2]), 2);
+        q = _mm512_inserti32x4(q, _mm512_cvtepi32_epi8(rq[3]), 3);
+        uint8_t *out = rout + r * j->k;
+        if (nt && !fix) {
+            _mm512_stream_si512((__m512i *)out, q);
+            continue;
+        }
+        _mm512_storeu_si512(out, q);
+        for (int b = 0; b < 2; b++)
+            if (fix >> b & 1) {
+                uint32_t blk[BLOCK];
+                load_block(p + r * j->rstride + BLOCK * b * esize, in_dtype, blk);
+                rs[r * RSW + b] = quantize_block(blk, out + BLOCK * b, f, j->mode);
+            }
+    }
     col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs, 0);
 }
 
-/* Row-wise blocks of 64 fp32 / fp16 columns of the band's rows (row+column), by the row code's block functions. */
-TARGET_AVX512 INLINE void row_tile_avx512(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0,
-                                          int in_dtype, const fmt_t *f) {
-    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
-    for (int r = 0; r < BLOCK; r++) {
-        int64_t rr = l * j->m + i * BLOCK + r;
-        for (int c = 0; c < CW; c += BLOCK) {
-            const char *src = x + r * j->rstride + (c0 + c) * esize;
-            uint8_t sb = block_f32_avx512(load16_f32bits(src, in_dtype), load16_f32bits(src + 16 * esize, in_dtype),
-                                          j->rdata + rr * j->k + c0 + c, f, j->mode);
-            put_row_scale(j, rr, (c0 + c) / BLOCK, sb);
-        }
-    }
-}
 /* The 32x32 tile at columns c0..c0+32: amax in vectors, then each row with the tile's exponent. */
 TARGET_AVX512 INLINE void tile_avx512(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int in_dtype,
                                       const fmt_t *f) {
@@ -311,14 +334,14 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
     int64_t esize = in_dtype == IN_F32 ? 4 : 2, full = cb + (ce - cb) / CW * CW, ntiles = (ce - cb + CW - 1) / CW;
     int nt = NT_STORES && j->m % 64 == 0 && (uintptr_t)j->cdata % 64 == 0;
     int rnt = NT_STORES && j->k % 64 == 0 && (uintptr_t)j->rdata % 64 == 0;
-    int vrow = j->op == OP_ROWCOL && in_dtype == IN_BF16;
+    int rowcol = j->op == OP_ROWCOL;
     _Alignas(64) uint8_t e[2 * BLOCK][CW];
     uint8_t csb[STRIP][UNIT_BANDS], rsb[2 * BLOCK][RSW]; /* column scales of the unit, row scales of a pair */
     for (int64_t i = i0; i < bands; i += 2) {
         int pair = i + 1 < bands;
         for (int64_t c0 = cb; c0 < ce; c0 += CW) {
             int w = ce - c0 < CW ? (int)(ce - c0) : CW;
-            if (!vrow) prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
+            if (!rowcol) prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
             for (int64_t b = i; b <= i + pair; b++) {
                 const char *x = band_x(j, l, b);
                 if (j->op == OP_TILES) {
@@ -331,18 +354,17 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
                     continue;
                 }
                 uint8_t *cs = &csb[c0 - cb][b - i0];
-                if (vrow)
-                    rowcol_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, j->rdata + (l * j->m + b * BLOCK) * j->k + c0,
-                                            rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK, rnt);
-                else if (in_dtype == IN_BF16) col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs);
-                else col_tile_f32_avx512(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs);
-                if (j->op == OP_ROWCOL && !vrow) row_tile_avx512(j, x, l, b, c0, in_dtype, f);
+                uint8_t *rs = rsb[(b - i) * BLOCK] + (c0 - cb) / BLOCK;
+                uint8_t *rout = rowcol ? j->rdata + (l * j->m + b * BLOCK) * j->k + c0 : NULL;
+                if (in_dtype != IN_BF16) tile_f32_avx512(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs, rout, rs, rnt);
+                else if (rowcol) rowcol_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs, rout, rs, rnt);
+                else col_tile_bf16_avx512(j, x, c0, f, e + (b - i) * BLOCK, cs);
             }
             if (j->op == OP_TILES || w < CW) continue;
             if (pair) transpose_64x64(&e[0][0], col_out(j, l, i, c0), j->m, nt, in_dtype == IN_BF16);
             else transpose_32x64(&e[0][0], col_out(j, l, i, c0), j->m, in_dtype == IN_BF16);
         }
-        for (int r = 0; vrow && r < (1 + pair) * BLOCK; r++)
+        for (int r = 0; rowcol && r < (1 + pair) * BLOCK; r++)
             put_scales(j->rscale, j->swizzled, l * j->m + i * BLOCK + r, cb / BLOCK, j->k / BLOCK, rsb[r], (full - cb) / BLOCK);
     }
     for (int64_t c = cb; j->op != OP_TILES && c < full; c++)
