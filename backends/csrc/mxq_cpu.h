@@ -269,6 +269,34 @@ TARGET_AVX512 INLINE __m512i load16_f32bits(const char *p, int in_dtype) {
 }
 #endif
 
+#if MXQ_X86
+/* ---- AVX2: bf16 in 16-bit lanes, 16 per vector (the row-wise kernel and the training calls) ---- */
+
+/* Two vectors of 16-bit lanes (values <= 0xff) -> 32 bytes in lane order. */
+TARGET_AVX2 INLINE __m256i pack16_avx2(__m256i a, __m256i b) {
+    return _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xD8);
+}
+
+/* max and min of the 32 16-bit lanes of a and b (|x| bits, <= 0x7fff), by phminposuw. */
+TARGET_AVX2 INLINE void hmaxmin16_avx2(__m256i a, __m256i b, uint32_t *mx, uint32_t *mn) {
+    __m256i x = _mm256_max_epu16(a, b), n = _mm256_min_epu16(a, b);
+    __m128i x2 = _mm_max_epu16(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    __m128i n2 = _mm_min_epu16(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    *mx = 0xffffu - (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(x2, _mm_set1_epi16(-1))), 0);
+    *mn = (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(n2), 0);
+}
+
+/* bf16 elements v (a = |v|) with s << 7 per lane -> fp8 codes in 16-bit lanes (fast path only:
+ * every |x| * 2^-s an fp8 normal or past the max), encode_block_normal's arithmetic / 2^16. */
+TARGET_AVX2 INLINE __m256i encode16_avx2(__m256i v, __m256i a, __m256i s128, const fmt_t *f) {
+    int sh = (int)f->shift - 16;
+    __m256i u = _mm256_min_epu16(_mm256_sub_epi16(a, s128), _mm256_set1_epi16((short)(f->max_bits >> 16)));
+    __m256i q = _mm256_add_epi16(_mm256_add_epi16(u, _mm256_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
+                                 _mm256_and_si256(_mm256_srli_epi16(u, sh), _mm256_set1_epi16(1)));
+    return _mm256_or_si256(_mm256_srli_epi16(q, sh), _mm256_and_si256(_mm256_srli_epi16(v, 8), _mm256_set1_epi16(0x80)));
+}
+#endif
+
 /* ---- internal functions of mxq_cpu.c used by mxq_cpu_training.c ---------------------------- */
 typedef void (*rows_fn)(const void *job, int64_t r0, int64_t r1);
 int mxq_isa_index_(void); /* the variant in use: index into mxq_cpu.c's ISAS (0 = best) */

@@ -37,30 +37,16 @@ TARGET_AVX2 INLINE __m256i scales16(__m256i mx, __m256i mn, const fmt_t *f, int 
     return _mm256_slli_epi16(s, 7);
 }
 
-/* Two vectors of 16-bit lanes (values <= 0xff) -> 32 bytes in lane order. */
-TARGET_AVX2 INLINE __m256i pack16(__m256i a, __m256i b) {
-    return _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xD8);
-}
-
 /* The 64 columns' scale bytes to sb and their slow-path bits (bit c: column c). */
 TARGET_AVX2 INLINE uint64_t col_scales(const __m256i *mx, const __m256i *mn, const fmt_t *f, int mode, uint8_t *sb,
                                        __m256i *s128) {
     __m256i sbv[4], slow[4];
     for (int h = 0; h < 4; h++) s128[h] = scales16(mx[h], mn[h], f, mode, &sbv[h], &slow[h]);
-    _mm256_storeu_si256((__m256i *)sb, pack16(sbv[0], sbv[1]));
-    _mm256_storeu_si256((__m256i *)(sb + 32), pack16(sbv[2], sbv[3]));
+    _mm256_storeu_si256((__m256i *)sb, pack16_avx2(sbv[0], sbv[1]));
+    _mm256_storeu_si256((__m256i *)(sb + 32), pack16_avx2(sbv[2], sbv[3]));
     uint32_t lo = (uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(slow[0], slow[1]), 0xD8));
     uint32_t hi = (uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(_mm256_packs_epi16(slow[2], slow[3]), 0xD8));
     return lo | (uint64_t)hi << 32;
-}
-
-/* bf16 elements v (a = |v|) with s << 7 per lane -> fp8 codes in 16-bit lanes (fast path only). */
-TARGET_AVX2 INLINE __m256i encode16(__m256i v, __m256i a, __m256i s128, const fmt_t *f) {
-    int sh = (int)f->shift - 16;
-    __m256i u = _mm256_min_epu16(_mm256_sub_epi16(a, s128), _mm256_set1_epi16((short)(f->max_bits >> 16)));
-    __m256i q = _mm256_add_epi16(_mm256_add_epi16(u, _mm256_set1_epi16((short)((f->half >> 16) - (f->rebias >> 16)))),
-                                 _mm256_and_si256(_mm256_srli_epi16(u, sh), _mm256_set1_epi16(1)));
-    return _mm256_or_si256(_mm256_srli_epi16(q, sh), _mm256_and_si256(_mm256_srli_epi16(v, 8), _mm256_set1_epi16(0x80)));
 }
 
 /* |x| rounded to the element's mantissa width (mxq_cpu_training_avx512.c, round_bf16_lanes). */
@@ -74,15 +60,6 @@ TARGET_AVX2 INLINE __m256i round16(__m256i a, const fmt_t *f) {
 TARGET_AVX2 INLINE __m256i encode_rounded16(__m256i rnd, __m256i sbias, const fmt_t *f) {
     const __m256i maxq = _mm256_set1_epi16((short)((f->max_bits >> 16) - (f->rebias >> 16)));
     return _mm256_srli_epi16(_mm256_min_epu16(_mm256_sub_epi16(rnd, sbias), maxq), (int)f->shift - 16);
-}
-
-/* max and min of the 32 16-bit lanes of a and b (|x| bits, <= 0x7fff). */
-TARGET_AVX2 INLINE void hmaxmin16(__m256i a, __m256i b, uint32_t *mx, uint32_t *mn) {
-    __m256i x = _mm256_max_epu16(a, b), n = _mm256_min_epu16(a, b);
-    __m128i x2 = _mm_max_epu16(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
-    __m128i n2 = _mm_min_epu16(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
-    *mx = 0xffffu - (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(x2, _mm_set1_epi16(-1))), 0);
-    *mn = (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(n2), 0);
 }
 
 /* Column-wise, 64 bf16 columns of a band: statistics, then each row encoded into e (lane order). */
@@ -107,10 +84,10 @@ TARGET_AVX2 INLINE void col_tile_bf16_avx2(const bjob_t *j, const char *x, int64
         __m256i q[4];
         for (int h = 0; h < 4; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h));
-            q[h] = encode16(v, _mm256_and_si256(v, absm), s128[h], f);
+            q[h] = encode16_avx2(v, _mm256_and_si256(v, absm), s128[h], f);
         }
-        _mm256_store_si256((__m256i *)e[r], pack16(q[0], q[1]));
-        _mm256_store_si256((__m256i *)(e[r] + 32), pack16(q[2], q[3]));
+        _mm256_store_si256((__m256i *)e[r], pack16_avx2(q[0], q[1]));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack16_avx2(q[2], q[3]));
     }
     col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
 }
@@ -170,7 +147,7 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
         }
         for (int b = 0; b < 2; b++) {
             uint32_t amax, amin;
-            hmaxmin16(a[2 * b], a[2 * b + 1], &amax, &amin);
+            hmaxmin16_avx2(a[2 * b], a[2 * b + 1], &amax, &amin);
             int32_t s = scale_exp(amax << 16, f, j->mode);
             rs[r * RSW + b] = (uint8_t)(s + 127);
             if (amax >= 0x7f80u || amin < fast_threshold(s, f) >> 16) fix |= 1 << b;
@@ -179,9 +156,9 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
                 rq[h] = _mm256_or_si256(encode_rounded16(rnd[h], sbias, f),
                                         _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
         }
-        _mm256_store_si256((__m256i *)e[r], pack16(cq[0], cq[1]));
-        _mm256_store_si256((__m256i *)(e[r] + 32), pack16(cq[2], cq[3]));
-        store_row(rout + r * k, pack16(rq[0], rq[1]), pack16(rq[2], rq[3]), nt, fix, p + r * j->rstride, IN_BF16, f, j->mode,
+        _mm256_store_si256((__m256i *)e[r], pack16_avx2(cq[0], cq[1]));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack16_avx2(cq[2], cq[3]));
+        store_row(rout + r * k, pack16_avx2(rq[0], rq[1]), pack16_avx2(rq[2], rq[3]), nt, fix, p + r * j->rstride, IN_BF16, f, j->mode,
                   rs + r * RSW);
     }
     col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
