@@ -16,8 +16,8 @@
  *   32x32 tiles: amax over the tile, then each row with the tile's exponent.
  * The AVX-512 variant does this with intrinsics in mxq_cpu_training_avx512.c (bf16 in 16-bit
  * lanes as in mxq_cpu.c, fp16 widened to fp32); the AVX2 variant for column-wise and
- * row+column (every input dtype) in mxq_cpu_training_avx2.c; everything else (the baseline
- * variant, 32x32 tiles on AVX2, last tiles narrower than 64 columns) with the scalar code in
+ * row+column and tiles (every input dtype) in mxq_cpu_training_avx2.c; everything else (the
+ * baseline variant, last tiles narrower than 64 columns) with the scalar code in
  * mxq_cpu_training.h: gather the column into a block, then the row-wise block code. */
 #include "mxq_cpu_training.h"
 

@@ -1,6 +1,7 @@
-/* What the training-call files share (mxq_cpu_training.c: the scalar variants, the threads and
- * the entry points; mxq_cpu_training_avx512.c: the AVX-512 kernels): the job, where a column's or
- * a row's bytes and scales go, the scalar tile code, and the work units. */
+/* What the training-call files share (mxq_cpu_training.c: the baseline variant, the threads and
+ * the entry points; mxq_cpu_training_avx512.c and mxq_cpu_training_avx2.c: the vector kernels):
+ * the job, where a column's or a row's bytes and scales go, the scalar tile code, and the work
+ * units. */
 #ifndef MXQ_CPU_TRAINING_H
 #define MXQ_CPU_TRAINING_H
 #include "mxq_cpu.h"
@@ -46,7 +47,8 @@ INLINE void put_scales(uint8_t *scale, int swizzled, int64_t row, int64_t col0, 
     for (; q < n; q++) scale[swz(row, col0 + q, padded)] = src[q];
 }
 
-/* ---- the scalar code (every variant: the AVX2 and baseline variants, and last tiles) ---- */
+/* ---- the scalar code (the baseline variant; in the vector ones last tiles narrower than 64
+ * columns, and blocks off their fast paths) ---- */
 
 /* Columns c0..c0+w of the band at x (row 0 of band i of batch l). */
 INLINE void col_tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int w, int in_dtype,
@@ -96,9 +98,9 @@ INLINE void tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, in
     j->rscale[(l * (j->m / BLOCK) + i) * (j->k / BLOCK) + c0 / BLOCK] = amax >= 0x7f800000u ? 0xff : (uint8_t)(s + 127);
 }
 
-/* A work unit: UNIT_BANDS bands (of 32 rows) x STRIP columns of one batch. The AVX-512 code
- * walks it band pair by band pair, each pair in tiles of 64 columns (mxq_cpu_training_avx512.c
- * says what was measured); the scalar code band by band. */
+/* A work unit: UNIT_BANDS bands (of 32 rows) x STRIP columns of one batch. The AVX-512 and AVX2
+ * code walk it band pair by band pair, each pair in tiles of 64 columns (mxq_cpu_training_avx512.c
+ * says what was measured); 32x32 tiles and the scalar code band by band. */
 #define STRIP 2048
 #define UNIT_BANDS 8
 /* Column of byte p of an encoded tile row: p itself, or where the row was packed by one

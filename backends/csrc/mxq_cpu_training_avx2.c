@@ -1,6 +1,7 @@
-/* The AVX2 variant of the column-wise and row+column kernels (mxq_cpu_training.c says what they
- * compute; the 32x32 tiles take the scalar code there). The same walk as the AVX-512 variant
- * (mxq_cpu_training_avx512.c), at half the vector width: a work unit band pair by band pair, each
+/* The AVX2 variant of the column-wise, row+column and 32x32-tile kernels (mxq_cpu_training.c says
+ * what they compute; tiles: tile_avx2, the tile's amax and amin, one scale, each row encoded, a tile
+ * with NaN / Inf or off the fast path by the scalar tile code). Column-wise and row+column walk as
+ * the AVX-512 variant does (mxq_cpu_training_avx512.c), at half the vector width: a work unit band pair by band pair, each
  * band in tiles of 32 rows x 64 columns, four vectors of 16 bf16 lanes per tile row (bf16), or
  * eight of 8 fp32-bit lanes (fp32, and fp16 widened: tile32_avx2).
  *   column-wise: per tile, the column amax / amin over the 32 rows (lane by lane), the scales,
@@ -277,6 +278,80 @@ TARGET_AVX2 INLINE void tile32_avx2(const bjob_t *j, const char *x, int64_t c0, 
     col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs, 0);
 }
 
+/* The 32x32 tile at columns c0..c0+32 of band i: one scale from the tile's amax, every row encoded
+ * with it. The fast-path test is the tile's smallest |x| against the threshold (one scale for all
+ * rows); a tile that fails it, or holds NaN / Inf, goes to the scalar tile code. */
+TARGET_AVX2 INLINE void tile_avx2(const bjob_t *j, const char *x, int64_t l, int64_t i, int64_t c0, int in_dtype,
+                                  const fmt_t *f) {
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2;
+    const char *p = x + c0 * esize;
+    uint8_t *out = j->rdata + (l * j->m + i * BLOCK) * j->k + c0;
+    int64_t si = (l * (j->m / BLOCK) + i) * (j->k / BLOCK) + c0 / BLOCK;
+    if (in_dtype == IN_BF16) {
+        const __m256i absm = _mm256_set1_epi16(0x7fff);
+        __m256i mx = _mm256_setzero_si256(), mn = absm;
+        for (int r = 0; r < BLOCK; r++)
+            for (int h = 0; h < 2; h++) {
+                _mm_prefetch(p + r * j->rstride + 32 * h + PF_BYTES, _MM_HINT_T2);
+                __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h)), absm);
+                mx = _mm256_max_epu16(mx, a);
+                mn = _mm256_min_epu16(mn, a);
+            }
+        uint32_t amax, amin;
+        hmaxmin16_avx2(mx, mn, &amax, &amin); /* mn <= mx lane by lane: the max is mx's, the min mn's */
+        int32_t s = scale_exp(amax << 16, f, j->mode);
+        if (amax >= 0x7f80u || amin < fast_threshold(s, f) >> 16) {
+            tile_scalar(j, x, l, i, c0, IN_BF16, f);
+            return;
+        }
+        __m256i s128 = _mm256_set1_epi16((short)(s * 128));
+        for (int r = 0; r < BLOCK; r++) {
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride));
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32));
+            _mm256_storeu_si256((__m256i *)(out + r * j->k), pack16_avx2(encode16_avx2(v0, _mm256_and_si256(v0, absm), s128, f),
+                                                                         encode16_avx2(v1, _mm256_and_si256(v1, absm), s128, f)));
+        }
+        j->rscale[si] = (uint8_t)(s + 127);
+        return;
+    }
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1), sgnm = _mm256_set1_epi32(0x80);
+    __m256i mx = _mm256_setzero_si256(), mn = absm;
+    for (int r = 0; r < BLOCK; r++)
+        for (int h = 0; h < 4; h++) {
+            if (h % 2 == 0 || esize == 4) _mm_prefetch(p + r * j->rstride + 8 * esize * h + PF_BYTES, _MM_HINT_T2);
+            __m256i a = _mm256_and_si256(load8(p + r * j->rstride + 8 * esize * h, in_dtype), absm);
+            mx = _mm256_max_epu32(mx, a);
+            mn = _mm256_min_epu32(mn, a);
+        }
+    uint32_t amax, amin;
+    __m256i ext[4] = {mx, mx, mn, mn};
+    hmaxmin32(ext, &amax, &amin); /* mn <= mx lane by lane: the max is mx's, the min mn's */
+    int32_t s = scale_exp(amax, f, j->mode);
+    if (amax >= 0x7f800000u || amin < fast_threshold(s, f)) {
+        tile_scalar(j, x, l, i, c0, in_dtype, f);
+        return;
+    }
+    const __m256i half = _mm256_set1_epi32((int)f->half), sbias = _mm256_set1_epi32((int)(((uint32_t)s << 23) + f->rebias));
+    for (int r = 0; r < BLOCK; r++) {
+        __m256i q[4];
+        for (int h = 0; h < 4; h++) {
+            __m256i v = load8(p + r * j->rstride + 8 * esize * h, in_dtype), a = _mm256_and_si256(v, absm);
+            __m256i rnd = _mm256_add_epi32(_mm256_add_epi32(a, half), _mm256_and_si256(_mm256_srli_epi32(a, (int)f->shift), one));
+            q[h] = _mm256_or_si256(encode_rounded32(rnd, sbias, f), _mm256_and_si256(_mm256_srli_epi32(v, 24), sgnm));
+        }
+        _mm256_storeu_si256((__m256i *)(out + r * j->k), pack32(q[0], q[1], q[2], q[3], 0));
+    }
+    j->rscale[si] = (uint8_t)(s + 127);
+}
+
+/* A unit of 32x32 tiles, band by band. */
+TARGET_AVX2 INLINE void unit_tiles_avx2(const bjob_t *j, int64_t u, int in_dtype, int elem) {
+    const fmt_t *f = &FMT[elem];
+    int64_t l, i0, i1, cb, ce = unit_range(j, u, &l, &i0, &i1, &cb);
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t c0 = cb; c0 < ce; c0 += BLOCK) tile_avx2(j, band_x(j, l, i), l, i, c0, in_dtype, f);
+}
+
 /* 16 rows of 32 bytes (CW apart) -> t[q], whose 128-bit lane L holds column 16 L + q of the 16
  * rows: four rounds of byte interleaves of registers q and q + 8 within 128-bit lanes. */
 TARGET_AVX2 INLINE void transpose_16x32(const uint8_t *e, __m256i *t) {
@@ -356,7 +431,7 @@ TARGET_AVX2 INLINE void unit_avx2(const bjob_t *j, int64_t u, int in_dtype, int 
 
 TARGET_AVX2 void mxq_bands_avx2_(const bjob_t *j, int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; u++) {
-        if (j->op == OP_TILES) BAND_DISPATCH(unit_scalar, j, u)
+        if (j->op == OP_TILES) BAND_DISPATCH(unit_tiles_avx2, j, u)
         else BAND_DISPATCH(unit_avx2, j, u)
     }
 }
