@@ -3,19 +3,19 @@
  * same pass the error sums of `mxquant convert`'s manifest. Per block (rows past R count as 0):
  *
  *   amax  = max |x| (exact: one of x's values; NaN if the block holds one)
- *   scale = RN_x(fp32(amax) / 448) in x's dtype; +0 -> finfo(x's dtype).eps; NaN -> the dtype's
- *           positive quiet NaN (bf16 0x7FC0, fp16 0x7E00, fp32 0x7FC00000), as torch's amax gives it
+ *   scale = RN_x(fp32(amax) / 448) in x's dtype; +0 -> finfo(x's dtype).eps
  *   q     = e4m3_RNE(clamp(RN_x(fp32(x) / fp32(scale)), -448, 448)), one IEEE fp32 division per element
  *
- * NaNs as torch's CPU kernels write them: a NaN quotient rounded to bf16 is 0xFFFF (torch's vectorised
- * cast), to fp16 0x7E00 with its sign; clamp keeps it; the e4m3 cast makes it 0x7F with that sign. The
- * quotient's NaN is the hardware's (x / NaN-scale: the scale's positive NaN, or x's own if x is NaN;
- * Inf / Inf: the default NaN, negative on x86), so blocks with NaN / Inf take the scalar code and its
- * real division. Error sums: sum(x^2) and sum((x - q * scale)^2) in double (q * scale exact there), one
- * pair per block into the caller's esum, added in block order: the result does not depend on the thread
- * count. Blocks go to mxq_cpu.c's threads two at a time; the variant (AVX-512 BW/VL, AVX2 by hand,
- * baseline) is mxq_cpu.c's choice. A block is read twice (amax, then quantize): 32 KB (bf16), from L1/L2
- * the second time. Built without -ffast-math: IEEE division, rounding and subnormals are relied on. */
+ * NaN / Inf follow mxquant's fixed rule (fp8block.py's docstring), not a NaN's sign or payload as some
+ * hardware or torch path leaves it: every NaN written is the positive quiet one. A block holding a NaN:
+ * scale the dtype's 0x7FC0 / 0x7E00 / 0x7FC00000 (bf16 / fp16 / fp32), every element 0x7F. A block whose
+ * amax is Inf: scale +Inf, finite x -> +-0 (0x00 / 0x80), +-Inf x -> Inf / Inf = NaN -> 0x7F. Such blocks
+ * take the scalar code (its real division, NaN quotients mapped to 0x7F). Error sums: sum(x^2) and
+ * sum((x - q * scale)^2) in double (q * scale exact there), one pair per block into the caller's esum,
+ * added in block order: the result does not depend on the thread count. Blocks go to mxq_cpu.c's threads
+ * two at a time; the variant (AVX-512 BW/VL, AVX2 by hand, baseline) is mxq_cpu.c's choice. A block is read
+ * twice (amax, then quantize): 32 KB (bf16), from L1/L2 the second time. Built without -ffast-math: IEEE
+ * division, rounding and subnormals are relied on. */
 #include "mxq_cpu_fp4.h" /* round_dtype, e4m3_rne */
 
 #define FB 128                     /* the block's side */
@@ -55,26 +55,14 @@ INLINE void put_block_scale(const bjob_t *j, int64_t b, uint32_t amax, float *s)
 /* One element, x as fp32 bits, with the block's scale s: its e4m3 byte; *dq its value times s (double). */
 INLINE uint8_t fp8_element(uint32_t xb, float s, int dtype, double *dq) {
     uint32_t u = fbits(round_dtype(bitsf(xb) / s, dtype)), sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu;
-    uint32_t q = a > 0x7f800000u ? 0x7fu : e4m3_rne(bitsf(a < E4M3_MAXB ? a : E4M3_MAXB));
-    *dq = (double)bitsf(decode_e4m3(q | sign)) * (double)s;
-    return (uint8_t)(q | sign);
+    uint32_t q = a > 0x7f800000u ? 0x7fu : (e4m3_rne(bitsf(a < E4M3_MAXB ? a : E4M3_MAXB)) | sign); /* NaN: 0x7F */
+    *dq = (double)bitsf(decode_e4m3(q)) * (double)s;
+    return (uint8_t)q;
 }
 
-/* Where a variant's vector code cannot take block b (NaN or Inf in it, or `scalar`): the scalar code
- * and its real division does, and 1 is returned; else its scale is written, *s its value, 0 returned. */
-INLINE int special_block(const bjob_t *j, int64_t b, uint32_t amax, int scalar, int64_t r0, int64_t nr, int64_t c0,
-                         int dtype, float *s);
-
-/* The scalar code: block b (rows r0..r0 + nr, columns c0..c0 + 128). */
-INLINE void block_scalar(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int64_t c0, int dtype) {
-    uint32_t amax = 0;
-    for (int64_t r = r0; r < r0 + nr; r++) {
-        const char *row = j->x + r * j->rstride;
-        for (int64_t i = c0; i < c0 + FB; i++) {
-            uint32_t a = load_bits(row, i, dtype) & 0x7fffffffu;
-            amax = a > amax ? a : amax;
-        }
-    }
+/* The scalar code: block b (rows r0..r0 + nr, columns c0..c0 + 128), its largest |x| as fp32 bits amax. */
+INLINE void block_scalar_amax(const bjob_t *j, int64_t b, uint32_t amax, int64_t r0, int64_t nr, int64_t c0,
+                              int dtype) {
     float s;
     put_block_scale(j, b, amax, &s);
     double sx = 0.0, se = 0.0;
@@ -95,17 +83,32 @@ INLINE void block_scalar(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int
     }
 }
 
-/* Blocks b0..b1 (row-block-major) by a variant's block function, x's dtype a constant in each loop. */
+INLINE void block_scalar(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int64_t c0, int dtype) {
+    uint32_t amax = 0;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        const char *row = j->x + r * j->rstride;
+        for (int64_t i = c0; i < c0 + FB; i++) {
+            uint32_t a = load_bits(row, i, dtype) & 0x7fffffffu;
+            amax = a > amax ? a : amax;
+        }
+    }
+    block_scalar_amax(j, b, amax, r0, nr, c0, dtype);
+}
+
+/* Where a variant's vector code cannot take block b (NaN or Inf in it, or `scalar`): the scalar code
+ * and its real division does, given the variant's amax, and 1 is returned; else its scale is written,
+ * *s its value, 0 returned. */
 INLINE int special_block(const bjob_t *j, int64_t b, uint32_t amax, int scalar, int64_t r0, int64_t nr, int64_t c0,
                          int dtype, float *s) {
     if (amax >= 0x7f800000u || scalar) {
-        block_scalar(j, b, r0, nr, c0, dtype);
+        block_scalar_amax(j, b, amax, r0, nr, c0, dtype);
         return 1;
     }
     put_block_scale(j, b, amax, s);
     return 0;
 }
 
+/* Blocks b0..b1 (row-block-major) by a variant's block function, x's dtype a constant in each loop. */
 #define BLOCKS_LOOP(BLOCK_FN, j, b0, b1, dtype)                                                                 \
     do {                                                                                                        \
         int64_t kb_ = (j)->k / FB;                                                                              \
@@ -211,7 +214,7 @@ TARGET_AVX512 INLINE void block_avx512(const bjob_t *j, int64_t b, int64_t r0, i
 
 TARGET_AVX512 static void blocks_avx512(const bjob_t *j, int64_t b0, int64_t b1) { BLOCKS_DISPATCH(block_avx512, j, b0, b1) }
 
-/* ---- AVX2: the same in 8 lanes; fp16 by the scalar code compiled for AVX2 (AVX2 alone has no F16C) ---- */
+/* ---- AVX2: the same in 8 lanes; fp16: amax in vectors, the rest by the scalar code (AVX2 alone has no F16C) */
 TARGET_AVX2 INLINE uint32_t amax_avx2(const bjob_t *j, int64_t r0, int64_t nr, int64_t c0, int dtype) {
     __m256i m = _mm256_setzero_si256(), abs = dtype == IN_F32 ? _mm256_set1_epi32(0x7fffffff) : _mm256_set1_epi16(0x7fff);
     for (int64_t r = r0; r < r0 + nr; r++) {

@@ -9,6 +9,18 @@ compressor), every step in the weight's dtype as torch evaluates it:
 The scale tensor is [ceil(N/128), K/128] in the weight's dtype. K must be a multiple of 128
 (llm-compressor cannot write a partial column block: its truncated output is not contiguous and
 safetensors refuses it); a partial last row block is padded as compressed-tensors pads it.
+
+NaN and Inf are mxquant's own fixed rule (compressed-tensors' bytes there are not stable: the sign
+and payload of a NaN depend on torch's vector path, i.e. on the tensor's width and on the thread
+count, and on the hardware's default NaN):
+
+    a block holding a NaN  -> scale = the dtype's positive quiet NaN (bf16 0x7FC0, fp16 0x7E00,
+                              fp32 0x7FC00000); every element 0x7F (e4m3's positive NaN)
+    a block whose amax is Inf (no NaN) -> scale = +Inf; a finite x -> x / Inf = +-0 (0x00 / 0x80,
+                              x's sign); an +-Inf x -> Inf / Inf = NaN -> 0x7F
+
+i.e. every NaN the steps above produce (scale or element) is written as the positive quiet NaN.
+Finite blocks are untouched by this.
 """
 
 from __future__ import annotations
@@ -17,6 +29,9 @@ import torch
 
 BLOCK = 128
 E4M3_MAX = 448.0
+_BITS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+# the positive quiet NaN's bits as the signed integer of the dtype's width (view(dtype) gives the NaN)
+_CANONICAL_NAN = {torch.bfloat16: 0x7FC0, torch.float16: 0x7E00, torch.float32: 0x7FC00000}
 
 
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +48,11 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = a.amax(dim=3).amax(dim=1).to(x.dtype) / E4M3_MAX
     scale = torch.where(scale == 0, torch.finfo(x.dtype).eps, scale).to(x.dtype)
     q = (blocks / scale[:, None, :, None]).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    # the NaN rule (module docstring): whatever NaN torch's path wrote, the positive quiet one
+    bits = scale.view(_BITS[x.dtype])
+    scale = torch.where(scale.isnan(), torch.tensor(_CANONICAL_NAN[x.dtype], dtype=bits.dtype), bits).view(x.dtype)
+    qb = q.view(torch.uint8)
+    qb.masked_fill_(qb & 0x7F == 0x7F, 0x7F)  # e4m3's NaNs are 0x7F and 0xFF
     return q.reshape(rb * BLOCK, k)[:r], scale
 
 
