@@ -112,3 +112,27 @@ def test_inputs_reach_both_sides_of_each_border():
                 lo = np.where(a > 0, a, np.inf).min(axis=1)
                 assert (finite & (lo >= thr) & (lo < 4 * thr)).sum() >= 20, (dtype, mode)
                 assert (finite & (lo < thr)).sum() >= 20, (dtype, mode)
+
+
+@pytest.mark.parametrize("hp", INPUTS, ids=[str(h).replace("torch.", "") for h in INPUTS])
+def test_rowcol_every_row_on_its_own_scale(variant, hp):
+    """Row blocks whose scales all differ within a tile (row r scaled by 2^(r mod 29 - 14), the
+    column blocks mixing them), a few with a zero or a NaN: the vector kernels compute the row
+    scales of a tile together (the AVX2 one by a reduction tree whose lanes are rows in a shuffled
+    order), so a row given another row's scale shows here, where random data, whose rows share
+    their scale, hides it."""
+    g = torch.Generator().manual_seed(7)
+    m, k = 96, 320
+    x = torch.randn(m, k, generator=g, dtype=torch.float64) * torch.exp2(torch.arange(m) % 29 - 14.0)[:, None]
+    x[5, 70], x[40, 200], x[77, 3] = 0.0, float("nan"), 0.0
+    x = x.to(hp)
+    for dtype in ELEMS:
+        for mode in MODES:
+            row, col = mxquant.mxfp8_quantize_rowcol(x, dtype, scale_mode=mode, backend=NATIVE)
+            want_r, want_rs = oracle.quantize(x, dtype, mode, "linear")
+            want_c, want_cs = oracle.quantize_colwise(x, dtype, mode, "linear")
+            what = f"{dtype} {mode}"
+            assert_bytes(row.scale, oracle.public(want_rs, "linear"), f"{what}: row scale vs oracle")
+            assert_bytes(row.data, want_r, f"{what}: row data vs oracle")
+            assert_bytes(col.scale, oracle.public(want_cs, "linear"), f"{what}: col scale vs oracle")
+            assert_bytes(col.data, want_c, f"{what}: col data vs oracle")

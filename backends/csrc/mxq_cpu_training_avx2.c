@@ -9,8 +9,9 @@
  *   the two bands' 64x64 bytes transposed in registers (byte unpacks within 128-bit lanes,
  *   then lane permutes) and each column's 64 bytes stored (two adjacent 32-byte non-temporal
  *   stores, a whole line, where M % 64 == 0).
- *   row+column: one read of the tile, copied, with the column statistics; then per row its two
- *   row blocks' max and min (horizontal, by phminposuw), |x| rounded once to the element's
+ *   row+column: one read of the tile, copied, with the column statistics and each row block's
+ *   max / min lanes; the 64 row blocks' max and min by four reduction trees each (tree16_avx2:
+ *   16 rows to one vector) and their scales in vectors; then per row |x| rounded once to the element's
  *   mantissa width and encoded twice, with the column scales and with the row's scale (the
  *   rounding is the same for both when the result is an fp8 normal or clamps:
  *   mxq_cpu_training_avx512.c, round_bf16_lanes).
@@ -113,12 +114,37 @@ TARGET_AVX2 INLINE void store_row(uint8_t *out, __m256i r0, __m256i r1, int nt, 
         }
 }
 
+/* Sixteen vectors of 16 |x| lanes -> one vector whose lane ROW_LANE(i) is the max (is_max) or min of
+ * vector i's lanes: a tree of four rounds, each joining pairs (128-bit halves, then 64-bit, 32-bit
+ * and 16-bit pieces) so that every round halves the vectors and the candidates per vector. */
+#define ROW_LANE(i) (((i) & 1) ? 8 + ((i) >> 1) : ((i) >> 1))
+TARGET_AVX2 INLINE __m256i mm16(__m256i a, __m256i b, int is_max) {
+    return is_max ? _mm256_max_epu16(a, b) : _mm256_min_epu16(a, b);
+}
+TARGET_AVX2 INLINE __m256i tree16_avx2(const __m256i *v, int is_max) {
+    __m256i x[8], y[4], z[2];
+    for (int q = 0; q < 8; q++) /* lanes: row 2q's 8 candidates, row 2q + 1's */
+        x[q] = mm16(_mm256_permute2x128_si256(v[2 * q], v[2 * q + 1], 0x20), _mm256_permute2x128_si256(v[2 * q], v[2 * q + 1], 0x31), is_max);
+    for (int q = 0; q < 4; q++) /* 4 candidates each: lane 0 rows 4q, 4q + 2; lane 1 rows 4q + 1, 4q + 3 */
+        y[q] = mm16(_mm256_unpacklo_epi64(x[2 * q], x[2 * q + 1]), _mm256_unpackhi_epi64(x[2 * q], x[2 * q + 1]), is_max);
+    for (int q = 0; q < 2; q++) { /* 2 each: lane 0 rows 8q, 8q + 2, 8q + 4, 8q + 6; lane 1 the odd ones */
+        __m256i a = _mm256_shuffle_epi32(y[2 * q], 0xD8), b = _mm256_shuffle_epi32(y[2 * q + 1], 0xD8);
+        z[q] = mm16(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b), is_max);
+    }
+    const __m256i lo = _mm256_set1_epi32(0xffff); /* 1 each: lane 0 the even rows, lane 1 the odd */
+    __m256i m0 = _mm256_and_si256(mm16(z[0], _mm256_srli_epi32(z[0], 16), is_max), lo);
+    __m256i m1 = _mm256_and_si256(mm16(z[1], _mm256_srli_epi32(z[1], 16), is_max), lo);
+    return _mm256_packus_epi32(m0, m1);
+}
+
 /* Row+column, 64 bf16 columns of a band in one read: the column bytes to e (lane order), the
  * row bytes to rout + r * K, the row scales to rs[r * RSW + h]. */
 #define RSW (STRIP / BLOCK) /* row scales of a strip */
 TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, int64_t c0, const fmt_t *f,
                                               uint8_t (*e)[CW], uint8_t *cs, uint8_t *rout, uint8_t *rs, int nt) {
-    _Alignas(32) __m256i in[BLOCK][4];
+    _Alignas(32) __m256i in[BLOCK][4], rmx[2][BLOCK], rmn[2][BLOCK];
+    _Alignas(32) int16_t rbias[2][2][16], rslow[2][2][16];
+    _Alignas(32) uint8_t rsb[2][2][32];
     const char *p = x + c0 * 2;
     const __m256i absm = _mm256_set1_epi16(0x7fff), rebias = _mm256_set1_epi16((short)(f->rebias >> 16));
     __m256i mx[4], mn[4], s128[4], cb[4];
@@ -126,20 +152,33 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
     for (int r = 0; r < BLOCK; r++) {
         _mm_prefetch(p + r * j->rstride + PF_BYTES, _MM_HINT_T2);
         _mm_prefetch(p + r * j->rstride + PF_BYTES + 64, _MM_HINT_T2);
+        __m256i a[4];
         for (int h = 0; h < 4; h++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h)), a = _mm256_and_si256(v, absm);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h));
+            a[h] = _mm256_and_si256(v, absm);
             in[r][h] = v;
-            mx[h] = _mm256_max_epu16(mx[h], a);
-            mn[h] = _mm256_min_epu16(mn[h], a);
+            mx[h] = _mm256_max_epu16(mx[h], a[h]);
+            mn[h] = _mm256_min_epu16(mn[h], a[h]);
+        }
+        for (int b = 0; b < 2; b++) {
+            rmx[b][r] = _mm256_max_epu16(a[2 * b], a[2 * b + 1]);
+            rmn[b][r] = _mm256_min_epu16(a[2 * b], a[2 * b + 1]);
         }
     }
     uint8_t sb[CW];
     uint64_t slow = col_scales(mx, mn, f, j->mode, sb, s128);
     for (int h = 0; h < 4; h++) cb[h] = _mm256_add_epi16(s128[h], rebias);
+    for (int b = 0; b < 2; b++) /* the row blocks' scales: lane ROW_LANE(i) of group g is row 16 g + i */
+        for (int g = 0; g < 2; g++) {
+            __m256i sbv, slv, r128 = scales16(tree16_avx2(rmx[b] + 16 * g, 1), tree16_avx2(rmn[b] + 16 * g, 0), f, j->mode, &sbv, &slv);
+            _mm256_store_si256((__m256i *)rbias[b][g], _mm256_add_epi16(r128, rebias));
+            _mm256_store_si256((__m256i *)rslow[b][g], slv);
+            _mm256_store_si256((__m256i *)rsb[b][g], _mm256_packus_epi16(sbv, sbv)); /* byte L of lane L < 8; 16 + L - 8 */
+        }
     const int64_t k = j->k;
     for (int r = 0; r < BLOCK; r++) {
         __m256i a[4], rnd[4], cq[4], rq[4];
-        int fix = 0;
+        int fix = 0, g = r >> 4, L = ROW_LANE(r & 15);
         for (int h = 0; h < 4; h++) {
             a[h] = _mm256_and_si256(in[r][h], absm);
             rnd[h] = round16(a[h], f);
@@ -147,12 +186,9 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
                                     _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
         }
         for (int b = 0; b < 2; b++) {
-            uint32_t amax, amin;
-            hmaxmin16_avx2(a[2 * b], a[2 * b + 1], &amax, &amin);
-            int32_t s = scale_exp(amax << 16, f, j->mode);
-            rs[r * RSW + b] = (uint8_t)(s + 127);
-            if (amax >= 0x7f80u || amin < fast_threshold(s, f) >> 16) fix |= 1 << b;
-            __m256i sbias = _mm256_set1_epi16((short)((s << 7) + (int)(f->rebias >> 16)));
+            rs[r * RSW + b] = rsb[b][g][L < 8 ? L : L + 8];
+            fix |= (rslow[b][g][L] != 0) << b;
+            __m256i sbias = _mm256_set1_epi16(rbias[b][g][L]);
             for (int h = 2 * b; h < 2 * b + 2; h++)
                 rq[h] = _mm256_or_si256(encode_rounded16(rnd[h], sbias, f),
                                         _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
