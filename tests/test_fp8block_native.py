@@ -10,6 +10,9 @@ independent oracles, on every instruction-set variant this CPU runs (tests/nativ
   scale, a partial last row block, R < 128, row-strided input;
 - sum(x^2) and sum((x - dq)^2) against a float64 NumPy sum over torch's own fp8 -> fp32 cast of the
   data times the block scale; the same for any thread count;
+- every fp16 bit pattern (+-0, subnormals, +-65504, +-Inf, NaNs with payloads) in 1x128 blocks of
+  consecutive patterns and shuffled into 128x128 blocks: the bytes, and the sums of the finite ones
+  (the AVX2 variant widens fp16 by hand, without F16C, and rounds x / scale to fp16 in integer bits);
 - a conversion on the C path and on the torch path: the same files, the same SQNR to 1e-3 dB;
 - NaN / Inf blocks in wide weights (K >= 4096, where torch's vectorised amax and division write other
   NaN signs and payloads than for narrow ones): mxquant's fixed rule (fp8block.py's docstring) checked
@@ -173,6 +176,35 @@ def test_the_adversarial_blocks_reach_their_cases():
         grid = _e4m3_grid().float()
         mids = (grid[1:] + grid[:-1]) / 2
         assert torch.isin(y.abs(), mids).sum() > 1000  # x / scale exactly between two e4m3 values
+
+
+def _all_fp16(finite_only: bool = False) -> np.ndarray:
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    return h[np.isfinite(h.view(np.float16))] if finite_only else h
+
+
+def _fp16(bits: np.ndarray, shape) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)).view(torch.float16).reshape(shape)
+
+
+def test_every_fp16_bit_pattern_byte_exact(variant):
+    """All 65536 fp16 patterns as one row of 1x128 blocks of consecutive patterns (one binade or less a
+    block: every element a meaningful e4m3 code, eps scales at the subnormal blocks, 65504's block, the
+    Inf / NaN blocks), and the finite ones alone, in order and shuffled into 496x128 and 124x512 (blocks
+    of mixed magnitudes, a partial row block): fp8block.py's bytes; the finite inputs' sums against
+    float64 NumPy."""
+    x = _fp16(_all_fp16(), (1, 65536))
+    assert {0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7C01, 0xFE00} <= set(
+        x.view(torch.int16).numpy().view(np.uint16).ravel().tolist())
+    _same_bytes(_native(x), fp8block.quantize(x))
+    finite = _all_fp16(finite_only=True)
+    perm = np.random.default_rng(3).permutation(finite.size)
+    cases = [_fp16(finite, (1, -1)), _fp16(finite[perm], (496, 128)), _fp16(finite[perm], (124, 512))]
+    for x in cases:
+        q, s, (signal, noise) = cpu_native.fp8block_quantize(x)
+        _same_bytes((q, s), fp8block.quantize(x))
+        want = _numpy_sums(x, q, s)
+        assert math.isfinite(noise) and _close(signal, want[0]) and _close(noise, want[1]), ((signal, noise), want)
 
 
 def test_row_strided_input(variant):

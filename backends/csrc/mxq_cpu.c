@@ -277,8 +277,8 @@ TARGET_AVX2 INLINE void error4_avx2(__m128 x, __m128 dq, __m256d *sx, __m256d *s
     *se = _mm256_add_pd(*se, _mm256_mul_pd(e, e));
 }
 
-/* error_rows_avx512 in 8-lane vectors (fp16 input through load_block's scalar conversion: AVX2
- * alone has no F16C). */
+/* error_rows_avx512 in 8-lane vectors (fp16 input widened by widen_f16x8_avx2: AVX2 alone has no
+ * F16C). */
 TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) {
     int64_t nb = j->k / BLOCK, esize = j->in_dtype == IN_F32 ? 4 : 2;
     for (int64_t r = j->r0; r < j->r1; r++) {
@@ -286,10 +286,9 @@ TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) {
         const uint8_t *dr = j->data + r * j->k;
         __m256d sx = _mm256_setzero_pd(), se = _mm256_setzero_pd();
         for (int64_t c = 0; c < nb; c++) {
-            uint32_t sb = j->scale[r * nb + c], b[BLOCK];
+            uint32_t sb = j->scale[r * nb + c];
             __m256 factor = _mm256_set1_ps(bitsf(sb == 0xffu ? 0x7fc00000u : (sb ? sb << 23 : 0x00400000u)));
             const char *src = xr + c * BLOCK * esize;
-            if (j->in_dtype == IN_F16) load_block(src, IN_F16, b);
             for (int q = 0; q < BLOCK / 8; q++) {
                 __m256 x;
                 if (j->in_dtype == IN_F32)
@@ -298,7 +297,7 @@ TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) {
                     x = _mm256_castsi256_ps(_mm256_slli_epi32(
                         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + 16 * q))), 16));
                 else
-                    x = _mm256_loadu_ps((const float *)b + 8 * q);
+                    x = _mm256_castsi256_ps(widen_f16x8_avx2(_mm_loadu_si128((const __m128i *)(src + 16 * q))));
                 __m256 dq = _mm256_mul_ps(decode8_avx2(dr + c * BLOCK + 8 * q, j->elem), factor);
                 error4_avx2(_mm256_castps256_ps128(x), _mm256_castps256_ps128(dq), &sx, &se);
                 error4_avx2(_mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(dq, 1), &sx, &se);

@@ -270,7 +270,7 @@ TARGET_AVX512 INLINE __m512i load16_f32bits(const char *p, int in_dtype) {
 #endif
 
 #if MXQ_X86
-/* ---- AVX2: bf16 in 16-bit lanes, 16 per vector (the row-wise kernel and the training calls) ---- */
+/* ---- AVX2: bf16 in 16-bit lanes, 16 per vector (the row-wise kernel and the training calls); fp16 widened by hand ---- */
 
 /* Two vectors of 16-bit lanes (values <= 0xff) -> 32 bytes in lane order. */
 TARGET_AVX2 INLINE __m256i pack16_avx2(__m256i a, __m256i b) {
@@ -284,6 +284,21 @@ TARGET_AVX2 INLINE void hmaxmin16_avx2(__m256i a, __m256i b, uint32_t *mx, uint3
     __m128i n2 = _mm_min_epu16(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
     *mx = 0xffffu - (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(_mm_xor_si128(x2, _mm_set1_epi16(-1))), 0);
     *mn = (uint32_t)_mm_extract_epi16(_mm_minpos_epu16(n2), 0);
+}
+
+/* 8 fp16 (bits in h) -> 8 fp32 bits, exactly f16_to_f32 (NaN payloads and signalling NaNs included)
+ * without F16C, which AVX2 alone does not promise: normals rebiased in the integer bits, zeros and
+ * subnormals as (h & 0x3ff) * 2^-24 (an exact int -> float conversion and an exact multiply by a
+ * power of two), exponent 31 as (em << 13) | 0x7f800000; the sign OR'd on. */
+TARGET_AVX2 INLINE __m256i widen_f16x8_avx2(__m128i h) {
+    __m256i x = _mm256_cvtepu16_epi32(h), em = _mm256_and_si256(x, _mm256_set1_epi32(0x7fff));
+    __m256i sign = _mm256_slli_epi32(_mm256_xor_si256(x, em), 16), e13 = _mm256_slli_epi32(em, 13);
+    __m256i normal = _mm256_add_epi32(e13, _mm256_set1_epi32(112 << 23));
+    __m256i special = _mm256_or_si256(e13, _mm256_set1_epi32(0x7f800000));
+    __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(em), _mm256_set1_ps(1.0f / 16777216.0f)); /* em < 0x400: exact */
+    __m256i r = _mm256_blendv_epi8(normal, _mm256_castps_si256(sub), _mm256_cmpgt_epi32(_mm256_set1_epi32(0x400), em));
+    r = _mm256_blendv_epi8(r, special, _mm256_cmpgt_epi32(em, _mm256_set1_epi32(0x7bff)));
+    return _mm256_or_si256(r, sign);
 }
 
 /* bf16 elements v (a = |v|) with s << 7 per lane -> fp8 codes in 16-bit lanes (fast path only:

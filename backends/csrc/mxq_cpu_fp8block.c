@@ -95,12 +95,12 @@ INLINE void block_scalar(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int
     block_scalar_amax(j, b, amax, r0, nr, c0, dtype);
 }
 
-/* Where a variant's vector code cannot take block b (NaN or Inf in it, or `scalar`): the scalar code
- * and its real division does, given the variant's amax, and 1 is returned; else its scale is written,
- * *s its value, 0 returned. */
-INLINE int special_block(const bjob_t *j, int64_t b, uint32_t amax, int scalar, int64_t r0, int64_t nr, int64_t c0,
-                         int dtype, float *s) {
-    if (amax >= 0x7f800000u || scalar) {
+/* Where a variant's vector code cannot take block b (NaN or Inf in it): the scalar code and its real
+ * division does, given the variant's amax, and 1 is returned; else its scale is written, *s its value,
+ * 0 returned. */
+INLINE int special_block(const bjob_t *j, int64_t b, uint32_t amax, int64_t r0, int64_t nr, int64_t c0, int dtype,
+                         float *s) {
+    if (amax >= 0x7f800000u) {
         block_scalar_amax(j, b, amax, r0, nr, c0, dtype);
         return 1;
     }
@@ -190,7 +190,7 @@ TARGET_AVX512 INLINE void quant16_avx512(__m512 x, __m512 s, int dtype, uint8_t 
 TARGET_AVX512 INLINE void block_avx512_sums(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int64_t c0, int dtype,
                                             int sums) {
     float s;
-    if (special_block(j, b, amax_avx512(j, r0, nr, c0, dtype), 0, r0, nr, c0, dtype, &s)) return;
+    if (special_block(j, b, amax_avx512(j, r0, nr, c0, dtype), r0, nr, c0, dtype, &s)) return;
     __m512 sv = _mm512_set1_ps(s);
     __m512d sd = _mm512_set1_pd((double)s), sx = _mm512_setzero_pd(), se = _mm512_setzero_pd();
     for (int64_t i = 0; i < nr * FB; i += 16) {
@@ -214,7 +214,10 @@ TARGET_AVX512 INLINE void block_avx512(const bjob_t *j, int64_t b, int64_t r0, i
 
 TARGET_AVX512 static void blocks_avx512(const bjob_t *j, int64_t b0, int64_t b1) { BLOCKS_DISPATCH(block_avx512, j, b0, b1) }
 
-/* ---- AVX2: the same in 8 lanes; fp16: amax in vectors, the rest by the scalar code (AVX2 alone has no F16C) */
+/* ---- AVX2: the same in 8 lanes. fp16 without F16C (AVX2 alone does not promise it): x widened exactly by
+ * widen_f16x8_avx2 (mxq_cpu.h), y = x / s rounded to fp16 precision in the integer bits (RNE at bit 13,
+ * exact for |y| in fp16's normal range; y never reaches its overflow, |y| <= 672; a |y| below 2^-14 keeps
+ * its sign and stays at most 2^-14, so e4m3 gives it +-0 as after an exact rounding). */
 TARGET_AVX2 INLINE uint32_t amax_avx2(const bjob_t *j, int64_t r0, int64_t nr, int64_t c0, int dtype) {
     __m256i m = _mm256_setzero_si256(), abs = dtype == IN_F32 ? _mm256_set1_epi32(0x7fffffff) : _mm256_set1_epi16(0x7fff);
     for (int64_t r = r0; r < r0 + nr; r++) {
@@ -235,7 +238,7 @@ TARGET_AVX2 INLINE uint32_t amax_avx2(const bjob_t *j, int64_t r0, int64_t nr, i
     return dtype == IN_BF16 ? h << 16 : f16_to_f32(h);
 }
 
-/* 8 elements x (fp32 or bf16 input) of a finite block: 8 bytes to out, the error sums added. */
+/* 8 elements x (as fp32) of a finite block: 8 bytes to out, the error sums added. */
 TARGET_AVX2 INLINE void quant8_avx2(__m256 x, __m256 s, int dtype, uint8_t *out, __m256d sd, __m256d *sx, __m256d *se,
                                     int sums) {
     const __m256i one = _mm256_set1_epi32(1);
@@ -243,6 +246,9 @@ TARGET_AVX2 INLINE void quant8_avx2(__m256 x, __m256 s, int dtype, uint8_t *out,
     if (dtype == IN_BF16) {
         u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
         u = _mm256_and_si256(u, _mm256_set1_epi32((int)0xffff0000u));
+    } else if (dtype == IN_F16) {
+        u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0xfff), _mm256_and_si256(_mm256_srli_epi32(u, 13), one)));
+        u = _mm256_and_si256(u, _mm256_set1_epi32((int)0xffffe000u));
     }
     __m256i a = _mm256_min_epu32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32((int)E4M3_MAXB));
     __m256i t = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_set1_epi32(0x7ffff), _mm256_and_si256(_mm256_srli_epi32(a, 20), one)));
@@ -275,13 +281,15 @@ TARGET_AVX2 INLINE void quant8_avx2(__m256 x, __m256 s, int dtype, uint8_t *out,
 TARGET_AVX2 INLINE void block_avx2_sums(const bjob_t *j, int64_t b, int64_t r0, int64_t nr, int64_t c0, int dtype,
                                         int sums) {
     float s;
-    if (special_block(j, b, amax_avx2(j, r0, nr, c0, dtype), dtype == IN_F16, r0, nr, c0, dtype, &s)) return;
+    if (special_block(j, b, amax_avx2(j, r0, nr, c0, dtype), r0, nr, c0, dtype, &s)) return;
     __m256 sv = _mm256_set1_ps(s);
     __m256d sd = _mm256_set1_pd((double)s), sx = _mm256_setzero_pd(), se = _mm256_setzero_pd();
     for (int64_t i = 0; i < nr * FB; i += 8) {
         const char *p = x_at(j, r0, c0, i, dtype);
-        __m256 x = dtype == IN_F32 ? _mm256_loadu_ps((const float *)p)
-                                   : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+        __m256 x;
+        if (dtype == IN_F32) x = _mm256_loadu_ps((const float *)p);
+        else if (dtype == IN_BF16) x = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+        else x = _mm256_castsi256_ps(widen_f16x8_avx2(_mm_loadu_si128((const __m128i *)p)));
         quant8_avx2(x, sv, dtype, q_at(j, r0, c0, i), sd, &sx, &se, sums);
     }
     if (sums) {
