@@ -347,13 +347,64 @@ TARGET_AVX2 INLINE void quantize_bf16_rows_avx2(const qjob_t *j, int elem) {
     }
 }
 
-TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) {
-    if (j->in_dtype == IN_BF16) {
-        if (j->elem == E4M3) quantize_bf16_rows_avx2(j, E4M3);
-        else quantize_bf16_rows_avx2(j, E5M2);
-        return;
+/* fp32 / fp16 rows by hand in 8 fp32-bit lanes (fp16 widened exactly without F16C,
+ * widen_f16x8_avx2): per block its max and min of |x| by two reductions, the scale, and on the
+ * fast path each |x| rounded to the element's mantissa width and rebiased by the scale in integer
+ * adds (encode_block_normal's arithmetic); NaN / Inf blocks and blocks off the fast path as the
+ * scalar code does them. */
+TARGET_AVX2 INLINE void quantize_f32_rows_avx2(const qjob_t *j, int in_dtype, int elem) {
+    const fmt_t *f = &FMT[elem];
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1), sgnm = _mm256_set1_epi32(0x80);
+    const __m256i half = _mm256_set1_epi32((int)f->half), maxq = _mm256_set1_epi32((int)(f->max_bits - f->rebias));
+    const int sh = (int)f->shift;
+    int64_t nb = j->k / BLOCK, pcols = (nb + 3) & ~(int64_t)3, g = 0, esize = in_dtype == IN_F32 ? 4 : 2;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const char *row = j->x + r * j->row_stride_bytes;
+        int64_t srow = scale_row(j, r, &g);
+        for (int64_t c = 0; c < nb; c++) {
+            const char *src = row + c * BLOCK * esize;
+            uint8_t *out = j->data + (r * nb + c) * BLOCK, sbyte = 0xff;
+            __m256i v[4], a[4];
+            for (int q = 0; q < 4; q++) {
+                v[q] = in_dtype == IN_F32 ? _mm256_loadu_si256((const __m256i *)(src + 32 * q))
+                                          : widen_f16x8_avx2(_mm_loadu_si128((const __m128i *)(src + 16 * q)));
+                a[q] = _mm256_and_si256(v[q], absm);
+            }
+            uint32_t amax, amin;
+            hmaxmin32_avx2(a, &amax, &amin);
+            if (amax >= 0x7f800000u) { /* NaN or Inf in the block */
+                memset(out, 0x7f, BLOCK);
+            } else {
+                int32_t s = scale_exp(amax, f, j->mode);
+                if (amin < fast_threshold(s, f)) {
+                    uint32_t b[BLOCK];
+                    for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(b + 8 * q), v[q]);
+                    encode_block(b, out, s, f);
+                } else {
+                    __m256i sbias = _mm256_set1_epi32((int)(((uint32_t)s << 23) + f->rebias)), e[4];
+                    for (int q = 0; q < 4; q++) {
+                        __m256i rnd = _mm256_add_epi32(_mm256_add_epi32(a[q], half), _mm256_and_si256(_mm256_srli_epi32(a[q], sh), one));
+                        e[q] = _mm256_or_si256(_mm256_srli_epi32(_mm256_min_epu32(_mm256_sub_epi32(rnd, sbias), maxq), sh),
+                                               _mm256_and_si256(_mm256_srli_epi32(v[q], 24), sgnm));
+                    }
+                    _mm256_storeu_si256((__m256i *)out, pack32_avx2(e[0], e[1], e[2], e[3], 0));
+                }
+                sbyte = (uint8_t)(s + 127);
+            }
+            j->scale[j->swizzled ? swz(srow, c, pcols) : r * nb + c] = sbyte;
+        }
     }
-    quantize_rows_any(j);
+}
+
+TARGET_AVX2 static void quantize_rows_avx2(const qjob_t *j) {
+    switch (j->in_dtype * 2 + j->elem) {
+    case 0: quantize_f32_rows_avx2(j, IN_F32, E4M3); break;
+    case 1: quantize_f32_rows_avx2(j, IN_F32, E5M2); break;
+    case 2: quantize_bf16_rows_avx2(j, E4M3); break;
+    case 3: quantize_bf16_rows_avx2(j, E5M2); break;
+    case 4: quantize_f32_rows_avx2(j, IN_F16, E4M3); break;
+    default: quantize_f32_rows_avx2(j, IN_F16, E5M2); break;
+    }
 }
 TARGET_AVX2 static void dequantize_rows_avx2(const djob_t *j) { dequantize_rows_any(j); }
 #endif

@@ -301,6 +301,25 @@ TARGET_AVX2 INLINE __m256i widen_f16x8_avx2(__m128i h) {
     return _mm256_or_si256(r, sign);
 }
 
+/* Four vectors of 32-bit lanes (values 0..255, or 0 / -1 with sat) -> 32 bytes in lane order. */
+TARGET_AVX2 INLINE __m256i pack32_avx2(__m256i a, __m256i b, __m256i c, __m256i d, int sat) {
+    __m256i x = sat ? _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d))
+                    : _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* max and min of the 32 lanes of four vectors (|x| bits). */
+TARGET_AVX2 INLINE void hmaxmin32_avx2(const __m256i *a, uint32_t *mx, uint32_t *mn) {
+    __m256i x = _mm256_max_epu32(_mm256_max_epu32(a[0], a[1]), _mm256_max_epu32(a[2], a[3]));
+    __m256i n = _mm256_min_epu32(_mm256_min_epu32(a[0], a[1]), _mm256_min_epu32(a[2], a[3]));
+    __m128i x2 = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    __m128i n2 = _mm_min_epu32(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    x2 = _mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0x4E));
+    n2 = _mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0x4E));
+    *mx = (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0xB1)));
+    *mn = (uint32_t)_mm_cvtsi128_si32(_mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0xB1)));
+}
+
 /* bf16 elements v (a = |v|) with s << 7 per lane -> fp8 codes in 16-bit lanes (fast path only:
  * every |x| * 2^-s an fp8 normal or past the max), encode_block_normal's arithmetic / 2^16. */
 TARGET_AVX2 INLINE __m256i encode16_avx2(__m256i v, __m256i a, __m256i s128, const fmt_t *f) {

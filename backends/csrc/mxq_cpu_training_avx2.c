@@ -216,13 +216,6 @@ TARGET_AVX2 INLINE __m256i load8(const char *p, int in_dtype) {
     return _mm256_or_si256(w, _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16));
 }
 
-/* Four vectors of 32-bit lanes (values 0..255, or 0 / -1 with sat) -> 32 bytes in lane order. */
-TARGET_AVX2 INLINE __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d, int sat) {
-    __m256i x = sat ? _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d))
-                    : _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
-    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
 /* Per 32-bit lane (|x| bits): s << 23 (returned), scale bytes (*sbv) and slow lanes (*slow). */
 TARGET_AVX2 INLINE __m256i scales32(__m256i mx, __m256i mn, const fmt_t *f, int mode, __m256i *sbv, __m256i *slow) {
     __m256i s = _mm256_sub_epi32(_mm256_srli_epi32(mx, 23), _mm256_set1_epi32(127 + (int)f->emax));
@@ -236,18 +229,6 @@ TARGET_AVX2 INLINE __m256i scales32(__m256i mx, __m256i mn, const fmt_t *f, int 
     *slow = _mm256_or_si256(_mm256_cmpgt_epi32(thr, mn), special);
     *sbv = _mm256_blendv_epi8(_mm256_add_epi32(s, _mm256_set1_epi32(127)), _mm256_set1_epi32(0xff), special);
     return _mm256_slli_epi32(s, 23);
-}
-
-/* max and min of the 32 lanes of four vectors (|x| bits). */
-TARGET_AVX2 INLINE void hmaxmin32(const __m256i *a, uint32_t *mx, uint32_t *mn) {
-    __m256i x = _mm256_max_epu32(_mm256_max_epu32(a[0], a[1]), _mm256_max_epu32(a[2], a[3]));
-    __m256i n = _mm256_min_epu32(_mm256_min_epu32(a[0], a[1]), _mm256_min_epu32(a[2], a[3]));
-    __m128i x2 = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
-    __m128i n2 = _mm_min_epu32(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
-    x2 = _mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0x4E));
-    n2 = _mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0x4E));
-    *mx = (uint32_t)_mm_cvtsi128_si32(_mm_max_epu32(x2, _mm_shuffle_epi32(x2, 0xB1)));
-    *mn = (uint32_t)_mm_cvtsi128_si32(_mm_min_epu32(n2, _mm_shuffle_epi32(n2, 0xB1)));
 }
 
 /* From |x| bits rounded to the element's mantissa width (rnd = a + half + lsb, as round16 in
@@ -283,10 +264,10 @@ TARGET_AVX2 INLINE void tile32_avx2(const bjob_t *j, const char *x, int64_t c0, 
     uint8_t sb[CW];
     __m256i sbv[8], slowv[8];
     for (int h = 0; h < 8; h++) cb[h] = _mm256_add_epi32(scales32(mx[h], mn[h], f, j->mode, &sbv[h], &slowv[h]), rebias);
-    _mm256_storeu_si256((__m256i *)sb, pack32(sbv[0], sbv[1], sbv[2], sbv[3], 0));
-    _mm256_storeu_si256((__m256i *)(sb + 32), pack32(sbv[4], sbv[5], sbv[6], sbv[7], 0));
-    uint64_t slow = (uint32_t)_mm256_movemask_epi8(pack32(slowv[0], slowv[1], slowv[2], slowv[3], 1)) |
-                    (uint64_t)(uint32_t)_mm256_movemask_epi8(pack32(slowv[4], slowv[5], slowv[6], slowv[7], 1)) << 32;
+    _mm256_storeu_si256((__m256i *)sb, pack32_avx2(sbv[0], sbv[1], sbv[2], sbv[3], 0));
+    _mm256_storeu_si256((__m256i *)(sb + 32), pack32_avx2(sbv[4], sbv[5], sbv[6], sbv[7], 0));
+    uint64_t slow = (uint32_t)_mm256_movemask_epi8(pack32_avx2(slowv[0], slowv[1], slowv[2], slowv[3], 1)) |
+                    (uint64_t)(uint32_t)_mm256_movemask_epi8(pack32_avx2(slowv[4], slowv[5], slowv[6], slowv[7], 1)) << 32;
     for (int r = 0; r < BLOCK; r++) {
         __m256i a[8], rnd[8], sg[8], q[8];
         for (int h = 0; h < 8; h++) {
@@ -295,20 +276,20 @@ TARGET_AVX2 INLINE void tile32_avx2(const bjob_t *j, const char *x, int64_t c0, 
             sg[h] = _mm256_and_si256(_mm256_srli_epi32(in[r][h], 24), sgnm);
             q[h] = _mm256_or_si256(encode_rounded32(rnd[h], cb[h], f), sg[h]);
         }
-        _mm256_store_si256((__m256i *)e[r], pack32(q[0], q[1], q[2], q[3], 0));
-        _mm256_store_si256((__m256i *)(e[r] + 32), pack32(q[4], q[5], q[6], q[7], 0));
+        _mm256_store_si256((__m256i *)e[r], pack32_avx2(q[0], q[1], q[2], q[3], 0));
+        _mm256_store_si256((__m256i *)(e[r] + 32), pack32_avx2(q[4], q[5], q[6], q[7], 0));
         if (!rout) continue;
         int fix = 0;
         for (int b = 0; b < 2; b++) {
             uint32_t amax, amin;
-            hmaxmin32(a + 4 * b, &amax, &amin);
+            hmaxmin32_avx2(a + 4 * b, &amax, &amin);
             int32_t s = scale_exp(amax, f, j->mode);
             rs[r * RSW + b] = (uint8_t)(s + 127);
             if (amax >= 0x7f800000u || amin < fast_threshold(s, f)) fix |= 1 << b;
             __m256i sbias = _mm256_set1_epi32((int)(((uint32_t)s << 23) + f->rebias));
             for (int h = 4 * b; h < 4 * b + 4; h++) q[h] = _mm256_or_si256(encode_rounded32(rnd[h], sbias, f), sg[h]);
         }
-        store_row(rout + r * j->k, pack32(q[0], q[1], q[2], q[3], 0), pack32(q[4], q[5], q[6], q[7], 0), nt, fix,
+        store_row(rout + r * j->k, pack32_avx2(q[0], q[1], q[2], q[3], 0), pack32_avx2(q[4], q[5], q[6], q[7], 0), nt, fix,
                   p + r * j->rstride, in_dtype, f, j->mode, rs + r * RSW);
     }
     col_tile_finish(j, x, c0, slow, sb, in_dtype, f, e, cs, 0);
@@ -361,7 +342,7 @@ TARGET_AVX2 INLINE void tile_avx2(const bjob_t *j, const char *x, int64_t l, int
         }
     uint32_t amax, amin;
     __m256i ext[4] = {mx, mx, mn, mn};
-    hmaxmin32(ext, &amax, &amin); /* mn <= mx lane by lane: the max is mx's, the min mn's */
+    hmaxmin32_avx2(ext, &amax, &amin); /* mn <= mx lane by lane: the max is mx's, the min mn's */
     int32_t s = scale_exp(amax, f, j->mode);
     if (amax >= 0x7f800000u || amin < fast_threshold(s, f)) {
         tile_scalar(j, x, l, i, c0, in_dtype, f);
@@ -375,7 +356,7 @@ TARGET_AVX2 INLINE void tile_avx2(const bjob_t *j, const char *x, int64_t l, int
             __m256i rnd = _mm256_add_epi32(_mm256_add_epi32(a, half), _mm256_and_si256(_mm256_srli_epi32(a, (int)f->shift), one));
             q[h] = _mm256_or_si256(encode_rounded32(rnd, sbias, f), _mm256_and_si256(_mm256_srli_epi32(v, 24), sgnm));
         }
-        _mm256_storeu_si256((__m256i *)(out + r * j->k), pack32(q[0], q[1], q[2], q[3], 0));
+        _mm256_storeu_si256((__m256i *)(out + r * j->k), pack32_avx2(q[0], q[1], q[2], q[3], 0));
     }
     j->rscale[si] = (uint8_t)(s + 127);
 }
