@@ -313,7 +313,7 @@ TARGET_AVX2 static void error_rows_avx2(const ejob_t *j) {
 /* bf16 rows in 16-bit lanes, by hand (the compiler's vectorisation of the generic code widens every
  * element to 32 bits): per block its max and min of |x| by phminposuw, the scale, and the 32 codes
  * of the fast path in two vectors; NaN / Inf blocks and blocks off the fast path as the scalar code
- * does them. fp32 / fp16 rows: the generic code, vectorised by the compiler for AVX2. */
+ * does them. fp32 / fp16 rows: quantize_f32_rows_avx2 below. */
 TARGET_AVX2 INLINE void quantize_bf16_rows_avx2(const qjob_t *j, int elem) {
     const fmt_t *f = &FMT[elem];
     const __m256i absm = _mm256_set1_epi16(0x7fff);
