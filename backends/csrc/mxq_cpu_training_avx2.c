@@ -3,7 +3,7 @@
  * with NaN / Inf or off the fast path by the scalar tile code). Column-wise and row+column walk as
  * the AVX-512 variant does (mxq_cpu_training_avx512.c), at half the vector width: a work unit band pair by band pair, each
  * band in tiles of 32 rows x 64 columns, four vectors of 16 bf16 lanes per tile row (bf16), or
- * eight of 8 fp32-bit lanes (fp32, and fp16 widened: tile32_avx2).
+ * eight of 8 fp32-bit lanes (fp32, and fp16 widened exactly: tile32_avx2).
  *   column-wise: per tile, the column amax / amin over the 32 rows (lane by lane), the scales,
  *   then each row encoded with its columns' scales (the tile read a second time, from L1 / L2),
  *   the two bands' 64x64 bytes transposed in registers (byte unpacks within 128-bit lanes,
@@ -203,17 +203,11 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
 
 /* ---- fp32 / fp16 input: 32-bit lanes, eight vectors per tile row ---- */
 
-/* 8 elements as fp32 bits: fp32 as they are; fp16 widened by integer arithmetic (AVX2 alone has
- * no F16C), exact for normals; zeros and subnormals become (+-)0 and Inf / NaN 0x7f800000, which
- * put their block off the fast path, where the scalar code reads the true values. */
+/* 8 elements as fp32 bits: fp32 as they are, fp16 widened exactly (widen_f16x8_avx2: AVX2 alone
+ * has no F16C). */
 TARGET_AVX2 INLINE __m256i load8(const char *p, int in_dtype) {
     if (in_dtype == IN_F32) return _mm256_loadu_si256((const __m256i *)p);
-    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    __m256i em = _mm256_and_si256(h, _mm256_set1_epi32(0x7fff));
-    __m256i w = _mm256_add_epi32(_mm256_slli_epi32(em, 13), _mm256_set1_epi32(112 << 23));
-    w = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(0x400), em), w);
-    w = _mm256_blendv_epi8(w, _mm256_set1_epi32(0x7f800000), _mm256_cmpgt_epi32(em, _mm256_set1_epi32(0x7bff)));
-    return _mm256_or_si256(w, _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16));
+    return widen_f16x8_avx2(_mm_loadu_si128((const __m128i *)p));
 }
 
 /* Per 32-bit lane (|x| bits): s << 23 (returned), scale bytes (*sbv) and slow lanes (*slow). */
