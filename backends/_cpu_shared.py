@@ -14,6 +14,8 @@ from mxquant.backend import Capabilities
 from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS
 from mxquant.layouts import scale_shape
 
+from ._cpu_pool import empty_tensor
+
 CPU_CAPABILITIES = Capabilities(
     devices=frozenset({"cpu"}),
     element_dtypes=frozenset(ELEMENT_FORMATS),
@@ -99,9 +101,12 @@ def new_outputs(shape, dtype, scale_dims) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def new_tensor(shape, dtype) -> torch.Tensor:
-    """A fresh contiguous CPU tensor, advised for huge pages where large."""
-    t = torch.empty_strided(shape, _contiguous_strides(tuple(shape)), dtype=dtype)
-    advise_huge_pages(t)
+    """A contiguous CPU tensor for an output: over memory a freed output left in the CPU output
+    cache where large (_cpu_pool.py), else fresh (advised for huge pages where large)."""
+    t = empty_tensor(tuple(shape), dtype)
+    if t is None:
+        t = torch.empty_strided(shape, _contiguous_strides(tuple(shape)), dtype=dtype)
+        advise_huge_pages(t)
     return t
 
 

@@ -26,6 +26,7 @@ del _torch, _warnings
 from . import forking as _forking  # noqa: F401  (takes this process's pid at import)
 from ._version import __version__
 from .backend import Backend, BackendSpec, Capabilities, Deviation
+from .cpu_cache import empty_cpu_cache
 from .errors import (BackendCallError, BackendError, BackendIncapableError, BackendOutputError, BackendUnavailableError,
                      NoBackendError, UnknownBackendError)
 from .hookspecs import hookimpl
@@ -80,6 +81,7 @@ __all__ = [
     "list_backends",
     "use_backend",
     "allow_deviations",
+    "empty_cpu_cache",
     "get_registry",
     "hookimpl",
     "Backend",

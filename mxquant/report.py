@@ -217,6 +217,12 @@ def list_backends(registry: Optional[Registry] = None) -> Report:
         allowed = selection()[2]
     except Exception as exc:
         allowed, _ = frozenset(), errors.append(f"reading {ENV_ALLOW}: {_error_text(exc)}")
+    try:  # the CPU output cache's size: a wrong value fails the CPU backends' large calls
+        from .backends._cpu_pool import cache_limit
+
+        cache_limit()
+    except Exception as exc:
+        errors.append(_error_text(exc))
     try:
         entries = registry.entries()
         records = registry.plugin_records()

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 ENV_BACKEND = "MXQUANT_BACKEND"
 ENV_ALLOW = "MXQUANT_ALLOW_DEVIATIONS"
 ENV_PROBE_TIMEOUT = "MXQUANT_PROBE_TIMEOUT"
+ENV_CPU_CACHE = "MXQUANT_CPU_CACHE_MB"  # read by backends/_cpu_pool.py, at each large CPU output
 DEFAULT_PROBE_TIMEOUT = 10.0
 
 _forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("mxquant_forced", default=None)
@@ -122,4 +123,4 @@ def probe_timeout() -> Optional[float]:
 
 def environment() -> dict:
     """The variables read here, as set (None when unset), for reports."""
-    return {name: os.environ.get(name) for name in (ENV_BACKEND, ENV_ALLOW, ENV_PROBE_TIMEOUT)}
+    return {name: os.environ.get(name) for name in (ENV_BACKEND, ENV_ALLOW, ENV_PROBE_TIMEOUT, ENV_CPU_CACHE)}

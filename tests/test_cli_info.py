@@ -26,7 +26,8 @@ AVAILABILITY_KEYS = {"device", "available", "reason"}
 DEVIATION_KEYS = {"code", "summary", "allowed"}
 PLUGIN_KEYS = {"name", "distribution", "value", "builtin", "status", "error", "skipped", "backends"}
 RESOLUTION_KEYS = {"device", "call", "backend", "forced_by", "error"}
-ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS", "MXQUANT_PROBE_TIMEOUT"}
+ENV_KEYS = {"MXQUANT_BACKEND", "MXQUANT_ALLOW_DEVIATIONS", "MXQUANT_PLUGINS", "MXQUANT_PROBE_TIMEOUT",
+            "MXQUANT_CPU_CACHE_MB"}
 
 
 def clean_env(**extra):
@@ -95,15 +96,19 @@ def test_info_never_crashes_on_bad_settings(registry, monkeypatch, capsys):
     monkeypatch.setenv("MXQUANT_BACKEND", "nonexistent")
     monkeypatch.setenv("MXQUANT_PLUGINS", "a,-b")  # invalid: mixes allow and deny
     monkeypatch.setenv("MXQUANT_ALLOW_DEVIATIONS", "*")
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "lots")  # invalid: not a whole number of MiB
     assert mxquant.cli.main(["info", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cpu = next(r for r in report["resolution"] if r["device"] == "cpu")
     assert cpu["backend"] is None and "unknown backend 'nonexistent'" in cpu["error"]
     assert cpu["forced_by"] == "MXQUANT_BACKEND=nonexistent"
     assert report["env"] == {"MXQUANT_BACKEND": "nonexistent", "MXQUANT_PLUGINS": "a,-b",
-                             "MXQUANT_ALLOW_DEVIATIONS": "*", "MXQUANT_PROBE_TIMEOUT": None}
+                             "MXQUANT_ALLOW_DEVIATIONS": "*", "MXQUANT_PROBE_TIMEOUT": None,
+                             "MXQUANT_CPU_CACHE_MB": "lots"}
+    assert any("MXQUANT_CPU_CACHE_MB='lots'" in e for e in report["errors"]), report["errors"]
     assert mxquant.cli.main(["info"]) == 0
-    assert "unknown backend 'nonexistent'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unknown backend 'nonexistent'" in out and "MXQUANT_CPU_CACHE_MB='lots'" in out
 
 
 def test_forced_unknown_backend_fails_with_candidates():

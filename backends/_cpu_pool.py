@@ -1,0 +1,176 @@
+"""Reused memory for the large outputs of the CPU backends (cpu-native, cpu-eager).
+
+Why: a fresh CPU tensor of several MiB comes from the OS as new pages, which the kernel zero-fills
+on first touch. On the 2-core development machine a 4096x8192 bf16 row-wise quantize took 3.7 ms
+into outputs written before and 6-9 ms into fresh ones; row+column 5.4 against 11-17 ms
+(docs/performance.md). A caller that quantizes in a loop frees its outputs and asks again for
+the same sizes, so the memory of a freed output is kept and handed out again.
+
+How:
+- Only outputs of MIN_BYTES or more come from here (smaller ones are cheap to allocate; the call
+  path stays as it was for them). A request is rounded up to whole 2 MiB pages; memory of that
+  size class freed earlier is reused, else a new block is allocated (2 MiB-aligned, advised for
+  transparent huge pages).
+- The caller gets an ordinary tensor over the block (`torch.frombuffer` of a ctypes array). The
+  tensor, every view of it and anything that borrows its memory (`.numpy()`, DLPack) hold that
+  array; when the last of them goes, the array's finalizer returns the block. A block is never
+  handed out while anything can still reach it: that is the buffer protocol's reference, not a
+  reference count we read.
+- Idle blocks are kept up to MXQUANT_CPU_CACHE_MB (default 256 MiB; 0: nothing is kept, every
+  output is fresh as before). A block freed beyond that goes back to the allocator. `empty()`
+  (public as `mxquant.empty_cpu_cache()`) drops every idle block.
+- Reused memory holds an earlier output's bytes: every kernel writes all of its output (the
+  tests run the kernels on poisoned blocks: tests/test_cpu_cache.py).
+
+Finalizers may run in any thread, and inside another call's critical section when a garbage
+collection runs there; the lock is re-entrant and nothing under it allocates Python containers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import threading
+import weakref
+
+import torch
+
+from mxquant.selection import ENV_CPU_CACHE
+
+DEFAULT_CACHE_MB = 256
+MIN_BYTES = 4 << 20
+_PAGE = 2 << 20  # a huge page: the size class and the alignment of a block
+
+_lock = threading.RLock()
+_idle: dict[int, list] = {}  # size class -> idle blocks, each (backing tensor, aligned address)
+_idle_bytes = 0
+_poison = None  # tests: a byte value written over every block handed out (None: never)
+_MADV_HUGEPAGE = 14
+
+
+def cache_limit() -> int:
+    """Bytes of idle blocks kept: MXQUANT_CPU_CACHE_MB (a non-negative integer number of MiB),
+    else DEFAULT_CACHE_MB. Read at each call, like the other variables (docs/env.md)."""
+    raw = os.environ.get(ENV_CPU_CACHE)
+    if raw is None or not raw.strip():
+        return DEFAULT_CACHE_MB << 20
+    return _parse(raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(raw: str) -> int:
+    try:
+        mb = int(raw.strip())
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise ValueError(f"{ENV_CPU_CACHE}={raw!r}: expected a whole number of MiB, 0 or more "
+                         f"(0 turns the CPU output cache off; unset means {DEFAULT_CACHE_MB})")
+    return mb << 20
+
+
+def empty_tensor(shape: tuple, dtype: torch.dtype):
+    """A contiguous CPU tensor of `shape` and `dtype` over cached memory, or None where the
+    request is below MIN_BYTES or the cache is off (the caller allocates as usual)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < MIN_BYTES or cache_limit() == 0:
+        return None
+    size = -(-nbytes // _PAGE) * _PAGE
+    block = _take(size)
+    if block is None:
+        block = _new_block(size)
+    if _poison is not None:
+        ctypes.memset(block[1], _poison, size)
+    arr = _array_type(nbytes).from_address(block[1])
+    weakref.finalize(arr, _give_back, block, size).atexit = False
+    return torch.frombuffer(arr, dtype=torch.uint8).view(dtype).view(shape)
+
+
+def empty() -> int:
+    """Drop every idle block (their memory goes back to the allocator); returns the bytes dropped."""
+    global _idle, _idle_bytes
+    fresh: dict = {}  # allocated before the lock (see the module's last paragraph)
+    with _lock:
+        dropped, _idle = _idle, fresh
+        n, _idle_bytes = _idle_bytes, 0
+    del dropped  # outside the lock: freeing the blocks may run other finalizers
+    return n
+
+
+def idle_bytes() -> int:
+    """Bytes of idle blocks kept now (for tests and `mxquant info`)."""
+    return _idle_bytes
+
+
+def _take(size: int):
+    global _idle_bytes
+    with _lock:
+        blocks = _idle.get(size)
+        if not blocks:
+            return None
+        _idle_bytes -= size
+        return blocks.pop()
+
+
+def _give_back(block, size: int) -> None:
+    """The finalizer of a handed-out array: keep the block if the limit allows, else let it go."""
+    global _idle_bytes
+    try:
+        limit = cache_limit()
+    except ValueError:  # the variable was set wrong since: keep nothing
+        limit = 0
+    spare = []  # allocated before the lock, used under it only if this size class is new
+    with _lock:
+        if _idle_bytes + size > limit:
+            return
+        blocks = _idle.get(size)
+        if blocks is None:
+            _idle[size] = blocks = spare
+        blocks.append(block)
+        _idle_bytes += size
+
+
+def _new_block(size: int):
+    """(backing tensor, address): `size` bytes at a 2 MiB-aligned address, advised for huge pages."""
+    backing = torch.empty(size + _PAGE, dtype=torch.uint8)
+    p = backing.data_ptr()
+    addr = p + (-p) % _PAGE
+    _advise(addr, size)
+    return backing, addr
+
+
+@functools.lru_cache(maxsize=256)
+def _array_type(nbytes: int):
+    return ctypes.c_char * nbytes
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    try:
+        import sys
+
+        if not sys.platform.startswith("linux"):
+            return None
+        fn = ctypes.CDLL(None).madvise
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+        return fn
+    except Exception:
+        return None
+
+
+def _advise(addr: int, size: int) -> None:
+    """Transparent huge pages for the block (a hint: ignored where THP is off or not Linux)."""
+    fn = _madvise()
+    if fn is not None:
+        fn(addr, size, _MADV_HUGEPAGE)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,200 @@
+"""The CPU output cache (backends/_cpu_pool.py): the memory of a freed large output of cpu-native
+or cpu-eager is handed out again, never while anything can still reach it, and reused memory
+never shows in a result. Results are compared with the reference backend (`cpu`, plain
+PyTorch, which allocates its own outputs)."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import threading
+
+import pytest
+import torch
+
+import mxquant
+from mxquant.backends import _cpu_pool as pool
+from mxquant.conformance.verify import collect, exit_code
+from subproc import forked_child_result
+
+SHAPE = (2048, 4096)  # bf16 in, 8 MiB of e4m3 out: above pool.MIN_BYTES
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8).clone()
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    base = t.untyped_storage().data_ptr()
+    return base, base + t.untyped_storage().nbytes()
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    (a0, a1), (b0, b1) = _span(a), _span(b)
+    return a0 < b1 and b0 < a1
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache(monkeypatch):
+    monkeypatch.delenv("MXQUANT_CPU_CACHE_MB", raising=False)
+    gc.collect()
+    pool.empty()
+    yield
+    gc.collect()
+    pool.empty()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)).to(torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def want(x):
+    return _bytes(mxquant.mxfp8_quantize(x, backend="cpu").data)
+
+
+@pytest.mark.parametrize("backend", ["cpu-native", "cpu-eager"])
+def test_freed_output_memory_is_handed_out_again(backend, x, want):
+    q = mxquant.mxfp8_quantize(x, backend=backend)
+    first = q.data.data_ptr()
+    assert torch.equal(_bytes(q.data), want)
+    del q
+    assert pool.idle_bytes() >= want.numel()
+    q = mxquant.mxfp8_quantize(x, backend=backend)
+    assert q.data.data_ptr() == first, "the freed output's memory was not reused"
+    assert torch.equal(_bytes(q.data), want)
+
+
+def test_an_output_in_use_is_never_handed_out(x, want):
+    a = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    b = mxquant.mxfp8_quantize(-x, backend="cpu-native")
+    assert not _overlap(a.data, b.data)
+    assert torch.equal(_bytes(a.data), want)
+
+
+@pytest.mark.parametrize("keep", ["view", "numpy", "storage", "dlpack"])
+def test_what_borrows_an_output_keeps_its_memory(keep, x, want):
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    if keep == "view":
+        held = q.data[100:300]
+    elif keep == "numpy":
+        held = q.data.view(torch.uint8).numpy()
+    elif keep == "storage":
+        held = q.data.untyped_storage()
+    else:
+        held = torch.from_dlpack(q.data.view(torch.uint8))
+    del q
+    gc.collect()
+    assert pool.idle_bytes() == 0
+    other = mxquant.mxfp8_quantize(-x, backend="cpu-native")  # same size: would take a freed block
+    if keep == "numpy":
+        assert not (other.data.data_ptr() <= held.ctypes.data < other.data.data_ptr() + other.data.numel())
+        assert torch.equal(torch.from_numpy(held.copy()).reshape(-1), want.reshape(-1))
+    elif keep == "storage":
+        assert not (other.data.data_ptr() <= held.data_ptr() < other.data.data_ptr() + other.data.numel())
+        assert torch.equal(torch.tensor([], dtype=torch.uint8).set_(held), want.reshape(-1))
+    else:
+        assert not _overlap(other.data, held)
+        want_held = want[100:300] if keep == "view" else want
+        assert torch.equal(_bytes(held), want_held)
+
+
+def test_reused_memory_never_shows_in_a_result():
+    """Every block handed out is poisoned (0xA5) and every output of every call, however small,
+    comes from the cache: the conformance kit must still pass byte for byte against the reference
+    for cpu-native and cpu-eager (quantize, dequantize, the training and MoE calls, FP4)."""
+    saved = pool.MIN_BYTES, pool._poison
+    handed = []
+    real = pool._take
+
+    def counting_take(size):
+        handed.append(size)
+        return real(size)
+
+    pool.MIN_BYTES, pool._poison, pool._take = 1, 0xA5, counting_take
+    try:
+        probe = pool.empty_tensor((64,), torch.uint8)
+        assert probe is not None and bool((probe == 0xA5).all()), "blocks are not poisoned"
+        del probe
+        report = collect(["cpu-native", "cpu-eager"], seed=0)
+    finally:
+        pool.MIN_BYTES, pool._poison, pool._take = saved[0], saved[1], real
+    assert len(handed) > 200, "the conformance calls did not go through the cache"
+    statuses = {(r["backend"], r["status"]) for r in report["results"]}
+    assert statuses == {("cpu-native", "pass"), ("cpu-eager", "pass")}, [
+        r for r in report["results"] if r["status"] != "pass"][:3]
+    assert exit_code(report) == 0
+
+
+def test_the_limit_is_kept(monkeypatch, x):
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "8")  # one 8 MiB block
+    a = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    b = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    del a, b
+    assert pool.idle_bytes() == 8 << 20
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "0")  # off: nothing kept, nothing taken
+    assert pool.empty_tensor(SHAPE, torch.uint8) is None
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    del q
+    assert pool.idle_bytes() == 8 << 20  # the block kept before is neither taken nor added to
+    assert mxquant.empty_cpu_cache() == 8 << 20 and pool.idle_bytes() == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "lots"])
+def test_a_wrong_limit_is_a_clear_error(monkeypatch, value, x):
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", value)
+    with pytest.raises(ValueError, match="MXQUANT_CPU_CACHE_MB=.*whole number of MiB"):
+        mxquant.mxfp8_quantize(x, backend="cpu-native")
+
+
+def test_small_outputs_do_not_use_the_cache():
+    assert pool.empty_tensor((1024, 1024), torch.uint8) is None  # 1 MiB < MIN_BYTES
+    q = mxquant.mxfp8_quantize(torch.randn(64, 4096), backend="cpu-native")
+    del q
+    assert pool.idle_bytes() == 0
+
+
+def test_threads_calling_at_once_get_their_own_bytes():
+    inputs = [torch.randn(1024, 8192, generator=torch.Generator().manual_seed(s)).to(torch.bfloat16) for s in range(4)]
+    wants = [_bytes(mxquant.mxfp8_quantize(t, backend="cpu").data) for t in inputs]
+    bad, errors = [], []
+
+    def work(i):
+        try:
+            for _ in range(12):
+                q = mxquant.mxfp8_quantize(inputs[i], backend="cpu-native")
+                if not torch.equal(_bytes(q.data), wants[i]):
+                    bad.append(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not bad
+
+
+def _child(x, want, queue):
+    torch.set_num_threads(1)  # torch's own OpenMP pool does not survive a fork; cpu-native's does
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    reused = q.data.data_ptr() in INHERITED
+    queue.put((torch.equal(q.data.view(torch.uint8), want), reused))
+
+
+INHERITED: set = set()  # addresses of the blocks idle in the parent's cache at the fork
+
+
+def test_outputs_pickle_and_work_in_a_forked_child(x, want):
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    # as uint8: torch 2.13 cannot unpickle any float8 tensor, cached or not
+    assert torch.equal(pickle.loads(pickle.dumps(q.data.view(torch.uint8))), want)
+    INHERITED.add(q.data.data_ptr())
+    del q
+    assert pool.idle_bytes() > 0  # the child inherits a cache with this block in it
+    try:
+        assert forked_child_result(_child, (x, want), "cpu-native with the output cache") == (True, True)
+    finally:
+        INHERITED.clear()
