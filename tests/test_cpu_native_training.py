@@ -90,14 +90,17 @@ def test_colwise_and_rowcol(variant, hp, dtype, mode, layout):
         assert_bytes(row.scale, oracle.public(want_scale, layout), f"{name}: rowcol's row scale vs oracle")
 
 
-@pytest.mark.parametrize("hp", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("hp", [torch.bfloat16, torch.float16, torch.float32])
 def test_work_units_in_both_directions(variant, hp):
-    """More rows and columns than one work unit (8 bands x 2048 columns): 9 bands, 2080 columns."""
-    x = _mixed_columns((288, 2080), hp, 8)
+    """More rows and columns than one work unit (8 bands x 2048 columns): 9 bands, 2080 columns,
+    and 2 batches (the column-wise call walks a unit's tile columns first, the others its bands)."""
+    x = _mixed_columns((2, 288, 2080), hp, 8)
     (row, col), tiles = mxquant.mxfp8_quantize_rowcol(x, scale_layout="swizzled", backend=NATIVE), \
         mxquant.mxfp8_quantize_2d(x, scale_mode="floor", backend=NATIVE)
+    colwise = mxquant.mxfp8_quantize(x, scale_mode="floor", scale_layout="swizzled", axis=-2, backend=NATIVE)
     for got, want, what in ((row, oracle.quantize(x, torch.float8_e4m3fn, "rceil", "swizzled"), "row"),
                             (col, oracle.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "swizzled"), "col"),
+                            (colwise, oracle.quantize_colwise(x, torch.float8_e4m3fn, "floor", "swizzled"), "column-wise"),
                             (tiles, oracle.quantize_tiles(x, torch.float8_e4m3fn, "floor"), "tiles")):
         assert_bytes(got.data, want[0], f"{what} data vs oracle")
         assert_bytes(got.scale, want[1].reshape(got.scale.shape), f"{what} scale vs oracle")
