@@ -198,3 +198,12 @@ def test_outputs_pickle_and_work_in_a_forked_child(x, want):
         assert forked_child_result(_child, (x, want), "cpu-native with the output cache") == (True, True)
     finally:
         INHERITED.clear()
+
+
+def test_an_output_cannot_grow_in_place_as_docs_env_says(x):
+    """docs/env.md's one difference from torch.empty's tensors: growing the storage raises."""
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    with pytest.raises(RuntimeError, match="not resizable"):
+        q.data.resize_(q.data.numel() + 64)
+    grown = q.data.clone().resize_(q.data.numel() + 64)  # a clone is torch's own memory
+    assert grown.numel() == q.data.numel() + 64
