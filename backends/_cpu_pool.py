@@ -1,16 +1,19 @@
 """Reused memory for the large outputs of the CPU backends (cpu-native, cpu-eager).
 
-Why: a fresh CPU tensor of several MiB comes from the OS as new pages, which the kernel zero-fills
-on first touch. On the 2-core development machine a 4096x8192 bf16 row-wise quantize took 3.7 ms
-into outputs written before and 6-9 ms into fresh ones; row+column 5.4 against 11-17 ms
-(docs/performance.md). A caller that quantizes in a loop frees its outputs and asks again for
-the same sizes, so the memory of a freed output is kept and handed out again.
+Why: glibc's malloc serves a request of 32 MiB or more (its largest mmap threshold) with new
+pages from the OS every time and hands them back when freed, and the kernel zero-fills each new
+page on first touch. On the 2-core development machine a 4096x8192 bf16 row-wise quantize (a
+32 MiB output) took 3.7-4.0 ms into memory written before and 6-10 ms into new pages;
+row+column 5.4 against 11-17 ms (docs/performance.md). A caller that quantizes in a loop frees
+its outputs and asks again for the same sizes, so the memory of a freed output is kept and
+handed out again. Below 32 MiB glibc already reuses freed memory (its threshold rises to the
+size of a freed mapping): measured there, new and cached memory ran the same, the cache's
+bookkeeping (~5 µs) a little slower, so smaller outputs do not come from here.
 
 How:
-- Only outputs of MIN_BYTES or more come from here (smaller ones are cheap to allocate; the call
-  path stays as it was for them). A request is rounded up to whole 2 MiB pages; memory of that
-  size class freed earlier is reused, else a new block is allocated (2 MiB-aligned, advised for
-  transparent huge pages).
+- Only outputs of MIN_BYTES (32 MiB) or more come from here. A request is rounded up to whole
+  2 MiB pages; memory of that size class freed earlier is reused, else a new block is allocated
+  (2 MiB-aligned, advised for transparent huge pages).
 - The caller gets an ordinary tensor over the block (`torch.frombuffer` of a ctypes array). The
   tensor, every view of it and anything that borrows its memory (`.numpy()`, DLPack) hold that
   array; when the last of them goes, the array's finalizer returns the block. A block is never
@@ -40,7 +43,7 @@ import torch
 from mxquant.selection import ENV_CPU_CACHE
 
 DEFAULT_CACHE_MB = 256
-MIN_BYTES = 4 << 20
+MIN_BYTES = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: from here malloc maps new pages
 _PAGE = 2 << 20  # a huge page: the size class and the alignment of a block
 
 _lock = threading.RLock()
