@@ -28,7 +28,7 @@ def _check(rc: int, fn: str) -> None:
 def _quantize_outputs(x: torch.Tensor, block: int, layout: str, scale_dtype):
     """Fresh (data, scale) for x (scale first: see _cpu_shared.new_outputs), and x as rows."""
     shape = tuple(x.shape)
-    scale = torch.empty(scale_shape(shape, layout, block), dtype=scale_dtype)
+    scale = torch.empty(scale_shape(shape, layout, block), dtype=scale_dtype, device="cpu")
     return new_tensor((*shape[:-1], shape[-1] // 2), torch.uint8), scale, as_rows(x)
 
 
@@ -44,7 +44,7 @@ def mxfp4_quantize(x, scale_mode, scale_layout):
 def nvfp4_quantize(x, global_scale, scale_mode, scale_layout):
     """scale_mode: compressed-tensors, NVFP4's one rule (validated before this is called)."""
     data, scale, x2 = _quantize_outputs(x, NVFP4_BLOCK, scale_layout, torch.float8_e4m3fn)
-    g = torch.ones(1, dtype=torch.float32)
+    g = torch.ones(1, dtype=torch.float32, device="cpu")
     if global_scale is not None:
         g.copy_(global_scale.reshape(1))
     _check(_native_lib.require().mxq_nvfp4_quantize(

@@ -14,14 +14,16 @@ How:
 - Only outputs of MIN_BYTES (32 MiB) or more come from here. A request is rounded up to whole
   2 MiB pages; memory of that size class freed earlier is reused, else a new block is allocated
   (2 MiB-aligned, advised for transparent huge pages).
-- The caller gets an ordinary tensor over the block (`torch.frombuffer` of a ctypes array). The
-  tensor, every view of it and anything that borrows its memory (`.numpy()`, DLPack) hold that
-  array; when the last of them goes, the array's finalizer returns the block. A block is never
-  handed out while anything can still reach it: that is the buffer protocol's reference, not a
-  reference count we read.
+- The caller gets an ordinary tensor (not a view) over the block's storage, which holds a ctypes
+  array at the block's address (`torch.frombuffer`). The tensor, every view of it and anything
+  that borrows its memory (`.numpy()`, DLPack, the storage) hold that array; when the last of
+  them goes, the array's finalizer returns the block. A block is never handed out while
+  anything can still reach it: that is the buffer protocol's reference, not a reference count
+  we read.
 - Idle blocks are kept up to MXQUANT_CPU_CACHE_MB (default 256 MiB; 0: nothing is kept, every
-  output is fresh as before). A block freed beyond that goes back to the allocator. `empty()`
-  (public as `mxquant.empty_cpu_cache()`) drops every idle block.
+  output is fresh as before), least recently freed evicted first, whatever their size, so a
+  phase of other sizes does not pin the cache; a lowered limit applies at the next call.
+  `empty()` (public as `mxquant.empty_cpu_cache()`) drops every idle block.
 - Reused memory holds an earlier output's bytes: every kernel writes all of its output (the
   tests run the kernels on poisoned blocks: tests/test_cpu_cache.py).
 
@@ -47,7 +49,7 @@ MIN_BYTES = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: from here 
 _PAGE = 2 << 20  # a huge page: the size class and the alignment of a block
 
 _lock = threading.RLock()
-_idle: dict[int, list] = {}  # size class -> idle blocks, each (backing tensor, aligned address)
+_idle: list = []  # (size class, block) of idle blocks, least recently freed first; block: (backing tensor, address)
 _idle_bytes = 0
 _poison = None  # tests: a byte value written over every block handed out (None: never)
 _MADV_HUGEPAGE = 14
@@ -78,28 +80,27 @@ def empty_tensor(shape: tuple, dtype: torch.dtype):
     """A contiguous CPU tensor of `shape` and `dtype` over cached memory, or None where the
     request is below MIN_BYTES or the cache is off (the caller allocates as usual)."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < MIN_BYTES or cache_limit() == 0:
+    if nbytes < MIN_BYTES:
+        return None
+    limit = cache_limit()
+    if limit == 0:
+        _trim(0)
         return None
     size = -(-nbytes // _PAGE) * _PAGE
-    block = _take(size)
+    block = _take(size, limit)
     if block is None:
         block = _new_block(size)
     if _poison is not None:
         ctypes.memset(block[1], _poison, size)
     arr = _array_type(nbytes).from_address(block[1])
-    weakref.finalize(arr, _give_back, block, size).atexit = False
-    return torch.frombuffer(arr, dtype=torch.uint8).view(dtype).view(shape)
+    weakref.finalize(arr, _give_back, (size, block)).atexit = False
+    storage = torch.frombuffer(arr, dtype=torch.uint8).untyped_storage()
+    return torch.empty((0,), dtype=dtype, device="cpu").set_(storage, 0, shape, _strides(shape))
 
 
 def empty() -> int:
     """Drop every idle block (their memory goes back to the allocator); returns the bytes dropped."""
-    global _idle, _idle_bytes
-    fresh: dict = {}  # allocated before the lock (see the module's last paragraph)
-    with _lock:
-        dropped, _idle = _idle, fresh
-        n, _idle_bytes = _idle_bytes, 0
-    del dropped  # outside the lock: freeing the blocks may run other finalizers
-    return n
+    return _trim(0)
 
 
 def idle_bytes() -> int:
@@ -107,37 +108,62 @@ def idle_bytes() -> int:
     return _idle_bytes
 
 
-def _take(size: int):
+def _take(size: int, limit: int):
+    """The most recently freed idle block of `size`, or None; first trims the idle blocks to `limit`."""
     global _idle_bytes
+    _trim(limit)
     with _lock:
-        blocks = _idle.get(size)
-        if not blocks:
-            return None
-        _idle_bytes -= size
-        return blocks.pop()
+        for i in range(len(_idle) - 1, -1, -1):
+            if _idle[i][0] == size:
+                block = _idle.pop(i)[1]
+                _idle_bytes -= size
+                return block
+    return None
 
 
-def _give_back(block, size: int) -> None:
-    """The finalizer of a handed-out array: keep the block if the limit allows, else let it go."""
+def _give_back(entry) -> None:
+    """The finalizer of a handed-out array: keep its (size, block) entry, evicting the least
+    recently freed idle blocks to stay within the limit; nothing kept where the block alone is
+    over it."""
     global _idle_bytes
     try:
         limit = cache_limit()
     except ValueError:  # the variable was set wrong since: keep nothing
         limit = 0
-    spare = []  # allocated before the lock, used under it only if this size class is new
+    if entry[0] > limit:
+        return
+    _trim(limit - entry[0])
     with _lock:
-        if _idle_bytes + size > limit:
-            return
-        blocks = _idle.get(size)
-        if blocks is None:
-            _idle[size] = blocks = spare
-        blocks.append(block)
-        _idle_bytes += size
+        _idle.append(entry)
+        _idle_bytes += entry[0]
+
+
+def _trim(limit: int) -> int:
+    """Evict the least recently freed idle blocks until at most `limit` bytes stay; returns the
+    bytes evicted. The evicted blocks are freed after the lock is released."""
+    global _idle_bytes
+    evicted = []  # allocated before the lock (see the module's last paragraph)
+    with _lock:
+        while _idle and _idle_bytes > limit:
+            evicted.append(_idle.pop(0))
+            _idle_bytes -= evicted[-1][0]
+    n = sum(size for size, _ in evicted)
+    del evicted  # outside the lock: freeing the blocks may run other finalizers
+    return n
+
+
+@functools.lru_cache(maxsize=256)
+def _strides(shape: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 def _new_block(size: int):
     """(backing tensor, address): `size` bytes at a 2 MiB-aligned address, advised for huge pages."""
-    backing = torch.empty(size + _PAGE, dtype=torch.uint8)
+    backing = torch.empty(size + _PAGE, dtype=torch.uint8, device="cpu")  # not a default device's
     p = backing.data_ptr()
     addr = p + (-p) % _PAGE
     _advise(addr, size)

@@ -96,7 +96,7 @@ def new_outputs(shape, dtype, scale_dims) -> tuple[torch.Tensor, torch.Tensor]:
     block sat on top of the large one in the heap and freeing both handed the pages back
     (about 4x the page faults per call, measured). empty_strided, because Python's argument
     parser tries torch.empty's several signatures (~3 µs)."""
-    scale = torch.empty_strided(scale_dims, _contiguous_strides(tuple(scale_dims)), dtype=torch.float8_e8m0fnu)
+    scale = torch.empty_strided(scale_dims, _contiguous_strides(tuple(scale_dims)), dtype=torch.float8_e8m0fnu, device="cpu")
     return new_tensor(shape, dtype), scale
 
 
@@ -105,7 +105,7 @@ def new_tensor(shape, dtype) -> torch.Tensor:
     cache where large (_cpu_pool.py), else fresh (advised for huge pages where large)."""
     t = empty_tensor(tuple(shape), dtype)
     if t is None:
-        t = torch.empty_strided(shape, _contiguous_strides(tuple(shape)), dtype=dtype)
+        t = torch.empty_strided(shape, _contiguous_strides(tuple(shape)), dtype=dtype, device="cpu")
         advise_huge_pages(t)
     return t
 

@@ -122,16 +122,16 @@ def _quantize(x, data, scale, dtype, scale_mode, scale_layout) -> None:
     # the scale byte t = max(((amax + bump) >> 23) - emax, 0): subtracting emax << 23 before the
     # shift is exact and keeps amax + bump from overflowing int32 on NaN bits (bump < 2**22 <=
     # emax << 23), and t <= 256 - emax < 255 even then; 0-dim int32 operands (see above)
-    offset = torch.tensor(bump - (fmt.emax << 23), dtype=torch.int32)
-    shift = torch.tensor(23, dtype=torch.int32)
-    one_exp = torch.tensor(254 << 23, dtype=torch.int32)
-    magnitude = torch.tensor(0x7FFFFFFF, dtype=torch.int32)
+    offset = torch.tensor(bump - (fmt.emax << 23), dtype=torch.int32, device="cpu")
+    shift = torch.tensor(23, dtype=torch.int32, device="cpu")
+    one_exp = torch.tensor(254 << 23, dtype=torch.int32, device="cpu")
+    magnitude = torch.tensor(0x7FFFFFFF, dtype=torch.int32, device="cpu")
     cr = _chunk_rows(k, swizzled)
-    ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32)
+    ibuf = torch.empty(cr, nb, BLOCK, dtype=torch.int32, device="cpu")
     # fp32 input is read in place, so its product can go where the masked bits were
-    fbuf = ibuf.view(torch.float32) if hp == torch.float32 else torch.empty(cr, nb, BLOCK, dtype=torch.float32)
-    abuf = torch.empty(cr, nb, 1, dtype=torch.int32)
-    tbuf = torch.empty(cr, nb, 1, dtype=torch.int32)
+    fbuf = ibuf.view(torch.float32) if hp == torch.float32 else torch.empty(cr, nb, BLOCK, dtype=torch.float32, device="cpu")
+    abuf = torch.empty(cr, nb, 1, dtype=torch.int32, device="cpu")
+    tbuf = torch.empty(cr, nb, 1, dtype=torch.int32, device="cpu")
 
     def chunks():
         """Per chunk: input rows, output bytes, output elements, first row, linear scales (or None)."""
@@ -203,7 +203,7 @@ def _dequantize(data, scale, scale_layout, out) -> None:
     o2 = out.view(rows, k)
 
     cr = _chunk_rows(k, swizzled)
-    fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32)
+    fbuf = None if out.dtype == torch.float32 else torch.empty(cr * k, dtype=torch.float32, device="cpu")
     ints, nan_bits = reference.DEQUANT_NAN_BITS[out.dtype]
     for r0 in range(0, rows, cr):
         r1 = min(rows, r0 + cr)
@@ -211,7 +211,7 @@ def _dequantize(data, scale, scale_layout, out) -> None:
         if not swizzled:
             b = sb[r0:r1].to(torch.int32)
         elif (tiles := swizzled_rows(sb, r0, n, nb)) is not None:
-            b = torch.empty(n, nb, dtype=torch.int32)
+            b = torch.empty(n, nb, dtype=torch.int32, device="cpu")
             b.view(tiles.shape).copy_(tiles)
         else:
             b = sb[swizzle_offsets(r0, r1, nb, pcols)].to(torch.int32).view(n, nb)

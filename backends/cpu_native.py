@@ -89,8 +89,8 @@ def error_sums(x, data, scale) -> tuple[float, float]:
     k = x.shape[-1]
     x2, d2 = as_rows(x), data.view(torch.uint8).reshape(-1, k)
     s = scale.view(torch.uint8).contiguous()
-    esum = torch.empty(2 * x2.shape[0], dtype=torch.float64)
-    sums = torch.empty(2, dtype=torch.float64)
+    esum = torch.empty(2 * x2.shape[0], dtype=torch.float64, device="cpu")
+    sums = torch.empty(2, dtype=torch.float64, device="cpu")
     rc = lib.mxq_error_sums(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), d2.data_ptr(),
                             s.data_ptr(), _ELEM_CODE[data.dtype], esum.data_ptr(), sums.data_ptr(),
                             torch.get_num_threads())
@@ -110,10 +110,10 @@ def fp8block_quantize(x, sums: bool = True):
     r, k = x.shape
     x2 = as_rows(x)
     nblocks = -(-r // 128) * (k // 128)
-    data = torch.empty((r, k), dtype=torch.float8_e4m3fn)
-    scale = torch.empty((-(-r // 128), k // 128), dtype=x.dtype)
-    esum = torch.empty(2 * nblocks, dtype=torch.float64) if sums else None
-    out = torch.empty(2, dtype=torch.float64)
+    data = torch.empty((r, k), dtype=torch.float8_e4m3fn, device="cpu")
+    scale = torch.empty((-(-r // 128), k // 128), dtype=x.dtype, device="cpu")
+    esum = torch.empty(2 * nblocks, dtype=torch.float64, device="cpu") if sums else None
+    out = torch.empty(2, dtype=torch.float64, device="cpu")
     rc = lib.mxq_fp8block_quantize(x2.data_ptr(), _HP_CODE[x.dtype], r, k, x2.stride(0), data.data_ptr(),
                                    scale.data_ptr(), None if esum is None else esum.data_ptr(), out.data_ptr(),
                                    torch.get_num_threads())
@@ -188,7 +188,7 @@ def quantize_grouped(x, group_ends, dtype, scale_mode):
     k = x.shape[-1]
     if group_ends is None:
         e, n, _ = x.shape
-        ends = torch.arange(1, e + 1, dtype=torch.int64) * n
+        ends = torch.arange(1, e + 1, dtype=torch.int64, device="cpu") * n
         scale_dims = expert_scale_shape(tuple(x.shape))
     else:
         ends = group_ends
@@ -198,7 +198,7 @@ def quantize_grouped(x, group_ends, dtype, scale_mode):
         return data, scale
     ends = ends.to(torch.int32).contiguous()
     x2 = as_rows(x)
-    gbuf = torch.empty(2 * ends.numel(), dtype=torch.int64)
+    gbuf = torch.empty(2 * ends.numel(), dtype=torch.int64, device="cpu")
     _check(_lib().mxq_quantize_grouped(x2.data_ptr(), _HP_CODE[x.dtype], x2.shape[0], k, x2.stride(0), data.data_ptr(),
                                        scale.data_ptr(), scale.numel(), ends.data_ptr(), ends.numel(), gbuf.data_ptr(),
                                        _ELEM_CODE[dtype], _MODE_CODE[scale_mode], torch.get_num_threads()), "mxq_quantize_grouped")
@@ -212,7 +212,7 @@ def quantize_grouped_colwise(x, group_ends, dtype, scale_mode):
     t, n = x.shape
     data, linear = quantize_colwise(x, dtype, scale_mode, "linear")
     (size,) = kgroup_scale_shape(t, n, group_ends.shape[0])
-    scale = torch.empty(size, dtype=torch.float8_e8m0fnu)
+    scale = torch.empty(size, dtype=torch.float8_e8m0fnu, device="cpu")
     ends = group_ends.contiguous()
     _check(_lib().mxq_kgroups_rearrange(linear.data_ptr(), n, t // BLOCK, ends.data_ptr(), ends.numel(),
                                         scale.data_ptr(), size, torch.get_num_threads()), "mxq_kgroups_rearrange")

@@ -98,6 +98,9 @@ def test_what_borrows_an_output_keeps_its_memory(keep, x, want):
         assert not _overlap(other.data, held)
         want_held = want[100:300] if keep == "view" else want
         assert torch.equal(_bytes(held), want_held)
+    del held
+    gc.collect()
+    assert pool.idle_bytes() == want.numel(), "the block did not come back once its borrower was gone"
 
 
 def test_reused_memory_never_shows_in_a_result():
@@ -108,9 +111,9 @@ def test_reused_memory_never_shows_in_a_result():
     handed = []
     real = pool._take
 
-    def counting_take(size):
+    def counting_take(size, limit):
         handed.append(size)
-        return real(size)
+        return real(size, limit)
 
     pool.MIN_BYTES, pool._poison, pool._take = 1, 0xA5, counting_take
     try:
@@ -133,11 +136,15 @@ def test_the_limit_is_kept(monkeypatch, x):
     b = mxquant.mxfp8_quantize(x, backend="cpu-native")
     del a, b
     assert pool.idle_bytes() == 32 << 20
-    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "0")  # off: nothing kept, nothing taken
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "0")  # off: nothing taken or kept, and the kept block released
     assert pool.empty_tensor(SHAPE, torch.uint8) is None
+    assert pool.idle_bytes() == 0
     q = mxquant.mxfp8_quantize(x, backend="cpu-native")
     del q
-    assert pool.idle_bytes() == 32 << 20  # the block kept before is neither taken nor added to
+    assert pool.idle_bytes() == 0
+    monkeypatch.delenv("MXQUANT_CPU_CACHE_MB")
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    del q
     assert mxquant.empty_cpu_cache() == 32 << 20 and pool.idle_bytes() == 0
 
 
@@ -155,26 +162,80 @@ def test_small_outputs_do_not_use_the_cache():
     assert pool.idle_bytes() == 0
 
 
-def test_threads_calling_at_once_get_their_own_bytes():
-    inputs = [torch.randn(4096, 8192, generator=torch.Generator().manual_seed(s)).to(torch.bfloat16) for s in range(4)]
-    wants = [_bytes(mxquant.mxfp8_quantize(t, backend="cpu").data) for t in inputs]
-    bad, errors = [], []
+def test_threads_holding_many_outputs_never_share_a_block(monkeypatch):
+    """Threads take outputs of three sizes from the cache, hold several at once (as tensors,
+    views, numpy arrays, some in reference cycles that only the collector frees), tag each with
+    its own number at both ends and check the tags when they let go: a block handed out twice
+    would overwrite another's tag."""
+    monkeypatch.setattr(pool, "MIN_BYTES", 1)
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "24")  # smaller than what is held: evictions too
+    gc_threshold = gc.get_threshold()
+    gc.set_threshold(5, 2, 2)  # collections (and their finalizers) inside the cache's own calls
+    tags, bad, errors = iter(range(1, 1 << 30)), [], []
+    lock = threading.Lock()
 
-    def work(i):
+    class Cycle:
+        def __init__(self, t):
+            self.t, self.me = t, self
+
+    def work(seed):
+        import random
+
+        rnd, held = random.Random(seed), []
         try:
-            for _ in range(12):
-                q = mxquant.mxfp8_quantize(inputs[i], backend="cpu-native")
-                if not torch.equal(_bytes(q.data), wants[i]):
-                    bad.append(i)
+            for _ in range(600):
+                t = pool.empty_tensor((rnd.choice([2 << 20, 4 << 20, 6 << 20]) // 8,), torch.int64)
+                with lock:
+                    tag = next(tags)
+                t[0] = t[-1] = tag
+                h = t[::2] if rnd.random() < 0.5 else t.view(torch.uint8).numpy()
+                held.append((tag, Cycle(h) if rnd.random() < 0.3 else h))
+                del t, h
+                if len(held) > 5:
+                    tag, h = held.pop(rnd.randrange(len(held)))
+                    h = h.t if isinstance(h, Cycle) else h
+                    h = h if isinstance(h, torch.Tensor) else torch.from_numpy(h).view(torch.int64)
+                    if int(h[0]) != tag or (h.numel() % 2 == 0 and h.stride(0) == 1 and int(h[-1]) != tag):
+                        bad.append(tag)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and not bad
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.set_threshold(*gc_threshold)
+    gc.collect()
+    assert not errors and not bad, (errors[:2], bad[:5])
+    assert pool.idle_bytes() == sum(size for size, _ in pool._idle) <= 24 << 20
+
+
+def test_outputs_are_not_views(x):
+    """As torch.empty's: no hidden base tensor (autograd's view rules, `_base`, `_is_view()`)."""
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    assert not q.data._is_view() and q.data._base is None and q.data.is_contiguous()
+
+
+def test_older_idle_blocks_make_room_and_a_lower_limit_applies_at_the_next_call(monkeypatch, x):
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "64")
+    a, b = mxquant.mxfp8_quantize(x, backend="cpu-native"), mxquant.mxfp8_quantize(x, backend="cpu-native")
+    del a, b
+    assert pool.idle_bytes() == 64 << 20  # two 32 MiB blocks of one size class
+    wide = torch.randn(4096, 12288).to(torch.bfloat16)  # 48 MiB out: another size class
+    c = mxquant.mxfp8_quantize(wide, backend="cpu-native")
+    del c
+    assert sorted(size for size, _ in pool._idle) == [48 << 20]  # both older blocks evicted for it
+    c = mxquant.mxfp8_quantize(wide, backend="cpu-native")
+    assert pool.idle_bytes() == 0  # and it was handed out again
+    del c
+    monkeypatch.setenv("MXQUANT_CPU_CACHE_MB", "16")
+    q = mxquant.mxfp8_quantize(x, backend="cpu-native")
+    assert pool.idle_bytes() == 0  # the 48 MiB block did not fit the lower limit
+    del q
+    assert pool.idle_bytes() == 0  # nor does a 32 MiB one
 
 
 def _child(x, want, queue):
