@@ -95,7 +95,7 @@ def empty_tensor(shape: tuple, dtype: torch.dtype):
     arr = _array_type(nbytes).from_address(block[1])
     weakref.finalize(arr, _give_back, (size, block)).atexit = False
     storage = torch.frombuffer(arr, dtype=torch.uint8).untyped_storage()
-    return torch.empty((0,), dtype=dtype, device="cpu").set_(storage, 0, shape, _strides(shape))
+    return torch.empty((0,), dtype=dtype, device="cpu").set_(storage, 0, shape, contiguous_strides(shape))
 
 
 def empty() -> int:
@@ -152,8 +152,10 @@ def _trim(limit: int) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=256)
-def _strides(shape: tuple) -> tuple:
+@functools.lru_cache(maxsize=4096)
+def contiguous_strides(shape: tuple) -> tuple:
+    """Row-major strides of `shape` (a size-0 or size-1 dimension counted as 1), cached: the
+    CPU backends' outputs repeat their shapes."""
     strides, step = [], 1
     for n in reversed(shape):
         strides.append(step)

@@ -5,7 +5,6 @@ scale_layout)` and `_dequantize(data, scale, scale_layout, out)`."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -14,7 +13,7 @@ from mxquant.backend import Capabilities
 from mxquant.formats import ELEMENT_FORMATS, INPUT_DTYPES, SCALE_LAYOUTS
 from mxquant.layouts import scale_shape
 
-from ._cpu_pool import empty_tensor
+from ._cpu_pool import contiguous_strides as _contiguous_strides, empty_tensor
 
 CPU_CAPABILITIES = Capabilities(
     devices=frozenset({"cpu"}),
@@ -108,12 +107,3 @@ def new_tensor(shape, dtype) -> torch.Tensor:
         t = torch.empty_strided(shape, _contiguous_strides(tuple(shape)), dtype=dtype, device="cpu")
         advise_huge_pages(t)
     return t
-
-
-@functools.lru_cache(maxsize=4096)
-def _contiguous_strides(shape: tuple) -> tuple:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
