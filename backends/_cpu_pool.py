@@ -46,13 +46,13 @@ from mxquant.selection import ENV_CPU_CACHE
 
 DEFAULT_CACHE_MB = 256
 MIN_BYTES = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: from here malloc maps new pages
-_PAGE = 2 << 20  # a huge page: the size class and the alignment of a block
+HUGE_PAGE = 2 << 20  # a huge page: the size class and the alignment of a block
 
 _lock = threading.RLock()
 _idle: list = []  # (size class, block) of idle blocks, least recently freed first; block: (backing tensor, address)
 _idle_bytes = 0
 _poison = None  # tests: a byte value written over every block handed out (None: never)
-_MADV_HUGEPAGE = 14
+_MADV_HUGEPAGE = 14  # Linux's value on every architecture
 
 
 def cache_limit() -> int:
@@ -86,7 +86,7 @@ def empty_tensor(shape: tuple, dtype: torch.dtype):
     if limit == 0:
         _trim(0)
         return None
-    size = -(-nbytes // _PAGE) * _PAGE
+    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
     block = _take(size, limit)
     if block is None:
         block = _new_block(size)
@@ -165,10 +165,10 @@ def contiguous_strides(shape: tuple) -> tuple:
 
 def _new_block(size: int):
     """(backing tensor, address): `size` bytes at a 2 MiB-aligned address, advised for huge pages."""
-    backing = torch.empty(size + _PAGE, dtype=torch.uint8, device="cpu")  # not a default device's
+    backing = torch.empty(size + HUGE_PAGE, dtype=torch.uint8, device="cpu")  # not a default device's
     p = backing.data_ptr()
-    addr = p + (-p) % _PAGE
-    _advise(addr, size)
+    addr = p + (-p) % HUGE_PAGE
+    advise(addr, size)
     return backing, addr
 
 
@@ -191,11 +191,13 @@ def _madvise():
         return None
 
 
-def _advise(addr: int, size: int) -> None:
-    """Transparent huge pages for the block (a hint: ignored where THP is off or not Linux)."""
+def advise(addr: int, nbytes: int) -> None:
+    """Transparent huge pages for the whole 2 MiB pages within [addr, addr + nbytes) (a hint:
+    ignored where THP is off or not Linux; any failure is ignored)."""
     fn = _madvise()
-    if fn is not None:
-        fn(addr, size, _MADV_HUGEPAGE)
+    a, e = (addr + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1), (addr + nbytes) & ~(HUGE_PAGE - 1)
+    if fn is not None and e > a:
+        fn(a, e - a, _MADV_HUGEPAGE)
 
 
 def _after_fork_in_child() -> None:
