@@ -229,3 +229,32 @@ def test_refusal_after_lock_does_not_remove_a_dst_another_run_made(tmp_path):
         dstdir.prepare(str(dst), overwrite=True, resume=False)
     assert listing(dst) == {"model.safetensors.tmp": b"being written"}
     held.release()
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "flock"), reason="needs flock")
+def test_a_run_refused_by_the_lock_leaves_the_folder_to_its_holder(tmp_path, monkeypatch):
+    """Two runs start on a DST that does not exist yet; the other takes the lock the moment the
+    folder exists. This run is refused, and must not remove the (still empty) folder under the
+    run that holds it: before, it did (`os.rmdir`), and that run failed with 'DST ... is not
+    writable (No such file or directory)' (seen in test_two_concurrent_runs_on_one_dst)."""
+    import fcntl
+
+    from mxquant.checkpoint import dstdir
+
+    dst, held, real_mkdir = tmp_path / "dst", [], os.mkdir
+
+    def mkdir_then_lose_the_lock(path, *args, **kwargs):
+        real_mkdir(path, *args, **kwargs)
+        if os.fspath(path) == str(dst):  # the other run opens and locks it at once
+            fd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_lose_the_lock)
+    try:
+        with pytest.raises(CheckpointError, match="in use by another mxquant convert"):
+            dstdir.prepare(str(dst), overwrite=True, resume=False)
+        assert dst.is_dir(), "the refused run removed the folder the other run holds"
+    finally:
+        for fd in held:
+            os.close(fd)

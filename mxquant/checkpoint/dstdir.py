@@ -100,15 +100,23 @@ class Dst:
 def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
     """DST created if missing, locked, checked writable, emptied for --overwrite, marked
     incomplete for --resume. Refusals are CheckpointErrors, before anything in DST changed."""
-    created = not os.path.lexists(dst)
     try:
-        os.makedirs(dst, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+        try:  # created: by this run's mkdir, not another's that won the race to it
+            os.mkdir(dst)
+            created = True
+        except FileExistsError:
+            created = False
         fd = os.open(dst, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as e:
         raise CheckpointError(f"DST {dst}: cannot create or open it ({e.strerror})") from None
     out = Dst(dst, fd, created)
     try:
         _lock(out)
+    except BaseException:
+        out.release()  # the folder belongs to the run that holds its lock: never removed here
+        raise
+    try:
         _check_writable(dst)
         if os.listdir(dst) and not (overwrite or resume):  # filled since the plan looked
             raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite or --resume)")
@@ -118,12 +126,12 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
         if resume:
             out.mark_incomplete()
     except BaseException:
-        out.release()
-        if created:  # only while still empty: a run that holds the lock may be writing into it
+        if created:  # made by this run and still locked by it: nobody else can be writing into it
             try:
                 os.rmdir(dst)
             except OSError:
                 pass
+        out.release()
         raise
     return out
 
