@@ -170,6 +170,24 @@ INLINE void unit_scalar(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     }
 
 #if MXQ_X86
+/* The column-wise unit in column order (unit_col_avx512 / unit_col_avx2: the unit's 64-column
+ * tiles one after another, each down all its bands): the next tile column's input of every row
+ * of the unit into L2, while this one is encoded. */
+INLINE void col_unit_prefetch(const bjob_t *j, int64_t l, int64_t i0, int64_t bands, int64_t c0, int64_t esize) {
+    for (int64_t r = i0 * BLOCK; r < bands * BLOCK; r++)
+        for (int q = 0; q < CW * esize; q += 64) _mm_prefetch(band_x(j, l, 0) + r * j->rstride + c0 * esize + q, _MM_HINT_T2);
+}
+
+/* ...and its end: the last tile column narrower than CW by the scalar code, the unit's column
+ * scales from csb, the streamed stores ordered before the unit's end. */
+INLINE void col_unit_finish(const bjob_t *j, const fmt_t *f, int64_t l, int64_t i0, int64_t bands, int64_t cb,
+                            int64_t ce, int in_dtype, uint8_t (*csb)[UNIT_BANDS], int nt) {
+    int64_t full = cb + (ce - cb) / CW * CW;
+    for (int64_t i = i0; full < ce && i < bands; i++) col_tile_scalar(j, band_x(j, l, i), l, i, full, (int)(ce - full), in_dtype, f);
+    for (int64_t c = cb; c < full; c++) put_scales(j->cscale, j->swizzled, l * j->k + c, i0, j->m / BLOCK, csb[c - cb], bands - i0);
+    if (nt) _mm_sfence();
+}
+
 void mxq_bands_avx512_(const bjob_t *j, int64_t u0, int64_t u1); /* mxq_cpu_training_avx512.c */
 void mxq_bands_avx2_(const bjob_t *j, int64_t u0, int64_t u1);   /* mxq_cpu_training_avx2.c */
 #endif

@@ -338,9 +338,7 @@ TARGET_AVX512 static __attribute__((noinline)) void unit_col_avx512(const bjob_t
     _Alignas(64) uint8_t e[2 * BLOCK][CW];
     uint8_t csb[STRIP][UNIT_BANDS];
     for (int64_t c0 = cb; c0 < full; c0 += CW) {
-        if (c0 + CW < full)
-            for (int64_t r = i0 * BLOCK; r < bands * BLOCK; r++)
-                for (int q = 0; q < CW * esize; q += 64) _mm_prefetch(band_x(j, l, 0) + r * j->rstride + (c0 + CW) * esize + q, _MM_HINT_T2);
+        if (c0 + CW < full) col_unit_prefetch(j, l, i0, bands, c0 + CW, esize);
         for (int64_t i = i0; i < bands; i += 2) {
             int pair = i + 1 < bands;
             for (int64_t b = i; b <= i + pair; b++) {
@@ -353,13 +351,11 @@ TARGET_AVX512 static __attribute__((noinline)) void unit_col_avx512(const bjob_t
             else transpose_32x64(&e[0][0], col_out(j, l, i, c0), j->m, in_dtype == IN_BF16);
         }
     }
-    for (int64_t i = i0; full < ce && i < bands; i++) col_tile_scalar(j, band_x(j, l, i), l, i, full, (int)(ce - full), in_dtype, f);
-    for (int64_t c = cb; c < full; c++)
-        put_scales(j->cscale, j->swizzled, l * j->k + c, i0, j->m / BLOCK, csb[c - cb], bands - i0);
-    if (nt) _mm_sfence();
+    col_unit_finish(j, f, l, i0, bands, cb, ce, in_dtype, csb, nt);
 }
 
-/* Bands two at a time: a column's 64 bytes of both are one store (transpose_64x64). */
+/* Bands two at a time: a column's 64 bytes of both are one store (transpose_64x64). Column-wise
+ * units go to unit_col_avx512. */
 TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
