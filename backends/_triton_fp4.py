@@ -17,15 +17,18 @@ x * 2**-s, exact. NVFP4 follows the contract's fp32 operation order with IEEE di
 (tl.math.div_rn: PTX div.rn.f32, no flush to zero; never the approximate `/`), x's-dtype
 roundings from the bits (bf16) or by the conversion (fp16). e2m1 rounding is done on |y|'s fp32
 bits: from 1 up, round the mantissa to one bit (ties to even, a carry moves into the exponent);
-below 1, add 2**22, whose ulp is 0.5, and read the steps from the bits. INTERPRETED (CPU tensors,
-TRITON_INTERPRET=1) swaps the e4m3 and bf16 conversions for ones from the bits, as the MXFP8
-kernels do (the interpreter's casts round half up / flush bf16 subnormals).
+below 1, add 2**22, whose ulp is 0.5, and read the steps from the bits. NVFP4's e4m3 scale byte
+is computed from the fp32 bits everywhere (_soft_fp8), never by the hardware conversion: on an
+H100 the converted byte of groups that round to 0 escaped the 0 -> 0x20 rule for fp32 inputs
+(tests/test_triton_fp4.py, 2026-12-05). INTERPRETED (CPU tensors, TRITON_INTERPRET=1) swaps the
+bf16 conversion for one from the bits, as the MXFP8 kernels do (the interpreter's casts flush
+bf16 subnormals).
 """
 
 import triton
 import triton.language as tl
 
-from ._triton_kernels import _amax_bits, _scale_words, _to_f32, _to_fp8
+from ._triton_kernels import _amax_bits, _scale_words, _soft_fp8, _to_f32
 
 _FP32_INF = tl.constexpr(0x7F800000)
 
@@ -124,7 +127,10 @@ def fp4_quantize_kernel(
         tl.store(g_out_ptr, g, mask=tile == 0)
         # group scale: e4m3(min(g * RN_x(amax / 6), 448)), 0 -> 0.125 (0x20), NaN group -> 0x7F
         per = tl.minimum(g * _round_x(tl.math.div_rn(amax.to(tl.float32, bitcast=True), 6.0), X_KIND), 448.0)
-        sbyte = _to_fp8(per, False, INTERPRETED).to(tl.int32)
+        # the e4m3 byte from per's bits, not the hardware cvt: on an H100 (Triton 3.6, fp32 input,
+        # BLOCK 16 x 256, 4 warps) groups whose per rounds to 0 came out with scale byte 0, not
+        # 0x20 (the test below did not see the cvt's 0), and every element of them +-6
+        sbyte = _soft_fp8(per, False).to(tl.int32)
         sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
         if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
             sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // G), sbyte, 0)
