@@ -1,33 +1,54 @@
 #!/usr/bin/env bash
 # One device-machine run: GPU tests, `mxquant verify`, and the GPU benchmarks, each step's log
-# and JSON under $OUT (the device tool brings $OUT back). Steps are named on the command line:
-#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert
-# Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && pip install
-# -q --no-deps --no-build-isolation -e .` (see the developers' guide). A failing step is logged
-# and the next one still runs; the exit code is the number of failed steps.
+# and JSON under $OUT/s, packed into $OUT/session.tgz after every step (the device tool brings
+# back at most 8 files, so the one archive is what to read). Steps are named on the command line:
+#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep
+# Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && python3 -m pip
+# install -q --no-deps --no-build-isolation -e .` (see the developers' guide). `python3 -m pip`,
+# not `pip`: on the device image `pip` is /usr/local/bin/pip and `python3` a venv's, so a bare
+# `pip install -e .` registers mxquant where python3 does not look (2026-12-05: every test failed
+# to import). A failing step is logged and the next one still runs; the exit code is the
+# number of failed steps.
 set -u
 OUT=${OUT:-device-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+S="$OUT/s"
+mkdir -p "$S"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$S/gpu.txt" 2>&1
 failed=0
+pack() { tar czf "$OUT/session.tgz" -C "$S" . ; }
 step() {  # step NAME TIMEOUT_S CMD...
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" > "$S/$name.log" 2>&1
   local rc=$?
-  echo "step $name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
+  echo "step $name rc=$rc $((SECONDS - t0))s" | tee -a "$S/steps.txt"
   [ $rc -eq 0 ] || failed=$((failed + 1))
+  pack
+}
+gpu_tests() {  # the cuda-marked tests in 6 processes over the test files (one process took > 280 s)
+  local i=0 rc=0 f s
+  rm -f "$S"/shard*
+  for f in tests/test_*.py; do echo "$f" >> "$S/shard$((i % 6))"; i=$((i + 1)); done
+  for s in 0 1 2 3 4 5; do
+    python3 -m pytest -q -rfE -m cuda -p no:cacheprovider $(cat "$S/shard$s") --junitxml="$S/tests$s.xml" \
+      > "$S/tests$s.log" 2>&1 &
+  done
+  for s in 0 1 2 3 4 5; do wait -n || { r=$?; [ $r -eq 5 ] || rc=$r; }; done  # 5: a shard with no cuda test
+  tail -qn 1 "$S"/tests?.log
+  return $rc
 }
 for s in "$@"; do
   case $s in
-    tests)    step tests 280 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/ --junitxml="$OUT/tests.xml" ;;
-    verify)   step verify 60 python3 -m mxquant verify --backend triton ;;
-    training) step training 180 python3 benchmarks/bench_training.py --out "$OUT" --rep-ms 50 ;;
-    small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$OUT" ;;
-    quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$OUT" --rep-ms 50 --no-dequantize ;;
-    fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$OUT" --rep-ms 50 ;;
+    tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
+    verify)   step verify 300 python3 -u -m mxquant verify --backend triton ;;
+    training) step training 180 python3 benchmarks/bench_training.py --out "$S" --rep-ms 50 ;;
+    small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$S" ;;
+    quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$S" --rep-ms 50 --no-dequantize ;;
+    fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$S" --rep-ms 50 ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
-    *) echo "unknown step $s" | tee -a "$OUT/steps.txt"; failed=$((failed + 1)) ;;
+    sweep)    step sweep 200 python3 -u benchmarks/sweep_training.py "$S/sweep.json" ;;
+    *) echo "unknown step $s" | tee -a "$S/steps.txt"; failed=$((failed + 1)) ;;
   esac
 done
+pack
 exit $failed
