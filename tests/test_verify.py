@@ -189,3 +189,41 @@ def test_verify_collect_is_deterministic_per_seed(registry):
     add(registry, nan_blocks_wrong)
     a, b = collect(["wrong"], seed=3), collect(["wrong"], seed=3)
     assert a["results"] == b["results"]
+
+
+def test_verify_reports_progress_on_stderr(registry, capsys):
+    # the table waits for the last check (minutes when a GPU backend compiles its kernels the
+    # first time): meanwhile stderr says how far it is, a line per 10% in a log; --json is silent
+    add(registry, oracle_quantize, dequantize=oracle_dequantize, name="oracle", **ALL_COMBOS)
+    assert mxquant.cli.main(["verify", "--backend", "oracle"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert all(line.startswith("verify oracle on cpu: ") and line.endswith(" s") for line in lines), lines
+    assert done == sorted(done) and done[-1] == 48 and all(line.split("/")[1].startswith("48 checks") for line in lines)
+    assert 10 <= len(lines) <= 11  # 10% steps of 48 checks, the last included
+    assert mxquant.cli.main(["verify", "--json", "--backend", "oracle"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ok"] and captured.err == ""
+
+
+def test_verify_progress_on_a_terminal_rewrites_one_line():
+    from mxquant.cli.verify import Progress
+
+    class Tty(list):
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.append(s)
+
+        def flush(self):
+            pass
+
+    out = Tty()
+    p = Progress(out)
+    for i in range(1, 4):
+        p("b", "cuda:0", i, 3)
+    p("c", "cpu", 1, 1)
+    assert [s.split(",")[0] for s in out] == ["\rverify b on cuda:0: 1/3 checks", "\rverify b on cuda:0: 2/3 checks",
+                                              "\rverify b on cuda:0: 3/3 checks", "\rverify c on cpu: 1/1 checks"]
+    assert [s.endswith("\n") for s in out] == [False, False, True, True]

@@ -24,13 +24,37 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..conformance import collect, exit_code  # loaded by this command only, not by every `mxquant ...`
 
-    report = collect(args.backend, args.seed)
+    report = collect(args.backend, args.seed, progress=None if args.json else Progress(sys.stderr))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_report(report)
     return exit_code(report)
+
+class Progress:
+    """Where the checks stand, on stderr while they run (the report waits for the last one, and a
+    GPU backend's first run compiles its kernels, minutes on a fresh machine): on a terminal one
+    line rewritten in place; elsewhere (a log) a line per 10% and the last."""
+
+    def __init__(self, stream):
+        import time
+
+        self._stream, self._clock = stream, time.monotonic
+        self._tty = stream.isatty()
+        self._start = self._clock()
+        self._target = None
+
+    def __call__(self, backend: str, device: str, done: int, total: int) -> None:
+        if (backend, device) != self._target:
+            self._target, self._start = (backend, device), self._clock()
+        line = f"verify {backend} on {device}: {done}/{total} checks, {self._clock() - self._start:.0f} s"
+        if self._tty:
+            self._stream.write("\r" + line + ("\n" if done == total else ""))
+        elif done == total or done * 10 // total != (done - 1) * 10 // total:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
 
 ONLY_REFERENCE = ("only the reference backend (cpu) ran here: nothing was compared but the oracle with itself; "
                   "run on a machine with a GPU (or the device another backend serves) to check the others")

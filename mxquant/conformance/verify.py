@@ -52,7 +52,9 @@ def _combinations():
             yield f"{fmt}_dequantize", out, e2m1, None, layout
 
 
-def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Target], list[Result]]:
+def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None) -> tuple[list[Target], list[Result]]:
+    """progress(backend, device, done, total), if given, after each check of an available target
+    (the first check of a GPU backend compiles kernels: minutes on a fresh machine)."""
     targets, results = [], []
     backend = registry.load(entry)
     served = sorted(backend.capabilities.devices) if backend is not None else list(entry.spec.devices if entry.spec else ())
@@ -72,9 +74,9 @@ def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Targ
         if reason is not None:
             results.append(Result(entry.name, str(device), None, None, None, None, None, UNAVAILABLE, reason))
             continue
-        for op, hp, dt, mode, layout in _combinations():
-            if op in CLAIMABLE_OPS and op not in backend.capabilities.ops:
-                continue  # a call it does not claim at all: no rows (info's capabilities say so)
+        # calls it does not claim at all get no rows (info's capabilities say so)
+        todo = [c for c in _combinations() if not (c[0] in CLAIMABLE_OPS and c[0] not in backend.capabilities.ops)]
+        for done, (op, hp, dt, mode, layout) in enumerate(todo, 1):
             call = Call(op, device, hp, dt, mode, layout)
             why = backend.incapable_reason(call)
             if why:
@@ -88,6 +90,8 @@ def verify_entry(registry: Registry, entry: Entry, seed: int) -> tuple[list[Targ
                 results.append(check_fp4(backend, device, op, hp, mode, layout, seed))
             else:
                 results.append(check_dequantize(backend, device, hp, dt, layout, seed))
+            if progress is not None:
+                progress(entry.name, str(device), done, len(todo))
     return targets, results
 
 
@@ -95,8 +99,10 @@ REFERENCE_BACKEND = "cpu"
 """The built-in backend that is mxquant/reference.py itself."""
 
 
-def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optional[Registry] = None) -> dict:
-    """Run the checks; returns the JSON-able report (what `mxquant verify --json` prints)."""
+def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optional[Registry] = None,
+            progress=None) -> dict:
+    """Run the checks; returns the JSON-able report (what `mxquant verify --json` prints).
+    progress: as for verify_entry."""
     registry = registry or get_registry()
     entries = registry.entries()
     errors = []
@@ -106,7 +112,7 @@ def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optio
         entries = [e for e in entries if e.name in set(backends)]
     targets, results = [], []
     for entry in entries:
-        t, r = verify_entry(registry, entry, seed)
+        t, r = verify_entry(registry, entry, seed, progress)
         targets += t
         results += r
     summary = {s: sum(r.status == s for r in results) for s in (PASS, DEVIATION, FAIL, UNAVAILABLE, NOT_SUPPORTED)}
