@@ -24,12 +24,15 @@ from . import _triton_launch as _launch
 from ._common import as_rows
 from ._triton_training_ops import _guarded, cdiv
 
-FP4_CONFIGS = {"default": {"quantize": (4096, 4), "dequantize": (4096, 4)},
+FP4_CONFIGS = {"default": {"quantize": (8192, 8), "dequantize": (4096, 4)},
                "fast-hbm": {"quantize": (8192, 8), "dequantize": (8192, 8)}}
-"""(elements per program, warps) per card class (triton.card) and direction: first choices, not
-yet swept on a GPU (benchmarks/bench_fp4.py times them; the MXFP8 sweeps favoured 4096-8192
-elements on the H200). A program takes whole rows of up to that many elements, or a
-row-chunk of them."""
+"""(elements per program, warps) per card class (triton.card) and direction. Quantize swept on an
+H100 (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py, triton.testing.do_bench): 13
+shapes from 1 x 1024 to 32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 warps was the
+fastest for MXFP4 (74.8 us, the next 80.6-84.7) and NVFP4 (99.0 us, the next 104.3-116), so the
+"default" class (the H100) now takes 8192 elements and 8 warps as the H200 did; the 4096 / 4 it
+had before was not among the shapes timed. Dequantize is not swept. A program takes whole rows
+of up to that many elements, or a row-chunk of them."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 

@@ -41,6 +41,9 @@ OUTS = [torch.bfloat16, torch.float32, torch.float16]
 DQ_GRID = list(itertools.product(("mxfp4", "nvfp4"), OUTS, LAYOUTS))
 SMALL = {"linear": (16, 64, 1), "swizzled": (32, 128, 1)}  # several tiles, partial and padding-only ones
 SMALL_NV = {"linear": (16, 32, 1), "swizzled": (32, 64, 1)}
+SHIPPED_BEFORE = {"linear": (16, 256, 4), "swizzled": (16, 256, 4)}
+"""The tiles the H100's configuration gave these inputs until 2026-12-05: with fp32 input the GPU
+run on that day found NVFP4 scale bytes 0 where the contract has 0x20 at (16, 256, 4)."""
 
 
 def _name(dtype) -> str:
@@ -120,7 +123,7 @@ def test_small_tiles_odd_shapes_and_strided_rows(dev, hp, layout):
         for config in (None, SMALL[layout]):
             if x.shape[-1] % MXFP4_BLOCK == 0:
                 check_mxfp4(x, mode, layout, config, f"{name} {config}")
-        for config in (None, SMALL_NV[layout]):
+        for config in (None, SMALL_NV[layout], SHIPPED_BEFORE[layout]):
             check_nvfp4(x, name.startswith("rows"), layout, config, f"{name} {config}")
 
 
