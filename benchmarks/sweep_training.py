@@ -7,7 +7,7 @@ timed with triton.testing.do_bench beside a copy of x:
 
 8192x8192 bf16 -> e4m3, rceil, linear; FP4: MXFP4 rceil and NVFP4 with a given global scale.
 Prints one JSON line per shape and writes the list to OUT.json (docs/performance.md, sixth
-session, used it to pick TRAINING_CONFIGS).
+session, used it to pick TRAINING_CONFIGS and the H100's FP4_CONFIGS quantize entry).
 """
 import itertools, json, sys, time, torch, triton, triton.language as tl
 from triton.testing import do_bench

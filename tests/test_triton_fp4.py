@@ -111,8 +111,9 @@ def test_nvfp4_global_scale_edges(dev, hp):
 @pytest.mark.parametrize("hp", INPUTS, ids=_name)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_small_tiles_odd_shapes_and_strided_rows(dev, hp, layout):
-    """Several tiles per input (small configurations, and the shipped one), partial tiles, tiles
-    that cover only swizzled padding, row-strided and transposed views, 3-D inputs."""
+    """Several tiles per input (small configurations, the shipped one, and the H100's tile before
+    2026-12-05, SHIPPED_BEFORE), partial tiles, tiles that cover only swizzled padding,
+    row-strided and transposed views, 3-D inputs."""
     gen = 10 * INPUTS.index(hp)
     base = _random((133, 192), gen, hp, dev)
     views = {"(133, 192)": base, "rows ::2": base[::2], "columns 64:160": base[:, 64:160],
