@@ -5,7 +5,7 @@ timed with triton.testing.do_bench beside a copy of x:
 
     python3 benchmarks/sweep_training.py OUT.json
 
-8192x8192 bf16 -> e4m3, rceil, linear; FP4: MXFP4 rceil and NVFP4 with a given global scale.
+8192x8192 bf16 -> e4m3, rceil, linear and swizzled; FP4: MXFP4 rceil and NVFP4 with a given global scale.
 Prints one JSON line per shape and writes the list to OUT.json (docs/performance.md, sixth
 session, used it to pick TRAINING_CONFIGS and the H100's FP4_CONFIGS quantize entry).
 """
@@ -64,7 +64,7 @@ for (M, K) in ((8192, 8192),):
             rec(shape=f"{M}x{K}", what="colT", cfg=[bm, bk, w], us=us, pct=100 * (copy_us / us) * bpe / 4, exact=ok)
         except Exception as e:
             rec(shape=f"{M}x{K}", what="colT", cfg=[bm, bk, w], err=str(e)[:200])
-    for bm, bk, w in itertools.product((32, 64, 128), (64, 128, 256), (8, 16)):
+    for bm, bk, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8, 16)):
         if bm * bk > 16384 or bm * bk < 4096: continue
         try:
             f = lambda: ops.quantize_rowcol(x, E4, "rceil", "linear", (bm, bk, w))
@@ -74,6 +74,21 @@ for (M, K) in ((8192, 8192),):
             rec(shape=f"{M}x{K}", what="rowcol", cfg=[bm, bk, w], us=us, pct=100 * (copy_us / us) * (2 + 2 * (1 + 1 / 32)) / 4, exact=ok)
         except Exception as e:
             rec(shape=f"{M}x{K}", what="rowcol", cfg=[bm, bk, w], err=str(e)[:200])
+    # swizzled scales: BLOCK_M (and for row+column BLOCK_K) multiples of 128
+    ws = [u.view(torch.uint8).clone() for u in ops.quantize_rowcol(x, E4, "rceil", "swizzled")]
+    for what, bm, bk, w in [("colwise swizzled", bm, bk, w) for bm, bk, w in itertools.product((128, 256), (32, 64, 128), (4, 8))
+                            if 4096 <= bm * bk <= 16384] + [("rowcol swizzled", 128, 128, w) for w in (4, 8, 16)]:
+        try:
+            if what == "colwise swizzled":
+                f = lambda: ops.quantize_colwise(x, E4, "rceil", "swizzled", (bm, bk, w)); want = ws[2:]
+            else:
+                f = lambda: ops.quantize_rowcol(x, E4, "rceil", "swizzled", (bm, bk, w)); want = ws
+            ok = all(torch.equal(a.view(torch.uint8), b) for a, b in zip(f(), want))
+            us = do_bench(f, warmup=5, rep=30) * 1e3
+            nb = bpe if what == "colwise swizzled" else 2 + 2 * (1 + 1 / 32)
+            rec(shape=f"{M}x{K}", what=what, cfg=[bm, bk, w], us=us, pct=100 * (copy_us / us) * nb / 4, exact=ok)
+        except Exception as e:
+            rec(shape=f"{M}x{K}", what=what, cfg=[bm, bk, w], err=str(e)[:200])
     json.dump(res, open(sys.argv[1], "w"), indent=1)
     from mxquant.backends import _triton_fp4_ops as f4
     fbytes = 2 + 0.5 + 1 / 32
