@@ -38,16 +38,16 @@ TRAINING_CONFIGS = {"colwise": (64, 128, 4), "colwise swizzled": (128, 64, 4), "
                     "rowcol swizzled": (128, 128, 8), "2d": (64, 128, 8)}
 """(BLOCK_M, BLOCK_K, warps) per call (and layout, where it differs). Column-wise and row+column
 from a sweep on an H100 (2026-12-05, 8192x8192 bf16 -> e4m3, rceil, linear; docs/performance.md,
-2026-12-05 (sixth session), the tile-shape sweep; not yet run in the GPU tests): column-wise 64x128 with 4 warps 105.9 us (the first choice,
-128x64 with 8 warps, 216.9 us), row+column 64x64 with 8 warps 185.6 us (128x128 with 16 warps
-299.0 us); column-wise with 8 warps took 1.3-2x the time of 4 at 7 of the 10 tile shapes. The
-swizzled ones are the
-best measured shapes the 128-row (and 128-column) word packing allows: swizzled column scales
-pack 4 blocks along M into a word (BLOCK_M % 128 == 0), swizzled row scales 4 along K
-(BLOCK_K % 128 == 0); measured linear: 128x64/4 116.5 us, 128x128/8 290.3 us. The swept shapes
-spill a few registers (ptxas: 64x128/4 44 bytes, 128x128/8 80), and were the fastest all the same.
-32x32 (2d) is a first choice, not swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled config of the card
-(triton.quantize_config)."""
+2026-12-05 (sixth session), the tile-shape sweep; not yet run in the GPU tests): column-wise
+64x128 with 4 warps 105.9 us (the first choice, 128x64 with 8 warps, 216.9 us), row+column 64x64
+with 8 warps 185.6 us (128x128 with 16 warps 299.0 us); column-wise with 8 warps took 1.3-2x the
+time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured shapes the 128-row
+(and 128-column) word packing allows: swizzled column scales pack 4 blocks along M into a word
+(BLOCK_M % 128 == 0), swizzled row scales 4 along K (BLOCK_K % 128 == 0); measured linear:
+128x64/4 116.5 us, 128x128/8 290.3 us. The swept shapes spill a few registers (ptxas: 64x128/4
+44 bytes, 128x128/8 80), and were the fastest all the same. 32x32 (2d) is a first choice, not
+swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled
+config of the card (triton.quantize_config)."""
 
 _E8M0 = torch.float8_e8m0fnu
 

@@ -32,6 +32,7 @@ def run(args) -> int:
         print_report(report)
     return exit_code(report)
 
+
 class Progress:
     """Where the checks stand, on stderr while they run (the report waits for the last one, and a
     GPU backend's first run compiles its kernels, minutes on a fresh machine): on a terminal one
