@@ -9,6 +9,8 @@ host time). Layers, outermost first:
   backend       mxquant.backends.triton.quantize(x, ...)        (cached signature, 2 allocations, launch)
   allocations   the two torch.empty_strided calls the backend makes (and, for scale, the
                 same with torch.empty, which the backend used before)
+  one buffer, ...  both outputs carved from one allocation (two ways), a candidate for the
+                allocations' share of the public call (not what the backend does)
   raw launch    the cached plan's launch into preallocated outputs (Triton's C launcher,
                 integer pointers)
   triton runner the compiled kernel's Python launcher with tensors (what the earlier direct
@@ -59,6 +61,10 @@ def layers(shape=(16, 4096)):
                                                     device=dev)),
         "allocations (torch.empty)": lambda: (torch.empty(x.shape, dtype=E4M3, device=dev),
                                               torch.empty((m, k // 32), dtype=torch.float8_e8m0fnu, device=dev)),
+        # candidates for cutting the public call's allocations (issue 22's eager small-M target):
+        # one buffer for both outputs, the scale 256-byte aligned after the data
+        "one buffer, two views": lambda: _one_buffer(m, k, dev, False),
+        "one buffer, as_strided": lambda: _one_buffer(m, k, dev, True),
         "raw launch": lambda: plan.launch(dev, x, data, scale),
         "triton runner": lambda: run(plan.grid, 1, 1, stream, compiled.function, compiled.packed_metadata, None,
                                      None, None, x, data, sbytes, *plan.ints, *plan.constexprs.values()),
@@ -74,6 +80,17 @@ def layers(shape=(16, 4096)):
               getattr(run, "global_scratch_size", "?"), getattr(run, "profile_scratch_size", "?"),
               hasattr(run, "launch"), file=sys.stderr)
     return {name: per_call_us(fn) for name, fn in fns.items()}
+
+
+def _one_buffer(m, k, dev, strided):
+    """Both quantize outputs of an (m, k) input from one allocation (a candidate, not what the
+    backend does): data at byte 0, the scale from the next multiple of 256."""
+    off = (m * k + 255) // 256 * 256
+    buf = torch.empty_strided((off + m * (k // 32),), (1,), dtype=torch.uint8, device=dev)
+    if strided:
+        return (buf.view(E4M3).as_strided((m, k), (k, 1), 0),
+                buf.view(torch.float8_e8m0fnu).as_strided((m, k // 32), (k // 32, 1), off))
+    return buf[:m * k].view(E4M3).view(m, k), buf[off:].view(torch.float8_e8m0fnu).view(m, k // 32)
 
 
 def write_profile(path, calls=3000):
