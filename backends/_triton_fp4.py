@@ -129,7 +129,7 @@ def fp4_quantize_kernel(
         per = tl.minimum(g * _round_x(tl.math.div_rn(amax.to(tl.float32, bitcast=True), 6.0), X_KIND), 448.0)
         # the e4m3 byte from per's bits, not the hardware cvt: on an H100 (Triton 3.6, fp32 input,
         # BLOCK 16 x 256, 4 warps) groups whose per rounds to 0 came out with scale byte 0, not
-        # 0x20 (the test below did not see the cvt's 0), and every element of them +-6
+        # 0x20 (the rule below did not apply; why was not established), and every element +-6
         sbyte = _soft_fp8(per, False).to(tl.int32)
         sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
         if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
