@@ -266,4 +266,8 @@ def test_fp4_kernels_compile_for_sm90(hp):
     for ck in compiled:
         ptx = ck.asm["ptx"]
         assert ck not in nv_kernels or "div.rn.f32" in ptx, "NVFP4 divides with div.rn.f32"
+        # NVFP4's e4m3 scale byte from the fp32 bits, not the hardware conversion (whose byte missed
+        # the 0 -> 0x20 rule on an H100, 2026-12-05); its subnormal rounding, + 2**14 then - 2**14,
+        # is still there (not folded away)
+        assert ck not in nv_kernels or ("satfinite.e4m3" not in ptx and "0f46800000" in ptx and "0fC6800000" in ptx)
         assert "div.full" not in ptx and "div.approx" not in ptx and ".ftz" not in ptx, ck.name
