@@ -53,16 +53,6 @@ def _hook() -> None:
     _triton_launch.Plan.launch_n, _triton_launch.Plan.launch = counted_n, counted
 
 
-def _check(backend, device, op, hp, dt, mode, layout):
-    if op == "quantize":
-        return V.check_quantize(backend, device, hp, dt, mode, layout, 0)
-    if op in V.TRAINING_OPS:
-        return V.check_training(backend, device, op, hp, dt, mode, layout, 0)
-    if op in V.FP4_OPS:
-        return V.check_fp4(backend, device, op, hp, mode, layout, 0)
-    return V.check_dequantize(backend, device, hp, dt, layout, 0)
-
-
 def main() -> int:
     _hook()
     registry = get_registry()
@@ -71,12 +61,11 @@ def main() -> int:
     backend = dataclasses.replace(backend, capabilities=dataclasses.replace(backend.capabilities,
                                                                               devices=frozenset({"cpu"})))
     device, t0, checks, not_pass = torch.device("cpu"), time.time(), 0, 0
-    for op, hp, dt, mode, layout in V._combinations():
-        if (op in V.CLAIMABLE_OPS and op not in backend.capabilities.ops) or \
-                backend.incapable_reason(V.Call(op, device, hp, dt, mode, layout)):
-            continue
-        checks += 1
-        not_pass += _check(backend, device, op, hp, dt, mode, layout).status != "pass"
+    for combination in V.claimed_combinations(backend):
+        status = V.check_call(backend, device, *combination, 0).status
+        if status != V.NOT_SUPPORTED:
+            checks += 1
+            not_pass += status != V.PASS
     per_kernel = collections.Counter(key[0] for key in SEEN)
     print(f"checks {checks}, not passed {not_pass}, launches {sum(SEEN.values())}, distinct specializations "
           f"{len(SEEN)} ({time.time() - t0:.0f} s)")

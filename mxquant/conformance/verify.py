@@ -52,6 +52,29 @@ def _combinations():
             yield f"{fmt}_dequantize", out, e2m1, None, layout
 
 
+def claimed_combinations(backend) -> list:
+    """The (op, input / output dtype, element dtype, mode, layout) combinations verify checks on
+    `backend`: every one, but none of a call it does not claim at all (no rows: info's
+    capabilities say so)."""
+    return [c for c in _combinations() if not (c[0] in CLAIMABLE_OPS and c[0] not in backend.capabilities.ops)]
+
+
+def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
+    """One combination on `backend` at `device`: its check's result, or NOT_SUPPORTED with the
+    backend's reason."""
+    why = backend.incapable_reason(Call(op, device, hp, dt, mode, layout))
+    if why:
+        return Result(backend.name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout,
+                      NOT_SUPPORTED, why)
+    if op == "quantize":
+        return check_quantize(backend, device, hp, dt, mode, layout, seed)
+    if op in TRAINING_OPS:
+        return check_training(backend, device, op, hp, dt, mode, layout, seed)
+    if op in FP4_OPS:
+        return check_fp4(backend, device, op, hp, mode, layout, seed)
+    return check_dequantize(backend, device, hp, dt, layout, seed)
+
+
 def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None) -> tuple[list[Target], list[Result]]:
     """progress(backend, device, done, total), if given, after each check of an available target
     (the first check of a GPU backend compiles kernels: minutes on a fresh machine)."""
@@ -74,22 +97,9 @@ def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None) -> 
         if reason is not None:
             results.append(Result(entry.name, str(device), None, None, None, None, None, UNAVAILABLE, reason))
             continue
-        # calls it does not claim at all get no rows (info's capabilities say so)
-        todo = [c for c in _combinations() if not (c[0] in CLAIMABLE_OPS and c[0] not in backend.capabilities.ops)]
+        todo = claimed_combinations(backend)
         for done, (op, hp, dt, mode, layout) in enumerate(todo, 1):
-            call = Call(op, device, hp, dt, mode, layout)
-            why = backend.incapable_reason(call)
-            if why:
-                results.append(Result(entry.name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout,
-                                      NOT_SUPPORTED, why))
-            elif op == "quantize":
-                results.append(check_quantize(backend, device, hp, dt, mode, layout, seed))
-            elif op in TRAINING_OPS:
-                results.append(check_training(backend, device, op, hp, dt, mode, layout, seed))
-            elif op in FP4_OPS:
-                results.append(check_fp4(backend, device, op, hp, mode, layout, seed))
-            else:
-                results.append(check_dequantize(backend, device, hp, dt, layout, seed))
+            results.append(check_call(backend, device, op, hp, dt, mode, layout, seed))
             if progress is not None:
                 progress(entry.name, str(device), done, len(todo))
     return targets, results
