@@ -4,8 +4,10 @@ nothing here imports triton). Same plan cache and launch path as the row-wise ca
 (backends/_triton_launch.py); outputs are allocated here, never cleared (the kernels write every
 byte, padding included); no host synchronisation (grouped offsets stay on the device).
 
-`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups, a
-row-wise `Config` for 3-D experts; None picks TRAINING_CONFIGS. Under Triton's interpreter
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
+("gluon", HALF, warps) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
+a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA where
+Triton has Gluon, TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
 """
 
@@ -49,6 +51,12 @@ time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured sh
 swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled
 config of the card (triton.quantize_config)."""
 
+GLUON_CONFIGS = {"colwise": (16, 4), "rowcol": (8, 4)}
+"""("gluon", HALF, warps) per call on CUDA: backends/_gluon_training.py's kernel, 32 x (8 * HALF *
+warps) tiles. First choices from the compiled code (sm_90, ptxas: column-wise 16 rows per
+thread, 154 registers, 16-byte stores; row+column 8 rows per thread, 128-140 registers where 16
+rows would spill), no shared memory and no barrier in either; not yet timed on a GPU."""
+
 _E8M0 = torch.float8_e8m0fnu
 
 
@@ -57,6 +65,30 @@ def _kernels():
     from . import _triton_training
 
     return _triton_training
+
+
+@functools.lru_cache(maxsize=None)
+def _gluon():
+    """backends/_gluon_training.py, or None where this Triton has no Gluon (then the Triton
+    kernel runs: the same bytes)."""
+    try:
+        from . import _gluon_training
+    except ImportError:
+        return None
+    return _gluon_training
+
+
+def _use_gluon(config, device) -> bool:
+    """The Gluon kernel: config ("gluon", HALF, warps), or no config on CUDA where Gluon
+    imports; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
+    Triton kernel."""
+    if config is not None and config[0] == "gluon":
+        if device.type != "cuda" or _gluon() is None:
+            raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with a Triton that has Gluon")
+        if config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16):
+            raise ValueError(f"config {config}: rows per thread must be 4, 8, 16 or 32 and warps 1 to 16, a power of two")
+        return True
+    return config is None and device.type == "cuda" and _gluon() is not None
 
 
 def _modes(dtype, scale_mode) -> dict:
@@ -119,7 +151,12 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
         key = (op, n, m, k, strides, x.dtype, dtype, scale_mode, swizzled, x3.data_ptr() % 16 == 0, device, config)
 
         def make():
-            bm, bk, warps = _block_config(op, config, swizzled, row)
+            gluon = _use_gluon(config, device)
+            if gluon:
+                half, warps = (config or ("gluon", *GLUON_CONFIGS[op]))[1:]
+                bm, bk = BLOCK, 8 * half * warps
+            else:
+                bm, bk, warps = _block_config(op, config, swizzled, row)
             cs_cols = round_up(m // BLOCK, 4) if swizzled else m // BLOCK
             rs_cols = round_up(k // BLOCK, 4) if swizzled else k // BLOCK
             # the last matrix's tiles reach the swizzled layouts' padding rows; every tile row
@@ -130,9 +167,14 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             n_k = cdiv(max(k_last, rs_cols * BLOCK if row else k), bk)
             extent = sum((size - 1) * st for size, st in zip((n, n_m * bm, n_k * bk), strides))
             big = max(extent, n * n_m * bm * n_k * bk) >= 2**31
+            ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
+            if gluon:
+                load, store = _gluon().layouts(half, warps)
+                constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
+                                  LOAD=load, STORE=store, EVICT="evict_last", BIG=big)
+                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
-            ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
             return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
 
         _launch.plan(key, make).launch_n(device, x3, rd, rs, cd, cs)

@@ -58,3 +58,45 @@ def test_kernels_compile_for_sm90(hp):
                  PERSISTENT=False, STAGES=1, BIG=False, SPREAD=True, INTERPRETED=False)
         _aot_compile(_triton_training.experts_kernel, [hp, fp8, "*u8"], c, 4)
         _aot_compile(_triton_kernels.mxfp8_quantize_kernel, [hp, fp8, "*u8"], {**c, "SWIZZLED": swz}, 4)
+
+
+def _aot_compile_gluon(fn, pointers, constexprs, warps, divisible):
+    """A Gluon kernel compiled for sm_90 as a launch specializes it: 16-byte aligned pointers,
+    the integers in `divisible` multiples of 16 (constexprs hold the ones equal to 1)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    it = iter(pointers)
+    sig = {n: "constexpr" if n in constexprs else (next(it) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if sig[n] != "constexpr" and (n.endswith("_ptr") or n in divisible)}
+    return triton.compile(GluonASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason=f"needs triton importable and TRITON_INTERPRET unset "
+                    f"(Triton's compiler, no GPU needed){': ' + _NO_TRITON if _NO_TRITON else ''}")
+@pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
+def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
+    """backends/_gluon_training.py at its shipped and tested shapes compiles for Hopper, and its
+    PTX is what its docstring claims: no shared memory and no barrier (the transpose is a
+    renumbering of registers), x read in 16-byte vectors, the column-wise data written HALF
+    bytes per store (16 rows per thread: 16-byte stores; 8: 8-byte ones)."""
+    from mxquant.backends import _gluon_training as g
+    from mxquant.backends import _triton_training_ops as ops
+
+    divisible = {"M", "K", "stride_l", "stride_m", "m_last", "k_last", "rs_cols", "cs_cols"}
+    shapes = {(half, warps) for half, warps in [*ops.GLUON_CONFIGS.values(), (8, 2), (16, 8), (4, 4)]}
+    for (half, warps), row, swz, e5 in itertools.product(sorted(shapes), (False, True), (False, True), (False, True)):
+        load, store = g.layouts(half, warps)
+        c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
+                 HALF=half, NW=warps, LOAD=load, STORE=store, EVICT="evict_last", BIG=False)
+        fp8 = "*fp8e5" if e5 else "*fp8e4nv"
+        k = _aot_compile_gluon(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible)
+        ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} ROW {row} swizzled {swz} e5m2 {e5}"
+        assert k.metadata.shared == 0 and "bar.sync" not in ptx, what
+        loads = [ln for ln in ptx.splitlines() if "ld.global" in ln]
+        assert loads and all(".v4." in ln for ln in loads), what
+        vec = {16: "st.global.v4.b32 ", 8: "st.global.v2.b32 ", 4: "st.global.b32 "}[half]
+        assert sum(vec in ln for ln in ptx.splitlines()) >= 8, what  # 8 columns per thread

@@ -64,6 +64,13 @@ cuda_only = pytest.mark.skipif(bool(_CUDA_SKIP), reason=str(_CUDA_SKIP))
 # small inputs span several tiles, partial tiles and tiles made only of padding.
 COLWISE_CONFIGS = {"linear": [None, (32, 32, 4)], "swizzled": [None, (128, 32, 4)]}
 ROWCOL_CONFIGS = {"linear": [None, (32, 64, 4)], "swizzled": [None, (128, 128, 4)]}
+# On CUDA None is the Gluon kernel (backends/_gluon_training.py) and the tuples above are the
+# Triton kernel; these are the Gluon kernel's other shapes ("gluon", rows per thread, warps).
+GLUON_CONFIGS = [("gluon", 8, 2), ("gluon", 16, 8), ("gluon", 4, 4)]
+
+
+def _configs(configs, dev):
+    return configs + GLUON_CONFIGS if dev == "cuda" else configs
 
 
 _EMPTY = torch.empty
@@ -221,7 +228,7 @@ def test_colwise_and_rowcol_shapes(dev, op, layout, hp):
     dtype, mode = _one_combo(hp)
     for name, x in _inputs(dev, hp, small, cuda_shapes):
         x = x.to(dev)
-        for config in configs[layout]:
+        for config in _configs(configs[layout], dev):
             check(x, dtype, mode, layout, config, f"{name} config {config}")
 
 
@@ -232,7 +239,7 @@ def test_colwise_of_transposed_and_strided_views(dev, layout):
     tile config given, the column-wise kernel reads the same strides: both the oracle's bytes."""
     base = _random((2, 96, 64) if dev == "cpu" else (8192, 4096), 7, torch.bfloat16, dev)
     for x, name in ((base.mT, "x.mT"), (base[..., ::2, :].mT, "x[..., ::2, :].mT"), (base[..., ::2], "x[..., ::2]")):
-        for config in COLWISE_CONFIGS[layout]:
+        for config in _configs(COLWISE_CONFIGS[layout], dev):
             _check_colwise(x, torch.float8_e4m3fn, "rceil", layout, config, f"{name} config {config}")
 
 

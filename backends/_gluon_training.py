@@ -1,0 +1,128 @@
+"""Gluon (Triton's explicit-layout dialect) column-wise / row+column kernel of the `triton`
+backend, for CUDA: the same contract and bytes as backends/_triton_training.py's rowcol_kernel,
+with the register layout written down instead of left to Triton's layout passes.
+
+Why: for rowcol_kernel Triton keeps x's load layout (each thread 8 consecutive elements of a row)
+and reduces each 32-row slab across lanes and warps, then moves the transposed fp8 tile through
+shared memory to store it along M. Here each thread owns HALF (8 or 16) consecutive rows x 8
+consecutive columns of a 32-row slab, and the slab's other rows are neighbouring lanes':
+- the load is HALF vector loads of 8 elements (one per row);
+- a column's amax is in-thread maxima and 1 (HALF 16) or 2 (HALF 8) lane shuffles;
+- the transposed store is, per column, HALF consecutive bytes of the output row (one vector
+  store): the same registers, renumbered (`convert_layout(..., assert_trivial=True)`: no data
+  moves), no shared memory, no barrier;
+- with ROW, a row's 32-element block is 8 in-thread elements and 4 lanes (two shuffles).
+
+A program is one 32-row slab (BLOCK_M = 32) by BLOCK_K = 8 * HALF * NW columns of one matrix of x
+(L, M, K). The grid and its padding tiles are rowcol_kernel's (backends/_triton_training_ops.py
+plans both): tiles past M or K load nothing and write zero scale bytes into the swizzled
+layouts' padding. Scale bytes are stored one by one at their 128x4-layout offsets
+(mxquant/layouts.py). The per-element arithmetic is the shared pieces of
+backends/_triton_kernels.py (_scale_and_inverse, _to_fp8); only the NaN-propagating amax is
+restated here, because a Gluon reduction needs a Gluon combine function.
+
+Gluon compiles for GPUs only (Triton's interpreter does not run it): the interpreter tests run
+rowcol_kernel, and this kernel is proven byte-exact by the CUDA tests
+(tests/test_triton_training.py, which run both kernels on a GPU) and compiled for sm_90 here
+by tests/test_triton_compile.py.
+"""
+
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from ._triton_kernels import _scale_and_inverse, _to_fp8
+
+def layouts(half: int, num_warps: int):
+    """(load layout, store layout) of the (32, BLOCK_K = 8 * half * num_warps) tile, each thread
+    `half` consecutive rows (of 32; the slab's other rows are 32 / half - 1 neighbouring lanes')
+    by 8 consecutive columns: the same thread owns the same elements in both layouts; registers
+    run along K in the first (x's rows are contiguous) and along M in the second (the
+    transposed output's rows are)."""
+    log2 = lambda n: n.bit_length() - 1
+    load = gl.BlockedLayout([half, 8], [32 // half, half], [1, num_warps], [1, 0])
+    reg = [[1 << i, 0] for i in range(log2(half))] + [[0, 1 << i] for i in range(3)]
+    lane = [[0, 8 << i] for i in range(log2(half))] + [[half << i, 0] for i in range(log2(32 // half))]
+    warp = [[0, (8 * half) << i] for i in range(log2(num_warps))]
+    store = gl.DistributedLinearLayout(reg, lane, warp, [], [32, 8 * half * num_warps])
+    return load, store
+
+
+@gluon.jit
+def _max_nan(a, b):
+    return gl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@gluon.jit
+def _amax_bits(x, axis: gl.constexpr):
+    """The fp32 bits (int32) of the NaN-propagating max |x| along axis (as _triton_kernels)."""
+    return gl.reduce(gl.abs(x), axis, _max_nan).to(gl.int32, bitcast=True)
+
+
+@gluon.jit
+def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr):
+    """Scale bytes at (rows, cols) (broadcast shapes) of a scale matrix of n_cols columns
+    (padded ones, swizzled), linear or at their 128x4-layout byte offsets; rows from row_limit
+    on and columns from n_cols on are not stored."""
+    if SWIZZLED:
+        r = rows % 128
+        offs = ((rows // 128) * (n_cols // 4) + cols // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + cols % 4
+    else:
+        offs = rows * n_cols + cols
+    gl.store(ptr + offs, sbyte, mask=(rows < row_limit) & (cols < n_cols))
+
+
+@gluon.jit
+def rowcol_kernel(
+    x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
+    M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
+    EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
+    ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr,
+    EVICT: gl.constexpr, BIG: gl.constexpr,
+):
+    """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
+    with BLOCK_M = 32 and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW))."""
+    BLOCK_K: gl.constexpr = 8 * HALF * NW
+    tile = gl.program_id(0)
+    l = tile // (n_m * n_k)
+    pid_m = (tile // n_k) % n_m
+    pid_k = tile % n_k
+    m = pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
+    k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
+    if BIG:
+        lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
+    else:
+        lw, mw, kw = l, m, k
+    inside = (m[:, None] < M) & (k[None, :] < K)
+    x = gl.load(x_ptr + lw * stride_l + mw[:, None] * stride_m + kw[None, :] * stride_k,
+                mask=inside, other=0.0, eviction_policy=EVICT).to(gl.float32)
+    last = l == L - 1
+
+    # column-wise: the slab's 32 rows of each column (HALF in-thread, the rest in 32 / HALF lanes)
+    amax = _amax_bits(x, 0)                                                        # (BK,)
+    inv, sbyte = _scale_and_inverse(amax, EMAX, RCEIL, TIE_UP)
+    q = _to_fp8(x * inv[None, :], E5M2, False).to(cd_ptr.dtype.element_ty, bitcast=True)
+    qt = gl.convert_layout(q, STORE, assert_trivial=True)                          # registers along M
+    ms = pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, STORE))
+    ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
+    if BIG:
+        crow = lw * K + ks.to(gl.int64)
+    else:
+        crow = l * K + ks
+    gl.store(cd_ptr + crow[None, :] * M + ms[:, None], qt, mask=(ks[None, :] < K) & (ms[:, None] < M))
+    climit = l * K + gl.where(last, k_last, K)
+    _store_scale(cs_ptr, sbyte, l * K + k, pid_m, cs_cols, climit, SWIZZLED)
+
+    if ROW:  # row-wise from the same registers: each row's 32-column blocks (8 in-thread, 4 lanes)
+        NBK: gl.constexpr = BLOCK_K // 32
+        xr = gl.reshape(x, [32, NBK, 32])
+        ramax = _amax_bits(xr, 2)                                                  # (32, NBK)
+        rinv, rbyte = _scale_and_inverse(ramax, EMAX, RCEIL, TIE_UP)
+        rq = gl.reshape(_to_fp8(xr * rinv[:, :, None], E5M2, False), [32, BLOCK_K])
+        rq = gl.convert_layout(rq, LOAD, assert_trivial=True)
+        gl.store(rd_ptr + (lw * M + mw)[:, None] * K + kw[None, :], rq.to(rd_ptr.dtype.element_ty, bitcast=True),
+                 mask=inside)
+        rlimit = l * M + gl.where(last, m_last, M)
+        rr = l * M + pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, gl.SliceLayout(2, xr.type.layout)))
+        rc = pid_k * NBK + gl.arange(0, NBK, layout=gl.SliceLayout(0, gl.SliceLayout(2, xr.type.layout)))
+        _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED)
