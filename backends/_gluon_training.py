@@ -75,18 +75,24 @@ def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constex
 @gluon.jit
 def rowcol_kernel(
     x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
-    M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
+    M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k, group_m,
     EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr,
     EVICT: gl.constexpr, BIG: gl.constexpr,
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
-    with BLOCK_M = 32 and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW))."""
+    with BLOCK_M = 32 and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)). Tiles run
+    in groups of group_m slabs, M fastest inside a group (group_m 1: K fastest), so that the
+    tiles sharing a 32-byte sector of column scales run close together."""
     BLOCK_K: gl.constexpr = 8 * HALF * NW
     tile = gl.program_id(0)
     l = tile // (n_m * n_k)
-    pid_m = (tile // n_k) % n_m
-    pid_k = tile % n_k
+    t = tile % (n_m * n_k)
+    first = (t // (group_m * n_k)) * group_m
+    gm = gl.minimum(n_m - first, group_m)
+    r = t % (group_m * n_k)
+    pid_m = first + r % gm
+    pid_k = r // gm
     m = pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
     k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
     if BIG:

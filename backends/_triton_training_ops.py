@@ -5,7 +5,7 @@ nothing here imports triton). Same plan cache and launch path as the row-wise ca
 byte, padding included); no host synchronisation (grouped offsets stay on the device).
 
 `config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
-("gluon", HALF, warps) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
+("gluon", HALF, warps[, group_m[, eviction policy of x's loads]]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
 a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA where
 Triton has Gluon, TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
@@ -51,11 +51,12 @@ time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured sh
 swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled
 config of the card (triton.quantize_config)."""
 
-GLUON_CONFIGS = {"colwise": (16, 4), "rowcol": (8, 4)}
-"""("gluon", HALF, warps) per call on CUDA: backends/_gluon_training.py's kernel, 32 x (8 * HALF *
-warps) tiles. First choices from the compiled code (sm_90, ptxas: column-wise 16 rows per
-thread, 154 registers, 16-byte stores; row+column 8 rows per thread, 128-140 registers where 16
-rows would spill), no shared memory and no barrier in either; not yet timed on a GPU."""
+GLUON_CONFIGS = {"colwise": (8, 2), "rowcol": (8, 2)}
+"""("gluon", rows per thread, warps) per call on CUDA: backends/_gluon_training.py's kernel, 32 x
+(8 * rows * warps) tiles. From a sweep on an H100 (2026-12-05, seventh session, 8192x8192 and
+16384x8192 bf16 -> e4m3, rceil; docs/performance.md): 8 rows per thread by 2 warps is within 3% of
+each call's best in both scale layouts (32 rows per thread spills and runs at half speed; 4 rows
+is 10-25% behind)."""
 
 _E8M0 = torch.float8_e8m0fnu
 
@@ -153,7 +154,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
         def make():
             gluon = _use_gluon(config, device)
             if gluon:
-                half, warps = (config or ("gluon", *GLUON_CONFIGS[op]))[1:]
+                given = (config or ("gluon", *GLUON_CONFIGS[op]))[1:]
+                half, warps, group_m, evict = (*given, *(1, "evict_last")[len(given) - 2:])
                 bm, bk = BLOCK, 8 * half * warps
             else:
                 bm, bk, warps = _block_config(op, config, swizzled, row)
@@ -171,8 +173,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             if gluon:
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
-                                  LOAD=load, STORE=store, EVICT="evict_last", BIG=big)
-                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
+                                  LOAD=load, STORE=store, EVICT=evict, BIG=big)
+                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, (*ints, group_m), constexprs, warps)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
             return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)

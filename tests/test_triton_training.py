@@ -65,8 +65,9 @@ cuda_only = pytest.mark.skipif(bool(_CUDA_SKIP), reason=str(_CUDA_SKIP))
 COLWISE_CONFIGS = {"linear": [None, (32, 32, 4)], "swizzled": [None, (128, 32, 4)]}
 ROWCOL_CONFIGS = {"linear": [None, (32, 64, 4)], "swizzled": [None, (128, 128, 4)]}
 # On CUDA None is the Gluon kernel (backends/_gluon_training.py) and the tuples above are the
-# Triton kernel; these are the Gluon kernel's other shapes ("gluon", rows per thread, warps).
-GLUON_CONFIGS = [("gluon", 8, 2), ("gluon", 16, 8), ("gluon", 4, 4)]
+# Triton kernel; these are the Gluon kernel's other shapes ("gluon", rows per thread, warps,
+# tile group, eviction policy).
+GLUON_CONFIGS = [("gluon", 16, 4), ("gluon", 16, 8, 32, "evict_first"), ("gluon", 4, 4, 8)]
 
 
 def _configs(configs, dev):
