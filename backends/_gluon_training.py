@@ -73,51 +73,32 @@ def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constex
 
 
 @gluon.jit
-def rowcol_kernel(
-    x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
-    M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k, group_m,
-    EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
-    ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr,
-    EVICT: gl.constexpr, BIG: gl.constexpr,
-):
-    """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
-    with BLOCK_M = 32 and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)). Tiles run
-    in groups of group_m slabs, M fastest inside a group (group_m 1: K fastest), so that the
-    tiles sharing a 32-byte sector of column scales run close together."""
-    BLOCK_K: gl.constexpr = 8 * HALF * NW
-    tile = gl.program_id(0)
-    l = tile // (n_m * n_k)
-    t = tile % (n_m * n_k)
-    first = (t // (group_m * n_k)) * group_m
-    gm = gl.minimum(n_m - first, group_m)
-    r = t % (group_m * n_k)
-    pid_m = first + r % gm
-    pid_k = r // gm
-    m = pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
-    k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
+def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k, last,
+          EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr, ROW: gl.constexpr,
+          SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr):
+    """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice; ks: STORE's):
+    column-wise data stored, row-wise data and scales too with ROW; returns the column scale
+    bytes (BLOCK_K,), which the caller stores."""
+    m = slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
     if BIG:
         lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
     else:
         lw, mw, kw = l, m, k
     inside = (m[:, None] < M) & (k[None, :] < K)
     x = gl.load(x_ptr + lw * stride_l + mw[:, None] * stride_m + kw[None, :] * stride_k,
-                mask=inside, other=0.0, eviction_policy=EVICT).to(gl.float32)
-    last = l == L - 1
+                mask=inside, other=0.0, eviction_policy="evict_last").to(gl.float32)
 
     # column-wise: the slab's 32 rows of each column (HALF in-thread, the rest in 32 / HALF lanes)
     amax = _amax_bits(x, 0)                                                        # (BK,)
     inv, sbyte = _scale_and_inverse(amax, EMAX, RCEIL, TIE_UP)
     q = _to_fp8(x * inv[None, :], E5M2, False).to(cd_ptr.dtype.element_ty, bitcast=True)
     qt = gl.convert_layout(q, STORE, assert_trivial=True)                          # registers along M
-    ms = pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, STORE))
-    ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
+    ms = slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, STORE))
     if BIG:
         crow = lw * K + ks.to(gl.int64)
     else:
         crow = l * K + ks
     gl.store(cd_ptr + crow[None, :] * M + ms[:, None], qt, mask=(ks[None, :] < K) & (ms[:, None] < M))
-    climit = l * K + gl.where(last, k_last, K)
-    _store_scale(cs_ptr, sbyte, l * K + k, pid_m, cs_cols, climit, SWIZZLED)
 
     if ROW:  # row-wise from the same registers: each row's 32-column blocks (8 in-thread, 4 lanes)
         NBK: gl.constexpr = BLOCK_K // 32
@@ -129,6 +110,50 @@ def rowcol_kernel(
         gl.store(rd_ptr + (lw * M + mw)[:, None] * K + kw[None, :], rq.to(rd_ptr.dtype.element_ty, bitcast=True),
                  mask=inside)
         rlimit = l * M + gl.where(last, m_last, M)
-        rr = l * M + pid_m * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, gl.SliceLayout(2, xr.type.layout)))
+        rr = l * M + slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, gl.SliceLayout(2, xr.type.layout)))
         rc = pid_k * NBK + gl.arange(0, NBK, layout=gl.SliceLayout(0, gl.SliceLayout(2, xr.type.layout)))
         _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED)
+    return sbyte
+
+
+@gluon.jit
+def rowcol_kernel(
+    x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
+    M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
+    EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
+    ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
+    LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
+):
+    """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
+    with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
+    SLABS (1, 2 or 4) slabs one after the other, then each column's SLABS scale bytes, which
+    are adjacent in both scale layouts, in one store."""
+    BLOCK_K: gl.constexpr = 8 * HALF * NW
+    tile = gl.program_id(0)
+    l = tile // (n_m * n_k)
+    pid_m = (tile // n_k) % n_m
+    pid_k = tile % n_k
+    last = l == L - 1
+    k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
+    ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
+    s0 = pid_m * SLABS
+    b = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k,
+              last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+    if SLABS > 1:
+        b1 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 1, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
+                   pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+        if SLABS > 2:
+            b2 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 2, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+            b3 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 3, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+            b = gl.reshape(gl.join(gl.join(b, b2), gl.join(b1, b3)), [BLOCK_K, 4])  # [:, j] = slab s0 + j
+        else:
+            b = gl.join(b, b1)
+    climit = l * K + gl.where(last, k_last, K)
+    if SLABS == 1:
+        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED)
+    else:
+        rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
+        cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
+        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED)

@@ -5,7 +5,7 @@ nothing here imports triton). Same plan cache and launch path as the row-wise ca
 byte, padding included); no host synchronisation (grouped offsets stay on the device).
 
 `config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
-("gluon", HALF, warps[, group_m[, eviction policy of x's loads]]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
+("gluon", HALF, warps[, slabs]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
 a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA where
 Triton has Gluon, TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
@@ -80,14 +80,15 @@ def _gluon():
 
 
 def _use_gluon(config, device) -> bool:
-    """The Gluon kernel: config ("gluon", HALF, warps), or no config on CUDA where Gluon
+    """The Gluon kernel: config ("gluon", HALF, warps[, slabs]), or no config on CUDA where Gluon
     imports; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
     Triton kernel."""
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with a Triton that has Gluon")
-        if config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16):
-            raise ValueError(f"config {config}: rows per thread must be 4, 8, 16 or 32 and warps 1 to 16, a power of two")
+        if config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16) or (*config[3:], 1)[0] not in (1, 2, 4):
+            raise ValueError(f"config {config}: rows per thread must be 4, 8, 16 or 32, warps 1 to 16 (a power of two) "
+                             "and slabs per tile 1, 2 or 4")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
@@ -154,9 +155,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
         def make():
             gluon = _use_gluon(config, device)
             if gluon:
-                given = (config or ("gluon", *GLUON_CONFIGS[op]))[1:]
-                half, warps, group_m, evict = (*given, *(1, "evict_last")[len(given) - 2:])
-                bm, bk = BLOCK, 8 * half * warps
+                half, warps, slabs = (*(config or ("gluon", *GLUON_CONFIGS[op]))[1:], 1)[:3]
+                bm, bk = BLOCK * slabs, 8 * half * warps
             else:
                 bm, bk, warps = _block_config(op, config, swizzled, row)
             cs_cols = round_up(m // BLOCK, 4) if swizzled else m // BLOCK
@@ -173,8 +173,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             if gluon:
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
-                                  LOAD=load, STORE=store, EVICT=evict, BIG=big)
-                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, (*ints, group_m), constexprs, warps)
+                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big)
+                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
             return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)

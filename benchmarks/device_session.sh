@@ -2,7 +2,7 @@
 # One device-machine run: GPU tests, `mxquant verify`, and the GPU benchmarks, each step's log
 # and JSON under $OUT/s, packed into $OUT/session.tgz after every step (the device tool brings
 # back at most 8 files, so the one archive is what to read). Steps are named on the command line:
-#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep gluon focus
+#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep gluon focus host
 # Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && python3 -m pip
 # install -q --no-deps --no-build-isolation -e .` (see the developers' guide). `python3 -m pip`,
 # not `pip`: on the device image `pip` is /usr/local/bin/pip and `python3` a venv's, so a bare
@@ -37,28 +37,29 @@ gpu_tests() {  # the cuda-marked tests in 6 processes over the test files (one p
   tail -qn 1 "$S"/tests?.log
   return $rc
 }
-focus_tests() {  # the Gluon kernel's CUDA tests in 3 processes, beside `mxquant verify` (all logs in $S)
-  local rc=0
-  python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "shapes or strided" > "$S/focus0.log" 2>&1 &
-  python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "not (shapes or strided)" > "$S/focus1.log" 2>&1 &
-  python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_cuda.py tests/test_triton_kgroup.py > "$S/focus2.log" 2>&1 &
-  python3 -u -m mxquant verify --backend triton > "$S/verify.log" 2>&1 &
-  for s in 0 1 2 3; do wait -n || rc=$?; done
-  tail -qn 1 "$S"/focus?.log "$S/verify.log"
+focus_tests() {  # the Gluon kernel's CUDA tests (tests/test_triton_training.py) in 5 processes (logs in $S)
+  local rc=0 i=0 k
+  for k in "shapes and float32" "shapes and bfloat16" "shapes and float16" "strided" "not (shapes or strided)"; do
+    python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "$k" > "$S/focus$i.log" 2>&1 &
+    i=$((i + 1))
+  done
+  for k in 0 1 2 3 4; do wait -n || rc=$?; done
+  tail -qn 1 "$S"/focus?.log
   return $rc
 }
 for s in "$@"; do
   case $s in
     tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
     verify)   step verify 300 python3 -u -m mxquant verify --backend triton ;;
-    focus)    export -f focus_tests; export S; step focus 230 bash -c focus_tests ;;
+    focus)    export -f focus_tests; export S; step focus 200 bash -c focus_tests ;;
+    host)     step host 60 python3 benchmarks/host_split.py --out "$S" ;;
     training) step training 150 python3 benchmarks/bench_training.py --out "$S" --rep-ms 50 ;;
     small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$S" ;;
     quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$S" --rep-ms 50 --no-dequantize ;;
     fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$S" --rep-ms 50 ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
     sweep)    step sweep 200 python3 -u benchmarks/sweep_training.py "$S/sweep.json" ;;
-    gluon)    step gluon 170 python3 -u benchmarks/sweep_gluon.py "$S/gluon.json" ;;
+    gluon)    step gluon 130 python3 -u benchmarks/sweep_gluon.py "$S/gluon.json" ;;
     *) echo "unknown step $s" | tee -a "$S/steps.txt"; failed=$((failed + 1)) ;;
   esac
 done

@@ -7,12 +7,11 @@ triton.testing.do_bench:
     python3 benchmarks/sweep_gluon.py OUT.json
 
 bf16 -> e4m3, rceil, linear and swizzled, 8192x8192 and 16384x8192; Gluon configs ("gluon", rows per
-thread, warps, group_m, eviction policy) as backends/_triton_training_ops.py reads them. One JSON line per case on
+thread, warps, slabs per tile) as backends/_triton_training_ops.py reads them. One JSON line per case on
 stdout, the list in OUT.json. `pct` is the share of copy bandwidth (bytes moved per element:
 column-wise 2 + 1 + 1/32, row+column 2 + 2 (1 + 1/32), against the copy's 4); `x_row` is the time
 over the row-wise call's.
 """
-import itertools
 import json
 import sys
 
@@ -23,10 +22,11 @@ from mxquant.backends import _triton_training_ops as ops
 from mxquant.backends import triton as tb
 
 E4 = torch.float8_e4m3fn
-# (rows per thread, warps): the best of a first sweep over {4, 8, 16, 32} x {1, 2, 4, 8} on an H100
-# (docs/performance.md, 2026-12-05, seventh session: 32 rows per thread spills and runs at half
-# speed, 4 rows 10-25% behind); swept here with the tile order (group_m) and x's eviction policy
-SHAPES = ((8, 2), (8, 4), (16, 1), (16, 2), (16, 4))
+# (rows per thread, warps, 32-row slabs per tile). Earlier sweeps on an H100 (docs/performance.md,
+# 2026-12-05, seventh session): rows x warps over {4, 8, 16, 32} x {1, 2, 4, 8} (32 rows per
+# thread spills and runs at half speed, 4 rows 10-25% behind; 8 or 16 rows with 1-4 warps within
+# a few % of each other); the tile order and x's eviction policy (no gain: dropped)
+SHAPES = ((8, 2, 1), (8, 2, 2), (8, 2, 4), (8, 4, 4), (8, 1, 4), (16, 1, 2), (16, 2, 2), (4, 4, 4))
 res = []
 
 
@@ -59,8 +59,8 @@ for (M, K) in ((8192, 8192), (16384, 8192)):
             us = bench(lambda: call(x, E4, "rceil", layout, tl_cfg))
             rec(shape=shape, what=op, layout=layout, kernel="triton", cfg=list(tl_cfg), us=us,
                 pct=100 * copy_us / us * nbytes / 4, x_row=us / row_us)
-            for (half, warps), group_m, evict in itertools.product(SHAPES, (1, 32), ("evict_last", "evict_first")):
-                cfg = ("gluon", half, warps, group_m, evict)
+            for shape_cfg in SHAPES:
+                cfg = ("gluon", *shape_cfg)
                 try:
                     ok = all(torch.equal(a, b) for a, b in zip(as_bytes(call(x, E4, "rceil", layout, cfg)), want))
                     us = bench(lambda: call(x, E4, "rceil", layout, cfg))

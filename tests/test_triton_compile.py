@@ -87,16 +87,18 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     from mxquant.backends import _triton_training_ops as ops
 
     divisible = {"M", "K", "stride_l", "stride_m", "m_last", "k_last", "rs_cols", "cs_cols"}
-    shapes = {(half, warps) for half, warps in [*ops.GLUON_CONFIGS.values(), (8, 2), (16, 8), (4, 4)]}
-    for (half, warps), row, swz, e5 in itertools.product(sorted(shapes), (False, True), (False, True), (False, True)):
+    shapes = {(*cfg, 1)[:3] for cfg in [*ops.GLUON_CONFIGS.values(), (16, 4), (8, 2, 4), (4, 4, 2)]}
+    for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), (False, True), (False, True), (False, True)):
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
-                 HALF=half, NW=warps, LOAD=load, STORE=store, EVICT="evict_last", BIG=False)
+                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False)
         fp8 = "*fp8e5" if e5 else "*fp8e4nv"
         k = _aot_compile_gluon(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible)
-        ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} ROW {row} swizzled {swz} e5m2 {e5}"
+        ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} slabs {slabs} ROW {row} swizzled {swz} e5m2 {e5}"
         assert k.metadata.shared == 0 and "bar.sync" not in ptx, what
         loads = [ln for ln in ptx.splitlines() if "ld.global" in ln]
         assert loads and all(".v4." in ln for ln in loads), what
         vec = {16: "st.global.v4.b32 ", 8: "st.global.v2.b32 ", 4: "st.global.b32 "}[half]
-        assert sum(vec in ln for ln in ptx.splitlines()) >= 8, what  # 8 columns per thread
+        assert sum(vec in ln for ln in ptx.splitlines()) >= 8 * slabs, what  # 8 columns per thread and slab
+        if slabs > 1:  # a column's scale bytes of the tile's slabs in one store
+            assert f"st.global.b{8 * slabs} " in ptx, what

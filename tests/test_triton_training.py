@@ -66,8 +66,8 @@ COLWISE_CONFIGS = {"linear": [None, (32, 32, 4)], "swizzled": [None, (128, 32, 4
 ROWCOL_CONFIGS = {"linear": [None, (32, 64, 4)], "swizzled": [None, (128, 128, 4)]}
 # On CUDA None is the Gluon kernel (backends/_gluon_training.py) and the tuples above are the
 # Triton kernel; these are the Gluon kernel's other shapes ("gluon", rows per thread, warps,
-# tile group, eviction policy).
-GLUON_CONFIGS = [("gluon", 16, 4), ("gluon", 16, 8, 32, "evict_first"), ("gluon", 4, 4, 8)]
+# 32-row slabs per tile).
+GLUON_CONFIGS = [("gluon", 16, 4), ("gluon", 8, 2, 4), ("gluon", 4, 4, 2)]
 
 
 def _configs(configs, dev):
