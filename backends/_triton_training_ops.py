@@ -40,7 +40,9 @@ TRAINING_CONFIGS = {"colwise": (64, 128, 4), "colwise swizzled": (128, 64, 4), "
                     "rowcol swizzled": (128, 128, 8), "2d": (64, 128, 8)}
 """(BLOCK_M, BLOCK_K, warps) per call (and layout, where it differs). Column-wise and row+column
 from a sweep on an H100 (2026-12-05, 8192x8192 bf16 -> e4m3, rceil, linear; docs/performance.md,
-2026-12-05 (sixth session), the tile-shape sweep; not yet run in the GPU tests): column-wise
+2026-12-05 (sixth session), the tile-shape sweep; on CUDA the Gluon kernel, GLUON_CONFIGS below,
+now runs those two calls unless a config is given; these shapes run under the interpreter, on XPU
+and when given, and matched the Gluon kernel byte for byte in the seventh session's sweeps): column-wise
 64x128 with 4 warps 105.9 us (the first choice, 128x64 with 8 warps, 216.9 us), row+column 64x64
 with 8 warps 185.6 us (128x128 with 16 warps 299.0 us); column-wise with 8 warps took 1.3-2x the
 time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured shapes the 128-row
@@ -51,12 +53,19 @@ time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured sh
 swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled
 config of the card (triton.quantize_config)."""
 
-GLUON_CONFIGS = {"colwise": (8, 2), "rowcol": (8, 2)}
-"""("gluon", rows per thread, warps) per call on CUDA: backends/_gluon_training.py's kernel, 32 x
-(8 * rows * warps) tiles. From a sweep on an H100 (2026-12-05, seventh session, 8192x8192 and
-16384x8192 bf16 -> e4m3, rceil; docs/performance.md): 8 rows per thread by 2 warps is within 3% of
-each call's best in both scale layouts (32 rows per thread spills and runs at half speed; 4 rows
-is 10-25% behind)."""
+GLUON_CONFIGS = {"colwise": (8, 2, 2), "colwise swizzled": (8, 2, 1), "rowcol": (8, 2, 2),
+                 "rowcol swizzled": (8, 2, 1)}
+"""(rows per thread, warps, 32-row slabs per tile) of backends/_gluon_training.py's kernel per call
+and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
+(2026-12-05, seventh session; 8192x8192 and 16384x8192 bf16 -> e4m3, rceil; docs/performance.md):
+- 8 rows per thread by 2 warps is within 3% of each call's best of {4, 8, 16, 32} x {1, 2, 4, 8}
+  (32 rows per thread spills and runs at half speed; 4 rows is 10-25% behind; 16 rows needs 255
+  registers for row+column, up to 16% slower swizzled);
+- linear scales: 2 slabs per tile (each column's 2 scale bytes in one store) 84-86% of copy
+  against 79-80% with 1 (column-wise); row+column 1.65-1.68x the row-wise call against 1.68-1.72x;
+- swizzled scales: 1 slab (92-93% of copy column-wise; row+column 1.41-1.46x row-wise); 2 slabs
+  is even column-wise and 13% slower for row+column, 4 slabs 4-8% and 63-65% slower.
+The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain."""
 
 _E8M0 = torch.float8_e8m0fnu
 
@@ -155,7 +164,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
         def make():
             gluon = _use_gluon(config, device)
             if gluon:
-                half, warps, slabs = (*(config or ("gluon", *GLUON_CONFIGS[op]))[1:], 1)[:3]
+                given = config or ("gluon", *GLUON_CONFIGS[f"{op} swizzled" if swizzled else op])
+                half, warps, slabs = (*given[1:], 1)[:3]
                 bm, bk = BLOCK * slabs, 8 * half * warps
             else:
                 bm, bk, warps = _block_config(op, config, swizzled, row)
