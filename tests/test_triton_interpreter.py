@@ -41,7 +41,7 @@ def test_triton_kernels_bytes_under_the_interpreter():
 def test_triton_kernels_compile_for_hopper():
     passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "tests/test_triton_compile.py",
                            interpret=False)
-    assert passed == 3, tail
+    assert passed == 6, tail  # every kernel at its shipped config, and the Gluon kernel's PTX, per input dtype
 
 
 def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper():
