@@ -4,27 +4,32 @@ with the register layout written down instead of left to Triton's layout passes.
 
 Why: for rowcol_kernel Triton keeps x's load layout (each thread 8 consecutive elements of a row)
 and reduces each 32-row slab across lanes and warps, then moves the transposed fp8 tile through
-shared memory to store it along M. Here each thread owns HALF (8 or 16) consecutive rows x 8
-consecutive columns of a 32-row slab, and the slab's other rows are neighbouring lanes':
+shared memory to store it along M. Here each thread owns HALF (4, 8, 16 or 32; 8 shipped)
+consecutive rows x 8 consecutive columns of a 32-row slab, and the slab's other rows are
+neighbouring lanes':
 - the load is HALF vector loads of 8 elements (one per row);
-- a column's amax is in-thread maxima and 1 (HALF 16) or 2 (HALF 8) lane shuffles;
+- a column's amax is in-thread maxima and log2(32 / HALF) lane shuffles;
 - the transposed store is, per column, HALF consecutive bytes of the output row (one vector
   store): the same registers, renumbered (`convert_layout(..., assert_trivial=True)`: no data
   moves), no shared memory, no barrier;
 - with ROW, a row's 32-element block is 8 in-thread elements and 4 lanes (two shuffles).
 
-A program is one 32-row slab (BLOCK_M = 32) by BLOCK_K = 8 * HALF * NW columns of one matrix of x
-(L, M, K). The grid and its padding tiles are rowcol_kernel's (backends/_triton_training_ops.py
-plans both): tiles past M or K load nothing and write zero scale bytes into the swizzled
-layouts' padding. Scale bytes are stored one by one at their 128x4-layout offsets
-(mxquant/layouts.py). The per-element arithmetic is the shared pieces of
-backends/_triton_kernels.py (_scale_and_inverse, _to_fp8); only the NaN-propagating amax is
-restated here, because a Gluon reduction needs a Gluon combine function.
+A program is SLABS (1, 2 or 4) consecutive 32-row slabs (BLOCK_M = 32 * SLABS), one after the
+other, by BLOCK_K = 8 * HALF * NW columns of one matrix of x (L, M, K). The grid and its padding
+tiles are rowcol_kernel's (backends/_triton_training_ops.py plans both): tiles past M or K load
+nothing and write zero scale bytes into the swizzled layouts' padding. Column scale bytes are
+stored at their linear or 128x4-layout offsets (mxquant/layouts.py), each column's SLABS bytes
+(adjacent in both layouts) in one store; row scale bytes one by one. The per-element arithmetic
+is the shared pieces of backends/_triton_kernels.py (_scale_and_inverse, _to_fp8); only the
+NaN-propagating amax is restated here, because a Gluon reduction needs a Gluon combine function.
 
-Gluon compiles for GPUs only (Triton's interpreter does not run it): the interpreter tests run
-rowcol_kernel, and this kernel is proven byte-exact by the CUDA tests
-(tests/test_triton_training.py, which run both kernels on a GPU) and compiled for sm_90 here
-by tests/test_triton_compile.py.
+Gluon compiles for GPUs only (Triton's interpreter does not run it), and changes between Triton
+releases: backends/_triton_training_ops.py uses it only with the Triton it was run with
+(GLUON_TRITON). The interpreter tests run rowcol_kernel; this kernel is checked against the
+oracle by the CUDA tests (tests/test_triton_training.py, which run both kernels on a GPU: on an
+H100 on 2026-12-05 at 1, 2 and 4 slabs; the shipped linear shape, 8 rows x 2 warps x 2 slabs,
+byte-identical to rowcol_kernel in benchmarks/sweep_gluon.py and not yet in the tests) and
+compiled for sm_90 here by tests/test_triton_compile.py.
 """
 
 import triton.language as tl
@@ -60,10 +65,13 @@ def _amax_bits(x, axis: gl.constexpr):
 
 
 @gluon.jit
-def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr):
+def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr, BIG: gl.constexpr):
     """Scale bytes at (rows, cols) (broadcast shapes) of a scale matrix of n_cols columns
-    (padded ones, swizzled), linear or at their 128x4-layout byte offsets; rows from row_limit
-    on and columns from n_cols on are not stored."""
+    (padded ones, swizzled), linear or at their 128x4-layout byte offsets (64-bit with BIG: a
+    swizzled scale of a 32-row input is a quarter of its element count); rows from row_limit on
+    and columns from n_cols on are not stored."""
+    if BIG:
+        rows = rows.to(gl.int64)
     if SWIZZLED:
         r = rows % 128
         offs = ((rows // 128) * (n_cols // 4) + cols // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + cols % 4
@@ -112,7 +120,7 @@ def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_
         rlimit = l * M + gl.where(last, m_last, M)
         rr = l * M + slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, gl.SliceLayout(2, xr.type.layout)))
         rc = pid_k * NBK + gl.arange(0, NBK, layout=gl.SliceLayout(0, gl.SliceLayout(2, xr.type.layout)))
-        _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED)
+        _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED, BIG)
     return sbyte
 
 
@@ -152,8 +160,8 @@ def rowcol_kernel(
             b = gl.join(b, b1)
     climit = l * K + gl.where(last, k_last, K)
     if SLABS == 1:
-        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED)
+        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG)
     else:
         rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
         cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
-        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED)
+        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG)

@@ -58,12 +58,13 @@ GLUON_CONFIGS = {"colwise": (8, 2, 2), "colwise swizzled": (8, 2, 1), "rowcol": 
 """(rows per thread, warps, 32-row slabs per tile) of backends/_gluon_training.py's kernel per call
 and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
 (2026-12-05, seventh session; 8192x8192 and 16384x8192 bf16 -> e4m3, rceil; docs/performance.md):
-- 8 rows per thread by 2 warps is within 3% of each call's best of {4, 8, 16, 32} x {1, 2, 4, 8}
-  (32 rows per thread spills and runs at half speed; 4 rows is 10-25% behind; 16 rows needs 255
-  registers for row+column, up to 16% slower swizzled);
+- 8 rows per thread by 2 warps is within 3% of the best of {4, 8, 16, 32} x {1, 2, 4, 8} in 7 of
+  8 cases, 5.9% behind in the eighth (row+column swizzled, 16384x8192); 32 rows per thread spills
+  and runs at half speed; 4 rows is 4-5% behind column-wise, 12-38% row+column;
 - linear scales: 2 slabs per tile (each column's 2 scale bytes in one store) 84-86% of copy
   against 79-80% with 1 (column-wise); row+column 1.65-1.68x the row-wise call against 1.68-1.72x;
-- swizzled scales: 1 slab (92-93% of copy column-wise; row+column 1.41-1.46x row-wise); 2 slabs
+- swizzled scales: 1 slab (92-93% of copy column-wise; row+column 1.41-1.46x row-wise, 1.53x
+  in one of four runs); 2 slabs
   is even column-wise and 13% slower for row+column, 4 slabs 4-8% and 63-65% slower.
 The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain."""
 
@@ -77,10 +78,24 @@ def _kernels():
     return _triton_training
 
 
+GLUON_TRITON = ("3.6",)
+"""Triton versions (major.minor) whose Gluon the kernel was compiled and run with. Gluon is
+experimental and changes between releases: Triton 3.4's has the module but does not compile this
+kernel (a review found, 2026-12-05), 3.3 has none; any other version takes the Triton kernel."""
+
+
+def gluon_version_ok(version: str) -> bool:
+    return ".".join(version.split(".")[:2]) in GLUON_TRITON
+
+
 @functools.lru_cache(maxsize=None)
 def _gluon():
-    """backends/_gluon_training.py, or None where this Triton has no Gluon (then the Triton
-    kernel runs: the same bytes)."""
+    """backends/_gluon_training.py, or None where this Triton is not one GLUON_TRITON names (then
+    the Triton kernel runs: the same bytes)."""
+    import triton
+
+    if not gluon_version_ok(triton.__version__):
+        return None
     try:
         from . import _gluon_training
     except ImportError:
@@ -90,14 +105,15 @@ def _gluon():
 
 def _use_gluon(config, device) -> bool:
     """The Gluon kernel: config ("gluon", HALF, warps[, slabs]), or no config on CUDA where Gluon
-    imports; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
+    is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
     Triton kernel."""
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
-            raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with a Triton that has Gluon")
-        if config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16) or (*config[3:], 1)[0] not in (1, 2, 4):
-            raise ValueError(f"config {config}: rows per thread must be 4, 8, 16 or 32, warps 1 to 16 (a power of two) "
-                             "and slabs per tile 1, 2 or 4")
+            raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
+        if (len(config) not in (3, 4) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
+                or (*config[3:], 1)[0] not in (1, 2, 4)):
+            raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs]) with rows 4, 8, 16 or 32, "
+                             "warps 1 to 16 (a power of two) and slabs per tile 1, 2 or 4")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
@@ -178,7 +194,7 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             n_m = cdiv(max(m_last, cs_cols * BLOCK), bm)
             n_k = cdiv(max(k_last, rs_cols * BLOCK if row else k), bk)
             extent = sum((size - 1) * st for size, st in zip((n, n_m * bm, n_k * bk), strides))
-            big = max(extent, n * n_m * bm * n_k * bk) >= 2**31
+            big = max(extent, n * n_m * bm * n_k * bk, cs.numel(), rs.numel()) >= 2**31  # scale offsets too
             ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
             if gluon:
                 load, store = _gluon().layouts(half, warps)

@@ -3,7 +3,8 @@ where fp8 conversion is in hardware) and declared for Intel XPU where Intel's Tr
 
 Nothing here imports triton at module import; the kernels (backends/_triton_kernels.py) load
 on the first call. It also serves the training and MoE calls (column-wise, row+column, 32x32
-tiles, grouped scales): backends/_triton_training_ops.py launches backends/_triton_training.py;
+tiles, grouped scales): backends/_triton_training_ops.py launches backends/_triton_training.py
+(and, for column-wise and row+column on CUDA, the Gluon kernel of backends/_gluon_training.py);
 and the MXFP4 / NVFP4 calls: backends/_triton_fp4_ops.py launches backends/_triton_fp4.py. Inputs: any leading shape; a 2-D row-strided view is used as is, so
 row-sliced and transposed-leading-dim tensors cost no copy; a tensor whose last dimension is
 not contiguous (stride != 1), or whose leading dimensions cannot be merged into one stride,

@@ -102,3 +102,8 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
         assert sum(vec in ln for ln in ptx.splitlines()) >= 8 * slabs, what  # 8 columns per thread and slab
         if slabs > 1:  # a column's scale bytes of the tile's slabs in one store
             assert f"st.global.b{8 * slabs} " in ptx, what
+    load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
+    for row, swz in itertools.product((False, True), (False, True)):
+        c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,
+                 LOAD=load, STORE=store, BIG=True)
+        _aot_compile_gluon(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible)
