@@ -109,14 +109,17 @@ def fp4_quantize_kernel(
     pid_k = tile % n_k
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     sblk = pid_k * NB + tl.arange(0, NB)
-    r3 = rows[:, None, None]
-    c3 = sblk[None, :, None] * G + tl.arange(0, G)[None, None, :]
-    rw = r3.to(tl.int64) if BIG else r3
+    # loaded as a 2-D tile, then viewed as groups: Triton then spreads the lanes along the row
+    # (the 3-D load spread them over rows first when a program had several), which the packed
+    # bytes' store below needs to take its layout as it is
+    r2 = rows[:, None]
+    c2 = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    rw = r2.to(tl.int64) if BIG else r2
     if MASK:
-        x = tl.load(x_ptr + rw * stride_xm + c3, mask=(r3 < M) & (c3 < K), other=0.0, eviction_policy=EVICT)
+        x = tl.load(x_ptr + rw * stride_xm + c2, mask=(r2 < M) & (c2 < K), other=0.0, eviction_policy=EVICT)
     else:
-        x = tl.load(x_ptr + rw * stride_xm + c3, eviction_policy=EVICT)
-    x = _to_f32(x, INTERPRETED)
+        x = tl.load(x_ptr + rw * stride_xm + c2, eviction_policy=EVICT)
+    x = tl.reshape(_to_f32(x, INTERPRETED), (BLOCK_M, NB, G))
     amax = _amax_bits(x, 2, INTERPRETED)                                # (BM, NB) fp32 bits
     special = amax >= _FP32_INF                                         # a NaN or an Inf in the group
     if NV:
@@ -154,9 +157,12 @@ def fp4_quantize_kernel(
             negative = x.to(tl.int32, bitcast=True) < 0                  # every sign kept, -0.0 included
     nib = tl.where(special[:, :, None], 0, _e2m1(y, negative))
     lo, hi = tl.split(tl.reshape(nib, (BLOCK_M, BLOCK_K // 2, 2)))
+    # the packed bytes a thread holds: half its 16-byte load's elements (4 for 2-byte input, 2 for
+    # fp32). Claiming no longer a contiguous run than that makes the store take their layout as
+    # it is (no shared-memory round trip to gather 8 bytes per thread for a wider store).
+    PACKED_RUN: tl.constexpr = 2 if X_KIND == 0 else 4
     packed = (lo | (hi << 4)).to(tl.uint8)
-    r2 = rows[:, None]
-    p2 = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)[None, :]
+    p2 = pid_k * (BLOCK_K // 2) + tl.max_contiguous(tl.arange(0, BLOCK_K // 2), PACKED_RUN)[None, :]
     d_offs = (r2.to(tl.int64) if BIG else r2) * (K // 2) + p2
     if MASK:
         tl.store(data_ptr + d_offs, packed, mask=(r2 < M) & (p2 < K // 2))

@@ -6,8 +6,8 @@ byte, padding included); no host synchronisation (grouped offsets stay on the de
 
 `config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
 ("gluon", HALF, warps[, slabs]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
-a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA where
-Triton has Gluon, TRAINING_CONFIGS otherwise. Under Triton's interpreter
+a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA under
+the Triton the Gluon kernel ran with (GLUON_TRITON), TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
 """
 
@@ -64,8 +64,8 @@ and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three swee
 - linear scales: 2 slabs per tile (each column's 2 scale bytes in one store) 84-86% of copy
   against 79-80% with 1 (column-wise); row+column 1.65-1.68x the row-wise call against 1.68-1.72x;
 - swizzled scales: 1 slab (92-93% of copy column-wise; row+column 1.41-1.46x row-wise, 1.53x
-  in one of four runs); 2 slabs
-  is even column-wise and 13% slower for row+column, 4 slabs 4-8% and 63-65% slower.
+  in one of four runs); 2 slabs is even column-wise and 13% slower for row+column, 4 slabs 4-8%
+  and 63-65% slower.
 The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain."""
 
 _E8M0 = torch.float8_e8m0fnu

@@ -60,18 +60,22 @@ def test_kernels_compile_for_sm90(hp):
         _aot_compile(_triton_kernels.mxfp8_quantize_kernel, [hp, fp8, "*u8"], {**c, "SWIZZLED": swz}, 4)
 
 
-def _aot_compile_gluon(fn, pointers, constexprs, warps, divisible):
-    """A Gluon kernel compiled for sm_90 as a launch specializes it: 16-byte aligned pointers,
-    the integers in `divisible` multiples of 16 (constexprs hold the ones equal to 1)."""
+def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=False):
+    """fn compiled for sm_90 as a launch specializes it (what the layouts and vector widths depend
+    on): 16-byte aligned pointers, the integers in `divisible` multiples of 16 (constexprs hold
+    the ones equal to 1); a Gluon kernel with gluon."""
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.compiler import ASTSource
 
+    source = ASTSource
+    if gluon:
+        from triton.experimental.gluon._runtime import GluonASTSource as source
     it = iter(pointers)
     sig = {n: "constexpr" if n in constexprs else (next(it) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
              if sig[n] != "constexpr" and (n.endswith("_ptr") or n in divisible)}
-    return triton.compile(GluonASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
+    return triton.compile(source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
 
 
@@ -93,7 +97,7 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False)
         fp8 = "*fp8e5" if e5 else "*fp8e4nv"
-        k = _aot_compile_gluon(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible)
+        k = _aot_compile_as_launched(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible, gluon=True)
         ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} slabs {slabs} ROW {row} swizzled {swz} e5m2 {e5}"
         assert k.metadata.shared == 0 and "bar.sync" not in ptx, what
         loads = [ln for ln in ptx.splitlines() if "ld.global" in ln]
@@ -106,4 +110,4 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     for row, swz in itertools.product((False, True), (False, True)):
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,
                  LOAD=load, STORE=store, BIG=True)
-        _aot_compile_gluon(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible)
+        _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible, gluon=True)

@@ -30,7 +30,7 @@ from mxquant.conformance.fp4_inputs import fp4_inputs
 from mxquant.formats import MXFP4_BLOCK, NVFP4_BLOCK
 
 import fp4_oracle as oracle
-from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile
+from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile, _aot_compile_as_launched
 from test_triton_training import DEVS, _random, cuda_only, poisoned_outputs  # noqa: F401  (autouse fixture)
 from test_fp4 import assert_same_values
 from training_helpers import INPUTS, LAYOUTS, MODES, assert_bytes, ids
@@ -271,3 +271,22 @@ def test_fp4_kernels_compile_for_sm90(hp):
         # is still there (not folded away)
         assert ck not in nv_kernels or ("satfinite.e4m3" not in ptx and "0f46800000" in ptx and "0fC6800000" in ptx)
         assert "div.full" not in ptx and "div.approx" not in ptx and ".ftz" not in ptx, ck.name
+
+
+@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
+@pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
+def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
+    """The quantize kernel, compiled as a launch specializes it, stores its packed bytes in the
+    layout it computes them in: the TTGIR's one layout conversion is the scale bytes' (before
+    2026-12-05, seventh session, the packed bytes went through shared memory too, 2-4 KB and
+    three barriers, to be stored 8 to a thread), at the shipped tiles and at many-row tiles."""
+    from mxquant.backends import _triton_fp4 as k
+
+    kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
+    divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols"}
+    for nv, swz, (bm, bk, warps) in itertools.product((False, True), (False, True), ((1, 8192, 8), (2, 4096, 8), (32, 256, 8))):
+        c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=kind, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk,
+                 MASK=swz, EVICT="evict_last", BIG=False, INTERPRETED=False)
+        ck = _aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32", "*fp32"], c, warps, divisible)
+        what = f"{hp} NV {nv} swizzled {swz} tile {bm} x {bk} / {warps}"
+        assert ck.asm["ttgir"].count("ttg.convert_layout") == 1 and ck.metadata.shared <= 512, what

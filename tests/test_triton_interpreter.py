@@ -51,7 +51,7 @@ def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper():
     passed, tail = _pytest(python, "tests/test_triton_fp4.py", interpret=True)
     assert passed >= 55, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box)
     passed, tail = _pytest(python, "tests/test_triton_fp4.py", "-k", "compile", interpret=False)
-    assert passed == 3, tail
+    assert passed == 6, tail  # the kernels compile; the packed bytes' store needs no shared memory; per input dtype
 
 
 def test_triton_kgroups_under_the_interpreter_and_for_hopper():
