@@ -309,15 +309,6 @@ def test_bad_tile_configs_are_one_line_errors():
         ops.quantize_rowcol(x, torch.float8_e4m3fn, "rceil", "swizzled", (128, 64, 4))
     with pytest.raises(ValueError, match=r"colwise config: BLOCK_K must be a power of two >= 32, got 48"):
         ops.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "linear", (32, 48, 4))
-    with pytest.raises(ValueError, match=r"the Gluon kernel runs on CUDA with Triton 3\.6"):
-        ops.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "linear", ("gluon", 8, 2))
-
-
-def test_gluon_only_with_the_triton_it_ran_with():
-    """Gluon changes between Triton releases (3.4's does not compile the kernel, 3.3 has none):
-    the Gluon kernel is the default only under the versions in GLUON_TRITON."""
-    assert ops.gluon_version_ok("3.6.0") and ops.gluon_version_ok("3.6.1+git1234")
-    assert not any(map(ops.gluon_version_ok, ("3.3.1", "3.4.0", "3.5.1", "3.7.0", "4.0.0", "3.60.0")))
 
 
 def test_triton_claims_the_training_calls():
