@@ -38,6 +38,7 @@ from triton.experimental.gluon import language as gl
 
 from ._triton_kernels import _scale_and_inverse, _to_fp8
 
+
 def layouts(half: int, num_warps: int):
     """(load layout, store layout) of the (32, BLOCK_K = 8 * half * num_warps) tile, each thread
     `half` consecutive rows (of 32; the slab's other rows are 32 / half - 1 neighbouring lanes')
