@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from training_helpers import GLUON_TEST_CONFIGS
+
 try:
     import triton  # noqa: F401
     _NO_TRITON = None
@@ -22,15 +24,9 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 def _aot_compile(fn, pointers, constexprs, warps):
     """fn compiled for sm_90 by Triton's own compiler (PTX and cubin through the wheel's ptxas):
-    no GPU needed; what the interpreter cannot check (layouts, types the compiler rejects)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    it = iter(pointers)
-    sig = {n: "constexpr" if n in constexprs else (next(it) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": warps})
+    no GPU needed; what the interpreter cannot check (layouts, types the compiler rejects). No
+    alignment or divisibility assumed (_aot_compile_as_launched assumes what a launch gets)."""
+    return _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible=None)
 
 
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason=f"needs triton importable and TRITON_INTERPRET unset "
@@ -63,7 +59,7 @@ def test_kernels_compile_for_sm90(hp):
 def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=False):
     """fn compiled for sm_90 as a launch specializes it (what the layouts and vector widths depend
     on): 16-byte aligned pointers, the integers in `divisible` multiples of 16 (constexprs hold
-    the ones equal to 1); a Gluon kernel with gluon."""
+    the ones equal to 1); divisible None: no such attributes at all; a Gluon kernel with gluon."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -73,8 +69,8 @@ def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=F
         from triton.experimental.gluon._runtime import GluonASTSource as source
     it = iter(pointers)
     sig = {n: "constexpr" if n in constexprs else (next(it) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if sig[n] != "constexpr" and (n.endswith("_ptr") or n in divisible)}
+    attrs = {} if divisible is None else {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+                                          if sig[n] != "constexpr" and (n.endswith("_ptr") or n in divisible)}
     return triton.compile(source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
                           target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
 
@@ -91,8 +87,9 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     from mxquant.backends import _triton_training_ops as ops
 
     divisible = {"M", "K", "stride_l", "stride_m", "m_last", "k_last", "rs_cols", "cs_cols"}
-    shapes = {(*cfg, 1)[:3] for cfg in [*ops.GLUON_CONFIGS.values(), (16, 4), (8, 2, 4), (4, 4, 2)]}
-    for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), (False, True), (False, True), (False, True)):
+    shapes = {(*cfg, 1)[:3] for cfg in [*ops.GLUON_CONFIGS.values(), *(c[1:] for c in GLUON_TEST_CONFIGS)]}
+    flags = (False, True)
+    for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), flags, flags, flags):
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False)
@@ -110,4 +107,5 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     for row, swz in itertools.product((False, True), (False, True)):
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,
                  LOAD=load, STORE=store, BIG=True)
-        _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible, gluon=True)
+        _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible,
+                                 gluon=True)

@@ -30,7 +30,7 @@ from mxquant.conformance import cases
 from mxquant.conformance.training_inputs import colwise_inputs, grouped_inputs, matrix_inputs, special_tiles
 
 import mx_oracle as oracle
-from training_helpers import ELEMS, GRID, GRID_LAYOUTS, INPUTS, LAYOUTS, MODES, assert_bytes, ids
+from training_helpers import ELEMS, GLUON_TEST_CONFIGS, GRID, GRID_LAYOUTS, INPUTS, LAYOUTS, MODES, assert_bytes, ids
 
 try:
     import triton  # noqa: F401
@@ -65,13 +65,11 @@ cuda_only = pytest.mark.skipif(bool(_CUDA_SKIP), reason=str(_CUDA_SKIP))
 COLWISE_CONFIGS = {"linear": [None, (32, 32, 4)], "swizzled": [None, (128, 32, 4)]}
 ROWCOL_CONFIGS = {"linear": [None, (32, 64, 4)], "swizzled": [None, (128, 128, 4)]}
 # On CUDA None is the Gluon kernel (backends/_gluon_training.py) and the tuples above are the
-# Triton kernel; these are the Gluon kernel's other shapes ("gluon", rows per thread, warps,
-# 32-row slabs per tile).
-GLUON_CONFIGS = [("gluon", 16, 4), ("gluon", 8, 2, 4), ("gluon", 4, 4, 2)]
+# Triton kernel; GLUON_TEST_CONFIGS are the Gluon kernel's other shapes.
 
 
 def _configs(configs, dev):
-    return configs + GLUON_CONFIGS if dev == "cuda" else configs
+    return configs + GLUON_TEST_CONFIGS if dev == "cuda" else configs
 
 
 _EMPTY = torch.empty
