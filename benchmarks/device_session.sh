@@ -2,7 +2,7 @@
 # One device-machine run: GPU tests, `mxquant verify`, and the GPU benchmarks, each step's log
 # and JSON under $OUT/s, packed into $OUT/session.tgz after every step (the device tool brings
 # back at most 8 files, so the one archive is what to read). Steps are named on the command line:
-#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep gluon focus host
+#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep gluon focus checks host
 # Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && python3 -m pip
 # install -q --no-deps --no-build-isolation -e .` (see the developers' guide). `python3 -m pip`,
 # not `pip`: on the device image `pip` is /usr/local/bin/pip and `python3` a venv's, so a bare
@@ -47,10 +47,20 @@ focus_tests() {  # the Gluon kernel's CUDA tests (tests/test_triton_training.py)
   tail -qn 1 "$S"/focus?.log
   return $rc
 }
+checks() {  # focus_tests and a full `mxquant verify --backend triton` side by side (both correctness, no timing)
+  local rc=0
+  python3 -u -m mxquant verify --backend triton > "$S/verify.log" 2>&1 &
+  local v=$!
+  ( focus_tests ) || rc=$?
+  wait $v || rc=$?
+  tail -n 3 "$S/verify.log"
+  return $rc
+}
 for s in "$@"; do
   case $s in
     tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
     verify)   step verify 300 python3 -u -m mxquant verify --backend triton ;;
+    checks)   export -f focus_tests checks; export S; step checks 370 bash -c checks ;;
     focus)    export -f focus_tests; export S; step focus 300 bash -c focus_tests ;;  # 200 s cut the shape cases off
     host)     step host 60 python3 benchmarks/host_split.py --out "$S" ;;
     training) step training 150 python3 benchmarks/bench_training.py --out "$S" --rep-ms 50 ;;
