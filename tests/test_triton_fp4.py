@@ -105,6 +105,54 @@ def test_nvfp4_global_scale_edges(dev, hp):
             check_nvfp4(x, False, layout, name=f"edge {i}")
 
 
+def _threshold_groups(hp, g: float, rng) -> torch.Tensor:
+    """(64, 16) groups for a given global scale g: each group's amax sets its scale s (log-uniform
+    over e4m3's range, some past 448 and some rounding to 0), the other 15 elements sit at and
+    one or two steps of x's dtype beside the e2m1 rounding thresholds times d = RN(s / g), or are
+    the dtype's tiniest values, either sign."""
+    steps = {torch.float32: np.float32, torch.bfloat16: None}[hp]
+    groups = []
+    for i in range(64):
+        target = 2.0 ** rng.uniform(-9, 8.8) if i % 8 else (1000.0 if i % 16 else 2.0**-11)
+        a = float(oracle.round_to(6.0 * target / g, hp))
+        if not np.isfinite(a) or a == 0:
+            continue
+        p = min(float(np.float32(g * oracle.round_to(a / 6.0, hp))), 448.0)
+        sv = float(oracle.round_grid(np.array(p), 3, -6)) or 0.125
+        d = float(np.float32(np.float32(sv) / np.float32(g)))
+        row = [a]
+        for t in rng.choice([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], 13):
+            v = oracle.round_to(t * d, hp)
+            k = int(rng.integers(-2, 3))
+            if steps is not None:
+                for _ in range(abs(k)):
+                    v = np.nextafter(np.float32(v), np.float32(np.inf if k > 0 else -np.inf))
+            else:  # bf16: k steps of its 8-bit significand
+                v = float(v) * (1 + k * 2.0**-7)
+            row.append(float(oracle.round_to(v, hp)) * (1 if rng.random() < 0.5 else -1))
+        row += [float(torch.finfo(hp).smallest_normal) * 2.0**-3 * -1, -0.0]
+        groups.append(row)
+    return torch.tensor(groups, dtype=torch.float64).to(hp)
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", [torch.float32, torch.bfloat16], ids=_name)
+def test_nvfp4_elements_at_the_rounding_thresholds(dev, hp):
+    """Elements at and beside every e2m1 threshold of their group's d = scale / g, for given
+    global scales at both ends of the range where the CUDA kernel takes each element's quotient
+    by FMAs (2**-20, 2**20), just outside it (the IEEE division: 2**-21, 2**21) and far outside
+    (1e-30, 3e25), and ordinary ones."""
+    rng = np.random.default_rng(23)
+    for g in (2.0**-20, 2.0**20, 2.0**-21, 2.0**21, 1e-30, 3e25, 1.0, 2688.0 / 3.7, 7.1e-4):
+        x = _threshold_groups(hp, g, rng).to(dev)
+        gt = torch.tensor([g], dtype=torch.float32, device=dev)
+        for layout in LAYOUTS:
+            data, scale, _ = ops.nvfp4_quantize(x, gt, "compressed-tensors", layout, None)
+            want_data, want_scale, _ = oracle.nvfp4_quantize(x.cpu(), gt.item(), layout)
+            assert_bytes(data.cpu(), want_data, f"g {g} {layout} data")
+            assert_bytes(_flat(scale.cpu(), layout), want_scale, f"g {g} {layout} scale")
+
+
 # ---- structure: tiles, odd shapes, strided rows, padding --------------------------------------
 
 @pytest.mark.parametrize("dev", DEVS)
@@ -279,7 +327,8 @@ def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
     """The quantize kernel, compiled as a launch specializes it, stores its packed bytes in the
     layout it computes them in: the TTGIR's one layout conversion is the scale bytes' (before
     2026-12-05, seventh session, the packed bytes went through shared memory too, 2-4 KB and
-    three barriers, to be stored 8 to a thread), at the shipped tiles and at many-row tiles."""
+    three barriers, to be stored 8 to a thread), at the shipped tiles and at many-row tiles; and
+    NVFP4's per-element quotient is FMAs, not a division (eighth session)."""
     from mxquant.backends import _triton_fp4 as k
 
     kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
@@ -290,3 +339,6 @@ def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
         ck = _aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32", "*fp32"], c, warps, divisible)
         what = f"{hp} NV {nv} swizzled {swz} tile {bm} x {bk} / {warps}"
         assert ck.asm["ttgir"].count("ttg.convert_layout") == 1 and ck.metadata.shared <= 512, what
+        # NVFP4's quotient on the GPU: four FMAs an element (the reciprocal once per group), the
+        # path taken for 2**-20 <= g <= 2**20 (tests/test_fp4_quotient_model.py models it)
+        assert ck.asm["ptx"].count("fma.rn.f32") == (4 * bm * bk // (warps * 32) if nv else 0), what
