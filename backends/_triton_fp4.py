@@ -121,7 +121,7 @@ def fp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
-    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr, FMA_QUOTIENT: tl.constexpr,
 ):
     """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
     g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
@@ -166,7 +166,7 @@ def fp4_quantize_kernel(
         # made NVFP4 compute-bound; where g keeps d within 2**+-29, the reciprocal is taken once
         # per group and each element's quotient by FMA corrections (_nibble_quotient), exact for
         # every nibble. The interpreter's fma rounds twice, so it keeps the division.
-        if INTERPRETED:
+        if INTERPRETED or not FMA_QUOTIENT:
             y = tl.math.div_rn(x, d[:, :, None])
             negative = y < 0
         elif (g >= 0.00000095367431640625) & (g <= 1048576.0):          # 2**-20 <= g <= 2**20

@@ -35,6 +35,10 @@ so the "default" class (the H100) now takes 8192 elements and 8 warps as the H20
 NVFP4 given, with another timer), and the new default has not run on a GPU yet. Dequantize is
 not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
 
+NVFP4_QUOTIENT = (None, True)
+"""(maxnreg, FMA quotient) of the NVFP4 quantize kernel on GPUs: each element's x / d by FMAs
+from one reciprocal per group (backends/_triton_fp4.py) or, off, one IEEE division each."""
+
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
@@ -57,7 +61,7 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
     card: the card class (default: the device's)."""
     least = 4 * group if swizzled else group
     if config is not None:
-        bm, bk, warps = config
+        bm, bk, warps = config[:3]
         if bm < 1 or bm & (bm - 1) or bk < least or bk & (bk - 1):
             raise ValueError(f"fp4 config: BLOCK_M a power of two, BLOCK_K a power of two >= {least}, got {bm} x {bk}")
         return bm, bk, warps
@@ -65,6 +69,16 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
     bk = min(elems, max(least, _next_pow2(k)))
     bm = max(1, min(_next_pow2(rows), elems // bk))
     return bm, bk, max(1, min(warps, bm * bk // 512))
+
+
+def _quotient_options(config, device) -> tuple:
+    """(maxnreg or None, FMA_QUOTIENT) of the quantize kernel: a config's 4th and 5th entries
+    (benchmarks/sweep_fp4_tokens.py varies them), else NVFP4_QUOTIENT."""
+    maxnreg, fma = NVFP4_QUOTIENT
+    if config is not None and len(config) > 3:
+        maxnreg = config[3]
+        fma = bool(config[4]) if len(config) > 4 else fma
+    return maxnreg, fma
 
 
 def _next_pow2(n: int) -> int:
@@ -108,13 +122,15 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
     def make():
         bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
+        maxnreg, fma = _quotient_options(config, device)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(NV=nv, GIVEN=given, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors",
                           X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
-                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
+                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
+                          FMA_QUOTIENT=fma)
         return _launch.Plan(_kernels().fp4_quantize_kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
-                            warps)
+                            warps, {"maxnreg": maxnreg} if maxnreg else None)
 
     p = _launch.plan(key, make)
     if nv and not given:

@@ -40,10 +40,11 @@ class Plan:
     """One call signature's launch: grid size, integer arguments, constexprs, warps; after the
     first launch on CUDA, the compiled kernel's raw launcher (`raw`) and its fixed arguments."""
 
-    __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "raw", "head", "tail", "compiled")
+    __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "options", "raw", "head", "tail", "compiled")
 
-    def __init__(self, kernel, grid, ints, constexprs, num_warps):
+    def __init__(self, kernel, grid, ints, constexprs, num_warps, options=None):
         self.kernel, self.grid, self.ints, self.constexprs, self.num_warps = kernel, grid, ints, constexprs, num_warps
+        self.options = options or {}  # compile options beside num_warps (maxnreg): not kernel arguments
         self.raw = self.compiled = None
         self.head = self.tail = None
 
@@ -80,7 +81,8 @@ class Plan:
 
     def _first(self, device: torch.device, tensors: tuple) -> None:
         """Triton's own launch (compiles or loads the kernel); on CUDA, arm the raw launcher."""
-        compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps)
+        compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps,
+                                             **self.options)
         if device.type == "cuda":
             if _FAST_LAUNCH[0] is None:
                 _FAST_LAUNCH[0] = fast_launch_ok()
