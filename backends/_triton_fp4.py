@@ -78,30 +78,6 @@ def _global_scale(amax_bits, X_KIND: tl.constexpr):
 
 
 @triton.jit
-def _nibble_quotient(x, d):
-    """(y, y < 0) for y = RN(x / d) per element (d per group, 2**-29 <= d <= 2**29 or a special
-    group's NaN / a padding group's 0, whose nibbles the caller discards), as far as the e2m1
-    nibble can tell: exact wherever |x / d| >= 2**-61, the sign exact everywhere.
-    - The quotient: q0 = x * RN(1 / d), then two corrections q' = q + RN(1 / d) * (x - d * q) with
-      the residual by FMA (exact while q is within an ulp): CUDA's div.rn.f32 fast path, with its
-      reciprocal taken once per group. Its range check is not needed here: d is normal, and
-      where x / d could overflow (|q0| >= 8) q0 is kept, which clamps to 6 as RN(x / d) does.
-    - |x| < 2**-90: |x / d| < 2**-61, nibble magnitude 0; RN(x / d) is nonzero, so the nibble
-      negative, iff |x / d| > 2**-150 (the tie goes to 0), decided exactly on power-of-two-scaled
-      operands: |x| * 2**100 > d * 2**-50. Elsewhere |x / d| >= 2**-119: the sign is x's."""
-    r = tl.math.div_rn(tl.full(d.shape, 1.0, tl.float32), d)[:, :, None]
-    d3 = d[:, :, None]
-    q0 = x * r
-    q1 = tl.math.fma(r, tl.math.fma(-d3, q0, x), q0)
-    q2 = tl.math.fma(r, tl.math.fma(-d3, q1, x), q1)
-    ax = tl.abs(x)
-    y = tl.where(tl.abs(q0) >= 8.0, q0, q2)
-    tiny = ax < 8.077935669463161e-28                                   # 2**-90
-    negative = (x < 0) & (~tiny | (ax * 1.2676506002282294e30 > d3 * 8.881784197001252e-16))  # 2**100, 2**-50
-    return y, negative
-
-
-@triton.jit
 def amax_kernel(x_ptr, out_ptr, M, K, stride_xm, n_k,
                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr):
     """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements."""
@@ -121,7 +97,7 @@ def fp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
-    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr, FMA_QUOTIENT: tl.constexpr,
+    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
     """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
     g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
@@ -162,18 +138,8 @@ def fp4_quantize_kernel(
         if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
             sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // G), sbyte, 0)
         d = tl.math.div_rn(_e4m3_value(sbyte), g)                       # scale / g, fp32
-        # y = RN(x / d), fp32. div.rn.f32 per element (a MUFU reciprocal and a checked sequence)
-        # made NVFP4 compute-bound; where g keeps d within 2**+-29, the reciprocal is taken once
-        # per group and each element's quotient by FMA corrections (_nibble_quotient), exact for
-        # every nibble. The interpreter's fma rounds twice, so it keeps the division.
-        if INTERPRETED or not FMA_QUOTIENT:
-            y = tl.math.div_rn(x, d[:, :, None])
-            negative = y < 0
-        elif (g >= 0.00000095367431640625) & (g <= 1048576.0):          # 2**-20 <= g <= 2**20
-            y, negative = _nibble_quotient(x, d)
-        else:
-            y = tl.math.div_rn(x, d[:, :, None])
-            negative = y < 0
+        y = tl.math.div_rn(x, d[:, :, None])                            # x / (scale / g), fp32
+        negative = y < 0
     else:
         s = (amax >> 23) - 129                                          # floor(log2 amax) - 2
         if RCEIL:

@@ -35,9 +35,15 @@ so the "default" class (the H100) now takes 8192 elements and 8 warps as the H20
 NVFP4 given, with another timer), and the new default has not run on a GPU yet. Dequantize is
 not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
 
-NVFP4_QUOTIENT = (None, True)
-"""(maxnreg, FMA quotient) of the NVFP4 quantize kernel on GPUs: each element's x / d by FMAs
-from one reciprocal per group (backends/_triton_fp4.py) or, off, one IEEE division each."""
+NVFP4_MAXNREG = 64
+"""Register cap (ptxas maxnreg) of the NVFP4 quantize kernel on GPUs. The H100 sweep of
+2026-12-05 (eighth session, benchmarks/sweep_fp4_tokens.py, bf16, a given global scale): at
+the shipped 1 x 8192 tile with 8 warps, 64 registers took 101.3 / 194.1 us with linear scales at
+8192x8192 / 16384x8192, against 110.1 / 210.6 uncapped (67 registers); swizzled within 1% either
+way (101.1 / 192.8 against 100.3 / 191.9). 80, 96 and 128 were no faster than uncapped. MXFP4 is
+not capped: 64 registers cost it 0-4%. The same sweep timed each element's division done as
+FMA corrections from one reciprocal per group instead of div.rn.f32: exact, but 165 registers
+and 31-43% slower at every cap tried (64-128), so it was not kept (docs/performance.md)."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
@@ -71,14 +77,12 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
     return bm, bk, max(1, min(warps, bm * bk // 512))
 
 
-def _quotient_options(config, device) -> tuple:
-    """(maxnreg or None, FMA_QUOTIENT) of the quantize kernel: a config's 4th and 5th entries
-    (benchmarks/sweep_fp4_tokens.py varies them), else NVFP4_QUOTIENT."""
-    maxnreg, fma = NVFP4_QUOTIENT
+def _maxnreg(nv: bool, config):
+    """The quantize kernel's register cap: a config's 4th entry (benchmarks/sweep_fp4_tokens.py
+    varies it), else NVFP4_MAXNREG for NVFP4 and none for MXFP4."""
     if config is not None and len(config) > 3:
-        maxnreg = config[3]
-        fma = bool(config[4]) if len(config) > 4 else fma
-    return maxnreg, fma
+        return config[3] or None
+    return NVFP4_MAXNREG if nv else None
 
 
 def _next_pow2(n: int) -> int:
@@ -122,13 +126,12 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
     def make():
         bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
-        maxnreg, fma = _quotient_options(config, device)
+        maxnreg = _maxnreg(nv, config) if device.type == "cuda" else None  # (a CUDA compile option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(NV=nv, GIVEN=given, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors",
                           X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
-                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
-                          FMA_QUOTIENT=fma)
+                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
         return _launch.Plan(_kernels().fp4_quantize_kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
                             warps, {"maxnreg": maxnreg} if maxnreg else None)
 
