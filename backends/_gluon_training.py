@@ -27,8 +27,8 @@ Gluon compiles for GPUs only (Triton's interpreter does not run it), and changes
 releases: backends/_triton_training_ops.py uses it only with the Triton it was run with
 (GLUON_TRITON). The interpreter tests run rowcol_kernel; this kernel is checked against the
 oracle by the CUDA tests (tests/test_triton_training.py, which run both kernels on a GPU: on an
-H100 on 2026-12-05 at 1, 2 and 4 slabs; the shipped linear shape, 8 rows x 2 warps x 2 slabs,
-byte-identical to rowcol_kernel in benchmarks/sweep_gluon.py and not yet in the tests) and
+H100 on 2026-12-05 at 1, 2 and 4 slabs, the shipped shapes included, with fp32, bf16 and fp16
+input) and
 compiled for sm_90 here by tests/test_triton_compile.py.
 """
 

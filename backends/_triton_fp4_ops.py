@@ -32,7 +32,8 @@ shapes from 1 x 1024 to 32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 war
 fastest for MXFP4 (74.8 us, the others 80.6-94.0) and NVFP4 (99.0 us, the others 104.3-115.7),
 so the "default" class (the H100) now takes 8192 elements and 8 warps as the H200 did; the 4096
 / 4 it had before was not among the sweep's shapes (bench_fp4.py timed it: 76.8 us MXFP4, 101.2
-NVFP4 given, with another timer), and the new default has not run on a GPU yet. Dequantize is
+NVFP4 given, with another timer). The eighth session's sweeps (benchmarks/sweep_fp4_tokens.py,
+after the packed-byte store changed) kept 1 x 8192 with 8 warps first for MXFP4. Dequantize is
 not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
 
 NVFP4_MAXNREG = 64
