@@ -6,9 +6,10 @@ included). NVFP4 without a global scale is two launches: the finite amax (an int
 into a zeroed int32), then the quantize kernel, which derives g from it on the device (no host
 synchronisation).
 
-`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps), powers of two, BLOCK_K >= the group (32 /
-16; 4 groups for the swizzled layout, whose scale words pack 4); None picks FP4_CONFIGS by card
-class. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg]), powers of two, BLOCK_K >= the
+group (32 / 16; 4 groups for the swizzled layout, whose scale words pack 4), maxnreg the quantize
+kernel's register cap on CUDA (0: none); None picks FP4_CONFIGS by card class and
+NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
 (tests/test_triton_fp4.py)."""
 
 from __future__ import annotations
@@ -36,15 +37,20 @@ NVFP4 given, with another timer). The eighth session's sweeps (benchmarks/sweep_
 after the packed-byte store changed) kept 1 x 8192 with 8 warps first for MXFP4. Dequantize is
 not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
 
-NVFP4_MAXNREG = 64
-"""Register cap (ptxas maxnreg) of the NVFP4 quantize kernel on GPUs. The H100 sweep of
-2026-12-05 (eighth session, benchmarks/sweep_fp4_tokens.py, bf16, a given global scale): at
-the shipped 1 x 8192 tile with 8 warps, 64 registers took 101.3 / 194.1 us with linear scales at
-8192x8192 / 16384x8192, against 110.1 / 210.6 uncapped (67 registers); swizzled within 1% either
-way (101.1 / 192.8 against 100.3 / 191.9). 80, 96 and 128 were no faster than uncapped. MXFP4 is
-not capped: 64 registers cost it 0-4%. The same sweep timed each element's division done as
-FMA corrections from one reciprocal per group instead of div.rn.f32: exact, but 165 registers
-and 31-43% slower at every cap tried (64-128), so it was not kept (docs/performance.md)."""
+NVFP4_MAXNREG = {"default": 64}
+"""Register cap (ptxas maxnreg) of the NVFP4 quantize kernel for bf16 input on CUDA, per card
+class (others: none). The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
+warps, bf16 with linear scales, the cap of 64 took the kernel from 67 registers to 64 (4 bytes of
+spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /
+194.1 us against 110.1 / 210.6 at 8192x8192 / 16384x8192), and bench_fp4.py, a call later,
+timed 101.3 / 194.0 us: what the sixth session measured (101.2 / 194.1) before the packed-byte
+store of 545c525 cost those 8%. bf16 with swizzled scales compiles to 64 registers either way,
+so the cap changes nothing there. Not capped: fp32 (86-110 registers; 64 would spill 64-72
+bytes, never timed) and fp16 input (not timed), MXFP4 (the cap cost it 0-4%), other card classes
+(not measured). The same sweep timed each element's division done as FMA corrections from one
+reciprocal per group instead of div.rn.f32: exact, but 1.10-1.90x the division's time at the
+same tile and cap (107 registers with the division's fallback branch, 165 with the FMA path
+alone), so it was not kept (docs/performance.md, eighth session)."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
@@ -78,12 +84,12 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
     return bm, bk, max(1, min(warps, bm * bk // 512))
 
 
-def _maxnreg(nv: bool, config):
-    """The quantize kernel's register cap: a config's 4th entry (benchmarks/sweep_fp4_tokens.py
-    varies it), else NVFP4_MAXNREG for NVFP4 and none for MXFP4."""
+def _maxnreg(nv: bool, config, x_dtype, card: str):
+    """The quantize kernel's register cap on CUDA: a config's 4th entry (0: none;
+    benchmarks/sweep_fp4_tokens.py varies it), else NVFP4_MAXNREG's for bf16 NVFP4 input."""
     if config is not None and len(config) > 3:
         return config[3] or None
-    return NVFP4_MAXNREG if nv else None
+    return NVFP4_MAXNREG.get(card) if nv and x_dtype == torch.bfloat16 else None
 
 
 def _next_pow2(n: int) -> int:
@@ -127,7 +133,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
     def make():
         bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
-        maxnreg = _maxnreg(nv, config) if device.type == "cuda" else None  # (a CUDA compile option)
+        maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(NV=nv, GIVEN=given, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors",
                           X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,

@@ -37,8 +37,10 @@ def hooks_idle() -> bool:
 
 
 class Plan:
-    """One call signature's launch: grid size, integer arguments, constexprs, warps; after the
-    first launch on CUDA, the compiled kernel's raw launcher (`raw`) and its fixed arguments."""
+    """One call signature's launch: grid size, integer arguments, constexprs, warps, other compile
+    options (`options`, e.g. maxnreg: given to the first, compiling launch only, they are not
+    kernel arguments); after the first launch on CUDA, the compiled kernel's raw launcher (`raw`)
+    and its fixed arguments."""
 
     __slots__ = ("kernel", "grid", "ints", "constexprs", "num_warps", "options", "raw", "head", "tail", "compiled")
 

@@ -285,7 +285,10 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
     def make():
         rw = _rowwise()
         cls = rw.card(device)[0]
-        bm, bk, warps = config or TOKENS_CONFIGS.get(cls) or rw.quantize_config(t, k, True, cls)[:3]
+        tiles = TOKENS_CONFIGS.get(cls) if device.type == "cuda" else None
+        if tiles is not None:  # no wider than the padded scale columns need (BLOCK_K >= 128 either way)
+            tiles = (tiles[0], max(128, min(tiles[1], rw.next_pow2(pcol * BLOCK))), tiles[2])
+        bm, bk, warps = config or tiles or rw.quantize_config(t, k, True, cls)[:3]
         if bm & (bm - 1) or bm > 128 or bk < 128 or bk & (bk - 1):
             raise ValueError(f"token groups config: BLOCK_M a power of two <= 128 (a program's rows in one group), "
                              f"BLOCK_K one >= 128 (4 blocks a word), got {bm} x {bk}")
@@ -300,8 +303,9 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
 
 
 TOKENS_CONFIGS = {"default": (32, 256, 4)}
-"""(BLOCK_M, BLOCK_K, warps) of tokens_kernel per card class; classes not listed take the row-wise
-swizzled call's tiles. The H100 sweep of 2026-12-05 (eighth session, benchmarks/
+"""(BLOCK_M, BLOCK_K, warps) of tokens_kernel per CUDA card class (BLOCK_K cut to the padded scale
+columns' width for small K); other classes, XPU and the interpreter take the row-wise swizzled
+call's tiles. The H100 sweep of 2026-12-05 (eighth session, benchmarks/
 sweep_fp4_tokens.py, 32 groups, bf16): the row-wise tiles (4 x 512, 4 warps there) gave 0.89x
 / 0.94x the ungrouped call's speed at 8192x8192 / 16384x8192, 32 x 256 with 4 warps 0.94x /
 0.97x (the best of 12 shapes at 8192x8192, within 0.2% of the best at 16384x8192): each program's

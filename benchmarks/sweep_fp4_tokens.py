@@ -20,9 +20,9 @@ from mxquant.backends import _triton_training_ops as ops
 from mxquant.backends import triton as tb
 
 E4 = torch.float8_e4m3fn
-# (BLOCK_M, BLOCK_K, warps[, maxnreg]): the eighth session's first sweep (13 tiles) found 1 x 8192
-# x 8 best for MXFP4; its second varied the register cap (0: none) at the leading tiles, with an
-# FMA quotient for NVFP4 that was then dropped (docs/performance.md)
+# (BLOCK_M, BLOCK_K, warps[, maxnreg]): the eighth session's first sweep (12 tiles and the default)
+# found 1 x 8192 x 8 best for MXFP4; its second (this script at 29166d3, whose configs had a 5th
+# entry for an FMA quotient since dropped) varied the register cap (0: none) at the leading tiles
 FP4_TILES = [None] + [(1, 8192, w, r) for w in (8, 16) for r in (0, 64, 80, 96, 128)] + [
     (1, 4096, 4, r) for r in (0, 64, 96)]
 TOKEN_TILES = [None, (8, 512, 4), (32, 256, 4), (64, 256, 8), (128, 256, 8), (16, 256, 4), (64, 128, 4), (32, 512, 4)]
@@ -54,7 +54,10 @@ def main(path):
         dst = torch.empty_like(x)
         copy_us = do_bench(lambda: dst.copy_(x), warmup=5, rep=40) * 1e3
         rec(shape=shape, what="copy", us=round(copy_us, 2))
-        g = torch.tensor([1e-3], device="cuda")
+        # the tensor's own global scale (as llm-compressor derives it): a fixed small one (1e-3, as in
+        # sweep_training.py and this script at 29166d3) gives every group scale byte 0x20 and
+        # every nibble 0 with randn input, a degenerate case to time
+        g = f4.nvfp4_quantize(x, None, "compressed-tensors", "linear")[2].clone()
         for layout in ("linear", "swizzled"):
             mx = lambda c: f4.mxfp4_quantize(x, "rceil", layout, c)
             nv = lambda c: f4.nvfp4_quantize(x, g, "compressed-tensors", layout, c)[:2]

@@ -132,7 +132,9 @@ HOSTILE = {
         def register_backends(register):
             raise KeyboardInterrupt
         """),
-    "import-hangs": "import time\ntime.sleep(3600)\n",
+    # (a marker file per process, hangs-PID, says the import has begun: test_a_real_ctrl_c_... waits for it)
+    "import-hangs": "import os, time\nopen(os.path.join(os.path.dirname(__file__), f'hangs-{os.getpid()}'), 'w').close()\n"
+                    "time.sleep(3600)\n",
     "hook-spins": textwrap.dedent(f"""
         import mxquant, torch
 
@@ -197,7 +199,14 @@ def test_a_real_ctrl_c_still_interrupts(hostile_site):
                             env=child_env(hostile_site, MXQUANT_PROBE_TIMEOUT="300", MXQUANT_PLUGINS="import-hangs"))
     try:
         assert proc.stdout.readline() == "calling\n"
-        time.sleep(1.5)  # inside discovery, waiting for the import that hangs
+        # Ctrl-C once the plugin's import has begun (its marker), so the main thread is in
+        # discovery, waiting for it: on the loaded 2-core box, 1.5 s after "calling" once was not
+        # enough (the child then ran past the 60 s below; seen once in CI, 2026-12-05)
+        started, deadline = hostile_site / f"hangs-{proc.pid}", time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert started.exists(), "the plugin's import never began"
+        time.sleep(0.5)  # from its first line into the wait
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

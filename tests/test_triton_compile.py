@@ -56,10 +56,11 @@ def test_kernels_compile_for_sm90(hp):
         _aot_compile(_triton_kernels.mxfp8_quantize_kernel, [hp, fp8, "*u8"], {**c, "SWIZZLED": swz}, 4)
 
 
-def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=False):
+def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=False, options=None):
     """fn compiled for sm_90 as a launch specializes it (what the layouts and vector widths depend
     on): 16-byte aligned pointers, the integers in `divisible` multiples of 16 (constexprs hold
-    the ones equal to 1); divisible None: no such attributes at all; a Gluon kernel with gluon."""
+    the ones equal to 1); divisible None: no such attributes at all; a Gluon kernel with gluon;
+    options: other compile options (maxnreg)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -72,7 +73,7 @@ def _aot_compile_as_launched(fn, pointers, constexprs, warps, divisible, gluon=F
     attrs = {} if divisible is None else {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
                                           if sig[n] != "constexpr" and (n.endswith("_ptr") or n in divisible)}
     return triton.compile(source(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **(options or {})})
 
 
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason=f"needs triton importable and TRITON_INTERPRET unset "

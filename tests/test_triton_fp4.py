@@ -121,7 +121,9 @@ def _threshold_groups(hp, g: float, rng) -> torch.Tensor:
         sv = float(oracle.round_grid(np.array(p), 3, -6)) or 0.125
         d = float(np.float32(np.float32(sv) / np.float32(g)))
         row = [a]
-        for t in rng.choice([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], 13):
+        if sv == 0.125 and p < 2.0**-9:  # the scale rounded to 0 (byte 0x20): elements below amax
+            row += [float(oracle.round_to(a * u, hp)) for u in rng.uniform(-1, 1, 13)]
+        for t in rng.choice([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], 13 if len(row) == 1 else 0):
             v = oracle.round_to(t * d, hp)
             k = int(rng.integers(-2, 3))
             if steps is not None:
@@ -270,8 +272,9 @@ def test_cuda_big_shapes_and_public_calls(hp):
 @cuda_only
 @pytest.mark.cuda
 def test_cuda_nvfp4_kernel_compiles_under_its_register_cap():
-    """The NVFP4 quantize kernel is compiled with ptxas's register cap (ops.NVFP4_MAXNREG), the
-    MXFP4 one without, and the capped kernel's bytes are the oracle's."""
+    """The NVFP4 quantize kernel for bf16 input is compiled with ptxas's register cap of this card's
+    class (ops.NVFP4_MAXNREG; none for classes it does not list), the MXFP4 one without, and the
+    capped kernel's bytes are the oracle's."""
     from mxquant.backends import _triton_launch
 
     x = _random((1024, 8192), 11, torch.bfloat16, "cuda")
@@ -279,9 +282,10 @@ def test_cuda_nvfp4_kernel_compiles_under_its_register_cap():
     check_nvfp4(x, True, "linear", name="capped")
     check_mxfp4(x, "rceil", "linear", name="uncapped")
     plans = [p for p in _triton_launch._PLANS.values() if p.kernel is ops._kernels().fp4_quantize_kernel]
+    cap = ops.NVFP4_MAXNREG.get(ops._card(x.device))
     regs = {p.constexprs["NV"]: p.compiled.n_regs for p in plans if p.compiled is not None}
-    assert {p.constexprs["NV"]: p.options.get("maxnreg") for p in plans} == {True: ops.NVFP4_MAXNREG, False: None}
-    assert not regs or regs[True] <= ops.NVFP4_MAXNREG, regs
+    assert {p.constexprs["NV"]: p.options.get("maxnreg") for p in plans} == {True: cap, False: None}
+    assert cap is None or not regs or regs[True] <= cap, regs
 
 
 @cuda_only
@@ -306,8 +310,9 @@ def test_cuda_graph_replay_recomputes_the_global_scale():
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
 @pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
 def test_fp4_kernels_compile_for_sm90(hp):
-    """Every FP4 kernel at its shipped configurations compiles for sm_90 (PTX and cubin), and its
-    divisions are IEEE ones that keep subnormals (div.rn.f32, never div.full / div.approx / .ftz)."""
+    """Every FP4 kernel at its shipped configurations (register cap included) compiles for sm_90
+    (PTX and cubin), and its divisions are IEEE ones that keep subnormals (div.rn.f32, never
+    div.full / div.approx / .ftz)."""
     from mxquant.backends import _triton_fp4 as k
 
     kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
@@ -319,7 +324,12 @@ def test_fp4_kernels_compile_for_sm90(hp):
         c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
                  SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT="evict_last", BIG=swz, INTERPRETED=False)
         g = ("*i32" if not given else "*fp32") if nv else "*u8"
-        compiled.append(_aot_compile(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"], c, warps))
+        cap = ops._maxnreg(nv, None, {"*fp32": torch.float32, "*bf16": torch.bfloat16, "*fp16": torch.float16}[hp], card)
+        compiled.append(_aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"],
+                                                 c, warps, None, options={"maxnreg": cap} if cap else None))
+        # the register cap the launch gives it reaches the PTX (bf16 NVFP4 on the H100's class)
+        assert (f".maxnreg {cap}" in compiled[-1].asm["ptx"]) if cap else ".maxnreg" not in compiled[-1].asm["ptx"]
+        assert bool(cap) == (nv and hp == "*bf16" and card in ops.NVFP4_MAXNREG), (hp, nv, card)
         if nv:
             nv_kernels.append(compiled[-1])
         if nv and not given:
