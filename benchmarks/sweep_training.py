@@ -93,7 +93,9 @@ for (M, K) in ((8192, 8192),):
     from mxquant.backends import _triton_fp4_ops as f4
     fbytes = 2 + 0.5 + 1 / 32
     wm = [u.view(torch.uint8).clone() for u in f4.mxfp4_quantize(x, "rceil", "linear")]
-    gg = torch.tensor([1e-3], device="cuda")
+    # the tensor's own global scale: the fixed 1e-3 this sweep used in the sixth session gives
+    # randn input scale byte 0x20 and nibble 0 everywhere (its NVFP4 timings: indicative only)
+    gg = f4.nvfp4_quantize(x, None, "compressed-tensors", "linear")[2].clone()
     wn = [u.view(torch.uint8).clone() for u in f4.nvfp4_quantize(x, gg, "compressed-tensors", "linear")[:2]]
     for cfg in ((1, 1024, 4), (1, 2048, 4), (1, 4096, 8), (1, 8192, 8), (2, 2048, 4), (2, 4096, 8), (4, 1024, 4),
                 (4, 2048, 8), (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8), (32, 256, 8)):
