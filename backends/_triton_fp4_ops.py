@@ -30,7 +30,8 @@ FP4_CONFIGS = {"default": {"quantize": (8192, 8), "dequantize": (4096, 4)},
 """(elements per program, warps) per card class (triton.card) and direction. Quantize swept on an
 H100 (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py, triton.testing.do_bench): 13
 shapes from 1 x 1024 to 32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 warps was the
-fastest for MXFP4 (74.8 us, the others 80.6-94.0) and NVFP4 (99.0 us, the others 104.3-115.7),
+fastest for MXFP4 (74.8 us, the others 80.6-94.0) and NVFP4 (99.0 us, the others 104.3-115.7,
+at a fixed g that made every nibble 0: indicative only),
 so the "default" class (the H100) now takes 8192 elements and 8 warps as the H200 did; the 4096
 / 4 it had before was not among the sweep's shapes (bench_fp4.py timed it: 76.8 us MXFP4, 101.2
 NVFP4 given, with another timer). The eighth session's sweeps (benchmarks/sweep_fp4_tokens.py,
