@@ -50,8 +50,17 @@ time of 4 at 7 of the 10 tile shapes. The swizzled ones are the best measured sh
 (BLOCK_M % 128 == 0), swizzled row scales 4 along K (BLOCK_K % 128 == 0); measured linear:
 128x64/4 116.5 us, 128x128/8 290.3 us. The swept shapes spill a few registers (ptxas: 64x128/4
 44 bytes, 128x128/8 80), and were the fastest all the same. 32x32 (2d) is a first choice, not
-swept; 94.7-100.8% of copy on the H100. Token groups and experts take the row-wise swizzled
-config of the card (triton.quantize_config)."""
+swept; 94.7-100.8% of copy on the H100. Experts take the row-wise swizzled config of the card
+(triton.quantize_config), token groups TOKENS_CONFIGS below or that one."""
+
+TOKENS_CONFIGS = {"default": (32, 256, 4)}
+"""(BLOCK_M, BLOCK_K, warps) of tokens_kernel per CUDA card class (BLOCK_K cut to the padded scale
+columns' width for small K); other classes, XPU and the interpreter take the row-wise swizzled
+call's tiles. The H100 sweep of 2026-12-05 (eighth session, benchmarks/
+sweep_fp4_tokens.py, 32 groups, bf16): the row-wise tiles (4 x 512, 4 warps there) gave 0.89x
+/ 0.94x the ungrouped call's speed at 8192x8192 / 16384x8192, 32 x 256 with 4 warps 0.94x /
+0.97x (the best of 12 shapes at 8192x8192, within 0.2% of the best at 16384x8192): each program's
+group lookup (scans over the group ends, ~22 barriers) is paid per 8192 elements, not 2048."""
 
 GLUON_CONFIGS = {"colwise": (8, 2, 2), "colwise swizzled": (8, 2, 1), "rowcol": (8, 2, 2),
                  "rowcol swizzled": (8, 2, 1)}
@@ -301,15 +310,6 @@ def _tokens(x, group_ends, dtype, scale_mode, config):
     _launch.plan(key, make).launch_n(device, x2, ends, data, scale)
     return data, scale.view(_E8M0)
 
-
-TOKENS_CONFIGS = {"default": (32, 256, 4)}
-"""(BLOCK_M, BLOCK_K, warps) of tokens_kernel per CUDA card class (BLOCK_K cut to the padded scale
-columns' width for small K); other classes, XPU and the interpreter take the row-wise swizzled
-call's tiles. The H100 sweep of 2026-12-05 (eighth session, benchmarks/
-sweep_fp4_tokens.py, 32 groups, bf16): the row-wise tiles (4 x 512, 4 warps there) gave 0.89x
-/ 0.94x the ungrouped call's speed at 8192x8192 / 16384x8192, 32 x 256 with 4 warps 0.94x /
-0.97x (the best of 12 shapes at 8192x8192, within 0.2% of the best at 16384x8192): each program's
-group lookup (scans over the group ends, ~22 barriers) is paid per 8192 elements, not 2048."""
 
 KGROUP_TILES = 4
 """512-byte output tiles per program of kgroups_kernel (a first choice, not swept: the scales are

@@ -38,25 +38,22 @@ gpu_tests() {  # the cuda-marked tests in 6 processes over the test files (one p
   tail -qn 1 "$S"/tests?.log
   return $rc
 }
-focus_tests() {  # the Gluon kernel's CUDA tests (tests/test_triton_training.py) in 5 processes (logs in $S)
-  local rc=0 i=0 k
-  for k in "shapes and float32" "shapes and bfloat16" "shapes and float16 and not bfloat16" "strided" "not (shapes or strided)"; do
-    python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "$k" > "$S/focus$i.log" 2>&1 &
+k_shards() {  # k_shards NAME FILE EXPR...: FILE's CUDA tests in one process per -k EXPR, logs $S/NAME<i>.log
+  local name=$1 file=$2 rc=0 i=0 k; shift 2
+  for k in "$@"; do
+    python3 -m pytest -q -rfE -m cuda -p no:cacheprovider "$file" -k "$k" > "$S/$name$i.log" 2>&1 &
     i=$((i + 1))
   done
-  for k in 0 1 2 3 4; do wait -n || rc=$?; done
-  tail -qn 1 "$S"/focus?.log
+  for k in "$@"; do wait -n || rc=$?; done  # (5, an expression that selects nothing, fails too)
+  tail -qn 1 "$S/$name"?.log
   return $rc
 }
-fp4_tests() {  # tests/test_triton_fp4.py's CUDA cases in 3 processes (logs in $S)
-  local rc=0 i=0 k
-  for k in "mxfp4" "nvfp4" "not (mxfp4 or nvfp4)"; do
-    python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_fp4.py -k "$k" > "$S/fp4tests$i.log" 2>&1 &
-    i=$((i + 1))
-  done
-  for k in 0 1 2; do wait -n || { r=$?; [ $r -eq 5 ] || rc=$r; }; done
-  tail -qn 1 "$S"/fp4tests?.log
-  return $rc
+focus_tests() {  # the Gluon kernel's CUDA tests (tests/test_triton_training.py) in 5 processes
+  k_shards focus tests/test_triton_training.py "shapes and float32" "shapes and bfloat16" \
+    "shapes and float16 and not bfloat16" "strided" "not (shapes or strided)"
+}
+fp4_tests() {  # tests/test_triton_fp4.py's CUDA cases in 3 processes
+  k_shards fp4tests tests/test_triton_fp4.py "mxfp4" "nvfp4" "not (mxfp4 or nvfp4)"
 }
 checks() {  # focus_tests and a full `mxquant verify --backend triton` side by side (both correctness, no timing)
   local rc=0
@@ -71,8 +68,8 @@ for s in "$@"; do
   case $s in
     tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
     verify)   step verify 540 python3 -u -m mxquant verify --backend triton ;;  # 189 of 210 checks in 338 s beside tests: a call of its own
-    checks)   export -f focus_tests checks; export S; step checks 370 bash -c checks ;;
-    focus)    export -f focus_tests; export S; step focus 300 bash -c focus_tests ;;  # 200 s cut the shape cases off
+    checks)   export -f k_shards focus_tests checks; export S; step checks 370 bash -c checks ;;
+    focus)    export -f k_shards focus_tests; export S; step focus 300 bash -c focus_tests ;;  # 200 s cut the shape cases off
     host)     step host 60 python3 benchmarks/host_split.py --out "$S" ;;
     training) step training 150 python3 benchmarks/bench_training.py --out "$S" --rep-ms 50 ;;
     small_m)  step small_m 150 python3 benchmarks/bench_small_m.py --out "$S" ;;
@@ -80,7 +77,7 @@ for s in "$@"; do
     fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$S" --rep-ms 50 ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
     sweep)    step sweep 200 python3 -u benchmarks/sweep_training.py "$S/sweep.json" ;;
-    fp4tests) export -f fp4_tests; export S; step fp4tests 300 bash -c fp4_tests ;;  # one process: > 200 s, cut off twice
+    fp4tests) export -f k_shards fp4_tests; export S; step fp4tests 300 bash -c fp4_tests ;;  # one process: > 200 s, cut off twice
     nvfp4)    step nvfp4 150 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_fp4.py -k "nvfp4 or thresholds or register" ;;
     grouped)  step grouped 120 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "token or grouped" ;;
     fp4sweep) step fp4sweep 240 python3 -u benchmarks/sweep_fp4_tokens.py "$S/fp4_tokens.json" ;;
