@@ -91,6 +91,14 @@ def _scale_shape_error(got, shape, layout, want, block: int = BLOCK, call: str =
                       f"are swizzled (a backend's 2-D scale), pass scale.reshape(-1); if {call} returned "
                       "them with scale_layout='linear', pass scale_layout='linear' (the wrong one of the two "
                       "dequantizes wrong values without an error)")
+    if two_d and got == (math.prod(shape[:-1]), shape[-1] // block):  # N-D data: its linear scale flattened
+        swz = "scale.reshape(-1)" + ("" if layout == "swizzled" else " with scale_layout='swizzled'")
+        lin = f"scale.reshape{linear}" + ("" if layout == "linear" else " with scale_layout='linear'")
+        return msg + (f"; {got} is ambiguous here: it is both the 2-D swizzled form backends use and the "
+                      "linear layout's shape for this data flattened to 2-D, so the shape cannot tell which "
+                      f"layout the bytes are in: if they are swizzled (a backend's 2-D scale), pass {swz}; if "
+                      f"{call} returned them with scale_layout='linear' for the 2-D data, pass {lin} (the wrong "
+                      "one of the two dequantizes wrong values without an error)")
     other = layout_of(got, shape, block)
     if other == "swizzled" and math.prod(linear) == rows * cols:
         return msg + (f"; this scale has the swizzled layout's shape: pass scale_layout='swizzled' (unless it "

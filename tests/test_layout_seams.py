@@ -217,3 +217,43 @@ def test_shapes_never_coincide_except_the_empty_1d_input():
             shape = (*lead, k)
             same = public_scale_shape(shape, "linear") == public_scale_shape(shape, "swizzled")
             assert same == (shape == (0,)), shape
+
+
+@pytest.mark.parametrize("fmt", ["mxfp8", "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("layout", ["linear", "swizzled"])
+def test_a_flattened_linear_scale_of_nd_data_is_named_ambiguous_not_swizzled(fmt, layout):
+    """Review of the ninth session: data (2, 64, 256) with the (128, C) scale of the same bytes
+    quantized as 2-D. (128, C) is the 2-D swizzled form of this data and also the linear scale of
+    the data flattened to 2-D; the hint named only the swizzled reading, and following it
+    dequantized a linear scale wrongly without an error. Now the message names both readings,
+    and each fix, followed for its origin, gives the reference's values."""
+    x = _x((128, 256))
+    block = 16 if fmt == "nvfp4" else 32
+    if fmt == "mxfp8":
+        q = mxquant.mxfp8_quantize(x)
+        deq = lambda d, s, lay: mxquant.mxfp8_dequantize(d, s, scale_layout=lay, out_dtype=torch.float32)
+        data, scale, shown = q.data, q.scale, "(2, 64, 256)"
+    elif fmt == "mxfp4":
+        q = mxquant.mxfp4_quantize(x)
+        deq = lambda d, s, lay: mxquant.mxfp4_dequantize(d, s, scale_layout=lay, out_dtype=torch.float32)
+        data, scale, shown = q.data, q.scale, "(2, 64, 128)"
+    else:
+        q = mxquant.nvfp4_quantize(x)
+        deq = lambda d, s, lay: mxquant.nvfp4_dequantize(d, s, q.global_scale, scale_layout=lay, out_dtype=torch.float32)
+        data, scale, shown = q.data, q.scale, "(2, 64, 128)"
+    c = 256 // block
+    assert tuple(scale.shape) == (128, c)  # also the 2-D swizzled form of 128 rows x 256 columns
+    d3 = data.view(2, 64, data.shape[-1])
+    with pytest.raises(ValueError) as err:
+        deq(d3, scale, layout)
+    msg = str(err.value)
+    assert f"does not match data.shape = {shown}" in msg
+    assert f"(128, {c}) is ambiguous here" in msg and "flattened to 2-D" in msg
+    assert "scale.reshape(-1)" in msg and f"scale.reshape(2, 64, {c})" in msg
+    # the linear reading (this scale's origin) gives the 2-D call's values, reshaped
+    want = deq(data, scale, "linear").view(2, 64, 256)
+    got = deq(d3, scale.reshape(2, 64, c), "linear")
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    # the swizzled reading of these linear bytes: accepted, and wrong (why neither is recommended alone)
+    wrong = deq(d3, scale.reshape(-1), "swizzled")
+    assert not torch.equal(torch.nan_to_num(wrong), torch.nan_to_num(want))
