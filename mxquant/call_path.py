@@ -55,7 +55,7 @@ def no_gradient(*ops) -> None:
 
 
 _CHECKED: dict = {}
-"""(op, x's device, dtype and shape, element dtype, mode, layout, backend name) -> the outputs the
+"""(op, x's device, dtype, layout and shape, element dtype, mode, layout, backend name) -> the outputs the
 call must return, for signatures whose argument checks passed; only for calls whose other
 arguments are not tensors (a tensor's values or shape could differ under one signature)."""
 
@@ -65,7 +65,7 @@ def checked_outputs(op: str, x, dtype, scale_mode, scale_layout, backend, check,
     arguments; it runs only for a signature not seen and passed before, since the signature pins
     everything it checks. `want()` lists the outputs with their shapes as tuples."""
     try:
-        key = (op, x.device, x.dtype, x.shape, dtype, scale_mode, scale_layout, backend)
+        key = (op, x.device, x.dtype, x.layout, x.shape, dtype, scale_mode, scale_layout, backend)
         outputs = _CHECKED.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: check() explains
         key = outputs = None

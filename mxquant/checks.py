@@ -22,6 +22,15 @@ def _choice(name: str, value, accepted) -> None:
         raise ValueError(f"{name}={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}")
 
 
+def check_dense(name: str, t: torch.Tensor, call: str = "") -> None:
+    """A strided (dense) tensor: sparse, MKLDNN and nested tensors have no strides for the kernels
+    to read, and torch's own errors for them differ from backend to backend."""
+    if t.layout != torch.strided:
+        fix = " (x.to_dense() converts it)" if t.layout != torch.jagged else ""
+        raise TypeError(f"{call + ': ' if call else ''}{name} has layout {t.layout}; mxquant takes dense "
+                        f"(torch.strided) tensors{fix}")
+
+
 def _check_backend_name(backend) -> None:
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend must be a backend name (str) or None, got {type(backend).__name__}")
@@ -40,6 +49,7 @@ def _check_arguments(x, dtype, scale_mode, scale_layout, backend) -> None:
     _check_backend_name(backend)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense("x", x)
     if x.dtype not in INPUT_DTYPES:
         raise TypeError(f"x has dtype {describe_dtype(x.dtype)}; mxfp8_quantize accepts x of dtype {_NAMES_IN}")
     if dtype not in ELEMENT_FORMATS:
@@ -53,6 +63,7 @@ def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None
     for name, t in (("data", data), ("scale", scale)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_dense(name, t)
     if data.dtype not in ELEMENT_FORMATS:
         raise TypeError(f"data has dtype {describe_dtype(data.dtype)}; accepted: {_NAMES_ELEM}")
     if scale.dtype != torch.float8_e8m0fnu:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import _check_backend_name, _choice, _scale_shape_error
+from .checks import _check_backend_name, _choice, _scale_shape_error, check_dense
 from .formats import (INPUT_DTYPES, MXFP4_BLOCK, MXFP4_SCALE_MODES, NVFP4_BLOCK, NVFP4_SCALE_MODES, OUTPUT_DTYPES,
                       SCALE_LAYOUTS, describe_dtype)
 from .layouts import public_scale_shape
@@ -23,6 +23,7 @@ def check_quantize(fmt: str, x, scale_mode, scale_layout, backend, global_scale=
     _check_backend_name(backend)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{call}: x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense("x", x, call)
     if x.dtype not in INPUT_DTYPES:
         raise TypeError(f"{call}: x has dtype {describe_dtype(x.dtype)}; accepted: {_NAMES_IN}")
     _choice("scale_mode", scale_mode, modes)
@@ -40,6 +41,7 @@ def check_global_scale(call: str, g, device) -> None:
     CPU, where that costs no synchronisation."""
     if not isinstance(g, torch.Tensor):
         raise TypeError(f"{call}: global_scale must be a float32 torch.Tensor of one element, got {type(g).__name__}")
+    check_dense("global_scale", g, call)
     if g.dtype != torch.float32:
         raise TypeError(f"{call}: global_scale has dtype {describe_dtype(g.dtype)}; it must be float32")
     if g.numel() != 1 or g.dim() > 1:
@@ -65,6 +67,7 @@ def check_dequantize(fmt: str, data, scale, scale_layout, out_dtype, backend, gl
     for name, t in (("data", data), ("scale", scale)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{call}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        check_dense(name, t, call)
     if data.dtype != torch.uint8:
         hint = " (view float4_e2m1fn_x2 data with .view(torch.uint8))" if data.dtype == torch.float4_e2m1fn_x2 else ""
         raise TypeError(f"{call}: data has dtype {describe_dtype(data.dtype)}; it must be uint8, two e2m1 "

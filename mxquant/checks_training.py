@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import _check_arguments
+from .checks import _check_arguments, check_dense
 from .formats import BLOCK
 
 
@@ -74,6 +74,7 @@ def check_grouped_colwise(x, group_ends, dtype, scale_mode, backend) -> None:
 def _check_ends_tensor(call: str, x, group_ends) -> None:
     if not isinstance(group_ends, torch.Tensor):
         raise TypeError(f"{call}: group_ends must be a torch.Tensor (int32), got {type(group_ends).__name__}")
+    check_dense("group_ends", group_ends, call)
     if group_ends.dtype != torch.int32:
         raise TypeError(f"{call}: group_ends has dtype {str(group_ends.dtype).replace('torch.', '')}; it must be int32")
     if group_ends.dim() != 1 or group_ends.shape[0] == 0:

@@ -79,6 +79,9 @@ def mxfp8_dequantize(
     return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
 
 
+_STRIDED = torch.strided  # the cached paths take dense tensors only (checks.check_dense)
+
+
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     """Validated call through the registry. A cached signature was fully validated when it was
     resolved (dtypes, mode, layout, backend name), so a cache hit only checks the shape."""
@@ -88,7 +91,7 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         fn = registry.cache.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: checks explain
         key = fn = None
-    if fn is None or not x.dim() or x.shape[-1] % BLOCK:
+    if fn is None or not x.dim() or x.shape[-1] % BLOCK or x.layout is not _STRIDED:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
     if fn in OWN_OUTPUTS:  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
@@ -115,6 +118,7 @@ def run_dequantize(data, scale, scale_layout, out_dtype, backend):
         key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
         fn = get_registry().cache.get(key)
         valid = (fn is not None and scale.dtype is _E8M0 and scale.device == data.device
+                 and data.layout is _STRIDED and scale.layout is _STRIDED
                  and scale.shape == _VALID_SCALE_SHAPES.get((data.shape, scale_layout)))
     except (AttributeError, TypeError):  # not tensors, or an unhashable argument: the checks explain
         valid = False
