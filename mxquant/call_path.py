@@ -32,6 +32,14 @@ def _eager(t) -> bool:
     return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
 
 
+def check_before_dispatch(check, *args, **kwargs) -> None:
+    """check(*args, **kwargs), the argument checks, for a call about to go through its custom op (x requires
+    grad, is a tensor subclass or meta), outside torch.compile: a mistyped argument then gets the
+    checks' TypeError / ValueError, as on the eager path, not the op schema's RuntimeError."""
+    if not torch.compiler.is_compiling():
+        check(*args, **kwargs)
+
+
 def _raised(fn, exc: Exception, call: str, device) -> Exception:
     """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
     BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""

@@ -4,6 +4,8 @@ anything is allocated. The common checks (dtypes, mode, layout, backend name) ar
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from .checks import _check_arguments, check_dense
@@ -11,9 +13,14 @@ from .formats import BLOCK
 
 
 def normalize_axis(x, axis) -> int:
-    """-1 or -2 for an `axis` naming x's last or second-to-last dimension, else ValueError."""
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an int (-1: row-wise, -2: column-wise), got {type(axis).__name__}")
+    """-1 or -2 for an `axis` naming x's last or second-to-last dimension, else ValueError
+    (TypeError for a non-integer: a bool or a float too)."""
+    try:
+        if isinstance(axis, bool):
+            raise TypeError
+        axis = operator.index(axis)  # ints, numpy's included
+    except TypeError:
+        raise TypeError(f"axis must be an int (-1: row-wise, -2: column-wise), got {type(axis).__name__}") from None
     if not isinstance(x, torch.Tensor) and axis in (-1, -2):
         return axis  # the argument checks then say what x is
     ndim = x.dim() if isinstance(x, torch.Tensor) else 0
@@ -91,17 +98,18 @@ def check_group_end_values(group_ends: torch.Tensor, rows: int, colwise: bool = 
     if group_ends.device.type != "cpu":
         return
     ends = group_ends.tolist()
+    call = "mxfp8_quantize_grouped(axis=-2)" if colwise else "mxfp8_quantize_grouped"
     if ends[0] < 0:
-        raise ValueError(f"mxfp8_quantize_grouped: group_ends[0] = {ends[0]} is negative")
+        raise ValueError(f"{call}: group_ends[0] = {ends[0]} is negative")
     bad = next((g for g, e in enumerate(ends) if e % BLOCK), None) if colwise else None
     if bad is not None:
-        raise ValueError(f"mxfp8_quantize_grouped(axis=-2): group_ends[{bad}] = {ends[bad]} is not a multiple of "
+        raise ValueError(f"{call}: group_ends[{bad}] = {ends[bad]} is not a multiple of "
                          f"{BLOCK}: column-wise blocks of 32 tokens must not straddle groups (pad each group to a "
                          "multiple of 32 tokens first, as torchao's pad_token_groups does)")
     for g in range(1, len(ends)):
         if ends[g] < ends[g - 1]:
-            raise ValueError(f"mxfp8_quantize_grouped: group_ends must be non-decreasing, but group_ends[{g}] = "
+            raise ValueError(f"{call}: group_ends must be non-decreasing, but group_ends[{g}] = "
                              f"{ends[g]} < group_ends[{g - 1}] = {ends[g - 1]}")
     if ends[-1] != rows:
-        raise ValueError(f"mxfp8_quantize_grouped: group_ends[-1] = {ends[-1]} must equal the number of rows "
+        raise ValueError(f"{call}: group_ends[-1] = {ends[-1]} must equal the number of rows "
                          f"T = x.shape[0] = {rows}")

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .call_path import MXFP8Quantized, _eager, _raised
+from .call_path import MXFP8Quantized, _eager, _raised, check_before_dispatch
 from .checks import check_dequantize, check_quantize
 from .checks_training import normalize_axis
 from .formats import BLOCK
@@ -50,11 +50,12 @@ def mxfp8_quantize(
     backend: force a backend by name (strict: an error, never a fallback, if it cannot run),
         as use_backend() and MXQUANT_BACKEND do (docs/env.md).
     """
-    if axis != -1 and normalize_axis(x, axis) == -2:
+    if (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2:
         return quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend)
     if _eager(x):
         data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
     else:
+        check_before_dispatch(check_quantize, x, dtype, scale_mode, scale_layout, backend)
         data, scale = torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend)
     return MXFP8Quantized(data, scale)
 
@@ -76,6 +77,7 @@ def mxfp8_dequantize(
     """
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
+    check_before_dispatch(check_dequantize, data, scale, scale_layout, out_dtype, backend)
     return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
 
 

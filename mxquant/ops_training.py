@@ -18,7 +18,8 @@ from .checks_training import check_group_end_values, check_grouped, check_groupe
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
-from .call_path import MXFP8Quantized, _eager, _raised, checked_outputs, input_versions, output_problem
+from .call_path import (MXFP8Quantized, _eager, _raised, check_before_dispatch, checked_outputs, input_versions,
+                        output_problem)
 from .outputs import owner
 from .registry import get_registry
 from .selection import overrides
@@ -33,6 +34,7 @@ def mxfp8_quantize_rowcol(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m
     if _eager(x):
         out = run_rowcol(x, dtype, scale_mode, scale_layout, backend)
     else:
+        check_before_dispatch(check_matrix, "mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
         out = torch.ops.mxquant.quantize_rowcol(x, dtype, scale_mode, scale_layout, backend)
     return MXFP8Quantized(out[0], out[1]), MXFP8Quantized(out[2], out[3])
 
@@ -44,6 +46,7 @@ def mxfp8_quantize_2d(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn,
     GEMM in either orientation."""
     if _eager(x):
         return MXFP8Quantized(*run_2d(x, dtype, scale_mode, backend))
+    check_before_dispatch(check_matrix, "mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
     return MXFP8Quantized(*torch.ops.mxquant.quantize_2d(x, dtype, scale_mode, backend))
 
 
@@ -58,12 +61,14 @@ def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
     axis=-2, K-groups (MoE weight gradient): token-sorted (T, N), every end a multiple of 32:
       data (N, T) as mxfp8_quantize(x, axis=-2); scale 1-D of round_up(N,128) * (T/32 + 4*G)
       bytes, each group's (N, tokens/32) scales swizzled on their own, columns padded to 4."""
-    if axis != -1 and normalize_axis(x, axis) == -2:
+    if (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2:
         if _eager(x) and _eager(group_ends):
             return MXFP8Quantized(*run_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
+        check_before_dispatch(check_grouped_colwise, x, group_ends, dtype, scale_mode, backend)
         return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
     if _eager(x) and (group_ends is None or _eager(group_ends)):
         return MXFP8Quantized(*run_grouped(x, group_ends, dtype, scale_mode, backend))
+    check_before_dispatch(check_grouped, x, group_ends, dtype, scale_mode, backend)
     return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped(x, group_ends, dtype, scale_mode, backend))
 
 
@@ -71,6 +76,7 @@ def quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend) -> MXFP8Q
     """mxfp8_quantize(..., axis=-2) (ops.py hands it here)."""
     if _eager(x):
         return MXFP8Quantized(*run_colwise(x, dtype, scale_mode, scale_layout, backend))
+    check_before_dispatch(check_matrix, "mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
     return MXFP8Quantized(*torch.ops.mxquant.quantize_colwise(x, dtype, scale_mode, scale_layout, backend))
 
 

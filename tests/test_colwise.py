@@ -45,6 +45,8 @@ ERRORS = [
     (torch.zeros(64, 64), {"axis": 2}, ValueError, r"axis=2 is not supported"),
     (torch.zeros(64, 64), {"axis": -3}, ValueError, r"axis=-3 is not supported"),
     (torch.zeros(64, 64), {"axis": 1.0}, TypeError, r"axis must be an int"),
+    (torch.zeros(64, 64), {"axis": -1.0}, TypeError, r"axis must be an int .*got float"),  # was accepted
+    (torch.zeros(64, 64), {"axis": True}, TypeError, r"axis must be an int .*got bool"),
     (torch.zeros(64, 64, dtype=torch.int32), {"axis": -2}, TypeError, r"x has dtype int32"),
     (torch.zeros(64, 64), {"axis": -2, "scale_layout": "tiled"}, ValueError, r"scale_layout='tiled'"),
 ]
@@ -89,3 +91,14 @@ def test_torch_compile_fullgraph_and_no_gradient():
     w = torch.nn.Parameter(torch.randn(64, 32))
     data, scale = mxquant.mxfp8_quantize(w, axis=-2)
     assert not data.requires_grad and not scale.requires_grad
+
+
+def test_a_numpy_integer_axis_is_an_int():
+    """numpy's integers index like ints (operator.index): axis=np.int64(-2) is column-wise."""
+    import numpy as np
+
+    x = torch.randn(64, 96)
+    for axis, want in ((np.int64(-2), mxquant.mxfp8_quantize(x.mT.contiguous())), (np.int32(-1), mxquant.mxfp8_quantize(x))):
+        got = mxquant.mxfp8_quantize(x, axis=axis)
+        assert torch.equal(got.data.view(torch.uint8), want.data.view(torch.uint8))
+        assert torch.equal(got.scale.view(torch.uint8), want.scale.view(torch.uint8))
