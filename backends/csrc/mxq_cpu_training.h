@@ -103,11 +103,16 @@ INLINE void tile_scalar(const bjob_t *j, const char *x, int64_t l, int64_t i, in
  * says what was measured); 32x32 tiles and the scalar code band by band. */
 #define STRIP 2048
 #define UNIT_BANDS 8
-/* Column of byte p of an encoded tile row: p itself, or where the row was packed by one
- * packus of two vectors of 16-bit lanes without the 64-bit permute (packed: 128-bit lane L holds
+/* Column of byte p of an encoded tile row: p itself (packed 0), or (packed 1, the AVX-512 variant's)
+ * where the row was packed by one packus of two vectors of 16-bit lanes without the 64-bit permute (packed: 128-bit lane L holds
  * columns 8 L.. of the first vector, then 8 L.. of the second, i.e. 32 + 8 L..). POS_OF inverts it. */
-#define COL_OF(p, packed) ((packed) ? (((p) & 8) << 2 | ((p) >> 4) << 3 | ((p) & 7)) : (p))
-#define POS_OF(c, packed) ((packed) ? ((((c) & 31) >> 3) << 4 | ((c) >> 5) << 3 | ((c) & 7)) : (c))
+#define COL_OF(p, packed) ((packed) == 1 ? (((p) & 8) << 2 | ((p) >> 4) << 3 | ((p) & 7)) : (packed) == 2 ? COL_OF2(p) : (p))
+#define POS_OF(c, packed) ((packed) == 1 ? ((((c) & 31) >> 3) << 4 | ((c) >> 5) << 3 | ((c) & 7)) : (packed) == 2 ? POS_OF2(c) : (c))
+/* packed 2, the AVX2 variant's: each 32-byte half of the row packed from two vectors of 16
+ * 16-bit lanes (columns h.. and h + 16.. of the half) by one packus without the 64-bit permute,
+ * so 128-bit lane L of the half holds columns 8 L.. of the first vector, then 16 + 8 L.. */
+#define COL_OF2(p) (((p) & 32) | ((p) & 8) << 1 | ((p) >> 4 & 1) << 3 | ((p) & 7))
+#define POS_OF2(c) (((c) & 32) | ((c) >> 3 & 1) << 4 | ((c) >> 4 & 1) << 3 | ((c) & 7))
 
 /* After the vector pass: the columns in `slow` redone by the scalar block code (into e, whose
  * bytes are in POS_OF order), then the tile's 64 column scales into the unit's buffer

@@ -5,7 +5,8 @@
  * band in tiles of 32 rows x 64 columns, four vectors of 16 bf16 lanes per tile row (bf16), or
  * eight of 8 fp32-bit lanes (fp32, and fp16 widened exactly: tile32_avx2).
  *   column-wise: per tile, the column amax / amin over the 32 rows (lane by lane), the scales,
- *   then each row encoded with its columns' scales (the tile read a second time, from L1 / L2),
+ *   then each row encoded with its columns' scales (the tile read a second time, from L1 / L2;
+ *   bf16 rows packed without the 64-bit permute: byte p is column COL_OF2(p)),
  *   the two bands' 64x64 bytes transposed in registers (byte unpacks within 128-bit lanes,
  *   then lane permutes) and each column's 64 bytes stored (two adjacent 32-byte non-temporal
  *   stores, a whole line, where M % 64 == 0).
@@ -51,11 +52,11 @@ TARGET_AVX2 INLINE uint64_t col_scales(const __m256i *mx, const __m256i *mn, con
     return lo | (uint64_t)hi << 32;
 }
 
-/* |x| rounded to the element's mantissa width (mxq_cpu_training_avx512.c, round_bf16_lanes). */
-TARGET_AVX2 INLINE __m256i round16(__m256i a, const fmt_t *f) {
-    int sh = (int)f->shift - 16;
-    return _mm256_add_epi16(_mm256_add_epi16(a, _mm256_set1_epi16((short)(f->half >> 16))),
-                            _mm256_and_si256(_mm256_srli_epi16(a, sh), _mm256_set1_epi16(1)));
+/* |x| + its lsb at the element's mantissa width: |x| rounded to that width (mxq_cpu_training_avx512.c,
+ * round_bf16_lanes) but for the half, which the callers fold into their biases (sbias - half: the same
+ * difference in 16-bit arithmetic). */
+TARGET_AVX2 INLINE __m256i lsb_added16(__m256i a, const fmt_t *f) {
+    return _mm256_add_epi16(a, _mm256_and_si256(_mm256_srli_epi16(a, (int)f->shift - 16), _mm256_set1_epi16(1)));
 }
 
 /* From rounded |x| and sbias = (s << 7) + rebias: |fp8| codes (fast path). */
@@ -88,10 +89,10 @@ TARGET_AVX2 INLINE void col_tile_bf16_avx2(const bjob_t *j, const char *x, int64
             __m256i v = _mm256_loadu_si256((const __m256i *)(p + r * j->rstride + 32 * h));
             q[h] = encode16_avx2(v, _mm256_and_si256(v, absm), s128[h], f);
         }
-        _mm256_store_si256((__m256i *)e[r], pack16_avx2(q[0], q[1]));
-        _mm256_store_si256((__m256i *)(e[r] + 32), pack16_avx2(q[2], q[3]));
+        _mm256_store_si256((__m256i *)e[r], _mm256_packus_epi16(q[0], q[1])); /* POS_OF2 order */
+        _mm256_store_si256((__m256i *)(e[r] + 32), _mm256_packus_epi16(q[2], q[3]));
     }
-    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
+    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 2);
 }
 
 /* A tile row's 64 row-wise bytes (r0, r1) to out, streamed with nt where no block is off the fast
@@ -146,7 +147,7 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
     _Alignas(32) int16_t rbias[2][2][16], rslow[2][2][16];
     _Alignas(32) uint8_t rsb[2][2][32];
     const char *p = x + c0 * 2;
-    const __m256i absm = _mm256_set1_epi16(0x7fff), rebias = _mm256_set1_epi16((short)(f->rebias >> 16));
+    const __m256i absm = _mm256_set1_epi16(0x7fff), rebias = _mm256_set1_epi16((short)((f->rebias >> 16) - (f->half >> 16)));
     __m256i mx[4], mn[4], s128[4], cb[4];
     for (int h = 0; h < 4; h++) mx[h] = _mm256_setzero_si256(), mn[h] = absm;
     for (int r = 0; r < BLOCK; r++) {
@@ -181,7 +182,7 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
         int fix = 0, g = r >> 4, L = ROW_LANE(r & 15);
         for (int h = 0; h < 4; h++) {
             a[h] = _mm256_and_si256(in[r][h], absm);
-            rnd[h] = round16(a[h], f);
+            rnd[h] = lsb_added16(a[h], f); /* the half is in cb and rbias */
             cq[h] = _mm256_or_si256(encode_rounded16(rnd[h], cb[h], f),
                                     _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
         }
@@ -193,12 +194,12 @@ TARGET_AVX2 INLINE void rowcol_tile_bf16_avx2(const bjob_t *j, const char *x, in
                 rq[h] = _mm256_or_si256(encode_rounded16(rnd[h], sbias, f),
                                         _mm256_and_si256(_mm256_srli_epi16(in[r][h], 8), _mm256_set1_epi16(0x80)));
         }
-        _mm256_store_si256((__m256i *)e[r], pack16_avx2(cq[0], cq[1]));
-        _mm256_store_si256((__m256i *)(e[r] + 32), pack16_avx2(cq[2], cq[3]));
+        _mm256_store_si256((__m256i *)e[r], _mm256_packus_epi16(cq[0], cq[1])); /* POS_OF2 order */
+        _mm256_store_si256((__m256i *)(e[r] + 32), _mm256_packus_epi16(cq[2], cq[3]));
         store_row(rout + r * k, pack16_avx2(rq[0], rq[1]), pack16_avx2(rq[2], rq[3]), nt, fix, p + r * j->rstride, IN_BF16, f, j->mode,
                   rs + r * RSW);
     }
-    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 0);
+    col_tile_finish(j, x, c0, slow, sb, IN_BF16, f, e, cs, 2);
 }
 
 /* ---- fp32 / fp16 input: 32-bit lanes, eight vectors per tile row ---- */
@@ -379,13 +380,13 @@ TARGET_AVX2 INLINE void transpose_16x32(const uint8_t *e, __m256i *t) {
 
 /* e[rows][64] bytes (rows 32 or 64: one band or a pair) -> column c's `rows` bytes at dst + c * ds;
  * a pair's 64 bytes as two adjacent 32-byte stores, non-temporal with nt (a whole line). */
-TARGET_AVX2 INLINE void transpose_tile_avx2(const uint8_t *e, uint8_t *dst, int64_t ds, int rows, int nt) {
+TARGET_AVX2 INLINE void transpose_tile_avx2(const uint8_t *e, uint8_t *dst, int64_t ds, int rows, int nt, int packed) {
     for (int ch = 0; ch < 2; ch++) {
         __m256i t[4][16];
         for (int g = 0; g < rows / 16; g++) transpose_16x32(e + 16 * g * CW + 32 * ch, t[g]);
         for (int q = 0; q < 16; q++)
             for (int L = 0; L < 2; L++) {
-                uint8_t *d = dst + (32 * ch + 16 * L + q) * ds;
+                uint8_t *d = dst + COL_OF(32 * ch + 16 * L + q, packed) * ds;
                 int sel = L ? 0x31 : 0x20;
                 __m256i lo = _mm256_permute2x128_si256(t[0][q], t[1][q], sel);
                 if (rows == BLOCK) {
@@ -424,7 +425,7 @@ TARGET_AVX2 static __attribute__((noinline)) void unit_col_avx2(const bjob_t *j,
                 if (in_dtype != IN_BF16) tile32_avx2(j, x, c0, in_dtype, f, e + (b - i) * BLOCK, cs, NULL, NULL, 0);
                 else col_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs);
             }
-            transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt);
+            transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt, in_dtype == IN_BF16 ? 2 : 0);
         }
     }
     col_unit_finish(j, f, l, i0, bands, cb, ce, in_dtype, csb, nt);
@@ -462,7 +463,7 @@ TARGET_AVX2 INLINE void unit_avx2(const bjob_t *j, int64_t u, int in_dtype, int 
                 else if (rowcol) rowcol_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs, rout, rs, rnt);
                 else col_tile_bf16_avx2(j, x, c0, f, e + (b - i) * BLOCK, cs);
             }
-            if (w == CW) transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt);
+            if (w == CW) transpose_tile_avx2(&e[0][0], col_out(j, l, i, c0), j->m, (1 + pair) * BLOCK, nt, in_dtype == IN_BF16 ? 2 : 0);
         }
         for (int r = 0; rowcol && r < (1 + pair) * BLOCK; r++)
             put_scales(j->rscale, j->swizzled, l * j->m + i * BLOCK + r, cb / BLOCK, j->k / BLOCK, rsb[r], (full - cb) / BLOCK);
