@@ -92,10 +92,10 @@ def test_symlinks_out_of_src_are_neither_read_nor_copied(tmp_path, capsys):
     assert not (tmp_path / "dst").exists()
 
 
-def test_hugging_face_cache_snapshot_converts(tmp_path):
-    """A cache snapshot's files are symlinks into ../../blobs: inside the cache entry, so allowed."""
+def _hub_snapshot(tmp_path, shards=1):
+    """A Hugging Face cache entry: the snapshot's files are symlinks into ../../blobs."""
     plain = tmp_path / "plain"
-    save_checkpoint(plain, llama_like(layers=1), shards=2, extra_files={"tokenizer.json": "{}"})
+    save_checkpoint(plain, llama_like(layers=1), shards=shards, extra_files={"tokenizer.json": "{}"})
     repo = tmp_path / "hub" / "models--org--tiny"
     snap = repo / "snapshots" / "abc123"
     (repo / "blobs").mkdir(parents=True)
@@ -103,6 +103,12 @@ def test_hugging_face_cache_snapshot_converts(tmp_path):
     for i, name in enumerate(sorted(os.listdir(plain))):
         os.replace(plain / name, repo / "blobs" / f"blob{i}")
         os.symlink(f"../../blobs/blob{i}", snap / name)
+    return repo, snap
+
+
+def test_hugging_face_cache_snapshot_converts(tmp_path):
+    """A cache snapshot's files are symlinks into ../../blobs: inside the cache entry, so allowed."""
+    _, snap = _hub_snapshot(tmp_path, shards=2)
     convert(snap, tmp_path / "dst")
     want = tmp_path / "want"
     for name in os.listdir(snap):  # the same checkpoint as plain files
@@ -110,6 +116,21 @@ def test_hugging_face_cache_snapshot_converts(tmp_path):
         (want / name).write_bytes((snap / name).read_bytes())
     convert(want, tmp_path / "dst2")
     assert without_manifest(listing(tmp_path / "dst")) == without_manifest(listing(tmp_path / "dst2"))
+
+
+@pytest.mark.parametrize("where", ["blobs", "repo", "repo/refs", "hub"])
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_dst_overlapping_the_cache_repository_is_refused_before_anything_is_emptied(tmp_path, capsys, where, flag):
+    """Review of the ninth session: DST = the repository's blobs/ with --overwrite emptied it (every
+    source file of the snapshot) and then failed; the check compared DST with the snapshot folder
+    only, not with the repository folder its files are read from."""
+    repo, snap = _hub_snapshot(tmp_path)
+    dst = {"blobs": repo / "blobs", "repo": repo, "repo/refs": repo / "refs", "hub": tmp_path / "hub"}[where]
+    dst.mkdir(exist_ok=True)
+    before = listing(tmp_path / "hub")
+    phrase = "is inside DST" if where in ("repo", "hub") else "the Hugging Face cache repository"
+    refuse(capsys, [snap, dst, flag], phrase)
+    assert listing(tmp_path / "hub") == before
 
 
 def test_dot_slash_names_give_the_same_quantized_output(tmp_path):

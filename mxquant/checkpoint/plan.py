@@ -73,6 +73,10 @@ def check_paths(src: str, dst: str, overwrite: bool, resume: bool) -> None:
         raise CheckpointError(f"DST {dst} is inside SRC {src}; the source is never written to")
     if is_inside(real_src, real_dst):
         raise CheckpointError(f"SRC {src} is inside DST {dst}")
+    root = source_root(src)  # a Hugging Face cache snapshot's files live in its repository's blobs/
+    if root != real_src and (is_inside(real_dst, root) or is_inside(root, real_dst)):
+        raise CheckpointError(f"DST {dst} overlaps {root}, the Hugging Face cache repository whose blobs/ hold "
+                              f"SRC {src}'s files; the source is never written to: pick a DST outside it")
     if os.path.lexists(dst) and not os.path.isdir(dst):
         raise CheckpointError(f"DST {dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):
