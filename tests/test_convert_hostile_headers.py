@@ -73,8 +73,13 @@ REFUSED = {
     "not an object": ("[]", "not an object"),
     "not UTF-8": (b'{"\xff": 1}', "corrupt safetensors header"),
     "integer of 5000 digits": ({W: _entry(data_offsets=[0, 10 ** 1000])}, "corrupt safetensors header"),
+    # the ninth session's review: a product past 2**64 before a 0 passed, and the output (or the
+    # verify read-back) then failed in the safetensors package; the bias is a tensor kept as it is
+    "byte count overflows before a 0": ({W: _entry(shape=[1 << 40, 1 << 40, 0], data_offsets=[0, 0])}, "overflows"),
+    "kept tensor overflows": ({"model.layers.0.mlp.up_proj.bias": _entry(shape=[1 << 62, 1 << 62, 0],
+                                                                         data_offsets=[0, 0])}, "overflows"),
 }
-DATA = {"overlap": bytes(384), "gap": bytes(640), "dimension past int64": b"", "three offsets": b"",
+DATA = {"byte count overflows before a 0": b"", "kept tensor overflows": b"", "overlap": bytes(384), "gap": bytes(640), "dimension past int64": b"", "three offsets": b"",
         "nested 100k deep": b"", "not an object": b"", "not UTF-8": b""}
 
 
@@ -85,6 +90,17 @@ def test_hostile_header_is_one_line_exit_2_before_any_work(tmp_path, capsys, cas
         header = json.dumps(header).replace(str(10 ** 1000), "9" * 5000)
     _write(tmp_path / "src", header, DATA.get(case, bytes(256)))
     refuse(capsys, [tmp_path / "src", tmp_path / "dst"], phrase)
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_header_past_the_limit_is_named_as_such(tmp_path, capsys, monkeypatch):
+    """Not "truncated or corrupt": the file holds the whole header, which is only too large (the
+    limit lowered here, so that the test writes kilobytes, not 100 MiB)."""
+    from mxquant.checkpoint import stio
+
+    monkeypatch.setattr(stio, "MAX_HEADER", 1 << 20)
+    _write(tmp_path / "src", {W: ENTRY, "__metadata__": {"pad": "x" * (2 << 20)}})
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], "MiB this reader accepts")
     assert not (tmp_path / "dst").exists()
 
 

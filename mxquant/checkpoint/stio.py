@@ -73,6 +73,7 @@ def _show(name: str) -> str:
 
 
 _FIELDS = ("data_offsets", "dtype", "shape")
+_MAX_COUNT = (1 << 64) - 1  # the safetensors package's limit on element counts and their bits (usize)
 
 
 def _parse(base: str, blob: bytes) -> dict:
@@ -116,6 +117,14 @@ def _tensor(base: str, name: str, h) -> TensorInfo:
             or offsets[0] > offsets[1]):
         raise CheckpointError(f"{what}: data_offsets {_show(json.dumps(offsets))} are not two ascending "
                               "non-negative integers)")
+    n = 1
+    for d in shape:  # the element count's running products, as the safetensors package checks them
+        n *= d       # (a later 0 does not help), then the count's bits
+        if n > _MAX_COUNT:
+            break
+    if n > _MAX_COUNT or n * 8 * itemsize(dtype) > _MAX_COUNT:
+        raise CheckpointError(f"{what}: shape {_show(json.dumps(shape))} overflows a 64-bit count, "
+                              "which safetensors readers refuse)")
     b, e = offsets
     if e - b != math.prod(shape) * itemsize(dtype):
         raise CheckpointError(f"{base}: corrupt safetensors (offsets of {_show(name)} do not match its shape)")
@@ -136,7 +145,10 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
         if len(raw) < 8:
             raise CheckpointError(f"{base}: not a safetensors file (shorter than 8 bytes)")
         (n,) = struct.unpack("<Q", raw)
-        if n > MAX_HEADER or 8 + n > size:
+        if n > MAX_HEADER and 8 + n <= size:
+            raise CheckpointError(f"{base}: safetensors header of {n} bytes, past the {MAX_HEADER >> 20} MiB "
+                                  "this reader accepts")
+        if 8 + n > size:
             raise CheckpointError(f"{base}: truncated or corrupt safetensors (header length {n}, file {size} bytes)")
         header = _parse(base, f.read(n))
     meta = _metadata(base, header)
