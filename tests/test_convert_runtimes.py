@@ -103,6 +103,29 @@ def test_transformers_loads_and_logits_match_dequantized(tmp_path, build, shard)
 
 
 
+def test_quantize_lm_head_on_tied_embeddings_keeps_lm_head_out_and_loads(tmp_path):
+    """Review of the ninth session: with tied embeddings there is no lm_head weight to quantize,
+    yet --quantize-lm-head dropped lm_head from `ignore`; transformers then built lm_head as a
+    quantized Linear with no scale (missing key lm_head.weight_scale) and gave NaN logits. Now
+    lm_head stays in ignore, with a note, and the output loads as the default conversion does."""
+    model = _llama(True)
+    src = tmp_path / "src"
+    model.save_pretrained(src)
+    r = convert(src, tmp_path / "default")
+    r_asked = convert(src, tmp_path / "asked", quantize_lm_head=True)
+    assert "lm_head" in r_asked.ignore and r_asked.ignore == r.ignore
+    assert any("no lm_head weight" in n for n in r_asked.notes), r_asked.notes
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    logits = []
+    for folder in ("asked", "default"):
+        loaded, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        with torch.no_grad():
+            logits.append(loaded.eval()(ids).logits.float())
+    assert torch.isfinite(logits[0]).all()
+    assert torch.equal(logits[0], logits[1])
+
+
 @pytest.mark.parametrize("build", [lambda: _llama(False), _qwen2_moe], ids=["llama", "qwen2_moe"])
 def test_same_bytes_as_llm_compressor_model_free_ptq(tmp_path, build):
     pytest.importorskip("llmcompressor", reason="llm-compressor not installed (extra convert-test)")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from . import experts, fused
 from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
-from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list
+from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head
 from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
 
@@ -193,6 +193,12 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     for shard in shards:
         shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}
         shard.quant = quant
+    if quantize_lm_head and not any(d.quantize and is_lm_head(d.module) for d in decisions.values()):
+        # tied embeddings: no lm_head weight to quantize, but runtimes still build lm_head as a Linear,
+        # which must stay out of the scheme (else a quantized Linear with no scale: NaN logits)
+        notes.append("--quantize-lm-head: the checkpoint holds no lm_head weight (tied to the embeddings?), so "
+                     "lm_head stays unquantized and in ignore")
+        quantize_lm_head = False
     plan_ignore = ignore_list([d for s in shards for d in s.decisions.values()], ignore, quantize_lm_head)
     config = dict(config)
     config["quantization_config"] = sch.quantization_config(plan_ignore)

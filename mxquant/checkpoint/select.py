@@ -73,7 +73,7 @@ def check_ignore(patterns) -> None:
                 raise CheckpointError(f"bad --ignore pattern {p!r}: {e}") from None
 
 
-def _is_lm_head(module: str) -> bool:
+def is_lm_head(module: str) -> bool:
     return module == "lm_head" or module.endswith(".lm_head")
 
 
@@ -91,7 +91,7 @@ def decide(info: TensorInfo, ignore=(), quantize_lm_head: bool = False, k_block:
         return Decision(name, False, "not a weight matrix")
     if _EMBED.search(mod):
         return Decision(name, False, "embedding")
-    if _is_lm_head(mod) and not quantize_lm_head:
+    if is_lm_head(mod) and not quantize_lm_head:
         return Decision(name, False, "lm_head", to_ignore=True)
     if _GATE.search(mod):
         return Decision(name, False, "router gate", to_ignore=True)
