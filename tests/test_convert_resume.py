@@ -93,6 +93,25 @@ def test_resume_with_other_options_converts_again(tmp_path):
     assert r.shards_resumed == 0 and r.shards_done == 2
 
 
+@pytest.mark.parametrize("before,after", [(4, 1), (4, 2), (1, 3)])
+def test_resume_over_another_sharding_leaves_what_a_clean_run_writes(tmp_path, before, after):
+    """Review of the ninth session: --resume into a DST converted from the same weights in 4
+    shards, from a source of 1 shard, kept the 4 old shards and their index beside the new
+    model.safetensors; loaders that read the index loaded the old files. Now DST ends up as a
+    clean run's output (the oracle: a conversion into an empty folder), with a note."""
+    tensors = llama_like(layers=3)
+    for name, n in (("old", before), ("new", after)):
+        save_checkpoint(tmp_path / name, tensors, shards=n, extra_files={"tokenizer.json": "{}"})
+    convert(tmp_path / "old", tmp_path / "dst")
+    r = convert(tmp_path / "new", tmp_path / "dst", resume=True)
+    convert(tmp_path / "new", tmp_path / "clean")
+    got, want = listing(tmp_path / "dst"), listing(tmp_path / "clean")
+    assert without_manifest(got) == without_manifest(want)
+    stale_notes = [n for n in r.notes if "does not write" in n]
+    assert len(stale_notes) == 1 and "safetensors" in stale_notes[0], r.notes
+    assert stale_notes[0] in json.loads(got[manifest.MANIFEST])["notes"]
+
+
 def test_two_processes_match_one(tmp_path):
     src = _ckpt(tmp_path, shards=3)
     convert(src, tmp_path / "one")

@@ -23,6 +23,7 @@ from . import dist, dstdir, manifest
 from .dstdir import Dst
 from . import quantizers, schemes, tensors
 from .plan import INDEX, Plan, make_plan
+from .srcfiles import SUFFIX
 from .stio import CheckpointError, itemsize
 from .writer import ShardWriter
 from .tensors import copy_tensor, quantize_tensor
@@ -143,7 +144,14 @@ def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
     for rel in plan.copies:
         _copy_file(os.path.join(plan.src, rel), out_dir.target(rel))
     weight_map = {t["name"]: rec["file"] for rec in records for t in rec["tensors"]}
-    if plan.has_index or len(records) > 1:
+    writes_index = plan.has_index or len(records) > 1
+    stale = _stale_outputs(plan.dst, {rec["file"] for rec in records}, writes_index)
+    for rel in stale:
+        os.unlink(os.path.join(plan.dst, rel))
+    if stale:
+        plan.notes.append(f"removed {len(stale)} file(s) of an earlier run into DST that this conversion does not "
+                          f"write, which loaders would read: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}")
+    if writes_index:
         meta = dict(plan.index_metadata)
         meta["total_size"] = _tensor_bytes(records)
         manifest.write_json_atomic(os.path.join(plan.dst, INDEX),
@@ -158,6 +166,19 @@ def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
         raise
     shutil.rmtree(os.path.join(plan.dst, manifest.PARTS), ignore_errors=True)
     return path
+
+
+def _stale_outputs(dst: str, shards: set, writes_index: bool) -> list[str]:
+    """Weight files and an index in DST that this plan does not write (left by an earlier run
+    under --resume, say, of another sharding): loaders would read them beside the new ones."""
+    stale = []
+    for root, dirs, files in os.walk(dst):
+        dirs[:] = [d for d in dirs if not (root == dst and d == manifest.PARTS)]
+        for n in files:
+            rel = os.path.relpath(os.path.join(root, n), dst).replace(os.sep, "/")
+            if (n.endswith(SUFFIX) and rel not in shards) or (rel == INDEX and not writes_index):
+                stale.append(rel)
+    return sorted(stale)
 
 
 def _tensor_bytes(records) -> int:
