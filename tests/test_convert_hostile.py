@@ -229,3 +229,21 @@ def test_string_quantization_config_is_refused(tmp_path, capsys):
     src = tmp_path / "src"
     save_checkpoint(src, llama_like(layers=1), config={"model_type": "llama", "quantization_config": "fp8"})
     refuse(capsys, [src, tmp_path / "dst"], "already quantized")
+
+
+@pytest.mark.parametrize("name", ["config.json.tmp", "mxquant-manifest.json.tmp", INDEX + ".tmp",
+                                  "tokenizer.json.tmp", "model.safetensors.tmp"])
+def test_a_source_file_named_like_a_temporary_of_the_output_is_refused(tmp_path, capsys, name):
+    """Review of the ninth session: SRC/config.json.tmp was copied, then deleted when config.json
+    was written through that name (exit 0, the file silently missing from DST)."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}", name: "left over"})
+    refuse(capsys, [src, tmp_path / "dst"], f"SRC/{name}: mxquant convert writes DST/{name[:-4]} by way of this name")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_other_tmp_names_are_copied(tmp_path):
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"notes.tmp": "mine"})
+    convert(src, tmp_path / "dst")
+    assert (tmp_path / "dst" / "notes.tmp").read_text() == "mine"

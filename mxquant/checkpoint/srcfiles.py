@@ -140,4 +140,9 @@ def other_files(src: str, shards: list[str]) -> list[str]:
                                       "shards; copied as is it would ship unconverted weights (move it out of SRC)")
             resolve_inside(src, root, rel)
             out.append(rel)
+    written = set(out) | set(shards) | {INDEX, "config.json", RESERVED[1]}  # each lands by way of <name>.tmp
+    for rel in out:
+        if rel.endswith(".tmp") and rel[: -len(".tmp")] in written:
+            raise CheckpointError(f"SRC/{rel}: mxquant convert writes DST/{rel[: -len('.tmp')]} by way of this name, "
+                                  "so the copy would be lost (a leftover of an interrupted write? move it out of SRC)")
     return out
