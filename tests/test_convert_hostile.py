@@ -247,3 +247,19 @@ def test_other_tmp_names_are_copied(tmp_path):
     save_checkpoint(src, llama_like(layers=1), extra_files={"notes.tmp": "mine"})
     convert(src, tmp_path / "dst")
     assert (tmp_path / "dst" / "notes.tmp").read_text() == "mine"
+
+
+@pytest.mark.parametrize("shard,phrase", [("a" * 300 + ".safetensors", "File name too long"),
+                                          ("config.json/x.safetensors", "Not a directory")])
+def test_an_unreadable_shard_name_is_a_refusal_not_a_failure(tmp_path, capsys, shard, phrase):
+    """Review of the ninth session: these came out as "failed: [Errno 36] ..." with exit 1 (a
+    write failure, by the CLI's own codes) though the checkpoint's index caused them."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    index = json.loads((src / INDEX).read_text())
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = shard
+    (src / INDEX).write_text(json.dumps(index))
+    err = refuse(capsys, [src, tmp_path / "dst"], phrase)
+    assert len(err) < 400
+    assert not (tmp_path / "dst").exists()

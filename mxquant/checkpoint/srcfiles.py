@@ -81,9 +81,15 @@ def resolve_inside(src: str, root: str, rel: str) -> str:
         st = os.stat(real)
     except FileNotFoundError:
         raise CheckpointError(f"SRC/{rel} is missing (or a dangling symlink)") from None
+    except OSError as e:  # a name too long, a component that is a file (ENOTDIR), ...: the index's doing
+        raise CheckpointError(f"SRC/{_short(rel)} cannot be read ({e.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
         raise CheckpointError(f"SRC/{rel} is not a regular file (a FIFO, socket, device or folder); refusing")
     return path
+
+
+def _short(rel: str) -> str:
+    return rel if len(rel) <= 120 else rel[:60] + "..." + rel[-40:]
 
 
 def _check_index(index) -> tuple[dict, dict]:
