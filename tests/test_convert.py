@@ -221,3 +221,17 @@ def test_convert_needs_no_numpy(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     linear = {n for n in tensors if n.endswith("proj.weight")}
     assert_same_tensors(read_folder(tmp_path / "dst"), _expected(tensors, linear))
+
+
+def test_an_ignore_pattern_that_matches_nothing_gets_a_note(tmp_path):
+    """Review of the ninth session: --ignore model.layers.0.mlp.up_proj.weight (a tensor name:
+    the rule matches module names) silently quantized that weight all the same."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1))
+    w = "model.layers.0.mlp.up_proj.weight"
+    r = convert(src, tmp_path / "dst", ignore=[w, "model.layers.0.mlp.down_proj", "re:nothing\\..*"])
+    assert w in r.quantized and "model.layers.0.mlp.down_proj.weight" not in r.quantized
+    notes = [n for n in r.notes if "matches no module" in n]
+    assert notes == [f"--ignore {w!r} matches no module of the checkpoint (patterns match module names: "
+                     "'model.layers.0.mlp.up_proj'?)",
+                     "--ignore 're:nothing\\\\..*' matches no module of the checkpoint"], notes

@@ -258,3 +258,12 @@ def test_a_run_refused_by_the_lock_leaves_the_folder_to_its_holder(tmp_path, mon
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_a_file_where_dst_needs_a_folder_is_named(tmp_path, capsys):
+    """Review of the ninth session: `convert SRC afile/x` said "(File exists)"."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1))
+    (tmp_path / "afile").write_text("not a folder")
+    refuse(capsys, [src, tmp_path / "afile" / "x" / "y"], f"({tmp_path / 'afile'} is a file, not a folder)")
+    assert (tmp_path / "afile").read_text() == "not a folder"

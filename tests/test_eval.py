@@ -172,6 +172,7 @@ def test_refusals(dense, moe, tmp_path, capsys, monkeypatch):
         ((src, dst, "--input-ids", ids, "--seq-len", "8"), "--seq-len does not apply"),
         ((src, dst, "--batch", "0"), "at least 1"),
         ((src, dst, "--device", "tpu"), "not one of cpu"),
+        ((src, dst, "--layers", "-1"), "--layers must be 0 or more (got -1)"),  # printed 13 of 14 rows
     ]
     for value in ([], [[1, "2"]], [[]], {"a": 1}):
         ids.write_text(json.dumps(value))

@@ -109,7 +109,9 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
             created = False
         fd = os.open(dst, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as e:
-        raise CheckpointError(f"DST {dst}: cannot create or open it ({e.strerror})") from None
+        blocker = _file_above(dst)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
+        raise CheckpointError(f"DST {dst}: cannot create or open it ({why})") from None
     out = Dst(dst, fd, created)
     try:
         _lock(out)
@@ -134,6 +136,14 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
         out.release()
         raise
     return out
+
+
+def _file_above(dst: str) -> str | None:
+    """The nearest folder above DST that exists as something else (a file), if any."""
+    parent = os.path.dirname(os.path.abspath(dst))
+    while parent and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return parent if parent and not os.path.isdir(parent) else None
 
 
 def _lock(out: Dst) -> None:

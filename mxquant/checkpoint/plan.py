@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from . import experts, fused
 from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
-from .select import Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head
+from .select import (Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head, match_ignore,
+                     module_name)
 from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
 
@@ -166,6 +167,18 @@ def _decide(shards: list[Shard], config: dict, scheme: str, decide_one) -> tuple
     return decisions, notes
 
 
+def _unmatched_ignore(patterns, names) -> list[str]:
+    """A note for each --ignore pattern that matches no module of the source (a typo, or a
+    tensor name such as x.weight where the rule matches module names)."""
+    modules = {module_name(n) for n in names}
+    notes = []
+    for p in patterns:
+        if not any(match_ignore(m, [p]) for m in modules):
+            hint = f" (patterns match module names: {p[:-len('.weight')]!r}?)" if p.endswith(".weight") else ""
+            notes.append(f"--ignore {p!r} matches no module of the checkpoint{hint}")
+    return notes
+
+
 def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrite=False, resume=False,
               scheme: str = "mxfp8") -> Plan:
     check_paths(src, dst, overwrite, resume)
@@ -187,7 +200,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     check_not_quantized(seen, config)
     sch = SCHEMES[scheme]
     decisions, notes = _decide(shards, config, scheme, lambda t: decide(t, ignore, quantize_lm_head, sch.k_block))
-    notes += experts.moe_notes(decisions, scheme)
+    notes += experts.moe_notes(decisions, scheme) + _unmatched_ignore(ignore, seen)
     where = {t.name: (s.path, s.data_start, t) for s in shards for t in s.tensors if decisions[t.name].quantize}
     quant = Quant(sch, fused.GlobalScales(where) if scheme == "nvfp4a16" else None)
     for shard in shards:

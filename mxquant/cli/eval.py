@@ -84,6 +84,8 @@ def run(args) -> int:
                   activation_scale_mode=args.activation_scale_mode)
     status = None
     try:
+        if args.layers < 0:
+            raise CheckpointError(f"--layers must be 0 or more (got {args.layers})")
         from ..evaluate import evaluate
 
         if not (args.quiet or args.json):
