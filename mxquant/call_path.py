@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .errors import BackendCallError
-from .outputs import owner, tensor_problem
+from .outputs import aliasing, owner, tensor_problem
 
 
 class MXFP8Quantized(NamedTuple):
@@ -40,7 +40,12 @@ def check_before_dispatch(check, *args, **kwargs) -> None:
         check(*args, **kwargs)
 
 
-def _raised(fn, exc: Exception, call: str, device) -> Exception:
+CALL_ERRORS = (Exception, SystemExit)
+"""What a backend's call may raise that mxquant wraps in BackendCallError (a SystemExit too: it
+would end the program naming nobody); KeyboardInterrupt passes through."""
+
+
+def _raised(fn, exc: BaseException, call: str, device) -> Exception:
     """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
     BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
@@ -106,7 +111,7 @@ def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
                 if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()):
                     break
             else:
-                return None
+                return aliasing(out, inputs)
     except Exception:  # a non-tensor output: the slow path names it
         pass
     if not isinstance(out, (tuple, list)) or len(out) != len(want):
@@ -115,6 +120,8 @@ def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
         problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
         if problem:
             return problem
+    if aliasing(out, inputs):
+        return aliasing(out, inputs)
     if before is not None and before != input_versions(inputs):
         return "it wrote into its input x (inputs are read-only)" if len(inputs) == 1 else \
             "it wrote into its inputs (inputs are read-only)"

@@ -15,13 +15,13 @@ from typing import Optional
 
 import torch
 
-from .call_path import MXFP8Quantized, _eager, _raised, check_before_dispatch
+from .call_path import CALL_ERRORS, MXFP8Quantized, _eager, _raised, check_before_dispatch
 from .checks import check_dequantize, check_quantize
 from .checks_training import normalize_axis
 from .formats import BLOCK
 from .layouts import to_backend, to_public
 from .ops_training import quantize_colwise_call
-from .outputs import OWN_OUTPUTS, check_outputs, versions
+from .outputs import check_outputs, is_own, versions
 from .registry import get_registry
 from .selection import overrides
 
@@ -96,13 +96,13 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     if fn is None or not x.dim() or x.shape[-1] % BLOCK or x.layout is not _STRIDED:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
-    if fn in OWN_OUTPUTS:  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
+    if is_own(fn):  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
         data, scale = fn(x, dtype, scale_mode, scale_layout)
     else:
         before = versions(x)
         try:
             out = fn(x, dtype, scale_mode, scale_layout)
-        except Exception as exc:
+        except CALL_ERRORS as exc:
             raise _raised(fn, exc, "mxfp8_quantize", x.device)
         data, scale = check_outputs(fn, out, (x,), before, dtype, scale_layout)
     return data, to_public(scale, scale_layout)
@@ -140,11 +140,11 @@ def dequantize_checked(data, scale, scale_layout, out_dtype, backend, fn=None):
         key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
         fn = get_registry().lookup(*key)
     scale = to_backend(scale, tuple(data.shape), scale_layout)  # backends take swizzled 2-D
-    if fn in OWN_OUTPUTS:
+    if is_own(fn):
         return fn(data, scale, scale_layout, out_dtype)
     before = versions(data, scale)
     try:
         out = fn(data, scale, scale_layout, out_dtype)
-    except Exception as exc:
+    except CALL_ERRORS as exc:
         raise _raised(fn, exc, "mxfp8_dequantize", data.device)
     return check_outputs(fn, out, (data, scale), before, out_dtype, scale_layout)

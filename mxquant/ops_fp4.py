@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .call_path import _eager, _raised, check_before_dispatch, checked_outputs, input_versions, output_problem
+from .call_path import CALL_ERRORS, _eager, _raised, check_before_dispatch, checked_outputs, input_versions, output_problem
 from .checks_fp4 import check_dequantize, check_global_scale, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
@@ -146,7 +146,7 @@ def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
     before = input_versions(inputs)
     try:
         out = fn(*args)
-    except Exception as exc:
+    except CALL_ERRORS as exc:
         raise _raised(fn, exc, op, x.device)
     if len(want) == 1 and isinstance(out, torch.Tensor):
         out = (out,)

@@ -18,7 +18,7 @@ from .checks_training import check_group_end_values, check_grouped, check_groupe
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
-from .call_path import (MXFP8Quantized, _eager, _raised, check_before_dispatch, checked_outputs, input_versions,
+from .call_path import (CALL_ERRORS, MXFP8Quantized, _eager, _raised, check_before_dispatch, checked_outputs, input_versions,
                         output_problem)
 from .outputs import owner
 from .registry import get_registry
@@ -155,7 +155,7 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
     before = input_versions(inputs)
     try:
         out = fn(*args)
-    except Exception as exc:
+    except CALL_ERRORS as exc:
         raise _raised(fn, exc, f"mxfp8_{op}", x.device)
     problem = output_problem(out, want, inputs, before)
     if problem:

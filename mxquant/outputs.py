@@ -21,8 +21,9 @@ from .formats import describe_dtype
 from .layouts import scale_shape
 
 _E8M0 = torch.float8_e8m0fnu
-OWN_OUTPUTS: set = set()
-"""quantize/dequantize functions of the in-tree backends that allocate their outputs themselves
+OWN_OUTPUTS: dict = {}
+"""id -> quantize/dequantize function of the in-tree backends (by id: a plugin's callable need not be
+hashable) that allocate their outputs themselves
 (triton, cpu-native, cpu-eager, cpu): ops.py skips the per-call check for them, since their
 outputs are fixed by their own code and pinned by the test suite (every output of the
 conformance cases is checked by tests/test_backend_outputs.py). Outputs that come from
@@ -31,8 +32,28 @@ another library (the flashinfer and xpu backends) or from a plugin are checked o
 
 def own_outputs(backend):
     """Mark an in-tree Backend as allocating its own outputs (see OWN_OUTPUTS); returns it."""
-    OWN_OUTPUTS.update((backend.quantize, backend.dequantize))
+    OWN_OUTPUTS.update((id(fn), fn) for fn in (backend.quantize, backend.dequantize) if fn is not None)
     return backend
+
+
+def is_own(fn) -> bool:
+    """`fn` is an in-tree kernel that allocates its own outputs (OWN_OUTPUTS)."""
+    return OWN_OUTPUTS.get(id(fn)) is fn
+
+
+def aliasing(outs, inputs) -> Optional[str]:
+    """What an output shares memory with, if any is a view of an input's storage (inputs are
+    read-only, and an output must not change when the caller later writes its input)."""
+    held = {}
+    for i, t in enumerate(inputs):
+        if isinstance(t, torch.Tensor) and t.numel():
+            held[t.untyped_storage().data_ptr()] = i
+    for o in outs:
+        if isinstance(o, torch.Tensor) and o.numel():
+            i = held.get(o.untyped_storage().data_ptr())
+            if i is not None:
+                return f"an output shares memory with input {i} (a view of it; outputs must be new tensors)"
+    return None
 _SCALE_SHAPES: dict = {}
 """(x.shape, layout) -> expected scale shape, so a repeated shape costs one dict lookup."""
 
@@ -67,10 +88,10 @@ def check_outputs(fn: Callable, out, inputs: tuple, before, dtype: torch.dtype, 
             if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape
                     and scale.shape == _SCALE_SHAPES[shape, layout] and data.device == device
                     and scale.device == device and data.is_contiguous() and scale.is_contiguous()
-                    and (before is None or before == x._version)):
+                    and (before is None or before == x._version) and aliasing(out, inputs) is None):
                 return out
         elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous()
-              and (before is None or before == versions(*inputs))):
+              and (before is None or before == versions(*inputs)) and aliasing((out,), inputs) is None):
             return out
     except Exception:  # a non-tensor, a shape not yet in _SCALE_SHAPES, ...: the slow path below decides
         pass
@@ -93,6 +114,7 @@ def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
                    or tensor_problem("scale", out[1], _scale_shape(x.shape, layout), _E8M0, x.device))
     else:
         problem = tensor_problem("the output", out, x.shape, dtype, x.device)
+    problem = problem or aliasing(out if len(inputs) == 1 else (out,), inputs)
     if problem or before is None or before == versions(*inputs):
         return problem
     after = versions(*inputs)

@@ -88,11 +88,15 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
         decide = plugin_filter()
     except ValueError as exc:
         decide = lambda name, msg=str(exc): msg  # noqa: E731  (bad setting: load no third-party plugin)
-    for ep in sorted(_entry_points(records), key=lambda e: e.name):
+    found = []
+    for ep in _entry_points(records):
         try:
             dist = ep.dist.name if ep.dist is not None else None
         except Exception:  # unreadable METADATA
             dist = None
+        found.append((ep, dist))
+    # mxquant's own first: a third-party entry point that takes its name ("builtin") is the one refused
+    for ep, dist in sorted(found, key=lambda f: (f[1] != BUILTIN_DISTRIBUTION, f[0].name)):
         rec = PluginRecord(ep.name, dist, ep.value)
         records.append(rec)
         if not rec.builtin:

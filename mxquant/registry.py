@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import forking, plugins
-from .backend import CLAIMABLE_OPS, Backend, BackendSpec, Call, Capabilities
+from .backend import CLAIMABLE_OPS, Backend, BackendSpec, Call, Capabilities, Deviation
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from .bounded import run_bounded
 from .probing import run_probe
@@ -72,6 +72,11 @@ def check_backend(obj: Backend) -> Backend:
         raise TypeError(f"backend {obj.name!r}: probe must be callable")
     if not isinstance(obj.priority, int):
         raise TypeError(f"backend {obj.name!r}: priority must be an int, got {obj.priority!r}")
+    if not isinstance(obj.deviations, (tuple, list)) or not all(isinstance(d, Deviation) for d in obj.deviations):
+        raise TypeError(f"backend {obj.name!r}: deviations must be a tuple of mxquant.Deviation, got {obj.deviations!r:.200}")
+    for op in ("quantize", "dequantize"):
+        if getattr(obj, op) is not None and not callable(getattr(obj, op)):
+            raise TypeError(f"backend {obj.name!r}: {op} must be callable or None")
     for op in obj.capabilities.ops:
         if op not in CLAIMABLE_OPS:
             raise TypeError(f"backend {obj.name!r}: capabilities.ops names {op!r}; known: {', '.join(CLAIMABLE_OPS)}")
@@ -120,9 +125,11 @@ class Registry:
             entry = Entry(obj.name, rec, spec=obj)
         else:
             raise TypeError(f"register() takes an mxquant.Backend or mxquant.BackendSpec, got {type(obj).__name__}")
-        taken = self._entries.get(entry.name) or next((e for e in pending if e.name == entry.name), None)
+        key = entry.name.lower()  # names are forced case-insensitively: "CPU" would never be reachable
+        taken = next((e for e in (*self._entries.values(), *pending) if e.name.lower() == key), None)
         if taken is not None:
-            raise ValueError(f"backend name {entry.name!r} is already registered by {taken.origin}")
+            same = "" if taken.name == entry.name else f" (as {taken.name!r}: names are case-insensitive)"
+            raise ValueError(f"backend name {entry.name!r} is already registered by {taken.origin}{same}")
         return entry
 
     def _add(self, entries: list[Entry]) -> None:
@@ -243,13 +250,14 @@ class Registry:
                                  f"(it declares: {', '.join(codes) or 'none'})")
 
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
-        """Whether `entry` serves the device but implements no `call.op` at all (a quantize-only
-        backend: its dequantize is None). Forcing it then does not apply to that op. A forced
-        backend that does not claim a call of CLAIMABLE_OPS is refused instead (strict)."""
-        if call.op in CLAIMABLE_OPS:
+        """Whether `entry` serves the device but implements no MXFP8 dequantize (a quantize-only
+        backend: its dequantize is None, and dequantizing is exact arithmetic). Forcing it then
+        does not apply to that op. A forced backend without `quantize`, or that does not claim a
+        call of CLAIMABLE_OPS, is refused instead (strict)."""
+        if call.op != "dequantize":
             return False
         backend = self.load(entry) if entry.serves(call.device.type) else None
-        return backend is not None and (backend.quantize if call.op == "quantize" else backend.dequantize) is None
+        return backend is not None and backend.dequantize is None
 
     def lookup(self, *key) -> Callable:
         """The callable serving the call (op, device, hp_dtype, element_dtype, scale_mode,
@@ -308,7 +316,13 @@ def _backend_at(spec: BackendSpec) -> Backend:
     obj = obj() if callable(obj) and not isinstance(obj, Backend) else obj
     if not isinstance(obj, Backend):
         raise TypeError(f"{spec.target} is a {type(obj).__name__}, not an mxquant.Backend")
-    return check_backend(obj)
+    check_backend(obj)
+    if obj.name != spec.name:  # selection, deviation allowances and `mxquant info` go by the spec's name
+        raise TypeError(f"{spec.target} is backend {obj.name!r}, but its BackendSpec registered {spec.name!r}")
+    if set(obj.capabilities.devices) != set(spec.devices):  # which calls it serves must not change on import
+        raise TypeError(f"{spec.target} serves {sorted(obj.capabilities.devices)}, but its BackendSpec says "
+                        f"{sorted(spec.devices)}")
+    return obj
 
 
 _REGISTRY = Registry()
