@@ -32,12 +32,18 @@ def _eager(t) -> bool:
     return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
 
 
-def check_before_dispatch(check, *args, **kwargs) -> None:
-    """check(*args, **kwargs), the argument checks, for a call about to go through its custom op (x requires
-    grad, is a tensor subclass or meta), outside torch.compile: a mistyped argument then gets the
-    checks' TypeError / ValueError, as on the eager path, not the op schema's RuntimeError."""
-    if not torch.compiler.is_compiling():
+def dispatch(op_call, check, *args, **kwargs):
+    """op_call(): a call through its custom op (x requires grad, is a tensor subclass or meta).
+    Where the op's schema refuses an argument (a RuntimeError), check(*args, **kwargs), the
+    argument checks, run first outside torch.compile, so a mistyped argument gets their
+    TypeError / ValueError, as on the eager path; nothing is added to a call that succeeds."""
+    if torch.compiler.is_compiling():
+        return op_call()
+    try:
+        return op_call()
+    except RuntimeError:
         check(*args, **kwargs)
+        raise
 
 
 CALL_ERRORS = (Exception, SystemExit)
@@ -80,7 +86,7 @@ def checked_outputs(op: str, x, dtype, scale_mode, scale_layout, backend, check,
     try:
         key = (op, x.device, x.dtype, x.layout, x.shape, dtype, scale_mode, scale_layout, backend)
         outputs = _CHECKED.get(key)
-    except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: check() explains
+    except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no shape), ...: check() explains
         key = outputs = None
     if outputs is None:
         check()
@@ -98,7 +104,7 @@ def input_versions(inputs: tuple):
     return None if any(t.is_inference() for t in inputs) else tuple(t._version for t in inputs)
 
 
-def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
+def output_problem(out, want: list, inputs: tuple, before, own: bool = False) -> Optional[str]:
     """What is wrong with a backend's `out` against `want` ([(what, shape, dtype)], on the first
     input's device, contiguous; the tensor inputs' version counters still `before`, from
     input_versions), or None. The fast path reads a few attributes per output; only a violation
@@ -110,8 +116,8 @@ def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
             for t, (_, shape, dtype) in zip(out, want):
                 if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()):
                     break
-            else:
-                return aliasing(out, inputs)
+            else:  # an in-tree kernel (own) allocates its outputs: no view of an input to look for
+                return None if own else aliasing(out, inputs)
     except Exception:  # a non-tensor output: the slow path names it
         pass
     if not isinstance(out, (tuple, list)) or len(out) != len(want):
@@ -120,8 +126,9 @@ def output_problem(out, want: list, inputs: tuple, before) -> Optional[str]:
         problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
         if problem:
             return problem
-    if aliasing(out, inputs):
-        return aliasing(out, inputs)
+    shared = aliasing(out, inputs)
+    if shared:
+        return shared
     if before is not None and before != input_versions(inputs):
         return "it wrote into its input x (inputs are read-only)" if len(inputs) == 1 else \
             "it wrote into its inputs (inputs are read-only)"

@@ -25,9 +25,10 @@ def _choice(name: str, value, accepted) -> None:
 def check_dense(name: str, t: torch.Tensor, call: str = "") -> None:
     """A strided (dense) tensor: sparse, MKLDNN and nested tensors have no strides for the kernels
     to read, and torch's own errors for them differ from backend to backend."""
-    if t.layout != torch.strided:
-        fix = " (x.to_dense() converts it)" if t.layout != torch.jagged else ""
-        raise TypeError(f"{call + ': ' if call else ''}{name} has layout {t.layout}; mxquant takes dense "
+    if t.layout != torch.strided or t.is_nested:
+        what = "a nested tensor" if t.is_nested else f"layout {t.layout}"
+        fix = "" if t.is_nested else f" ({name}.to_dense() converts it)"
+        raise TypeError(f"{call + ': ' if call else ''}{name} has {what}; mxquant takes dense "
                         f"(torch.strided) tensors{fix}")
 
 

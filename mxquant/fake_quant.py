@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from .checks import check_quantize
-from .call_path import check_before_dispatch
+from .call_path import dispatch
 from .ops import _eager, dequantize_checked, run_quantize
 
 
@@ -31,8 +31,8 @@ def mxfp8_fake_quantize(
     """
     if _eager(x):  # no gradient wanted: no dispatcher
         return _round_trip(x, dtype, scale_mode, backend)
-    check_before_dispatch(check_quantize, x, dtype, scale_mode, "linear", backend)
-    return torch.ops.mxquant.fake_quantize(x, dtype, scale_mode, backend)
+    return dispatch(lambda: torch.ops.mxquant.fake_quantize(x, dtype, scale_mode, backend),
+                    check_quantize, x, dtype, scale_mode, "linear", backend)
 
 
 def _round_trip(x, dtype, scale_mode, backend):

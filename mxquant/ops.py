@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .call_path import CALL_ERRORS, MXFP8Quantized, _eager, _raised, check_before_dispatch
+from .call_path import CALL_ERRORS, MXFP8Quantized, _eager, _raised, dispatch
 from .checks import check_dequantize, check_quantize
 from .checks_training import normalize_axis
 from .formats import BLOCK
@@ -55,8 +55,8 @@ def mxfp8_quantize(
     if _eager(x):
         data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
     else:
-        check_before_dispatch(check_quantize, x, dtype, scale_mode, scale_layout, backend)
-        data, scale = torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend)
+        data, scale = dispatch(lambda: torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend),
+                               check_quantize, x, dtype, scale_mode, scale_layout, backend)
     return MXFP8Quantized(data, scale)
 
 
@@ -77,8 +77,8 @@ def mxfp8_dequantize(
     """
     if _eager(data):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
-    check_before_dispatch(check_dequantize, data, scale, scale_layout, out_dtype, backend)
-    return torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend)
+    return dispatch(lambda: torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend),
+                    check_dequantize, data, scale, scale_layout, out_dtype, backend)
 
 
 _STRIDED = torch.strided  # the cached paths take dense tensors only (checks.check_dense)
@@ -93,7 +93,7 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         fn = registry.cache.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: checks explain
         key = fn = None
-    if fn is None or not x.dim() or x.shape[-1] % BLOCK or x.layout is not _STRIDED:
+    if fn is None or x.layout is not _STRIDED or x.is_nested or not x.dim() or x.shape[-1] % BLOCK:
         check_quantize(x, dtype, scale_mode, scale_layout, backend)
         fn = registry.lookup(*key)
     if is_own(fn):  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
@@ -120,9 +120,9 @@ def run_dequantize(data, scale, scale_layout, out_dtype, backend):
         key = ("dequantize", data.device, out_dtype, data.dtype, None, scale_layout, backend, *overrides())
         fn = get_registry().cache.get(key)
         valid = (fn is not None and scale.dtype is _E8M0 and scale.device == data.device
-                 and data.layout is _STRIDED and scale.layout is _STRIDED
+                 and data.layout is _STRIDED and scale.layout is _STRIDED and not (data.is_nested or scale.is_nested)
                  and scale.shape == _VALID_SCALE_SHAPES.get((data.shape, scale_layout)))
-    except (AttributeError, TypeError):  # not tensors, or an unhashable argument: the checks explain
+    except (AttributeError, TypeError, RuntimeError):  # not tensors (a nested one has no shape): checks explain
         valid = False
     if not valid:
         check_dequantize(data, scale, scale_layout, out_dtype, backend)

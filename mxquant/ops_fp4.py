@@ -14,12 +14,12 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .call_path import CALL_ERRORS, _eager, _raised, check_before_dispatch, checked_outputs, input_versions, output_problem
+from .call_path import CALL_ERRORS, _eager, _raised, dispatch, checked_outputs, input_versions, output_problem
 from .checks_fp4 import check_dequantize, check_global_scale, check_quantize
 from .errors import BackendOutputError
 from .formats import MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
 from .layouts import scale_shape, to_backend, to_public
-from .outputs import owner
+from .outputs import is_own, owner
 from .registry import get_registry
 from .selection import overrides
 
@@ -53,8 +53,8 @@ def mxfp4_quantize(x: torch.Tensor, *, scale_mode: str = "rceil", scale_layout: 
     (llm-compressor's MXFP4 checkpoints); scale_layout: "linear" or "swizzled" (128x4)."""
     if _eager(x):
         return MXFP4Quantized(*run_mxfp4_quantize(x, scale_mode, scale_layout, backend))
-    check_before_dispatch(check_quantize, "mxfp4", x, scale_mode, scale_layout, backend)
-    return MXFP4Quantized(*torch.ops.mxquant.mxfp4_quantize(x, scale_mode, scale_layout, backend))
+    op = lambda: torch.ops.mxquant.mxfp4_quantize(x, scale_mode, scale_layout, backend)  # noqa: E731
+    return MXFP4Quantized(*dispatch(op, check_quantize, "mxfp4", x, scale_mode, scale_layout, backend))
 
 
 def mxfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, *, scale_layout: str = "linear",
@@ -62,8 +62,8 @@ def mxfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, *, scale_layout: s
     """e2m1 * 2**(scale - 127) per block of 32, rounded once to out_dtype; NaN where the scale is 0xFF."""
     if _eager(data):
         return run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
-    check_before_dispatch(check_dequantize, "mxfp4", data, scale, scale_layout, out_dtype, backend)
-    return torch.ops.mxquant.mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
+    op = lambda: torch.ops.mxquant.mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)  # noqa: E731
+    return dispatch(op, check_dequantize, "mxfp4", data, scale, scale_layout, out_dtype, backend)
 
 
 def nvfp4_quantize(x: torch.Tensor, global_scale: Optional[torch.Tensor] = None, *,
@@ -74,8 +74,8 @@ def nvfp4_quantize(x: torch.Tensor, global_scale: Optional[torch.Tensor] = None,
     computes it; or pass one (float32, one element; e.g. shared by fused q/k/v weights)."""
     if _eager(x) and (global_scale is None or _eager(global_scale)):
         return NVFP4Quantized(*run_nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend))
-    check_before_dispatch(check_quantize, "nvfp4", x, scale_mode, scale_layout, backend, global_scale)
-    return NVFP4Quantized(*torch.ops.mxquant.nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend))
+    op = lambda: torch.ops.mxquant.nvfp4_quantize(x, global_scale, scale_mode, scale_layout, backend)  # noqa: E731
+    return NVFP4Quantized(*dispatch(op, check_quantize, "nvfp4", x, scale_mode, scale_layout, backend, global_scale))
 
 
 def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torch.Tensor, *,
@@ -84,8 +84,9 @@ def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torc
     """e2m1 * (scale / global_scale) per group of 16 (quotient and product in fp32), rounded to out_dtype."""
     if _eager(data) and _eager(global_scale):
         return run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
-    check_before_dispatch(check_dequantize, "nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
-    return torch.ops.mxquant.nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
+    args = (data, scale, global_scale, scale_layout, out_dtype, backend)
+    return dispatch(lambda: torch.ops.mxquant.nvfp4_dequantize(*args),
+                    check_dequantize, "nvfp4", data, scale, scale_layout, out_dtype, backend, global_scale)
 
 
 # ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
@@ -150,7 +151,7 @@ def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
         raise _raised(fn, exc, op, x.device)
     if len(want) == 1 and isinstance(out, torch.Tensor):
         out = (out,)
-    problem = output_problem(out, want, inputs, before)
+    problem = output_problem(out, want, inputs, before, is_own(fn))
     if problem:
         name, origin = owner(fn)
         raise BackendOutputError(name, origin, f"{op}({describe_dtype(x.dtype)} {tuple(x.shape)})", problem)

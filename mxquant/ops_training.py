@@ -18,9 +18,9 @@ from .checks_training import check_group_end_values, check_grouped, check_groupe
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
-from .call_path import (CALL_ERRORS, MXFP8Quantized, _eager, _raised, check_before_dispatch, checked_outputs, input_versions,
+from .call_path import (CALL_ERRORS, MXFP8Quantized, _eager, _raised, dispatch, checked_outputs, input_versions,
                         output_problem)
-from .outputs import owner
+from .outputs import is_own, owner
 from .registry import get_registry
 from .selection import overrides
 
@@ -34,8 +34,9 @@ def mxfp8_quantize_rowcol(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m
     if _eager(x):
         out = run_rowcol(x, dtype, scale_mode, scale_layout, backend)
     else:
-        check_before_dispatch(check_matrix, "mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=True)
-        out = torch.ops.mxquant.quantize_rowcol(x, dtype, scale_mode, scale_layout, backend)
+        op = lambda: torch.ops.mxquant.quantize_rowcol(x, dtype, scale_mode, scale_layout, backend)  # noqa: E731
+        out = dispatch(op, check_matrix, "mxfp8_quantize_rowcol", x, dtype, scale_mode, scale_layout, backend,
+                       m32=True, k32=True)
     return MXFP8Quantized(out[0], out[1]), MXFP8Quantized(out[2], out[3])
 
 
@@ -46,8 +47,9 @@ def mxfp8_quantize_2d(x: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn,
     GEMM in either orientation."""
     if _eager(x):
         return MXFP8Quantized(*run_2d(x, dtype, scale_mode, backend))
-    check_before_dispatch(check_matrix, "mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend, m32=True, k32=True)
-    return MXFP8Quantized(*torch.ops.mxquant.quantize_2d(x, dtype, scale_mode, backend))
+    op = lambda: torch.ops.mxquant.quantize_2d(x, dtype, scale_mode, backend)  # noqa: E731
+    return MXFP8Quantized(*dispatch(op, check_matrix, "mxfp8_quantize_2d", x, dtype, scale_mode, "linear", backend,
+                                    m32=True, k32=True))
 
 
 def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
@@ -64,20 +66,21 @@ def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
     if (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2:
         if _eager(x) and _eager(group_ends):
             return MXFP8Quantized(*run_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
-        check_before_dispatch(check_grouped_colwise, x, group_ends, dtype, scale_mode, backend)
-        return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
+        op = lambda: torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend)  # noqa: E731
+        return MXFP8Quantized(*dispatch(op, check_grouped_colwise, x, group_ends, dtype, scale_mode, backend))
     if _eager(x) and (group_ends is None or _eager(group_ends)):
         return MXFP8Quantized(*run_grouped(x, group_ends, dtype, scale_mode, backend))
-    check_before_dispatch(check_grouped, x, group_ends, dtype, scale_mode, backend)
-    return MXFP8Quantized(*torch.ops.mxquant.quantize_grouped(x, group_ends, dtype, scale_mode, backend))
+    op = lambda: torch.ops.mxquant.quantize_grouped(x, group_ends, dtype, scale_mode, backend)  # noqa: E731
+    return MXFP8Quantized(*dispatch(op, check_grouped, x, group_ends, dtype, scale_mode, backend))
 
 
 def quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend) -> MXFP8Quantized:
     """mxfp8_quantize(..., axis=-2) (ops.py hands it here)."""
     if _eager(x):
         return MXFP8Quantized(*run_colwise(x, dtype, scale_mode, scale_layout, backend))
-    check_before_dispatch(check_matrix, "mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout, backend, m32=True, k32=False)
-    return MXFP8Quantized(*torch.ops.mxquant.quantize_colwise(x, dtype, scale_mode, scale_layout, backend))
+    op = lambda: torch.ops.mxquant.quantize_colwise(x, dtype, scale_mode, scale_layout, backend)  # noqa: E731
+    return MXFP8Quantized(*dispatch(op, check_matrix, "mxfp8_quantize(axis=-2)", x, dtype, scale_mode, scale_layout,
+                                    backend, m32=True, k32=False))
 
 
 # ---- run_*: checks, resolution, the backend, its outputs checked ------------------------------
@@ -157,7 +160,7 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
         out = fn(*args)
     except CALL_ERRORS as exc:
         raise _raised(fn, exc, f"mxfp8_{op}", x.device)
-    problem = output_problem(out, want, inputs, before)
+    problem = output_problem(out, want, inputs, before, is_own(fn))
     if problem:
         name, origin = owner(fn)
         call = f"mxfp8_{op}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"

@@ -22,7 +22,7 @@ from .layouts import scale_shape
 
 _E8M0 = torch.float8_e8m0fnu
 OWN_OUTPUTS: dict = {}
-"""id -> quantize/dequantize function of the in-tree backends (by id: a plugin's callable need not be
+"""id -> quantize/dequantize (and training / FP4 op) function of the in-tree backends (by id: a plugin's callable need not be
 hashable) that allocate their outputs themselves
 (triton, cpu-native, cpu-eager, cpu): ops.py skips the per-call check for them, since their
 outputs are fixed by their own code and pinned by the test suite (every output of the
@@ -32,7 +32,10 @@ another library (the flashinfer and xpu backends) or from a plugin are checked o
 
 def own_outputs(backend):
     """Mark an in-tree Backend as allocating its own outputs (see OWN_OUTPUTS); returns it."""
-    OWN_OUTPUTS.update((id(fn), fn) for fn in (backend.quantize, backend.dequantize) if fn is not None)
+    from .backend import CLAIMABLE_OPS
+
+    fns = (backend.quantize, backend.dequantize, *(getattr(backend, op) for op in CLAIMABLE_OPS))
+    OWN_OUTPUTS.update((id(fn), fn) for fn in fns if fn is not None)
     return backend
 
 
@@ -144,6 +147,6 @@ def owner(fn) -> tuple[str, str]:
 
     for entry in get_registry().entries():
         b = entry.backend
-        if b is not None and any(getattr(b, op) == fn for op in ("quantize", "dequantize", *CLAIMABLE_OPS)):
+        if b is not None and any(getattr(b, op) is fn for op in ("quantize", "dequantize", *CLAIMABLE_OPS)):
             return entry.name, entry.origin
     return getattr(fn, "__qualname__", repr(fn)), "not a registered backend"

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .checks import _choice
+from .checks import _choice, check_dense
 from .formats import BLOCK, SCALE_LAYOUTS
 from .layouts import swizzle, swizzled_scale_shape
 
@@ -36,6 +36,7 @@ def tile_scales_to_colwise(scale: torch.Tensor, *, layout: str = "linear") -> to
 def _check(scale, layout, name: str) -> None:
     if not isinstance(scale, torch.Tensor):
         raise TypeError(f"{name}: scale must be a torch.Tensor, got {type(scale).__name__}")
+    check_dense("scale", scale, name)
     if scale.dtype != _E8M0:
         raise TypeError(f"{name}: scale has dtype {str(scale.dtype).replace('torch.', '')}; it must be float8_e8m0fnu "
                         "(the scale mxfp8_quantize_2d returns)")

@@ -235,3 +235,13 @@ def test_an_ignore_pattern_that_matches_nothing_gets_a_note(tmp_path):
     assert notes == [f"--ignore {w!r} matches no module of the checkpoint (patterns match module names: "
                      "'model.layers.0.mlp.up_proj'?)",
                      "--ignore 're:nothing\\\\..*' matches no module of the checkpoint"], notes
+
+
+def test_the_tied_lm_head_note_only_when_the_checkpoint_has_no_lm_head(tmp_path):
+    """With an lm_head weight kept by --ignore, --quantize-lm-head must not claim the checkpoint
+    has none (the note is for tied embeddings only)."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1, tied=False))
+    r = convert(src, tmp_path / "dst", quantize_lm_head=True, ignore=["lm_head"])
+    assert "lm_head.weight" not in r.quantized and "lm_head" in r.ignore
+    assert not [n for n in r.notes if "lm_head" in n], r.notes

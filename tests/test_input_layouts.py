@@ -102,3 +102,25 @@ def test_the_dense_call_after_a_rejected_sparse_one_still_gives_the_reference_by
     want = mxquant.mxfp8_quantize(x, backend="cpu")
     assert torch.equal(got.data.view(torch.uint8), want.data.view(torch.uint8))
     assert torch.equal(got.scale.view(torch.uint8), want.scale.view(torch.uint8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nested_tensors_of_either_layout_are_refused(backend):
+    """A nested tensor in the default (strided) layout reports layout == torch.strided; it
+    reached x.shape and torch's "NestedTensorImpl doesn't support sizes" (review of this session)."""
+    x = _x()
+    mxquant.mxfp8_quantize(x, backend=backend)  # the dense signature cached first
+    for layout in (torch.strided, torch.jagged):
+        nt = torch.nested.nested_tensor([x[:32], x[32:]], layout=layout)
+        for call in (lambda t: mxquant.mxfp8_quantize(t, backend=backend),
+                     lambda t: mxquant.mxfp8_quantize(t, axis=-2, backend=backend),
+                     lambda t: mxquant.mxfp4_quantize(t, backend=backend)):
+            with pytest.raises(TypeError, match=r"x has (a nested tensor|layout torch\.jagged); mxquant takes dense"):
+                call(nt)
+
+
+def test_tile_scale_converters_refuse_a_sparse_scale():
+    scale = mxquant.mxfp8_quantize_2d(torch.randn(64, 64)).scale
+    for fn in (mxquant.tile_scales_to_rowwise, mxquant.tile_scales_to_colwise):
+        with pytest.raises(TypeError, match=r"scale has layout torch\.sparse_csr; mxquant takes dense .*scale\.to_dense"):
+            fn(_sparse(scale, "to_sparse_csr"))

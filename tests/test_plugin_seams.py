@@ -193,3 +193,19 @@ def test_a_third_party_entry_point_named_builtin_leaves_the_built_ins_alone(tmp_
         assert "another plugin is already registered under the name 'builtin'" in by_dist["aaa-review-evil"].error
     finally:
         set_registry(previous)
+
+
+def test_an_error_names_the_backend_whose_callable_raised_even_if_another_compares_equal(registry):
+    """owner() matched callables with ==: two plugins' dataclass kernels that compare equal got
+    mixed up, and gamma's error named delta (review of this session)."""
+    @dataclasses.dataclass
+    class Boom:
+        def __call__(self, x, dtype, mode, layout):
+            raise ValueError(f"boom from {id(self)}")
+
+    gamma, delta = Boom(), Boom()
+    assert gamma == delta
+    registry.register_plugin(Plugin(cpu_backend("delta", quantize=delta, priority=-5)), "plugD")
+    registry.register_plugin(Plugin(cpu_backend("gamma", quantize=gamma, priority=-5)), "plugG")
+    with pytest.raises(mxquant.BackendCallError, match=r"backend 'gamma' \(plugin plugG\)"):
+        mxquant.mxfp8_quantize(torch.randn(2, 32), backend="gamma")

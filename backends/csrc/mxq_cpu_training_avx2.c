@@ -13,7 +13,8 @@
  *   row+column: one read of the tile, copied, with the column statistics and each row block's
  *   max / min lanes; the 64 row blocks' max and min by four reduction trees each (tree16_avx2:
  *   16 rows to one vector) and their scales in vectors; then per row |x| rounded once to the element's
- *   mantissa width and encoded twice, with the column scales and with the row's scale (the
+ *   mantissa width (its lsb added here, the half folded into both biases: lsb_added16) and
+ *   encoded twice, with the column scales and with the row's scale (the
  *   rounding is the same for both when the result is an fp8 normal or clamps:
  *   mxq_cpu_training_avx512.c, round_bf16_lanes).
  * Off the fast path (a block with NaN / Inf, or whose smallest |x| does not give an fp8 normal):
@@ -59,7 +60,8 @@ TARGET_AVX2 INLINE __m256i lsb_added16(__m256i a, const fmt_t *f) {
     return _mm256_add_epi16(a, _mm256_and_si256(_mm256_srli_epi16(a, (int)f->shift - 16), _mm256_set1_epi16(1)));
 }
 
-/* From rounded |x| and sbias = (s << 7) + rebias: |fp8| codes (fast path). */
+/* From rounded |x| and sbias = (s << 7) + rebias (or |x| + lsb and sbias - half: lsb_added16):
+ * |fp8| codes (fast path). */
 TARGET_AVX2 INLINE __m256i encode_rounded16(__m256i rnd, __m256i sbias, const fmt_t *f) {
     const __m256i maxq = _mm256_set1_epi16((short)((f->max_bits >> 16) - (f->rebias >> 16)));
     return _mm256_srli_epi16(_mm256_min_epu16(_mm256_sub_epi16(rnd, sbias), maxq), (int)f->shift - 16);
@@ -226,8 +228,9 @@ TARGET_AVX2 INLINE __m256i scales32(__m256i mx, __m256i mn, const fmt_t *f, int 
     return _mm256_slli_epi32(s, 23);
 }
 
-/* From |x| bits rounded to the element's mantissa width (rnd = a + half + lsb, as round16 in
- * 16-bit lanes) and sbias = (s << 23) + rebias: |fp8| codes (fast path). */
+/* From |x| bits rounded to the element's mantissa width (rnd = a + half + lsb) and
+ * sbias = (s << 23) + rebias: |fp8| codes (fast path). (The bf16 row+column tile does the same in
+ * 16-bit lanes with the half moved from rnd into sbias: encode_rounded16 of lsb_added16.) */
 TARGET_AVX2 INLINE __m256i encode_rounded32(__m256i rnd, __m256i sbias, const fmt_t *f) {
     return _mm256_srli_epi32(_mm256_min_epu32(_mm256_sub_epi32(rnd, sbias), _mm256_set1_epi32((int)(f->max_bits - f->rebias))),
                              (int)f->shift);

@@ -206,7 +206,7 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     for shard in shards:
         shard.decisions = {t.name: decisions[t.name] for t in shard.tensors}
         shard.quant = quant
-    if quantize_lm_head and not any(d.quantize and is_lm_head(d.module) for d in decisions.values()):
+    if quantize_lm_head and not any(is_lm_head(d.module) for d in decisions.values()):
         # tied embeddings: no lm_head weight to quantize, but runtimes still build lm_head as a Linear,
         # which must stay out of the scheme (else a quantized Linear with no scale: NaN logits)
         notes.append("--quantize-lm-head: the checkpoint holds no lm_head weight (tied to the embeddings?), so "
