@@ -60,9 +60,10 @@ class Plan:
             return
         if self.head is not None:  # armed, but a launch hook is installed: Triton's path, with the hooks
             g, fn, _, _, meta = self.head
-            self.compiled.run(g, 1, 1, torch._C._cuda_getCurrentRawStream(device.index), fn, meta,
-                              self.compiled.launch_metadata((g, 1, 1), None, a, b, c, *self.tail),
-                              _RUNTIME[0].launch_enter_hook, _RUNTIME[0].launch_exit_hook, a, b, c, *self.tail)
+            stream = torch._C._cuda_getCurrentRawStream(device.index)
+            meta_now = self.compiled.launch_metadata((g, 1, 1), stream, a, b, c, *self.tail)
+            self.compiled.run(g, 1, 1, stream, fn, meta, meta_now, _RUNTIME[0].launch_enter_hook,
+                              _RUNTIME[0].launch_exit_hook, a, b, c, *self.tail)
             return
         self._first(device, (a, b, c))
 
@@ -78,14 +79,15 @@ class Plan:
                      *[t.data_ptr() for t in tensors], *self.tail)
         else:
             rt = _RUNTIME[0]
-            self.compiled.run(g, 1, 1, stream, fn, meta, self.compiled.launch_metadata((g, 1, 1), None, *tensors, *self.tail),
+            meta_now = self.compiled.launch_metadata((g, 1, 1), stream, *tensors, *self.tail)
+            self.compiled.run(g, 1, 1, stream, fn, meta, meta_now,
                               rt.launch_enter_hook, rt.launch_exit_hook, *tensors, *self.tail)
 
     def _first(self, device: torch.device, tensors: tuple) -> None:
         """Triton's own launch (compiles or loads the kernel); on CUDA, arm the raw launcher."""
         compiled = self.kernel[(self.grid,)](*tensors, *self.ints, **self.constexprs, num_warps=self.num_warps,
                                              **self.options)
-        if device.type == "cuda":
+        if device.type == "cuda" and compiled is not None:  # None: Triton's interpreter ran it
             if _FAST_LAUNCH[0] is None:
                 _FAST_LAUNCH[0] = fast_launch_ok()
             if _FAST_LAUNCH[0]:

@@ -63,6 +63,10 @@ def probe(device: torch.device) -> Optional[str]:
         import triton  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install
         return f"cannot import triton: {type(exc).__name__}: {exc}"
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None and getattr(knobs.runtime, "interpret", False):  # TRITON_INTERPRET=1
+        return ("Triton's interpreter is on (TRITON_INTERPRET=1); mxquant's kernels run interpreted on CPU "
+                "tensors only (tests), their conversions on device tensors would differ from the compiled ones")
     return None
 
 
