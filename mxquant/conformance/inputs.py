@@ -48,7 +48,8 @@ def _random(shape, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     return x.reshape(shape).to(dtype)
 
 
-RANDOM_SHAPES = [(32,), (1, 32), (3, 5, 64), (130, 96), (257, 64), (2, 3, 7, 32), (0, 64), (4, 0)]
+RANDOM_SHAPES = [(32,), (1, 32), (3, 5, 64), (130, 96), (257, 64), (2, 3, 7, 32), (0, 64), (4, 0),
+                 (200, 160)]  # the last: two row tiles and two column tiles of the 128x4 layout
 
 
 @functools.lru_cache(maxsize=None)

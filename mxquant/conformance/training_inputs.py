@@ -67,6 +67,16 @@ def matrix_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.
 
 
 @functools.lru_cache(maxsize=None)
+def tile_grid_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor]]:
+    """Random tiles on grids of 12 x 12, 2 x 32 and 32 x 2 tiles, so that a defect at one tile
+    position (up to the 12th down and across, the 32nd along one edge) shows in `mxquant verify`
+    (row+column and 32x32 calls). Kept out of matrix_inputs: the Triton interpreter tests run
+    those, and these would multiply their time."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    return [(f"random{shape}", _tiled_random(shape, gen, input_dtype)) for shape in [(384, 384), (64, 1024), (1024, 64)]]
+
+
+@functools.lru_cache(maxsize=None)
 def grouped_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor, object]]:
     """(name, x, group_ends or None): token groups (ragged, empty first / middle / last, one
     group, groups of exactly 128 rows, no rows at all) and 3-D expert weights of odd sizes."""
@@ -83,8 +93,10 @@ def grouped_inputs(input_dtype: torch.dtype, seed: int) -> list[tuple[str, torch
     out += [("random(300, 96), ragged", x, ends(1, 129, 129, 256, 300, 300)),
             ("random(256, 96), groups of 128", x[:256], ends(128, 256)),
             ("random(0, 64), no rows", _random((0, 64), gen, input_dtype), ends(0, 0, 0))]
-    for shape in [(3, 130, 96), (2, 128, 128), (1, 1, 32), (0, 5, 32)]:
+    for shape in [(3, 130, 96), (2, 128, 128), (1, 1, 32), (0, 5, 32), (2, 200, 160)]:
         out.append((f"experts{shape}", _random(shape, gen, input_dtype), None))
+    # two column tiles of the 128x4 layout (K / 32 = 5) for token groups too
+    out.append(("random(200, 160), two column tiles", _random((200, 160), gen, input_dtype), ends(70, 200)))
     return out
 
 

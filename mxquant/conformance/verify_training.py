@@ -14,7 +14,7 @@ from .. import reference_training
 from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
 from ..layouts import swizzle, swizzle_experts, swizzle_groups, swizzle_kgroups
-from .training_inputs import colwise_inputs, grouped_inputs, kgroup_inputs, matrix_inputs
+from .training_inputs import colwise_inputs, grouped_inputs, kgroup_inputs, matrix_inputs, tile_grid_inputs
 from .compare import FAIL, Result, _Tally, checked_outputs
 
 
@@ -23,7 +23,9 @@ def _inputs(op: str, hp, seed: int):
         return grouped_inputs(hp, seed)
     if op == "quantize_grouped_colwise":
         return kgroup_inputs(hp, seed)
-    return [(name, x, None) for name, x in (colwise_inputs if op == "quantize_colwise" else matrix_inputs)(hp, seed)]
+    if op == "quantize_colwise":
+        return [(name, x, None) for name, x in colwise_inputs(hp, seed)]
+    return [(name, x, None) for name, x in (*matrix_inputs(hp, seed), *tile_grid_inputs(hp, seed))]
 
 
 def _row_blocks(t: torch.Tensor) -> torch.Tensor:
