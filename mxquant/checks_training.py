@@ -31,6 +31,12 @@ def normalize_axis(x, axis) -> int:
                      "dimension (axis=-1) or the second-to-last (axis=-2, column-wise)")
 
 
+def is_colwise(x, axis) -> bool:
+    """Whether `axis` asks for the column-wise call (-2, or x.dim() - 2); -1 (an int) is the
+    row-wise call without a look at x; anything else is normalize_axis's to accept or refuse."""
+    return (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2
+
+
 def check_matrix(call: str, x, dtype, scale_mode, scale_layout, backend, *, m32: bool, k32: bool) -> None:
     """x (..., M, K) for `call`: M (dim -2) and/or K (dim -1) multiples of 32 as required."""
     _check_arguments(x, dtype, scale_mode, scale_layout, backend)

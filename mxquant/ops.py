@@ -17,7 +17,7 @@ import torch
 
 from .call_path import CALL_ERRORS, MXFP8Quantized, _eager, _raised, dispatch
 from .checks import check_dequantize, check_quantize
-from .checks_training import normalize_axis
+from .checks_training import is_colwise
 from .formats import BLOCK
 from .layouts import to_backend, to_public
 from .ops_training import quantize_colwise_call
@@ -50,7 +50,7 @@ def mxfp8_quantize(
     backend: force a backend by name (strict: an error, never a fallback, if it cannot run),
         as use_backend() and MXQUANT_BACKEND do (docs/env.md).
     """
-    if (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2:
+    if is_colwise(x, axis):
         return quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend)
     if _eager(x):
         data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)

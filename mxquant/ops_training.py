@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .checks_training import check_group_end_values, check_grouped, check_grouped_colwise, check_matrix, normalize_axis
+from .checks_training import check_group_end_values, check_grouped, check_grouped_colwise, check_matrix, is_colwise
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
@@ -63,7 +63,7 @@ def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
     axis=-2, K-groups (MoE weight gradient): token-sorted (T, N), every end a multiple of 32:
       data (N, T) as mxfp8_quantize(x, axis=-2); scale 1-D of round_up(N,128) * (T/32 + 4*G)
       bytes, each group's (N, tokens/32) scales swizzled on their own, columns padded to 4."""
-    if (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2:
+    if is_colwise(x, axis):
         if _eager(x) and _eager(group_ends):
             return MXFP8Quantized(*run_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
         op = lambda: torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend)  # noqa: E731

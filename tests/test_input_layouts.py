@@ -61,10 +61,14 @@ def _quantize_cases():
 def test_a_non_strided_argument_is_a_type_error_naming_it(backend, name, call, arg, how, dense):
     x, ends, g = dense
     call(x, ends, g, backend)  # the dense signature first: checked, then cached
-    args = {"x": x, "group_ends": ends, "global_scale": g}
-    args[arg] = _sparse(args[arg], how)
+    _assert_refused(call, {"x": x, "group_ends": ends, "global_scale": g}, arg, how, backend)
+
+
+def _assert_refused(call, args: dict, arg: str, how: str, backend: str) -> None:
+    """call(*args, backend) with args[arg] made non-strided (`how`) raises one TypeError naming it."""
+    bad = {**args, arg: _sparse(args[arg], how)}
     with pytest.raises(TypeError, match=rf"{arg} has layout torch\.\w+; mxquant takes dense \(torch\.strided\)"):
-        call(args["x"], args["group_ends"], args["global_scale"], backend)
+        call(*bad.values(), backend)
 
 
 def _dequantize_cases():
@@ -87,10 +91,7 @@ def test_dequantize_rejects_non_strided_data_scale_and_global_scale(backend, nam
     data, scale, g = dense
     call(data, scale, g, backend)  # cached as a valid signature first
     for arg, how in variants:
-        args = {"data": data, "scale": scale, "global_scale": g}
-        args[arg] = _sparse(args[arg], how)
-        with pytest.raises(TypeError, match=rf"{arg} has layout torch\.\w+; mxquant takes dense"):
-            call(args["data"], args["scale"], args["global_scale"], backend)
+        _assert_refused(call, {"data": data, "scale": scale, "global_scale": g}, arg, how, backend)
 
 
 def test_the_dense_call_after_a_rejected_sparse_one_still_gives_the_reference_bytes():

@@ -79,3 +79,16 @@ def test_dequantize_kernel_compiles_for_sm90(out):
         c = dict(E5M2=e5, SWIZZLED=swz, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, MASK_M=swz, MASK_K=False,
                  EVICT=cfg.evict, PERSISTENT=swz, STAGES=cfg.stages, INTERPRETED=False)
         _aot_compile(k.mxfp8_dequantize_kernel, ["*u8", "*u8", out], c, cfg.warps)  # data as bytes (triton.py)
+
+
+@pytest.mark.skipif(bool(_NO_TRITON) or not _INTERPRET, reason="needs triton and TRITON_INTERPRET=1 (the side environment)")
+def test_the_backend_refuses_device_tensors_while_the_interpreter_is_on(monkeypatch):
+    """Under TRITON_INTERPRET=1 on a GPU machine the kernels would run interpreted on CUDA tensors,
+    taking the hardware-conversion branch whose interpreted cast rounds differently (review of the
+    ninth session): the probe refuses the device instead. (No GPU here: the CUDA probe's own
+    checks are stubbed out, so that the interpreter check is what answers.)"""
+    from mxquant.backends import triton as tb
+
+    monkeypatch.setattr(tb, "cuda_probe", lambda *a: None)
+    reason = tb.probe(torch.device("cuda", 0))
+    assert reason and "Triton's interpreter is on (TRITON_INTERPRET=1)" in reason

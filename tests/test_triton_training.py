@@ -387,17 +387,3 @@ def test_torch_compile_fullgraph_of_the_new_calls_cuda():
     assert_bytes(col_scale.cpu(), oracle.quantize_colwise(x.cpu(), e4)[1], "column scale")
     assert_bytes(tile_scale.cpu(), oracle.quantize_tiles(x.cpu(), e4)[1], "tile scale")
     assert_bytes(grouped_scale.cpu(), grouped_oracle(x, ends.cpu(), e4, "rceil")[1], "grouped scale")
-
-
-
-@pytest.mark.skipif(bool(_CPU_SKIP), reason=_CPU_SKIP or "")
-def test_the_backend_refuses_device_tensors_while_the_interpreter_is_on(monkeypatch):
-    """Under TRITON_INTERPRET=1 on a GPU machine the kernels would run interpreted on CUDA tensors,
-    taking the hardware-conversion branch whose interpreted cast rounds differently (review of the
-    ninth session): the probe refuses the device instead. (No GPU here: the CUDA probe's own
-    checks are stubbed out, so that the interpreter check is what answers.)"""
-    from mxquant.backends import triton as tb
-
-    monkeypatch.setattr(tb, "cuda_probe", lambda *a: None)
-    reason = tb.probe(torch.device("cuda", 0))
-    assert reason and "Triton's interpreter is on (TRITON_INTERPRET=1)" in reason
