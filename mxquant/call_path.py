@@ -86,7 +86,7 @@ def checked_outputs(op: str, x, dtype, scale_mode, scale_layout, backend, check,
     try:
         key = (op, x.device, x.dtype, x.layout, x.shape, dtype, scale_mode, scale_layout, backend)
         outputs = _CHECKED.get(key)
-    except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no shape), ...: check() explains
+    except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no shape): check() explains
         key = outputs = None
     if outputs is None:
         check()

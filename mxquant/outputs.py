@@ -22,8 +22,8 @@ from .layouts import scale_shape
 
 _E8M0 = torch.float8_e8m0fnu
 OWN_OUTPUTS: dict = {}
-"""id -> quantize/dequantize (and training / FP4 op) function of the in-tree backends (by id: a plugin's callable need not be
-hashable) that allocate their outputs themselves
+"""id -> quantize / dequantize (and training / FP4 op) function of the in-tree backends that
+allocate their outputs themselves (by id: a plugin's callable need not be hashable)
 (triton, cpu-native, cpu-eager, cpu): ops.py skips the per-call check for them, since their
 outputs are fixed by their own code and pinned by the test suite (every output of the
 conformance cases is checked by tests/test_backend_outputs.py). Outputs that come from
@@ -57,6 +57,8 @@ def aliasing(outs, inputs) -> Optional[str]:
             if i is not None:
                 return f"an output shares memory with input {i} (a view of it; outputs must be new tensors)"
     return None
+
+
 _SCALE_SHAPES: dict = {}
 """(x.shape, layout) -> expected scale shape, so a repeated shape costs one dict lookup."""
 
