@@ -73,7 +73,8 @@ def check_backend(obj: Backend) -> Backend:
     if not isinstance(obj.priority, int):
         raise TypeError(f"backend {obj.name!r}: priority must be an int, got {obj.priority!r}")
     if not isinstance(obj.deviations, (tuple, list)) or not all(isinstance(d, Deviation) for d in obj.deviations):
-        raise TypeError(f"backend {obj.name!r}: deviations must be a tuple of mxquant.Deviation, got {obj.deviations!r:.200}")
+        raise TypeError(f"backend {obj.name!r}: deviations must be a tuple of mxquant.Deviation, "
+                        f"got {obj.deviations!r:.200}")
     for op in ("quantize", "dequantize"):
         if getattr(obj, op) is not None and not callable(getattr(obj, op)):
             raise TypeError(f"backend {obj.name!r}: {op} must be callable or None")

@@ -32,8 +32,8 @@ def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout,
     quantize = getattr(reference_fp4, f"{fmt}_quantize")
     if op.endswith("dequantize"):
         qmode = "compressed-tensors" if fmt == "nvfp4" else "rceil"  # the data to read
-        cases = [(case, _dequantize_inputs(quantize(x, None, qmode, layout) if fmt == "nvfp4" else
-                                           quantize(x, qmode, layout), fmt))
+        n_in = 3 if fmt == "nvfp4" else 2  # data, scale (, global scale)
+        cases = [(case, _quantize(quantize, f"{fmt}_quantize", x, qmode, layout)[:n_in])
                  for case, x in fp4_inputs(torch.float32, seed)] + fp4_all_bytes(fmt, layout)
         for case, inputs in cases:
             result.cases += 1
@@ -47,8 +47,8 @@ def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout,
         result.cases += 1
         rows, nb = math.prod(x.shape[:-1]), x.shape[-1] // block
         ref = _quantize(quantize, op, x, mode, layout, g)
-        xd, gd = x.to(device), (None if g is None else g.to(device))
-        got = checked_outputs(tally, case, lambda: _quantize(getattr(backend, op), op, xd, mode, layout, gd), xd, ref)
+        xd, g_dev = x.to(device), (None if g is None else g.to(device))
+        got = checked_outputs(tally, case, lambda: _quantize(getattr(backend, op), op, xd, mode, layout, g_dev), xd, ref)
         if got is None:
             continue
         if fmt == "nvfp4" and not _same_bits(got[2], ref[2]):
@@ -57,19 +57,15 @@ def check_fp4(backend: Backend, device: torch.device, op: str, hp, mode, layout,
         es, _ = _scale_rows(ref[1], layout, rows, nb)
         if padding:
             tally.problems.append(f"{case}: {padding} padding bytes of the swizzled scales are not zero")
-        gd_ = got[0].reshape(rows * nb, block // 2)
+        gd = got[0].reshape(rows * nb, block // 2)
         ed = ref[0].reshape(rows * nb, block // 2)
-        diff = (gd_ != ed).any(-1) | (gs.reshape(-1) != es.reshape(-1))
+        diff = (gd != ed).any(-1) | (gs.reshape(-1) != es.reshape(-1))
         blocks = x.reshape(rows * nb, block).float()
         tally.add(case, diff, blocks, lambda i, gs=gs.reshape(-1), es=es.reshape(-1): {
             "block": i, "row": i // max(nb, 1), "name": None,
             "scale": {"expected": int(es[i]), "got": int(gs[i])}, "elements": {}})
     tally.finish()
     return result
-
-
-def _dequantize_inputs(ref: tuple, fmt: str) -> tuple:
-    return (ref[0], ref[1]) + ((ref[2],) if fmt == "nvfp4" else ())
 
 
 def _check_dequantize(tally, backend, device, op, case, inputs, layout, hp, block) -> None:
