@@ -2,7 +2,7 @@
 # One device-machine run: GPU tests, `mxquant verify`, and the GPU benchmarks, each step's log
 # and JSON under $OUT/s, packed into $OUT/session.tgz after every step (the device tool brings
 # back at most 8 files, so the one archive is what to read). Steps are named on the command line:
-#   bash benchmarks/device_session.sh tests verify training small_m quantize fp4 convert sweep gluon focus checks host
+#   bash benchmarks/device_session.sh gpucheck tests verify training small_m quantize fp4 convert sweep gluon focus checks host
 #   fp4tests fp4sweep grouped nvfp4
 # Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && python3 -m pip
 # install -q --no-deps --no-build-isolation -e .` (see the developers' guide). `python3 -m pip`,
@@ -64,10 +64,21 @@ checks() {  # focus_tests and a full `mxquant verify --backend triton` side by s
   tail -n 3 "$S/verify.log"
   return $rc
 }
+gpu_check() {  # every CUDA test under pytest-xdist (carried in .whl) beside `mxquant verify --jobs 4`
+  local rc=0
+  python3 -u -m mxquant verify --backend triton --jobs 4 > "$S/verify.log" 2>&1 &
+  local v=$!
+  python3 -m pytest -q -rfE -m cuda -n 11 -p no:cacheprovider tests --junitxml="$S/tests.xml" > "$S/tests.log" 2>&1 \
+    || rc=$?
+  wait $v || rc=$?
+  tail -n 4 "$S/tests.log" "$S/verify.log"
+  return $rc
+}
 for s in "$@"; do
   case $s in
+    gpucheck) export -f gpu_check; export S; step gpucheck 520 bash -c gpu_check ;;  # all correctness, 16 cores
     tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
-    verify)   step verify 540 python3 -u -m mxquant verify --backend triton ;;  # 189 of 210 checks in 338 s beside tests: a call of its own
+    verify)   step verify 540 python3 -u -m mxquant verify --backend triton --jobs 8 ;;  # 189 of 210 checks in 338 s beside tests: a call of its own
     checks)   export -f k_shards focus_tests checks; export S; step checks 370 bash -c checks ;;
     focus)    export -f k_shards focus_tests; export S; step focus 300 bash -c focus_tests ;;  # 200 s cut the shape cases off
     host)     step host 60 python3 benchmarks/host_split.py --out "$S" ;;

@@ -18,19 +18,34 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", action="append", help="only this backend (repeatable)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random test data (default 0): the same seed gives the same inputs")
+    p.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+                   help="run each backend's checks in N worker processes (default 1); a GPU backend's first "
+                        "run compiles its kernels, minutes in one process, which N workers share")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..conformance import collect, exit_code  # loaded by this command only, not by every `mxquant ...`
 
-    report = collect(args.backend, args.seed, progress=None if args.json else Progress(sys.stderr))
+    report = collect(args.backend, args.seed, progress=None if args.json else Progress(sys.stderr), jobs=args.jobs)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_report(report)
     return exit_code(report)
+
+
+def _jobs(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number >= 1, not {text!r}")
+    return n
 
 
 class Progress:

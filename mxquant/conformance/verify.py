@@ -24,6 +24,7 @@ from ..report import local_device_types
 from .compare import (DEVIATION, FAIL, MAX_EXAMPLES, NOT_SUPPORTED, PASS, SCHEMA_VERSION, UNAVAILABLE, Result,  # noqa: F401
                       Target, check_dequantize, check_quantize)
 from .deviation_rules import DEVIATION_RULES
+from .parallel_checks import run_in_workers
 from .verify_fp4 import check_fp4
 from .verify_training import check_training
 
@@ -75,9 +76,11 @@ def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
     return check_dequantize(backend, device, hp, dt, layout, seed)
 
 
-def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None) -> tuple[list[Target], list[Result]]:
+def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None,
+                 jobs: int = 1) -> tuple[list[Target], list[Result]]:
     """progress(backend, device, done, total), if given, after each check of an available target
-    (the first check of a GPU backend compiles kernels: minutes on a fresh machine)."""
+    (the first check of a GPU backend compiles kernels: minutes on a fresh machine). jobs > 1:
+    the checks of each target in that many worker processes (parallel_checks.py)."""
     targets, results = [], []
     backend = registry.load(entry)
     served = sorted(backend.capabilities.devices) if backend is not None else list(entry.spec.devices if entry.spec else ())
@@ -98,6 +101,9 @@ def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None) -> 
             results.append(Result(entry.name, str(device), None, None, None, None, None, UNAVAILABLE, reason))
             continue
         todo = claimed_combinations(backend)
+        if jobs > 1:
+            results += run_in_workers(entry.name, device, todo, seed, jobs, progress)
+            continue
         for done, (op, hp, dt, mode, layout) in enumerate(todo, 1):
             results.append(check_call(backend, device, op, hp, dt, mode, layout, seed))
             if progress is not None:
@@ -110,9 +116,9 @@ REFERENCE_BACKEND = "cpu"
 
 
 def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optional[Registry] = None,
-            progress=None) -> dict:
+            progress=None, jobs: int = 1) -> dict:
     """Run the checks; returns the JSON-able report (what `mxquant verify --json` prints).
-    progress: as for verify_entry."""
+    progress, jobs: as for verify_entry."""
     registry = registry or get_registry()
     entries = registry.entries()
     errors = []
@@ -122,7 +128,7 @@ def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optio
         entries = [e for e in entries if e.name in set(backends)]
     targets, results = [], []
     for entry in entries:
-        t, r = verify_entry(registry, entry, seed, progress)
+        t, r = verify_entry(registry, entry, seed, progress, jobs)
         targets += t
         results += r
     summary = {s: sum(r.status == s for r in results) for s in (PASS, DEVIATION, FAIL, UNAVAILABLE, NOT_SUPPORTED)}
