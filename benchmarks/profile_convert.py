@@ -1,0 +1,138 @@
+"""Where a conversion's time goes, in this process: a synthetic checkpoint (bench_convert.py's),
+a warm-up conversion, then per round the I/O ceiling (read the source, write + fsync the
+output's bytes) and a conversion, the last one under cProfile (main thread). Also the CPU
+seconds of each thread of the process over that conversion (from /proc: the reader, the
+writer, the hasher, torch's pools), to see which one is saturated.
+
+    python3 benchmarks/profile_convert.py --device cuda --gb 2 --out OUT_DIR [--chunk-elems N]
+
+Writes OUT_DIR/profile_convert_<device>.json (timings, per-thread CPU) and .txt (pstats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_convert import ceiling_out, make_checkpoint, shard_files  # noqa: E402
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{tid: (name, CPU seconds)} of every thread of this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+class ThreadWatch:
+    """thread_cpu() sampled every 20 ms on a thread of its own while active, so threads that end
+    before the conversion does (each shard's writer and hasher) are counted too (up to the last
+    sample before they ended). Names are the kernel's: "python3" for Python's own threads; the
+    main thread's tid is the pid."""
+
+    def __init__(self):
+        import threading
+
+        self.seen: dict = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.seen.update(thread_cpu())
+
+    def __enter__(self):
+        self.start = thread_cpu()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.seen.update(thread_cpu())
+
+    def spent(self) -> list:
+        """[(thread name, tid, CPU seconds)] over the watch, largest first."""
+        rows = [(name, tid, round(cpu - self.start.get(tid, ("", 0.0))[1], 2)) for tid, (name, cpu) in self.seen.items()]
+        return sorted((r for r in rows if r[2] > 0.02), key=lambda r: -r[2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--gb", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--chunk-elems", type=int, default=None)
+    ap.add_argument("--out", default=".")
+    a = ap.parse_args()
+    from mxquant.checkpoint import convert
+
+    work = tempfile.mkdtemp(prefix="profile_convert_")
+    src = os.path.join(work, "src")
+    make_checkpoint(src, a.gb, 0.5)
+    bytes_in = sum(os.path.getsize(os.path.join(src, n)) for n in shard_files(src))
+    d = os.path.join(work, "warm")
+    t0 = time.perf_counter()
+    convert(src, d, device=a.device, chunk_elems=a.chunk_elems)
+    first = time.perf_counter() - t0
+    sizes = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
+    shutil.rmtree(d)
+    ceil, conv, cpu = [], [], []
+    prof = cProfile.Profile()
+    for i in range(a.rounds):
+        d = os.path.join(work, f"c{i}")
+        ceil.append(ceiling_out(src, d, sizes))
+        shutil.rmtree(d)
+        last = i == a.rounds - 1
+        with ThreadWatch() as watch:
+            c0, t0 = time.process_time(), time.perf_counter()
+            if last:
+                prof.enable()
+            convert(src, d, device=a.device, chunk_elems=a.chunk_elems)
+            if last:
+                prof.disable()
+            conv.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        shutil.rmtree(d)
+    res = {"device": a.device, "gb_in": bytes_in / 1e9, "gb_out": sum(sizes.values()) / 1e9, "first_s": first,
+           "chunk_elems": a.chunk_elems, "ceiling_s": ceil, "convert_s": conv, "convert_cpu_s": cpu,
+           "ratio_median": sorted(c / v for c, v in zip(ceil, conv))[len(conv) // 2],
+           "threads_cpu_s_last_round": watch.spent(), "pid": os.getpid()}
+    if a.device.startswith("cuda"):
+        import torch
+
+        res["gpu"] = torch.cuda.get_device_name(0)
+    tag = a.device.replace(":", "") + (f"_chunk{a.chunk_elems}" if a.chunk_elems else "")
+    with open(os.path.join(a.out, f"profile_convert_{tag}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    s = io.StringIO()
+    st = pstats.Stats(prof, stream=s).strip_dirs()
+    st.sort_stats("tottime").print_stats(30)
+    st.sort_stats("cumtime").print_stats(30)
+    with open(os.path.join(a.out, f"profile_convert_{tag}.txt"), "w") as f:
+        f.write(s.getvalue())
+    print(json.dumps(res, indent=1))
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
