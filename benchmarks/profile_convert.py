@@ -72,7 +72,8 @@ class ThreadWatch:
 
     def spent(self) -> list:
         """[(thread name, tid, CPU seconds)] over the watch, largest first."""
-        rows = [(name, tid, round(cpu - self.start.get(tid, ("", 0.0))[1], 2)) for tid, (name, cpu) in self.seen.items()]
+        rows = [(name, tid, round(cpu - self.start.get(tid, ("", 0.0))[1], 2))
+                for tid, (name, cpu) in self.seen.items()]
         return sorted((r for r in rows if r[2] > 0.02), key=lambda r: -r[2])
 
 

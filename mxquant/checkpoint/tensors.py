@@ -23,7 +23,7 @@ import threading
 import torch
 
 from ..formats import BLOCK
-from .quantizers import DEFAULT, Quant, native_calls, quantize_with_sums
+from .quantizers import DEFAULT, Quant, error_sums, native_calls, quantize_chunk, quantize_with_sums
 from .stio import DTYPES, TensorInfo, itemsize, tensor_bytes
 
 
@@ -76,8 +76,11 @@ buffers = ReadBuffers()
 """The conversion's read buffers (driver.py clears them after each shard)."""
 
 
-def read_range(f, offset: int, nbytes: int) -> torch.Tensor:
-    buf = buffers.get(nbytes)
+def read_range(f, offset: int, nbytes: int, pinned: bool = False) -> torch.Tensor:
+    """The bytes [offset, offset + nbytes) of `f` as a uint8 tensor: from the pool of read
+    buffers, or with `pinned` in page-locked memory (torch's caching host allocator), which a
+    GPU copies from asynchronously and about 3x faster than from pageable memory."""
+    buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True) if pinned else buffers.get(nbytes)
     f.seek(offset)
     if nbytes and f.readinto(tensor_bytes(buf)) != nbytes:
         raise OSError(f"short read at byte {offset}")
@@ -87,9 +90,10 @@ def read_range(f, offset: int, nbytes: int) -> torch.Tensor:
 _reader = None
 
 
-def _prefetched(f, ranges):
-    """The (offset, nbytes) byte ranges of `f` as uint8 tensors, the next one read on a thread
-    while the caller works on this one (file reads release the GIL)."""
+def _prefetched(f, ranges, pinned: bool = False):
+    """The (offset, nbytes) byte ranges of `f` as uint8 tensors (read_range's, `pinned` as
+    there), the next one read on a thread while the caller works on this one (file reads
+    release the GIL)."""
     global _reader
     if _reader is None:
         from concurrent.futures import ThreadPoolExecutor
@@ -97,14 +101,14 @@ def _prefetched(f, ranges):
         _reader = ThreadPoolExecutor(1, thread_name_prefix="mxquant-read")
     ranges = iter(ranges)
     nxt = next(ranges, None)
-    pending = _reader.submit(read_range, f, *nxt) if nxt is not None else None
+    pending = _reader.submit(read_range, f, *nxt, pinned) if nxt is not None else None
     try:
         while pending is not None:
             buf = pending.result()
             pending = None
             nxt = next(ranges, None)
             if nxt is not None:
-                pending = _reader.submit(read_range, f, *nxt)
+                pending = _reader.submit(read_range, f, *nxt, pinned)
             yield buf
     finally:
         if pending is not None:  # the file is not touched by two threads at once
@@ -144,6 +148,16 @@ def copy_tensor(f, info: TensorInfo, data_start: int, writer, chunk_elems: int, 
     return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype, "quantized": False}
 
 
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """A GPU tensor's bytes copied, asynchronously, into page-locked host memory (a uint8 tensor
+    of torch's caching host allocator: reused once the writer and hasher let go of it, and never
+    while a copy into it is in flight). Valid after the stream synchronizes."""
+    src = t.contiguous().view(torch.uint8).reshape(-1)
+    host = torch.empty(src.numel(), dtype=torch.uint8, pin_memory=True)
+    host.copy_(src, non_blocking=True)
+    return host
+
+
 def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, scale_mode: str,
                     chunk_elems: int, progress, quant: Quant = DEFAULT) -> list[dict]:
     """A tensor converted for quant's scheme (its data, then its scale, then NVFP4's global scale).
@@ -159,18 +173,26 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
     signal = noise = 0.0
     at = 0
     native = native_calls(quant)  # once per tensor, not per chunk
+    gpu = torch.device(device).type == "cuda"
     writer.begin(outputs[0][0])
-    with contextlib.closing(_prefetched(f, ranges)) as raws:
+    with contextlib.closing(_prefetched(f, ranges, pinned=gpu)) as raws:
         for (e0, shape), raw in zip(pieces, raws):
             progress(raw.numel())
             xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
-            data, sc, s, n = quantize_with_sums(quant, xd, scale_mode, g, native)
+            if gpu:
+                data, sc = quantize_chunk(quant, xd, scale_mode, g)
+                out = to_host(data)  # queued before the error sums, whose results wait for it too
+                s, n = error_sums(quant, xd, data, sc, g)
+                torch.cuda.current_stream(xd.device).synchronize()  # `out` and the scale are on the host now
+            else:
+                data, sc, s, n = quantize_with_sums(quant, xd, scale_mode, g, native)
+                out = data
             signal += s
             noise += n
             sc = sc.contiguous().view(torch.uint8).reshape(-1)
             scale[at:at + sc.numel()].copy_(sc)
             at += sc.numel()
-            writer.write_part(tensor_bytes(data.cpu()))
+            writer.write_part(tensor_bytes(out))
     writer.end()
     extra = [scale] + ([g.cpu()] if g is not None else [])
     for (name, _, _), t in zip(outputs[1:], extra):
