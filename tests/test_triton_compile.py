@@ -91,6 +91,8 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     shapes = {(*cfg, 1)[:3] for cfg in [*ops.GLUON_CONFIGS.values(), *(c[1:] for c in GLUON_TEST_CONFIGS)]}
     flags = (False, True)
     for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), flags, flags, flags):
+        if slabs > 4 and (swz or e5):  # the slab loop's own code is the scale staging: linear, e4m3 show it
+            continue
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False)

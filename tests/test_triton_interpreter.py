@@ -14,9 +14,27 @@ scale-byte bug in the hardware conversion's path, which the interpreter could no
 
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from cached_env import REPO, env_python
 from subproc import child_env
+
+RUNS = {  # name: (module, extra pytest arguments, interpret); the longest first
+    "training": ("tests/test_triton_training.py", (), True),
+    "fp4": ("tests/test_triton_fp4.py", (), True),
+    "compile": ("tests/test_triton_compile.py", (), False),
+    "kgroup": ("tests/test_triton_kgroup.py", (), True),
+    "dequant": ("tests/test_triton_dequant.py", (), True),
+    "fp4 compile": ("tests/test_triton_fp4.py", ("-k", "compile"), False),
+    "kgroup compile": ("tests/test_triton_kgroup.py", ("-k", "sm90"), False),
+    "dequant compile": ("tests/test_triton_dequant.py", ("-k", "compile"), False),
+}
+"""Every side-environment pytest run of this module. They are started together, two at a time
+(a CI machine has 2 cores, and this process only waits on them), when the first test here needs
+one: each is single-threaded interpretation or compilation, so the pair takes about half the
+time of running them one after another."""
 
 
 def _pytest(python, module, *args, interpret):
@@ -24,6 +42,7 @@ def _pytest(python, module, *args, interpret):
     env.pop("TRITON_INTERPRET", None)
     if interpret:
         env["TRITON_INTERPRET"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # two runs side by side on two cores
     proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", module, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -32,43 +51,46 @@ def _pytest(python, module, *args, interpret):
     return int(passed.group(1)) if passed else 0, tail
 
 
-def test_triton_kernels_bytes_under_the_interpreter():
-    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "tests/test_triton_training.py",
-                           interpret=True)
+@pytest.fixture(scope="module")
+def runs():
+    python = env_python("triton-env.sh", "Triton environment")
+    with ThreadPoolExecutor(2) as pool:
+        yield {name: pool.submit(_pytest, python, module, *args, interpret=interpret)
+               for name, (module, args, interpret) in RUNS.items()}
+
+
+def test_triton_kernels_bytes_under_the_interpreter(runs):
+    passed, tail = runs["training"].result()
     assert passed >= 160, tail  # 168 cases on 2026-12-05: every kernel, dtype, mode, layout, group case
 
 
-def test_triton_kernels_compile_for_hopper():
-    passed, tail = _pytest(env_python("triton-env.sh", "Triton environment"), "tests/test_triton_compile.py",
-                           interpret=False)
+def test_triton_kernels_compile_for_hopper(runs):
+    passed, tail = runs["compile"].result()
     assert passed == 6, tail  # every kernel at its shipped config, and the Gluon kernel's PTX, per input dtype
 
 
-def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper():
+def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_fp4.py: the MXFP4 / NVFP4 kernels byte for byte under the interpreter,
     then (without it) compiled for sm_90."""
-    python = env_python("triton-env.sh", "Triton environment")
-    passed, tail = _pytest(python, "tests/test_triton_fp4.py", interpret=True)
+    passed, tail = runs["fp4"].result()
     assert passed >= 55, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box)
-    passed, tail = _pytest(python, "tests/test_triton_fp4.py", "-k", "compile", interpret=False)
+    passed, tail = runs["fp4 compile"].result()
     assert passed == 6, tail  # the kernels compile; the packed bytes' store needs no shared memory; per input dtype
 
 
-def test_triton_kgroups_under_the_interpreter_and_for_hopper():
+def test_triton_kgroups_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_kgroup.py: K-groups (mxfp8_quantize_grouped(axis=-2)) byte for byte under
     the interpreter, then (without it) kgroups_kernel compiled for sm_90."""
-    python = env_python("triton-env.sh", "Triton environment")
-    passed, tail = _pytest(python, "tests/test_triton_kgroup.py", interpret=True)
+    passed, tail = runs["kgroup"].result()
     assert passed >= 22, tail  # 22 cases on 2026-12-05
-    passed, tail = _pytest(python, "tests/test_triton_kgroup.py", "-k", "sm90", interpret=False)
+    passed, tail = runs["kgroup compile"].result()
     assert passed == 2, tail
 
 
-def test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper():
+def test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_dequant.py: MXFP8 dequantize bit for bit (NaN included) under the
     interpreter, then (without it) mxfp8_dequantize_kernel compiled for sm_90."""
-    python = env_python("triton-env.sh", "Triton environment")
-    passed, tail = _pytest(python, "tests/test_triton_dequant.py", interpret=True)
+    passed, tail = runs["dequant"].result()
     assert passed >= 14, tail  # 14 cases on 2026-12-05 (22 s on a shared 2-core box)
-    passed, tail = _pytest(python, "tests/test_triton_dequant.py", "-k", "compile", interpret=False)
+    passed, tail = runs["dequant compile"].result()
     assert passed == 3, tail
