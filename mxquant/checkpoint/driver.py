@@ -251,7 +251,10 @@ def _compute_threads(device: str):
     """On the CPU, one intra-op thread fewer while shards convert (at least one): the writer
     thread hashes and writes, and the reader reads, meanwhile. With every core in torch's
     (OpenMP) team as well, a parallel region waits for a worker that is not running: a 128 KiB
-    copy took 8 ms instead of 5 us on 2 cores. Restored afterwards."""
+    copy took 8 ms instead of 5 us on 2 cores. Restored afterwards. On a GPU, the page-locked
+    buffers of the reads and copies back (tensors.py, torch's caching host allocator, some
+    hundreds of MB) are given back to the system afterwards (where this torch can:
+    torch.accelerator.empty_host_cache)."""
     import torch
 
     before = torch.get_num_threads()
@@ -261,6 +264,9 @@ def _compute_threads(device: str):
         yield
     finally:
         torch.set_num_threads(before)
+        release = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+        if device.startswith("cuda") and release is not None:
+            release()
 
 
 def _check_backend(plan: Plan, device: str, scale_mode: str) -> None:
