@@ -54,17 +54,6 @@ def layouts(half: int, num_warps: int):
     return load, store
 
 
-def stage_layouts(slabs: int, num_warps: int):
-    """(shared layout, register layout) of the column scale bytes of a tile of `slabs` > 4
-    slabs (linear scales only): each slab's (BLOCK_K,) bytes go to row j of a (slabs, BLOCK_K)
-    shared buffer; read back, each thread owns min(slabs, 16) consecutive bytes of one column
-    (one vector store), so a column's `slabs` bytes (a whole 32-byte sector at 32 slabs) are
-    written by one or two threads of one store instruction, not by `slabs` partial stores."""
-    per = min(slabs, 16)
-    return (gl.SwizzledSharedLayout(1, 1, 1, [1, 0]),
-            gl.BlockedLayout([per, 1], [slabs // per, 32 * per // slabs], [1, num_warps], [0, 1]))
-
-
 @gluon.jit
 def _max_nan(a, b):
     return gl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
@@ -142,7 +131,7 @@ def rowcol_kernel(
     M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
     EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
-    LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr, SMEM: gl.constexpr = None, OUT: gl.constexpr = None,
+    LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
@@ -157,35 +146,23 @@ def rowcol_kernel(
     k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
     ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
     s0 = pid_m * SLABS
-    climit = l * K + gl.where(last, k_last, K)
-    if SLABS > 4:  # linear: (SMEM, OUT: stage_layouts) the slabs in a loop, column bytes staged in shared memory
-        stage = gl.allocate_shared_memory(gl.uint8, [SLABS, BLOCK_K], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        for j in range(SLABS):  # (Triton puts a barrier after each row store: unrolling does not avoid it)
-            bj = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + j, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+    b = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k,
+              last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+    if SLABS > 1:
+        b1 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 1, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
+                   pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+        if SLABS > 2:
+            b2 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 2, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
                        rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
-            stage.index(j).store(bj)
-        gl.thread_barrier()
-        t = stage._reinterpret(gl.uint8, [SLABS, BLOCK_K], SMEM).load(OUT)
-        rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, OUT))
-        cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(1, OUT))
-        _store_scale(cs_ptr, t, rows[None, :], cols[:, None], cs_cols, climit, SWIZZLED, BIG)
-    else:
-        b = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
-                  pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
-        if SLABS > 1:
-            b1 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 1, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+            b3 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 3, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
                        rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
-            if SLABS > 2:
-                b2 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 2, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                           rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
-                b3 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 3, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                           rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
-                b = gl.reshape(gl.join(gl.join(b, b2), gl.join(b1, b3)), [BLOCK_K, 4])  # [:, j] = slab s0 + j
-            else:
-                b = gl.join(b, b1)
-        if SLABS == 1:
-            _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG)
+            b = gl.reshape(gl.join(gl.join(b, b2), gl.join(b1, b3)), [BLOCK_K, 4])  # [:, j] = slab s0 + j
         else:
-            rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
-            cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
-            _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG)
+            b = gl.join(b, b1)
+    climit = l * K + gl.where(last, k_last, K)
+    if SLABS == 1:
+        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG)
+    else:
+        rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
+        cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
+        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG)

@@ -14,11 +14,14 @@ Imports nothing from triton at module import.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 _FAST_LAUNCH = [None]  # decided on the first CUDA launch: Triton 3.6's launcher ABI
 _RUNTIME = [None]  # triton.knobs.runtime, whose launch hooks every raw launch checks
 _PLANS: dict = {}  # plans per call signature (bounded below)
+_EMPTY = inspect.Parameter.empty  # a parameter without a default (Triton's KernelParam.default)
 
 
 def fast_launch_ok() -> bool:
@@ -91,20 +94,40 @@ class Plan:
             if _FAST_LAUNCH[0] is None:
                 _FAST_LAUNCH[0] = fast_launch_ok()
             if _FAST_LAUNCH[0]:
-                self._arm(compiled)
+                self._arm(compiled, len(tensors))
 
-    def _arm(self, compiled) -> None:
+    def _arm(self, compiled, n_tensors: int) -> None:
         run = compiled.run  # triton.backends.nvidia.driver.CudaLauncher
         if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
             return  # needs Triton's scratch allocation: keep the normal path
         launch = getattr(run, "launch", None)
-        if launch is None:
+        tail = launch_tail(self.kernel, n_tensors, self.ints, self.constexprs)
+        if launch is None or tail is None:
             return
         self.head = (self.grid, compiled.function, run.launch_cooperative_grid, run.launch_pdl,
                      compiled.packed_metadata)
-        self.tail = (*self.ints, *self.constexprs.values())
+        self.tail = tail
         self.compiled = compiled
         self.raw = launch
+
+
+def launch_tail(kernel, n_tensors: int, ints: tuple, constexprs: dict):
+    """The raw launcher's arguments after the tensors' pointers: the integers, then every
+    constexpr parameter in the kernel's order, as given or its default (the launcher takes them
+    all, a defaulted one too: leaving one out is a TypeError at every raw launch, as a kernel
+    with a defaulted constexpr showed on an H100, 2026-12-05). None (keep Triton's own launch)
+    unless the kernel's parameters are n_tensors tensors, then the integers, then constexprs
+    only, each given or defaulted."""
+    params = getattr(kernel, "params", None)
+    if params is None:
+        return None
+    runtime, rest = params[n_tensors:n_tensors + len(ints)], params[n_tensors + len(ints):]
+    if len(runtime) != len(ints) or any(p.is_constexpr for p in runtime) or not all(p.is_constexpr for p in rest):
+        return None
+    names = {p.name for p in rest}
+    if set(constexprs) - names or any(p.name not in constexprs and p.default is _EMPTY for p in rest):
+        return None
+    return (*ints, *(constexprs[p.name] if p.name in constexprs else p.default for p in rest))
 
 
 def plan(key, make) -> Plan:

@@ -120,9 +120,9 @@ def _use_gluon(config, device) -> bool:
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
         if (len(config) not in (3, 4) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
-                or (*config[3:], 1)[0] not in (1, 2, 4, 8, 16, 32)):
+                or (*config[3:], 1)[0] not in (1, 2, 4)):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs]) with rows 4, 8, 16 or 32, "
-                             "warps 1 to 16 (a power of two) and slabs per tile 1, 2, 4, 8, 16 or 32")
+                             "warps 1 to 16 (a power of two) and slabs per tile 1, 2 or 4")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
@@ -209,8 +209,6 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big)
-                if slabs > 4:  # the slab loop, column scale bytes staged in shared memory
-                    constexprs["SMEM"], constexprs["OUT"] = _gluon().stage_layouts(slabs, warps)
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
