@@ -21,20 +21,24 @@ import pytest
 from cached_env import REPO, env_python
 from subproc import child_env
 
-RUNS = {  # name: (module, extra pytest arguments, interpret); the longest first
-    "training": ("tests/test_triton_training.py", (), True),
-    "fp4": ("tests/test_triton_fp4.py", (), True),
-    "compile": ("tests/test_triton_compile.py", (), False),
-    "kgroup": ("tests/test_triton_kgroup.py", (), True),
-    "dequant": ("tests/test_triton_dequant.py", (), True),
-    "fp4 compile": ("tests/test_triton_fp4.py", ("-k", "compile"), False),
-    "kgroup compile": ("tests/test_triton_kgroup.py", ("-k", "sm90"), False),
-    "dequant compile": ("tests/test_triton_dequant.py", ("-k", "compile"), False),
+RUNS = {  # name: (module, extra pytest arguments, interpret, the test here that reads it); the longest first
+    "training": ("tests/test_triton_training.py", (), True, "test_triton_kernels_bytes_under_the_interpreter"),
+    "fp4": ("tests/test_triton_fp4.py", (), True, "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
+    "compile": ("tests/test_triton_compile.py", (), False, "test_triton_kernels_compile_for_hopper"),
+    "kgroup": ("tests/test_triton_kgroup.py", (), True, "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
+    "dequant": ("tests/test_triton_dequant.py", (), True,
+                "test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper"),
+    "fp4 compile": ("tests/test_triton_fp4.py", ("-k", "compile"), False,
+                    "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
+    "kgroup compile": ("tests/test_triton_kgroup.py", ("-k", "sm90"), False,
+                       "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
+    "dequant compile": ("tests/test_triton_dequant.py", ("-k", "compile"), False,
+                        "test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper"),
 }
-"""Every side-environment pytest run of this module. They are started together, two at a time
-(a CI machine has 2 cores, and this process only waits on them), when the first test here needs
-one: each is single-threaded interpretation or compilation, so the pair takes about half the
-time of running them one after another."""
+"""Every side-environment pytest run of this module. The runs of the tests selected here are
+started together, two at a time (a CI machine has 2 cores, and this process only waits on
+them), when the first test needs one: each is single-threaded interpretation or compilation, so
+the pair takes about half the time of running them one after another."""
 
 
 def _pytest(python, module, *args, interpret):
@@ -43,8 +47,12 @@ def _pytest(python, module, *args, interpret):
     if interpret:
         env["TRITON_INTERPRET"] = "1"
     env["OMP_NUM_THREADS"] = "1"  # two runs side by side on two cores
-    proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1500)
+    try:
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", module, *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=1500)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        raise AssertionError(f"{module} {' '.join(args)} still running after 1500 s:\n{out[-3000:]}") from None
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     passed = re.search(r"(\d+) passed", proc.stdout)
@@ -52,11 +60,15 @@ def _pytest(python, module, *args, interpret):
 
 
 @pytest.fixture(scope="module")
-def runs():
+def runs(request):
+    selected = {item.name for item in request.session.items if item.module is request.module}
     python = env_python("triton-env.sh", "Triton environment")
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadPoolExecutor(2)
+    try:
         yield {name: pool.submit(_pytest, python, module, *args, interpret=interpret)
-               for name, (module, args, interpret) in RUNS.items()}
+               for name, (module, args, interpret, test) in RUNS.items() if test in selected}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an interrupted session starts no further run
 
 
 def test_triton_kernels_bytes_under_the_interpreter(runs):

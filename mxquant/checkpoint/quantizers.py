@@ -91,7 +91,10 @@ def error_sums(quant: Quant, x: torch.Tensor, data: torch.Tensor, scale: torch.T
     err = dq.reshape(-1)
     xf = _as_float32(x.reshape(-1))
     err.sub_(xf)  # in place: dequantized - original, one fp32 chunk less held
-    return float(torch.dot(xf, xf)), float(torch.dot(err, err))
+    if x.device.type == "cpu":
+        return float(torch.dot(xf, xf)), float(torch.dot(err, err))
+    s, n = torch.stack([torch.dot(xf, xf), torch.dot(err, err)]).tolist()  # on a GPU: one read back, one sync
+    return s, n
 
 
 _scratch = threading.local()

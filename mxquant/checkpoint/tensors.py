@@ -181,12 +181,12 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
             xd = raw.view(dtype).reshape(shape).to(device, non_blocking=True)
             if gpu:
                 data, sc = quantize_chunk(quant, xd, scale_mode, g)
-                out = to_host(data)  # queued before the error sums, whose results wait for it too
+                out = to_host(data)  # queued before the error sums, whose one read back waits for it too
                 s, n = error_sums(quant, xd, data, sc, g)
-                torch.cuda.current_stream(xd.device).synchronize()  # `out` and the scale are on the host now
+                torch.cuda.current_stream(xd.device).synchronize()  # (nothing left: said, not assumed)
             else:
                 data, sc, s, n = quantize_with_sums(quant, xd, scale_mode, g, native)
-                out = data
+                out = data.cpu()  # itself on the CPU; from an XPU, a copy
             signal += s
             noise += n
             sc = sc.contiguous().view(torch.uint8).reshape(-1)

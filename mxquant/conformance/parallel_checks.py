@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
@@ -44,21 +45,64 @@ def _check_in_worker(name: str, device: str, combination: tuple, seed: int) -> R
     return check_call(_worker_backend(name, device), device, *combination, seed)
 
 
+def _fail(name: str, device, combination: tuple, why: str) -> Result:
+    op, hp, dt, mode, layout = combination
+    return Result(name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout, FAIL, why)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """No further check starts, and the running ones are ended (an interrupt, a crash)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # (shutdown forgets them)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in workers:
+        p.terminate()
+
+
 def run_in_workers(name: str, device: torch.device, todo: list, seed: int, jobs: int, progress=None) -> list[Result]:
     """check_call for each combination of `todo` on backend `name` at `device`, in `jobs`
-    processes; a check whose worker fails (it raised, or the process died) is a FAIL with the
-    reason."""
+    processes. A check whose worker raised is a FAIL with the reason. A worker that dies (a
+    crash in a kernel, say) takes its pool down: then every check not yet done runs again in a
+    process of its own, so that only the one that kills its process is failed, with that said.
+    An interrupt (Ctrl-C) stops the workers at once."""
     results: list = [None] * len(todo)
-    with ProcessPoolExecutor(min(jobs, max(len(todo), 1)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    done = 0
+
+    def finish(i: int, result: Result) -> None:
+        nonlocal done
+        results[i], done = result, done + 1
+        if progress is not None:
+            progress(name, str(device), done, len(todo))
+
+    pool = _pool(min(jobs, max(len(todo), 1)))
+    try:
         futures = {pool.submit(_check_in_worker, name, str(device), c, seed): i for i, c in enumerate(todo)}
-        for done, future in enumerate(as_completed(futures), 1):
-            i = futures[future]
+        for future in as_completed(futures):
             try:
-                results[i] = future.result()
+                finish(futures[future], future.result())
+            except BrokenProcessPool:
+                break
             except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-                op, hp, dt, mode, layout = todo[i]
-                results[i] = Result(name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout, FAIL,
-                                    f"worker process: {type(exc).__name__}: {exc}")
-            if progress is not None:
-                progress(name, str(device), done, len(todo))
+                finish(futures[future], _fail(name, device, todo[futures[future]],
+                                              f"worker process: {type(exc).__name__}: {exc}"))
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+    for i in (i for i, r in enumerate(results) if r is None):  # after a worker died: one process each
+        alone = _pool(1)
+        try:
+            finish(i, alone.submit(_check_in_worker, name, str(device), todo[i], seed).result())
+        except BrokenProcessPool:
+            finish(i, _fail(name, device, todo[i], "worker process died running this check (exit without "
+                                                   "a Python error: a crash in the backend?)"))
+        except Exception as exc:  # noqa: BLE001
+            finish(i, _fail(name, device, todo[i], f"worker process: {type(exc).__name__}: {exc}"))
+        except BaseException:
+            _stop(alone)
+            raise
+        alone.shutdown(wait=True)
     return results

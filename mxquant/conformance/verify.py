@@ -101,8 +101,12 @@ def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None,
             results.append(Result(entry.name, str(device), None, None, None, None, None, UNAVAILABLE, reason))
             continue
         todo = claimed_combinations(backend)
-        if jobs > 1:
-            results += run_in_workers(entry.name, device, todo, seed, jobs, progress)
+        if jobs > 1:  # the combinations it declares it cannot serve are answered here, the rest in workers
+            mine = [None if backend.incapable_reason(Call(*c[:1], device, *c[1:])) is None
+                    else check_call(backend, device, *c, seed) for c in todo]
+            theirs = iter(run_in_workers(entry.name, device, [c for c, r in zip(todo, mine) if r is None], seed, jobs,
+                                         progress))
+            results += [r if r is not None else next(theirs) for r in mine]
             continue
         for done, (op, hp, dt, mode, layout) in enumerate(todo, 1):
             results.append(check_call(backend, device, op, hp, dt, mode, layout, seed))
@@ -119,6 +123,9 @@ def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optio
             progress=None, jobs: int = 1) -> dict:
     """Run the checks; returns the JSON-able report (what `mxquant verify --json` prints).
     progress, jobs: as for verify_entry."""
+    if jobs > 1 and registry is not None and registry is not get_registry():
+        raise ValueError("collect(jobs > 1) runs the checks in fresh processes, which see the global registry "
+                         "only (entry points, MXQUANT_PLUGINS): pass jobs=1 with a registry of your own")
     registry = registry or get_registry()
     entries = registry.entries()
     errors = []
