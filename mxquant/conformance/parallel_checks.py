@@ -16,6 +16,7 @@ import torch
 
 from ..formats import describe_dtype
 from .compare import FAIL, Result
+from .one_check import check_call
 
 _BACKENDS: dict = {}
 """In a worker: (backend name, device) -> the loaded and probed backend."""
@@ -39,8 +40,6 @@ def _worker_backend(name: str, device: torch.device):
 
 
 def _check_in_worker(name: str, device: str, combination: tuple, seed: int) -> Result:
-    from .verify import check_call
-
     device = torch.device(device)
     return check_call(_worker_backend(name, device), device, *combination, seed)
 

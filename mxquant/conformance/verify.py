@@ -16,17 +16,16 @@ from typing import Optional
 import torch
 
 from .._version import __version__
-from ..backend import CLAIMABLE_OPS, FP4_OPS, TRAINING_OPS, Call
+from ..backend import CLAIMABLE_OPS, TRAINING_OPS, Call
 from ..formats import (ELEMENT_FORMATS, INPUT_DTYPES, MXFP4_SCALE_MODES, NVFP4_SCALE_MODES, OUTPUT_DTYPES, SCALE_LAYOUTS,
-                       SCALE_MODES, describe_dtype)
+                       SCALE_MODES)
 from ..registry import Entry, Registry, get_registry
 from ..report import local_device_types
 from .compare import (DEVIATION, FAIL, MAX_EXAMPLES, NOT_SUPPORTED, PASS, SCHEMA_VERSION, UNAVAILABLE, Result,  # noqa: F401
                       Target, check_dequantize, check_quantize)
 from .deviation_rules import DEVIATION_RULES
+from .one_check import check_call  # noqa: F401 - verify's public name too
 from .parallel_checks import run_in_workers
-from .verify_fp4 import check_fp4
-from .verify_training import check_training
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -58,22 +57,6 @@ def claimed_combinations(backend) -> list:
     `backend`: every one, but none of a call it does not claim at all (no rows: info's
     capabilities say so)."""
     return [c for c in _combinations() if not (c[0] in CLAIMABLE_OPS and c[0] not in backend.capabilities.ops)]
-
-
-def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
-    """One combination on `backend` at `device`: its check's result, or NOT_SUPPORTED with the
-    backend's reason."""
-    why = backend.incapable_reason(Call(op, device, hp, dt, mode, layout))
-    if why:
-        return Result(backend.name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout,
-                      NOT_SUPPORTED, why)
-    if op == "quantize":
-        return check_quantize(backend, device, hp, dt, mode, layout, seed)
-    if op in TRAINING_OPS:
-        return check_training(backend, device, op, hp, dt, mode, layout, seed)
-    if op in FP4_OPS:
-        return check_fp4(backend, device, op, hp, mode, layout, seed)
-    return check_dequantize(backend, device, hp, dt, layout, seed)
 
 
 def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None,

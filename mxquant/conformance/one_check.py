@@ -1,0 +1,27 @@
+"""One combination of `mxquant verify` on one backend and device: the check for its call
+(compare.py, verify_training.py, verify_fp4.py), or NOT_SUPPORTED with the backend's reason.
+Shared by the serial engine (verify.py) and the worker processes of --jobs (parallel_checks.py)."""
+
+from __future__ import annotations
+
+from ..backend import FP4_OPS, TRAINING_OPS, Call
+from ..formats import describe_dtype
+from .compare import NOT_SUPPORTED, Result, check_dequantize, check_quantize
+from .verify_fp4 import check_fp4
+from .verify_training import check_training
+
+
+def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
+    """One combination on `backend` at `device`: its check's result, or NOT_SUPPORTED with the
+    backend's reason."""
+    why = backend.incapable_reason(Call(op, device, hp, dt, mode, layout))
+    if why:
+        return Result(backend.name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout,
+                      NOT_SUPPORTED, why)
+    if op == "quantize":
+        return check_quantize(backend, device, hp, dt, mode, layout, seed)
+    if op in TRAINING_OPS:
+        return check_training(backend, device, op, hp, dt, mode, layout, seed)
+    if op in FP4_OPS:
+        return check_fp4(backend, device, op, hp, mode, layout, seed)
+    return check_dequantize(backend, device, hp, dt, layout, seed)
