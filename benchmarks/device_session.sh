@@ -64,7 +64,10 @@ checks() {  # focus_tests and a full `mxquant verify --backend triton` side by s
   tail -n 3 "$S/verify.log"
   return $rc
 }
-gpu_check() {  # every CUDA test under pytest-xdist (carried in .whl) beside `mxquant verify --jobs 4`
+gpu_check() {  # every CUDA test under pytest-xdist beside `mxquant verify --jobs 4` (201 s on an H100, tenth session).
+  # pytest-xdist is not on the device image: carry it, after ../shared/device/carry-wheels.sh, with
+  # python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d .whl \
+  #   pytest-xdist==3.6.1 execnet==2.1.1
   local rc=0
   python3 -u -m mxquant verify --backend triton --jobs 4 > "$S/verify.log" 2>&1 &
   local v=$!
