@@ -121,8 +121,9 @@ def launch_tail(kernel, n_tensors: int, ints: tuple, constexprs: dict):
     params = getattr(kernel, "params", None)
     if params is None:
         return None
-    runtime, rest = params[n_tensors:n_tensors + len(ints)], params[n_tensors + len(ints):]
-    if len(runtime) != len(ints) or any(p.is_constexpr for p in runtime) or not all(p.is_constexpr for p in rest):
+    tensors, runtime, rest = params[:n_tensors], params[n_tensors:n_tensors + len(ints)], params[n_tensors + len(ints):]
+    if (len(runtime) != len(ints) or any(p.is_constexpr for p in (*tensors, *runtime))
+            or not all(p.is_constexpr for p in rest)):
         return None
     names = {p.name for p in rest}
     if set(constexprs) - names or any(p.name not in constexprs and p.default is _EMPTY for p in rest):

@@ -77,7 +77,7 @@ and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three swee
   and 63-65% slower.
 The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain.
 Tenth session: 8 to 32 slabs a tile in a loop, the column scale bytes staged in shared memory and
-stored a column at a time: 77.8-84.0% linear column-wise, swizzled 78.7-84.3% (a barrier a slab);
+stored a column at a time: 76.9-84.0% linear column-wise, swizzled 78.7-84.3% (a barrier a slab);
 reverted (docs/performance.md)."""
 
 _E8M0 = torch.float8_e8m0fnu

@@ -81,7 +81,7 @@ for s in "$@"; do
   case $s in
     gpucheck) export -f gpu_check; export S; step gpucheck 520 bash -c gpu_check ;;  # all correctness, 16 cores
     tests)    export -f gpu_tests; export S; step tests 330 bash -c gpu_tests ;;
-    verify)   step verify 540 python3 -u -m mxquant verify --backend triton --jobs 8 ;;  # 189 of 210 checks in 338 s beside tests: a call of its own
+    verify)   step verify 540 python3 -u -m mxquant verify --backend triton --jobs 8 ;;  # serially 189 of 210 checks in 338 s (eighth session); gpucheck runs it too
     checks)   export -f k_shards focus_tests checks; export S; step checks 370 bash -c checks ;;
     focus)    export -f k_shards focus_tests; export S; step focus 300 bash -c focus_tests ;;  # 200 s cut the shape cases off
     host)     step host 60 python3 benchmarks/host_split.py --out "$S" ;;

@@ -45,6 +45,8 @@ def test_shapes_it_refuses_keep_tritons_own_launch():
     assert launch_tail(KERNEL, 2, (5, 6), {"A": 3}) is None  # B has no default and is not given
     assert launch_tail(KERNEL, 2, (5, 6), {"A": 3, "B": 2, "E": 1}) is None  # a name the kernel lacks
     assert launch_tail(KERNEL, 2, (5,), {"A": 3, "B": 2}) is None  # an integer short: k would be a constexpr
+    assert launch_tail(params("x_ptr", "A:c", "m", "B:c"), 2, (5,), {"A": 1, "B": 2}) is None  # a constexpr
+    # counted as a tensor
     mixed = params("x_ptr", "m", "A:c", "k")  # a runtime argument after a constexpr
     assert launch_tail(mixed, 1, (5,), {"A": 1}) is None
     assert launch_tail(SimpleNamespace(), 1, (), {}) is None  # no parameter list

@@ -96,12 +96,15 @@ def test_a_worker_that_dies_fails_only_its_own_check(tmp_path):
 
 
 SLOW = textwrap.dedent("""
+    import os
     import time
 
     import mxquant
     from mxquant import reference
 
     def quantize(x, dtype, mode, layout):
+        with open(os.path.join(os.path.dirname(__file__), f"worker-{os.getpid()}.pid"), "w"):
+            pass
         time.sleep(3)
         return reference.quantize(x, dtype, mode, layout)
 
@@ -134,3 +137,56 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and time.monotonic() - t0 < 15, (proc.returncode, time.monotonic() - t0)
+    workers = [int(p.stem.split("-")[1]) for p in tmp_path.glob("worker-*.pid")]
+    assert workers  # the checks had started in worker processes
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the interrupted run"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+LIMITED = textwrap.dedent("""
+    import torch
+
+    import mxquant
+    from mxquant import reference
+
+    @mxquant.hookimpl
+    def register_backends(register):
+        caps = mxquant.Capabilities(devices=frozenset({"cpu"}), scale_modes=frozenset({"floor"}),
+                                    input_dtypes=frozenset({torch.bfloat16}))
+        register(mxquant.Backend("limited", caps, lambda d: None, reference.quantize, reference.dequantize,
+                                 priority=-5))
+    """)
+
+COMPARE = """
+import json
+from mxquant.conformance import collect
+
+seen = {1: [], 2: []}
+reports = {j: collect(["limited"], jobs=j, progress=lambda *a, j=j: seen[j].append(a[2:])) for j in (1, 2)}
+print(json.dumps({"same": reports[1]["results"] == reports[2]["results"],
+                  "statuses": sorted({r["status"] for r in reports[1]["results"]}),
+                  "totals": [sorted({t for _, t in seen[j]}) for j in (1, 2)],
+                  "last": [max(seen[j]) for j in (1, 2)]}))
+"""
+
+
+def test_jobs_give_the_serial_report_with_not_supported_checks_among_them(tmp_path):
+    """collect(jobs=2) against collect(jobs=1) for a plugin (an entry point) that serves bf16 and
+    floor only: the same results in the same order, the not-supported ones (answered in the
+    calling process) among them, and progress counting to the same total."""
+    site = plugin_site(tmp_path, "mxquant-limited-plugin", {"limited": LIMITED})
+    proc = subprocess.run([sys.executable, "-c", COMPARE], capture_output=True, text=True,
+                          env=child_env(site, MXQUANT_PLUGINS="limited"), timeout=300)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["same"] and out["statuses"] == ["not-supported", "pass"], (out, proc.stderr[-2000:])
+    assert out["totals"][0] == out["totals"][1] and out["last"][0] == out["last"][1], out

@@ -9,7 +9,7 @@ and its checks fail with that reason."""
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
@@ -61,47 +61,67 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         p.terminate()
 
 
-def run_in_workers(name: str, device: torch.device, todo: list, seed: int, jobs: int, progress=None) -> list[Result]:
+def _outcome(name: str, device, combination: tuple, future) -> Result:
+    """A finished future's check result, or its failure (BrokenProcessPool passes through)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+        return _fail(name, device, combination, f"worker process: {type(exc).__name__}: {exc}")
+
+
+def _alone(name: str, device, combination: tuple, seed: int) -> Result:
+    """One check in a process of its own: its result, or a FAIL saying the process died."""
+    pool = _pool(1)
+    try:
+        return _outcome(name, device, combination, pool.submit(_check_in_worker, name, str(device), combination, seed))
+    except BrokenProcessPool:
+        return _fail(name, device, combination, "worker process died running this check (exit without a Python "
+                                                "error: a crash in the backend?)")
+    except BaseException:
+        _stop(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def run_in_workers(name: str, device: torch.device, todo: list, seed: int, jobs: int, progress=None,
+                   start: int = 0, total: int | None = None) -> list[Result]:
     """check_call for each combination of `todo` on backend `name` at `device`, in `jobs`
-    processes. A check whose worker raised is a FAIL with the reason. A worker that dies (a
-    crash in a kernel, say) takes its pool down: then every check not yet done runs again in a
-    process of its own, so that only the one that kills its process is failed, with that said.
-    An interrupt (Ctrl-C) stops the workers at once."""
+    processes (progress: as verify_entry's, counting on from `start` of `total` checks). A check
+    whose worker raised is a FAIL with the reason. A worker that dies (a crash in a kernel, say)
+    takes its pool down: then every check not yet done runs again in a process of its own, `jobs`
+    at a time, so that only the one that kills its process is failed, with that said. An
+    interrupt (Ctrl-C) stops the workers at once."""
+    if not todo:
+        return []
     results: list = [None] * len(todo)
-    done = 0
+    total = len(todo) + start if total is None else total
+    done = start
 
     def finish(i: int, result: Result) -> None:
         nonlocal done
         results[i], done = result, done + 1
         if progress is not None:
-            progress(name, str(device), done, len(todo))
+            progress(name, str(device), done, total)
 
     pool = _pool(min(jobs, max(len(todo), 1)))
     try:
         futures = {pool.submit(_check_in_worker, name, str(device), c, seed): i for i, c in enumerate(todo)}
         for future in as_completed(futures):
             try:
-                finish(futures[future], future.result())
+                result = _outcome(name, device, todo[futures[future]], future)
             except BrokenProcessPool:
                 break
-            except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-                finish(futures[future], _fail(name, device, todo[futures[future]],
-                                              f"worker process: {type(exc).__name__}: {exc}"))
+            finish(futures[future], result)
     except BaseException:
         _stop(pool)
         raise
     pool.shutdown(wait=True, cancel_futures=True)
-    for i in (i for i, r in enumerate(results) if r is None):  # after a worker died: one process each
-        alone = _pool(1)
-        try:
-            finish(i, alone.submit(_check_in_worker, name, str(device), todo[i], seed).result())
-        except BrokenProcessPool:
-            finish(i, _fail(name, device, todo[i], "worker process died running this check (exit without "
-                                                   "a Python error: a crash in the backend?)"))
-        except Exception as exc:  # noqa: BLE001
-            finish(i, _fail(name, device, todo[i], f"worker process: {type(exc).__name__}: {exc}"))
-        except BaseException:
-            _stop(alone)
-            raise
-        alone.shutdown(wait=True)
+    left = [i for i, r in enumerate(results) if r is None]
+    if left:  # after a worker died: each check left in a process of its own, `jobs` at a time
+        with ThreadPoolExecutor(min(jobs, len(left))) as threads:
+            for i, result in zip(left, threads.map(lambda i: _alone(name, device, todo[i], seed), left)):
+                finish(i, result)
     return results

@@ -87,8 +87,11 @@ def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None,
         if jobs > 1:  # the combinations it declares it cannot serve are answered here, the rest in workers
             mine = [None if backend.incapable_reason(Call(*c[:1], device, *c[1:])) is None
                     else check_call(backend, device, *c, seed) for c in todo]
+            answered = sum(r is not None for r in mine)
+            if answered == len(todo) and progress is not None:
+                progress(entry.name, str(device), answered, len(todo))
             theirs = iter(run_in_workers(entry.name, device, [c for c, r in zip(todo, mine) if r is None], seed, jobs,
-                                         progress))
+                                         progress, start=answered, total=len(todo)))
             results += [r if r is not None else next(theirs) for r in mine]
             continue
         for done, (op, hp, dt, mode, layout) in enumerate(todo, 1):
