@@ -183,7 +183,7 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
                 data, sc = quantize_chunk(quant, xd, scale_mode, g)
                 out = to_host(data)  # queued before the error sums, whose one read back waits for it too
                 s, n = error_sums(quant, xd, data, sc, g)
-                torch.cuda.current_stream(xd.device).synchronize()  # (nothing left: said, not assumed)
+                torch.cuda.current_stream(xd.device).synchronize()  # done already (the sums' read back): made explicit
             else:
                 data, sc, s, n = quantize_with_sums(quant, xd, scale_mode, g, native)
                 out = data.cpu()  # itself on the CPU; from an XPU, a copy

@@ -11,13 +11,18 @@ from .verify_fp4 import check_fp4
 from .verify_training import check_training
 
 
+def unchecked(name: str, device, combination: tuple, status: str, why: str) -> Result:
+    """The record of a combination that was not compared (not supported, or a worker's failure)."""
+    op, hp, dt, mode, layout = combination
+    return Result(name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout, status, why)
+
+
 def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
     """One combination on `backend` at `device`: its check's result, or NOT_SUPPORTED with the
     backend's reason."""
     why = backend.incapable_reason(Call(op, device, hp, dt, mode, layout))
     if why:
-        return Result(backend.name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout,
-                      NOT_SUPPORTED, why)
+        return unchecked(backend.name, device, (op, hp, dt, mode, layout), NOT_SUPPORTED, why)
     if op == "quantize":
         return check_quantize(backend, device, hp, dt, mode, layout, seed)
     if op in TRAINING_OPS:

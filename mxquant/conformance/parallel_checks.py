@@ -14,9 +14,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
-from ..formats import describe_dtype
 from .compare import FAIL, Result
-from .one_check import check_call
+from .one_check import check_call, unchecked
 
 _BACKENDS: dict = {}
 """In a worker: (backend name, device) -> the loaded and probed backend."""
@@ -45,8 +44,7 @@ def _check_in_worker(name: str, device: str, combination: tuple, seed: int) -> R
 
 
 def _fail(name: str, device, combination: tuple, why: str) -> Result:
-    op, hp, dt, mode, layout = combination
-    return Result(name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout, FAIL, why)
+    return unchecked(name, device, combination, FAIL, why)
 
 
 def _pool(jobs: int) -> ProcessPoolExecutor:
