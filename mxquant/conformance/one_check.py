@@ -4,6 +4,8 @@ Shared by the serial engine (verify.py) and the worker processes of --jobs (para
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..backend import FP4_OPS, TRAINING_OPS, Call
 from ..formats import describe_dtype
 from .compare import NOT_SUPPORTED, Result, check_dequantize, check_quantize
@@ -17,12 +19,20 @@ def unchecked(name: str, device, combination: tuple, status: str, why: str) -> R
     return Result(name, str(device), op, describe_dtype(hp), describe_dtype(dt), mode, layout, status, why)
 
 
+def not_supported(backend, device, combination: tuple) -> Optional[Result]:
+    """NOT_SUPPORTED with the backend's reason where it declares it cannot serve `combination`
+    (op, hp, dt, mode, layout) on `device`, else None."""
+    op, *rest = combination
+    why = backend.incapable_reason(Call(op, device, *rest))
+    return unchecked(backend.name, device, combination, NOT_SUPPORTED, why) if why else None
+
+
 def check_call(backend, device, op, hp, dt, mode, layout, seed: int) -> Result:
     """One combination on `backend` at `device`: its check's result, or NOT_SUPPORTED with the
     backend's reason."""
-    why = backend.incapable_reason(Call(op, device, hp, dt, mode, layout))
-    if why:
-        return unchecked(backend.name, device, (op, hp, dt, mode, layout), NOT_SUPPORTED, why)
+    refused = not_supported(backend, device, (op, hp, dt, mode, layout))
+    if refused is not None:
+        return refused
     if op == "quantize":
         return check_quantize(backend, device, hp, dt, mode, layout, seed)
     if op in TRAINING_OPS:

@@ -104,7 +104,7 @@ def run_in_workers(name: str, device: torch.device, todo: list, seed: int, jobs:
         if progress is not None:
             progress(name, str(device), done, total)
 
-    pool = _pool(min(jobs, max(len(todo), 1)))
+    pool = _pool(min(jobs, len(todo)))
     try:
         futures = {pool.submit(_check_in_worker, name, str(device), c, seed): i for i, c in enumerate(todo)}
         for future in as_completed(futures):

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .._version import __version__
-from ..backend import CLAIMABLE_OPS, TRAINING_OPS, Call
+from ..backend import CLAIMABLE_OPS, TRAINING_OPS
 from ..formats import (ELEMENT_FORMATS, INPUT_DTYPES, MXFP4_SCALE_MODES, NVFP4_SCALE_MODES, OUTPUT_DTYPES, SCALE_LAYOUTS,
                        SCALE_MODES)
 from ..registry import Entry, Registry, get_registry
@@ -24,7 +24,7 @@ from ..report import local_device_types
 from .compare import (DEVIATION, FAIL, MAX_EXAMPLES, NOT_SUPPORTED, PASS, SCHEMA_VERSION, UNAVAILABLE, Result,  # noqa: F401
                       Target, check_dequantize, check_quantize)
 from .deviation_rules import DEVIATION_RULES
-from .one_check import check_call  # noqa: F401 - verify's public name too
+from .one_check import check_call, not_supported  # noqa: F401 - check_call: verify's public name too
 from .parallel_checks import run_in_workers
 
 
@@ -85,8 +85,7 @@ def verify_entry(registry: Registry, entry: Entry, seed: int, progress=None,
             continue
         todo = claimed_combinations(backend)
         if jobs > 1:  # the combinations it declares it cannot serve are answered here, the rest in workers
-            mine = [None if backend.incapable_reason(Call(*c[:1], device, *c[1:])) is None
-                    else check_call(backend, device, *c, seed) for c in todo]
+            mine = [not_supported(backend, device, c) for c in todo]
             answered = sum(r is not None for r in mine)
             if answered == len(todo) and progress is not None:
                 progress(entry.name, str(device), answered, len(todo))
