@@ -2,9 +2,12 @@
 a warm-up conversion, then per round the I/O ceiling (read the source, write + fsync the
 output's bytes) and a conversion, the last one under cProfile (main thread). Also the CPU
 seconds of each thread of the process over that conversion (from /proc: the reader, the
-writer, the hasher, torch's pools), to see which one is saturated.
+writer, the hasher, torch's pools), to see which one is saturated, and the wall seconds each
+stage of the pipeline spent (Roles: summed over its threads; a stage whose seconds come near the
+conversion's, times the shards at once, sets the pace). With several --jobs values the rounds
+interleave the ceiling and one conversion per value.
 
-    python3 benchmarks/profile_convert.py --device cuda --gb 2 --out OUT_DIR [--chunk-elems N]
+    python3 benchmarks/profile_convert.py --device cuda --gb 2 --out OUT_DIR [--chunk-elems N] [--jobs 1 2 3]
 
 Writes OUT_DIR/profile_convert_<device>.json (timings, per-thread CPU) and .txt (pstats).
 """
@@ -77,6 +80,57 @@ class ThreadWatch:
         return sorted((r for r in rows if r[2] > 0.02), key=lambda r: -r[2])
 
 
+class Roles:
+    """Wall seconds spent in each stage of the conversion pipeline, summed over the threads that
+    ran it, by wrapping the functions of mxquant.checkpoint that do each (a benchmark's probe:
+    the wrappers are installed for the whole process)."""
+
+    def __init__(self):
+        import threading
+
+        from mxquant.checkpoint import driver, manifest, tensors, writer
+
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        wrap = self._wrap
+        writer.ShardWriter._write = wrap("write + read back (writer thread)", writer.ShardWriter._write)
+        writer.ShardWriter._hash = wrap("output sha256 (hasher thread)", writer.ShardWriter._hash)
+        writer.ShardWriter._put = wrap("wait: writer / hasher queues full (quantizing thread)", writer.ShardWriter._put)
+        writer.ShardWriter.close = wrap("shard close: join, fsync, rename", writer.ShardWriter.close)
+        tensors.read_range = wrap("read a chunk (reader thread, incl. the wait below)", tensors.read_range)
+        manifest.HashingReader._put = wrap("wait: source sha256 queue full (reader thread)", manifest.HashingReader._put)
+        driver.check_written = wrap("check_written (safetensors re-open)", driver.check_written)
+        driver.quantize_tensor = wrap("quantize_tensor (quantizing thread, incl. its waits)", driver.quantize_tensor)
+        driver.copy_tensor = wrap("copy_tensor (quantizing thread, incl. its waits)", driver.copy_tensor)
+        real_drain = manifest.drain
+
+        def drain(q, handle, errors):  # the source sha256 thread's loop
+            return real_drain(q, wrap("source sha256 (hasher thread)", handle), errors)
+
+        manifest.drain = drain
+
+    def _wrap(self, role, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = time.perf_counter() - t0
+                with self._lock:
+                    self.seconds[role] = self.seconds.get(role, 0.0) + dt
+
+        return timed
+
+    def take(self) -> dict:
+        with self._lock:
+            out = {k: round(v, 3) for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
+            self.seconds.clear()
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -84,6 +138,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk-elems", type=int, default=None)
     ap.add_argument("--out", default=".")
+    ap.add_argument("--jobs", type=int, nargs="+", default=[None], help="convert(jobs=...) values to compare")
     a = ap.parse_args()
     from mxquant.checkpoint import convert
 
@@ -97,27 +152,36 @@ def main() -> None:
     first = time.perf_counter() - t0
     sizes = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
     shutil.rmtree(d)
-    ceil, conv, cpu = [], [], []
+    ceil, cpu = [], []
+    conv: dict = {str(j): [] for j in a.jobs}
+    roles: dict = {str(j): [] for j in a.jobs}
     prof = cProfile.Profile()
+    probe = Roles()
+    probe.take()
     for i in range(a.rounds):
         d = os.path.join(work, f"c{i}")
         ceil.append(ceiling_out(src, d, sizes))
         shutil.rmtree(d)
-        last = i == a.rounds - 1
-        with ThreadWatch() as watch:
-            c0, t0 = time.process_time(), time.perf_counter()
+        for j in a.jobs:
+            last = i == a.rounds - 1 and j == a.jobs[0]
+            with ThreadWatch() as watch:
+                c0, t0 = time.process_time(), time.perf_counter()
+                if last:
+                    prof.enable()
+                convert(src, d, device=a.device, chunk_elems=a.chunk_elems, jobs=j)
+                if last:
+                    prof.disable()
+                conv[str(j)].append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            roles[str(j)].append(probe.take())
             if last:
-                prof.enable()
-            convert(src, d, device=a.device, chunk_elems=a.chunk_elems)
-            if last:
-                prof.disable()
-            conv.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        shutil.rmtree(d)
+                spent = watch.spent()
+            shutil.rmtree(d)
     res = {"device": a.device, "gb_in": bytes_in / 1e9, "gb_out": sum(sizes.values()) / 1e9, "first_s": first,
            "chunk_elems": a.chunk_elems, "ceiling_s": ceil, "convert_s": conv, "convert_cpu_s": cpu,
-           "ratio_median": sorted(c / v for c, v in zip(ceil, conv))[len(conv) // 2],
-           "threads_cpu_s_last_round": watch.spent(), "pid": os.getpid()}
+           "ratio_median": {j: sorted(c / v for c, v in zip(ceil, t))[len(t) // 2] for j, t in conv.items()},
+           "roles_s": roles, "threads_cpu_s_last_round": spent, "pid": os.getpid(),
+           "cpus": len(os.sched_getaffinity(0))}
     if a.device.startswith("cuda"):
         import torch
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import dist, dstdir, manifest
 from .dstdir import Dst
-from . import quantizers, schemes, tensors
+from . import quantizers, schemes, shardpool, tensors
 from .plan import INDEX, Plan, make_plan
 from .srcfiles import SUFFIX
 from .stio import CheckpointError, itemsize
@@ -188,13 +188,17 @@ def _tensor_bytes(records) -> int:
 
 def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: str = "compressed-tensors",
             device: str = "auto", overwrite: bool = False, resume: bool = False, verify: bool = True,
-            chunk_elems: int | None = None, progress=None, scheme: str = schemes.DEFAULT) -> ConvertResult:
+            chunk_elems: int | None = None, progress=None, scheme: str = schemes.DEFAULT,
+            jobs: int | None = None) -> ConvertResult:
     """Convert the Hugging Face safetensors checkpoint in folder `src` to a compressed-tensors
     checkpoint in `dst` (`scheme`: a name in schemes.SCHEMES; docs/convert.md). Raises
     CheckpointError on any refusal, before writing anything. `progress(nbytes, total=None)` is called once with
-    the total input bytes of this rank, then with the bytes consumed as they are."""
+    the total input bytes of this rank, then with the bytes consumed as they are (from one thread
+    at a time). `jobs`: shards converted at once by this rank (None: shardpool.auto_jobs)."""
     src, dst = os.fspath(src), os.fspath(dst)
     schemes.get(scheme, scale_mode)  # refused here: an unknown scheme, a scale mode it lacks
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise CheckpointError(f"jobs must be a positive integer (shards converted at once), got {jobs!r}")
     group = dist.join()
     t0 = time.perf_counter()
 
@@ -208,6 +212,8 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     dev, plan = _together(group, planned)
     # 16M elements on a GPU: more chunks per shard to overlap (64M: 0.34 of the ceiling on one H200, 16M: 0.45)
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 24)
+    jobs = jobs or shardpool.auto_jobs(dev, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                       else os.cpu_count())
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head,
                "scheme": scheme}  # a --resume with another scheme converts every shard again
     progress = progress or (lambda n, total=None: None)
@@ -225,7 +231,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     with _compute_threads(dev):
         done, resumed, converted = _together(
             group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk, progress, verify,
-                                           resume), failed)
+                                           resume, jobs), failed)
     records = _together(group, lambda: manifest.load_parts(dst, [s.file for s in plan.shards]), failed)
     _together(group, lambda: _finish(plan, out_dir, records) if group.rank == 0 else None, failed)
     done, resumed, converted = group.sum([done, resumed, converted])
@@ -307,29 +313,43 @@ def _together(group, step, failed=lambda: None):
     raise CheckpointError("another rank failed; see its error")
 
 
-def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progress, verify, resume):
+def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progress, verify, resume, jobs):
     """This rank's shards: each resumed (finished by an earlier run from the same source) or
-    converted, and recorded in its part manifest. Returns (converted, resumed, converted bytes)."""
+    converted (`jobs` at a time, shardpool.py), and recorded in its part manifest. Returns
+    (converted, resumed, converted bytes)."""
     owner = dist.assign([s.size for s in plan.shards], group.world)
     mine = [s for i, s in enumerate(plan.shards) if owner[i] == group.rank]
     progress(0, total=sum(s.size for s in mine))
-    done = resumed = nbytes = 0
+    todo, resumed = [], 0
     for shard in mine:
         rec = manifest.finished_record(plan.dst, shard, options) if resume else None
         if rec is not None:
             manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
             resumed += 1
             progress(shard.size)
-            continue
+        else:
+            todo.append(shard)
+
+    def one(shard, report) -> int:
+        _bind_device(dev)  # a shard's thread: the rank's device is its current one too
         s0 = time.perf_counter()
         entries, sha = _convert_shard(plan, out_dir, shard, device=dev, scale_mode=scale_mode, chunk_elems=chunk,
-                                      progress=progress, verify=verify)
-        done += 1
-        nbytes += shard.size
+                                      progress=report, verify=verify)
         rec = manifest.shard_record(shard, options, os.path.join(plan.dst, shard.file), entries,
                                     time.perf_counter() - s0, sha)
         manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
-    return done, resumed, nbytes
+        return shard.size
+
+    sizes = shardpool.run_each(todo, one, jobs, progress)
+    return len(sizes), resumed, sum(sizes)
+
+
+def _bind_device(dev: str) -> None:
+    """Make `dev` (cuda:N, xpu:N) the calling thread's current device (a thread starts on device 0)."""
+    if dev != "cpu":
+        import torch
+
+        getattr(torch, dev.partition(":")[0]).set_device(torch.device(dev))
 
 
 def proc_bytes(path: str, key: str) -> int | None:

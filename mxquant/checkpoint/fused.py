@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 
 import torch
 
@@ -49,9 +50,15 @@ class GlobalScales:
         for name in where:
             self._members.setdefault(set_key(name) or ("alone", name), []).append(name)
         self._cache: dict = {}
+        self._lock = threading.Lock()  # shards converted at once (shardpool.py) share it: each set read once
 
     def __call__(self, name: str, device) -> torch.Tensor:
         key = set_key(name) or ("alone", name)
+        with self._lock:
+            g = self._scale(key)
+        return g.to(device)
+
+    def _scale(self, key) -> torch.Tensor:
         if key not in self._cache:
             from ..reference_fp4 import nvfp4_global_scale
 
@@ -61,7 +68,7 @@ class GlobalScales:
                 dtype = torch.promote_types(dtype, a.dtype)
             amax = torch.stack([a.to(dtype) for a in amaxes]).amax()
             self._cache[key] = nvfp4_global_scale(amax.reshape(1))
-        return self._cache[key].to(device)
+        return self._cache[key]
 
     def _amax(self, name: str) -> torch.Tensor:
         from .stio import DTYPES

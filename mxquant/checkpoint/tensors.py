@@ -98,7 +98,8 @@ def _prefetched(f, ranges, pinned: bool = False):
     if _reader is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _reader = ThreadPoolExecutor(1, thread_name_prefix="mxquant-read")
+        # one read in flight per generator: a thread each for the shards converted at once (shardpool.py)
+        _reader = ThreadPoolExecutor(4, thread_name_prefix="mxquant-read")
     ranges = iter(ranges)
     nxt = next(ranges, None)
     pending = _reader.submit(read_range, f, *nxt, pinned) if nxt is not None else None

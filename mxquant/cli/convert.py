@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
     p.add_argument("--resume", action="store_true", help="keep shards a previous run finished (checked "
                    "against its manifest) and convert the rest")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="shards converted at once (default: 2 on a GPU host with 8+ cores, else 1)")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading each written shard")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -103,7 +105,8 @@ def run(args) -> int:
 
         kwargs = dict(ignore=args.ignore, quantize_lm_head=args.quantize_lm_head, scale_mode=args.scale_mode,
                       scheme=args.scheme,
-                      device=args.device, overwrite=args.overwrite, resume=args.resume, verify=not args.no_verify)
+                      device=args.device, overwrite=args.overwrite, resume=args.resume, verify=not args.no_verify,
+                      jobs=args.jobs)
         if show:
             from rich.console import Console
             from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,

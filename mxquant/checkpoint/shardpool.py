@@ -1,0 +1,77 @@
+"""Shards converted a few at a time, each on a thread of its own (`convert(jobs=N)`).
+
+One shard's conversion is a pipeline of threads (reader, source sha256, quantization, writer,
+output sha256), and the slowest of them sets its pace: on a GPU host the source's sha256 of one
+shard ran at about 1.4 GB/s on one core while the rest waited (docs/performance.md, eleventh
+session). Shards are independent files, so N of them at once run N such pipelines side by side.
+
+The first error stops the rest: shards not yet started are not started, and the running ones
+stop at their next progress report (`Stopped`), their half-written files removed as on any error
+(writer.abort); the first real error is raised once every thread has ended. A Ctrl-C in the
+calling thread does the same and is re-raised.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Stopped(Exception):
+    """Raised in a shard's thread at its next progress report, once another shard failed."""
+
+
+def auto_jobs(device: str, cpus: int | None) -> int:
+    """Shards at once when the caller does not say: 2 on a GPU (or XPU) host with 8 or more
+    cores (the host work of two pipelines, about 3 cores), else 1 (on the CPU the quantization
+    takes every core already)."""
+    return 2 if device != "cpu" and (cpus or 1) >= 8 else 1
+
+
+def run_each(items: list, fn, jobs: int, progress):
+    """[fn(item, report) for item in items], `jobs` at a time on threads (in order, in this
+    thread, when jobs <= 1 or there is one item). `report(n)` is `progress(n)`, serialized across
+    threads, raising Stopped once another item failed. Results are in the order of `items`."""
+    if jobs <= 1 or len(items) <= 1:
+        return [fn(item, progress) for item in items]
+    stop = threading.Event()
+    lock = threading.Lock()
+    pending = iter(enumerate(items))
+    results: list = [None] * len(items)
+    errors: list[BaseException] = []
+
+    def report(n: int) -> None:
+        if stop.is_set():
+            raise Stopped("stopped: another shard failed")
+        with lock:
+            progress(n)
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                nxt = next(pending, None)
+            if nxt is None:
+                return
+            i, item = nxt
+            try:
+                results[i] = fn(item, report)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                with lock:
+                    errors.append(e)
+                stop.set()
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"mxquant-shard-{k}")
+               for k in range(min(jobs, len(items)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C while waiting: the shards stop at their next report, then re-raise
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    real = [e for e in errors if not isinstance(e, Stopped)]
+    if real or errors:
+        raise (real or errors)[0]
+    return results
