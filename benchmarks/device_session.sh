@@ -90,7 +90,7 @@ for s in "$@"; do
     quantize) step quantize 240 python3 benchmarks/bench_quantize.py --out "$S" --rep-ms 50 --no-dequantize ;;
     fp4)      step fp4 180 python3 benchmarks/bench_fp4.py --out "$S" --rep-ms 50 ;;
     convert)  step convert 240 python3 benchmarks/bench_convert.py --device cuda --gb 2 --workdir /tmp/conv ;;
-    convprof) step convprof 120 python3 benchmarks/profile_convert.py --device cuda --gb 2 --out "$S" ;;  # per-thread CPU, cProfile
+    convprof) step convprof 200 python3 benchmarks/profile_convert.py --device cuda --gb 2 --jobs 1 2 3 --out "$S" ;;  # per-stage seconds, per-thread CPU, cProfile
     sweep)    step sweep 200 python3 -u benchmarks/sweep_training.py "$S/sweep.json" ;;
     fp4tests) export -f k_shards fp4_tests; export S; step fp4tests 300 bash -c fp4_tests ;;  # one process: > 200 s, cut off twice
     nvfp4)    step nvfp4 150 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_fp4.py -k "nvfp4 or thresholds or register" ;;

@@ -5,7 +5,7 @@
 Each line is the CPU time of one call (µs; median of `repeats` loops of `calls` calls, the
 device synchronized around each loop; at 16x4096 the device work, ~5 µs, hides behind the
 host time). Layers, outermost first:
-  public        mxquant.mxfp8_quantize(x)                      (registry, checks, backend)
+  public        mxquant.mxfp8_quantize(x)                      (from the 2nd call: the backend's prepared call)
   backend       mxquant.backends.triton.quantize(x, ...)        (cached signature, 2 allocations, launch)
   allocations   the two torch.empty_strided calls the backend makes (and, for scale, the
                 same with torch.empty, which the backend used before)
@@ -18,6 +18,8 @@ host time). Layers, outermost first:
   triton jit    kernel[grid](...), Triton's own per-call argument binding and cache lookup
                 (what every cached call took before issue 14)
   cast          x.to(torch.float8_e4m3fn), a plain PyTorch op, for scale
+  public, no prepared call   the public call as before ops.py took the backend's prepared call
+                (registry key and lookup, then the backend's own), in the same run
 Writes host_split.json and host_profile.txt (cProfile of the backend and public calls).
 """
 
@@ -79,7 +81,25 @@ def layers(shape=(16, 4096)):
               triton.knobs.runtime.launch_enter_hook, triton.knobs.runtime.launch_exit_hook,
               getattr(run, "global_scratch_size", "?"), getattr(run, "profile_scratch_size", "?"),
               hasattr(run, "launch"), file=sys.stderr)
-    return {name: per_call_us(fn) for name, fn in fns.items()}
+    times = {name: per_call_us(fn) for name, fn in fns.items()}
+    times["public, no prepared call"] = _unprepared(lambda: mxquant.mxfp8_quantize(x))
+    return times
+
+
+def _unprepared(fn) -> float:
+    """per_call_us(fn) with the triton quantize's `prepare` hidden (ops.run_quantize's path before
+    the prepared call: two keys and lookups), the registry's prepared calls forgotten; restored."""
+    from mxquant.backends import triton as tb
+    from mxquant.registry import get_registry
+
+    prepare = tb.quantize.prepare
+    del tb.quantize.prepare
+    get_registry().cache.clear()
+    try:
+        return per_call_us(fn)
+    finally:
+        tb.quantize.prepare = prepare
+        get_registry().cache.clear()
 
 
 def _one_buffer(m, k, dev, strided):

@@ -86,10 +86,24 @@ _STRIDED = torch.strided  # the cached paths take dense tensors only (checks.che
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     """Validated call through the registry. A cached signature was fully validated when it was
-    resolved (dtypes, mode, layout, backend name), so a cache hit only checks the shape."""
+    resolved (dtypes, mode, layout, backend name), so a cache hit only checks the shape. Where
+    an in-tree backend prepared a call for x's exact signature (its quantize's `prepare`: shape,
+    strides, dtype, device, alignment), one key and one lookup lead to it (issue 22's eager
+    small-M host time)."""
     registry = get_registry()
     try:
-        key = ("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *overrides())
+        ov = overrides()
+        pkey = (x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode, scale_layout,
+                backend, *ov)
+        prepared = registry.cache.get(pkey)
+    except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
+        ov = pkey = prepared = None
+    if prepared is not None and x.layout is _STRIDED:
+        out = prepared(x)
+        if out is not None:
+            return out
+    try:
+        key = ("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *(ov or overrides()))
         fn = registry.cache.get(key)
     except (AttributeError, TypeError):  # not a tensor, or an unhashable argument: checks explain
         key = fn = None
@@ -98,6 +112,11 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         fn = registry.lookup(*key)
     if is_own(fn):  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
         data, scale = fn(x, dtype, scale_mode, scale_layout)
+        prepare = getattr(fn, "prepare", None)
+        if prepare is not None and pkey is not None:
+            call = prepare(x, dtype, scale_mode, scale_layout)
+            if call is not None:
+                registry.remember_derived(pkey, call, key, fn)
     else:
         before = versions(x)
         try:

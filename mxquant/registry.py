@@ -274,6 +274,17 @@ class Registry:
                     self.cache[key] = fn
         return fn
 
+    def remember_derived(self, key, value, base_key, base) -> None:
+        """cache[key] = value, something derived from `base`, the callable cached at base_key,
+        unless a plugin (un)registered meanwhile changed that (the lock, as in lookup). Past 8192
+        entries the cache is emptied first (derived keys are per input shape)."""
+        with self._lock:
+            if self.cache.get(base_key) is base:
+                if len(self.cache) > 8192:
+                    self.cache.clear()
+                    self.cache[base_key] = base
+                self.cache[key] = value
+
     def resolved_name(self, call: Call) -> str:
         """Name of the backend that serves `call` under the current overrides (uncached)."""
         return self.resolve(call, *selection()).name

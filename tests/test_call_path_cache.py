@@ -89,3 +89,131 @@ def test_backend_outputs_checked_at_every_call():
             mxquant.mxfp8_quantize(x, axis=-2, backend="shifty")
     finally:
         registry.unregister_plugin("shifty-plugin")
+
+
+# ---- a prepared call per input signature (ops.run_quantize, an in-tree quantize's `prepare`) ----
+# Contract tests: the backend below is a stand-in for the triton backend, whose prepare
+# (backends/triton.py prepare_quantize) runs only on a GPU; tests/test_triton_cuda.py's repeated
+# public calls go through the real one there. The oracle for the bytes is the reference backend
+# called directly (mxquant/reference.py), once per input.
+
+class _Prepared:
+    """An in-tree-like quantize (marked as allocating its own outputs) with a `prepare`: counts
+    which path served each call; `fallback` makes the prepared call decline (return None)."""
+
+    def __init__(self):
+        from mxquant import reference
+
+        self.full, self.fast, self.prepared, self.fallback = [], [], [], False
+
+        def quantize(x, dtype, scale_mode, scale_layout):
+            self.full.append(tuple(x.shape))
+            return reference.quantize(x, dtype, scale_mode, scale_layout)
+
+        def prepare(x, dtype, scale_mode, scale_layout):
+            self.prepared.append((tuple(x.shape), x.stride(), x.dtype, x.data_ptr() % 16 == 0))
+
+            def call(x):
+                if self.fallback:
+                    return None
+                self.fast.append(tuple(x.shape))
+                data, scale = reference.quantize(x, dtype, scale_mode, scale_layout)
+                return data, scale.reshape(-1) if scale_layout == "swizzled" else scale
+
+            return call
+
+        quantize.prepare = prepare
+        self.quantize = quantize
+
+
+@pytest.fixture
+def prepared_backend():
+    from mxquant.outputs import OWN_OUTPUTS, own_outputs
+
+    fake = _Prepared()
+    backend = own_outputs(mxquant.Backend("prepped", mxquant.Capabilities(devices=frozenset({"cpu"})),
+                                          lambda device: None, quantize=fake.quantize))
+
+    class Plugin:
+        @mxquant.hookimpl
+        def register_backends(self, register):
+            register(backend)
+
+    registry = mxquant.get_registry()
+    registry.register_plugin(Plugin(), "prepped-plugin")
+    try:
+        yield fake
+    finally:
+        registry.unregister_plugin("prepped-plugin")
+        OWN_OUTPUTS.pop(id(fake.quantize), None)
+
+
+def _same(got, x, **kw):
+    from mxquant import reference
+
+    data, scale = reference.quantize(x, kw.get("dtype", E4), kw.get("scale_mode", "rceil"),
+                                      kw.get("scale_layout", "linear"))
+    assert torch.equal(got.data.view(torch.uint8), data.view(torch.uint8))
+    assert torch.equal(got.scale.view(torch.uint8).reshape(-1), scale.view(torch.uint8).reshape(-1))
+
+
+@pytest.mark.parametrize("layout", ["linear", "swizzled"])
+def test_contract_a_prepared_call_serves_the_same_signature_only(prepared_backend, layout):
+    fake = prepared_backend
+    base = torch.randn(64, 256)
+    x = base[:, :128]  # strided rows
+    for _ in range(3):
+        _same(mxquant.mxfp8_quantize(x, backend="prepped", scale_layout=layout), x, scale_layout=layout)
+    assert len(fake.full) == 1 and len(fake.fast) == 2 and len(fake.prepared) == 1
+    others = [x.contiguous(), base[:, 1:129], base[:, 1:129].contiguous()[:, :96], torch.randn(32, 128),
+              x.to(torch.bfloat16)]  # other strides, alignment, shape, dtype
+    for y in others:
+        _same(mxquant.mxfp8_quantize(y, backend="prepped", scale_layout=layout), y, scale_layout=layout)
+    assert len(fake.full) == 1 + len(others) and len(fake.fast) == 2  # each new signature: the full call first
+    y = torch.randn(64, 256)[:, :128]  # x's signature, other values
+    _same(mxquant.mxfp8_quantize(y, backend="prepped", scale_layout=layout), y, scale_layout=layout)
+    assert len(fake.fast) == 3
+    with pytest.raises(ValueError, match="multiple of"):  # a bad call right after: still checked
+        mxquant.mxfp8_quantize(torch.randn(64, 120), backend="prepped")
+
+
+def test_contract_a_prepared_call_follows_overrides_and_registrations(prepared_backend, monkeypatch):
+    fake = prepared_backend
+    x = torch.randn(32, 64)
+    with mxquant.use_backend("prepped"):
+        mxquant.mxfp8_quantize(x)
+        mxquant.mxfp8_quantize(x)
+    assert (len(fake.full), len(fake.fast)) == (1, 1)
+    mxquant.mxfp8_quantize(x)  # no override: the automatic choice, not the prepared call of the forced one
+    mxquant.mxfp8_quantize(x, backend="cpu")
+    monkeypatch.setenv("MXQUANT_BACKEND", "cpu")
+    mxquant.mxfp8_quantize(x)
+    assert len(fake.fast) == 1
+    monkeypatch.delenv("MXQUANT_BACKEND")
+    fake.fallback = True  # a prepared call that declines: the full call serves
+    _same(mxquant.mxfp8_quantize(x, backend="prepped"), x)
+    assert (len(fake.full), len(fake.fast)) == (2, 1)
+    fake.fallback = False
+    mxquant.get_registry().reset_cache()  # forgets prepared calls with the resolutions
+    mxquant.mxfp8_quantize(x, backend="prepped")
+    assert (len(fake.full), len(fake.fast)) == (3, 1)
+
+
+def test_a_backend_that_allocates_nothing_of_its_own_is_never_prepared():
+    fake = _Prepared()
+
+    class Plugin:
+        @mxquant.hookimpl
+        def register_backends(self, register):
+            register(mxquant.Backend("foreign", mxquant.Capabilities(devices=frozenset({"cpu"})),
+                                     lambda device: None, quantize=fake.quantize))
+
+    registry = mxquant.get_registry()
+    registry.register_plugin(Plugin(), "foreign-plugin")
+    try:
+        x = torch.randn(32, 64)
+        for _ in range(3):
+            _same(mxquant.mxfp8_quantize(x, backend="foreign"), x)
+        assert len(fake.full) == 3 and not fake.prepared  # a plugin's outputs are checked at every call
+    finally:
+        registry.unregister_plugin("foreign-plugin")

@@ -254,6 +254,39 @@ def test_launch_hooks_still_called():
     assert_same_bytes(x, torch.float8_e4m3fn, "rceil", "linear")
 
 
+def test_public_prepared_call_follows_signatures_and_data():
+    # From the second public call of a signature on, ops.run_quantize goes straight to the
+    # backend's prepared call (backends/triton.py prepare_quantize): new data under a seen
+    # signature, interleaved signatures (strides, alignment, layouts, modes) and a launch hook
+    # must each give the reference's bytes, the scale in its public shape.
+    import triton
+
+    from mxquant.registry import get_registry
+
+    g = torch.Generator().manual_seed(13)
+    base = torch.randn(16, 8200, generator=g).to(torch.bfloat16).cuda()
+    views = [base[:, :4096], base[:, 8:4104], base[:, 1:4097], base[:, :4096].contiguous()]
+    for rnd in range(3):
+        for x in views:
+            for layout, mode in (("linear", "rceil"), ("swizzled", "floor")):
+                data, scale = mxquant.mxfp8_quantize(x * (rnd + 1), scale_layout=layout, scale_mode=mode)
+                ref_data, ref_scale = reference.quantize((x * (rnd + 1)).cpu(), torch.float8_e4m3fn, mode, layout)
+                assert scale.shape == to_public(ref_scale, layout).shape and scale.is_contiguous()
+                assert torch.equal(data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
+                assert torch.equal(scale.cpu().view(torch.uint8).reshape(-1), ref_scale.view(torch.uint8).reshape(-1))
+    assert any(isinstance(k[0], torch.Size) for k in get_registry().cache)  # prepared calls were made
+    chain = getattr(triton.knobs.runtime, "launch_enter_hook", None)
+    if hasattr(chain, "add"):  # a profiler's hook sees the prepared call's launches too
+        seen = []
+        hook = seen.append
+        chain.add(hook)
+        try:
+            mxquant.mxfp8_quantize(views[0])
+        finally:
+            chain.remove(hook)
+        assert len(seen) == 1
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_cached_path_across_devices():
     x0 = torch.randn(16, 4096, dtype=torch.bfloat16, device="cuda:0")
@@ -265,3 +298,8 @@ def test_cached_path_across_devices():
             assert_same_bytes(x, torch.float8_e4m3fn, "rceil", "linear")
     with torch.cuda.device(1):  # current device differs from the tensor's
         assert_same_bytes(x0, torch.float8_e4m3fn, "rceil", "swizzled")
+        for _ in range(2):  # the public call's prepared path declines there: the full call serves
+            data, scale = mxquant.mxfp8_quantize(x0)
+            assert data.device == x0.device
+            ref_data, _ = reference.quantize(x0.cpu(), torch.float8_e4m3fn, "rceil", "linear")
+            assert torch.equal(data.cpu().view(torch.uint8), ref_data.view(torch.uint8))
