@@ -229,7 +229,7 @@ def prepare_quantize(x, dtype, scale_mode, scale_layout):
         return None
     p, dstride, sshape, sstride = hit
     if scale_layout == "swizzled":
-        sshape, sstride = (sshape[0] * sshape[1],), (1,)
+        sshape, sstride = layouts.public_scale_shape(tuple(x.shape), scale_layout), (1,)
     shape, index, launch, empty, current = x.shape, device.index, p.launch, torch.empty_strided, torch._C._cuda_getDevice
     e8m0 = torch.float8_e8m0fnu
 
@@ -252,7 +252,7 @@ def clear_plans() -> None:
     ops.py prepared from them (the registry's cache)."""
     from mxquant.registry import get_registry
 
-    get_registry().cache.clear()
+    get_registry().reset_cache()
     _launch._PLANS.clear()
     _QFAST.clear()
     _DFAST.clear()

@@ -94,12 +94,12 @@ def _unprepared(fn) -> float:
 
     prepare = tb.quantize.prepare
     del tb.quantize.prepare
-    get_registry().cache.clear()
+    get_registry().reset_cache()
     try:
         return per_call_us(fn)
     finally:
         tb.quantize.prepare = prepare
-        get_registry().cache.clear()
+        get_registry().reset_cache()
 
 
 def _one_buffer(m, k, dev, strided):

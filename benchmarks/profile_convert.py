@@ -152,8 +152,9 @@ def main() -> None:
     first = time.perf_counter() - t0
     sizes = {n: os.path.getsize(os.path.join(d, n)) for n in shard_files(src)}
     shutil.rmtree(d)
-    ceil, cpu = [], []
+    ceil, spent = [], []
     conv: dict = {str(j): [] for j in a.jobs}
+    cpu: dict = {str(j): [] for j in a.jobs}
     roles: dict = {str(j): [] for j in a.jobs}
     prof = cProfile.Profile()
     probe = Roles()
@@ -172,7 +173,7 @@ def main() -> None:
                 if last:
                     prof.disable()
                 conv[str(j)].append(time.perf_counter() - t0)
-                cpu.append(time.process_time() - c0)
+                cpu[str(j)].append(time.process_time() - c0)
             roles[str(j)].append(probe.take())
             if last:
                 spent = watch.spent()

@@ -123,6 +123,11 @@ class Backend:
     capabilities: Capabilities
     probe: ProbeFn
     quantize: Optional[QuantizeFn] = None
+    """(x, dtype, scale_mode, scale_layout) -> (data, scale). An in-tree backend that allocates
+    its own outputs (outputs.own_outputs) may give it a `prepare(x, dtype, scale_mode,
+    scale_layout)` attribute: a call for every input of x's signature (shape, strides, dtype,
+    device, 16-byte alignment) returning (data, public scale) or None to decline, or None; ops.py
+    caches and uses it (docs/backends.md, "Launch cost"). A plugin's is never asked."""
     dequantize: Optional[DequantizeFn] = None
     priority: int = 0
     """Higher wins among available, capable backends."""

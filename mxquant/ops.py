@@ -91,17 +91,19 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     strides, dtype, device, alignment), one key and one lookup lead to it (issue 22's eager
     small-M host time)."""
     registry = get_registry()
-    try:
-        ov = overrides()
-        pkey = (x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode, scale_layout,
-                backend, *ov)
-        prepared = registry.cache.get(pkey)
-    except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
-        ov = pkey = prepared = None
-    if prepared is not None and x.layout is _STRIDED:
-        out = prepared(x)
-        if out is not None:
-            return out
+    pkey = prepared = ov = None
+    if registry.prepared:  # only where an in-tree backend prepared calls (a CUDA process, say)
+        try:
+            ov = overrides()
+            pkey = (_PREPARED, x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode,
+                    scale_layout, backend, *ov)
+            prepared = registry.cache.get(pkey)
+        except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
+            pkey = ov = None
+        if prepared is not None and x.layout is _STRIDED:
+            out = prepared(x)
+            if out is not None:
+                return out
     try:
         key = ("quantize", x.device, x.dtype, dtype, scale_mode, scale_layout, backend, *(ov or overrides()))
         fn = registry.cache.get(key)
@@ -113,10 +115,8 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     if is_own(fn):  # an in-tree kernel's own allocations (outputs.OWN_OUTPUTS)
         data, scale = fn(x, dtype, scale_mode, scale_layout)
         prepare = getattr(fn, "prepare", None)
-        if prepare is not None and pkey is not None:
-            call = prepare(x, dtype, scale_mode, scale_layout)
-            if call is not None:
-                registry.remember_derived(pkey, call, key, fn)
+        if prepare is not None and prepared is None:  # (one that declined this call stays)
+            _prepare(registry, prepare, x, dtype, scale_mode, scale_layout, backend, key, fn)
     else:
         before = versions(x)
         try:
@@ -125,6 +125,21 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
             raise _raised(fn, exc, "mxfp8_quantize", x.device)
         data, scale = check_outputs(fn, out, (x,), before, dtype, scale_layout)
     return data, to_public(scale, scale_layout)
+
+
+_PREPARED = "prepared quantize"  # the first item of a prepared call's key in the registry's cache
+
+
+def _prepare(registry, prepare, x, dtype, scale_mode, scale_layout, backend, key, fn) -> None:
+    """Cache the backend's prepared call for x's signature, if it offers one."""
+    try:
+        pkey = (_PREPARED, x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode,
+                scale_layout, backend, *key[7:])
+    except (AttributeError, TypeError, RuntimeError):
+        return
+    call = prepare(x, dtype, scale_mode, scale_layout)
+    if call is not None:
+        registry.remember_derived(pkey, call, key, fn)
 
 
 _VALID_SCALE_SHAPES: dict = {}

@@ -95,7 +95,10 @@ class Registry:
         self._loaded = False
         self._lock = threading.RLock()
         self.cache: dict = {}
-        """Call key (ops.py) -> the resolved backend's callable. Read without the lock."""
+        """Call key (ops.py) -> the resolved backend's callable (and ops.py's prepared calls,
+        remember_derived). Read without the lock."""
+        self.prepared = False
+        """Whether the cache may hold prepared calls (ops.py looks for one only then)."""
         forking.renew_in_child(self._renew_lock)
 
     def _renew_lock(self) -> None:
@@ -284,6 +287,7 @@ class Registry:
                     self.cache.clear()
                     self.cache[base_key] = base
                 self.cache[key] = value
+                self.prepared = True
 
     def resolved_name(self, call: Call) -> str:
         """Name of the backend that serves `call` under the current overrides (uncached)."""

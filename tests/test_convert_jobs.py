@@ -89,6 +89,39 @@ def test_contract_a_failing_shard_stops_the_others_and_a_fresh_dst_goes(tmp_path
     assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("mxquant-shard")]
 
 
+def test_contract_ctrl_c_in_the_calling_thread_waits_for_every_shard(tmp_path, monkeypatch):
+    # A real SIGINT, delivered to the main thread while it waits on the shards (the case a
+    # KeyboardInterrupt raised in a shard's thread does not cover): every shard's thread has
+    # ended when convert() raises, and DST, removed, stays removed.
+    import os
+    import signal
+    import time
+
+    src = _ckpt(tmp_path)
+    real, calls, running, lock = driver.quantize_tensor, [0], [0], threading.Lock()
+
+    def slow(*a, **k):
+        with lock:
+            calls[0] += 1
+            running[0] += 1
+            mine = calls[0]
+        try:
+            if mine == 4:
+                os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread
+            time.sleep(0.2)
+            return real(*a, **k)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(driver, "quantize_tensor", slow)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, tmp_path / "dst", jobs=3, chunk_elems=512)
+    assert running[0] == 0  # no shard still at work (Thread.is_alive can say False for a running one)
+    time.sleep(0.3)
+    assert not (tmp_path / "dst").exists()
+
+
 def test_contract_resume_after_a_failure_at_once_matches_a_clean_run(tmp_path, monkeypatch):
     src = _ckpt(tmp_path)
     convert(src, tmp_path / "clean", jobs=1)
@@ -111,9 +144,10 @@ def test_jobs_must_be_a_positive_integer(tmp_path, bad):
     assert not (tmp_path / "dst").exists()
 
 
-def test_auto_jobs_two_on_a_gpu_host_with_cores_else_one():
+def test_auto_jobs_two_on_a_gpu_host_with_cores_per_rank_else_one():
     assert shardpool.auto_jobs("cuda:0", 16) == 2 and shardpool.auto_jobs("xpu:0", 8) == 2
     assert shardpool.auto_jobs("cuda:0", 4) == 1 and shardpool.auto_jobs("cpu", 64) == 1
+    assert shardpool.auto_jobs("cuda:0", 16, ranks_here=2) == 2 and shardpool.auto_jobs("cuda:1", 16, 4) == 1
 
 
 def test_run_each_keeps_the_order_and_raises_the_first_real_error():

@@ -50,10 +50,18 @@ class Group:
 
 
 def launcher() -> tuple[int, int, int]:
-    """(RANK, LOCAL_RANK, WORLD_SIZE) as torchrun sets them; (0, 0, 1) outside it. The one
-    place the converter reads the launcher's variables."""
+    """(RANK, LOCAL_RANK, WORLD_SIZE) as torchrun sets them; (0, 0, 1) outside it. With
+    local_world(), the one place the converter reads the launcher's variables."""
     env = os.environ
     return int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+
+
+def local_world() -> int:
+    """LOCAL_WORLD_SIZE as torchrun sets it (the ranks on this host), 1 outside it."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def join() -> Group:

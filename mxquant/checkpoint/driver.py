@@ -212,8 +212,8 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     dev, plan = _together(group, planned)
     # 16M elements on a GPU: more chunks per shard to overlap (64M: 0.34 of the ceiling on one H200, 16M: 0.45)
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 24)
-    jobs = jobs or shardpool.auto_jobs(dev, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                       else os.cpu_count())
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = jobs or shardpool.auto_jobs(dev, cpus, dist.local_world())
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head,
                "scheme": scheme}  # a --resume with another scheme converts every shard again
     progress = progress or (lambda n, total=None: None)

@@ -88,18 +88,21 @@ def read_range(f, offset: int, nbytes: int, pinned: bool = False) -> torch.Tenso
 
 
 _reader = None
+_reader_lock = threading.Lock()
 
 
 def _prefetched(f, ranges, pinned: bool = False):
     """The (offset, nbytes) byte ranges of `f` as uint8 tensors (read_range's, `pinned` as
     there), the next one read on a thread while the caller works on this one (file reads
-    release the GIL)."""
+    release the GIL). One read in flight per generator: the pool's threads (started as needed,
+    up to 16) serve the shards converted at once (shardpool.py)."""
     global _reader
     if _reader is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        # one read in flight per generator: a thread each for the shards converted at once (shardpool.py)
-        _reader = ThreadPoolExecutor(4, thread_name_prefix="mxquant-read")
+        with _reader_lock:
+            if _reader is None:
+                _reader = ThreadPoolExecutor(16, thread_name_prefix="mxquant-read")
     ranges = iter(ranges)
     nxt = next(ranges, None)
     pending = _reader.submit(read_range, f, *nxt, pinned) if nxt is not None else None
