@@ -70,6 +70,25 @@ class Plan:
             return
         self._first(device, (a, b, c))
 
+    def bound(self, device: torch.device):
+        """launch(device, a, b, c) as a closure with this armed plan's fields bound (a prepared
+        call's launch: no attribute reads or unpacking per call); Triton's path where a launch
+        hook is installed, as in launch()."""
+        raw, tail, index, launch = self.raw, self.tail, device.index, self.launch
+        if raw is None:
+            return lambda a, b, c: launch(device, a, b, c)
+        g, fn, coop, pdl, meta = self.head
+        stream = torch._C._cuda_getCurrentRawStream
+
+        def go(a, b, c):
+            if hooks_idle():
+                raw(g, 1, 1, stream(index), fn, coop, pdl, None, None, meta, None, None, None,
+                    a.data_ptr(), b.data_ptr(), c.data_ptr(), *tail)
+            else:
+                launch(device, a, b, c)
+
+        return go
+
     def launch_n(self, device: torch.device, *tensors: torch.Tensor) -> None:
         """launch() for any number of tensor arguments (the training and MoE kernels)."""
         if self.head is None:

@@ -230,7 +230,8 @@ def prepare_quantize(x, dtype, scale_mode, scale_layout):
     p, dstride, sshape, sstride = hit
     if scale_layout == "swizzled":
         sshape, sstride = layouts.public_scale_shape(tuple(x.shape), scale_layout), (1,)
-    shape, index, launch, empty, current = x.shape, device.index, p.launch, torch.empty_strided, torch._C._cuda_getDevice
+    shape, index, launch, empty, current = x.shape, device.index, p.bound(device), torch.empty_strided, \
+        torch._C._cuda_getDevice
     e8m0 = torch.float8_e8m0fnu
 
     def call(x):
@@ -238,7 +239,7 @@ def prepare_quantize(x, dtype, scale_mode, scale_layout):
             return None
         data = empty(shape, dstride, dtype=dtype, device=device)
         scale = empty(sshape, sstride, dtype=e8m0, device=device)
-        launch(device, x, data, scale)
+        launch(x, data, scale)
         return data, scale
 
     return call

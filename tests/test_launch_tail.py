@@ -50,3 +50,31 @@ def test_shapes_it_refuses_keep_tritons_own_launch():
     mixed = params("x_ptr", "m", "A:c", "k")  # a runtime argument after a constexpr
     assert launch_tail(mixed, 1, (5,), {"A": 1}) is None
     assert launch_tail(SimpleNamespace(), 1, (), {}) is None  # no parameter list
+
+
+def test_a_bound_launch_passes_what_launch_passes(monkeypatch):
+    # Plan.bound (the prepared call's launch) against Plan.launch on one armed fake plan: the
+    # same raw-launcher arguments, and Triton's path (here: a recording stand-in) when a launch
+    # hook is installed. Contract test: fake launcher and runtime, no Triton here.
+    import torch
+
+    from mxquant.backends import _triton_launch as tl
+
+    calls = []
+    runtime = SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None)
+    monkeypatch.setattr(tl, "_RUNTIME", [runtime])
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1000 + index, raising=False)
+    p = tl.Plan(None, 12, (1, 2), {}, 4)
+    p.raw = lambda *a: calls.append(("raw", a))
+    p.head, p.tail = (12, "fn", False, False, "meta"), (1, 2, 3)
+    p.compiled = SimpleNamespace(launch_metadata=lambda *a: "now",
+                                 run=lambda *a: calls.append(("triton", len(a))))
+    dev = SimpleNamespace(index=3, type="cuda")
+    a, b, c = torch.zeros(4), torch.zeros(2), torch.zeros(1)
+    p.launch(dev, a, b, c)
+    p.bound(dev)(a, b, c)
+    assert calls[0] == calls[1] and calls[0][1][3] == 1003 and calls[0][1][-6:] == (
+        a.data_ptr(), b.data_ptr(), c.data_ptr(), 1, 2, 3)
+    runtime.launch_enter_hook = SimpleNamespace(calls=[print])  # a profiler's hook
+    p.bound(dev)(a, b, c)
+    assert calls[2][0] == "triton"
