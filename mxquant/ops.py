@@ -53,10 +53,9 @@ def mxfp8_quantize(
     if is_colwise(x, axis):
         return quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend)
     if _eager(x):
-        data, scale = run_quantize(x, dtype, scale_mode, scale_layout, backend)
-    else:
-        data, scale = dispatch(lambda: torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend),
-                               check_quantize, x, dtype, scale_mode, scale_layout, backend)
+        return _result(MXFP8Quantized, run_quantize(x, dtype, scale_mode, scale_layout, backend))
+    data, scale = dispatch(lambda: torch.ops.mxquant.quantize(x, dtype, scale_mode, scale_layout, backend),
+                           check_quantize, x, dtype, scale_mode, scale_layout, backend)
     return MXFP8Quantized(data, scale)
 
 
@@ -82,6 +81,7 @@ def mxfp8_dequantize(
 
 
 _STRIDED = torch.strided  # the cached paths take dense tensors only (checks.check_dense)
+_result = tuple.__new__  # MXFP8Quantized from the (data, scale) pair: what its __new__ does, without the call (0.3 µs)
 
 
 def run_quantize(x, dtype, scale_mode, scale_layout, backend):
@@ -100,7 +100,7 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
             prepared = registry.cache.get(pkey)
         except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
             pkey = ov = None
-        if prepared is not None and x.layout is _STRIDED:
+        if prepared is not None:  # (x has strides: a strided tensor; sparse, mkldnn and nested ones have none)
             out = prepared(x)
             if out is not None:
                 return out
