@@ -101,7 +101,7 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
             pkey = ov = None
         if prepared is not None:  # (x has strides: a strided tensor; sparse, mkldnn and nested ones have none)
-            out = prepared(x)
+            out = prepared(x)  # None: declined now (another current device), or always (_DECLINED)
             if out is not None:
                 return out
     try:
@@ -130,6 +130,12 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
 _PREPARED = "prepared quantize"  # the first item of a prepared call's key in the registry's cache
 
 
+def _DECLINED(x):
+    """Cached where the backend prepared no call for a signature: the full call serves it, and it
+    is not asked again at every call (Triton without the raw launch, an input copied first)."""
+    return None
+
+
 def _prepare(registry, prepare, x, dtype, scale_mode, scale_layout, backend, key, fn) -> None:
     """Cache the backend's prepared call for x's signature, if it offers one."""
     try:
@@ -138,8 +144,7 @@ def _prepare(registry, prepare, x, dtype, scale_mode, scale_layout, backend, key
     except (AttributeError, TypeError, RuntimeError):
         return
     call = prepare(x, dtype, scale_mode, scale_layout)
-    if call is not None:
-        registry.remember_derived(pkey, call, key, fn)
+    registry.remember_derived(pkey, _DECLINED if call is None else call, key, fn)
 
 
 _VALID_SCALE_SHAPES: dict = {}

@@ -162,6 +162,7 @@ class Registry:
         """Forget resolved callables and probe results (not the registered backends)."""
         with self._lock:
             self.cache.clear()
+            self.prepared = False
             for e in self._entries.values():
                 e.probes.clear()
 

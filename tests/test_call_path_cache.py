@@ -199,6 +199,19 @@ def test_contract_a_prepared_call_follows_overrides_and_registrations(prepared_b
     assert (len(fake.full), len(fake.fast)) == (3, 1)
 
 
+def test_contract_a_signature_the_backend_prepares_nothing_for_is_asked_once(prepared_backend):
+    fake = prepared_backend
+    real_prepare = fake.quantize.prepare
+    fake.quantize.prepare = lambda *a: (fake.prepared.append(a[0].shape), None)[1]  # (no raw launch here, say)
+    try:
+        x = torch.randn(32, 64)
+        for _ in range(4):
+            _same(mxquant.mxfp8_quantize(x, backend="prepped"), x)
+        assert len(fake.full) == 4 and len(fake.prepared) == 1 and not fake.fast
+    finally:
+        fake.quantize.prepare = real_prepare
+
+
 def test_a_backend_that_allocates_nothing_of_its_own_is_never_prepared():
     fake = _Prepared()
 

@@ -99,6 +99,16 @@ def test_contract_ctrl_c_in_the_calling_thread_waits_for_every_shard(tmp_path, m
 
     src = _ckpt(tmp_path)
     real, calls, running, lock = driver.quantize_tensor, [0], [0], threading.Lock()
+    shard, shards_running = driver._convert_shard, [0]
+
+    def counted(*a, **k):  # a shard's whole conversion, its cleanup (writer.abort) included
+        with lock:
+            shards_running[0] += 1
+        try:
+            return shard(*a, **k)
+        finally:
+            with lock:
+                shards_running[0] -= 1
 
     def slow(*a, **k):
         with lock:
@@ -115,9 +125,10 @@ def test_contract_ctrl_c_in_the_calling_thread_waits_for_every_shard(tmp_path, m
                 running[0] -= 1
 
     monkeypatch.setattr(driver, "quantize_tensor", slow)
+    monkeypatch.setattr(driver, "_convert_shard", counted)
     with pytest.raises(KeyboardInterrupt):
         convert(src, tmp_path / "dst", jobs=3, chunk_elems=512)
-    assert running[0] == 0  # no shard still at work (Thread.is_alive can say False for a running one)
+    assert running[0] == 0 and shards_running[0] == 0  # none still at work (Thread.is_alive can say False)
     time.sleep(0.3)
     assert not (tmp_path / "dst").exists()
 

@@ -213,7 +213,9 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     # 16M elements on a GPU: more chunks per shard to overlap (64M: 0.34 of the ceiling on one H200, 16M: 0.45)
     chunk = chunk_elems or (1 << 22 if dev == "cpu" else 1 << 24)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs = jobs or shardpool.auto_jobs(dev, cpus, dist.local_world())
+    # the host's cores are shared by its ranks, unless each rank's affinity is its share already
+    ranks_here = dist.local_world() if cpus and cpus >= (os.cpu_count() or cpus) else 1
+    jobs = jobs or shardpool.auto_jobs(dev, cpus, ranks_here)
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head,
                "scheme": scheme}  # a --resume with another scheme converts every shard again
     progress = progress or (lambda n, total=None: None)

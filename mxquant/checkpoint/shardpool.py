@@ -74,14 +74,19 @@ def run_each(items: list, fn, jobs: int, progress):
             t.start()
         for _, done in workers:
             done.wait()
-    except BaseException:  # Ctrl-C while starting or waiting: the shards stop at their next report
-        stop.set()
-        for t, done in workers:
-            while t.ident is not None and not done.is_set():  # (a thread never started sets nothing)
-                try:
-                    done.wait(0.1)
-                except BaseException:  # noqa: BLE001 - a second Ctrl-C: the threads are stopping already
-                    pass
+    except BaseException as interrupt:  # Ctrl-C while starting or waiting: the shards stop at their next report
+        while True:
+            try:
+                stop.set()
+                for t, done in workers:
+                    while t.ident is not None and not done.is_set():  # (a thread never started sets nothing)
+                        done.wait(0.1)
+                break
+            except BaseException:  # noqa: BLE001 - another Ctrl-C: the threads are stopping already
+                continue
+        real = [e for e in errors if not isinstance(e, Stopped)]
+        if real and hasattr(interrupt, "add_note"):  # Python 3.11+
+            interrupt.add_note(f"meanwhile a shard failed: {real[0]!r}")
         raise
     for t, _ in workers:
         t.join()  # finished: returns at once

@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep shards a previous run finished (checked "
                    "against its manifest) and convert the rest")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="shards converted at once (default: 2 on a GPU host with 8+ cores, else 1)")
+                   help="shards converted at once (default: 2 on a GPU host with 8+ cores per rank, else 1)")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading each written shard")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
