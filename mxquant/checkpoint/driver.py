@@ -89,7 +89,7 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
     # torchrun ranks take LOCAL_RANK's device; more ranks than devices share them round-robin
     # (the conversion is mostly host work, so extra ranks on one GPU still help)
     dev = f"{kind}:{index or local_rank % count}"
-    getattr(torch, kind).set_device(torch.device(dev))  # this rank's device is the current one
+    _bind_device(dev)  # this rank's device is the current one
     return dev
 
 

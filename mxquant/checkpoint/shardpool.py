@@ -84,13 +84,18 @@ def run_each(items: list, fn, jobs: int, progress):
                 break
             except BaseException:  # noqa: BLE001 - another Ctrl-C: the threads are stopping already
                 continue
-        real = [e for e in errors if not isinstance(e, Stopped)]
-        if real and hasattr(interrupt, "add_note"):  # Python 3.11+
-            interrupt.add_note(f"meanwhile a shard failed: {real[0]!r}")
+        first = _first(errors)
+        if first is not None and not isinstance(first, Stopped) and hasattr(interrupt, "add_note"):  # 3.11+
+            interrupt.add_note(f"meanwhile a shard failed: {first!r}")
         raise
     for t, _ in workers:
         t.join()  # finished: returns at once
-    real = [e for e in errors if not isinstance(e, Stopped)]
-    if real or errors:
-        raise (real or errors)[0]
+    first = _first(errors)
+    if first is not None:
+        raise first
     return results
+
+
+def _first(errors: list):
+    """The first error that is not a Stopped (another's consequence), else the first, else None."""
+    return next((e for e in errors if not isinstance(e, Stopped)), errors[0] if errors else None)
