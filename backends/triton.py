@@ -182,9 +182,14 @@ _QFAST: dict = {}  # signature -> (plan, data strides, scale shape and strides):
 _DFAST: dict = {}
 
 
+def _qkey(x, dtype, scale_mode, scale_layout, config):
+    """_QFAST's key: x's signature (shape, strides, dtype, device, 16-byte alignment) and the call's."""
+    return x.shape, x.stride(), x.dtype, dtype, scale_mode, scale_layout, x.device, x.data_ptr() % 16 == 0, config
+
+
 def quantize(x, dtype, scale_mode, scale_layout, config=None):
     device = x.device
-    key = (x.shape, x.stride(), x.dtype, dtype, scale_mode, scale_layout, device, x.data_ptr() % 16 == 0, config)
+    key = _qkey(x, dtype, scale_mode, scale_layout, config)
     hit = _QFAST.get(key)
     if hit is not None and device.index == torch._C._cuda_getDevice():
         p, dstride, sshape, sstride = hit
@@ -223,8 +228,7 @@ def prepare_quantize(x, dtype, scale_mode, scale_layout):
     call returns None where quantize itself must run (another current device). None before.
     ops.py caches it per signature: one key and one lookup per call instead of two of each."""
     device = x.device
-    hit = _QFAST.get((x.shape, x.stride(), x.dtype, dtype, scale_mode, scale_layout, device, x.data_ptr() % 16 == 0,
-                      None))
+    hit = _QFAST.get(_qkey(x, dtype, scale_mode, scale_layout, None))
     if hit is None:
         return None
     p, dstride, sshape, sstride = hit

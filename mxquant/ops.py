@@ -91,15 +91,13 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
     strides, dtype, device, alignment), one key and one lookup lead to it (issue 22's eager
     small-M host time)."""
     registry = get_registry()
-    pkey = prepared = ov = None
+    prepared = ov = None
     if registry.prepared:  # only where an in-tree backend prepared calls (a CUDA process, say)
         try:
             ov = overrides()
-            pkey = (_PREPARED, x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode,
-                    scale_layout, backend, *ov)
-            prepared = registry.cache.get(pkey)
+            prepared = registry.cache.get(_prepared_key(x, dtype, scale_mode, scale_layout, backend, ov))
         except (AttributeError, TypeError, RuntimeError):  # not a tensor (a nested one has no strides), unhashable
-            pkey = ov = None
+            ov = None
         if prepared is not None:  # (x has strides: a strided tensor; sparse, mkldnn and nested ones have none)
             out = prepared(x)  # None: declined now (another current device), or always (_DECLINED)
             if out is not None:
@@ -130,6 +128,13 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
 _PREPARED = "prepared quantize"  # the first item of a prepared call's key in the registry's cache
 
 
+def _prepared_key(x, dtype, scale_mode, scale_layout, backend, ov: tuple) -> tuple:
+    """A prepared call's key: x's signature (shape, strides, device, dtype, 16-byte alignment),
+    the call's arguments and the overrides (selection.overrides())."""
+    return (_PREPARED, x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode,
+            scale_layout, backend, *ov)
+
+
 def _DECLINED(x):
     """Cached where the backend prepared no call for a signature: the full call serves it, and it
     is not asked again at every call (Triton without the raw launch, an input copied first)."""
@@ -139,8 +144,7 @@ def _DECLINED(x):
 def _prepare(registry, prepare, x, dtype, scale_mode, scale_layout, backend, key, fn) -> None:
     """Cache the backend's prepared call for x's signature, if it offers one."""
     try:
-        pkey = (_PREPARED, x.shape, x.stride(), x.device, x.dtype, x.data_ptr() % 16 == 0, dtype, scale_mode,
-                scale_layout, backend, *key[7:])
+        pkey = _prepared_key(x, dtype, scale_mode, scale_layout, backend, key[7:])
     except (AttributeError, TypeError, RuntimeError):
         return
     call = prepare(x, dtype, scale_mode, scale_layout)
