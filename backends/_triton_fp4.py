@@ -15,9 +15,12 @@ conversion, the packed 128x4 scale words).
 Exactness: MXFP4's exponent and 2**-s come from amax's bits (no log2, no exp2); its elements are
 x * 2**-s, exact. NVFP4 follows the contract's fp32 operation order with IEEE divisions
 (tl.math.div_rn: PTX div.rn.f32, no flush to zero; never the approximate `/`), x's-dtype
-roundings from the bits (bf16) or by the conversion (fp16). e2m1 rounding is done on |y|'s fp32
-bits: from 1 up, round the mantissa to one bit (ties to even, a carry moves into the exponent);
-below 1, add 2**22, whose ulp is 0.5, and read the steps from the bits. NVFP4's e4m3 scale byte
+roundings from the bits (bf16) or by the conversion (fp16). e2m1 rounding is done by fp32
+additions (the FMA pipe), not integer rounding of the bits (the ALU pipe, which bounded MXFP4 on
+an H100: Nsight Compute, 2026-12-06): from 1 up, |y| + 2**(e + 22) (e: |y|'s exponent, from its
+bits) rounds |y| to one mantissa bit, ties to even, and subtracting it back is exact; below 1,
+|y| + 2**22, whose ulp is 0.5, and the steps read from the bits. MXFP4's nibble sign is y's sign
+bit shifted into place. NVFP4's e4m3 scale byte
 is computed from the fp32 bits everywhere (_soft_fp8), never by the hardware conversion: on an
 H100 the converted byte of groups that round to 0 escaped the 0 -> 0x20 rule for fp32 inputs
 (tests/test_triton_fp4.py, 2026-12-05). INTERPRETED (CPU tensors, TRITON_INTERPRET=1) swaps the
@@ -46,14 +49,16 @@ def _round_x(v, X_KIND: tl.constexpr):
 
 
 @triton.jit
-def _e2m1(y, negative):
+def _e2m1(y, sign8):
     """Nibbles (int32) of fp32 y: |y| clamped to 6, rounded to nearest even on the e2m1 grid
-    (0, 0.5, 1, 1.5, 2, 3, 4, 6); sign bit 8 where `negative`."""
+    (0, 0.5, 1, 1.5, 2, 3, 4, 6); sign8 (int32, 0 or 8) is the nibble's sign bit."""
     a = tl.minimum(tl.abs(y), 6.0)
-    bits = a.to(tl.int32, bitcast=True)
-    normal = ((bits + 0x1FFFFF + ((bits >> 22) & 1)) >> 22) - 252       # 1.0 (0x3F800000) -> code 2
+    # from 1 up: a + 2**(e + 22) (e: a's exponent) rounds a to its 1-bit steps, 2**(e - 1), to
+    # nearest even; subtracting it again is exact, and the result's bits give the code
+    m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0
+    normal = (((a + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
     sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
-    return tl.where(a < 1.0, sub, normal) | tl.where(negative, 8, 0)
+    return tl.where(a < 1.0, sub, normal) | sign8
 
 
 @triton.jit
@@ -139,7 +144,7 @@ def fp4_quantize_kernel(
             sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // G), sbyte, 0)
         d = tl.math.div_rn(_e4m3_value(sbyte), g)                       # scale / g, fp32
         y = tl.math.div_rn(x, d[:, :, None])                            # x / (scale / g), fp32
-        negative = y < 0
+        sign8 = tl.where(y < 0, 8, 0)
     else:
         s = (amax >> 23) - 129                                          # floor(log2 amax) - 2
         if RCEIL:
@@ -152,10 +157,11 @@ def fp4_quantize_kernel(
         y = x * ((127 - s) << 23).to(tl.float32, bitcast=True)[:, :, None]
         if TIE_UP:  # the sign of y rounded to x's dtype: nonzero there (bits above half its smallest subnormal)
             HALF: tl.constexpr = 0x8000 if X_KIND == 1 else ((102 << 23) if X_KIND == 2 else 0)
-            negative = (y < 0) & ((y.to(tl.int32, bitcast=True) & 0x7FFFFFFF) > HALF)
-        else:
-            negative = x.to(tl.int32, bitcast=True) < 0                  # every sign kept, -0.0 included
-    nib = tl.where(special[:, :, None], 0, _e2m1(y, negative))
+            sign8 = tl.where((y < 0) & ((y.to(tl.int32, bitcast=True) & 0x7FFFFFFF) > HALF), 8, 0)
+        else:  # every sign kept, -0.0 included: y's sign bit (x's: 2**-s > 0) moved to bit 3 in two
+            # integer operations (a shift and an and), not a compare and a select per element
+            sign8 = (y.to(tl.int32, bitcast=True) >> 28) & 8
+    nib = tl.where(special[:, :, None], 0, _e2m1(y, sign8))
     lo, hi = tl.split(tl.reshape(nib, (BLOCK_M, BLOCK_K // 2, 2)))
     # the packed bytes a thread holds: half its 16-byte load's elements (4 for 2-byte input, 2 for
     # fp32). Claiming no longer a contiguous run than that makes the store take their layout as

@@ -155,6 +155,23 @@ def test_nvfp4_elements_at_the_rounding_thresholds(dev, hp):
             assert_bytes(_flat(scale.cpu(), layout), want_scale, f"g {g} {layout} scale")
 
 
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", [torch.bfloat16, torch.float16], ids=_name)
+def test_mxfp4_every_half_pattern(dev, hp):
+    """Every bf16 / fp16 bit pattern, finite ones shuffled, every 16 led by +-6 (so the
+    groups' other elements land on every step and tie of e2m1's grid) and all of them in bit
+    order (NaN / Inf groups, zero and subnormal groups), in each scale mode and layout, at the
+    shipped tile: the kernel's e2m1 rounding (a magic-number add from 1 up, 2**22 below) and its
+    sign bit from y's bits, byte for byte against the NumPy oracle."""
+    from test_cpu_native_fp4_exhaustive import every_pattern
+
+    # (every 16 elements led by +-6: each group of 32 has amax 6, scale 2**0, y = x)
+    for x in (every_pattern(hp, "finite, shuffled, groups led by +-6"), every_pattern(hp, "bit order")):
+        x = x.to(dev)
+        for mode, layout in itertools.product(MODES, LAYOUTS):
+            check_mxfp4(x, mode, layout, name=f"{_name(hp)} {mode} {layout}")
+
+
 # ---- structure: tiles, odd shapes, strided rows, padding --------------------------------------
 
 @pytest.mark.parametrize("dev", DEVS)
