@@ -20,7 +20,7 @@ additions (the FMA pipe), not integer rounding of the bits (the ALU pipe, which 
 an H100: Nsight Compute, 2026-12-06): from 1 up, |y| + 2**(e + 22) (e: |y|'s exponent, from its
 bits) rounds |y| to one mantissa bit, ties to even, and subtracting it back is exact; below 1,
 |y| + 2**22, whose ulp is 0.5, and the steps read from the bits. MXFP4's nibble sign is y's sign
-bit shifted into place. NVFP4's e4m3 scale byte
+bit, put in place per packed byte by multiplications (umulhi, the FMA pipe). NVFP4's e4m3 scale byte
 is computed from the fp32 bits everywhere (_soft_fp8), never by the hardware conversion: on an
 H100 the converted byte of groups that round to 0 escaped the 0 -> 0x20 rule for fp32 inputs
 (tests/test_triton_fp4.py, 2026-12-05). INTERPRETED (CPU tensors, TRITON_INTERPRET=1) swaps the
@@ -158,16 +158,23 @@ def fp4_quantize_kernel(
         if TIE_UP:  # the sign of y rounded to x's dtype: nonzero there (bits above half its smallest subnormal)
             HALF: tl.constexpr = 0x8000 if X_KIND == 1 else ((102 << 23) if X_KIND == 2 else 0)
             sign8 = tl.where((y < 0) & ((y.to(tl.int32, bitcast=True) & 0x7FFFFFFF) > HALF), 8, 0)
-        else:  # every sign kept, -0.0 included: y's sign bit (x's: 2**-s > 0) moved to bit 3 in two
-            # integer operations (a shift and an and), not a compare and a select per element
-            sign8 = (y.to(tl.int32, bitcast=True) >> 28) & 8
-    nib = tl.where(special[:, :, None], 0, _e2m1(y, sign8))
+        else:  # every sign kept, -0.0 included: y's sign bit (x's: 2**-s > 0), placed per byte below
+            sign8 = 0
+    nib = _e2m1(y, sign8)
     lo, hi = tl.split(tl.reshape(nib, (BLOCK_M, BLOCK_K // 2, 2)))
     # the packed bytes a thread holds: half its 16-byte load's elements (4 for 2-byte input, 2 for
     # fp32). Claiming no longer a contiguous run than that makes the store take their layout as
     # it is (no shared-memory round trip to gather 8 bytes per thread for a wider store).
     PACKED_RUN: tl.constexpr = 2 if X_KIND == 0 else 4
-    packed = (lo | (hi << 4)).to(tl.uint8)
+    packed = hi * 16 + lo                                                # the low byte; bits above it are dropped
+    if not NV and not TIE_UP:  # the sign bits of a byte's two elements, by multiplications (the FMA
+        # pipe): umulhi(b, 2**k) is b >> (32 - k), y's sign bit at bit 3 and bit 7
+        y_lo, y_hi = tl.split(tl.reshape(y.to(tl.int32, bitcast=True), (BLOCK_M, BLOCK_K // 2, 2)))
+        packed = packed | (tl.umulhi(y_lo, 16) & 8) | (tl.umulhi(y_hi, 256) & 0x80)
+    # a NaN / Inf group's bytes are 0: its flag taken to the bytes as the nibbles were (the same
+    # layouts: no data moves between threads)
+    sp = tl.reshape(tl.broadcast_to(special[:, :, None], (BLOCK_M, NB, G)), (BLOCK_M, BLOCK_K // 2, 2))
+    packed = tl.where(tl.split(sp)[0], 0, packed).to(tl.uint8)
     p2 = pid_k * (BLOCK_K // 2) + tl.max_contiguous(tl.arange(0, BLOCK_K // 2), PACKED_RUN)[None, :]
     d_offs = (r2.to(tl.int64) if BIG else r2) * (K // 2) + p2
     if MASK:
