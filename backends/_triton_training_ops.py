@@ -5,7 +5,7 @@ nothing here imports triton). Same plan cache and launch path as the row-wise ca
 byte, padding included); no host synchronisation (grouped offsets stay on the device).
 
 `config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
-("gluon", HALF, warps[, slabs]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
+("gluon", HALF, warps[, slabs[, maxnreg]]) for colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
 a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA under
 the Triton the Gluon kernel ran with (GLUON_TRITON), TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
@@ -122,10 +122,12 @@ def _use_gluon(config, device) -> bool:
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
-        if (len(config) not in (3, 4) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
-                or (*config[3:], 1)[0] not in (1, 2, 4)):
-            raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs]) with rows 4, 8, 16 or 32, "
-                             "warps 1 to 16 (a power of two) and slabs per tile 1, 2 or 4")
+        if (len(config) not in (3, 4, 5) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
+                or (*config[3:], 1)[0] not in (1, 2, 4)
+                or not (len(config) < 5 or (isinstance(config[4], int) and 0 <= config[4] <= 255))):
+            raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg]]) with rows 4, 8, "
+                             "16 or 32, warps 1 to 16 (a power of two), slabs per tile 1, 2 or 4 and a register cap "
+                             "0 (none) to 255")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
@@ -212,7 +214,9 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big)
-                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
+                maxnreg = given[4] if len(given) > 4 else 0  # (sweeps: a register cap, ptxas maxnreg)
+                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
+                                    {"maxnreg": maxnreg} if maxnreg else None)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
             return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
