@@ -116,7 +116,7 @@ def _gluon():
 
 
 def _use_gluon(config, device) -> bool:
-    """The Gluon kernel: config ("gluon", HALF, warps[, slabs]), or no config on CUDA where Gluon
+    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg]]), or no config on CUDA where Gluon
     is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
     Triton kernel."""
     if config is not None and config[0] == "gluon":
@@ -124,10 +124,10 @@ def _use_gluon(config, device) -> bool:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
         if (len(config) not in (3, 4, 5) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
                 or (*config[3:], 1)[0] not in (1, 2, 4)
-                or not (len(config) < 5 or (isinstance(config[4], int) and 0 <= config[4] <= 255))):
+                or not (len(config) < 5 or (type(config[4]) is int and (config[4] == 0 or 16 <= config[4] <= 255)))):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg]]) with rows 4, 8, "
                              "16 or 32, warps 1 to 16 (a power of two), slabs per tile 1, 2 or 4 and a register cap "
-                             "0 (none) to 255")
+                             "0 (none) or 16 to 255")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
