@@ -115,6 +115,12 @@ def _gluon():
     return _gluon_training
 
 
+def _gluon_shape(config) -> tuple:
+    """(rows per thread, warps, slabs, maxnreg) of ("gluon", rows per thread, warps[, slabs[, maxnreg]]):
+    slabs 1 and no register cap (0) unless given."""
+    return config[1], config[2], config[3] if len(config) > 3 else 1, config[4] if len(config) > 4 else 0
+
+
 def _use_gluon(config, device) -> bool:
     """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg]]), or no config on CUDA where Gluon
     is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
@@ -122,9 +128,9 @@ def _use_gluon(config, device) -> bool:
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
-        if (len(config) not in (3, 4, 5) or config[1] not in (4, 8, 16, 32) or config[2] not in (1, 2, 4, 8, 16)
-                or (*config[3:], 1)[0] not in (1, 2, 4)
-                or not (len(config) < 5 or (type(config[4]) is int and (config[4] == 0 or 16 <= config[4] <= 255)))):
+        half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5) else (0, 0, 0, 0)
+        if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4)
+                or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg]]) with rows 4, 8, "
                              "16 or 32, warps 1 to 16 (a power of two), slabs per tile 1, 2 or 4 and a register cap "
                              "0 (none) or 16 to 255")
@@ -195,7 +201,7 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             gluon = _use_gluon(config, device)
             if gluon:
                 given = config or ("gluon", *GLUON_CONFIGS[f"{op} swizzled" if swizzled else op])
-                half, warps, slabs = (*given[1:], 1)[:3]
+                half, warps, slabs, maxnreg = _gluon_shape(given)
                 bm, bk = BLOCK * slabs, 8 * half * warps
             else:
                 bm, bk, warps = _block_config(op, config, swizzled, row)
@@ -214,9 +220,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big)
-                maxnreg = given[4] if len(given) > 4 else 0  # (sweeps: a register cap, ptxas maxnreg)
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
-                                    {"maxnreg": maxnreg} if maxnreg else None)
+                                    {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")
             return _launch.Plan(_kernels().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps)
