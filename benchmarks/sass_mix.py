@@ -1,10 +1,10 @@
-"""The FP4 quantize kernel's sm_90 SASS, instruction mix per element, with no GPU: compiled by
-Triton's own compiler and the wheel's ptxas at the H100's shipped tile (1 x 8192, 8 warps; bf16
-NVFP4 under its register cap), disassembled by the wheel's nvdisasm. The kernel is straight-line
-code, so its static count per thread over the 32 elements a thread holds is what each element
-costs (the NVFP4 division's slow path aside). ALU-pipe and FMA-pipe instructions are counted
-apart: the ALU pipe (16 lanes) bounded MXFP4 on an H100 (Nsight Compute, docs/performance.md,
-twelfth session).
+"""The FP4 quantize kernel's sm_90 SASS, instruction mix per element, with no GPU: compiled as a
+launch specializes it (tests/test_triton_compile.py's helper: Triton's own compiler and the
+wheel's ptxas) at the H100's shipped tile (1 x 8192, 8 warps; bf16 NVFP4 under its register
+cap), disassembled by the wheel's nvdisasm. The kernel is straight-line code, so its static count
+per thread over the 32 elements a thread holds is what each element costs (the NVFP4 division's
+slow path aside). ALU-pipe and FMA-pipe instructions are counted apart: the ALU pipe (16 lanes)
+bounded MXFP4 on an H100 (Nsight Compute, docs/performance.md, twelfth session).
 
     python benchmarks/sass_mix.py [-v]      # in an environment with triton (.ci/triton-env.sh's)
 """
@@ -12,7 +12,6 @@ twelfth session).
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,43 +19,27 @@ import sys
 import tempfile
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))  # test_triton_compile's compile helper
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 ALU = {"FMNMX", "PRMT", "LOP3", "SEL", "LEA", "ISETP", "IADD3", "SHF", "SGXT", "FSETP", "VIADDMNMX", "IMNMX", "FSEL",
        "BMSK", "PLOP3", "FLO", "POPC", "BREV", "IABS"}
 FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
-def _kernels():
-    """backends/_triton_fp4.py of this checkout (mxquant.backends is mapped to backends/)."""
-    sys.path.insert(0, REPO)
-    import mxquant  # noqa: F401
-
-    spec = importlib.util.spec_from_file_location("mxquant.backends", os.path.join(REPO, "backends", "__init__.py"),
-                                                  submodule_search_locations=[os.path.join(REPO, "backends")])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["mxquant.backends"] = mod
-    spec.loader.exec_module(mod)
-    from mxquant.backends import _triton_fp4
-
-    return _triton_fp4
-
-
 def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
-    fn = _kernels().fp4_quantize_kernel
+    """fp4_quantize_kernel compiled as a launch specializes it (tests/test_triton_compile.py's
+    _aot_compile_as_launched) at the shipped tile, 8 warps."""
+    from mxquant.backends import _triton_fp4
+    from test_triton_compile import _aot_compile_as_launched
+
     c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192,
              MASK=False, EVICT="evict_last", BIG=False, INTERPRETED=False)
-    ptrs = iter([{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"])
-    sig = {n: "constexpr" if n in c else (next(ptrs) if n.endswith("_ptr") else "i32") for n in fn.arg_names}
-    div = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if sig[n] != "constexpr" and (n.endswith("_ptr") or n in div)}
-    opts = {"num_warps": 8, **({"maxnreg": maxnreg} if maxnreg else {})}
-    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=c, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                          options=opts)
+    ptrs = [{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"]
+    divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
+    return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible,
+                                    options={"maxnreg": maxnreg} if maxnreg else None)
 
 
 def opcode_mix(kernel) -> collections.Counter:

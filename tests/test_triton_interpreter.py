@@ -22,7 +22,8 @@ from cached_env import REPO, env_python
 from subproc import child_env
 
 RUNS = {  # name: (module, extra pytest arguments, interpret, the test here that reads it); the longest first
-    "training": ("tests/test_triton_training.py", (), True, "test_triton_kernels_bytes_under_the_interpreter"),
+    "training": ("tests/test_triton_training.py", ("tests/test_triton_gluon_config.py",), True,
+                 "test_triton_kernels_bytes_under_the_interpreter"),
     "fp4": ("tests/test_triton_fp4.py", ("tests/test_triton_fp4_rounding.py",), True,
             "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
     "compile": ("tests/test_triton_compile.py", (), False, "test_triton_kernels_compile_for_hopper"),

@@ -309,21 +309,6 @@ def test_bad_tile_configs_are_one_line_errors():
         ops.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "linear", (32, 48, 4))
 
 
-@pytest.mark.skipif(bool(_NO_TRITON) or ops._gluon() is None, reason="needs a Triton whose Gluon the kernel runs with")
-def test_gluon_configs_are_checked_before_any_launch():
-    """("gluon", rows per thread, warps[, slabs[, maxnreg]]): the shapes the kernel takes and a
-    register cap 0 (none) or 16-255, an int (not a bool); checked on a CUDA device object before
-    anything runs (so no GPU is needed here)."""
-    cuda = torch.device("cuda")
-    for ok in (("gluon", 8, 2), ("gluon", 8, 2, 2), ("gluon", 8, 2, 2, 0), ("gluon", 16, 4, 1, 96)):
-        assert ops._use_gluon(ok, cuda), ok
-    assert ops._gluon_shape(("gluon", 8, 2)) == (8, 2, 1, 0)
-    for bad in (("gluon", 8), ("gluon", 8, 3), ("gluon", 8, 2, 3), ("gluon", 8, 2, 2, True), ("gluon", 8, 2, 2, 8),
-                ("gluon", 8, 2, 2, 256), ("gluon", 8, 2, 2, 96, 1)):
-        with pytest.raises(ValueError, match="register cap 0 \\(none\\) or 16 to 255"):
-            ops._use_gluon(bad, cuda)
-
-
 def test_triton_claims_the_training_calls():
     """Claimed in capabilities.ops with a callable each (loads anywhere: triton imports on a call);
     the FP4 calls are its other claims (tests/test_triton_fp4.py)."""
