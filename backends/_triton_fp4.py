@@ -181,7 +181,15 @@ def fp4_quantize_kernel(
         tl.store(data_ptr + d_offs, packed, mask=(r2 < M) & (p2 < K // 2))
     else:
         tl.store(data_ptr + d_offs, packed)
-    if SWIZZLED:  # 4 adjacent scale bytes of a row in one 32-bit store (NB % 4 == 0)
+    _store_scales(sbyte, scale_ptr, r2, sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)
+
+
+@triton.jit
+def _store_scales(sbyte, scale_ptr, r2, sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED: tl.constexpr,
+                  BLOCK_M: tl.constexpr, NB: tl.constexpr):
+    """The scale bytes (BLOCK_M, NB) of rows r2 (BLOCK_M, 1) and groups sblk: linear, or in the
+    128x4 layout, 4 adjacent bytes of a row in one 32-bit store (NB % 4 == 0)."""
+    if SWIZZLED:
         word, w_offs, g2 = _scale_words(sbyte, r2, pid_k * (NB // 4), scale_cols, BLOCK_M, NB)
         w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
         tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))

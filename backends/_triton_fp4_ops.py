@@ -6,9 +6,10 @@ included). NVFP4 without a global scale is two launches: the finite amax (an int
 into a zeroed int32), then the quantize kernel, which derives g from it on the device (no host
 synchronisation).
 
-`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg]), powers of two, BLOCK_K >= the
-group (32 / 16; 4 groups for the swizzled layout, whose scale words pack 4), maxnreg the quantize
-kernel's register cap on CUDA (0: none); None picks FP4_CONFIGS by card class and
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg[, pack]]), powers of two, BLOCK_K >=
+the group (32 / 16; 4 groups for the swizzled layout, whose scale words pack 4), maxnreg the
+quantize kernel's register cap on CUDA (0: none), pack the elements of one PTX block of the NVFP4
+kernel for 2-byte input (1-8, default 8); None picks FP4_CONFIGS by card class and
 NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
 (tests/test_triton_fp4.py)."""
 
@@ -53,6 +54,11 @@ reciprocal per group instead of div.rn.f32: exact, but 1.10-1.90x the division's
 same tile and cap (107 registers with the division's fallback branch, 165 with the FMA path
 alone), so it was not kept (docs/performance.md, eighth session)."""
 
+NV_DIVISION_FREE = True
+"""NVFP4 of bf16 / fp16 input by backends/_triton_nvfp4.py's kernel (a reciprocal per group, the
+division only in flagged groups); False: backends/_triton_fp4.py's, one IEEE division per element
+(fp32 input always; benchmarks/sweep_nvfp4_division_free.py times the two side by side)."""
+
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
@@ -61,6 +67,13 @@ def _kernels():
     from . import _triton_fp4
 
     return _triton_fp4
+
+
+@functools.lru_cache(maxsize=None)
+def _nv_kernels():
+    from . import _triton_nvfp4
+
+    return _triton_nvfp4
 
 
 def _card(device):
@@ -136,11 +149,19 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
         maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
-        constexprs = dict(NV=nv, GIVEN=given, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors",
-                          X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
+        constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
-        return _launch.Plan(_kernels().fp4_quantize_kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
+        if nv and x.dtype != torch.float32 and NV_DIVISION_FREE:  # backends/_triton_nvfp4.py
+            kernel = _nv_kernels().nvfp4_quantize_kernel
+            per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
+            pack = config[4] if config is not None and len(config) > 4 else 8
+            constexprs.update(NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
+                              PACK=max(1, min(pack, per_thread)))
+        else:
+            kernel = _kernels().fp4_quantize_kernel
+            constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
+        return _launch.Plan(kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
                             warps, {"maxnreg": maxnreg} if maxnreg else None)
 
     p = _launch.plan(key, make)

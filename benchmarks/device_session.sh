@@ -3,7 +3,7 @@
 # and JSON under $OUT/s, packed into $OUT/session.tgz after every step (the device tool brings
 # back at most 8 files, so the one archive is what to read). Steps are named on the command line:
 #   bash benchmarks/device_session.sh gpucheck convprof tests verify training small_m quantize fp4 convert sweep gluon focus checks host
-#   fp4tests fp4sweep grouped nvfp4
+#   fp4tests fp4sweep grouped nvfp4 nvfree
 # Run after `bash .whl/install-carried.sh && export PYTHONPATH=/tmp/site:$PWD && python3 -m pip
 # install -q --no-deps --no-build-isolation -e .` (see the developers' guide). `python3 -m pip`,
 # not `pip`: on the device image `pip` is /usr/local/bin/pip and `python3` a venv's, so a bare
@@ -96,6 +96,7 @@ for s in "$@"; do
     nvfp4)    step nvfp4 150 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_fp4.py -k "nvfp4 or thresholds or register" ;;
     grouped)  step grouped 120 python3 -m pytest -q -rfE -m cuda -p no:cacheprovider tests/test_triton_training.py -k "token or grouped" ;;
     fp4sweep) step fp4sweep 240 python3 -u benchmarks/sweep_fp4_tokens.py "$S/fp4_tokens.json" ;;
+    nvfree)   step nvfree 300 python3 -u benchmarks/sweep_nvfp4_division_free.py "$S/nvfree.json" ;;  # NVFP4 2-byte kernels A/B
     gluon)    step gluon 130 python3 -u benchmarks/sweep_gluon.py "$S/gluon.json" ;;
     *) echo "unknown step $s" | tee -a "$S/steps.txt"; failed=$((failed + 1)) ;;
   esac

@@ -272,19 +272,20 @@ def test_cuda_big_shapes_and_public_calls(hp):
 @cuda_only
 @pytest.mark.cuda
 def test_cuda_nvfp4_kernel_compiles_under_its_register_cap():
-    """The NVFP4 quantize kernel for bf16 input is compiled with ptxas's register cap of this card's
-    class (ops.NVFP4_MAXNREG; none for classes it does not list), the MXFP4 one without, and the
-    capped kernel's bytes are the oracle's."""
+    """The NVFP4 quantize kernel for bf16 input (backends/_triton_nvfp4.py's) is compiled with
+    ptxas's register cap of this card's class (ops.NVFP4_MAXNREG; none for classes it does not
+    list), the MXFP4 one without, and the capped kernel's bytes are the oracle's."""
     from mxquant.backends import _triton_launch
 
     x = _random((1024, 8192), 11, torch.bfloat16, "cuda")
     _triton_launch._PLANS.clear()
     check_nvfp4(x, True, "linear", name="capped")
     check_mxfp4(x, "rceil", "linear", name="uncapped")
-    plans = [p for p in _triton_launch._PLANS.values() if p.kernel is ops._kernels().fp4_quantize_kernel]
+    kernels = (ops._kernels().fp4_quantize_kernel, ops._nv_kernels().nvfp4_quantize_kernel)
+    plans = [p for p in _triton_launch._PLANS.values() if p.kernel in kernels]
     cap = ops.NVFP4_MAXNREG.get(ops._card(x.device))
-    regs = {p.constexprs["NV"]: p.compiled.n_regs for p in plans if p.compiled is not None}
-    assert {p.constexprs["NV"]: p.options.get("maxnreg") for p in plans} == {True: cap, False: None}
+    regs = {p.kernel is kernels[1]: p.compiled.n_regs for p in plans if p.compiled is not None}
+    assert {p.kernel is kernels[1]: p.options.get("maxnreg") for p in plans} == {True: cap, False: None}
     assert cap is None or not regs or regs[True] <= cap, regs
 
 

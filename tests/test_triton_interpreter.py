@@ -1,6 +1,7 @@
 """The Triton backend's kernels checked on a machine without a GPU, so that CI runs them: the
 main environment holds no triton (on purpose: it would change what the rest of the suite
-sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py, tests/test_triton_fp4.py,
+sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py, tests/test_triton_fp4.py
+(with test_triton_fp4_rounding.py and test_triton_nvfp4.py),
 tests/test_triton_dequant.py and tests/test_triton_compile.py in a side environment that adds Triton 3.6
 to the main one (.ci/triton-env.sh, cached; built in seconds from PyPI):
 - under TRITON_INTERPRET=1: every training kernel, byte for byte against the NumPy oracle and
@@ -24,13 +25,13 @@ from subproc import child_env
 RUNS = {  # name: (module, extra pytest arguments, interpret, the test here that reads it); the longest first
     "training": ("tests/test_triton_training.py", ("tests/test_triton_gluon_config.py",), True,
                  "test_triton_kernels_bytes_under_the_interpreter"),
-    "fp4": ("tests/test_triton_fp4.py", ("tests/test_triton_fp4_rounding.py",), True,
+    "fp4": ("tests/test_triton_fp4.py", ("tests/test_triton_fp4_rounding.py", "tests/test_triton_nvfp4.py"), True,
             "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
     "compile": ("tests/test_triton_compile.py", (), False, "test_triton_kernels_compile_for_hopper"),
     "kgroup": ("tests/test_triton_kgroup.py", (), True, "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
     "dequant": ("tests/test_triton_dequant.py", (), True,
                 "test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper"),
-    "fp4 compile": ("tests/test_triton_fp4.py", ("-k", "compile"), False,
+    "fp4 compile": ("tests/test_triton_fp4.py", ("tests/test_triton_nvfp4.py", "-k", "compile"), False,
                     "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
     "kgroup compile": ("tests/test_triton_kgroup.py", ("-k", "sm90"), False,
                        "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
@@ -84,12 +85,12 @@ def test_triton_kernels_compile_for_hopper(runs):
 
 
 def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper(runs):
-    """tests/test_triton_fp4.py and test_triton_fp4_rounding.py: the MXFP4 / NVFP4 kernels byte for
-    byte under the interpreter, then (without it) test_triton_fp4.py's compiled for sm_90."""
+    """tests/test_triton_fp4.py, test_triton_fp4_rounding.py and test_triton_nvfp4.py: the MXFP4 /
+    NVFP4 kernels byte for byte under the interpreter, then (without it) compiled for sm_90."""
     passed, tail = runs["fp4"].result()
-    assert passed >= 60, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box); 63 on 2026-12-06
+    assert passed >= 65, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box); 67 on 2026-12-06
     passed, tail = runs["fp4 compile"].result()
-    assert passed == 6, tail  # the kernels compile; the packed bytes' store needs no shared memory; per input dtype
+    assert passed == 8, tail  # the kernels compile (the NVFP4 2-byte one too); the packed bytes' store needs no shared memory
 
 
 def test_triton_kgroups_under_the_interpreter_and_for_hopper(runs):

@@ -1,0 +1,202 @@
+"""Triton kernel of the `triton` backend's NVFP4 quantize for 2-byte input (bf16, fp16): the
+contract's bytes (docs/semantics.md, "NVFP4") without an IEEE division per element. fp32 input,
+MXFP4, the global amax and dequantize stay in backends/_triton_fp4.py, whose helpers this uses.
+
+- Whole groups per thread: x is loaded as two (BLOCK_M, NB, 8) halves (the first and the last 8
+  elements of every group of 16), one 16-byte load each, so a thread holds both halves of its
+  groups: the group's amax, scale and flag are computed once per group, not in each of the two
+  threads a group's 16 elements span when loaded as one row (which duplicated that work and
+  shuffled the amax).
+- Elements: y' = RN(x * r), r = RN(g / scale) per group (no division per element), made exact by
+  _nv_flag: a group where y' could round to another nibble than y = RN(x / RN(scale / g)) is
+  divided as the contract says (_nv_quotient: a branch around div.rn.f32 that other groups never
+  take). y' + 0 turns -0 into +0, so y's sign bit is the nibble's (compressed-tensors: +0 for
+  +-0), put in place per packed byte by multiplications as MXFP4's (the FMA pipe).
+- The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
+
+tests/test_nvfp4_reciprocal.py checks both identities on every x of both dtypes against IEEE
+division; tests/test_triton_fp4.py the kernel byte for byte against the NumPy oracle.
+"""
+
+import triton
+import triton.language as tl
+
+from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales
+from ._triton_kernels import _amax_bits, _to_f32
+
+
+@triton.jit
+def _rn_x(v, X_KIND: tl.constexpr, INTERPRETED: tl.constexpr):
+    """fp32 v rounded to x's dtype, RN_x: the hardware's conversion (cvt.rn, subnormals kept), or
+    under the interpreter (whose bf16 cast flushes them) _round_x's from the bits."""
+    if INTERPRETED:
+        return _round_x(v, X_KIND)
+    return v.to(tl.bfloat16 if X_KIND == 1 else tl.float16).to(tl.float32)
+
+
+@triton.jit
+def _e4m3_scale(per):
+    """e4m3 of per (fp32, 0 <= per <= 448; NaN for a NaN / Inf group, whose byte is replaced):
+    (byte, value), rounded to nearest even in fp32 arithmetic: per + 2**(e + 20), e = max(per's
+    exponent, -6), has the e4m3 step 2**(e - 3) as its ulp (below 2**-6 the subnormal step
+    2**-9), and subtracting it back is exact; the byte is the bits of value * 2**-120 shifted by
+    20 (an e4m3 normal's exponent field is its fp32 one - 120; a subnormal's mantissa lands on
+    bits 20-22 of a subnormal fp32)."""
+    e = tl.maximum(per.to(tl.int32, bitcast=True) & 0x7F800000, 121 << 23).to(tl.float32, bitcast=True)
+    big = e * 1048576.0
+    v = tl.minimum((per + big) - big, 448.0)
+    return (v * 7.52316384526264e-37).to(tl.int32, bitcast=True) >> 20, v   # 2**-120
+
+
+@triton.jit
+def _nv_flag(d, X_KIND: tl.constexpr):
+    """Groups whose y' = RN(x * r), r = RN(g / scale), may round to another nibble than the
+    contract's y = RN(x / RN(scale / g)); d is scale / g within 3 fp32 steps (RN(scale * RN(1 /
+    g))). r * RN(scale / g) is within 2 * 2**-24 of 1, so y' is within 3 steps of y, and their
+    nibbles can differ only where x / (scale / g) is within 4 steps of an e2m1 rounding midpoint m
+    (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k * 2**j / 4 with k = 1, 3, 5, 7): where some x of the
+    dtype lies within 8 * 2**-24 (relative) of k * d * 2**(j - 2), which is within 12 fp32 steps
+    of k * d's own bits from the grid of the dtype's significand over every exponent (its
+    subnormals are on that grid too). Flagged: k * d within 32 steps of that grid (the bits below
+    the significand: 16 for bf16, 13 for fp16), and d outside [2**-120, DMAX): below it scale / g
+    may not be a normal fp32 (whose rounding error the bound takes), above it r could be so small
+    that a nonzero x gives y' = 0 (bf16: d >= 2**13, r < 2**-13; fp16 2**122)."""
+    SH: tl.constexpr = 16 if X_KIND == 1 else 19          # (bits + 32) mod 2**(32 - SH) <= 64, shifted up
+    t1 = (d.to(tl.uint32, bitcast=True) << SH) + (32 << SH)
+    t3 = ((d * 3.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
+    t5 = ((d * 5.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
+    t7 = ((d * 7.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
+    DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
+    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= (64 << SH)) | (d < 2.0**-120) | (d >= DMAX)
+
+
+def _nv_quotient_ptx(n: int = 8) -> str:
+    """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
+    y = x * r + 0; where a flag of the n is set (a branch around the rest), y = x / (scale / g) + 0
+    (div.rn.f32) where it is 1 and y = 0 where it is 2 (a NaN / Inf group)."""
+    x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
+    lines = [".reg .pred p;", ".reg .b32 f;", ".reg .f32 d;"]
+    lines += [f"fma.rn.f32 ${i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
+    lines += [f"or.b32 f, {f(0)}, {f(1)};"] + [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
+    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
+    for i in range(n):
+        lines += [f"div.rn.f32 d, {s(i)}, {g(i)};", f"div.rn.f32 d, {x(i)}, d;", "add.rn.f32 d, d, 0f00000000;",
+                  f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 ${i}, 0f00000000, d, p;"]
+    lines += ["DONE:"]
+    for i in range(n):
+        lines += [f"abs.f32 d, ${i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+def _constraints(n: int) -> str:
+    return ",".join(["=f"] * (2 * n) + ["f"] * (4 * n) + ["r"] * n)
+
+
+NV_QUOTIENT8, NV_QUOTIENT4, NV_QUOTIENT2, NV_QUOTIENT1 = (tl.constexpr(_nv_quotient_ptx(n)) for n in (8, 4, 2, 1))
+_NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.constexpr(_constraints(n)) for n in (8, 4, 2, 1))
+
+
+@triton.jit
+def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
+    """(y + 0, min(|y|, 6)), fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where
+    flag (int32) is 1 (_nv_flag) the contract's RN(x / RN(s / g)), where it is 2 (a NaN / Inf
+    group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX, the divisions behind a
+    branch that unflagged groups never take."""
+    if INTERPRETED:
+        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
+        y = tl.where(flag == 2, 0.0, y)
+        return y, tl.minimum(tl.abs(y), 6.0)
+    args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
+    if PACK == 8:
+        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, (tl.float32, tl.float32), True, 8)
+    elif PACK == 4:
+        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, (tl.float32, tl.float32), True, 4)
+    elif PACK == 2:
+        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, (tl.float32, tl.float32), True, 2)
+    else:
+        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, (tl.float32, tl.float32), True, 1)
+
+
+@triton.jit
+def _e2m1_code(a):
+    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6), as _triton_fp4._e2m1."""
+    m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0
+    normal = (((a + m) - m).to(tl.int32, bitcast=True) >> 22) - 252
+    sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000
+    return tl.where(a < 1.0, sub, normal)
+
+
+@triton.jit
+def _store_half(x, r, sv, g, fl, data_ptr, rb, sblk, HALF: tl.constexpr, M, K, MASK: tl.constexpr,
+                BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Quantizes one half (BLOCK_M, NB, 8) of the groups, x, and stores its 4 packed bytes a group
+    at byte 4 * HALF of the group's 8 (element 2j in the low nibble; the sign bits from y's by
+    umulhi; a NaN / Inf group's y are 0, so are its bytes)."""
+    y, a = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
+    lo, hi = tl.split(tl.reshape(_e2m1_code(a), (BLOCK_M, NB, 4, 2)))
+    y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
+    # sign bits by integer multiply-adds (the FMA pipe): umulhi(b, 2) is b >> 31
+    packed = ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
+    p3 = (sblk * 8 + 4 * HALF)[None, :, None] + tl.max_contiguous(tl.arange(0, 4), 4)[None, None, :]
+    offs = rb * (K // 2) + p3
+    if MASK:
+        tl.store(data_ptr + offs, packed, mask=(rb < M) & (p3 < K // 2))
+    else:
+        tl.store(data_ptr + offs, packed)
+
+
+@triton.jit
+def nvfp4_quantize_kernel(
+    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
+    M, K, stride_xm, scale_rows, scale_cols, n_k,
+    GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr,
+):
+    """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
+    else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
+    16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too)."""
+    NB: tl.constexpr = BLOCK_K // 16
+    tile = tl.program_id(0)
+    if NK_SHIFT >= 0:  # n_k a power of two (K <= BLOCK_K: 1): no integer division
+        pid_m = tile >> NK_SHIFT
+        pid_k = tile & ((1 << NK_SHIFT) - 1)
+    else:
+        pid_m = tile // n_k
+        pid_k = tile % n_k
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    sblk = pid_k * NB + tl.arange(0, NB)
+    r3 = rows[:, None, None]
+    rb = r3.to(tl.int64) if BIG else r3
+    c3 = (sblk * 16)[None, :, None] + tl.arange(0, 8)[None, None, :]   # each group's first 8 elements
+    ptr = x_ptr + rb * stride_xm + c3
+    if MASK:
+        inside = (r3 < M) & (c3 < K)
+        x0 = tl.load(ptr, mask=inside, other=0.0, eviction_policy=EVICT)
+        x1 = tl.load(ptr + 8, mask=inside, other=0.0, eviction_policy=EVICT)
+    else:
+        x0 = tl.load(ptr, eviction_policy=EVICT)
+        x1 = tl.load(ptr + 8, eviction_policy=EVICT)
+    x0 = _to_f32(x0, INTERPRETED)
+    x1 = _to_f32(x1, INTERPRETED)
+    amax = tl.maximum(_amax_bits(x0, 2, INTERPRETED), _amax_bits(x1, 2, INTERPRETED))  # (BM, NB) bits
+    special = amax >= _FP32_INF                                         # a NaN or an Inf in the group
+    if GIVEN:
+        g = tl.load(g_ptr)
+    else:
+        g = _global_scale(tl.load(g_ptr), X_KIND)
+    tl.store(g_out_ptr, g, mask=tile == 0)
+    # group scale: e4m3(min(g * RN_x(amax / 6), 448)), 0 -> 0.125 (0x20), NaN group -> 0x7F;
+    # RN_x(amax * RN(1 / 6)) is RN_x(RN(amax / 6)) for every bf16 / fp16 amax
+    per = tl.minimum(g * _rn_x(amax.to(tl.float32, bitcast=True) * 0.1666666716337204, X_KIND, INTERPRETED), 448.0)
+    sbyte, sval = _e4m3_scale(per)
+    sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
+    sval = tl.where(sval == 0.0, 0.125, sval)
+    if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
+        sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
+    r = tl.math.div_rn(g, sval)[:, :, None]                             # RN(g / scale)
+    fl = tl.where(special, 2, _nv_flag(sval * tl.math.div_rn(1.0, g), X_KIND).to(tl.int32))[:, :, None]
+    sv = sval[:, :, None]
+    _store_half(x0, r, sv, g, fl, data_ptr, rb, sblk, 0, M, K, MASK, BLOCK_M, NB, PACK, INTERPRETED)
+    _store_half(x1, r, sv, g, fl, data_ptr, rb, sblk, 1, M, K, MASK, BLOCK_M, NB, PACK, INTERPRETED)
+    _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)

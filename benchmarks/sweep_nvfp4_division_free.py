@@ -1,0 +1,109 @@
+"""NVFP4 quantize of bf16 / fp16 input: backends/_triton_nvfp4.py's kernel (y = x * RN(g / s) per
+group, the division only in flagged groups) against backends/_triton_fp4.py's (an IEEE division
+per element; ops.NV_DIVISION_FREE = False), one CUDA GPU, one process:
+
+    python3 benchmarks/sweep_nvfp4_division_free.py OUT.json
+
+8192x8192 and 16384x8192, bf16 and fp16, linear and swizzled scales, g given (the tensor's own)
+and computed (an amax pass first). The new kernel at the shipped tile (1 x 8192) with 8 and 16
+warps, register caps 0 (none) / 64 / 80, PTX blocks of 4 and 8 elements (GIVEN, COMPUTED); the
+old one at its shipped config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the
+randn input, on a g = 1 input whose quotients sit on the rounding midpoints (every group divided:
+the worst case, timed too) and on a tensor with NaN / Inf rows (`exact`). Times:
+triton.testing.do_bench medians beside a copy of x in the same process; % of copy: (2 + 0.5 +
+1/16 bytes a element) over the copy's 4. One JSON line per case; the list written to OUT.json
+after each shape.
+"""
+import json
+import sys
+
+import torch
+from triton.testing import do_bench
+
+from mxquant.backends import _triton_fp4_ops as f4
+from mxquant.backends import _triton_launch
+
+res = []
+GIVEN = {torch.bfloat16: [(8, 0, 8), (8, 64, 8), (8, 80, 8), (16, 0, 8), (16, 64, 8), (8, 0, 4)],
+         torch.float16: [(8, 0, 8), (8, 64, 8), (16, 0, 8)]}
+COMPUTED = [(8, 0, 8), (8, 64, 8)]
+"""(warps, register cap (0: none), elements per PTX block) at the 1 x 8192 tile."""
+MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+
+
+def rec(**r):
+    res.append(r)
+    print(json.dumps(r), flush=True)
+
+
+def midpoint_input(m, k, dtype, gen):
+    """Groups of 16 led by 6 * s (s a power of two, so with g = 1 d = s) and 15 elements m * s:
+    with g = 1 every quotient is a rounding midpoint and every group is flagged."""
+    s = 2.0 ** torch.randint(-6, 6, (m, k // 16, 1), generator=gen).float()
+    v = MIDPOINTS[torch.randint(0, 7, (m, k // 16, 16), generator=gen)] * s
+    v = torch.where(torch.rand(v.shape, generator=gen) < 0.5, -v, v)
+    v[..., 0] = 6 * s[..., 0]
+    return v.reshape(m, k).to(dtype).cuda()
+
+
+def run(x, g, layout, config, old):
+    f4.NV_DIVISION_FREE = not old
+    _triton_launch._PLANS.clear()
+    try:
+        return [t.clone() for t in f4.nvfp4_quantize(x, g, "compressed-tensors", layout, config)]
+    finally:
+        f4.NV_DIVISION_FREE = True
+
+
+def same(a, b):
+    return all(torch.equal(u.view(torch.uint8), v.view(torch.uint8)) for u, v in zip(a, b))
+
+
+def main(path):
+    gen = torch.Generator().manual_seed(0)
+    for m, k in ((8192, 8192), (16384, 8192)):
+        for dtype in (torch.bfloat16, torch.float16):
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            special = x.clone()
+            special[7, 100] = float("nan")
+            special[9, 5000] = float("inf")
+            mid = midpoint_input(m, k, dtype, gen)
+            one = torch.ones(1, device="cuda")
+            dst = torch.empty_like(x)
+            copy_us = do_bench(lambda: dst.copy_(x), warmup=5, rep=40) * 1e3
+            rec(shape=f"{m}x{k}", dtype=str(dtype), what="copy", us=round(copy_us, 2))
+            g_own = f4.nvfp4_quantize(x, None, "compressed-tensors", "linear")[2].clone()
+            for layout in ("linear", "swizzled"):
+                for given in (True, False):
+                    g = g_own if given else None
+                    want = [run(x, g, layout, None, True), run(special, g, layout, None, True),
+                            run(mid, one, layout, None, True)]
+                    shapes = GIVEN[dtype] if given else COMPUTED
+                    variants = [("old", None)] + [("new", (1, 8192, *v)) for v in shapes]
+                    for name, cfg in variants:
+                        old = name == "old"
+                        r = dict(shape=f"{m}x{k}", dtype=str(dtype), layout=layout, given=given, kernel=name, cfg=cfg)
+                        try:
+                            got = [run(x, g, layout, cfg, old), run(special, g, layout, cfg, old),
+                                   run(mid, one, layout, cfg, old)]
+                            r["exact"] = [same(a, b) for a, b in zip(got, want)]
+                            f4.NV_DIVISION_FREE = not old
+                            _triton_launch._PLANS.clear()
+                            us = do_bench(lambda: f4.nvfp4_quantize(x, g, "compressed-tensors", layout, cfg),
+                                          warmup=5, rep=40) * 1e3
+                            r.update(us=round(us, 2), pct=round(100 * copy_us / us * (2.5 + 1 / 16) / 4, 1))
+                            if given and (name == "old" or cfg == (1, 8192, 8, 64, 8)):  # every group divided
+                                us = do_bench(lambda: f4.nvfp4_quantize(mid, one, "compressed-tensors", layout, cfg),
+                                              warmup=5, rep=40) * 1e3
+                                r.update(midpoint_us=round(us, 2))
+                        except Exception as e:  # a variant that does not compile or launch
+                            r["err"] = f"{type(e).__name__}: {str(e)[:300]}"
+                        finally:
+                            f4.NV_DIVISION_FREE = True
+                        rec(**r)
+            json.dump(res, open(path, "w"), indent=1)
+    json.dump(res, open(path, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

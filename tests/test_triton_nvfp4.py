@@ -1,0 +1,109 @@
+"""The `triton` backend's NVFP4 kernel for bf16 / fp16 input (backends/_triton_nvfp4.py: a
+reciprocal per group, the IEEE division only in groups its rule flags), byte for byte against the
+NumPy oracle (tests/fp4_oracle.py) where its two paths meet: every group flagged (g = 1 with the
+quotients on the rounding midpoints), none, and both in one tile beside NaN / Inf groups, at every
+PTX block size; and compiled for sm_90. tests/test_nvfp4_reciprocal.py checks the rule itself on
+every x of both dtypes. Runs as tests/test_triton_fp4.py does: "cpu" under Triton's interpreter in
+the side environment (tests/test_triton_interpreter.py), "cuda" on a GPU."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mxquant.backends import _triton_fp4_ops as ops
+
+import fp4_oracle as oracle
+from test_nvfp4_reciprocal import E4M3, NEAR, flagged
+from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile_as_launched
+from test_triton_fp4 import _flat
+from test_triton_training import DEVS, poisoned_outputs  # noqa: F401  (autouse fixture)
+from training_helpers import LAYOUTS, assert_bytes
+
+HALF = [torch.bfloat16, torch.float16]
+MIDPOINTS = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+CONFIGS = [None, (4, 256, 4, 0, 1), (2, 512, 2, 0, 2), (1, 1024, 1, 0, 4)]  # PTX blocks of 8 / 1 / 2 / 4
+
+
+def _check(x, g, layout, config, name):
+    gt = torch.tensor([g], dtype=torch.float32, device=x.device)
+    data, scale, g_out = ops.nvfp4_quantize(x, gt, "compressed-tensors", layout, config)
+    want_data, want_scale, _ = oracle.nvfp4_quantize(x.cpu(), g, layout)
+    assert g_out.item() == np.float32(g)
+    assert_bytes(data.cpu(), want_data, f"{name} data")
+    assert_bytes(_flat(scale.cpu(), layout), want_scale, f"{name} scale")
+
+
+def _groups(dtype, g: float, rows: int, rng) -> torch.Tensor:
+    """(rows, 256) of groups of 16 whose amax gives scales over all of e4m3's range; the other 15
+    elements are the dtype's values nearest m * d (m a rounding midpoint, d = RN(s / g)) and 1-2
+    steps beside them, either sign; a NaN and an Inf group in row 1."""
+    x = np.zeros((rows, 16, 16), np.float32)
+    for r, j in itertools.product(range(rows), range(16)):
+        s = float(rng.choice(E4M3[E4M3 >= 2.0**-6]))
+        a = float(oracle.round_to(6.0 * s / g, dtype))
+        if not np.isfinite(a) or a == 0:
+            continue
+        p = min(float(np.float32(g * oracle.round_to(a / 6.0, dtype))), 448.0)
+        d = np.float32(np.float32(oracle.round_grid(np.array(p), 3, -6)) / np.float32(g))
+        v = torch.tensor(rng.choice(MIDPOINTS, 15) * float(d), dtype=torch.float32).to(dtype)
+        bits = v.view(torch.int16).to(torch.int32) + torch.from_numpy(rng.integers(-2, 3, 15)).to(torch.int32)
+        v = bits.to(torch.int16).view(dtype).float().numpy()
+        v = np.where(np.abs(v) < a, v, 0) * rng.choice([-1, 1], 15)
+        x[r, j] = [a, *v]
+    x = torch.from_numpy(x.reshape(rows, 256)).to(dtype)
+    x[1, 16:32] = float("nan")
+    x[1, 33] = float("inf")
+    return x
+
+
+def _partly_flagged_g(kind: str) -> float:
+    """A global scale of data (2688 / amax) under which _nv_flag's rule divides some e4m3 scales
+    and not others (the first of a fixed search)."""
+    for amax in 2.0 ** np.linspace(-8, 8, 4001):
+        g = float(np.float32(np.float32(1) / np.float32(amax)) * np.float32(2688))
+        share = flagged(E4M3, g, kind).mean()
+        if 0.05 < share < 0.5:
+            return g
+    raise AssertionError("no partly flagged g found")
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", HALF, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
+    """g = 1 on midpoint quotients (every group flagged), a g built so that d lies one step from
+    the midpoints (every group flagged), a g of data that flags some scales, and a plain one:
+    every config (so every PTX block size)."""
+    rng = np.random.default_rng(7)
+    kind = "bf16" if hp == torch.bfloat16 else "fp16"
+    configs = CONFIGS if dev == "cuda" else CONFIGS[:2]  # (the interpreter has no PTX blocks)
+    for g, config in itertools.product((1.0, NEAR[0], _partly_flagged_g(kind), 2688.0 / 3.1), configs):
+        x = _groups(hp, g, 6, rng).to(dev)
+        _check(x, g, layout, config, f"g {g} config {config}")
+
+
+@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
+@pytest.mark.parametrize("hp", ["*bf16", "*fp16"])
+def test_nvfp4_half_kernel_compiles_for_sm90(hp):
+    """At the shipped tile of every card class (with its register cap) and at small tiles with
+    every PTX block size, masked or not: compiles for sm_90; its only divisions are IEEE ones
+    that keep subnormals (div.rn.f32 for r and the flagged groups), no .ftz anywhere."""
+    from mxquant.backends import _triton_nvfp4 as k
+
+    dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
+    shapes = [(*ops._config(8192, 8192, 16, swz, "quantize", None, None, card=card), card, swz)
+              for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
+    shapes += [(4, 256, 4, None, False), (2, 512, 2, None, True), (1, 1024, 1, None, False)]
+    for (bm, bk, warps, card, swz), given in itertools.product(shapes, (False, True)):
+        per_thread = bm * bk // 2 // (32 * warps)
+        c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
+                 EVICT="evict_last", BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=min(8, per_thread))
+        cap = ops._maxnreg(True, None, dtype, card) if card else None
+        ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
+                                      c, warps, None, options={"maxnreg": cap} if cap else None)
+        ptx = ck.asm["ptx"]
+        assert "div.rn.f32" in ptx and "div.full" not in ptx and "div.approx" not in ptx and ".ftz" not in ptx, c
