@@ -40,8 +40,11 @@ after the packed-byte store changed) kept 1 x 8192 with 8 warps first for MXFP4.
 not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
 
 NVFP4_MAXNREG = {"default": 64}
-"""Register cap (ptxas maxnreg) of the NVFP4 quantize kernel for bf16 input on CUDA, per card
-class (others: none). The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
+"""Register cap (ptxas maxnreg) of backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input
+on CUDA, per card class (others: none); since 2026-12-06 (thirteenth session) bf16 goes to
+backends/_triton_nvfp4.py's kernel, uncapped (benchmarks/sweep_nvfp4_division_free.py on an H100:
+the cap of 64 spilled and cost it 17-20% linear, 80 and none alike), so this applies only with
+NV_DIVISION_FREE off. The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
 warps, bf16 with linear scales, the cap of 64 took the kernel from 67 registers to 64 (4 bytes of
 spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /
 194.1 us against 110.1 / 210.6 at 8192x8192 / 16384x8192), and bench_fp4.py, a call later,
@@ -100,10 +103,11 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
 
 def _maxnreg(nv: bool, config, x_dtype, card: str):
     """The quantize kernel's register cap on CUDA: a config's 4th entry (0: none;
-    benchmarks/sweep_fp4_tokens.py varies it), else NVFP4_MAXNREG's for bf16 NVFP4 input."""
+    benchmarks/sweep_fp4_tokens.py varies it), else NVFP4_MAXNREG's for bf16 NVFP4 input on
+    backends/_triton_fp4.py's kernel (NV_DIVISION_FREE off)."""
     if config is not None and len(config) > 3:
         return config[3] or None
-    return NVFP4_MAXNREG.get(card) if nv and x_dtype == torch.bfloat16 else None
+    return NVFP4_MAXNREG.get(card) if nv and x_dtype == torch.bfloat16 and not NV_DIVISION_FREE else None
 
 
 def _next_pow2(n: int) -> int:

@@ -75,16 +75,19 @@ def _nv_quotient_ptx(n: int = 8) -> str:
     y = x * r + 0; where a flag of the n is set (a branch around the rest), y = x / (scale / g) + 0
     (div.rn.f32) where it is 1 and y = 0 where it is 2 (a NaN / Inf group)."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
-    lines = [".reg .pred p;", ".reg .b32 f;", ".reg .f32 d;"]
-    lines += [f"fma.rn.f32 ${i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
-    lines += [f"or.b32 f, {f(0)}, {f(1)};"] + [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
+    # every input is read before any output is written: LLVM may give an output the register of
+    # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
+    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, y<{n}>;"]
+    lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
+    lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
+    lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
     lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
     for i in range(n):
         lines += [f"div.rn.f32 d, {s(i)}, {g(i)};", f"div.rn.f32 d, {x(i)}, d;", "add.rn.f32 d, d, 0f00000000;",
-                  f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 ${i}, 0f00000000, d, p;"]
+                  f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
     for i in range(n):
-        lines += [f"abs.f32 d, ${i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
+        lines += [f"mov.b32 ${i}, y{i};", f"abs.f32 d, y{i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
@@ -127,22 +130,16 @@ def _e2m1_code(a):
 
 
 @triton.jit
-def _store_half(x, r, sv, g, fl, data_ptr, rb, sblk, HALF: tl.constexpr, M, K, MASK: tl.constexpr,
-                BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
-    """Quantizes one half (BLOCK_M, NB, 8) of the groups, x, and stores its 4 packed bytes a group
-    at byte 4 * HALF of the group's 8 (element 2j in the low nibble; the sign bits from y's by
-    umulhi; a NaN / Inf group's y are 0, so are its bytes)."""
+def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
+               INTERPRETED: tl.constexpr):
+    """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
+    (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits from y's by integer
+    multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
+    its bytes."""
     y, a = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
     lo, hi = tl.split(tl.reshape(_e2m1_code(a), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
-    # sign bits by integer multiply-adds (the FMA pipe): umulhi(b, 2) is b >> 31
-    packed = ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
-    p3 = (sblk * 8 + 4 * HALF)[None, :, None] + tl.max_contiguous(tl.arange(0, 4), 4)[None, None, :]
-    offs = rb * (K // 2) + p3
-    if MASK:
-        tl.store(data_ptr + offs, packed, mask=(rb < M) & (p3 < K // 2))
-    else:
-        tl.store(data_ptr + offs, packed)
+    return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
 
 
 @triton.jit
@@ -197,6 +194,15 @@ def nvfp4_quantize_kernel(
     r = tl.math.div_rn(g, sval)[:, :, None]                             # RN(g / scale)
     fl = tl.where(special, 2, _nv_flag(sval * tl.math.div_rn(1.0, g), X_KIND).to(tl.int32))[:, :, None]
     sv = sval[:, :, None]
-    _store_half(x0, r, sv, g, fl, data_ptr, rb, sblk, 0, M, K, MASK, BLOCK_M, NB, PACK, INTERPRETED)
-    _store_half(x1, r, sv, g, fl, data_ptr, rb, sblk, 1, M, K, MASK, BLOCK_M, NB, PACK, INTERPRETED)
+    b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
+    b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
+    # a group's 8 bytes in one store a thread: consecutive lanes, consecutive 8 bytes (two 4-byte
+    # stores, a half each, left every other 4 bytes of a warp's span to the second)
+    packed = tl.reshape(tl.permute(tl.join(b0, b1), (0, 1, 3, 2)), (BLOCK_M, NB, 8))
+    p3 = (sblk * 8)[None, :, None] + tl.max_contiguous(tl.arange(0, 8), 8)[None, None, :]
+    offs = rb * (K // 2) + p3
+    if MASK:
+        tl.store(data_ptr + offs, packed, mask=(rb < M) & (p3 < K // 2))
+    else:
+        tl.store(data_ptr + offs, packed)
     _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)

@@ -89,8 +89,8 @@ def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
 @pytest.mark.parametrize("hp", ["*bf16", "*fp16"])
 def test_nvfp4_half_kernel_compiles_for_sm90(hp):
-    """At the shipped tile of every card class (with its register cap) and at small tiles with
-    every PTX block size, masked or not: compiles for sm_90; its only divisions are IEEE ones
+    """At the shipped tile of every card class and at small tiles with every PTX block size (1-8
+    elements), masked or not: compiles for sm_90; its only divisions are IEEE ones
     that keep subnormals (div.rn.f32 for r and the flagged groups), no .ftz anywhere."""
     from mxquant.backends import _triton_nvfp4 as k
 
@@ -98,10 +98,11 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     shapes = [(*ops._config(8192, 8192, 16, swz, "quantize", None, None, card=card), card, swz)
               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
     shapes += [(4, 256, 4, None, False), (2, 512, 2, None, True), (1, 1024, 1, None, False)]
-    for (bm, bk, warps, card, swz), given in itertools.product(shapes, (False, True)):
-        per_thread = bm * bk // 2 // (32 * warps)
+    for (bm, bk, warps, card, swz), given, pack in itertools.product(shapes, (False, True), (1, 2, 4, 8)):
+        if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
+            continue
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
-                 EVICT="evict_last", BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=min(8, per_thread))
+                 EVICT="evict_last", BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
