@@ -83,6 +83,15 @@ def _global_scale(amax_bits, X_KIND: tl.constexpr):
 
 
 @triton.jit
+def _tile_ids(tile, n_k, NK_SHIFT: tl.constexpr):
+    """(row tile, column tile) of program `tile` over n_k column tiles: by shifts when n_k is
+    2**NK_SHIFT (K within one tile: 1), else by an integer division (tens of instructions)."""
+    if NK_SHIFT >= 0:
+        return tile >> NK_SHIFT, tile & ((1 << NK_SHIFT) - 1)
+    return tile // n_k, tile % n_k
+
+
+@triton.jit
 def amax_kernel(x_ptr, out_ptr, M, K, stride_xm, n_k,
                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr):
     """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements."""
@@ -102,7 +111,7 @@ def fp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
-    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+    EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr, NK_SHIFT: tl.constexpr,
 ):
     """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
     g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
@@ -110,8 +119,7 @@ def fp4_quantize_kernel(
     G: tl.constexpr = 16 if NV else 32
     NB: tl.constexpr = BLOCK_K // G
     tile = tl.program_id(0)
-    pid_m = tile // n_k
-    pid_k = tile % n_k
+    pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     sblk = pid_k * NB + tl.arange(0, NB)
     # loaded as a 2-D tile, then viewed as groups: Triton then spreads the lanes along the row

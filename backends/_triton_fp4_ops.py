@@ -155,13 +155,13 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
-                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu")
+                          BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
+                          NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
         if nv and x.dtype != torch.float32 and NV_DIVISION_FREE:  # backends/_triton_nvfp4.py
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            constexprs.update(NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
-                              PACK=max(1, min(pack, per_thread)))
+            constexprs.update(PACK=max(1, min(pack, per_thread)))
         else:
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")

@@ -21,7 +21,7 @@ division; tests/test_triton_fp4.py the kernel byte for byte against the NumPy or
 import triton
 import triton.language as tl
 
-from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales
+from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales, _tile_ids
 from ._triton_kernels import _amax_bits, _to_f32
 
 
@@ -155,12 +155,7 @@ def nvfp4_quantize_kernel(
     16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too)."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
-    if NK_SHIFT >= 0:  # n_k a power of two (K <= BLOCK_K: 1): no integer division
-        pid_m = tile >> NK_SHIFT
-        pid_k = tile & ((1 << NK_SHIFT) - 1)
-    else:
-        pid_m = tile // n_k
-        pid_k = tile % n_k
+    pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     sblk = pid_k * NB + tl.arange(0, NB)
     r3 = rows[:, None, None]

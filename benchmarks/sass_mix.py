@@ -35,7 +35,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
     from test_triton_compile import _aot_compile_as_launched
 
     c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192,
-             MASK=False, EVICT="evict_last", BIG=False, INTERPRETED=False)
+             MASK=False, EVICT="evict_last", BIG=False, INTERPRETED=False, NK_SHIFT=0)
     ptrs = [{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"]
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible,

@@ -328,7 +328,8 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
              (True, False, "compressed-tensors", True), (True, True, "compressed-tensors", False)], ops.FP4_CONFIGS):
         bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, "quantize", None, None, card=card)
         c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
-                 SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT="evict_last", BIG=swz, INTERPRETED=False)
+                 SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT="evict_last", BIG=swz, INTERPRETED=False,
+                 NK_SHIFT=-1 if swz else 0)
         g = ("*i32" if not given else "*fp32") if nv else "*u8"
         cap = ops._maxnreg(nv, None, {"*fp32": torch.float32, "*bf16": torch.bfloat16, "*fp16": torch.float16}[hp], card)
         compiled.append(_aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"],
@@ -367,7 +368,8 @@ def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols"}
     for nv, swz, (bm, bk, warps) in itertools.product((False, True), (False, True), ((1, 8192, 8), (2, 4096, 8), (32, 256, 8))):
         c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=kind, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk,
-                 MASK=swz, EVICT="evict_last", BIG=False, INTERPRETED=False)
+                 MASK=swz, EVICT="evict_last", BIG=False, INTERPRETED=False,
+                 NK_SHIFT=0)
         ck = _aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32", "*fp32"], c, warps, divisible)
         what = f"{hp} NV {nv} swizzled {swz} tile {bm} x {bk} / {warps}"
         assert ck.asm["ttgir"].count("ttg.convert_layout") == 1 and ck.metadata.shared <= 512, what
