@@ -1,9 +1,9 @@
 """The FP4 quantize kernel's sm_90 SASS, instruction mix per element, with no GPU: compiled as a
 launch specializes it (tests/test_triton_compile.py's helper: Triton's own compiler and the
-wheel's ptxas) at the H100's shipped tile (1 x 8192, 8 warps; bf16 NVFP4 under its register
-cap), disassembled by the wheel's nvdisasm. The kernel is straight-line code, so its static count
-per thread over the 32 elements a thread holds is what each element costs (the NVFP4 division's
-slow path aside). ALU-pipe and FMA-pipe instructions are counted apart: the ALU pipe (16 lanes)
+wheel's ptxas) at the H100's shipped tile (1 x 8192, 8 warps), disassembled by the wheel's
+nvdisasm. The kernels are straight-line code, so the static count per thread over the 32
+elements a thread holds is what each element costs (the fp32 NVFP4 division's slow path aside;
+2-byte NVFP4 compiled without its flagged groups' division branch, see compile_kernel). ALU-pipe and FMA-pipe instructions are counted apart: the ALU pipe (16 lanes)
 bounded MXFP4 on an H100 (Nsight Compute, docs/performance.md, twelfth session).
 
     python benchmarks/sass_mix.py [-v]      # in an environment with triton (.ci/triton-env.sh's)
@@ -12,6 +12,7 @@ bounded MXFP4 on an H100 (Nsight Compute, docs/performance.md, twelfth session).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import subprocess
@@ -29,17 +30,38 @@ FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
 def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
-    """fp4_quantize_kernel compiled as a launch specializes it (tests/test_triton_compile.py's
-    _aot_compile_as_launched) at the shipped tile, 8 warps."""
-    from mxquant.backends import _triton_fp4
+    """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
+    it (tests/test_triton_compile.py's _aot_compile_as_launched) at the shipped tile, 8 warps:
+    backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
+    with its PTX block's division branch left out (unflagged_only): the path unflagged groups run,
+    whose static count is then what an element costs."""
+    from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 
-    c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192,
-             MASK=False, EVICT="evict_last", BIG=False, INTERPRETED=False, NK_SHIFT=0)
     ptrs = [{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"]
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
-    return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible,
-                                    options={"maxnreg": maxnreg} if maxnreg else None)
+    c = dict(GIVEN=True, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192, MASK=False, EVICT="evict_last",
+             BIG=False, INTERPRETED=False, NK_SHIFT=0)
+    options = {"maxnreg": maxnreg} if maxnreg else None
+    if nv and x_kind:
+        with unflagged_only(_triton_nvfp4):
+            return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, ptrs, {**c, "PACK": 8}, 8, divisible,
+                                            options=options)
+    c.update(NV=nv, RCEIL=True, TIE_UP=False)
+    return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)
+
+
+@contextlib.contextmanager
+def unflagged_only(module):
+    """module's 8-element PTX block without its branch to the divisions (a timing-free count of
+    the unflagged path; never launched)."""
+    keep = module.NV_QUOTIENT8
+    ptx = module._nv_quotient_ptx(8)
+    module.NV_QUOTIENT8 = triton.language.constexpr(ptx[:ptx.index("@p bra DONE;")] + ptx[ptx.index("DONE:"):])
+    try:
+        yield
+    finally:
+        module.NV_QUOTIENT8 = keep
 
 
 def opcode_mix(kernel) -> collections.Counter:
@@ -60,8 +82,9 @@ def main(argv=None) -> int:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:])
     per_thread = 8192 // 256
     for name, nv, swz, kind in (("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
-                                ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear", True, False, 1)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind, 64 if nv and kind == 1 else None))
+                                ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path)", True, False, 1),
+                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1), ("nvfp4 fp32 linear", True, False, 0)):
+        ops = opcode_mix(compile_kernel(nv, swz, kind))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "
