@@ -51,39 +51,43 @@ def _e4m3_scale(per):
 @triton.jit
 def _nv_flag(d, X_KIND: tl.constexpr):
     """Groups whose y' = RN(x * r), r = RN(g / scale), may round to another nibble than the
-    contract's y = RN(x / RN(scale / g)); d is scale / g within 3 fp32 steps (RN(scale * RN(1 /
-    g))). r * RN(scale / g) is within 2 * 2**-24 of 1, so y' is within 3 steps of y, and their
-    nibbles can differ only where x / (scale / g) is within 4 steps of an e2m1 rounding midpoint m
-    (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k * 2**j / 4 with k = 1, 3, 5, 7): where some x of the
-    dtype lies within 8 * 2**-24 (relative) of k * d * 2**(j - 2), which is within 12 fp32 steps
-    of k * d's own bits from the grid of the dtype's significand over every exponent (its
-    subnormals are on that grid too). Flagged: k * d within 32 steps of that grid (the bits below
-    the significand: 16 for bf16, 13 for fp16), and d outside [2**-120, DMAX): below it scale / g
-    may not be a normal fp32 (whose rounding error the bound takes), above it r could be so small
-    that a nonzero x gives y' = 0 (bf16: d >= 2**13, r < 2**-13; fp16 2**122)."""
-    SH: tl.constexpr = 16 if X_KIND == 1 else 19          # (bits + 32) mod 2**(32 - SH) <= 64, shifted up
-    t1 = (d.to(tl.uint32, bitcast=True) << SH) + (32 << SH)
-    t3 = ((d * 3.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
-    t5 = ((d * 5.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
-    t7 = ((d * 7.0).to(tl.uint32, bitcast=True) << SH) + (32 << SH)
+    contract's y = RN(x / D), D = RN(scale / g); d is D within 3 fp32 steps (RN(scale * RN(1 / g))).
+    With u = 2**-24: r * D is within 2u of 1, so |y' - y| < 3 steps of y's binade, and the
+    nibbles can differ only where a rounding midpoint m (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k *
+    2**j / 4, k = 1, 3, 5, 7) lies between them or on one: x / D within 3.5 steps of m, 14u * m
+    relative (twice the steps where m is a power of two), so x * 2**(2 - j) within 14u of k * D,
+    and k * d's rounded product P within 18u * P, 18 of P's fp32 steps, of the grid of the dtype's
+    significand over every exponent (its subnormals are on that grid too). Flagged: P within 32
+    steps of that grid (the bits below the significand: 16 for bf16, 13 for fp16), and d outside
+    [2**-120, DMAX): below it D may not be a normal fp32 (the bound takes its rounding error as
+    relative), above it r could be so small that a nonzero x gives y' = 0 (bf16: d >= 2**13, r <
+    2**-13; fp16 2**122). tests/test_nvfp4_reciprocal.py checks the rule on every x of both
+    dtypes."""
+    LOW: tl.constexpr = 0xFFFF if X_KIND == 1 else 0x1FFF  # (bits + 32) mod 2**16 (2**13) <= 64
+    t1 = (d.to(tl.int32, bitcast=True) + 32) & LOW
+    t3 = ((d * 3.0).to(tl.int32, bitcast=True) + 32) & LOW
+    t5 = ((d * 5.0).to(tl.int32, bitcast=True) + 32) & LOW
+    t7 = ((d * 7.0).to(tl.int32, bitcast=True) + 32) & LOW
     DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
-    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= (64 << SH)) | (d < 2.0**-120) | (d >= DMAX)
+    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64) | (d < 2.0**-120) | (d >= DMAX)
 
 
 def _nv_quotient_ptx(n: int = 8) -> str:
     """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
     y = x * r + 0; where a flag of the n is set (a branch around the rest), y = x / (scale / g) + 0
-    (div.rn.f32) where it is 1 and y = 0 where it is 2 (a NaN / Inf group)."""
+    (div.rn.f32; scale / g divided once for the elements whose scale is the first's) where it is
+    1 and y = 0 where it is 2 (a NaN / Inf group)."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, y<{n}>;"]
+    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, y<{n}>;"]
     lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
-    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
-    for i in range(n):
-        lines += [f"div.rn.f32 d, {s(i)}, {g(i)};", f"div.rn.f32 d, {x(i)}, d;", "add.rn.f32 d, d, 0f00000000;",
+    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
+    for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
+        lines += [f"mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
+        lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
                   f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
     for i in range(n):

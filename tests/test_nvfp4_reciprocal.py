@@ -45,11 +45,15 @@ def nibble(v: np.ndarray) -> np.ndarray:
 
 
 def flagged(s: np.ndarray, g: float, kind: str, window: int = 32) -> np.ndarray:
-    """The kernel's rule (_nv_flag): d = RN(s * RN(1 / g)); k * d (k = 1, 3, 5, 7) within `window`
-    fp32 steps of the dtype's significand grid, or d outside [2**-120, DMAX)."""
+    """The kernel's rule (_nv_flag) for scales s under g: on d = RN(s * RN(1 / g))."""
+    return flagged_d(s * (F32(1) / F32(g)), kind, window)
+
+
+def flagged_d(d: np.ndarray, kind: str, window: int = 32) -> np.ndarray:
+    """k * d (k = 1, 3, 5, 7) within `window` fp32 steps of the dtype's significand grid, or d
+    outside [2**-120, DMAX)."""
     _, sh, dmax = GRID[kind]
-    d = s * (F32(1) / F32(g))
-    near = np.zeros(s.shape, bool)
+    near = np.zeros(d.shape, bool)
     for k in (1, 3, 5, 7):
         t = ((F32(k) * d).view(U32).astype(np.uint64) + window) % (1 << (32 - sh))
         near |= t <= 2 * window

@@ -17,13 +17,14 @@ import torch
 from mxquant.backends import _triton_fp4_ops as ops
 
 import fp4_oracle as oracle
-from test_nvfp4_reciprocal import E4M3, NEAR, flagged
+from test_nvfp4_reciprocal import E4M3, NEAR, flagged, flagged_d
 from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile_as_launched
 from test_triton_fp4 import _flat
 from test_triton_training import DEVS, poisoned_outputs  # noqa: F401  (autouse fixture)
 from training_helpers import LAYOUTS, assert_bytes
 
 HALF = [torch.bfloat16, torch.float16]
+GRID_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIDPOINTS = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
 CONFIGS = [None, (4, 256, 4, 0, 1), (2, 512, 2, 0, 2), (1, 1024, 1, 0, 4)]  # PTX blocks of 8 / 1 / 2 / 4
 
@@ -84,6 +85,31 @@ def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
     for g, config in itertools.product((1.0, NEAR[0], _partly_flagged_g(kind), 2688.0 / 3.1), configs):
         x = _groups(hp, g, 6, rng).to(dev)
         _check(x, g, layout, config, f"g {g} config {config}")
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+def test_nvfp4_flag_rule_on_the_device(dev, kind):
+    """_nv_flag as the kernel runs it against the rule stated in NumPy (tests/test_nvfp4_reciprocal.py):
+    d log-uniform over fp32's range and d one to 40 fp32 steps from the dtype's grid times 1 / k.
+    (Written after call B of 2026-12-06 gave wrong bytes on an H100 where the interpreter's were
+    right: the rule's form then, k * d's bits shifted left by 16, compiled (Triton 3.6's ptxas,
+    sm_90) to an integer multiply of the bits of d * 2**-133 by k's.)"""
+    rng = np.random.default_rng(3)
+    grid = torch.from_numpy(rng.uniform(-3, 3, 4000).astype(np.float32)).to(GRID_DTYPE[kind]).float().numpy()
+    k = rng.choice([1.0, 3.0, 5.0, 7.0], grid.shape).astype(np.float32)
+    near = (grid / k).astype(np.float32)
+    near = (near.view(np.int32) + rng.integers(-40, 41, grid.shape).astype(np.int32)).view(np.float32)
+    d = np.concatenate([(2.0 ** rng.uniform(-130, 130, 8000)).astype(np.float32), np.abs(near)])
+    dt = torch.from_numpy(d).to(dev)
+    out = torch.empty(d.shape, dtype=torch.int32, device=dev)
+    from nvfp4_flag_kernel import flag_kernel
+
+    flag_kernel[(len(d) + 1023) // 1024,](dt, out, len(d), X_KIND=1 if kind == "bf16" else 2)
+    want = flagged_d(d, kind)
+    got = out.cpu().numpy() != 0
+    assert want[8000:].any() and not want[8000:].all()
+    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {len(d)} flags differ"
 
 
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
