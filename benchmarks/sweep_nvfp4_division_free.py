@@ -8,8 +8,10 @@ per element; ops.NV_DIVISION_FREE = False), one CUDA GPU, one process:
 and computed (an amax pass first). The new kernel at the shipped tile (1 x 8192) with 8 and 16
 warps, register caps 0 (none) / 80, PTX blocks of 4 and 8 elements (GIVEN, COMPUTED; call A of
 2026-12-06 also timed a cap of 64: 17-20% slower linear); the old one at its shipped config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the
-randn input, on a g = 1 input whose quotients sit on the rounding midpoints (every group divided:
-the worst case, timed too) and on a tensor with NaN / Inf rows (`exact`). Times:
+randn input, on a tensor with NaN / Inf rows and on a g = 1 input whose quotients sit on the
+rounding midpoints (`exact`); the latter (every element divided: the worst case) and the randn
+input with g = 512 (every group flagged, as compressed-tensors' g of such data can be; few
+elements near a midpoint; `g512_exact`) are timed too at the shipped config. Times:
 triton.testing.do_bench medians beside a copy of x in the same process; % of copy: (2 + 0.5 +
 1/16 bytes a element) over the copy's 4. One JSON line per case; the list written to OUT.json
 after each shape.
@@ -68,6 +70,7 @@ def main(path):
             special[9, 5000] = float("inf")
             mid = midpoint_input(m, k, dtype, gen)
             one = torch.ones(1, device="cuda")
+            g512 = torch.full((1,), 512.0, device="cuda")
             dst = torch.empty_like(x)
             copy_us = do_bench(lambda: dst.copy_(x), warmup=5, rep=40) * 1e3
             rec(shape=f"{m}x{k}", dtype=str(dtype), what="copy", us=round(copy_us, 2))
@@ -76,7 +79,7 @@ def main(path):
                 for given in (True, False):
                     g = g_own if given else None
                     want = [run(x, g, layout, None, True), run(special, g, layout, None, True),
-                            run(mid, one, layout, None, True)]
+                            run(mid, one, layout, None, True), run(x, g512, layout, None, True)]
                     shapes = GIVEN[dtype] if given else COMPUTED
                     variants = [("old", None)] + [("new", (1, 8192, *v)) for v in shapes]
                     for name, cfg in variants:
@@ -91,10 +94,15 @@ def main(path):
                             us = do_bench(lambda: f4.nvfp4_quantize(x, g, "compressed-tensors", layout, cfg),
                                           warmup=5, rep=40) * 1e3
                             r.update(us=round(us, 2), pct=round(100 * copy_us / us * (2.5 + 1 / 16) / 4, 1))
-                            if given and (name == "old" or cfg == (1, 8192, 8, 0, 8)):  # every group divided
+                            if given and (name == "old" or cfg == (1, 8192, 8, 0, 8)):
+                                # every element on a midpoint (every one divided); every group flagged
+                                # (g = 512: d = s / 512 on the grid), few elements near a midpoint
                                 us = do_bench(lambda: f4.nvfp4_quantize(mid, one, "compressed-tensors", layout, cfg),
                                               warmup=5, rep=40) * 1e3
-                                r.update(midpoint_us=round(us, 2))
+                                us512 = do_bench(lambda: f4.nvfp4_quantize(x, g512, "compressed-tensors", layout, cfg),
+                                                 warmup=5, rep=40) * 1e3
+                                r.update(midpoint_us=round(us, 2), g512_us=round(us512, 2))
+                                r["g512_exact"] = same(run(x, g512, layout, cfg, old), want[3])
                         except Exception as e:  # a variant that does not compile or launch
                             r["err"] = f"{type(e).__name__}: {str(e)[:300]}"
                         finally:
