@@ -15,7 +15,17 @@ MXFP4, the global amax and dequantize stay in backends/_triton_fp4.py, whose hel
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
 
 tests/test_nvfp4_reciprocal.py checks both identities on every x of both dtypes against IEEE
-division; tests/test_triton_fp4.py the kernel byte for byte against the NumPy oracle.
+division; tests/test_triton_fp4.py and tests/test_triton_nvfp4.py the kernel byte for byte
+against the NumPy oracle, where the two paths meet too.
+
+Cost where groups are flagged (one H100, benchmarks/sweep_nvfp4_division_free.py, 8192x8192
+bf16): a block of 8 elements with a flagged group divides all 8, about 1.3x the time of
+backends/_triton_fp4.py's kernel when every group is (122 against 92 us). That happens to a
+tensor whose g has a short significand (compressed-tensors' g is rounded to x's dtype: for bf16
+data about 2.6% of amaxes flag every scale, tests/test_nvfp4_reciprocal.py's model). Tried and
+not kept (call D, 2026-12-06): dividing only the elements within 6 steps of a midpoint in
+flagged groups, by predicated div.rn.f32 (checked exhaustively in NumPy, exact on the GPU):
+138 us, the predicated division ran for every element; a branch per element is untried.
 """
 
 import triton
@@ -50,8 +60,7 @@ def _e4m3_scale(per):
 
 @triton.jit
 def _nv_flag(d, X_KIND: tl.constexpr):
-    """int32 1 (near) or 3 (out of range) for groups whose y' = RN(x * r), r = RN(g / scale), may
-    round to another nibble than the
+    """Groups whose y' = RN(x * r), r = RN(g / scale), may round to another nibble than the
     contract's y = RN(x / D), D = RN(scale / g); d is D within 3 fp32 steps (RN(scale * RN(1 / g))).
     With u = 2**-24: r * D is within 2u of 1, so |y' - y| < 3 steps of y's binade, and the
     nibbles can differ only where a rounding midpoint m (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k *
@@ -59,9 +68,8 @@ def _nv_flag(d, X_KIND: tl.constexpr):
     relative (twice the steps where m is a power of two), so x * 2**(2 - j) within 14u of k * D,
     and k * d's rounded product P within 18u * P, 18 of P's fp32 steps, of the grid of the dtype's
     significand over every exponent (its subnormals are on that grid too). Flagged: P within 32
-    steps of that grid (the bits below the significand: 16 for bf16, 13 for fp16): 1, whose
-    elements are divided where y' is near a midpoint (_near_midpoint); d outside [2**-120, DMAX):
-    3, every element divided (below it D may not be a normal fp32 (the bound takes its rounding error as
+    steps of that grid (the bits below the significand: 16 for bf16, 13 for fp16), and d outside
+    [2**-120, DMAX): below it D may not be a normal fp32 (the bound takes its rounding error as
     relative), above it r could be so small that a nonzero x gives y' = 0 (bf16: d >= 2**13, r <
     2**-13; fp16 2**122). tests/test_nvfp4_reciprocal.py checks the rule on every x of both
     dtypes."""
@@ -71,47 +79,30 @@ def _nv_flag(d, X_KIND: tl.constexpr):
     t5 = ((d * 5.0).to(tl.int32, bitcast=True) + 32) & LOW
     t7 = ((d * 7.0).to(tl.int32, bitcast=True) + 32) & LOW
     DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
-    near = tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64
-    return tl.where((d < 2.0**-120) | (d >= DMAX), 3, near.to(tl.int32))
+    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64) | (d < 2.0**-120) | (d >= DMAX)
 
 
 def _nv_quotient_ptx(n: int = 8) -> str:
     """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
-    y = x * r + 0. Where a flag of the n is set (a branch around the rest): y = 0 where the flag
-    is 2 (a NaN / Inf group), and y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once
-    for the elements whose scale is the first's) where it is 3 (out of range) or 1 and x * r is
-    within NEAR_STEPS fp32 steps of an e2m1 rounding midpoint (_near_midpoint's test): elsewhere
-    its nibble is the quotient's."""
+    y = x * r + 0; where a flag of the n is set (a branch around the rest), y = x / (scale / g) + 0
+    (div.rn.f32; scale / g divided once for the elements whose scale is the first's) where it is
+    1 and y = 0 where it is 2 (a NaN / Inf group)."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p, q;", ".reg .b32 f, k;", f".reg .f32 d, d0, t, y<{n}>;"]
+    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, y<{n}>;"]
     lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
     lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
-    for i in range(n):
-        lines += [f"abs.f32 t, y{i};", "min.f32 t, t, 0f40C00000;", "add.rn.f32 d, t, 0f3F800000;",  # near test
-                  "setp.lt.f32 p, t, 0f3F800000;", "selp.f32 t, d, t, p;", "mov.b32 k, t;",
-                  f"add.u32 k, k, {0x200000 + _NEAR};", "and.b32 k, k, 0x3FFFFF;",
-                  f"setp.le.u32 q, k, {2 * _NEAR};", f"setp.eq.or.s32 q, {f(i)}, 3, q;", "mov.f32 d, d0;"]
-        lines += [f"setp.neu.and.f32 p, {s(i)}, {s(0)}, q;", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
-        lines += [f"@q div.rn.f32 d, {x(i)}, d;", f"@q add.rn.f32 y{i}, d, 0f00000000;",
-                  f"setp.eq.s32 p, {f(i)}, 2;", f"@p mov.f32 y{i}, 0f00000000;"]
+    for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
+        lines += [f"mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
+        lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
+                  f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
     for i in range(n):
         lines += [f"mov.b32 ${i}, y{i};", f"abs.f32 d, y{i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
     return "{\n" + "\n".join(lines) + "\n}"
-
-
-_NEAR = 6
-NEAR_STEPS = tl.constexpr(_NEAR)
-"""The near-midpoint window, in fp32 steps. x * r is within 3 steps (of the quotient's binade) of
-the quotient RN(x / (scale / g)) (_nv_flag), so their nibbles differ only where x * r lies within
-3 steps of a rounding midpoint (all of them sit inside a binade); below 1 the test runs on RN(a
-+ 1), whose step, 2**-23, is at least twice the quotient's there, so those 3 steps and the
-rounding of a + 1 are within 2 of its steps. tests/test_nvfp4_reciprocal.py checks the rule on
-every x of both dtypes in groups the flag rule divides."""
 
 
 def _constraints(n: int) -> str:
@@ -123,25 +114,13 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 
 
 @triton.jit
-def _near_midpoint(y):
-    """Where fp32 y lies within NEAR_STEPS steps of an e2m1 rounding midpoint: a = min(|y|, 6)
-    (below 1: RN(a + 1)) has the low 22 bits of 1.25, 1.75, 2.5, 3.5 and 5 (0x200000) within
-    NEAR_STEPS (the interpreter's form of the PTX block's test)."""
-    a = tl.minimum(tl.abs(y), 6.0)
-    t = tl.where(a < 1.0, a + 1.0, a).to(tl.int32, bitcast=True)
-    return ((t + (0x200000 + NEAR_STEPS)) & 0x3FFFFF) <= 2 * NEAR_STEPS
-
-
-@triton.jit
 def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
     """(y + 0, min(|y|, 6)), fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where
     flag (int32) is 1 (_nv_flag) the contract's RN(x / RN(s / g)), where it is 2 (a NaN / Inf
     group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX, the divisions behind a
     branch that unflagged groups never take."""
     if INTERPRETED:
-        y = x * r + 0.0
-        divide = (flag == 3) | ((flag == 1) & _near_midpoint(y))
-        y = tl.where(divide, tl.math.div_rn(x, tl.math.div_rn(s, g)) + 0.0, y)
+        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
         y = tl.where(flag == 2, 0.0, y)
         return y, tl.minimum(tl.abs(y), 6.0)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
