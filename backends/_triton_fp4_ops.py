@@ -43,7 +43,7 @@ NVFP4_MAXNREG = {"default": 64}
 """Register cap (ptxas maxnreg) of backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input
 on CUDA, per card class (others: none); since 2026-12-06 (thirteenth session) bf16 goes to
 backends/_triton_nvfp4.py's kernel, uncapped (benchmarks/sweep_nvfp4_division_free.py on an H100:
-the cap of 64 spilled and cost it 17-20% linear, 80 and none alike), so this applies only with
+the cap of 64 spilled and took 1.22-1.25x the time linear, 80 and none alike), so this applies only with
 NV_DIVISION_FREE off. The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
 warps, bf16 with linear scales, the cap of 64 took the kernel from 67 registers to 64 (4 bytes of
 spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /

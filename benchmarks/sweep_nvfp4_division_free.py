@@ -7,8 +7,9 @@ per element; ops.NV_DIVISION_FREE = False), one CUDA GPU, one process:
 8192x8192 and 16384x8192, bf16 and fp16, linear and swizzled scales, g given (the tensor's own)
 and computed (an amax pass first). The new kernel at the shipped tile (1 x 8192) with 8 and 16
 warps, register caps 0 (none) / 80, PTX blocks of 4 and 8 elements (GIVEN, COMPUTED; call A of
-2026-12-06 also timed a cap of 64: 17-20% slower linear); the old one at its shipped config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the
-randn input, on a tensor with NaN / Inf rows and on a g = 1 input whose quotients sit on the
+2026-12-06 also timed a cap of 64: 1.22-1.25x the time linear); the old one at its shipped
+config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the randn
+input, on a tensor with NaN / Inf rows and on a g = 1 input whose quotients sit on the
 rounding midpoints (`exact`); the latter (every element divided: the worst case) and the randn
 input with g = 512 (every group flagged, as compressed-tensors' g of such data can be; few
 elements near a midpoint; `g512_exact`) are timed too at the shipped config. Times:
