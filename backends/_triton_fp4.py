@@ -52,13 +52,19 @@ def _round_x(v, X_KIND: tl.constexpr):
 def _e2m1(y, sign8):
     """Nibbles (int32) of fp32 y: |y| clamped to 6, rounded to nearest even on the e2m1 grid
     (0, 0.5, 1, 1.5, 2, 3, 4, 6); sign8 (int32, 0 or 8) is the nibble's sign bit."""
-    a = tl.minimum(tl.abs(y), 6.0)
+    return _e2m1_code(tl.minimum(tl.abs(y), 6.0)) | sign8
+
+
+@triton.jit
+def _e2m1_code(a):
+    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6) (fp32, given clamped: NVFP4's 2-byte
+    kernel has it from its PTX block)."""
     # from 1 up: a + 2**(e + 22) (e: a's exponent) rounds a to its 1-bit steps, 2**(e - 1), to
     # nearest even; subtracting it again is exact, and the result's bits give the code
     m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0
     normal = (((a + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
     sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
-    return tl.where(a < 1.0, sub, normal) | sign8
+    return tl.where(a < 1.0, sub, normal)
 
 
 @triton.jit

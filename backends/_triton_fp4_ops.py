@@ -44,7 +44,7 @@ NVFP4_MAXNREG = {"default": 64}
 on CUDA, per card class (others: none); since 2026-12-06 (thirteenth session) bf16 goes to
 backends/_triton_nvfp4.py's kernel, uncapped (benchmarks/sweep_nvfp4_division_free.py on an H100:
 the cap of 64 spilled and took 1.22-1.25x the time linear, 80 and none alike), so this applies only with
-NV_DIVISION_FREE off. The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
+bf16 not in NV_DIVISION_FREE. The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
 warps, bf16 with linear scales, the cap of 64 took the kernel from 67 registers to 64 (4 bytes of
 spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /
 194.1 us against 110.1 / 210.6 at 8192x8192 / 16384x8192), and bench_fp4.py, a call later,
@@ -57,10 +57,13 @@ reciprocal per group instead of div.rn.f32: exact, but 1.10-1.90x the division's
 same tile and cap (107 registers with the division's fallback branch, 165 with the FMA path
 alone), so it was not kept (docs/performance.md, eighth session)."""
 
-NV_DIVISION_FREE = True
-"""NVFP4 of bf16 / fp16 input by backends/_triton_nvfp4.py's kernel (a reciprocal per group, the
-division only in flagged groups); False: backends/_triton_fp4.py's, one IEEE division per element
-(fp32 input always; benchmarks/sweep_nvfp4_division_free.py times the two side by side)."""
+NV_DIVISION_FREE = frozenset({torch.bfloat16})
+"""Input dtypes whose NVFP4 goes to backends/_triton_nvfp4.py's kernel (a reciprocal per group,
+the division only in flagged groups; 1.3x faster on an H100, 1.24-1.42x slower where a tensor's
+scales fall in a flagged class, thirteenth session); the others to backends/_triton_fp4.py's, one
+IEEE division per element (fp32 always). fp16 is not in it: compressed-tensors' g overflows fp16
+for every amax below 2688 / 65504 (about 0.041), so g = 1.0 and every group is flagged. Tests and
+benchmarks/sweep_nvfp4_division_free.py set it to time or check either kernel."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
@@ -104,10 +107,11 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
 def _maxnreg(nv: bool, config, x_dtype, card: str):
     """The quantize kernel's register cap on CUDA: a config's 4th entry (0: none;
     benchmarks/sweep_fp4_tokens.py varies it), else NVFP4_MAXNREG's for bf16 NVFP4 input on
-    backends/_triton_fp4.py's kernel (NV_DIVISION_FREE off)."""
+    backends/_triton_fp4.py's kernel (bf16 not in NV_DIVISION_FREE)."""
     if config is not None and len(config) > 3:
         return config[3] or None
-    return NVFP4_MAXNREG.get(card) if nv and x_dtype == torch.bfloat16 and not NV_DIVISION_FREE else None
+    capped = nv and x_dtype == torch.bfloat16 and torch.bfloat16 not in NV_DIVISION_FREE
+    return NVFP4_MAXNREG.get(card) if capped else None
 
 
 def _next_pow2(n: int) -> int:
@@ -157,7 +161,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
-        if nv and x.dtype != torch.float32 and NV_DIVISION_FREE:  # backends/_triton_nvfp4.py
+        if nv and x.dtype in NV_DIVISION_FREE and x.dtype != torch.float32:  # backends/_triton_nvfp4.py
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8

@@ -18,20 +18,25 @@ tests/test_nvfp4_reciprocal.py checks both identities on every x of both dtypes 
 division; tests/test_triton_fp4.py and tests/test_triton_nvfp4.py the kernel byte for byte
 against the NumPy oracle, where the two paths meet too.
 
-Cost where groups are flagged (one H100, benchmarks/sweep_nvfp4_division_free.py, 8192x8192
-bf16): a block of 8 elements with a flagged group divides all 8, about 1.3x the time of
-backends/_triton_fp4.py's kernel when every group is (122 against 92 us). That happens to a
-tensor whose g has a short significand (compressed-tensors' g is rounded to x's dtype: for bf16
-data about 2.6% of amaxes flag every scale, tests/test_nvfp4_reciprocal.py's model). Tried and
-not kept (call D, 2026-12-06): dividing only the elements within 6 steps of a midpoint in
-flagged groups, by predicated div.rn.f32 (checked exhaustively in NumPy, exact on the GPU):
-138 us, the predicated division ran for every element; a branch per element is untried.
+Cost where groups are flagged (one H100, benchmarks/sweep_nvfp4_division_free.py): a block of 8
+elements with a flagged group divides all 8, and a warp runs the division when any of its 32
+lanes does, so a tensor whose scales fall in a flagged class on more than a few percent of its
+groups runs at about the division kernel's speed or below: 1.24-1.42x its time (fp16
+16384x8192 randn in calls C and D, the midpoint input with every group divided at 8192x8192).
+The rule flags a scale class when g has a short significand (g = 448 for amax 6, 512, 480;
+compressed-tensors rounds g to x's dtype): in the review's count, 12 randn 8192x8192 tensors
+with compressed-tensors' g, about 10% (bf16) and 12-15% (fp16) of such tensors. Tried and not
+kept (call D, 2026-12-06): dividing only the elements within 6 steps of a midpoint in flagged
+groups, by predicated div.rn.f32 (checked exhaustively in NumPy, exact on the GPU): 138 us
+against 122 with every group flagged, the predicated division ran for every element. Next: an
+exact quotient with no flag (Markstein: q = x * RN(1 / D), one FMA residual, one FMA
+correction).
 """
 
 import triton
 import triton.language as tl
 
-from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales, _tile_ids
+from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids
 from ._triton_kernels import _amax_bits, _to_f32
 
 
@@ -46,7 +51,7 @@ def _rn_x(v, X_KIND: tl.constexpr, INTERPRETED: tl.constexpr):
 
 @triton.jit
 def _e4m3_scale(per):
-    """e4m3 of per (fp32, 0 <= per <= 448; NaN for a NaN / Inf group, whose byte is replaced):
+    """e4m3 of per (fp32, 0 <= per <= 448; anything for a NaN / Inf group, whose byte is replaced):
     (byte, value), rounded to nearest even in fp32 arithmetic: per + 2**(e + 20), e = max(per's
     exponent, -6), has the e4m3 step 2**(e - 3) as its ulp (below 2**-6 the subnormal step
     2**-9), and subtracting it back is exact; the byte is the bits of value * 2**-120 shifted by
@@ -62,17 +67,18 @@ def _e4m3_scale(per):
 def _nv_flag(d, X_KIND: tl.constexpr):
     """Groups whose y' = RN(x * r), r = RN(g / scale), may round to another nibble than the
     contract's y = RN(x / D), D = RN(scale / g); d is D within 3 fp32 steps (RN(scale * RN(1 / g))).
-    With u = 2**-24: r * D is within 2u of 1, so |y' - y| < 3 steps of y's binade, and the
-    nibbles can differ only where a rounding midpoint m (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k *
-    2**j / 4, k = 1, 3, 5, 7) lies between them or on one: x / D within 3.5 steps of m, 14u * m
-    relative (twice the steps where m is a power of two), so x * 2**(2 - j) within 14u of k * D,
-    and k * d's rounded product P within 18u * P, 18 of P's fp32 steps, of the grid of the dtype's
-    significand over every exponent (its subnormals are on that grid too). Flagged: P within 32
-    steps of that grid (the bits below the significand: 16 for bf16, 13 for fp16), and d outside
-    [2**-120, DMAX): below it D may not be a normal fp32 (the bound takes its rounding error as
-    relative), above it r could be so small that a nonzero x gives y' = 0 (bf16: d >= 2**13, r <
-    2**-13; fp16 2**122). tests/test_nvfp4_reciprocal.py checks the rule on every x of both
-    dtypes."""
+    With u = 2**-24: r * D is within 2u of 1, so y' is within 3 steps of y, and the nibbles can
+    differ only where a rounding midpoint m (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5; m = k * 2**j / 4,
+    k = 1, 3, 5, 7) lies between them or on one: x / D within 3.5 steps of m (steps of the binade
+    above where m is a power of two), at most 7u * m relative, so x * 2**(2 - j) within 7u of
+    k * D, and k * d's rounded product P within about 11u * P, 11 of P's fp32 steps, of the grid of
+    the dtype's significand over every exponent (its subnormals are on that grid too). Flagged: P
+    within 32 steps of that grid (the bits below the significand: 16 for bf16, 13 for fp16), a
+    wide margin (tests/test_nvfp4_reciprocal.py checks the rule on every x of both dtypes; g
+    built near the grid miss only within 2 steps), and d outside [2**-120, DMAX), where D may not
+    be a normal fp32 (the bound takes its rounding error as relative) or r falls below 2**-13,
+    short of where a nonzero x could give y' = 0 (bf16: r < 2**-17; fp16 far lower; bf16 groups
+    whose scale / g reaches 2**13, group amaxes of about 49152 and up, are divided)."""
     LOW: tl.constexpr = 0xFFFF if X_KIND == 1 else 0x1FFF  # (bits + 32) mod 2**16 (2**13) <= 64
     t1 = (d.to(tl.int32, bitcast=True) + 32) & LOW
     t3 = ((d * 3.0).to(tl.int32, bitcast=True) + 32) & LOW
@@ -132,15 +138,6 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
         return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, (tl.float32, tl.float32), True, 2)
     else:
         return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, (tl.float32, tl.float32), True, 1)
-
-
-@triton.jit
-def _e2m1_code(a):
-    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6), as _triton_fp4._e2m1."""
-    m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0
-    normal = (((a + m) - m).to(tl.int32, bitcast=True) >> 22) - 252
-    sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000
-    return tl.where(a < 1.0, sub, normal)
 
 
 @triton.jit

@@ -1,6 +1,6 @@
 """NVFP4 quantize of bf16 / fp16 input: backends/_triton_nvfp4.py's kernel (y = x * RN(g / s) per
 group, the division only in flagged groups) against backends/_triton_fp4.py's (an IEEE division
-per element; ops.NV_DIVISION_FREE = False), one CUDA GPU, one process:
+per element; not in ops.NV_DIVISION_FREE), one CUDA GPU, one process:
 
     python3 benchmarks/sweep_nvfp4_division_free.py OUT.json
 
@@ -27,6 +27,7 @@ from mxquant.backends import _triton_fp4_ops as f4
 from mxquant.backends import _triton_launch
 
 res = []
+SHIPPED, BOTH = f4.NV_DIVISION_FREE, frozenset({torch.bfloat16, torch.float16})
 GIVEN = {torch.bfloat16: [(8, 0, 8), (8, 0, 4), (8, 80, 8), (16, 0, 8)], torch.float16: [(8, 0, 8), (16, 0, 8)]}
 COMPUTED = [(8, 0, 8)]
 """(warps, register cap (0: none), elements per PTX block) at the 1 x 8192 tile."""
@@ -49,12 +50,12 @@ def midpoint_input(m, k, dtype, gen):
 
 
 def run(x, g, layout, config, old):
-    f4.NV_DIVISION_FREE = not old
+    f4.NV_DIVISION_FREE = frozenset() if old else BOTH
     _triton_launch._PLANS.clear()
     try:
         return [t.clone() for t in f4.nvfp4_quantize(x, g, "compressed-tensors", layout, config)]
     finally:
-        f4.NV_DIVISION_FREE = True
+        f4.NV_DIVISION_FREE = SHIPPED
 
 
 def same(a, b):
@@ -90,7 +91,7 @@ def main(path):
                             got = [run(x, g, layout, cfg, old), run(special, g, layout, cfg, old),
                                    run(mid, one, layout, cfg, old)]
                             r["exact"] = [same(a, b) for a, b in zip(got, want)]
-                            f4.NV_DIVISION_FREE = not old
+                            f4.NV_DIVISION_FREE = frozenset() if old else BOTH
                             _triton_launch._PLANS.clear()
                             us = do_bench(lambda: f4.nvfp4_quantize(x, g, "compressed-tensors", layout, cfg),
                                           warmup=5, rep=40) * 1e3
@@ -107,7 +108,7 @@ def main(path):
                         except Exception as e:  # a variant that does not compile or launch
                             r["err"] = f"{type(e).__name__}: {str(e)[:300]}"
                         finally:
-                            f4.NV_DIVISION_FREE = True
+                            f4.NV_DIVISION_FREE = SHIPPED
                         rec(**r)
             json.dump(res, open(path, "w"), indent=1)
     json.dump(res, open(path, "w"), indent=1)

@@ -94,13 +94,28 @@ def test_reciprocal_quotient_matches_division_where_unflagged(kind, g):
         assert kept == 0
 
 
-@pytest.mark.parametrize("kind, most", [("bf16", 0.01), ("fp16", 0.05)])
-def test_few_scales_flagged_for_global_scales_of_data(kind, most):
-    """g = RN(RN(1 / amax) * 2688) for 400 amax log-uniform over 2**-8..2**8: on average at most
-    `most` of the e4m3 scales are divided (measured: bf16 0.5%, fp16 2.6%, over 3000)."""
-    amax = (2.0 ** np.random.default_rng(5).uniform(-8, 8, 400)).astype(F32)
-    g = (F32(1) / amax) * F32(2688)
-    assert np.mean([flagged(E4M3, float(v), kind).mean() for v in g]) < most
+def contract_g(amax: torch.Tensor, dtype) -> np.ndarray:
+    """compressed-tensors' g for amaxes of the dtype: RN_x(RN_x(1 / amax) * 2688), 1.0 where that
+    is not finite (docs/semantics.md, NVFP4, step 1)."""
+    g = ((1 / amax.to(dtype).float()).to(dtype).float() * 2688).to(dtype).float().numpy()
+    return np.where(np.isfinite(g), g, 1.0)
+
+
+@pytest.mark.parametrize("kind, most", [("bf16", 0.10), ("fp16", 0.10)])
+def test_flagged_share_under_compressed_tensors_global_scales(kind, most):
+    """compressed-tensors' g for 400 amaxes of the dtype log-uniform over 2**-8..2**8: on average
+    at most `most` of the e4m3 scales are flagged (bf16 7.6% on 2026-12-06; a whole class where g
+    has a short significand), except where g = 1.0: every scale flagged. fp16's g overflows below
+    amax 2688 / 65504, so small-amax fp16 tensors are all flagged: why fp16 is not in
+    ops.NV_DIVISION_FREE (what flagging costs on a GPU: backends/_triton_nvfp4.py)."""
+    dtype = GRID[kind][0]
+    amax = torch.from_numpy(2.0 ** np.random.default_rng(5).uniform(-8, 8, 400))
+    g = contract_g(amax, dtype)
+    share = np.array([flagged(E4M3, float(v), kind).mean() for v in g])
+    assert share[g == 1.0].min(initial=1.0) == 1.0
+    assert share[g != 1.0].mean() < most, share[g != 1.0].mean()
+    if kind == "fp16":
+        assert (g == 1.0).mean() > 0.2  # amax below 2688 / 65504 ~ 0.041: 2**-8..2**-4.6 of the range
 
 
 @pytest.mark.parametrize("kind", ["bf16", "fp16"])

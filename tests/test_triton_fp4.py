@@ -272,7 +272,7 @@ def test_cuda_big_shapes_and_public_calls(hp):
 @cuda_only
 @pytest.mark.cuda
 def test_cuda_nvfp4_kernel_compiles_under_its_register_cap(monkeypatch):
-    """backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input (ops.NV_DIVISION_FREE off)
+    """backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input (bf16 not in ops.NV_DIVISION_FREE)
     is compiled with ptxas's register cap of this card's class (ops.NVFP4_MAXNREG; none for
     classes it does not list), the MXFP4 one without, and the capped kernel's bytes are the
     oracle's."""
@@ -281,7 +281,7 @@ def test_cuda_nvfp4_kernel_compiles_under_its_register_cap(monkeypatch):
     x = _random((1024, 8192), 11, torch.bfloat16, "cuda")
     kernel = ops._kernels().fp4_quantize_kernel
     cap = ops.NVFP4_MAXNREG.get(ops._card(x.device))
-    monkeypatch.setattr(ops, "NV_DIVISION_FREE", False)  # bf16 NVFP4 on this kernel (the other is uncapped)
+    monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset())  # bf16 NVFP4 on this kernel (the other is uncapped)
     _triton_launch._PLANS.clear()
     check_nvfp4(x, True, "linear", name="capped")
     check_mxfp4(x, "rceil", "linear", name="uncapped")
@@ -315,12 +315,12 @@ def test_cuda_graph_replay_recomputes_the_global_scale():
 @pytest.mark.parametrize("hp", ["*bf16", "*fp32", "*fp16"])
 def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
     """Every backends/_triton_fp4.py kernel at its shipped configurations (register cap included:
-    bf16 NVFP4 is capped when it runs here, ops.NV_DIVISION_FREE off) compiles for sm_90 (PTX and
+    bf16 NVFP4 is capped when it runs here, not in ops.NV_DIVISION_FREE) compiles for sm_90 (PTX and
     cubin), and its divisions are IEEE ones that keep subnormals (div.rn.f32, never div.full /
     div.approx / .ftz)."""
     from mxquant.backends import _triton_fp4 as k
 
-    monkeypatch.setattr(ops, "NV_DIVISION_FREE", False)
+    monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset())
     kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
     compiled, nv_kernels = [], []
     for (nv, given, mode, swz), card in itertools.product(
