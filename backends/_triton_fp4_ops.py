@@ -42,11 +42,11 @@ not swept. A program takes whole rows of up to that many elements, or a row-chun
 NVFP4_MAXNREG = {"default": 64}
 """Register cap (ptxas maxnreg) of backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input
 on CUDA, per card class (others: none); since 2026-12-06 (thirteenth session) bf16 goes to
-backends/_triton_nvfp4.py's kernel, uncapped (benchmarks/sweep_nvfp4_division_free.py on an H100:
-the cap of 64 spilled and took 1.22-1.25x the time linear, 80 and none alike), so this applies only with
-bf16 not in NV_DIVISION_FREE. The H100 (eighth session, 2026-12-05): at the shipped 1 x 8192 tile, 8
-warps, bf16 with linear scales, the cap of 64 took the kernel from 67 registers to 64 (4 bytes of
-spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /
+backends/_triton_nvfp4.py's kernel, uncapped (benchmarks/sweep_nvfp4_division_free.py on an
+H100: the cap of 64 spilled and took 1.22-1.25x the time linear, 80 and none alike), so this
+applies only with bf16 not in NV_DIVISION_FREE. The H100 (eighth session, 2026-12-05): at the
+shipped 1 x 8192 tile, 8 warps, bf16 with linear scales, the cap of 64 took the kernel from
+67 registers to 64 (4 bytes of spill) and 8% off its time in one sweep (benchmarks/sweep_fp4_tokens.py at 29166d3: 101.3 /
 194.1 us against 110.1 / 210.6 at 8192x8192 / 16384x8192), and bench_fp4.py, a call later,
 timed 101.3 / 194.0 us: what the sixth session measured (101.2 / 194.1) before the packed-byte
 store of 545c525 cost those 8%. bf16 with swizzled scales compiles to 64 registers either way,
@@ -150,8 +150,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     x2 = as_rows(x)
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, scale_mode, swizzled, x2.data_ptr() % 16 == 0,
-           given and global_scale.data_ptr() % 16 == 0, device, config)
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, x.dtype in NV_DIVISION_FREE, scale_mode, swizzled,
+           x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
         bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
