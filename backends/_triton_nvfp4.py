@@ -102,7 +102,7 @@ def _nv_quotient_ptx(n: int = 8) -> str:
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
     lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
     for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
-        lines += [f"mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
+        lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
         lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
                   f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
