@@ -88,19 +88,39 @@ def _nv_flag(d, X_KIND: tl.constexpr):
     return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64) | (d < 2.0**-120) | (d >= DMAX)
 
 
+MARKSTEIN_DMIN, MARKSTEIN_DMAX = tl.constexpr(2.0**-95), tl.constexpr(2.0**15)
+"""Flagged groups take _nv_quotient's Markstein quotient where d lies in [DMIN, DMAX) (D is within
+3 steps of d, so in [2**-96, 2**16)) and the group's scale is neither clamped to 448 nor 0 from an
+amax / 6 that rounds to 0 in x's dtype (0.125 then: |x / D| unbounded); there every |x / D| < 16.
+Otherwise they are divided. tests/test_nvfp4_reciprocal.py checks both claims and the quotient
+exact on every x of both dtypes with |x / D| < 16, D in [2**-96, 2**16)."""
+
+
 def _nv_quotient_ptx(n: int = 8) -> str:
     """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
-    y = x * r + 0; where a flag of the n is set (a branch around the rest), y = x / (scale / g) + 0
-    (div.rn.f32; scale / g divided once for the elements whose scale is the first's) where it is
-    1 and y = 0 where it is 2 (a NaN / Inf group)."""
+    y = x * r + 0; where a flag of the n is set (a branch around the rest):
+    - every flag 1 (_nv_flag's groups, D in Markstein's range, unclamped scale) and every scale the
+      first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32), then per element
+      Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact),
+      y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a division (y is never -0:
+      x = +-0 gives +0, a nonzero x a nonzero y);
+    - otherwise (flag 3: D out of range or the scale clamped; 2: a NaN / Inf group; scales that
+      differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the elements whose
+      scale is the first's) where the flag is not 2, y = 0 where it is 2."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, y<{n}>;"]
+    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
     lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
-    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
+    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", "setp.ne.s32 p, f, 1;"]
+    lines += [f"setp.neu.or.f32 p, {s(i)}, {s(0)}, p;" for i in range(1, n)]
+    lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
+    for i in range(n):
+        lines += [f"mul.rn.f32 q, {x(i)}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {x(i)};",
+                  f"fma.rn.f32 y{i}, e, d, q;"]
+    lines += ["bra DONE;", "SLOW:", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
     for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
         lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
         lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
@@ -191,14 +211,17 @@ def nvfp4_quantize_kernel(
     tl.store(g_out_ptr, g, mask=tile == 0)
     # group scale: e4m3(min(g * RN_x(amax / 6), 448)), 0 -> 0.125 (0x20), NaN group -> 0x7F;
     # RN_x(amax * RN(1 / 6)) is RN_x(RN(amax / 6)) for every bf16 / fp16 amax
-    per = tl.minimum(g * _rn_x(amax.to(tl.float32, bitcast=True) * 0.1666666716337204, X_KIND, INTERPRETED), 448.0)
-    sbyte, sval = _e4m3_scale(per)
+    per = g * _rn_x(amax.to(tl.float32, bitcast=True) * 0.1666666716337204, X_KIND, INTERPRETED)
+    unbounded = (per > 448.0) | ((per == 0.0) & (amax != 0))  # (|x / D| may pass 16: see MARKSTEIN_DMIN)
+    sbyte, sval = _e4m3_scale(tl.minimum(per, 448.0))
     sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
     sval = tl.where(sval == 0.0, 0.125, sval)
     if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
         sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
     r = tl.math.div_rn(g, sval)[:, :, None]                             # RN(g / scale)
-    fl = tl.where(special, 2, _nv_flag(sval * tl.math.div_rn(1.0, g), X_KIND).to(tl.int32))[:, :, None]
+    d = sval * tl.math.div_rn(1.0, g)                                  # D = RN(scale / g) within 3 steps
+    slow = unbounded | (d < MARKSTEIN_DMIN) | (d >= MARKSTEIN_DMAX)       # (flagged: divided, not Markstein's)
+    fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND), tl.where(slow, 3, 1), 0))[:, :, None]
     sv = sval[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)

@@ -29,7 +29,7 @@ ALU = {"FMNMX", "PRMT", "LOP3", "SEL", "LEA", "ISETP", "IADD3", "SHF", "SGXT", "
 FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
-def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
+def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False):
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
     it (tests/test_triton_compile.py's _aot_compile_as_launched) at the shipped tile, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
@@ -44,7 +44,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
              BIG=False, INTERPRETED=False, NK_SHIFT=0)
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
-        with unflagged_only(_triton_nvfp4):
+        with unflagged_only(_triton_nvfp4, markstein):
             return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, ptrs, {**c, "PACK": 8}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
@@ -52,16 +52,29 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None):
 
 
 @contextlib.contextmanager
-def unflagged_only(module):
-    """module's 8-element PTX block without its branch to the divisions (a timing-free count of
-    the unflagged path; never launched)."""
+def unflagged_only(module, markstein: bool = False):
+    """module's 8-element PTX block without its branches: the unflagged path (what most groups
+    run), or with markstein the flagged groups' path (Markstein's quotient; its div.rn / rcp.rn
+    counted with their slow paths, which do not run for normal operands). Never launched."""
     keep = module.NV_QUOTIENT8
     ptx = module._nv_quotient_ptx(8)
-    module.NV_QUOTIENT8 = triton.language.constexpr(ptx[:ptx.index("@p bra DONE;")] + ptx[ptx.index("DONE:"):])
+    head, tail = ptx[:ptx.index("@p bra DONE;")], ptx[ptx.index("DONE:"):]
+    mid = ptx[ptx.index("@p bra SLOW;") + len("@p bra SLOW;"):ptx.index("\nbra DONE;")] if markstein else ""
+    module.NV_QUOTIENT8 = triton.language.constexpr(head + mid + tail)
+    _forget_hashes(module)
     try:
         yield
     finally:
         module.NV_QUOTIENT8 = keep
+        _forget_hashes(module)
+
+
+def _forget_hashes(module):
+    """A JIT function hashes its constexpr globals once a process (and the compile cache keys on
+    that hash): dropped, so the block swapped above is what compiles."""
+    for fn in vars(module).values():
+        if isinstance(fn, triton.runtime.JITFunction):
+            fn.hash, fn.used_global_vals = None, {}
 
 
 def opcode_mix(kernel) -> collections.Counter:
@@ -83,8 +96,10 @@ def main(argv=None) -> int:
     per_thread = 8192 // 256
     for name, nv, swz, kind in (("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
                                 ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1), ("nvfp4 fp32 linear", True, False, 0)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind))
+                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1), ("nvfp4 fp32 linear", True, False, 0),
+                                ("nvfp4 bf16 linear (flagged path: Markstein)", True, False, 1),
+                                ("nvfp4 fp16 linear (flagged path: Markstein)", True, False, 2)):
+        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

@@ -9,7 +9,11 @@ finite x of bf16 and fp16, independently of the kernel's code:
   s, for global scales g across the fp32 range and as compressed-tensors derives them;
 - the rule flags few scales for a g of real data, and every scale whose quotients hit or come
   within a step of the rounding midpoints (g = 1 and g built for it); without its window the rule
-  misses elements on those inputs, so the x reach the cases it is for.
+  misses elements on those inputs, so the x reach the cases it is for;
+- in flagged groups, Markstein's quotient (R = RN(1 / D), q0 = RN(x * R), e = fma(-q0, D, x),
+  q1 = fma(e, R, q0); fp32 FMA emulated exactly, checked against `fractions`) is RN(x / D) bit for
+  bit for every x with |x / D| < 16 and |x / D| >= 2**-16 (below that its nibble and sign bit),
+  D in [2**-96, 2**16); and an unclamped group's elements are all within |x / D| < 16.
 """
 
 from __future__ import annotations
@@ -123,3 +127,100 @@ def test_a_rule_without_its_window_misses_elements(kind):
     """Without the near-grid window (only k * d exactly on the grid flagged), y' rounds some x to
     another nibble than y: the exhaustive x reach the cases the rule is for."""
     assert sum(misses(g, kind, window=0)[0] for g in NEAR) > 0
+
+
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fp32 fma(a, b, c) with one rounding: a * b is exact in float64 (48 bits), the sum's error
+    exact by TwoSum, and where the float64 sum lies on an fp32 rounding midpoint the error decides
+    the side (NumPy's cast would round that tie to even)."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = c.astype(np.float64)
+    s = p + c64
+    v = s - p
+    err = (p - (s - v)) + (c64 - v)                          # p + c = s + err exactly
+    r = s.astype(F32)
+    up, down = np.nextafter(r, F32(np.inf)), np.nextafter(r, F32(-np.inf))
+    r = np.where((s == (r.astype(np.float64) + up) / 2) & (err > 0), up, r)
+    return np.where((s == (r.astype(np.float64) + down) / 2) & (err < 0), down, r)
+
+
+def test_fma_emulation_rounds_once():
+    """fma32 against exact rational arithmetic, on products that nearly cancel the addend (the
+    Markstein residual's case) and on ties built to sit exactly on an fp32 midpoint."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal(1500) * 3).astype(F32)
+    b = rng.standard_normal(1500).astype(F32)
+    c = (-(a * b) + rng.standard_normal(1500).astype(F32) * F32(1e-6)).astype(F32)
+    ties_a = (F32(1) + rng.integers(1, 1 << 10, 500).astype(F32) * F32(2.0**-12)).astype(F32)
+    ties_c = rng.choice([F32(2.0**-40), F32(-(2.0**-40))], 500).astype(F32)
+    a, b = np.concatenate([a, ties_a]), np.concatenate([b, np.full(500, F32(1 + 2.0**-12))])
+    c = np.concatenate([c, ties_c])
+    got = fma32(a, b, c)
+    for i in range(a.size):
+        v = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
+        f = F32(float(v))
+        near = [np.nextafter(f, F32(-np.inf)), f, np.nextafter(f, F32(np.inf))]
+        want = min(near, key=lambda z: (abs(Fraction(float(z)) - v), int(np.array(z).view(U32)) & 1))
+        assert got[i].view(U32) == want.view(U32), (a[i], b[i], c[i])
+
+
+MARKSTEIN_G = [*G_VALUES, 448.0, 480.0, 512.0, 2.0**100 * 1.37, 2.0**-14 * 0.91, 2.0**95, 2.0**-16 * 448]
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+def test_markstein_quotient_is_the_division(kind):
+    """The flagged groups' quotient in backends/_triton_nvfp4.py, every x of the dtype (either
+    sign, +-0) with |x / D| < 16, every e4m3 scale s whose D = RN(s / g) lies in [2**-96, 2**16)
+    (the kernel takes it for d in [2**-95, 2**15), D within 3 steps of d), under g across the
+    range and at its ends."""
+    xp = finite(kind)
+    x = np.concatenate([xp, -xp, F32([0.0, -0.0])])
+    checked = exact = 0
+    for g in MARKSTEIN_G:
+        for s in E4M3:
+            with np.errstate(all="ignore"):
+                d = F32(s) / F32(g)
+                if not 2.0**-96 <= d < 2.0**16:
+                    continue
+                r = F32(1) / d
+                v = x[np.abs(x) < F32(16) * d]
+                q0 = v * r
+                q1 = fma32(fma32(-q0, np.full_like(v, d), v), np.full_like(v, r), q0)
+                y = v / d + F32(0)
+            big = np.abs(y) >= 2.0**-16
+            assert np.array_equal(q1[big].view(U32), y[big].view(U32)), (kind, g, s)
+            assert np.array_equal(nibble(q1), nibble(y)) and np.array_equal(np.signbit(q1), np.signbit(y)), (kind, g, s)
+            checked += v.size
+            exact += int(big.sum())
+    assert checked > 2e7 and exact > 1e7, (checked, exact)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+def test_unclamped_groups_divide_below_16_and_in_range(kind):
+    """For every amax of the dtype under g across the range: where the group scale is neither
+    clamped (g * RN_x(amax / 6) > 448) nor 0 from an amax / 6 that RN_x rounds to 0 (then s = 0.125
+    and amax / D can be anything), amax / D < 16, so Markstein's bound holds for every element of
+    the group (fp4_oracle's e4m3 rounding, 0 -> 0.125); the kernel divides the two others. And d =
+    RN(s * RN(1 / g)) in [2**-95, 2**15) puts D in [2**-96, 2**16)."""
+    from fp4_oracle import round_grid, round_to
+
+    dtype = GRID[kind][0]
+    amax = finite(kind).astype(np.float64)
+    underflow = False
+    for g in MARKSTEIN_G:
+        g32 = F32(g)
+        with np.errstate(all="ignore"):
+            per = round_to(float(g32) * round_to(amax / 6.0, dtype), torch.float32)
+            keep = (per <= 448.0) & (per > 0)
+            underflow |= (round_to(amax / 6.0, dtype) == 0).any()
+            s = round_grid(per[keep], 3, -6)
+            s = np.where(s == 0, 0.125, s).astype(F32)
+            d_exact = (s / g32).astype(F32)
+            ratio = amax[keep] / d_exact.astype(np.float64)
+            d = (s * (F32(1) / g32)).astype(F32)
+        assert (ratio[np.isfinite(ratio) & (d_exact > 0)] < 16).all(), (kind, g)
+        inside = (d >= 2.0**-95) & (d < 2.0**15)
+        assert ((d_exact[inside] >= 2.0**-96) & (d_exact[inside] < 2.0**16)).all(), (kind, g)
+    assert keep.any() and underflow  # (the smallest subnormals' amax / 6 rounds to 0 in both dtypes)

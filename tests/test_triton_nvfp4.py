@@ -1,8 +1,9 @@
 """The `triton` backend's NVFP4 kernel for bf16 / fp16 input (backends/_triton_nvfp4.py: a
-reciprocal per group, the IEEE division only in groups its rule flags), byte for byte against the
-NumPy oracle (tests/fp4_oracle.py) where its two paths meet: every group flagged (g = 1 with the
-quotients on the rounding midpoints), none, and both in one tile beside NaN / Inf groups, at every
-PTX block size; and compiled for sm_90. tests/test_nvfp4_reciprocal.py checks the rule itself on
+reciprocal per group; in groups its rule flags Markstein's quotient, or where that is out of its
+range the IEEE division), byte for byte against the NumPy oracle (tests/fp4_oracle.py) where its
+paths meet: every group flagged (g = 1 with the quotients on the rounding midpoints), none, both
+in one tile beside NaN / Inf groups, clamped scales, Markstein's range ends, at every PTX block
+size; and compiled for sm_90. tests/test_nvfp4_reciprocal.py checks the rule itself on
 every x of both dtypes. Runs as tests/test_triton_fp4.py does: "cpu" under Triton's interpreter in
 the side environment (tests/test_triton_interpreter.py), "cuda" on a GPU."""
 
@@ -62,6 +63,7 @@ def _groups(dtype, g: float, rows: int, rng) -> torch.Tensor:
         v = bits.to(torch.int16).view(dtype).float().numpy()
         v = np.where(np.abs(v) < a, v, 0) * rng.choice([-1, 1], 15)
         x[r, j] = [a, *v]
+    x[2, ::2, 0] *= 8  # (amax 8x: scales up from 56 clamp to 448)
     x = torch.from_numpy(x.reshape(rows, 256)).to(dtype)
     x[1, 16:32] = float("nan")
     x[1, 33] = float("inf")
@@ -95,6 +97,43 @@ def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
 
 
 @pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", HALF, ids=str)
+def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp):
+    """Flagged groups on both sides of MARKSTEIN_DMIN / DMAX (d of a tile's scales below and above
+    2**-95, or 2**15: divided there, Markstein's quotient inside), clamped scales, and the
+    smallest subnormals as a group's amax (amax / 6 rounds to 0: scale 0.125, divided)."""
+    rng = np.random.default_rng(11)
+    gs = [2.0**100, 2.0**99 * 1.25, 2.0**-14] if hp == torch.bfloat16 else [1.0, 2.0**10, 2.0**100]  # (fp16: d >= 2**15
+    # only where a scale clamps)
+    configs = CONFIGS if dev == "cuda" else CONFIGS[:1]
+    paths = set()
+    for g, config in itertools.product(gs, configs):
+        x = _groups(hp, g, 4, rng)
+        tiny = torch.tensor(1, dtype=torch.int16).view(hp).item()  # the smallest subnormal
+        x[3, :16] = tiny * torch.tensor(rng.choice([-1.0, 1.0, 0.0], 16))
+        x[3, 16:32] = tiny * 3
+        _check(x.to(dev), g, "linear", config, f"g {g} config {config}")
+        paths |= _paths(x, g)
+    assert {"markstein", "divided: range", "divided: clamped", "divided: amax / 6 -> 0"} <= paths, paths
+
+
+def _paths(x: torch.Tensor, g: float) -> set:
+    """Which of the flagged groups' paths x's finite groups take under g, by the kernel's rule as
+    tests/test_nvfp4_reciprocal.py states it (oracle's scales)."""
+    kind = "bf16" if x.dtype == torch.bfloat16 else "fp16"
+    v = x.float().reshape(-1, 16).numpy().astype(np.float64)
+    amax = np.abs(v).max(axis=1)
+    per = oracle.round_to(np.float32(g) * oracle.round_to(amax / 6.0, x.dtype), torch.float32)
+    s = oracle.round_grid(np.minimum(per, 448.0), 3, -6)
+    d = (np.where(s == 0, 0.125, s).astype(np.float32) * (np.float32(1) / np.float32(g))).astype(np.float32)
+    ok = np.isfinite(amax) & flagged_d(d, kind)
+    out = {"markstein"} if (ok & (per <= 448) & (per > 0) & (d >= 2.0**-95) & (d < 2.0**15)).any() else set()
+    out |= {"divided: range"} if (ok & ((d < 2.0**-95) | (d >= 2.0**15))).any() else set()
+    out |= {"divided: clamped"} if (ok & (per > 448)).any() else set()
+    return out | ({"divided: amax / 6 -> 0"} if (ok & (per == 0) & (amax > 0)).any() else set())
+
+
+@pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("kind", ["bf16", "fp16"])
 def test_nvfp4_flag_rule_on_the_device(dev, kind):
     """_nv_flag as the kernel runs it against the rule stated in NumPy (tests/test_nvfp4_reciprocal.py):
@@ -123,9 +162,9 @@ def test_nvfp4_flag_rule_on_the_device(dev, kind):
 @pytest.mark.parametrize("hp", ["*bf16", "*fp16"])
 def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     """At the shipped tile of every card class and at small tiles with every PTX block size (1-8
-    elements), masked or not: compiles for sm_90, with no approximate division (div.full,
-    div.approx) and no .ftz anywhere (its divisions, for r and in the flagged groups' PTX, are
-    div.rn.f32)."""
+    elements), masked or not: compiles for sm_90, with no approximate division or reciprocal
+    (div.full, div.approx, rcp.approx) and no .ftz anywhere (its divisions, for r and in the
+    flagged groups' PTX, are div.rn.f32, Markstein's reciprocal rcp.rn.f32)."""
     from mxquant.backends import _triton_nvfp4 as k
 
     dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
@@ -141,4 +180,5 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
         ptx = ck.asm["ptx"]
-        assert "div.full" not in ptx and "div.approx" not in ptx and ".ftz" not in ptx, c
+        assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
+        assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
