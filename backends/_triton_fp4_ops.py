@@ -57,15 +57,25 @@ reciprocal per group instead of div.rn.f32: exact, but 1.10-1.90x the division's
 same tile and cap (107 registers with the division's fallback branch, 165 with the FMA path
 alone), so it was not kept (docs/performance.md, eighth session)."""
 
-NV_DIVISION_FREE = frozenset({torch.bfloat16})
-"""Input dtypes whose NVFP4 goes to backends/_triton_nvfp4.py's kernel (a reciprocal per group,
-the division only in flagged groups; 1.3x faster on an H100, 1.24-1.42x slower where a tensor's
-scales fall in a flagged class, thirteenth session); the others to backends/_triton_fp4.py's, one
-IEEE division per element (fp32 always). fp16 is not in it: compressed-tensors' g overflows fp16
-for every amax below 2688 / 65504 (about 0.041), so g = 1.0 and every group is flagged. Tests and
-benchmarks/sweep_nvfp4_division_free.py set it to time or check either kernel."""
+NV_DIVISION_FREE = frozenset({torch.bfloat16, torch.float16})
+"""Input dtypes whose NVFP4 goes to backends/_triton_nvfp4.py's kernel (a reciprocal per group;
+in flagged groups Markstein's quotient, three FMA-pipe instructions an element); the others to
+backends/_triton_fp4.py's, one IEEE division per element (fp32 always). One H100, fourteenth
+session (benchmarks/sweep_nvfp4_division_free.py, 8192x8192 / 16384x8192, given g): bf16 71.5 /
+131.9 us against the division kernel's 92.4 / 174.3, fp16 70.5 / 129.4 against 97.7 / 187.5;
+with every group flagged (g = 512, or g = 1 on midpoint quotients) 80.3-82.0 / 151.7-155.7 us,
+still below the division kernel (before Markstein's quotient the flagged groups divided, 1.24-1.42x
+the division kernel's time, and fp16, whose compressed-tensors g is 1.0 below amax ~0.041,
+stayed on the division kernel). Tests and benchmarks/sweep_nvfp4_division_free.py set it to time or check either kernel."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def _division_free(x_dtype, device) -> bool:
+    """NVFP4 of this input on backends/_triton_nvfp4.py's kernel: its dtype in NV_DIVISION_FREE,
+    on CUDA (its flagged groups' block is inline PTX) or under the interpreter (which runs the
+    kernel's PTX-free path); never on XPU (Intel's Triton takes no PTX)."""
+    return x_dtype in NV_DIVISION_FREE and device.type in ("cuda", "cpu")
 
 
 @functools.lru_cache(maxsize=None)
@@ -150,7 +160,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     x2 = as_rows(x)
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, x.dtype in NV_DIVISION_FREE, scale_mode, swizzled,
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, _division_free(x.dtype, device), scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -161,7 +171,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
-        if nv and x.dtype in NV_DIVISION_FREE and x.dtype != torch.float32:  # backends/_triton_nvfp4.py
+        if nv and _division_free(x.dtype, device):  # backends/_triton_nvfp4.py
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8

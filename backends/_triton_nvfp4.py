@@ -1,36 +1,34 @@
-"""Triton kernel of the `triton` backend's NVFP4 quantize for 2-byte input (bf16, fp16): the
-contract's bytes (docs/semantics.md, "NVFP4") without an IEEE division per element. fp32 input,
-MXFP4, the global amax and dequantize stay in backends/_triton_fp4.py, whose helpers this uses.
+"""Triton kernel of the `triton` backend's NVFP4 quantize for 2-byte input (bf16, fp16) on CUDA:
+the contract's bytes (docs/semantics.md, "NVFP4") without an IEEE division per element. fp32
+input, XPU, MXFP4, the global amax and dequantize stay in backends/_triton_fp4.py, whose helpers
+this uses.
 
 - Whole groups per thread: x is loaded as two (BLOCK_M, NB, 8) halves (the first and the last 8
   elements of every group of 16), one 16-byte load each, so a thread holds both halves of its
   groups: the group's amax, scale and flag are computed once per group, not in each of the two
   threads a group's 16 elements span when loaded as one row (which duplicated that work and
   shuffled the amax).
-- Elements: y' = RN(x * r), r = RN(g / scale) per group (no division per element), made exact by
-  _nv_flag: a group where y' could round to another nibble than y = RN(x / RN(scale / g)) is
-  divided as the contract says (_nv_quotient: a branch around div.rn.f32 that other groups never
-  take). y' + 0 turns -0 into +0, so y's sign bit is the nibble's (compressed-tensors: +0 for
-  +-0), put in place per packed byte by multiplications as MXFP4's (the FMA pipe).
+- Elements: y' = RN(x * r), r = RN(g / scale) per group (no division per element), exact where
+  _nv_flag leaves a group unflagged. A flagged group, where y' could round to another nibble than
+  y = RN(x / D), D = RN(scale / g), gets y itself from Markstein's quotient (_nv_quotient: per
+  block of 8 elements D by div.rn.f32 and R = RN(1 / D) by rcp.rn.f32, per element q0 = RN(x * R),
+  e = fma(-q0, D, x), y = fma(e, R, q0)), behind a branch that unflagged groups never take; the
+  few flagged groups outside its range (MARKSTEIN_DMIN) are divided. y' + 0 turns -0 into +0, so
+  y's sign bit is the nibble's (compressed-tensors: +0 for +-0), put in place per packed byte by
+  multiplications as MXFP4's (the FMA pipe).
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
 
-tests/test_nvfp4_reciprocal.py checks both identities on every x of both dtypes against IEEE
-division; tests/test_triton_fp4.py and tests/test_triton_nvfp4.py the kernel byte for byte
-against the NumPy oracle, where the two paths meet too.
+tests/test_nvfp4_reciprocal.py checks these identities on every x of both dtypes against IEEE
+division (Markstein's with fp32 FMA emulated exactly); tests/test_triton_fp4.py and
+tests/test_triton_nvfp4.py the kernel byte for byte against the NumPy oracle, where the paths
+meet too.
 
-Cost where groups are flagged (one H100, benchmarks/sweep_nvfp4_division_free.py): a block of 8
-elements with a flagged group divides all 8, and a warp runs the division when any of its 32
-lanes does, so a tensor whose scales fall in a flagged class on more than a few percent of its
-groups runs at about the division kernel's speed or below: 1.24-1.42x its time (fp16
-16384x8192 randn in calls C and D, the midpoint input with every group divided at 8192x8192).
-The rule flags a scale class when g has a short significand (g = 448 for amax 6, 512, 480;
-compressed-tensors rounds g to x's dtype): in the review's count, 12 randn 8192x8192 tensors
-with compressed-tensors' g, about 10% (bf16) and 12-15% (fp16) of such tensors. Tried and not
-kept (call D, 2026-12-06): dividing only the elements within 6 steps of a midpoint in flagged
-groups, by predicated div.rn.f32 (checked exhaustively in NumPy, exact on the GPU): 138 us
-against 122 with every group flagged, the predicated division ran for every element. Next: an
-exact quotient with no flag (Markstein: q = x * RN(1 / D), one FMA residual, one FMA
-correction).
+Cost where groups are flagged (one H100, benchmarks/sweep_nvfp4_division_free.py, fourteenth
+session): a warp takes the flagged path when any of its lanes does, so a tensor whose scales fall
+in a flagged class (g with a short significand, g = 448, 480, 512; fp16's g = 1.0 below amax
+~0.041) runs it nearly everywhere: about 1.15x the unflagged time, still 0.83-0.89x the division
+kernel's. With a division there (thirteenth session) it was 1.24-1.42x the division kernel's;
+dividing only the elements near a midpoint (call D, 2026-12-06) was slower still.
 """
 
 import triton

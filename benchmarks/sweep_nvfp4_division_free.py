@@ -1,5 +1,5 @@
 """NVFP4 quantize of bf16 / fp16 input: backends/_triton_nvfp4.py's kernel (y = x * RN(g / s) per
-group, the division only in flagged groups) against backends/_triton_fp4.py's (an IEEE division
+group, Markstein's quotient in flagged groups) against backends/_triton_fp4.py's (an IEEE division
 per element; not in ops.NV_DIVISION_FREE), one CUDA GPU, one process:
 
     python3 benchmarks/sweep_nvfp4_division_free.py OUT.json

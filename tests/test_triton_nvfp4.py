@@ -32,8 +32,8 @@ CONFIGS = [None, (4, 256, 4, 0, 1), (2, 512, 2, 0, 2), (1, 1024, 1, 0, 4)]  # PT
 
 @pytest.fixture(autouse=True)
 def half_inputs_on_this_kernel(monkeypatch):
-    """bf16 and fp16 NVFP4 both on backends/_triton_nvfp4.py's kernel (fp16 goes to the division
-    kernel by default: ops.NV_DIVISION_FREE)."""
+    """bf16 and fp16 NVFP4 both on backends/_triton_nvfp4.py's kernel (ops.NV_DIVISION_FREE, held
+    here whatever the shipped set)."""
     monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset(HALF))
 
 
@@ -182,3 +182,13 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
+
+
+def test_only_cuda_and_the_interpreter_take_this_kernel():
+    """Its flagged groups' block is inline PTX: XPU (Intel's Triton takes no PTX) keeps the division
+    kernel for every dtype, CUDA and the interpreter take this one for the dtypes listed; fp32
+    never."""
+    for dt in HALF:
+        assert ops._division_free(dt, torch.device("cuda")) and ops._division_free(dt, torch.device("cpu"))
+        assert not ops._division_free(dt, torch.device("xpu"))
+    assert not ops._division_free(torch.float32, torch.device("cuda"))
