@@ -168,7 +168,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
-                          MASK=n_m * bm != m or n_k * bk != k, EVICT="evict_last",
+                          MASK=n_m * bm != m or n_k * bk != k,
+                          EVICT=config[5] if config is not None and len(config) > 5 else "evict_last",
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
         if nv and _division_free(x.dtype, device):  # backends/_triton_nvfp4.py

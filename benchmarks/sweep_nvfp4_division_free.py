@@ -5,10 +5,8 @@ per element; not in ops.NV_DIVISION_FREE), one CUDA GPU, one process:
     python3 benchmarks/sweep_nvfp4_division_free.py OUT.json
 
 8192x8192 and 16384x8192, bf16 and fp16, linear and swizzled scales, g given (the tensor's own)
-and computed (an amax pass first). The new kernel at the shipped tile (1 x 8192) with 8 and 16
-warps, register caps 0 (none) / 80, PTX blocks of 4 and 8 elements (GIVEN, COMPUTED; call A of
-2026-12-06 also timed a cap of 64: 1.22-1.25x the time linear); the old one at its shipped
-config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the randn
+and computed (an amax pass first). The new kernel at the configs of GIVEN and COMPUTED; the old
+one at its shipped config. Each variant's bytes (data, scales, g) are compared with the old kernel's on the randn
 input, on a tensor with NaN / Inf rows and on a g = 1 input whose quotients sit on the
 rounding midpoints (`exact`); the latter (every element divided: the worst case) and the randn
 input with g = 512 (every group flagged, as compressed-tensors' g of such data can be; few
@@ -27,9 +25,15 @@ from mxquant.backends import _triton_fp4_ops as f4
 
 res = []
 SHIPPED, BOTH = f4.NV_DIVISION_FREE, frozenset({torch.bfloat16, torch.float16})
-GIVEN = {torch.bfloat16: [(8, 0, 8), (8, 0, 4), (8, 80, 8), (16, 0, 8)], torch.float16: [(8, 0, 8), (16, 0, 8)]}
-COMPUTED = [(8, 0, 8)]
-"""(warps, register cap (0: none), elements per PTX block) at the 1 x 8192 tile."""
+SHIPPED_CFG = (1, 8192, 8, 0, 8)
+GIVEN = {torch.bfloat16: [SHIPPED_CFG, (1, 8192, 4, 0, 8), (2, 8192, 8, 0, 8), (4, 8192, 16, 0, 8), (4, 8192, 8, 0, 8),
+                          (1, 8192, 8, 0, 8, "evict_first"), (1, 8192, 8, 0, 8, "")],
+         torch.float16: [SHIPPED_CFG, (1, 8192, 4, 0, 8), (2, 8192, 8, 0, 8)]}
+COMPUTED = [SHIPPED_CFG]
+"""(BLOCK_M, BLOCK_K, warps, register cap (0: none), elements per PTX block[, load eviction policy])
+of the new kernel (the shipped one first; fourteenth session: 64 and 128 elements a thread, and
+the eviction policy, against the shipped 32 and evict_last; call A of 2026-12-06 also timed caps of
+64 and 80 and 16 warps at 1 x 8192, and blocks of 4, none faster)."""
 MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
 
 
@@ -81,7 +85,7 @@ def main(path):
                     want = [run(x, g, layout, None, True), run(special, g, layout, None, True),
                             run(mid, one, layout, None, True), run(x, g512, layout, None, True)]
                     shapes = GIVEN[dtype] if given else COMPUTED
-                    variants = [("old", None)] + [("new", (1, 8192, *v)) for v in shapes]
+                    variants = [("old", None)] + [("new", v) for v in shapes]
                     for name, cfg in variants:
                         old = name == "old"
                         r = dict(shape=f"{m}x{k}", dtype=str(dtype), layout=layout, given=given, kernel=name, cfg=cfg)
@@ -93,7 +97,7 @@ def main(path):
                             us = do_bench(lambda: f4.nvfp4_quantize(x, g, "compressed-tensors", layout, cfg),
                                           warmup=5, rep=40) * 1e3
                             r.update(us=round(us, 2), pct=round(100 * copy_us / us * (2.5 + 1 / 16) / 4, 1))
-                            if given and (name == "old" or cfg == (1, 8192, 8, 0, 8)):
+                            if given and (name == "old" or cfg == SHIPPED_CFG):
                                 # every element on a midpoint (every one divided); every group flagged
                                 # (g = 512: d = s / 512 on the grid), few elements near a midpoint
                                 us = do_bench(lambda: f4.nvfp4_quantize(mid, one, "compressed-tensors", layout, cfg),
