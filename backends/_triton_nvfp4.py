@@ -95,49 +95,42 @@ exact on every x of both dtypes with |x / D| < 16, D in [2**-96, 2**16)."""
 
 
 def _nv_quotient_ptx(n: int = 8) -> str:
-    """PTX for n positions of both halves of a group ($0..: y of the first half, y of the second, a =
-    min(|y|, 6) of each; then x of each half, r, scale, g, flag: n of each). Per element
+    """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
     y = x * r + 0; where a flag of the n is set (a branch around the rest):
-    - every flag 1 (_nv_flag's groups, D in Markstein's range, the scale neither clamped nor from
-      an amax / 6 rounded to 0) and every scale the first's: D = RN(scale / g) once (div.rn.f32),
-      R = RN(1 / D) (rcp.rn.f32), then per element of both halves Markstein's correctly rounded
-      quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact), y = RN(q0 + e * R) = RN(x / D):
-      three FMA-pipe instructions for a division (y is never -0: x = +-0 gives +0, a nonzero x a
-      nonzero y);
-    - otherwise (flag 3: D out of range or such a scale; 2: a NaN / Inf group; scales that differ)
-      y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the positions whose scale is
-      the first's) where the flag is not 2, y = 0 where it is 2."""
-    op = lambda k: (lambda i: f"${n * k + i}")  # noqa: E731  (operand k's i-th of n)
-    x0, x1, r, s, g, f = (op(k) for k in range(4, 10))
-    ys = [f"y{i}" for i in range(2 * n)]  # the first half's n, then the second's
-    xs = [x0(i) for i in range(n)] + [x1(i) for i in range(n)]
+    - every flag 1 (_nv_flag's groups, D in Markstein's range, unclamped scale) and every scale the
+      first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32), then per element
+      Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact),
+      y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a division (y is never -0:
+      x = +-0 gives +0, a nonzero x a nonzero y);
+    - otherwise (flag 3: D out of range or the scale clamped; 2: a NaN / Inf group; scales that
+      differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the elements whose
+      scale is the first's) where the flag is not 2, y = 0 where it is 2."""
+    x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{2 * n}>;"]
-    lines += [f"fma.rn.f32 {ys[i]}, {xs[i]}, {r(i % n)}, 0f00000000;" for i in range(2 * n)]
+    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
+    lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
     lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", "setp.ne.s32 p, f, 1;"]
     lines += [f"setp.neu.or.f32 p, {s(i)}, {s(0)}, p;" for i in range(1, n)]
     lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
-    for i in range(2 * n):
-        lines += [f"mul.rn.f32 q, {xs[i]}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {xs[i]};",
-                  f"fma.rn.f32 {ys[i]}, e, d, q;"]
+    for i in range(n):
+        lines += [f"mul.rn.f32 q, {x(i)}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {x(i)};",
+                  f"fma.rn.f32 y{i}, e, d, q;"]
     lines += ["bra DONE;", "SLOW:", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
-    for i in range(n):  # scale / g divided once where the block's positions share a scale (one group)
+    for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
         lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
-        lines += [f"setp.eq.s32 p, {f(i)}, 2;"]
-        for y, x in ((ys[i], xs[i]), (ys[n + i], xs[n + i])):
-            lines += [f"div.rn.f32 e, {x}, {'d' if i else 'd0'};", "add.rn.f32 e, e, 0f00000000;",
-                      f"selp.f32 {y}, 0f00000000, e, p;"]
+        lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
+                  f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
-    for i in range(2 * n):
-        lines += [f"mov.b32 ${i}, {ys[i]};", f"abs.f32 d, {ys[i]};", f"min.f32 ${2 * n + i}, d, 0f40C00000;"]
+    for i in range(n):
+        lines += [f"mov.b32 ${i}, y{i};", f"abs.f32 d, y{i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
 def _constraints(n: int) -> str:
-    return ",".join(["=f"] * (4 * n) + ["f"] * (5 * n) + ["r"] * n)
+    return ",".join(["=f"] * (2 * n) + ["f"] * (4 * n) + ["r"] * n)
 
 
 NV_QUOTIENT8, NV_QUOTIENT4, NV_QUOTIENT2, NV_QUOTIENT1 = (tl.constexpr(_nv_quotient_ptx(n)) for n in (8, 4, 2, 1))
@@ -145,34 +138,34 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 
 
 @triton.jit
-def _nv_quotient(x0, x1, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
-    """(y0 + 0, y1 + 0, min(|y0|, 6), min(|y1|, 6)), fp32 (-0 becomes +0), for the two halves x0, x1
-    of NVFP4 groups: y = RN(x * r), or where flag (int32) is 1 or 3 (_nv_flag) the contract's
-    RN(x / RN(s / g)), where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK
-    positions of both halves at a time in PTX (one D and R for the 2 * PACK elements of a group),
-    the flagged path behind a branch that unflagged groups never take."""
+def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
+    """(y + 0, min(|y|, 6)), fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where
+    flag (int32) is 1 (_nv_flag) the contract's RN(x / RN(s / g)), where it is 2 (a NaN / Inf
+    group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX, the divisions behind a
+    branch that unflagged groups never take."""
     if INTERPRETED:
-        d = tl.math.div_rn(s, g)
-        y0 = tl.where(flag == 2, 0.0, tl.where(flag != 0, tl.math.div_rn(x0, d), x0 * r) + 0.0)
-        y1 = tl.where(flag == 2, 0.0, tl.where(flag != 0, tl.math.div_rn(x1, d), x1 * r) + 0.0)
-        return y0, y1, tl.minimum(tl.abs(y0), 6.0), tl.minimum(tl.abs(y1), 6.0)
-    args = [x0, x1, r, s, tl.full(x0.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
+        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
+        y = tl.where(flag == 2, 0.0, y)
+        return y, tl.minimum(tl.abs(y), 6.0)
+    args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
     if PACK == 8:
-        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, (tl.float32, tl.float32, tl.float32, tl.float32), True, 8)
+        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, (tl.float32, tl.float32), True, 8)
     elif PACK == 4:
-        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, (tl.float32, tl.float32, tl.float32, tl.float32), True, 4)
+        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, (tl.float32, tl.float32), True, 4)
     elif PACK == 2:
-        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, (tl.float32, tl.float32, tl.float32, tl.float32), True, 2)
+        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, (tl.float32, tl.float32), True, 2)
     else:
-        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, (tl.float32, tl.float32, tl.float32, tl.float32), True, 1)
+        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, (tl.float32, tl.float32), True, 1)
 
 
 @triton.jit
-def _pack_half(y, a, BLOCK_M: tl.constexpr, NB: tl.constexpr):
-    """One half (BLOCK_M, NB, 8) of the groups, quantized (y, a = min(|y|, 6): _nv_quotient) to its
-    4 packed bytes a group, uint8 (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits
-    from y's by integer multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf
-    group's y are 0, so are its bytes."""
+def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
+               INTERPRETED: tl.constexpr):
+    """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
+    (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits from y's by integer
+    multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
+    its bytes."""
+    y, a = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
     lo, hi = tl.split(tl.reshape(_e2m1_code(a), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
     return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
@@ -228,9 +221,8 @@ def nvfp4_quantize_kernel(
     slow = unbounded | (d < MARKSTEIN_DMIN) | (d >= MARKSTEIN_DMAX)       # (flagged: divided, not Markstein's)
     fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND), tl.where(slow, 3, 1), 0))[:, :, None]
     sv = sval[:, :, None]
-    y0, y1, a0, a1 = _nv_quotient(x0, x1, r, sv, g, fl, PACK, INTERPRETED)
-    b0 = _pack_half(y0, a0, BLOCK_M, NB)
-    b1 = _pack_half(y1, a1, BLOCK_M, NB)
+    b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
+    b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     # a group's 8 bytes in one store a thread: consecutive lanes, consecutive 8 bytes (two 4-byte
     # stores, a half each, left every other 4 bytes of a warp's span to the second)
     packed = tl.reshape(tl.permute(tl.join(b0, b1), (0, 1, 3, 2)), (BLOCK_M, NB, 8))

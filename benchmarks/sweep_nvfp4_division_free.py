@@ -26,14 +26,14 @@ from mxquant.backends import _triton_fp4_ops as f4
 res = []
 SHIPPED, BOTH = f4.NV_DIVISION_FREE, frozenset({torch.bfloat16, torch.float16})
 SHIPPED_CFG = (1, 8192, 8, 0, 8)
-GIVEN = {torch.bfloat16: [SHIPPED_CFG, (1, 8192, 4, 0, 8), (2, 8192, 8, 0, 8), (4, 8192, 16, 0, 8), (4, 8192, 8, 0, 8),
-                          (1, 8192, 8, 0, 8, "evict_first"), (1, 8192, 8, 0, 8, "")],
-         torch.float16: [SHIPPED_CFG, (1, 8192, 4, 0, 8), (2, 8192, 8, 0, 8)]}
+GIVEN = {torch.bfloat16: [SHIPPED_CFG, (1, 8192, 8, 0, 8, "evict_first"), (1, 8192, 8, 0, 8, "")],
+         torch.float16: [SHIPPED_CFG]}
 COMPUTED = [SHIPPED_CFG]
 """(BLOCK_M, BLOCK_K, warps, register cap (0: none), elements per PTX block[, load eviction policy])
-of the new kernel (the shipped one first; fourteenth session: 64 and 128 elements a thread, and
-the eviction policy, against the shipped 32 and evict_last; call A of 2026-12-06 also timed caps of
-64 and 80 and 16 warps at 1 x 8192, and blocks of 4, none faster)."""
+of the new kernel, the shipped one first. Tried and not kept: caps of 64 and 80, 16 warps, blocks
+of 4 (call A, thirteenth session); 64 and 128 elements a thread ((1, 8192, 4), (2, 8192, 8),
+(4, 8192, 16), (4, 8192, 8): 1.05-1.5x the time of 32 a thread; call F, fourteenth session, with
+a PTX block over both halves of a group, itself dropped: 1.14x the time linear)."""
 MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
 
 
