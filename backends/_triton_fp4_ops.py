@@ -71,6 +71,17 @@ stayed on the division kernel). Tests and benchmarks/sweep_nvfp4_division_free.p
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
+def _evict(x_dtype, swizzled: bool) -> str:
+    """The quantize kernels' load eviction policy (a launch config's 6th entry overrides it): x is
+    read once, so with linear scales 2-byte input is loaded evict_first; with swizzled scales, and
+    fp32 (not timed), evict_last. One H100, fourteenth session (call G, bf16, 8192x8192 /
+    16384x8192, medians of 3 interleaved rounds): linear, evict_first against evict_last, MXFP4
+    rceil 63.2 / 118.4 us against 64.8 / 120.1, compressed-tensors 65.6 / 122.9 against 65.9 /
+    123.4, NVFP4 given g 67.5 / 129.5 against 71.4 / 132.4; swizzled, evict_first was slower
+    (MXFP4 rceil 68.5 / 128.7 against 67.0 / 122.2) and no policy ("") within 1%."""
+    return "evict_first" if not swizzled and x_dtype != torch.float32 else "evict_last"
+
+
 def _division_free(x_dtype, device) -> bool:
     """NVFP4 of this input on backends/_triton_nvfp4.py's kernel: its dtype in NV_DIVISION_FREE,
     on CUDA (its flagged groups' block is inline PTX) or under the interpreter (which runs the
@@ -169,7 +180,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k,
-                          EVICT=config[5] if config is not None and len(config) > 5 else "evict_last",
+                          EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled),
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
         if nv and _division_free(x.dtype, device):  # backends/_triton_nvfp4.py
