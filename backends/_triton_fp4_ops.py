@@ -63,7 +63,7 @@ in flagged groups Markstein's quotient, three FMA-pipe instructions an element);
 backends/_triton_fp4.py's, one IEEE division per element (fp32 always). One H100, fourteenth
 session (benchmarks/sweep_nvfp4_division_free.py, 8192x8192 / 16384x8192, given g): bf16 71.5 /
 131.9 us against the division kernel's 92.4 / 174.3, fp16 70.5 / 129.4 against 97.7 / 187.5;
-with every group flagged (g = 512, or g = 1 on midpoint quotients) 80.3-82.0 / 151.7-155.7 us,
+with every group flagged (g = 512, or g = 1 on midpoint quotients) 80.3-81.9 / 151.7-155.7 us,
 still below the division kernel (before Markstein's quotient the flagged groups divided, 1.24-1.42x
 the division kernel's time, and fp16, whose compressed-tensors g is 1.0 below amax ~0.041,
 stayed on the division kernel). Tests and benchmarks/sweep_nvfp4_division_free.py set it to time or check either kernel."""
