@@ -66,7 +66,8 @@ session (benchmarks/sweep_nvfp4_division_free.py, 8192x8192 / 16384x8192, given 
 with every group flagged (g = 512, or g = 1 on midpoint quotients) 80.3-81.9 / 151.7-155.7 us,
 still below the division kernel (before Markstein's quotient the flagged groups divided, 1.24-1.42x
 the division kernel's time, and fp16, whose compressed-tensors g is 1.0 below amax ~0.041,
-stayed on the division kernel). Tests and benchmarks/sweep_nvfp4_division_free.py set it to time or check either kernel."""
+stayed on the division kernel). Tests and benchmarks/sweep_nvfp4_division_free.py set it to time
+or check either kernel."""
 
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 

@@ -105,8 +105,8 @@ def _nv_quotient_ptx(n: int = 8) -> str:
       Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact),
       y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a division (y is never -0:
       x = +-0 gives +0, a nonzero x a nonzero y);
-    - otherwise (flag 3: D out of range or the scale clamped; 2: a NaN / Inf group; scales that
-      differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the elements whose
+    - otherwise (flag 3: outside Markstein's range, see MARKSTEIN_DMIN; 2: a NaN / Inf group;
+      scales that differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the elements whose
       scale is the first's) where the flag is not 2, y = 0 where it is 2."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
@@ -143,9 +143,10 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 @triton.jit
 def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
     """(y + 0, min(|y|, 6)), fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where
-    flag (int32) is 1 (_nv_flag) the contract's RN(x / RN(s / g)), where it is 2 (a NaN / Inf
-    group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX, the divisions behind a
-    branch that unflagged groups never take."""
+    flag (int32) is 1 or 3 (_nv_flag's groups) the contract's RN(x / RN(s / g)), where it is 2 (a
+    NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX
+    (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3), behind a
+    branch that unflagged groups never take; under the interpreter by division."""
     if INTERPRETED:
         y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
         y = tl.where(flag == 2, 0.0, y)

@@ -3,8 +3,10 @@ launch specializes it (tests/test_triton_compile.py's helper: Triton's own compi
 wheel's ptxas) at the H100's shipped tile (1 x 8192, 8 warps), disassembled by the wheel's
 nvdisasm. The kernels are straight-line code, so the static count per thread over the 32
 elements a thread holds is what each element costs (the fp32 NVFP4 division's slow path aside;
-2-byte NVFP4 compiled without its flagged groups' division branch, see compile_kernel). ALU-pipe and FMA-pipe instructions are counted apart: the ALU pipe (16 lanes)
-bounded MXFP4 on an H100 (Nsight Compute, docs/performance.md, twelfth session).
+2-byte NVFP4 compiled with one path of its PTX block at a time, the unflagged one or the
+flagged groups' Markstein quotient, see compile_kernel). ALU-pipe and FMA-pipe instructions are
+counted apart: the ALU pipe (16 lanes) bounded MXFP4 on an H100 (Nsight Compute,
+docs/performance.md, twelfth session).
 
     python benchmarks/sass_mix.py [-v]      # in an environment with triton (.ci/triton-env.sh's)
 """
@@ -33,8 +35,8 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
     it (tests/test_triton_compile.py's _aot_compile_as_launched) at the shipped tile, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
-    with its PTX block's division branch left out (unflagged_only): the path unflagged groups run,
-    whose static count is then what an element costs."""
+    with one path of its PTX block (unflagged_only): the one unflagged groups run, or with
+    markstein the flagged groups' one, whose static count is then what an element costs."""
     from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 
