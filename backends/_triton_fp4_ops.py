@@ -172,7 +172,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     x2 = as_rows(x)
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, _division_free(x.dtype, device), scale_mode, swizzled,
+    free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -184,7 +185,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled),
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
-        if nv and _division_free(x.dtype, device):  # backends/_triton_nvfp4.py
+        if free:
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8

@@ -322,16 +322,17 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
 
     monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset())
     kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
+    dtype = {"*fp32": torch.float32, "*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
     compiled, nv_kernels = [], []
     for (nv, given, mode, swz), card in itertools.product(
             [(False, False, "rceil", False), (False, False, "compressed-tensors", True), (False, False, "floor", False),
              (True, False, "compressed-tensors", True), (True, True, "compressed-tensors", False)], ops.FP4_CONFIGS):
         bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, "quantize", None, None, card=card)
         c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
-                 SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT="evict_last", BIG=swz, INTERPRETED=False,
-                 NK_SHIFT=-1 if swz else 0)
+                 SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT=ops._evict(dtype, swz), BIG=swz,
+                 INTERPRETED=False, NK_SHIFT=-1 if swz else 0)
         g = ("*i32" if not given else "*fp32") if nv else "*u8"
-        cap = ops._maxnreg(nv, None, {"*fp32": torch.float32, "*bf16": torch.bfloat16, "*fp16": torch.float16}[hp], card)
+        cap = ops._maxnreg(nv, None, dtype, card)
         compiled.append(_aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"],
                                                  c, warps, None, options={"maxnreg": cap} if cap else None))
         # the register cap the launch gives it reaches the PTX (bf16 NVFP4 on the H100's class)
