@@ -98,10 +98,26 @@ def _tile_ids(tile, n_k, NK_SHIFT: tl.constexpr):
 
 
 @triton.jit
+def _tile_rows(pid_m, BLOCK_M: tl.constexpr, SPREAD: tl.constexpr):
+    """The rows of row tile pid_m: BLOCK_M consecutive rows, or with SPREAD (swizzled scales,
+    BLOCK_M a multiple of 4 dividing 128) rows 32 apart, r, r + 32, r + 64, r + 96 (then r + 1,
+    ...), whose 4 scale words of a column tile are adjacent in the 128x4 layout: 16 contiguous
+    bytes a program writes whole, not 4-byte words 16 (or, at one row, 512) bytes apart."""
+    if SPREAD:
+        PER: tl.constexpr = 128 // BLOCK_M                                 # programs per 128 rows
+        ii = tl.arange(0, BLOCK_M)
+        return (pid_m // PER) * 128 + (BLOCK_M // 4) * (pid_m % PER) + ii // 4 + 32 * (ii % 4)
+    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+
+
+@triton.jit
 def amax_kernel(x_ptr, out_ptr, M, K, stride_xm, n_k,
-                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr):
-    """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements."""
-    tile = tl.program_id(0)
+                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+                REVERSE: tl.constexpr):
+    """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements; with
+    REVERSE the tiles are taken last to first, so that the quantize launch after it, which goes
+    first to last, starts on the tiles still in L2."""
+    tile = tl.num_programs(0) - 1 - tl.program_id(0) if REVERSE else tl.program_id(0)
     rows = (tile // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)
     rw = rows.to(tl.int64) if BIG else rows
@@ -118,6 +134,7 @@ def fp4_quantize_kernel(
     NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
     EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr, NK_SHIFT: tl.constexpr,
+    SPREAD: tl.constexpr,
 ):
     """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
     g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
@@ -126,7 +143,7 @@ def fp4_quantize_kernel(
     NB: tl.constexpr = BLOCK_K // G
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = _tile_rows(pid_m, BLOCK_M, SPREAD)
     sblk = pid_k * NB + tl.arange(0, NB)
     # loaded as a 2-D tile, then viewed as groups: Triton then spreads the lanes along the row
     # (the 3-D load spread them over rows first when a program had several), which the packed

@@ -6,11 +6,12 @@ included). NVFP4 without a global scale is two launches: the finite amax (an int
 into a zeroed int32), then the quantize kernel, which derives g from it on the device (no host
 synchronisation).
 
-`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg[, pack]]), powers of two, BLOCK_K >=
-the group (32 / 16; 4 groups for the swizzled layout, whose scale words pack 4), maxnreg the
-quantize kernel's register cap on CUDA (0: none), pack the elements of one PTX block of the NVFP4
-kernel for 2-byte input (1-8, default 8); None picks FP4_CONFIGS by card class and
-NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg[, pack[, evict[, spread]]]]), powers
+of two, BLOCK_K >= the group (32 / 16; 4 groups for the swizzled layout, whose scale words pack
+4), maxnreg the quantize kernel's register cap on CUDA (0: none), pack the elements of one PTX
+block of the NVFP4 kernel for 2-byte input (1-8, default 8), evict the loads' eviction policy
+(default _evict's), spread whether a swizzled program's rows lie 32 apart (default: where
+BLOCK_M allows it, _spread); None picks FP4_CONFIGS by card class and NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
 (tests/test_triton_fp4.py)."""
 
 from __future__ import annotations
@@ -81,6 +82,23 @@ def _evict(x_dtype, swizzled: bool) -> str:
     123.4, NVFP4 given g 67.5 / 129.5 against 71.4 / 132.4; swizzled, evict_first was slower
     (MXFP4 rceil 68.5 / 128.7 against 67.0 / 122.2) and no policy ("") within 1%."""
     return "evict_first" if not swizzled and x_dtype != torch.float32 else "evict_last"
+
+
+def _spread(swizzled: bool, bm: int, config) -> bool:
+    """Rows 32 apart in a swizzled program (backends/_triton_fp4.py's _tile_rows): a config's 7th
+    entry, else wherever BLOCK_M is a multiple of 4 dividing 128 (a 1-row program has nothing to
+    spread)."""
+    can = swizzled and bm % 4 == 0 and 128 % bm == 0
+    if config is not None and len(config) > 6:
+        if config[6] and not can:
+            raise ValueError(f"fp4 config: rows 32 apart need swizzled scales and BLOCK_M a multiple of 4 dividing 128, got {bm}")
+        return bool(config[6])
+    return can
+
+
+AMAX_REVERSE = True
+"""The global amax launch takes x's tiles last to first (backends/_triton_fp4.py's amax_kernel),
+so the quantize launch after it starts on tiles still in L2 (tests and benchmarks set it)."""
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -184,7 +202,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           MASK=n_m * bm != m or n_k * bk != k,
                           EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled),
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
-                          NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1)
+                          NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
+                          SPREAD=_spread(swizzled, bm, config))
         if free:
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
@@ -207,13 +226,13 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
 
 def _amax_plan(m, k, stride, x2, device, config):
-    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config)
+    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config, AMAX_REVERSE)
 
     def make():
         bm, bk, warps = _config(m, k, NVFP4_BLOCK, False, "quantize", device, config)
         n_m, n_k = cdiv(m, bm), cdiv(k, bk)
         constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31,
-                          INTERPRETED=device.type == "cpu")
+                          INTERPRETED=device.type == "cpu", REVERSE=AMAX_REVERSE)
         return _launch.Plan(_kernels().amax_kernel, n_m * n_k, (m, k, stride, n_k), constexprs, warps)
 
     return _launch.plan(key, make)

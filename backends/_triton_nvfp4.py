@@ -34,7 +34,7 @@ dividing only the elements near a midpoint (call D, 2026-12-06) was slower still
 import triton
 import triton.language as tl
 
-from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids
+from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
 from ._triton_kernels import _amax_bits, _to_f32
 
 
@@ -181,7 +181,7 @@ def nvfp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-    NK_SHIFT: tl.constexpr, PACK: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
@@ -189,7 +189,7 @@ def nvfp4_quantize_kernel(
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = _tile_rows(pid_m, BLOCK_M, SPREAD)
     sblk = pid_k * NB + tl.arange(0, NB)
     r3 = rows[:, None, None]
     rb = r3.to(tl.int64) if BIG else r3

@@ -44,6 +44,8 @@ SMALL_NV = {"linear": (16, 32, 1), "swizzled": (32, 64, 1)}
 SHIPPED_BEFORE = {"linear": (16, 256, 4), "swizzled": (16, 256, 4)}
 """The tiles the H100's configuration gave these inputs until 2026-12-05: with fp32 input the GPU
 run on that day found NVFP4 scale bytes 0 where the contract has 0x20 at (16, 256, 4)."""
+CONSECUTIVE = (16, 256, 4, 0, 8, "evict_last", False)
+"""A many-row swizzled tile with its rows consecutive, not 32 apart (ops._spread's default for it)."""
 
 
 def _name(dtype) -> str:
@@ -171,11 +173,23 @@ def test_small_tiles_odd_shapes_and_strided_rows(dev, hp, layout):
              "(1, 32)": base[:1, :32], "(2, 16)": base[:2, :16]}
     mode = MODES[INPUTS.index(hp)]
     for name, x in views.items():
-        for config in (None, SMALL[layout]):
+        for config in (None, SMALL[layout], CONSECUTIVE):
             if x.shape[-1] % MXFP4_BLOCK == 0:
                 check_mxfp4(x, mode, layout, config, f"{name} {config}")
-        for config in (None, SMALL_NV[layout], SHIPPED_BEFORE[layout]):
+        for config in (None, SMALL_NV[layout], SHIPPED_BEFORE[layout], CONSECUTIVE):
             check_nvfp4(x, name.startswith("rows"), layout, config, f"{name} {config}")
+
+
+def test_rows_32_apart_only_where_a_tile_allows_them():
+    """Swizzled programs of 4-128 rows (a multiple of 4 dividing 128) take rows 32 apart by
+    default; 1-row programs and linear scales never; a config that asks for them elsewhere is
+    refused."""
+    assert ops._spread(True, 4, None) and ops._spread(True, 128, None) and ops._spread(True, 16, (16, 256, 4))
+    assert not ops._spread(True, 1, None) and not ops._spread(True, 2, None) and not ops._spread(False, 4, None)
+    assert not ops._spread(True, 16, CONSECUTIVE)
+    for bm, swz in ((2, True), (4, False), (256, True)):
+        with pytest.raises(ValueError, match="32 apart"):
+            ops._spread(swz, bm, (bm, 256, 4, 0, 8, "evict_last", True))
 
 
 @pytest.mark.parametrize("dev", DEVS)
@@ -330,7 +344,7 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
         bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, "quantize", None, None, card=card)
         c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
                  SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT=ops._evict(dtype, swz), BIG=swz,
-                 INTERPRETED=False, NK_SHIFT=-1 if swz else 0)
+                 INTERPRETED=False, NK_SHIFT=-1 if swz else 0, SPREAD=ops._spread(swz, bm, None))
         g = ("*i32" if not given else "*fp32") if nv else "*u8"
         cap = ops._maxnreg(nv, None, dtype, card)
         compiled.append(_aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"],
@@ -341,7 +355,7 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
         if nv:
             nv_kernels.append(compiled[-1])
         if nv and not given:
-            c = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=False, INTERPRETED=False)
+            c = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=False, INTERPRETED=False, REVERSE=ops.AMAX_REVERSE)
             compiled.append(_aot_compile(k.amax_kernel, [hp, "*i32"], c, warps))
         bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, False, "dequantize", None, None, card=card)
         c = dict(NV=nv, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_first", BIG=swz, INTERPRETED=False)
@@ -367,10 +381,11 @@ def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
 
     kind = {"*fp32": 0, "*bf16": 1, "*fp16": 2}[hp]
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols"}
-    for nv, swz, (bm, bk, warps) in itertools.product((False, True), (False, True), ((1, 8192, 8), (2, 4096, 8), (32, 256, 8))):
+    for nv, swz, (bm, bk, warps) in itertools.product((False, True), (False, True),
+                                                      ((1, 8192, 8), (2, 4096, 8), (4, 2048, 8), (32, 256, 8))):
         c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=kind, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk,
                  MASK=swz, EVICT="evict_last", BIG=False, INTERPRETED=False,
-                 NK_SHIFT=0)
+                 NK_SHIFT=0, SPREAD=ops._spread(swz, bm, None))
         ck = _aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32", "*fp32"], c, warps, divisible)
         what = f"{hp} NV {nv} swizzled {swz} tile {bm} x {bk} / {warps}"
         assert ck.asm["ttgir"].count("ttg.convert_layout") == 1 and ck.metadata.shared <= 512, what
