@@ -96,9 +96,12 @@ def _spread(swizzled: bool, bm: int, config) -> bool:
     return can
 
 
-AMAX_REVERSE = True
-"""The global amax launch takes x's tiles last to first (backends/_triton_fp4.py's amax_kernel),
-so the quantize launch after it starts on tiles still in L2 (tests and benchmarks set it)."""
+AMAX_TILES = 1
+"""Tiles of the quantize config's shape per program of the global amax launch (benchmarks set it)."""
+
+SWIZZLED_WORDS = True
+"""Swizzled scale bytes packed 4 to a 32-bit word before their store (else each byte stored at its
+128x4 offset; benchmarks set it)."""
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -191,7 +194,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled,
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled, SWIZZLED_WORDS,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -203,7 +206,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled),
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
-                          SPREAD=_spread(swizzled, bm, config))
+                          SPREAD=_spread(swizzled, bm, config), WORDS=SWIZZLED_WORDS)
         if free:
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
@@ -226,14 +229,14 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
 
 def _amax_plan(m, k, stride, x2, device, config):
-    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config, AMAX_REVERSE)
+    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config, AMAX_TILES)
 
     def make():
         bm, bk, warps = _config(m, k, NVFP4_BLOCK, False, "quantize", device, config)
         n_m, n_k = cdiv(m, bm), cdiv(k, bk)
-        constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31,
-                          INTERPRETED=device.type == "cpu", REVERSE=AMAX_REVERSE)
-        return _launch.Plan(_kernels().amax_kernel, n_m * n_k, (m, k, stride, n_k), constexprs, warps)
+        constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=(n_m + AMAX_TILES) * bm * max(stride, k) + n_k * bk >= 2**31,
+                          INTERPRETED=device.type == "cpu", TILES=AMAX_TILES)
+        return _launch.Plan(_kernels().amax_kernel, cdiv(n_m * n_k, AMAX_TILES), (m, k, stride, n_k), constexprs, warps)
 
     return _launch.plan(key, make)
 

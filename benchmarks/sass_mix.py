@@ -43,7 +43,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     ptrs = [{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"]
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
     c = dict(GIVEN=True, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192, MASK=False, EVICT="evict_last",
-             BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False)
+             BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False, WORDS=True)
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
         with unflagged_only(_triton_nvfp4, markstein):

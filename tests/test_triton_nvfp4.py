@@ -178,7 +178,7 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
             continue
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=ops._evict(dtype, swz), BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack,
-                 SPREAD=ops._spread(swz, bm, None))
+                 SPREAD=ops._spread(swz, bm, None), WORDS=ops.SWIZZLED_WORDS)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
