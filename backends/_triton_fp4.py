@@ -112,22 +112,16 @@ def _tile_rows(pid_m, BLOCK_M: tl.constexpr, SPREAD: tl.constexpr):
 
 @triton.jit
 def amax_kernel(x_ptr, out_ptr, M, K, stride_xm, n_k,
-                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-                TILES: tl.constexpr):
-    """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements: TILES
-    consecutive tiles a program (those past the last row load nothing), their maxima kept per
-    element, one atomic at the end."""
-    best = tl.zeros((BLOCK_M, BLOCK_K), tl.int32)
-    for i in range(TILES):
-        tile = tl.program_id(0) * TILES + i
-        rows = (tile // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)
-        rw = rows.to(tl.int64) if BIG else rows
-        x = tl.load(x_ptr + rw[:, None] * stride_xm + cols[None, :], mask=(rows[:, None] < M) & (cols[None, :] < K),
-                    other=0.0)
-        bits = _to_f32(x, INTERPRETED).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        best = tl.maximum(best, tl.where(bits < _FP32_INF, bits, 0))
-    tl.atomic_max(out_ptr, tl.max(tl.max(best, 1), 0))
+                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr):
+    """atomic max into out_ptr (int32, zeroed) of the bits of |x| over x's finite elements."""
+    tile = tl.program_id(0)
+    rows = (tile // n_k) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = (tile % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rw = rows.to(tl.int64) if BIG else rows
+    x = tl.load(x_ptr + rw[:, None] * stride_xm + cols[None, :], mask=(rows[:, None] < M) & (cols[None, :] < K),
+                other=0.0)
+    bits = _to_f32(x, INTERPRETED).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    tl.atomic_max(out_ptr, tl.max(tl.max(tl.where(bits < _FP32_INF, bits, 0), 1), 0))
 
 
 @triton.jit
@@ -137,7 +131,7 @@ def fp4_quantize_kernel(
     NV: tl.constexpr, GIVEN: tl.constexpr, RCEIL: tl.constexpr, TIE_UP: tl.constexpr, X_KIND: tl.constexpr,
     SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MASK: tl.constexpr,
     EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr, NK_SHIFT: tl.constexpr,
-    SPREAD: tl.constexpr, WORDS: tl.constexpr,
+    SPREAD: tl.constexpr,
 ):
     """MXFP4 (NV off: E8M0 per 32) or NVFP4 (NV: e4m3 per 16 and the global scale: read from
     g_ptr when GIVEN, else derived from the amax bits at g_ptr; program 0 writes it to g_out_ptr).
@@ -215,21 +209,15 @@ def fp4_quantize_kernel(
         tl.store(data_ptr + d_offs, packed, mask=(r2 < M) & (p2 < K // 2))
     else:
         tl.store(data_ptr + d_offs, packed)
-    _store_scales(sbyte, scale_ptr, r2, sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB, WORDS)
+    _store_scales(sbyte, scale_ptr, r2, sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)
 
 
 @triton.jit
 def _store_scales(sbyte, scale_ptr, r2, sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED: tl.constexpr,
-                  BLOCK_M: tl.constexpr, NB: tl.constexpr, WORDS: tl.constexpr):
+                  BLOCK_M: tl.constexpr, NB: tl.constexpr):
     """The scale bytes (BLOCK_M, NB) of rows r2 (BLOCK_M, 1) and groups sblk: linear, or in the
-    128x4 layout, with WORDS 4 adjacent bytes of a row in one 32-bit store (NB % 4 == 0), else
-    each byte at its offset as the thread holds it."""
-    if SWIZZLED and not WORDS:
-        b2 = sblk[None, :]
-        r = r2 % 128
-        offs = ((r2 // 128) * (scale_cols // 4) + b2 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + b2 % 4
-        tl.store(scale_ptr + offs, sbyte.to(tl.uint8), mask=(r2 < scale_rows) & (b2 < scale_cols))
-    elif SWIZZLED:
+    128x4 layout, 4 adjacent bytes of a row in one 32-bit store (NB % 4 == 0)."""
+    if SWIZZLED:
         word, w_offs, g2 = _scale_words(sbyte, r2, pid_k * (NB // 4), scale_cols, BLOCK_M, NB)
         w_ptr = scale_ptr.to(tl.pointer_type(tl.uint32), bitcast=True)
         tl.store(w_ptr + w_offs, word, mask=(r2 < scale_rows) & (g2 < scale_cols // 4))

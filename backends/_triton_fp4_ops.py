@@ -11,8 +11,9 @@ of two, BLOCK_K >= the group (32 / 16; 4 groups for the swizzled layout, whose s
 4), maxnreg the quantize kernel's register cap on CUDA (0: none), pack the elements of one PTX
 block of the NVFP4 kernel for 2-byte input (1-8, default 8), evict the loads' eviction policy
 (default _evict's), spread whether a swizzled program's rows lie 32 apart (default: where
-BLOCK_M allows it, _spread); None picks FP4_CONFIGS by card class and NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU tensors
-(tests/test_triton_fp4.py)."""
+BLOCK_M allows it, _spread); None picks FP4_CONFIGS by card class and kind of call and
+NVFP4_MAXNREG. Under Triton's interpreter (TRITON_INTERPRET=1) the same functions run on CPU
+tensors (tests/test_triton_fp4.py)."""
 
 from __future__ import annotations
 
@@ -27,18 +28,30 @@ from . import _triton_launch as _launch
 from ._common import as_rows
 from ._triton_training_ops import _guarded, cdiv
 
-FP4_CONFIGS = {"default": {"quantize": (8192, 8), "dequantize": (4096, 4)},
+FP4_CONFIGS = {"default": {"quantize": (8192, 8), "quantize mxfp4 swizzled": (4096, 4, 4),
+                            "quantize nvfp4-half linear": (4096, 4), "quantize nvfp4-half swizzled": (4096, 4, 4),
+                            "dequantize": (4096, 4)},
                "fast-hbm": {"quantize": (8192, 8), "dequantize": (8192, 8)}}
-"""(elements per program, warps) per card class (triton.card) and direction. Quantize swept on an
-H100 (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py, triton.testing.do_bench): 13
-shapes from 1 x 1024 to 32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 warps was the
-fastest for MXFP4 (74.8 us, the others 80.6-94.0) and NVFP4 (99.0 us, the others 104.3-115.7,
-at a fixed g that made every nibble 0: indicative only),
-so the "default" class (the H100) now takes 8192 elements and 8 warps as the H200 did; the 4096
-/ 4 it had before was not among the sweep's shapes (bench_fp4.py timed it: 76.8 us MXFP4, 101.2
-NVFP4 given, with another timer). The eighth session's sweeps (benchmarks/sweep_fp4_tokens.py,
-after the packed-byte store changed) kept 1 x 8192 with 8 warps first for MXFP4. Dequantize is
-not swept. A program takes whole rows of up to that many elements, or a row-chunk of them."""
+"""(elements per program, warps[, rows]) per card class (triton.card) and direction: "quantize",
+or "quantize <kind> <layout>" where one is listed for the call (_direction: kind mxfp4, or
+nvfp4-half for 2-byte NVFP4 on backends/_triton_nvfp4.py's kernel; fp32 NVFP4 takes "quantize").
+A program takes whole rows of up to that many elements, or a row-chunk of them; with rows, row
+chunks of elements / rows, that many rows to a program (swizzled: 32 apart, _spread).
+
+The H100's ("default") tiles, one H100, fifteenth session (benchmarks/sweep_fp4_spread.py, call
+B, 8192x8192 / 16384x8192, medians of 3 interleaved rounds, % of copy): MXFP4 swizzled 4 rows 32
+apart x 1024 / 4 warps 91.9 / 96.6% against 89.3 / 94.3% at 1 x 8192 / 8 (MXFP4 linear stays
+at 1 x 8192 / 8: 93.9 / 96.6%, the 4096-element shapes 90.6-95.4%); 2-byte NVFP4 with g given,
+linear 1 x 4096 / 4 bf16 88.9 / 90.5%, fp16 89.7 / 92.1% against 87.6 / 90.3% and 89.2 / 91.2%;
+swizzled 4 rows 32 apart x 1024 / 4 (evict_first, _evict) bf16 84.9 / 86.4%, fp16 87.3 / 88.8%
+against 81.4 / 84.7% and 82.6 / 87.1%. Programs of 16 warps took NVFP4 1.3-2.3x the time (call
+A). The H200 ("fast-hbm") keeps 1 x 8192 / 8 everywhere (no FP4 figure from an H200).
+
+Before (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py): 13 shapes from 1 x 1024 to
+32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 warps was the fastest for MXFP4 (74.8 us,
+the others 80.6-94.0) and NVFP4 (99.0 us, the others 104.3-115.7, at a fixed g that made every
+nibble 0: indicative only), so the "default" class (the H100) took 8192 elements and 8 warps as
+the H200 did. Dequantize is not swept."""
 
 NVFP4_MAXNREG = {"default": 64}
 """Register cap (ptxas maxnreg) of backends/_triton_fp4.py's NVFP4 quantize kernel for bf16 input
@@ -73,15 +86,19 @@ or check either kernel."""
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
-def _evict(x_dtype, swizzled: bool) -> str:
+def _evict(x_dtype, swizzled: bool, free: bool = False) -> str:
     """The quantize kernels' load eviction policy (a launch config's 6th entry overrides it): x is
-    read once, so with linear scales 2-byte input is loaded evict_first; with swizzled scales, and
-    fp32 (not timed), evict_last. One H100, fourteenth session (call G, bf16, 8192x8192 /
-    16384x8192, medians of 3 interleaved rounds): linear, evict_first against evict_last, MXFP4
-    rceil 63.2 / 118.4 us against 64.8 / 120.1, compressed-tensors 65.6 / 122.9 against 65.9 /
-    123.4, NVFP4 given g 67.5 / 129.5 against 71.4 / 132.4; swizzled, evict_first was slower
-    (MXFP4 rceil 68.5 / 128.7 against 67.0 / 122.2) and no policy ("") within 1%."""
-    return "evict_first" if not swizzled and x_dtype != torch.float32 else "evict_last"
+    read once, so 2-byte input is loaded evict_first with linear scales, and on
+    backends/_triton_nvfp4.py's kernel (free) with swizzled ones too; otherwise (MXFP4 swizzled,
+    fp32, not timed) evict_last. One H100, fourteenth session (call G, bf16, 8192x8192 /
+    16384x8192, medians of 3 interleaved rounds, 1 x 8192 tiles): linear, evict_first against
+    evict_last, MXFP4 rceil 63.2 / 118.4 us against 64.8 / 120.1, compressed-tensors 65.6 / 122.9
+    against 65.9 / 123.4, NVFP4 given g 67.5 / 129.5 against 71.4 / 132.4; swizzled, evict_first
+    was slower for MXFP4 (68.5 / 128.7 against 67.0 / 122.2) and no policy ("") within 1%.
+    Fifteenth session (call B), NVFP4 swizzled at its 4 x 1024 tiles: evict_first 70.1 / 134.5 us
+    bf16, 68.6 / 130.8 fp16 against 72.8 / 135.3 and 69.7 / 130.1; MXFP4's 64.0 / 122.4 against
+    64.3 / 118.5."""
+    return "evict_first" if x_dtype != torch.float32 and (free or not swizzled) else "evict_last"
 
 
 def _spread(swizzled: bool, bm: int, config) -> bool:
@@ -94,14 +111,6 @@ def _spread(swizzled: bool, bm: int, config) -> bool:
             raise ValueError(f"fp4 config: rows 32 apart need swizzled scales and BLOCK_M a multiple of 4 dividing 128, got {bm}")
         return bool(config[6])
     return can
-
-
-AMAX_TILES = 1
-"""Tiles of the quantize config's shape per program of the global amax launch (benchmarks set it)."""
-
-SWIZZLED_WORDS = True
-"""Swizzled scale bytes packed 4 to a 32-bit word before their store (else each byte stored at its
-128x4 offset; benchmarks set it)."""
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -131,18 +140,25 @@ def _card(device):
     return card(device)[0]
 
 
+def _direction(nv: bool, free: bool, swizzled: bool) -> str:
+    """FP4_CONFIGS' quantize entry of a call (the plain "quantize" where a card lists none)."""
+    return f"quantize {'nvfp4-half' if free else 'nvfp4' if nv else 'mxfp4'} {'swizzled' if swizzled else 'linear'}"
+
+
 def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, device, config,
             card: str | None = None) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_K, warps): rows of up to `elems` elements per program (shorter rows stack);
-    card: the card class (default: the device's)."""
+    """(BLOCK_M, BLOCK_K, warps): rows of up to `elems` elements per program (shorter rows stack),
+    or with FP4_CONFIGS' rows row chunks of elems / rows; direction: a FP4_CONFIGS key, "quantize"
+    where the card lists not that one; card: the card class (default: the device's)."""
     least = 4 * group if swizzled else group
     if config is not None:
         bm, bk, warps = config[:3]
         if bm < 1 or bm & (bm - 1) or bk < least or bk & (bk - 1):
             raise ValueError(f"fp4 config: BLOCK_M a power of two, BLOCK_K a power of two >= {least}, got {bm} x {bk}")
         return bm, bk, warps
-    elems, warps = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])[direction]
-    bk = min(elems, max(least, _next_pow2(k)))
+    table = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
+    elems, warps, *tall = table.get(direction) or table["quantize"]
+    bk = min(elems // (tall[0] if tall else 1), max(least, _next_pow2(k)))
     bm = max(1, min(_next_pow2(rows), elems // bk))
     return bm, bk, max(1, min(warps, bm * bk // 512))
 
@@ -194,19 +210,19 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled, SWIZZLED_WORDS,
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
-        bm, bk, warps = _config(srows, k, group, swizzled, "quantize", device, config)
+        bm, bk, warps = _config(srows, k, group, swizzled, _direction(nv, free, swizzled), device, config)
         maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k,
-                          EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled),
+                          EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled, free),
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
-                          SPREAD=_spread(swizzled, bm, config), WORDS=SWIZZLED_WORDS)
+                          SPREAD=_spread(swizzled, bm, config))
         if free:
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
@@ -229,14 +245,14 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
 
 
 def _amax_plan(m, k, stride, x2, device, config):
-    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config, AMAX_TILES)
+    key = ("fp4amax", m, k, stride, x2.dtype, x2.data_ptr() % 16 == 0, device, config)
 
     def make():
         bm, bk, warps = _config(m, k, NVFP4_BLOCK, False, "quantize", device, config)
         n_m, n_k = cdiv(m, bm), cdiv(k, bk)
-        constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=(n_m + AMAX_TILES) * bm * max(stride, k) + n_k * bk >= 2**31,
-                          INTERPRETED=device.type == "cpu", TILES=AMAX_TILES)
-        return _launch.Plan(_kernels().amax_kernel, cdiv(n_m * n_k, AMAX_TILES), (m, k, stride, n_k), constexprs, warps)
+        constexprs = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31,
+                          INTERPRETED=device.type == "cpu")
+        return _launch.Plan(_kernels().amax_kernel, n_m * n_k, (m, k, stride, n_k), constexprs, warps)
 
     return _launch.plan(key, make)
 

@@ -181,7 +181,7 @@ def nvfp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, WORDS: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
@@ -236,4 +236,4 @@ def nvfp4_quantize_kernel(
         tl.store(data_ptr + offs, packed, mask=(rb < M) & (p3 < K // 2))
     else:
         tl.store(data_ptr + offs, packed)
-    _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB, WORDS)
+    _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)

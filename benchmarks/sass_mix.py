@@ -1,6 +1,7 @@
 """The FP4 quantize kernel's sm_90 SASS, instruction mix per element, with no GPU: compiled as a
 launch specializes it (tests/test_triton_compile.py's helper: Triton's own compiler and the
-wheel's ptxas) at the H100's shipped tile (1 x 8192, 8 warps), disassembled by the wheel's
+wheel's ptxas) at 1 x 8192, 8 warps (the H100's MXFP4 linear tile; the others ship 4096 / 4 warps
+since the fifteenth session, the same 32 elements a thread), disassembled by the wheel's
 nvdisasm. The kernels are straight-line code, so the static count per thread over the 32
 elements a thread holds is what each element costs (the fp32 NVFP4 division's slow path aside;
 2-byte NVFP4 compiled with one path of its PTX block at a time, the unflagged one or the
@@ -33,7 +34,7 @@ FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False):
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
-    it (tests/test_triton_compile.py's _aot_compile_as_launched) at the shipped tile, 8 warps:
+    it (tests/test_triton_compile.py's _aot_compile_as_launched) at 1 x 8192, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
     with one path of its PTX block (unflagged_only): the one unflagged groups run, or with
     markstein the flagged groups' one, whose static count is then what an element costs."""
@@ -43,7 +44,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     ptrs = [{0: "*fp32", 1: "*bf16", 2: "*fp16"}[x_kind], "*u8", "*u8", "*fp32", "*fp32"]
     divisible = {"M", "K", "stride_xm", "scale_rows", "scale_cols", "n_k"}
     c = dict(GIVEN=True, X_KIND=x_kind, SWIZZLED=swizzled, BLOCK_M=1, BLOCK_K=8192, MASK=False, EVICT="evict_last",
-             BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False, WORDS=True)
+             BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False)
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
         with unflagged_only(_triton_nvfp4, markstein):

@@ -180,23 +180,6 @@ def test_small_tiles_odd_shapes_and_strided_rows(dev, hp, layout):
             check_nvfp4(x, name.startswith("rows"), layout, config, f"{name} {config}")
 
 
-@pytest.mark.parametrize("dev", DEVS)
-@pytest.mark.parametrize("words", [False, True])
-def test_swizzled_scale_stores_and_amax_programs_of_several_tiles(dev, words, monkeypatch):
-    """Both swizzled scale stores (ops.SWIZZLED_WORDS: packed words, or each byte at its offset)
-    at 1-row, consecutive-row and 32-apart tiles, and the global amax with several tiles a
-    program (ops.AMAX_TILES, past the last row too)."""
-    monkeypatch.setattr(ops, "SWIZZLED_WORDS", words)
-    monkeypatch.setattr(ops, "AMAX_TILES", 3)
-    x = _random((133, 192), 5, torch.bfloat16, dev)
-    x[40, 7] = float("inf")
-    x[70, 3] = 100.0  # the finite amax, in the third tile of a program (32-row tiles by default)
-    for config in (None, SMALL["swizzled"], CONSECUTIVE):
-        check_mxfp4(x, "rceil", "swizzled", config, f"words {words} {config}")
-    for config, layout in itertools.product((None, SMALL_NV["swizzled"], CONSECUTIVE), LAYOUTS):
-        check_nvfp4(x, False, layout, config, f"words {words} {config} {layout}")
-
-
 def test_rows_32_apart_only_where_a_tile_allows_them():
     """Swizzled programs of 4-128 rows (a multiple of 4 dividing 128) take rows 32 apart by
     default; 1-row programs and linear scales never; a config that asks for them elsewhere is
@@ -358,11 +341,11 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
     for (nv, given, mode, swz), card in itertools.product(
             [(False, False, "rceil", False), (False, False, "compressed-tensors", True), (False, False, "floor", False),
              (True, False, "compressed-tensors", True), (True, True, "compressed-tensors", False)], ops.FP4_CONFIGS):
-        bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, "quantize", None, None, card=card)
+        bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, swz, ops._direction(nv, False, swz), None, None,
+                                    card=card)
         c = dict(NV=nv, GIVEN=given, RCEIL=mode == "rceil", TIE_UP=mode == "compressed-tensors", X_KIND=kind,
                  SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz, EVICT=ops._evict(dtype, swz), BIG=swz,
-                 INTERPRETED=False, NK_SHIFT=-1 if swz else 0, SPREAD=ops._spread(swz, bm, None),
-                 WORDS=ops.SWIZZLED_WORDS)
+                 INTERPRETED=False, NK_SHIFT=-1 if swz else 0, SPREAD=ops._spread(swz, bm, None))
         g = ("*i32" if not given else "*fp32") if nv else "*u8"
         cap = ops._maxnreg(nv, None, dtype, card)
         compiled.append(_aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", g, "*fp32" if nv else "*u8"],
@@ -373,7 +356,7 @@ def test_fp4_kernels_compile_for_sm90(hp, monkeypatch):
         if nv:
             nv_kernels.append(compiled[-1])
         if nv and not given:
-            c = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=False, INTERPRETED=False, TILES=ops.AMAX_TILES)
+            c = dict(BLOCK_M=bm, BLOCK_K=bk, BIG=False, INTERPRETED=False)
             compiled.append(_aot_compile(k.amax_kernel, [hp, "*i32"], c, warps))
         bm, bk, warps = ops._config(8192, 8192, 16 if nv else 32, False, "dequantize", None, None, card=card)
         c = dict(NV=nv, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, EVICT="evict_first", BIG=swz, INTERPRETED=False)
@@ -403,7 +386,7 @@ def test_fp4_compiled_kernel_stores_packed_bytes_as_computed(hp):
                                                       ((1, 8192, 8), (2, 4096, 8), (4, 2048, 8), (32, 256, 8))):
         c = dict(NV=nv, GIVEN=True, RCEIL=True, TIE_UP=False, X_KIND=kind, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk,
                  MASK=swz, EVICT="evict_last", BIG=False, INTERPRETED=False,
-                 NK_SHIFT=0, SPREAD=ops._spread(swz, bm, None), WORDS=ops.SWIZZLED_WORDS)
+                 NK_SHIFT=0, SPREAD=ops._spread(swz, bm, None))
         ck = _aot_compile_as_launched(k.fp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32", "*fp32"], c, warps, divisible)
         what = f"{hp} NV {nv} swizzled {swz} tile {bm} x {bk} / {warps}"
         assert ck.asm["ttgir"].count("ttg.convert_layout") == 1 and ck.metadata.shared <= 512, what

@@ -170,15 +170,15 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     from mxquant.backends import _triton_nvfp4 as k
 
     dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
-    shapes = [(*ops._config(8192, 8192, 16, swz, "quantize", None, None, card=card), card, swz)
+    shapes = [(*ops._config(8192, 8192, 16, swz, ops._direction(True, True, swz), None, None, card=card), card, swz)
               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
     shapes += [(4, 256, 4, None, False), (2, 512, 2, None, True), (1, 1024, 1, None, False), (4, 2048, 8, None, True)]
     for (bm, bk, warps, card, swz), given, pack in itertools.product(shapes, (False, True), (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
-                 EVICT=ops._evict(dtype, swz), BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack,
-                 SPREAD=ops._spread(swz, bm, None), WORDS=ops.SWIZZLED_WORDS)
+                 EVICT=ops._evict(dtype, swz, True), BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack,
+                 SPREAD=ops._spread(swz, bm, None))
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
