@@ -173,18 +173,35 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     shapes = [(*ops._config(8192, 8192, 16, swz, ops._direction(True, True, swz), None, None, card=card), card, swz)
               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
     shapes += [(4, 256, 4, None, False), (2, 512, 2, None, True), (1, 1024, 1, None, False), (4, 2048, 8, None, True)]
-    for (bm, bk, warps, card, swz), given, pack in itertools.product(shapes, (False, True), (1, 2, 4, 8)):
+    loops = [(1, 1), (4, 2), (8, 3)]  # (tiles, stages) of a program's loop
+    for (bm, bk, warps, card, swz), given, pack, (tiles, stages) in itertools.product(shapes, (False, True),
+                                                                                      (1, 2, 4, 8), loops):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
+            continue
+        if tiles > 1 and (card or pack != 8 or given):  # (loops: one shape's worth of them)
             continue
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=ops._evict(dtype, swz, True), BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack,
-                 SPREAD=ops._spread(swz, bm, None))
+                 SPREAD=ops._spread(swz, bm, None), TILES=tiles, STAGES=stages)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nvfp4_half_programs_of_several_tiles(dev, layout):
+    """Programs that quantize 2 or 4 tiles in a loop (Triton pipelines its loads over 2 or 3
+    stages on a GPU), the tiles partial, padding-only (swizzled) or whole: every byte as the
+    oracle's, flagged groups and NaN / Inf groups included."""
+    rng = np.random.default_rng(5)
+    for hp, g in itertools.product(HALF, (1.0, 2688.0 / 3.1)):
+        x = _groups(hp, g, 6, rng).to(dev)
+        for config in ((2, 128, 1, 0, 8, "evict_first", False, 2, 2), (1, 64, 1, 0, 4, "evict_last", False, 4, 3)):
+            _check(x, g, layout, config, f"{hp} g {g} config {config}")
 
 
 def test_only_cuda_and_the_interpreter_take_this_kernel():
