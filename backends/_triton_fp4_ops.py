@@ -29,23 +29,30 @@ from ._common import as_rows
 from ._triton_training_ops import _guarded, cdiv
 
 FP4_CONFIGS = {"default": {"quantize": (8192, 8), "quantize mxfp4 swizzled": (4096, 4, 4),
-                            "quantize nvfp4-half linear": (4096, 4), "quantize nvfp4-half swizzled": (4096, 4, 4),
+                            "quantize nvfp4-bf16 linear": (4096, 4), "quantize nvfp4-fp16 linear": (4096, 4),
+                            "quantize nvfp4-bf16 swizzled": (4096, 4, 4, True, "evict_first"),
+                            "quantize nvfp4-fp16 swizzled": (4096, 4, 4, False, "evict_last"),
                             "dequantize": (4096, 4)},
                "fast-hbm": {"quantize": (8192, 8), "dequantize": (8192, 8)}}
-"""(elements per program, warps[, rows]) per card class (triton.card) and direction: "quantize",
-or "quantize <kind> <layout>" where one is listed for the call (_direction: kind mxfp4, or
-nvfp4-half for 2-byte NVFP4 on backends/_triton_nvfp4.py's kernel; fp32 NVFP4 takes "quantize").
-A program takes whole rows of up to that many elements, or a row-chunk of them; with rows, row
-chunks of elements / rows, that many rows to a program (swizzled: 32 apart, _spread).
+"""(elements per program, warps[, rows[, spread[, evict]]]) per card class (triton.card) and
+direction: "quantize", or "quantize <kind> <layout>" where one is listed for the call
+(_direction: kind mxfp4, or nvfp4-bf16 / nvfp4-fp16 for 2-byte NVFP4 on
+backends/_triton_nvfp4.py's kernel; fp32 NVFP4 takes "quantize"). A program takes whole rows of
+up to that many elements, or a row-chunk of them; with rows, row chunks of elements / rows, that
+many rows to a program; spread: whether a swizzled program's rows lie 32 apart (default
+_spread's), evict: the loads' policy (default _evict's).
 
-The H100's ("default") tiles, one H100, fifteenth session (benchmarks/sweep_fp4_spread.py, call
-B, 8192x8192 / 16384x8192, medians of 3 interleaved rounds, % of copy): MXFP4 swizzled 4 rows 32
-apart x 1024 / 4 warps 91.9 / 96.6% against 89.3 / 94.3% at 1 x 8192 / 8 (MXFP4 linear stays
-at 1 x 8192 / 8: 93.9 / 96.6%, the 4096-element shapes 90.6-95.4%); 2-byte NVFP4 with g given,
-linear 1 x 4096 / 4 bf16 88.9 / 90.5%, fp16 89.7 / 92.1% against 87.6 / 90.3% and 89.2 / 91.2%;
-swizzled 4 rows 32 apart x 1024 / 4 (evict_first, _evict) bf16 84.9 / 86.4%, fp16 87.3 / 88.8%
-against 81.4 / 84.7% and 82.6 / 87.1%. Programs of 16 warps took NVFP4 1.3-2.3x the time (call
-A). The H200 ("fast-hbm") keeps 1 x 8192 / 8 everywhere (no FP4 figure from an H200).
+The H100's ("default") entries, one H100, fifteenth session (benchmarks/sweep_fp4_spread.py,
+call B, 8192x8192 / 16384x8192, medians of 3 interleaved rounds, % of copy; every variant's
+bytes equal): MXFP4 swizzled 4 rows 32 apart x 1024 / 4 warps 91.9 / 96.6% against 89.3 / 94.3%
+at 1 x 8192 / 8 and 90.3 / 94.8% with the 4 rows consecutive (MXFP4 linear stays at 1 x 8192 /
+8: 93.9 / 96.6%, the 4096-element shapes 90.6-95.4%); 2-byte NVFP4 with g given, linear 1 x
+4096 / 4: bf16 88.9 / 90.5%, fp16 89.7 / 92.1% against 87.6 / 90.3% and 89.2 / 91.2%; swizzled
+4 x 1024 / 4: bf16 with rows 32 apart and evict_first 84.9 / 86.4% (consecutive rows, evict_last:
+82.2 / 86.2%; 1 x 8192 / 8: 81.4 / 84.7%), fp16 with consecutive rows and evict_last 87.7 /
+91.9% (rows 32 apart, evict_first: 87.3 / 88.8%; 1 x 8192 / 8: 82.6 / 87.1%); consecutive rows
+with evict_first were not timed. Programs of 16 warps took NVFP4 1.33-2.49x the time (call A).
+The H200 ("fast-hbm") keeps 1 x 8192 / 8 everywhere (no FP4 figure from an H200).
 
 Before (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py): 13 shapes from 1 x 1024 to
 32 x 256 elements with 4 or 8 warps; 1 x 8192 with 8 warps was the fastest for MXFP4 (74.8 us,
@@ -86,31 +93,30 @@ or check either kernel."""
 _X_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
-def _evict(x_dtype, swizzled: bool, free: bool = False) -> str:
-    """The quantize kernels' load eviction policy (a launch config's 6th entry overrides it): x is
-    read once, so 2-byte input is loaded evict_first with linear scales, and on
-    backends/_triton_nvfp4.py's kernel (free) with swizzled ones too; otherwise (MXFP4 swizzled,
-    fp32, not timed) evict_last. One H100, fourteenth session (call G, bf16, 8192x8192 /
-    16384x8192, medians of 3 interleaved rounds, 1 x 8192 tiles): linear, evict_first against
-    evict_last, MXFP4 rceil 63.2 / 118.4 us against 64.8 / 120.1, compressed-tensors 65.6 / 122.9
-    against 65.9 / 123.4, NVFP4 given g 67.5 / 129.5 against 71.4 / 132.4; swizzled, evict_first
-    was slower for MXFP4 (68.5 / 128.7 against 67.0 / 122.2) and no policy ("") within 1%.
-    Fifteenth session (call B), NVFP4 swizzled at its 4 x 1024 tiles: evict_first 70.1 / 134.5 us
-    bf16, 68.6 / 130.8 fp16 against 72.8 / 135.3 and 69.7 / 130.1; MXFP4's 64.0 / 122.4 against
-    64.3 / 118.5."""
-    return "evict_first" if x_dtype != torch.float32 and (free or not swizzled) else "evict_last"
+def _evict(x_dtype, swizzled: bool) -> str:
+    """The quantize kernels' load eviction policy where neither the launch config (6th entry) nor
+    FP4_CONFIGS' entry names one: x is read once, so with linear scales 2-byte input is loaded
+    evict_first; with swizzled scales, and fp32 (not timed), evict_last. One H100, fourteenth
+    session (call G, bf16, 8192x8192 / 16384x8192, medians of 3 interleaved rounds, 1 x 8192
+    tiles): linear, evict_first against evict_last, MXFP4 rceil 63.2 / 118.4 us against 64.8 /
+    120.1, compressed-tensors 65.6 / 122.9 against 65.9 / 123.4, NVFP4 given g 67.5 / 129.5
+    against 71.4 / 132.4; swizzled, evict_first was slower for MXFP4 (68.5 / 128.7 against 67.0 /
+    122.2; fifteenth session, call B, at its 4 x 1024 tiles 64.0 / 122.4 against 64.3 / 118.5)
+    and no policy ("") within 1%."""
+    return "evict_first" if not swizzled and x_dtype != torch.float32 else "evict_last"
 
 
-def _spread(swizzled: bool, bm: int, config) -> bool:
+def _spread(swizzled: bool, bm: int, config, default: bool | None = None) -> bool:
     """Rows 32 apart in a swizzled program (backends/_triton_fp4.py's _tile_rows): a config's 7th
-    entry, else wherever BLOCK_M is a multiple of 4 dividing 128 (a 1-row program has nothing to
-    spread)."""
+    entry, else `default` (FP4_CONFIGS' entry) where the tile allows it, else wherever BLOCK_M is
+    a multiple of 4 dividing 128 (a 1-row program has nothing to spread)."""
     can = swizzled and bm % 4 == 0 and 128 % bm == 0
     if config is not None and len(config) > 6:
         if config[6] and not can:
-            raise ValueError(f"fp4 config: rows 32 apart need swizzled scales and BLOCK_M a multiple of 4 dividing 128, got {bm}")
+            raise ValueError("fp4 config: rows 32 apart need swizzled scales and BLOCK_M a multiple of 4 dividing 128, "
+                             f"got {bm}")
         return bool(config[6])
-    return can
+    return can and (default is None or default)
 
 
 def _tiles(config, n_tiles: int) -> tuple[int, int]:
@@ -153,9 +159,17 @@ def _card(device):
     return card(device)[0]
 
 
-def _direction(nv: bool, free: bool, swizzled: bool) -> str:
-    """FP4_CONFIGS' quantize entry of a call (the plain "quantize" where a card lists none)."""
-    return f"quantize {'nvfp4-half' if free else 'nvfp4' if nv else 'mxfp4'} {'swizzled' if swizzled else 'linear'}"
+def _direction(nv: bool, free: bool, swizzled: bool, x_dtype=None) -> str:
+    """FP4_CONFIGS' quantize entry of a call (the plain "quantize" where a card lists none); free:
+    2-byte NVFP4 on backends/_triton_nvfp4.py's kernel, listed per input dtype."""
+    kind = f"nvfp4-{'bf16' if x_dtype == torch.bfloat16 else 'fp16'}" if free else "nvfp4" if nv else "mxfp4"
+    return f"quantize {kind} {'swizzled' if swizzled else 'linear'}"
+
+
+def _entry(direction: str, device, card: str | None = None) -> tuple:
+    """FP4_CONFIGS' entry for direction on this card class ("quantize" where it lists not that one)."""
+    table = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
+    return table.get(direction) or table["quantize" if direction.startswith("quantize") else direction]
 
 
 def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, device, config,
@@ -169,11 +183,25 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
         if bm < 1 or bm & (bm - 1) or bk < least or bk & (bk - 1):
             raise ValueError(f"fp4 config: BLOCK_M a power of two, BLOCK_K a power of two >= {least}, got {bm} x {bk}")
         return bm, bk, warps
-    table = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
-    elems, warps, *tall = table.get(direction) or table["quantize"]
-    bk = min(elems // (tall[0] if tall else 1), max(least, _next_pow2(k)))
+    elems, warps, *rest = _entry(direction, device, card)
+    bk = min(elems // (rest[0] if rest else 1), max(least, _next_pow2(k)))
     bm = max(1, min(_next_pow2(rows), elems // bk))
     return bm, bk, max(1, min(warps, bm * bk // 512))
+
+
+def _tile_plan(nv: bool, free: bool, swizzled: bool, x_dtype, rows: int, k: int, device, config,
+               card: str | None = None) -> tuple[int, int, int, bool, str]:
+    """(BLOCK_M, BLOCK_K, warps, rows 32 apart, eviction policy) of a quantize launch over `rows`
+    rows (swizzled: padded) of k elements: from the config, else FP4_CONFIGS' entry for the call,
+    _spread's and _evict's defaults where it names none."""
+    direction = _direction(nv, free, swizzled, x_dtype)
+    bm, bk, warps = _config(rows, k, NVFP4_BLOCK if nv else MXFP4_BLOCK, swizzled, direction, device, config, card)
+    extra = _entry(direction, device, card)[3:] if config is None else ()  # (spread[, evict]) listed for the call
+    if config is not None and len(config) > 5:
+        evict = config[5]
+    else:
+        evict = extra[1] if len(extra) > 1 else _evict(x_dtype, swizzled)
+    return bm, bk, warps, _spread(swizzled, bm, config, extra[0] if extra else None), evict
 
 
 def _maxnreg(nv: bool, config, x_dtype, card: str):
@@ -227,24 +255,26 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
-        bm, bk, warps = _config(srows, k, group, swizzled, _direction(nv, free, swizzled), device, config)
+        bm, bk, warps, spread, evict = _tile_plan(nv, free, swizzled, x.dtype, srows, k, device, config)
         maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                           MASK=n_m * bm != m or n_k * bk != k,
-                          EVICT=config[5] if config is not None and len(config) > 5 else _evict(x.dtype, swizzled, free),
+                          EVICT=evict,
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
-                          SPREAD=_spread(swizzled, bm, config))
+                          SPREAD=spread)
         grid = n_m * n_k
         if free:
+            tiles, stages = _tiles(config, grid)
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            tiles, stages = _tiles(config, grid)
             constexprs.update(PACK=max(1, min(pack, per_thread)), TILES=tiles, STAGES=stages)
             grid //= tiles
         else:
+            if config is not None and any(v != 1 for v in config[7:9]):
+                raise ValueError(f"fp4 config: {config[7:9]} tiles / stages: only 2-byte NVFP4's kernel loops over tiles")
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
         return _launch.Plan(kernel, grid, (m, k, stride, srows, scols, n_k), constexprs,

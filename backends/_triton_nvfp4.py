@@ -245,6 +245,18 @@ def _quantize_tile(x0, x1, g, tile, data_ptr, scale_ptr, n_k, M, K, scale_rows, 
 
 
 @triton.jit
+def _g(g_ptr, g_out_ptr, first, GIVEN: tl.constexpr, X_KIND: tl.constexpr):
+    """The global scale: read from g_ptr when GIVEN, else derived from the amax bits at g_ptr;
+    written to g_out_ptr by the program of tile 0."""
+    if GIVEN:
+        g = tl.load(g_ptr)
+    else:
+        g = _global_scale(tl.load(g_ptr), X_KIND)
+    tl.store(g_out_ptr, g, mask=first == 0)
+    return g
+
+
+@triton.jit
 def nvfp4_quantize_kernel(
     x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
     M, K, stride_xm, scale_rows, scale_cols, n_k,
@@ -255,16 +267,20 @@ def nvfp4_quantize_kernel(
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
     16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too),
-    TILES consecutive tiles a program (the tile count a multiple of it), each tile's loads issued
-    before the one before it is quantized."""
+    TILES consecutive tiles a program (the tile count a multiple of it): one tile straight, or a
+    loop whose loads Triton pipelines over STAGES stages (cp.async into shared memory where
+    STAGES > 1; not timed yet, benchmarks/sweep_fp4_spread.py --loops)."""
     NB: tl.constexpr = BLOCK_K // 16
     first = tl.program_id(0) * TILES
-    if GIVEN:
-        g = tl.load(g_ptr)
-    else:
-        g = _global_scale(tl.load(g_ptr), X_KIND)
-    tl.store(g_out_ptr, g, mask=first == 0)
-    for i in tl.range(0, TILES, num_stages=STAGES):
-        x0, x1 = _load_halves(x_ptr, first + i, n_k, M, K, stride_xm, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG, MASK, EVICT)
-        _quantize_tile(x0, x1, g, first + i, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND, SWIZZLED,
+    if TILES == 1:
+        x0, x1 = _load_halves(x_ptr, first, n_k, M, K, stride_xm, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG, MASK, EVICT)
+        g = _g(g_ptr, g_out_ptr, first, GIVEN, X_KIND)
+        _quantize_tile(x0, x1, g, first, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND, SWIZZLED,
                        BLOCK_M, NB, MASK, BIG, INTERPRETED, NK_SHIFT, PACK, SPREAD)
+    else:
+        g = _g(g_ptr, g_out_ptr, first, GIVEN, X_KIND)
+        for i in tl.range(0, TILES, num_stages=STAGES):
+            x0, x1 = _load_halves(x_ptr, first + i, n_k, M, K, stride_xm, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG, MASK,
+                                  EVICT)
+            _quantize_tile(x0, x1, g, first + i, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND,
+                           SWIZZLED, BLOCK_M, NB, MASK, BIG, INTERPRETED, NK_SHIFT, PACK, SPREAD)

@@ -39,8 +39,9 @@ LINEAR = [BEFORE, (1, 4096, 4, False), (2, 2048, 4, False), (1, 2048, 2, False)]
 SWIZZLED = [BEFORE, (1, 4096, 4, False), (4, 1024, 4, True), (4, 1024, 4, False), (8, 512, 4, True),
             (8, 1024, 8, True)]
 """(BLOCK_M, BLOCK_K, warps, rows 32 apart). Call A (fifteenth session, one H100): 16-warp
-programs (1 x 16384, 2 x 8192, 4 x 4096, 8 x 2048) 1.3-2.3x BEFORE's time for NVFP4; 4 x 2048 / 8
-and 16 x 512 / 8 slower than BEFORE; rows 32 apart or not at 4 x 2048 / 8 alike."""
+programs (1 x 16384, 2 x 8192, 4 x 4096, 8 x 2048) 1.33-2.49x BEFORE's time for NVFP4; 4 x 2048 /
+8 and 16 x 512 / 8 slower than BEFORE for MXFP4 (4 x 2048 about even for NVFP4); rows 32 apart or
+not at 4 x 2048 / 8 alike."""
 EVICT_TOO = {BEFORE, (1, 4096, 4, False), (4, 1024, 4, True)}
 """Swizzled configs also timed with evict_first (the others with ops._evict's policy then)."""
 
