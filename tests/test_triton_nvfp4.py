@@ -200,15 +200,18 @@ def test_nvfp4_half_programs_of_several_tiles(dev, layout):
     (swizzled), rows 32 apart, the global scale given and computed: every byte as the oracle's,
     flagged groups and NaN / Inf groups included."""
     rng = np.random.default_rng(5)
-    configs = [(2, 128, 1, 0, 8, "evict_first", False, 2, 2), (1, 64, 1, 0, 4, "evict_last", False, 4, 3),
-               (4, 128, 1, 0, 8, "evict_first", False, 2, 2)]
-    if layout == "swizzled":
-        configs.append((4, 64, 1, 0, 8, "evict_first", True, 4, 2))
+    if layout == "linear":
+        configs = [(2, 128, 1, 0, 8, "evict_first", False, 2, 2), (1, 64, 1, 0, 4, "evict_last", False, 4, 3),
+                   (4, 128, 1, 0, 8, "evict_first", False, 2, 2)]
+    else:  # (128 rows with the padding: taller tiles, so that the interpreter runs few programs)
+        configs = [(8, 128, 1, 0, 8, "evict_first", False, 2, 2), (16, 64, 1, 0, 4, "evict_last", False, 4, 3),
+                   (8, 64, 1, 0, 8, "evict_first", True, 4, 2)]
     for hp, g in itertools.product(HALF, (1.0, 2688.0 / 3.1)):
         x = _groups(hp, g, 6, rng).to(dev)
         for config in configs:
             _check(x, g, layout, config, f"{hp} g {g} config {config}")
-        check_nvfp4(x, False, layout, configs[-1], f"{hp} computed g {configs[-1]}")
+        if g == 1.0:
+            check_nvfp4(x, False, layout, configs[-1], f"{hp} computed g {configs[-1]}")
 
 
 def test_program_loops_only_on_the_half_kernel():
