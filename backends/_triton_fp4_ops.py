@@ -6,13 +6,12 @@ included). NVFP4 without a global scale is two launches: the finite amax (an int
 into a zeroed int32), then the quantize kernel, which derives g from it on the device (no host
 synchronisation).
 
-`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg[, pack[, evict[, spread[, tiles[, stages]]]]]]),
-powers of two, BLOCK_K >= the group (32 / 16; 4 groups for the swizzled layout, whose scale words
-pack 4), maxnreg the quantize kernel's register cap on CUDA (0: none), pack the elements of one
-PTX block of the NVFP4 kernel for 2-byte input (1-8, default 8), evict the loads' eviction policy
-(default _evict's), spread whether a swizzled program's rows lie 32 apart (default: where BLOCK_M
-allows it, _spread), tiles and stages of that NVFP4 kernel's program loop (_tiles); None picks
-FP4_CONFIGS by card class and kind of call and NVFP4_MAXNREG. Under Triton's interpreter
+`config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps[, maxnreg[, pack[, evict[, spread]]]]), powers
+of two, BLOCK_K >= the group (32 / 16; 4 groups for the swizzled layout, whose scale words pack
+4), maxnreg the quantize kernel's register cap on CUDA (0: none), pack the elements of one PTX
+block of the NVFP4 kernel for 2-byte input (1-8, default 8), evict the loads' eviction policy,
+spread whether a swizzled program's rows lie 32 apart (_spread); None picks FP4_CONFIGS by card
+class and kind of call (_tile_plan) and NVFP4_MAXNREG. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_fp4.py)."""
 
 from __future__ import annotations
@@ -117,19 +116,6 @@ def _spread(swizzled: bool, bm: int, config, default: bool | None = None) -> boo
                              f"got {bm}")
         return bool(config[6])
     return can and (default is None or default)
-
-
-def _tiles(config, n_tiles: int) -> tuple[int, int]:
-    """(tiles, stages) of a program of backends/_triton_nvfp4.py's kernel: the tiles it
-    quantizes in a loop whose loads Triton pipelines over that many stages (cp.async through
-    shared memory where stages > 1): a config's 8th and 9th entries (the tiles must divide the
-    tile count), else (1, 1)."""
-    if config is not None and len(config) > 7:
-        tiles, stages = config[7], config[8] if len(config) > 8 else 1
-        if tiles < 1 or n_tiles % tiles or stages < 1:
-            raise ValueError(f"fp4 config: {tiles} tiles a program ({stages} stages) do not divide the {n_tiles} tiles")
-        return tiles, stages
-    return 1, 1
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -264,20 +250,15 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
                           BIG=n_m * bm * max(stride, k) + n_k * bk >= 2**31, INTERPRETED=device.type == "cpu",
                           NK_SHIFT=n_k.bit_length() - 1 if n_k & (n_k - 1) == 0 else -1,
                           SPREAD=spread)
-        grid = n_m * n_k
         if free:
-            tiles, stages = _tiles(config, grid)
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            constexprs.update(PACK=max(1, min(pack, per_thread)), TILES=tiles, STAGES=stages)
-            grid //= tiles
+            constexprs.update(PACK=max(1, min(pack, per_thread)))
         else:
-            if config is not None and any(v != 1 for v in config[7:9]):
-                raise ValueError(f"fp4 config: {config[7:9]} tiles / stages: only 2-byte NVFP4's kernel loops over tiles")
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
-        return _launch.Plan(kernel, grid, (m, k, stride, srows, scols, n_k), constexprs,
+        return _launch.Plan(kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
                             warps, {"maxnreg": maxnreg} if maxnreg else None)
 
     p = _launch.plan(key, make)

@@ -176,46 +176,41 @@ def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: t
 
 
 @triton.jit
-def _coords(tile, n_k, NK_SHIFT: tl.constexpr, BLOCK_M: tl.constexpr, NB: tl.constexpr, SPREAD: tl.constexpr,
-            BIG: tl.constexpr):
-    """(rows, groups, rows as (BLOCK_M, 1, 1) offsets, column tile) of tile `tile`."""
+def nvfp4_quantize_kernel(
+    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
+    M, K, stride_xm, scale_rows, scale_cols, n_k,
+    GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr,
+):
+    """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
+    else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
+    16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too)."""
+    NB: tl.constexpr = BLOCK_K // 16
+    tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
     rows = _tile_rows(pid_m, BLOCK_M, SPREAD)
     sblk = pid_k * NB + tl.arange(0, NB)
     r3 = rows[:, None, None]
-    return rows, sblk, r3.to(tl.int64) if BIG else r3, pid_k
-
-
-@triton.jit
-def _load_halves(x_ptr, tile, n_k, M, K, stride_xm, NK_SHIFT: tl.constexpr, BLOCK_M: tl.constexpr, NB: tl.constexpr,
-                 SPREAD: tl.constexpr, BIG: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr):
-    """The tile's two (BLOCK_M, NB, 8) halves, as loaded (x's dtype): the first and the last 8
-    elements of every group of 16, one 16-byte load each a thread."""
-    rows, sblk, rb, pid_k = _coords(tile, n_k, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG)
+    rb = r3.to(tl.int64) if BIG else r3
     c3 = (sblk * 16)[None, :, None] + tl.arange(0, 8)[None, None, :]   # each group's first 8 elements
     ptr = x_ptr + rb * stride_xm + c3
     if MASK:
-        inside = (rows[:, None, None] < M) & (c3 < K)
+        inside = (r3 < M) & (c3 < K)
         x0 = tl.load(ptr, mask=inside, other=0.0, eviction_policy=EVICT)
         x1 = tl.load(ptr + 8, mask=inside, other=0.0, eviction_policy=EVICT)
     else:
         x0 = tl.load(ptr, eviction_policy=EVICT)
         x1 = tl.load(ptr + 8, eviction_policy=EVICT)
-    return x0, x1
-
-
-@triton.jit
-def _quantize_tile(x0, x1, g, tile, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND: tl.constexpr,
-                   SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr, NB: tl.constexpr, MASK: tl.constexpr,
-                   BIG: tl.constexpr, INTERPRETED: tl.constexpr, NK_SHIFT: tl.constexpr, PACK: tl.constexpr,
-                   SPREAD: tl.constexpr):
-    """The tile's halves x0, x1 (as loaded) quantized under global scale g: packed bytes and scale
-    bytes stored."""
-    rows, sblk, rb, pid_k = _coords(tile, n_k, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG)
     x0 = _to_f32(x0, INTERPRETED)
     x1 = _to_f32(x1, INTERPRETED)
     amax = tl.maximum(_amax_bits(x0, 2, INTERPRETED), _amax_bits(x1, 2, INTERPRETED))  # (BM, NB) bits
     special = amax >= _FP32_INF                                         # a NaN or an Inf in the group
+    if GIVEN:
+        g = tl.load(g_ptr)
+    else:
+        g = _global_scale(tl.load(g_ptr), X_KIND)
+    tl.store(g_out_ptr, g, mask=tile == 0)
     # group scale: e4m3(min(g * RN_x(amax / 6), 448)), 0 -> 0.125 (0x20), NaN group -> 0x7F;
     # RN_x(amax * RN(1 / 6)) is RN_x(RN(amax / 6)) for every bf16 / fp16 amax
     per = g * _rn_x(amax.to(tl.float32, bitcast=True) * 0.1666666716337204, X_KIND, INTERPRETED)
@@ -242,45 +237,3 @@ def _quantize_tile(x0, x1, g, tile, data_ptr, scale_ptr, n_k, M, K, scale_rows, 
     else:
         tl.store(data_ptr + offs, packed)
     _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)
-
-
-@triton.jit
-def _g(g_ptr, g_out_ptr, first, GIVEN: tl.constexpr, X_KIND: tl.constexpr):
-    """The global scale: read from g_ptr when GIVEN, else derived from the amax bits at g_ptr;
-    written to g_out_ptr by the program of tile 0."""
-    if GIVEN:
-        g = tl.load(g_ptr)
-    else:
-        g = _global_scale(tl.load(g_ptr), X_KIND)
-    tl.store(g_out_ptr, g, mask=first == 0)
-    return g
-
-
-@triton.jit
-def nvfp4_quantize_kernel(
-    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
-    M, K, stride_xm, scale_rows, scale_cols, n_k,
-    GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TILES: tl.constexpr, STAGES: tl.constexpr,
-):
-    """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
-    else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
-    16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too),
-    TILES consecutive tiles a program (the tile count a multiple of it): one tile straight, or a
-    loop whose loads Triton pipelines over STAGES stages (cp.async into shared memory where
-    STAGES > 1; not timed yet, benchmarks/sweep_fp4_spread.py --loops)."""
-    NB: tl.constexpr = BLOCK_K // 16
-    first = tl.program_id(0) * TILES
-    if TILES == 1:
-        x0, x1 = _load_halves(x_ptr, first, n_k, M, K, stride_xm, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG, MASK, EVICT)
-        g = _g(g_ptr, g_out_ptr, first, GIVEN, X_KIND)
-        _quantize_tile(x0, x1, g, first, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND, SWIZZLED,
-                       BLOCK_M, NB, MASK, BIG, INTERPRETED, NK_SHIFT, PACK, SPREAD)
-    else:
-        g = _g(g_ptr, g_out_ptr, first, GIVEN, X_KIND)
-        for i in tl.range(0, TILES, num_stages=STAGES):
-            x0, x1 = _load_halves(x_ptr, first + i, n_k, M, K, stride_xm, NK_SHIFT, BLOCK_M, NB, SPREAD, BIG, MASK,
-                                  EVICT)
-            _quantize_tile(x0, x1, g, first + i, data_ptr, scale_ptr, n_k, M, K, scale_rows, scale_cols, X_KIND,
-                           SWIZZLED, BLOCK_M, NB, MASK, BIG, INTERPRETED, NK_SHIFT, PACK, SPREAD)

@@ -48,8 +48,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
         with unflagged_only(_triton_nvfp4, markstein):
-            c.update(PACK=8, TILES=1, STAGES=1)
-            return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, ptrs, c, 8, divisible,
+            return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, ptrs, {**c, "PACK": 8}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)

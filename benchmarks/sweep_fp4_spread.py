@@ -3,9 +3,7 @@ warps against the 8192 of 8 the H100 shipped until the fifteenth session, BEFORE
 programs whose rows lie 32 apart (backends/_triton_fp4.py's _tile_rows, ops._spread), the loads'
 eviction policy, and NVFP4 with g computed (the amax launch, then the quantize one):
 
-    python3 benchmarks/sweep_fp4_spread.py OUT.json [ROUNDS] [--loops]
-
-(--loops: only 2-byte NVFP4 programs that loop over several tiles, LOOPS.)
+    python3 benchmarks/sweep_fp4_spread.py OUT.json [ROUNDS]
 
 8192x8192 and 16384x8192; MXFP4 rceil of bf16, NVFP4 with g given of bf16 and fp16 (inputs
 scaled so that _nv_flag flags none of the e4m3 scales under their own g, the common case; bf16
@@ -46,15 +44,10 @@ EVICT_TOO = {BEFORE, (1, 4096, 4, False), (4, 1024, 4, True)}
 """Swizzled configs also timed with evict_first (the others with ops._evict's policy then)."""
 
 
-LOOPS = [(1, 1), (2, 2), (4, 2), (8, 2), (4, 3), (8, 3)]
-"""(tiles, stages) of the 2-byte NVFP4 kernel's program loop (ops._tiles) timed with --loops, at
-the H100's shipped tiles."""
-
-
 def full(cfg, dtype, layout, evict=None):
-    """The 9-entry config: no register cap, PTX blocks of 8, evict_last with swizzled scales (the
-    policy before the fifteenth session), else ops._evict's; cfg's tiles and stages (or 1, 1)."""
-    return (*cfg[:3], 0, 8, evict or f4._evict(dtype, layout == "swizzled"), cfg[3], *(cfg[4:6] or (1, 1)))
+    """The 7-entry config: no register cap, PTX blocks of 8, evict_last with swizzled scales (the
+    policy before the fifteenth session), else ops._evict's."""
+    return (*cfg[:3], 0, 8, evict or f4._evict(dtype, layout == "swizzled"), cfg[3])
 
 
 def call(fmt, x, g, layout, cfg):
@@ -80,18 +73,6 @@ def unflagged(x):
     raise RuntimeError("no unflagged scaling found")
 
 
-def loop_cases(inputs):
-    """The --loops cases: NVFP4 with g given, bf16 and fp16, at the shipped tiles, every LOOPS."""
-    out = []
-    for inp, (layout, tile, evict) in itertools.product(("bf16", "fp16"), (("linear", (1, 4096, 4, False), None),
-                                                                           ("swizzled", (4, 1024, 4, True), "evict_first"))):
-        for tiles, stages in LOOPS:
-            cfg = (*tile, tiles, stages)
-            out.append((f"nvfp4 {inp} {layout} {cfg}", "nvfp4", inp, layout, True, cfg, evict))
-    out.append((f"nvfp4 bf16 linear {BEFORE}", "nvfp4", "bf16", "linear", True, BEFORE, None))
-    return out
-
-
 def cases(inputs):
     """(name, format, input name, layout, g given, config, evict)."""
     out = []
@@ -110,7 +91,7 @@ def cases(inputs):
     return out
 
 
-def main(path, rounds=3, loops=False):
+def main(path, rounds=3):
     res = []
     gen = torch.Generator().manual_seed(0)
     for m, k in ((8192, 8192), (16384, 8192)):
@@ -127,7 +108,7 @@ def main(path, rounds=3, loops=False):
             special[name][7, 100] = float("nan")
             special[name][9, 5000] = float("inf")
         dst = torch.empty_like(inputs["bf16"])
-        todo = loop_cases(inputs) if loops else cases(inputs)
+        todo = cases(inputs)
         exact = {}
         for name, fmt, inp, layout, given, cfg, evict in todo:  # bytes against BEFORE's
             gg = g[inp] if given else None
@@ -158,5 +139,4 @@ def main(path, rounds=3, loops=False):
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--loops"]
-    main(args[0], int(args[1]) if len(args) > 1 else 3, "--loops" in sys.argv)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3)

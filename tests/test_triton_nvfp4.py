@@ -20,7 +20,7 @@ from mxquant.backends import _triton_fp4_ops as ops
 import fp4_oracle as oracle
 from test_nvfp4_reciprocal import E4M3, NEAR, flagged, flagged_d
 from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile_as_launched
-from test_triton_fp4 import _flat, check_nvfp4
+from test_triton_fp4 import _flat
 from test_triton_training import DEVS, poisoned_outputs  # noqa: F401  (autouse fixture)
 from training_helpers import LAYOUTS, assert_bytes
 
@@ -174,54 +174,18 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
     shapes += [(bm, bk, w, ops._spread(swz, bm, None), ops._evict(dtype, swz), None, swz)
                for bm, bk, w, swz in ((4, 256, 4, False), (2, 512, 2, True), (1, 1024, 1, False), (4, 2048, 8, True))]
-    loops = [(1, 1), (4, 2), (8, 3)]  # (tiles, stages) of a program's loop
-    for (bm, bk, warps, spread, evict, card, swz), given, pack, (tiles, stages) in itertools.product(
-            shapes, (False, True), (1, 2, 4, 8), loops):
+    for (bm, bk, warps, spread, evict, card, swz), given, pack in itertools.product(shapes, (False, True),
+                                                                                    (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
-        if tiles > 1 and (pack != 8 or given):  # (loops: one PTX block size)
-            continue
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
-                 EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack,
-                 SPREAD=spread, TILES=tiles, STAGES=stages)
+                 EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
                                       c, warps, None, options={"maxnreg": cap} if cap else None)
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
-
-
-@pytest.mark.parametrize("dev", DEVS)
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_nvfp4_half_programs_of_several_tiles(dev, layout):
-    """Programs that quantize 2 or 4 tiles in a loop (Triton pipelines its loads over 2 or 3
-    stages on a GPU): tiles that straddle the last row (6 rows in tiles of 4), padding-only tiles
-    (swizzled), rows 32 apart, the global scale given and computed: every byte as the oracle's,
-    flagged groups and NaN / Inf groups included."""
-    rng = np.random.default_rng(5)
-    if layout == "linear":
-        configs = [(2, 128, 1, 0, 8, "evict_first", False, 2, 2), (1, 64, 1, 0, 4, "evict_last", False, 4, 3),
-                   (4, 128, 1, 0, 8, "evict_first", False, 2, 2)]
-    else:  # (128 rows with the padding: taller tiles, so that the interpreter runs few programs)
-        configs = [(8, 128, 1, 0, 8, "evict_first", False, 2, 2), (16, 64, 1, 0, 4, "evict_last", False, 4, 3),
-                   (8, 64, 1, 0, 8, "evict_first", True, 4, 2)]
-    for hp, g in itertools.product(HALF, (1.0, 2688.0 / 3.1)):
-        x = _groups(hp, g, 6, rng).to(dev)
-        for config in configs:
-            _check(x, g, layout, config, f"{hp} g {g} config {config}")
-        if g == 1.0:
-            check_nvfp4(x, False, layout, configs[-1], f"{hp} computed g {configs[-1]}")
-
-
-def test_program_loops_only_on_the_half_kernel():
-    """Tiles / stages a config gives a kernel without the loop (MXFP4, fp32 NVFP4) are refused,
-    as are tiles that do not divide the tile count."""
-    x = torch.zeros(8, 256, dtype=torch.float32)
-    with pytest.raises(ValueError, match="loops over tiles"):
-        ops.mxfp4_quantize(x, "rceil", "linear", (1, 256, 1, 0, 8, "evict_last", False, 2, 1))
-    with pytest.raises(ValueError, match="do not divide"):
-        ops.nvfp4_quantize(x.bfloat16(), None, "compressed-tensors", "linear", (1, 256, 1, 0, 8, "evict_last", False, 3))
 
 
 def test_only_cuda_and_the_interpreter_take_this_kernel():
