@@ -153,9 +153,10 @@ def _direction(nv: bool, free: bool, swizzled: bool, x_dtype=None) -> str:
 
 
 def _entry(direction: str, device, card: str | None = None) -> tuple:
-    """FP4_CONFIGS' entry for direction on this card class ("quantize" where it lists not that one)."""
+    """FP4_CONFIGS' entry for direction on this card class ("quantize" where it lists not that
+    quantize direction; every class lists "quantize" and "dequantize")."""
     table = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
-    return table.get(direction) or table["quantize" if direction.startswith("quantize") else direction]
+    return table.get(direction) or table["quantize"]
 
 
 def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, device, config,

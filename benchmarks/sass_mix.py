@@ -1,7 +1,8 @@
 """The FP4 quantize kernel's sm_90 SASS, instruction mix per element, with no GPU: compiled as a
 launch specializes it (tests/test_triton_compile.py's helper: Triton's own compiler and the
-wheel's ptxas) at 1 x 8192, 8 warps (the H100's MXFP4 linear tile; the others ship 4096 / 4 warps
-since the fifteenth session, the same 32 elements a thread), disassembled by the wheel's
+wheel's ptxas) at 1 x 8192, 8 warps (MXFP4 linear's and fp32 NVFP4's tile; on the H100 MXFP4
+swizzled and 2-byte NVFP4 take 4096 / 4 warps since the fifteenth session, the same 32 elements a
+thread), disassembled by the wheel's
 nvdisasm. The kernels are straight-line code, so the static count per thread over the 32
 elements a thread holds is what each element costs (the fp32 NVFP4 division's slow path aside;
 2-byte NVFP4 compiled with one path of its PTX block at a time, the unflagged one or the

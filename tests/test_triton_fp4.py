@@ -46,7 +46,8 @@ SHIPPED_BEFORE = {"linear": (16, 256, 4), "swizzled": (16, 256, 4)}
 """The tiles the H100's configuration gave these inputs until 2026-12-05: with fp32 input the GPU
 run on that day found NVFP4 scale bytes 0 where the contract has 0x20 at (16, 256, 4)."""
 CONSECUTIVE = (16, 256, 4, 0, 8, "evict_last", False)
-"""A many-row swizzled tile with its rows consecutive, not 32 apart (ops._spread's default for it)."""
+"""A many-row swizzled tile whose rows are consecutive (its 7th entry), where ops._spread would
+otherwise put them 32 apart."""
 
 
 def _name(dtype) -> str:
