@@ -105,17 +105,17 @@ def _evict(x_dtype, swizzled: bool) -> str:
     return "evict_first" if not swizzled and x_dtype != torch.float32 else "evict_last"
 
 
-def _spread(swizzled: bool, bm: int, config, default: bool | None = None) -> bool:
+def _spread(swizzled: bool, bm: int, config, default: bool = True) -> bool:
     """Rows 32 apart in a swizzled program (backends/_triton_fp4.py's _tile_rows): a config's 7th
-    entry, else `default` (FP4_CONFIGS' entry) where the tile allows it, else wherever BLOCK_M is
-    a multiple of 4 dividing 128 (a 1-row program has nothing to spread)."""
+    entry, else wherever BLOCK_M is a multiple of 4 dividing 128 (a 1-row program has nothing to
+    spread) unless FP4_CONFIGS' entry says not (`default` False)."""
     can = swizzled and bm % 4 == 0 and 128 % bm == 0
     if config is not None and len(config) > 6:
         if config[6] and not can:
             raise ValueError("fp4 config: rows 32 apart need swizzled scales and BLOCK_M a multiple of 4 dividing 128, "
                              f"got {bm}")
         return bool(config[6])
-    return can and (default is None or default)
+    return can and default
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -145,7 +145,7 @@ def _card(device):
     return card(device)[0]
 
 
-def _direction(nv: bool, free: bool, swizzled: bool, x_dtype=None) -> str:
+def _direction(nv: bool, free: bool, swizzled: bool, x_dtype) -> str:
     """FP4_CONFIGS' quantize entry of a call (the plain "quantize" where a card lists none); free:
     2-byte NVFP4 on backends/_triton_nvfp4.py's kernel, listed per input dtype."""
     kind = f"nvfp4-{'bf16' if x_dtype == torch.bfloat16 else 'fp16'}" if free else "nvfp4" if nv else "mxfp4"
@@ -188,7 +188,7 @@ def _tile_plan(nv: bool, free: bool, swizzled: bool, x_dtype, rows: int, k: int,
         evict = config[5]
     else:
         evict = extra[1] if len(extra) > 1 else _evict(x_dtype, swizzled)
-    return bm, bk, warps, _spread(swizzled, bm, config, extra[0] if extra else None), evict
+    return bm, bk, warps, _spread(swizzled, bm, config, extra[0] if extra else True), evict
 
 
 def _maxnreg(nv: bool, config, x_dtype, card: str):
