@@ -3,7 +3,7 @@ warps against the 8192 of 8 the H100 shipped until the fifteenth session, BEFORE
 programs whose rows lie 32 apart (backends/_triton_fp4.py's _tile_rows, ops._spread), the loads'
 eviction policy, and NVFP4 with g computed (the amax launch, then the quantize one):
 
-    python3 benchmarks/sweep_fp4_spread.py OUT.json [ROUNDS]
+    python3 benchmarks/sweep_fp4_spread.py OUT.json [ROUNDS] [--tall]
 
 8192x8192 and 16384x8192; MXFP4 rceil of bf16, NVFP4 with g given of bf16 and fp16 (inputs
 scaled so that _nv_flag flags none of the e4m3 scales under their own g, the common case; bf16
@@ -42,6 +42,12 @@ programs (1 x 16384, 2 x 8192, 4 x 4096, 8 x 2048) 1.33-2.49x BEFORE's time for 
 not at 4 x 2048 / 8 alike."""
 EVICT_TOO = {BEFORE, (1, 4096, 4, False), (4, 1024, 4, True)}
 """Swizzled configs also timed with evict_first (the others with ops._evict's policy then)."""
+TALL_LINEAR = [(1, 4096, 4, False), (4, 1024, 4, False), (16, 256, 4, False), (32, 128, 4, False)]
+TALL_SWIZZLED = [(4, 1024, 4, True), (16, 256, 4, True), (32, 128, 4, True), (64, 64, 4, True), (32, 64, 2, True),
+                 (64, 128, 8, True), (128, 64, 4, True)]
+"""--tall (sixteenth session): NVFP4 programs of 16-128 rows and 64-256 elements, whose swizzled
+scale bytes are 64-512 contiguous bytes (128 rows x 4 groups: one whole 512-byte block of the
+128x4 layout), every store a whole 32-byte sector at >= 64 elements a row; both policies."""
 
 
 def full(cfg, dtype, layout, evict=None):
@@ -73,6 +79,16 @@ def unflagged(x):
     raise RuntimeError("no unflagged scaling found")
 
 
+def tall_cases():
+    """--tall's: NVFP4 of bf16 and fp16, g given, every TALL config with both eviction policies."""
+    out = []
+    for inp, layout in itertools.product(("bf16", "fp16"), ("linear", "swizzled")):
+        for cfg, evict in itertools.product(TALL_LINEAR if layout == "linear" else TALL_SWIZZLED,
+                                            ("evict_first", "evict_last")):
+            out.append((f"nvfp4 {inp} {layout} {cfg} {evict}", "nvfp4", inp, layout, True, cfg, evict))
+    return out
+
+
 def cases(inputs):
     """(name, format, input name, layout, g given, config, evict)."""
     out = []
@@ -91,7 +107,7 @@ def cases(inputs):
     return out
 
 
-def main(path, rounds=3):
+def main(path, rounds=3, tall=False):
     res = []
     gen = torch.Generator().manual_seed(0)
     for m, k in ((8192, 8192), (16384, 8192)):
@@ -108,7 +124,7 @@ def main(path, rounds=3):
             special[name][7, 100] = float("nan")
             special[name][9, 5000] = float("inf")
         dst = torch.empty_like(inputs["bf16"])
-        todo = cases(inputs)
+        todo = tall_cases() if tall else cases(inputs)
         exact = {}
         for name, fmt, inp, layout, given, cfg, evict in todo:  # bytes against BEFORE's
             gg = g[inp] if given else None
@@ -139,4 +155,5 @@ def main(path, rounds=3):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    args = [a for a in sys.argv[1:] if a != "--tall"]
+    main(args[0], int(args[1]) if len(args) > 1 else 3, "--tall" in sys.argv)
