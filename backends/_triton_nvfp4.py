@@ -34,7 +34,7 @@ dividing only the elements near a midpoint (call D, 2026-12-06) was slower still
 import triton
 import triton.language as tl
 
-from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
+from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
 from ._triton_kernels import _amax_bits, _to_f32
 
 
@@ -97,18 +97,30 @@ where |x / D| >= 2**-4 (below that, near D = 2**-95, the residual can underflow 
 differ; the nibble is 0 there either way)."""
 
 
+Y_BOUND = tl.constexpr(6.5)
+"""Groups whose RN(amax * r) reaches this are divided and clamped (flag 3); elsewhere every
+|y| = |RN(x * r)| <= RN(amax * r) < 6.5, and Markstein's RN(x / D) <= RN(amax / D) with
+r * D within 2**-22 of 1, so < 6.5 * (1 + 2**-22) < 7: codes <= 7 without a clamp. A group's
+RN(amax * r) is about 6 * (g * amax / 6) / scale, 5.6-6.4 where its e4m3 scale is normal and
+RN_x(amax / 6) is (the e4m3 and the dtype's rounding); only scales clamped to 448, subnormal
+or rounded from a subnormal amax / 6 reach 6.5."""
+
+
 def _nv_quotient_ptx(n: int = 8) -> str:
-    """PTX for n elements ($0..: y, then a = min(|y|, 6); then x, r, scale, g, flag, n of each):
-    y = x * r + 0; where a flag of the n is set (a branch around the rest):
-    - every flag 1 (_nv_flag's groups, D in Markstein's range, unclamped scale) and every scale the
+    """PTX for n elements ($0..: y; then x, r, scale, g, flag, n of each): y = x * r + 0; where a
+    flag of the n is set (a branch around the rest):
+    - every flag 1 (_nv_flag's groups, D in Markstein's range, |y| bounded) and every scale the
       first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32), then per element
       Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact),
       y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a division (y is never -0:
       x = +-0 gives +0, a nonzero x a nonzero y);
-    - otherwise (flag 3: outside Markstein's range, see MARKSTEIN_DMIN; 2: a NaN / Inf group;
-      scales that differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g divided once for the elements whose
-      scale is the first's) where the flag is not 2, y = 0 where it is 2."""
-    x, r, s, g, f = (lambda i, k=k: f"${n * (k + 2) + i}" for k in range(5))
+    - otherwise (flag 3: outside Markstein's range or |y| not bounded, see MARKSTEIN_DMIN and
+      Y_BOUND; 2: a NaN / Inf group; scales that differ) y = x / (scale / g) + 0 (div.rn.f32;
+      scale / g divided once for the elements whose scale is the first's), its magnitude clamped
+      to 6 (e2m1's largest), where the flag is not 2, y = 0 where it is 2.
+    Only there is |y| clamped: where the flag is 0 or 1, |y| < Y_BOUND < 7 (see Y_BOUND), which
+    _e2m1_code_of rounds to a code <= 7 as it is."""
+    x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
     lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
@@ -125,15 +137,15 @@ def _nv_quotient_ptx(n: int = 8) -> str:
     for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
         lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
         lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
+                  "abs.f32 q, d;", "min.f32 q, q, 0f40C00000;", "copysign.f32 d, d, q;",
                   f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
-    for i in range(n):
-        lines += [f"mov.b32 ${i}, y{i};", f"abs.f32 d, y{i};", f"min.f32 ${n + i}, d, 0f40C00000;"]
+    lines += [f"mov.b32 ${i}, y{i};" for i in range(n)]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
 def _constraints(n: int) -> str:
-    return ",".join(["=f"] * (2 * n) + ["f"] * (4 * n) + ["r"] * n)
+    return ",".join(["=f"] * n + ["f"] * (4 * n) + ["r"] * n)
 
 
 NV_QUOTIENT8, NV_QUOTIENT4, NV_QUOTIENT2, NV_QUOTIENT1 = (tl.constexpr(_nv_quotient_ptx(n)) for n in (8, 4, 2, 1))
@@ -142,24 +154,41 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 
 @triton.jit
 def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
-    """(y + 0, min(|y|, 6)), fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where
-    flag (int32) is 1 or 3 (_nv_flag's groups) the contract's RN(x / RN(s / g)), where it is 2 (a
-    NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements at a time in PTX
-    (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3), behind a
-    branch that unflagged groups never take; under the interpreter by division."""
+    """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
+    1 or 3 (_nv_flag's groups) the contract's RN(x / RN(s / g)), its magnitude clamped to 6 where
+    the flag is 3, where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements
+    at a time in PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division
+    where 3), behind a branch that unflagged groups never take; under the interpreter by
+    division."""
     if INTERPRETED:
         y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
-        y = tl.where(flag == 2, 0.0, y)
-        return y, tl.minimum(tl.abs(y), 6.0)
+        y = tl.where(flag == 3, tl.where(y < 0, -1.0, 1.0) * tl.minimum(tl.abs(y), 6.0), y)
+        return tl.where(flag == 2, 0.0, y)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
     if PACK == 8:
-        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, (tl.float32, tl.float32), True, 8)
+        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32, True, 8)
     elif PACK == 4:
-        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, (tl.float32, tl.float32), True, 4)
+        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, tl.float32, True, 4)
     elif PACK == 2:
-        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, (tl.float32, tl.float32), True, 2)
+        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32, True, 2)
     else:
-        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, (tl.float32, tl.float32), True, 1)
+        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32, True, 1)
+
+
+@triton.jit
+def _e2m1_code_of(y):
+    """The nibble's magnitude code (0..7) of y (fp32, |y| < 7, unclamped: see Y_BOUND) plus a
+    multiple of 256 (512 where y < 0 and |y| >= 1): only its low byte holds, the packed bytes'
+    (uint8) arithmetic keeps nothing above it. As backends/_triton_fp4.py's _e2m1_code, without
+    an instruction for |y|: from 1 up y + 2**(e + 22) * sign(y) rounds y to its 1-bit steps to
+    nearest even (the sign and exponent masked from y's bits, one instruction), subtracting it
+    again is exact and the result's bits, shifted, give the code (the sign bit lands on bit 9);
+    below 1, |y| + 2**22 (|.| an operand modifier of the addition and the comparison)."""
+    m = (y.to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True) * 4194304.0   # 0xFF800000
+    normal = (((y + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
+    a = tl.abs(y)
+    sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
+    return tl.where(a < 1.0, sub, normal)
 
 
 @triton.jit
@@ -169,8 +198,8 @@ def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: t
     (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits from y's by integer
     multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
     its bytes."""
-    y, a = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
-    lo, hi = tl.split(tl.reshape(_e2m1_code(a), (BLOCK_M, NB, 4, 2)))
+    y = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
+    lo, hi = tl.split(tl.reshape(_e2m1_code_of(y), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
     return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
 
@@ -220,11 +249,12 @@ def nvfp4_quantize_kernel(
     sval = tl.where(sval == 0.0, 0.125, sval)
     if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
         sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
-    r = tl.math.div_rn(g, sval)[:, :, None]                             # RN(g / scale)
+    r2 = tl.math.div_rn(g, sval)                                        # RN(g / scale)
     d = sval * tl.math.div_rn(1.0, g)                                  # D = RN(scale / g) within 3 steps
-    slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
-    fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND), tl.where(slow, 3, 1), 0))[:, :, None]
-    sv = sval[:, :, None]
+    big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                         # |y| may reach 7
+    slow = unbounded | big | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
+    fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0))[:, :, None]
+    sv, r = sval[:, :, None], r2[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     # a group's 8 bytes in one store a thread: consecutive lanes, consecutive 8 bytes (two 4-byte

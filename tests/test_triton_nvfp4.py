@@ -118,6 +118,56 @@ def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp):
     assert want | ({"divided: d >= DMAX"} if hp == torch.bfloat16 else set()) <= paths, paths
 
 
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", HALF, ids=str)
+def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp):
+    """Groups whose |x / scale * g| passes 6 (the kernel clamps |y| only where RN(amax * r)
+    reaches Y_BOUND = 6.5, dividing there; elsewhere it feeds |y| < 6.5 unclamped to the e2m1
+    rounding): e4m3 scales rounded down from subnormal per = g * amax / 6 (up to 1.5x: |y| up to
+    9), and amax / 6 itself rounded down to a subnormal of the dtype; beside them groups with
+    |y| between 6 and 6.5 (normal scales rounded down) that take no clamp. Bytes against the NumPy
+    oracle; that each kind of group is there is checked by the rule restated in NumPy."""
+    rng = np.random.default_rng(23)
+    rows = []
+    g = 2688.0  # (the global amax of a tensor at 1)
+    for k, ratio in itertools.product(range(1, 8), (1.0, 1.2, 1.45)):  # per just below k + 0.5 subnormal steps
+        rows.append((k * ratio * 2.0**-9 * 6.0 / g, g))
+    for k in (1, 3, 5):  # normal scales rounded down by up to half a step: |y| up to ~6.4
+        rows.append(((8 + k + 0.49) / 8 * 2.0**-2 * 6.0 / g, g))
+    # amax / 6 on a subnormal of the dtype, rounded down by up to a third, under a large g
+    sub = torch.tensor(1, dtype=torch.int16).view(hp).item()  # the smallest subnormal
+    for k in (1, 2, 3):
+        rows.append(((k + 0.4) * sub * 6.0, float(np.float32(2.0**-9 / (k * sub)))))
+    for amax, gg in rows:
+        a = float(oracle.round_to(np.array(amax), hp))
+        v = oracle.round_to(rng.uniform(-a, a, (4, 16)), hp)
+        v[:, 0] = a * rng.choice([-1.0, 1.0], 4)
+        x = torch.from_numpy(v.reshape(1, 64)).to(hp)
+        _check(x.to(dev), gg, "linear", None, f"amax {a} g {gg}")
+        with np.errstate(over="ignore", invalid="ignore"):  # (bf16's subnormal case: r = inf, d < DMIN)
+            r = np.float32(np.float32(gg) / np.float32(_scale_values(x, gg)))
+        big = np.float32(np.abs(x.float().numpy().reshape(-1, 16)).max(axis=1)) * r >= 6.5
+        assert big.all() or not big.any()
+        if not big.any():
+            assert (np.abs(x.float().numpy()) * r.repeat(16) < 6.5).all()
+    paths = set()
+    for amax, gg in rows:
+        x = torch.from_numpy(oracle.round_to(np.full((1, 16), amax), hp)).to(hp)
+        with np.errstate(over="ignore"):
+            y = np.float32(x.float().numpy()[0, 0]) * np.float32(np.float32(gg) / np.float32(_scale_values(x, gg)[0]))
+        paths.add("clamped: |y| >= 6.5" if y >= 6.5 else "unclamped: 6 < |y| < 6.5" if y > 6 else "|y| <= 6")
+    assert paths == {"clamped: |y| >= 6.5", "unclamped: 6 < |y| < 6.5", "|y| <= 6"}, paths
+
+
+def _scale_values(x: torch.Tensor, g: float) -> np.ndarray:
+    """Each group's e4m3 scale value (0 -> 0.125) as the contract computes it (the oracle's
+    arithmetic), fp32."""
+    v = x.float().reshape(-1, 16).numpy().astype(np.float64)
+    per = oracle.round_to(np.float32(g) * oracle.round_to(np.abs(v).max(axis=1) / 6.0, x.dtype), torch.float32)
+    s = oracle.round_grid(np.minimum(per, 448.0), 3, -6)
+    return np.where(s == 0, 0.125, s).astype(np.float32)
+
+
 def _paths(x: torch.Tensor, g: float) -> set:
     """Which of the flagged groups' paths x's finite groups take under g, by the kernel's rule as
     tests/test_nvfp4_reciprocal.py states it (oracle's scales)."""
