@@ -66,7 +66,8 @@ def _amax_bits(x, axis: gl.constexpr):
 
 
 @gluon.jit
-def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr, BIG: gl.constexpr):
+def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr, BIG: gl.constexpr,
+                 EVICT: gl.constexpr = ""):
     """Scale bytes at (rows, cols) (broadcast shapes) of a scale matrix of n_cols columns
     (padded ones, swizzled), linear or at their 128x4-layout byte offsets (64-bit with BIG: a
     swizzled scale of a 32-row input is a quarter of its element count); rows from row_limit on
@@ -78,13 +79,14 @@ def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constex
         offs = ((rows // 128) * (n_cols // 4) + cols // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + cols % 4
     else:
         offs = rows * n_cols + cols
-    gl.store(ptr + offs, sbyte, mask=(rows < row_limit) & (cols < n_cols))
+    gl.store(ptr + offs, sbyte, mask=(rows < row_limit) & (cols < n_cols), eviction_policy=EVICT)
 
 
 @gluon.jit
 def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k, last,
           EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr, ROW: gl.constexpr,
-          SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr):
+          SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
+          CD_EVICT: gl.constexpr):
     """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice; ks: STORE's):
     column-wise data stored, row-wise data and scales too with ROW; returns the column scale
     bytes (BLOCK_K,), which the caller stores."""
@@ -107,7 +109,8 @@ def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_
         crow = lw * K + ks.to(gl.int64)
     else:
         crow = l * K + ks
-    gl.store(cd_ptr + crow[None, :] * M + ms[:, None], qt, mask=(ks[None, :] < K) & (ms[:, None] < M))
+    gl.store(cd_ptr + crow[None, :] * M + ms[:, None], qt, mask=(ks[None, :] < K) & (ms[:, None] < M),
+             eviction_policy=CD_EVICT)
 
     if ROW:  # row-wise from the same registers: each row's 32-column blocks (8 in-thread, 4 lanes)
         NBK: gl.constexpr = BLOCK_K // 32
@@ -132,6 +135,7 @@ def rowcol_kernel(
     EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
     LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
+    CS_EVICT: gl.constexpr = "", CD_EVICT: gl.constexpr = "",
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
@@ -147,22 +151,24 @@ def rowcol_kernel(
     ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
     s0 = pid_m * SLABS
     b = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k,
-              last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+              last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
     if SLABS > 1:
         b1 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 1, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
-                   pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+                   pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
         if SLABS > 2:
             b2 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 2, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
+                       CD_EVICT)
             b3 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 3, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG)
+                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
+                       CD_EVICT)
             b = gl.reshape(gl.join(gl.join(b, b2), gl.join(b1, b3)), [BLOCK_K, 4])  # [:, j] = slab s0 + j
         else:
             b = gl.join(b, b1)
     climit = l * K + gl.where(last, k_last, K)
     if SLABS == 1:
-        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG)
+        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG, CS_EVICT)
     else:
         rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
         cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
-        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG)
+        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG, CS_EVICT)

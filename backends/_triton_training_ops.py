@@ -128,7 +128,7 @@ def _use_gluon(config, device) -> bool:
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
-        half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5) else (0, 0, 0, 0)
+        half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5, 6, 7) else (0, 0, 0, 0)
         if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4)
                 or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg]]) with rows 4, 8, "
@@ -220,6 +220,8 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 load, store = _gluon().layouts(half, warps)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big)
+                if config is not None and len(config) > 5:  # (sweeps: the column stores' eviction policies)
+                    constexprs.update(CS_EVICT=config[5], CD_EVICT=config[6] if len(config) > 6 else "")
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
                                     {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
