@@ -67,7 +67,7 @@ def _amax_bits(x, axis: gl.constexpr):
 
 @gluon.jit
 def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constexpr, BIG: gl.constexpr,
-                 EVICT: gl.constexpr = ""):
+                 EVICT: gl.constexpr):
     """Scale bytes at (rows, cols) (broadcast shapes) of a scale matrix of n_cols columns
     (padded ones, swizzled), linear or at their 128x4-layout byte offsets (64-bit with BIG: a
     swizzled scale of a 32-row input is a quarter of its element count); rows from row_limit on
@@ -124,7 +124,7 @@ def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_
         rlimit = l * M + gl.where(last, m_last, M)
         rr = l * M + slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, gl.SliceLayout(2, xr.type.layout)))
         rc = pid_k * NBK + gl.arange(0, NBK, layout=gl.SliceLayout(0, gl.SliceLayout(2, xr.type.layout)))
-        _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED, BIG)
+        _store_scale(rs_ptr, rbyte, rr[:, None], rc[None, :], rs_cols, rlimit, SWIZZLED, BIG, "")
     return sbyte
 
 
@@ -135,7 +135,7 @@ def rowcol_kernel(
     EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
     LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
-    CS_EVICT: gl.constexpr = "", CD_EVICT: gl.constexpr = "",
+    CS_EVICT: gl.constexpr, CD_EVICT: gl.constexpr,
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its

@@ -57,8 +57,8 @@ def _e2m1(y, sign8):
 
 @triton.jit
 def _e2m1_code(a):
-    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6) (fp32, given clamped: NVFP4's 2-byte
-    kernel has it from its PTX block)."""
+    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6) (fp32, given clamped; NVFP4's 2-byte
+    kernel reads them from y unclamped, backends/_triton_nvfp4.py's _e2m1_code_of)."""
     # from 1 up: a + 2**(e + 22) (e: a's exponent) rounds a to its 1-bit steps, 2**(e - 1), to
     # nearest even; subtracting it again is exact, and the result's bits give the code
     m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0

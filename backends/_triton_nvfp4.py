@@ -16,6 +16,11 @@ this uses.
   few flagged groups outside its range (MARKSTEIN_DMIN) are divided. y' + 0 turns -0 into +0, so
   y's sign bit is the nibble's (compressed-tensors: +0 for +-0), put in place per packed byte by
   multiplications as MXFP4's (the FMA pipe).
+- No clamp per element: a group whose RN(amax * r) reaches Y_BOUND (6.5) takes the divided path,
+  which clamps |y| to 6; everywhere else |y| < 6.5 rounds to an e2m1 code <= 7 as it is, and the
+  code is read from y itself, |y| only an operand modifier (_e2m1_code_of): 21 instructions an
+  element, 8.7 of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
+  benchmarks/sass_mix.py; the ALU pipe bounds this kernel, Nsight Compute: 77%).
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
 
 tests/test_nvfp4_reciprocal.py checks these identities on every x of both dtypes against IEEE

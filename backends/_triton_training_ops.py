@@ -218,10 +218,9 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
             if gluon:
                 load, store = _gluon().layouts(half, warps)
+                evict = (*given[5:], "", "")[:2]  # (sweeps: the column scale and data stores' eviction policies)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
-                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big)
-                if config is not None and len(config) > 5:  # (sweeps: the column stores' eviction policies)
-                    constexprs.update(CS_EVICT=config[5], CD_EVICT=config[6] if len(config) > 6 else "")
+                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=evict[0], CD_EVICT=evict[1])
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
                                     {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,

@@ -94,7 +94,7 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), flags, flags, flags):
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
-                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False)
+                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT="", CD_EVICT="")
         fp8 = "*fp8e5" if e5 else "*fp8e4nv"
         k = _aot_compile_as_launched(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible, gluon=True)
         ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} slabs {slabs} ROW {row} swizzled {swz} e5m2 {e5}"
@@ -108,7 +108,7 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
     for row, swz in itertools.product((False, True), (False, True)):
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,
-                 LOAD=load, STORE=store, BIG=True)
+                 LOAD=load, STORE=store, BIG=True, CS_EVICT="evict_last", CD_EVICT="evict_first")
         _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible,
                                  gluon=True)
 
