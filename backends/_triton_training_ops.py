@@ -62,10 +62,11 @@ sweep_fp4_tokens.py, 32 groups, bf16): the row-wise tiles (4 x 512, 4 warps ther
 0.97x (the best of 12 shapes at 8192x8192, within 0.2% of the best at 16384x8192): each program's
 group lookup (scans over the group ends, ~22 barriers) is paid per 8192 elements, not 2048."""
 
-GLUON_CONFIGS = {"colwise": (8, 2, 2), "colwise swizzled": (8, 2, 1), "rowcol": (8, 2, 2),
+GLUON_CONFIGS = {"colwise": (8, 2, 2, 0, "evict_last"), "colwise swizzled": (8, 2, 1), "rowcol": (8, 2, 2),
                  "rowcol swizzled": (8, 2, 1)}
-"""(rows per thread, warps, 32-row slabs per tile) of backends/_gluon_training.py's kernel per call
-and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
+"""(rows per thread, warps, 32-row slabs per tile[, register cap, column scale stores' and column
+data stores' eviction policies]) of backends/_gluon_training.py's kernel per call and scale layout
+on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
 (2026-12-05, seventh session; 8192x8192 and 16384x8192 bf16 -> e4m3, rceil; docs/performance.md):
 - 8 rows per thread by 2 warps is within 3% of the best of {4, 8, 16, 32} x {1, 2, 4, 8} in 7 of
   8 cases, 5.9% behind in the eighth (row+column swizzled, 16384x8192); 32 rows per thread spills
@@ -78,7 +79,11 @@ and scale layout on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three swee
 The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain.
 Tenth session: 8 to 32 slabs a tile in a loop, the column scale bytes staged in shared memory and
 stored a column at a time: 76.9-84.0% linear column-wise, swizzled 78.7-84.3% (a barrier a slab);
-reverted (docs/performance.md)."""
+reverted (docs/performance.md). Sixteenth session (benchmarks/sweep_gluon_stores.py, one H100):
+linear column-wise scale bytes stored evict_last (a sector's 32 bytes come from 32 programs far
+apart in launch order; kept in L2 until whole): 87.2 / 89.1% of copy against 84.5 / 86.0%
+(8192x8192 / 16384x8192), byte-identical; the column data evict_first slower everywhere, and
+neither policy changed swizzled column-wise (within 0.7%) or row+column (within 1%)."""
 
 _E8M0 = torch.float8_e8m0fnu
 
@@ -116,13 +121,13 @@ def _gluon():
 
 
 def _gluon_shape(config) -> tuple:
-    """(rows per thread, warps, slabs, maxnreg) of ("gluon", rows per thread, warps[, slabs[, maxnreg]]):
-    slabs 1 and no register cap (0) unless given."""
+    """(rows per thread, warps, slabs, maxnreg) of ("gluon", rows per thread, warps[, slabs[, maxnreg[,
+    scale stores' policy[, data stores' policy]]]]): slabs 1 and no register cap (0) unless given."""
     return config[1], config[2], config[3] if len(config) > 3 else 1, config[4] if len(config) > 4 else 0
 
 
 def _use_gluon(config, device) -> bool:
-    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg]]), or no config on CUDA where Gluon
+    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg[, policies]]]), or no config on CUDA where Gluon
     is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
     Triton kernel."""
     if config is not None and config[0] == "gluon":
@@ -130,10 +135,12 @@ def _use_gluon(config, device) -> bool:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
         half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5, 6, 7) else (0, 0, 0, 0)
         if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4)
-                or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)):
-            raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg]]) with rows 4, 8, "
-                             "16 or 32, warps 1 to 16 (a power of two), slabs per tile 1, 2 or 4 and a register cap "
-                             "0 (none) or 16 to 255")
+                or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)
+                or any(p not in ("", "evict_last", "evict_first") for p in config[5:])):
+            raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg[, policy[, "
+                             "policy]]]]) with rows 4, 8, 16 or 32, warps 1 to 16 (a power of two), slabs per tile 1, 2 or 4, a "
+                             "register cap 0 (none) or 16 to 255 and the column scale and data stores' eviction "
+                             "policies '', 'evict_last' or 'evict_first'")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
