@@ -140,7 +140,8 @@ def rowcol_kernel(
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
     SLABS (1, 2 or 4) slabs one after the other, then each column's SLABS scale bytes, which
-    are adjacent in both scale layouts, in one store."""
+    are adjacent in both scale layouts, in one store. CS_EVICT / CD_EVICT: the eviction policies
+    of the column scale and column data stores ("" for none; GLUON_CONFIGS picks them)."""
     BLOCK_K: gl.constexpr = 8 * HALF * NW
     tile = gl.program_id(0)
     l = tile // (n_m * n_k)

@@ -16,8 +16,9 @@ this uses.
   few flagged groups outside its range (MARKSTEIN_DMIN) are divided. y' + 0 turns -0 into +0, so
   y's sign bit is the nibble's (compressed-tensors: +0 for +-0), put in place per packed byte by
   multiplications as MXFP4's (the FMA pipe).
-- No clamp per element: a group whose RN(amax * r) reaches Y_BOUND (6.5) takes the divided path,
-  which clamps |y| to 6; everywhere else |y| < 6.5 rounds to an e2m1 code <= 7 as it is, and the
+- No clamp per element: a group whose RN(amax * r) reaches Y_BOUND (6.5) takes the flagged path
+  (Markstein's quotient, or the division), which clamps y to [-6, 6]; everywhere else |y| < 6.5
+  rounds to an e2m1 code <= 7 as it is, and the
   code is read from y itself, |y| only an operand modifier (_e2m1_code_of): 21 instructions an
   element, 8.7 of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
   benchmarks/sass_mix.py; the ALU pipe bounds this kernel, Nsight Compute: 77%). One H100, bf16,
@@ -105,28 +106,32 @@ differ; the nibble is 0 there either way)."""
 
 
 Y_BOUND = tl.constexpr(6.5)
-"""Groups whose RN(amax * r) reaches this are divided and clamped (flag 3); elsewhere every
+"""Groups whose RN(amax * r) reaches this take the flagged path, which clamps y to [-6, 6]
+(Markstein's quotient, flag 1, where MARKSTEIN_DMIN's conditions hold, which bound |x / D| by 16;
+else the division, flag 3); elsewhere every
 |y| = |RN(x * r)| <= RN(amax * r) < 6.5, and Markstein's RN(x / D) <= RN(amax / D) with
 r * D within 2**-22 of 1, so < 6.5 * (1 + 2**-22) < 7: codes <= 7 without a clamp. A group's
 RN(amax * r) is about 6 * (g * amax / 6) / scale, 5.6-6.4 where its e4m3 scale is normal and
 RN_x(amax / 6) is (the e4m3 and the dtype's rounding); only scales clamped to 448, subnormal
-or rounded from a subnormal amax / 6 reach 6.5."""
+or rounded from a subnormal amax / 6 reach 6.5 (fp16 data of amax below ~0.041, whose g is 1.0,
+has every scale subnormal and such groups at group amaxes of 0.0127-0.0176, 0.0254-0.0293 and
+0.0381-0.041: Markstein's quotient keeps them as fast as the other flagged groups)."""
 
 
 def _nv_quotient_ptx(n: int = 8) -> str:
     """PTX for n elements ($0..: y; then x, r, scale, g, flag, n of each): y = x * r + 0; where a
     flag of the n is set (a branch around the rest):
-    - every flag 1 (_nv_flag's groups, D in Markstein's range, |y| bounded) and every scale the
-      first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32), then per element
-      Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D (one FMA, exact),
-      y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a division (y is never -0:
-      x = +-0 gives +0, a nonzero x a nonzero y);
-    - otherwise (flag 3: outside Markstein's range or |y| not bounded, see MARKSTEIN_DMIN and
-      Y_BOUND; 2: a NaN / Inf group; scales that differ) y = x / (scale / g) + 0 (div.rn.f32;
-      scale / g divided once for the elements whose scale is the first's), its magnitude clamped
-      to 6 (e2m1's largest), where the flag is not 2, y = 0 where it is 2.
-    Only there is |y| clamped: where the flag is 0 or 1, |y| < Y_BOUND < 7 (see Y_BOUND), which
-    _e2m1_code_of rounds to a code <= 7 as it is."""
+    - every flag 1 (_nv_flag's or Y_BOUND's groups, D in Markstein's range, |x / D| < 16) and
+      every scale the first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32),
+      then per element Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D
+      (one FMA, exact), y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a
+      division (y is never -0: x = +-0 gives +0, a nonzero x a nonzero y);
+    - otherwise (flag 3: outside Markstein's range or |x / D| not bounded, see MARKSTEIN_DMIN; 2:
+      a NaN / Inf group; scales that differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g
+      divided once for the elements whose scale is the first's) where the flag is not 2, y = 0
+      where it is 2;
+    both clamped to [-6, 6] (e2m1's largest magnitude; a group of Y_BOUND's needs it). Unflagged
+    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code_of rounds to a code <= 7."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
@@ -139,12 +144,13 @@ def _nv_quotient_ptx(n: int = 8) -> str:
     lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
     for i in range(n):
         lines += [f"mul.rn.f32 q, {x(i)}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {x(i)};",
-                  f"fma.rn.f32 y{i}, e, d, q;"]
+                  f"fma.rn.f32 y{i}, e, d, q;", f"min.f32 y{i}, y{i}, 0f40C00000;",
+                  f"max.f32 y{i}, y{i}, 0fC0C00000;"]
     lines += ["bra DONE;", "SLOW:", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
     for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
         lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
         lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
-                  "abs.f32 q, d;", "min.f32 q, q, 0f40C00000;", "copysign.f32 d, d, q;",
+                  "min.f32 d, d, 0f40C00000;", "max.f32 d, d, 0fC0C00000;",
                   f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
     lines += [f"mov.b32 ${i}, y{i};" for i in range(n)]
@@ -162,14 +168,14 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 @triton.jit
 def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
     """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
-    1 or 3 (_nv_flag's groups) the contract's RN(x / RN(s / g)), its magnitude clamped to 6 where
-    the flag is 3, where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements
+    1 or 3 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / RN(s / g)) clamped to [-6, 6],
+    where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements
     at a time in PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division
     where 3), behind a branch that unflagged groups never take; under the interpreter by
     division."""
     if INTERPRETED:
         y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
-        y = tl.where(flag == 3, tl.where(y < 0, -1.0, 1.0) * tl.minimum(tl.abs(y), 6.0), y)
+        y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
         return tl.where(flag == 2, 0.0, y)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
     if PACK == 8:
@@ -184,12 +190,12 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
 
 @triton.jit
 def _e2m1_code_of(y):
-    """The nibble's magnitude code (0..7) of y (fp32, |y| < 7, unclamped: see Y_BOUND) plus a
-    multiple of 256 (512 where y < 0 and |y| >= 1): only its low byte holds, the packed bytes'
-    (uint8) arithmetic keeps nothing above it. As backends/_triton_fp4.py's _e2m1_code, without
+    """The nibble's magnitude code (0..7) of y (fp32, |y| < 7, unclamped: see Y_BOUND), less 512
+    where y < 0 and |y| >= 1 (the arithmetic shift of the sign bit sets bits 9-31): only its low
+    byte holds, and the packed bytes' (uint8) arithmetic keeps nothing above it. As backends/_triton_fp4.py's _e2m1_code, without
     an instruction for |y|: from 1 up y + 2**(e + 22) * sign(y) rounds y to its 1-bit steps to
     nearest even (the sign and exponent masked from y's bits, one instruction), subtracting it
-    again is exact and the result's bits, shifted, give the code (the sign bit lands on bit 9);
+    again is exact and the result's bits, shifted, give the code (the sign fills bits 9 and up);
     below 1, |y| + 2**22 (|.| an operand modifier of the addition and the comparison)."""
     m = (y.to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True) * 4194304.0   # 0xFF800000
     normal = (((y + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
@@ -259,7 +265,7 @@ def nvfp4_quantize_kernel(
     r2 = tl.math.div_rn(g, sval)                                        # RN(g / scale)
     d = sval * tl.math.div_rn(1.0, g)                                  # D = RN(scale / g) within 3 steps
     big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                         # |y| may reach 7
-    slow = unbounded | big | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
+    slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
     fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0))[:, :, None]
     sv, r = sval[:, :, None], r2[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)

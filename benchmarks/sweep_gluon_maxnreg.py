@@ -37,7 +37,7 @@ def main(out: str) -> int:
             shipped = ops.GLUON_CONFIGS[name]
             want = None
             for cap in caps:
-                cfg = ("gluon", *ops._gluon_shape(("gluon", *shipped))[:3], cap)
+                cfg = ("gluon", *ops._gluon_shape(("gluon", *shipped))[:3], cap, *shipped[4:])  # (policies kept)
                 call = (lambda f=fn, c=cfg, lay=layout: f(x, E4M3, "rceil", lay, c))
                 got = [t.view(torch.uint8) for t in call()]
                 if want is None:

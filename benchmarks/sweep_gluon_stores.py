@@ -60,8 +60,8 @@ def main(path, rounds=3):
                          pct=round(100 * copy / us * per / 4, 1), x_row=round(us / row[layout], 3))
                 res.append(r)
                 print(json.dumps(r), flush=True)
-            json.dump(res, open(path, "w"), indent=1)
-    json.dump(res, open(path, "w"), indent=1)
+            with open(path, "w") as f:
+                json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import re
 
 import pytest
 
@@ -105,6 +106,16 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
         assert sum(vec in ln for ln in ptx.splitlines()) >= 8 * slabs, what  # 8 columns per thread and slab
         if slabs > 1:  # a column's scale bytes of the tile's slabs in one store
             assert f"st.global.b{8 * slabs} " in ptx, what
+    for name in ("colwise", "colwise swizzled"):  # the shipped column stores' policies: the same single stores
+        half, warps, slabs, _ = ops._gluon_shape(("gluon", *ops.GLUON_CONFIGS[name]))
+        cs, cd = (*ops.GLUON_CONFIGS[name][4:], "", "")[:2]
+        load, store = g.layouts(half, warps)
+        c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, stride_k=1, L=1, ROW=False, SWIZZLED="swizzled" in name,
+                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT=cs, CD_EVICT=cd)
+        ptx = _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, warps, divisible,
+                                       gluon=True).asm["ptx"]
+        hint = f".L1::{cs}.L2::cache_hint" if cs else ""
+        assert re.search(rf"st\.global{re.escape(hint)}\.b{8 * slabs} ", ptx), (name, cs)
     load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
     for row, swz in itertools.product((False, True), (False, True)):
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,

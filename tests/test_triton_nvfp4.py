@@ -121,42 +121,48 @@ def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp):
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
 def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp):
-    """Groups whose |x / scale * g| passes 6 (the kernel clamps |y| only where RN(amax * r)
-    reaches Y_BOUND = 6.5, dividing there; elsewhere it feeds |y| < 6.5 unclamped to the e2m1
-    rounding): e4m3 scales rounded down from subnormal per = g * amax / 6 (up to 1.5x: |y| up to
-    9), and amax / 6 itself rounded down to a subnormal of the dtype; beside them groups with
-    |y| between 6 and 6.5 (normal scales rounded down) that take no clamp. Bytes against the NumPy
-    oracle; that each kind of group is there is checked by the rule restated in NumPy."""
+    """Groups whose |x / scale * g| passes 6: the kernel clamps y only on the flagged path, where
+    RN(amax * r) reaches Y_BOUND = 6.5 sends such a group (Markstein's quotient in its range,
+    else the division), and feeds unflagged groups' |y| < 6.5 unclamped to the e2m1 rounding.
+    Groups of e4m3 scales rounded down from a subnormal per = g * amax / 6 (|y| up to 9), of
+    amax / 6 rounded down to a subnormal of the dtype under a large g, of a scale clamped to 448,
+    and of normal scales rounded down (|y| between 6 and 6.5, unclamped); bytes against the NumPy
+    oracle, and each path's presence by the kernel's rule restated in NumPy (_y_path)."""
     rng = np.random.default_rng(23)
-    rows = []
     g = 2688.0  # (the global amax of a tensor at 1)
-    for k, ratio in itertools.product(range(1, 8), (1.0, 1.2, 1.45)):  # per just below k + 0.5 subnormal steps
-        rows.append((k * ratio * 2.0**-9 * 6.0 / g, g))
-    for k in (1, 3, 5):  # normal scales rounded down by up to half a step: |y| up to ~6.4
-        rows.append(((8 + k + 0.49) / 8 * 2.0**-2 * 6.0 / g, g))
-    # amax / 6 on a subnormal of the dtype, rounded down by up to a third, under a large g
+    rows = [(k * ratio * 2.0**-9 * 6.0 / g, g)  # per at k subnormal e4m3 steps times 1, 1.2, 1.45
+            for k, ratio in itertools.product(range(1, 8), (1.0, 1.2, 1.45))]
+    rows += [((8 + k + 0.49) / 8 * 2.0**-2 * 6.0 / g, g) for k in (1, 3, 5)]  # normal, rounded down
     sub = torch.tensor(1, dtype=torch.int16).view(hp).item()  # the smallest subnormal
-    for k in (1, 2, 3):
-        rows.append(((k + 0.4) * sub * 6.0, float(np.float32(2.0**-9 / (k * sub)))))
+    rows += [((k + 0.4) * sub * 6.0, float(np.float32(2.0**-9 / (k * sub)))) for k in (1, 2, 3)]
+    rows += [(2.0, g)]  # per = 896: the scale clamps to 448
+    paths = set()
     for amax, gg in rows:
         a = float(oracle.round_to(np.array(amax), hp))
         v = oracle.round_to(rng.uniform(-a, a, (4, 16)), hp)
         v[:, 0] = a * rng.choice([-1.0, 1.0], 4)
         x = torch.from_numpy(v.reshape(1, 64)).to(hp)
         _check(x.to(dev), gg, "linear", None, f"amax {a} g {gg}")
-        with np.errstate(over="ignore", invalid="ignore"):  # (bf16's subnormal case: r = inf, d < DMIN)
-            r = np.float32(np.float32(gg) / np.float32(_scale_values(x, gg)))
-        big = np.float32(np.abs(x.float().numpy().reshape(-1, 16)).max(axis=1)) * r >= 6.5
-        assert big.all() or not big.any()
-        if not big.any():
-            assert (np.abs(x.float().numpy()) * r.repeat(16) < 6.5).all()
-    paths = set()
-    for amax, gg in rows:
-        x = torch.from_numpy(oracle.round_to(np.full((1, 16), amax), hp)).to(hp)
-        with np.errstate(over="ignore"):
-            y = np.float32(x.float().numpy()[0, 0]) * np.float32(np.float32(gg) / np.float32(_scale_values(x, gg)[0]))
-        paths.add("clamped: |y| >= 6.5" if y >= 6.5 else "unclamped: 6 < |y| < 6.5" if y > 6 else "|y| <= 6")
-    assert paths == {"clamped: |y| >= 6.5", "unclamped: 6 < |y| < 6.5", "|y| <= 6"}, paths
+        paths.add(_y_path(a, gg, hp))
+    want = {"markstein, clamped", "divided, clamped", "unflagged, 6 < |y| < 6.5"}
+    assert want <= paths, paths
+
+
+def _y_path(amax: float, g: float, dtype) -> str:
+    """Which path the kernel takes for a group of this amax under g (its rule restated: the
+    oracle's scale, r = RN(g / scale), RN(amax * r) against 6.5, _nv_flag's and Markstein's range)."""
+    x = torch.tensor([[amax]], dtype=torch.float32).to(dtype)
+    s = _scale_values(torch.cat([x, torch.zeros(1, 15, dtype=dtype)], 1), g)[0]
+    per = float(oracle.round_to(np.float32(g) * oracle.round_to(np.array(amax) / 6.0, dtype), torch.float32))
+    with np.errstate(over="ignore"):
+        y = np.float32(amax) * np.float32(np.float32(g) / s)
+    d = np.float32(s * (np.float32(1) / np.float32(g)))
+    in_range = 2.0**-95 <= d < 2.0**15 and not (per > 448 or (per == 0 and amax > 0))
+    if y >= 6.5:
+        return "markstein, clamped" if in_range else "divided, clamped"
+    if flagged_d(np.array([d]), "bf16" if dtype == torch.bfloat16 else "fp16")[0]:
+        return "markstein" if in_range else "divided"
+    return "unflagged, 6 < |y| < 6.5" if y > 6 else "unflagged"
 
 
 def _scale_values(x: torch.Tensor, g: float) -> np.ndarray:
