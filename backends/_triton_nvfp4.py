@@ -169,10 +169,9 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
     """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
     1 or 3 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / RN(s / g)) clamped to [-6, 6],
-    where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements
-    at a time in PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division
-    where 3), behind a branch that unflagged groups never take; under the interpreter by
-    division."""
+    where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements at a time in
+    PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3),
+    behind a branch that unflagged groups never take; under the interpreter by division."""
     if INTERPRETED:
         y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
         y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
@@ -192,11 +191,12 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
 def _e2m1_code_of(y):
     """The nibble's magnitude code (0..7) of y (fp32, |y| < 7, unclamped: see Y_BOUND), less 512
     where y < 0 and |y| >= 1 (the arithmetic shift of the sign bit sets bits 9-31): only its low
-    byte holds, and the packed bytes' (uint8) arithmetic keeps nothing above it. As backends/_triton_fp4.py's _e2m1_code, without
-    an instruction for |y|: from 1 up y + 2**(e + 22) * sign(y) rounds y to its 1-bit steps to
-    nearest even (the sign and exponent masked from y's bits, one instruction), subtracting it
-    again is exact and the result's bits, shifted, give the code (the sign fills bits 9 and up);
-    below 1, |y| + 2**22 (|.| an operand modifier of the addition and the comparison)."""
+    byte holds, and the packed bytes' (uint8) arithmetic keeps nothing above it. As
+    backends/_triton_fp4.py's _e2m1_code, without an instruction for |y|: from 1 up
+    y + 2**(e + 22) * sign(y) rounds y to its 1-bit steps to nearest even (the sign and exponent
+    masked from y's bits, one instruction), subtracting it again is exact and the result's bits,
+    shifted, give the code; below 1, |y| + 2**22 (|.| an operand modifier of the addition and the
+    comparison)."""
     m = (y.to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True) * 4194304.0   # 0xFF800000
     normal = (((y + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
     a = tl.abs(y)

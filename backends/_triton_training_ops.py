@@ -128,10 +128,16 @@ def _gluon_shape(config) -> tuple:
     return config[1], config[2], config[3] if len(config) > 3 else 1, config[4] if len(config) > 4 else 0
 
 
+def _gluon_policies(config) -> tuple:
+    """(column scale stores' policy, column data stores' policy) of a ("gluon", ...) config: "" (none)
+    unless given."""
+    return (*config[5:], "", "")[:2]
+
+
 def _use_gluon(config, device) -> bool:
-    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg[, policies]]]), or no config on CUDA where Gluon
-    is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter) and XPU take the
-    Triton kernel."""
+    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg[, policies]]]), or no config
+    on CUDA where Gluon is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter)
+    and XPU take the Triton kernel."""
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
@@ -227,9 +233,9 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             ints = (m, k, *strides, n, m_last, k_last, rs_cols, cs_cols, n_m, n_k)
             if gluon:
                 load, store = _gluon().layouts(half, warps)
-                evict = (*given[5:], "", "")[:2]  # (sweeps: the column scale and data stores' eviction policies)
+                cs_evict, cd_evict = _gluon_policies(given)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
-                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=evict[0], CD_EVICT=evict[1])
+                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=cs_evict, CD_EVICT=cd_evict)
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
                                     {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,

@@ -108,7 +108,7 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
             assert f"st.global.b{8 * slabs} " in ptx, what
     for name in ("colwise", "colwise swizzled"):  # the shipped column stores' policies: the same single stores
         half, warps, slabs, _ = ops._gluon_shape(("gluon", *ops.GLUON_CONFIGS[name]))
-        cs, cd = (*ops.GLUON_CONFIGS[name][4:], "", "")[:2]
+        cs, cd = ops._gluon_policies(("gluon", *ops.GLUON_CONFIGS[name]))
         load, store = g.layouts(half, warps)
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, stride_k=1, L=1, ROW=False, SWIZZLED="swizzled" in name,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT=cs, CD_EVICT=cd)
