@@ -106,7 +106,7 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
         assert sum(vec in ln for ln in ptx.splitlines()) >= 8 * slabs, what  # 8 columns per thread and slab
         if slabs > 1:  # a column's scale bytes of the tile's slabs in one store
             assert f"st.global.b{8 * slabs} " in ptx, what
-    for name in ("colwise", "colwise swizzled"):  # the shipped column stores' policies: the same single stores
+    for name in ("colwise", "colwise swizzled") if hp == "*bf16" else ():  # the shipped stores' policies (one dtype)
         half, warps, slabs, _ = ops._gluon_shape(("gluon", *ops.GLUON_CONFIGS[name]))
         cs, cd = ops._gluon_policies(("gluon", *ops.GLUON_CONFIGS[name]))
         load, store = g.layouts(half, warps)
