@@ -56,13 +56,18 @@ def _e2m1(y, sign8):
 
 
 @triton.jit
-def _e2m1_code(a):
-    """e2m1 magnitude codes (int32, 0..7) of a = min(|y|, 6) (fp32, given clamped; NVFP4's 2-byte
-    kernel reads them from y unclamped, backends/_triton_nvfp4.py's _e2m1_code_of)."""
-    # from 1 up: a + 2**(e + 22) (e: a's exponent) rounds a to its 1-bit steps, 2**(e - 1), to
-    # nearest even; subtracting it again is exact, and the result's bits give the code
-    m = (a.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True) * 4194304.0
-    normal = (((a + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
+def _e2m1_code(y):
+    """The nibble's magnitude code (0..7) of fp32 y, |y| < 7 (MXFP4 passes min(|y|, 6); NVFP4's
+    2-byte kernel y unclamped, see its Y_BOUND), less 512 where y < 0 and |y| >= 1 (the arithmetic
+    shift of the sign bit sets bits 9-31): only the low byte holds, and the packed bytes' (uint8)
+    arithmetic keeps nothing above it. From 1 up y + 2**(e + 22) * sign(y) (e: y's exponent; the
+    sign and exponent masked from y's bits, one instruction) rounds y to its 1-bit steps,
+    2**(e - 1), to nearest even; subtracting it again is exact, and the result's bits, shifted,
+    give the code. Below 1, |y| + 2**22 (|.| an operand modifier of the addition and the
+    comparison: no instruction for |y|)."""
+    m = (y.to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True) * 4194304.0   # 0xFF800000
+    normal = (((y + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
+    a = tl.abs(y)
     sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
     return tl.where(a < 1.0, sub, normal)
 

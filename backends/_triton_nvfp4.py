@@ -18,9 +18,9 @@ this uses.
   multiplications as MXFP4's (the FMA pipe).
 - No clamp per element: a group whose RN(amax * r) reaches Y_BOUND (6.5) takes the flagged path
   (Markstein's quotient, or the division), which clamps y to [-6, 6]; everywhere else |y| < 6.5
-  rounds to an e2m1 code <= 7 as it is, and the
-  code is read from y itself, |y| only an operand modifier (_e2m1_code_of): 21 instructions an
-  element, 8.7 of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
+  rounds to an e2m1 code <= 7 as it is, and the code is read from y itself, |y| only an operand
+  modifier (backends/_triton_fp4.py's _e2m1_code, MXFP4's too): 21 instructions an element, 8.7
+  of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
   benchmarks/sass_mix.py; the ALU pipe bounds this kernel, Nsight Compute: 77%). One H100, bf16,
   given g, old and new interleaved: 90.5 / 92.5% of copy linear (was 88.5 / 90.5), 85.3 / 86.7%
   swizzled (was 83.7 / 85.6) at 8192x8192 / 16384x8192.
@@ -42,7 +42,7 @@ dividing only the elements near a midpoint (call D, 2026-12-06) was slower still
 import triton
 import triton.language as tl
 
-from ._triton_fp4 import _FP32_INF, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
+from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
 from ._triton_kernels import _amax_bits, _to_f32
 
 
@@ -131,7 +131,7 @@ def _nv_quotient_ptx(n: int = 8) -> str:
       divided once for the elements whose scale is the first's) where the flag is not 2, y = 0
       where it is 2;
     both clamped to [-6, 6] (e2m1's largest magnitude; a group of Y_BOUND's needs it). Unflagged
-    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code_of rounds to a code <= 7."""
+    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code rounds to a code <= 7."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
@@ -188,23 +188,6 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
 
 
 @triton.jit
-def _e2m1_code_of(y):
-    """The nibble's magnitude code (0..7) of y (fp32, |y| < 7, unclamped: see Y_BOUND), less 512
-    where y < 0 and |y| >= 1 (the arithmetic shift of the sign bit sets bits 9-31): only its low
-    byte holds, and the packed bytes' (uint8) arithmetic keeps nothing above it. As
-    backends/_triton_fp4.py's _e2m1_code, without an instruction for |y|: from 1 up
-    y + 2**(e + 22) * sign(y) rounds y to its 1-bit steps to nearest even (the sign and exponent
-    masked from y's bits, one instruction), subtracting it again is exact and the result's bits,
-    shifted, give the code; below 1, |y| + 2**22 (|.| an operand modifier of the addition and the
-    comparison)."""
-    m = (y.to(tl.int32, bitcast=True) & -8388608).to(tl.float32, bitcast=True) * 4194304.0   # 0xFF800000
-    normal = (((y + m) - m).to(tl.int32, bitcast=True) >> 22) - 252     # 1.0 (0x3F800000) -> code 2
-    a = tl.abs(y)
-    sub = (a + 4194304.0).to(tl.int32, bitcast=True) - 0x4A800000        # steps of 0.5 below 1
-    return tl.where(a < 1.0, sub, normal)
-
-
-@triton.jit
 def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
                INTERPRETED: tl.constexpr):
     """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
@@ -212,7 +195,7 @@ def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: t
     multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
     its bytes."""
     y = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
-    lo, hi = tl.split(tl.reshape(_e2m1_code_of(y), (BLOCK_M, NB, 4, 2)))
+    lo, hi = tl.split(tl.reshape(_e2m1_code(y), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
     return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
 
