@@ -3,7 +3,7 @@
 
     python3 benchmarks/bench_fp4.py --out bench-out [--shapes 4096x4096 8192x8192 16384x8192] [--rounds 2]
 
-bf16 input. Times: medians over CUDA events, L2 flushed before each call (bench_quantize.bench),
+bf16 input (`--dtype float16`: fp16). Times: medians over CUDA events, L2 flushed before each call (bench_quantize.bench),
 contenders interleaved round by round, the lowest round kept. Bytes per element: 2 read + 1/2
 written + 1/32 (MXFP4) or 1/16 (NVFP4) scale bytes for quantize (dequantize the reverse);
 `% copy BW` is that over the bandwidth of a device-to-device copy of x (2 + 2 bytes per element)

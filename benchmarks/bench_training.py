@@ -145,7 +145,7 @@ def exact(fn, ref, x) -> str:
     return "yes"
 
 
-def run(shapes, rounds, rep_ms, make=None):
+def run(shapes, rounds, rep_ms, make=None, dtype=torch.bfloat16):
     """Rows for each shape: every contender of make(x, notes) ({name: (callable, bytes, CPU
     reference or None)}, one named "copy (ceiling)"; default: this file's contenders) timed
     interleaved, with GB/s, % of the copy's bandwidth and, at the first shape, exactness."""
@@ -153,7 +153,7 @@ def run(shapes, rounds, rep_ms, make=None):
     rows, notes = [], []
     for i, (m, k) in enumerate(shapes):
         torch._dynamo.reset()
-        x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
         fns = make(x, notes)
         checks = {name: exact(fn, ref, x) if ref is not None and i == 0 else "-" for name, (fn, _, ref) in fns.items()}
         times = interleaved({name: fn for name, (fn, _, _) in fns.items()}, rep_ms, rounds)
@@ -175,14 +175,16 @@ def main(argv=None, name="bench_training", make=None, shapes=SHAPES, doc=__doc__
     ap.add_argument("--shapes", nargs="*", default=[f"{m}x{k}" for m, k in shapes])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rep-ms", type=float, default=100)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"], help="x's dtype (randn)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print(f"{name}: needs a CUDA GPU", file=sys.stderr)
         return 2
-    rows, notes = run([tuple(int(v) for v in s.split("x")) for s in args.shapes], args.rounds, args.rep_ms, make)
+    rows, notes = run([tuple(int(v) for v in s.split("x")) for s in args.shapes], args.rounds, args.rep_ms, make,
+                      getattr(torch, args.dtype))
     os.makedirs(args.out, exist_ok=True)
     meta = {**card_meta(), "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "command": " ".join(sys.argv), **(meta_extra or {}), "notes": notes}
+            "command": " ".join(sys.argv), "dtype": args.dtype, **(meta_extra or {}), "notes": notes}
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     for r in rows:
