@@ -118,6 +118,15 @@ def _spread(swizzled: bool, bm: int, config, default: bool = True) -> bool:
     return can and default
 
 
+NV_TABLE_MIN = 1 << 22
+"""2-byte NVFP4 calls of at least this many elements read each group's r and flags from a table
+per scale byte (backends/_triton_nvfp4.py's nvfp4_table_kernel, one more launch and a 1 KB
+allocation), not computed per group: 16.5 instructions an element against 21.0 (sm_90 SASS,
+benchmarks/sass_mix.py). Smaller calls, whose time the extra launch would weigh on, compute
+them per group."""
+NV_TABLE_ENTRIES = 128  # one per e4m3 byte of a nonnegative scale
+
+
 def _division_free(x_dtype, device) -> bool:
     """NVFP4 of this input on backends/_triton_nvfp4.py's kernel: its dtype in NV_DIVISION_FREE,
     on CUDA (its flagged groups' block is inline PTX) or under the interpreter (which runs the
@@ -238,7 +247,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, scale_mode, swizzled,
+    table = free and m * k >= NV_TABLE_MIN
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -255,7 +265,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            constexprs.update(PACK=max(1, min(pack, per_thread)))
+            constexprs.update(PACK=max(1, min(pack, per_thread)), TABLE=table)
         else:
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
@@ -268,8 +278,26 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         _amax_plan(m, k, stride, x2, device, config).launch_n(device, x2, g_in)
     else:
         g_in = global_scale.reshape(1) if given else data
-    p.launch_n(device, x2, data, scale, g_in, g_out)
+    if table:
+        t = torch.empty(NV_TABLE_ENTRIES, dtype=torch.int64, device=device)
+        _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, device).launch_n(device, g_in, t)
+        p.launch_n(device, x2, data, scale, g_in, g_out, t)
+    elif free:
+        p.launch_n(device, x2, data, scale, g_in, g_out, g_out)  # (TABLE off: the table pointer unused)
+    else:
+        p.launch_n(device, x2, data, scale, g_in, g_out)
     return data, scale, g_out
+
+
+def _table_plan(given, x_dtype, g_aligned, device):
+    """backends/_triton_nvfp4.py's nvfp4_table_kernel: one program (g's 16-byte alignment in the
+    key: Triton specializes on it)."""
+    key = ("nvfp4table", given, x_dtype, g_aligned, device)
+
+    def make():
+        return _launch.Plan(_nv_kernels().nvfp4_table_kernel, 1, (), dict(GIVEN=given, X_KIND=_X_KIND[x_dtype]), 4)
+
+    return _launch.plan(key, make)
 
 
 def _amax_plan(m, k, stride, x2, device, config):

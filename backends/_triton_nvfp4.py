@@ -202,15 +202,17 @@ def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: t
 
 @triton.jit
 def nvfp4_quantize_kernel(
-    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr,
+    x_ptr, data_ptr, scale_ptr, g_ptr, g_out_ptr, table_ptr,
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TABLE: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
-    16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too)."""
+    16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too).
+    TABLE: each group's r and flags read from table_ptr at its scale byte (nvfp4_table_kernel's,
+    for this launch's g), not computed per group (table_ptr is unused otherwise)."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
@@ -243,13 +245,21 @@ def nvfp4_quantize_kernel(
     sbyte, sval = _e4m3_scale(tl.minimum(per, 448.0))
     sbyte = tl.where(special, 0x7F, tl.where(sbyte == 0, 0x20, sbyte))
     sval = tl.where(sval == 0.0, 0.125, sval)
+    tbyte = sbyte  # (before the padding's zero bytes)
     if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
         sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
-    r2 = tl.math.div_rn(g, sval)                                        # RN(g / scale)
-    d = sval * tl.math.div_rn(1.0, g)                                  # D = RN(scale / g) within 3 steps
-    big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                         # |y| may reach 7
-    slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
-    fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0))[:, :, None]
+    if TABLE:  # r and the flags of the group's scale byte (nvfp4_table_kernel), no work per group
+        tv = tl.load(table_ptr + tbyte)
+        r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
+        big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
+        f = tl.where(big, (tv >> 34).to(tl.int32), (tv >> 32).to(tl.int32) & 3)
+        fl = tl.where(special, 2, tl.where(unbounded & (f != 0), 3, f))[:, :, None]
+    else:
+        r2 = tl.math.div_rn(g, sval)                                    # RN(g / scale)
+        d = sval * tl.math.div_rn(1.0, g)                              # D = RN(scale / g) within 3 steps
+        big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                     # |y| may reach 7
+        slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
+        fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0))[:, :, None]
     sv, r = sval[:, :, None], r2[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
@@ -263,3 +273,30 @@ def nvfp4_quantize_kernel(
     else:
         tl.store(data_ptr + offs, packed)
     _store_scales(sbyte, scale_ptr, rows[:, None], sblk, pid_k, M, scale_rows, scale_cols, SWIZZLED, BLOCK_M, NB)
+
+
+@triton.jit
+def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr):
+    """The per-scale-byte table nvfp4_quantize_kernel's TABLE reads, for one launch's g (read
+    from g_ptr when GIVEN, else derived from the amax bits there, as the quantize kernel does):
+    128 int64 entries, one per e4m3 byte b a group's scale can take (0x01-0x7E; 0 is replaced
+    by 0x20 and 0x7F marks a NaN / Inf group, whose entries are 0), each r = RN(g / scale) in
+    the low 32 bits and above them the group's flag without Y_BOUND (bits 32-33: _nv_flag's
+    groups 1, or 3 where D lies outside Markstein's range, else 0) and with it (bits 34-35: 1 or
+    3). The quantize kernel adds what depends on the group's amax: Y_BOUND's test, an unbounded
+    scale (3 where flagged) and a NaN / Inf group (2). The same expressions as its per-group
+    path, so both give the same r and flags for every byte; one program of 128 lanes."""
+    b = tl.arange(0, 128)
+    if GIVEN:
+        g = tl.load(g_ptr)
+    else:
+        g = _global_scale(tl.load(g_ptr), X_KIND)
+    sval = (b << 20).to(tl.float32, bitcast=True) * 1.329227995784916e36          # 2**120: the byte's value
+    sval = tl.where(b == 0, 0.125, sval)
+    r2 = tl.math.div_rn(g, sval)
+    d = sval * tl.math.div_rn(1.0, g)
+    slow = ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))
+    f_big = tl.where(slow, 3, 1)
+    f = tl.where(_nv_flag(d, X_KIND), f_big, 0)
+    entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 2)).to(tl.int64) << 32)
+    tl.store(table_ptr + b, tl.where(b == 0x7F, 0, entry))

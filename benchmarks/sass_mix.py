@@ -33,12 +33,14 @@ ALU = {"FMNMX", "PRMT", "LOP3", "SEL", "LEA", "ISETP", "IADD3", "SHF", "SGXT", "
 FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
-def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False):
+def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False, table: bool = True):
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
     it (tests/test_triton_compile.py's _aot_compile_as_launched) at 1 x 8192, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
     with one path of its PTX block (unflagged_only): the one unflagged groups run, or with
-    markstein the flagged groups' one, whose static count is then what an element costs."""
+    markstein the flagged groups' one, whose static count is then what an element costs; table:
+    2-byte NVFP4's r and flags read per scale byte (TABLE, what calls of >= NV_TABLE_MIN elements
+    take), else computed per group."""
     from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 
@@ -49,7 +51,8 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
         with unflagged_only(_triton_nvfp4, markstein):
-            return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, ptrs, {**c, "PACK": 8}, 8, divisible,
+            return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, [*ptrs, "*i64"],
+                                            {**c, "PACK": 8, "TABLE": table}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)
@@ -100,10 +103,13 @@ def main(argv=None) -> int:
     per_thread = 8192 // 256
     for name, nv, swz, kind in (("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
                                 ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1), ("nvfp4 fp32 linear", True, False, 0),
+                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1),
+                                ("nvfp4 bf16 linear (unflagged path, no table)", True, False, 1),
+                                ("nvfp4 bf16 swizzled (unflagged path, no table)", True, True, 1),
+                                ("nvfp4 fp32 linear", True, False, 0),
                                 ("nvfp4 bf16 linear (flagged path: Markstein)", True, False, 1),
                                 ("nvfp4 fp16 linear (flagged path: Markstein)", True, False, 2)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name))
+        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="no table" not in name))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

@@ -37,6 +37,15 @@ def half_inputs_on_this_kernel(monkeypatch):
     monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset(HALF))
 
 
+@pytest.fixture(params=["per group", "table"])
+def rflags(monkeypatch, request):
+    """Each group's r and flags computed per group, or read from the per-scale-byte table
+    (nvfp4_table_kernel; TABLE, which calls of ops.NV_TABLE_MIN elements and up take: every call
+    here with the threshold at 0)."""
+    monkeypatch.setattr(ops, "NV_TABLE_MIN", 0 if request.param == "table" else 1 << 62)
+    return request.param
+
+
 def _check(x, g, layout, config, name):
     gt = torch.tensor([g], dtype=torch.float32, device=x.device)
     data, scale, g_out = ops.nvfp4_quantize(x, gt, "compressed-tensors", layout, config)
@@ -84,7 +93,7 @@ def _partly_flagged_g(kind: str) -> float:
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
+def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout, rflags):
     """g = 1 on midpoint quotients (every group flagged), a g built so that d lies one step from
     the midpoints (every group flagged), a g of data that flags some scales, and a plain one:
     every config (so every PTX block size)."""
@@ -98,7 +107,7 @@ def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout):
 
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
-def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp):
+def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp, rflags):
     """Flagged groups on both sides of MARKSTEIN_DMIN / DMAX (d of a tile's scales below and above
     2**-95, or 2**15: divided there, Markstein's quotient inside), clamped scales, and the
     smallest subnormals as a group's amax (amax / 6 rounds to 0: scale 0.125, divided)."""
@@ -120,7 +129,7 @@ def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp):
 
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
-def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp):
+def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp, rflags):
     """Groups whose |x / scale * g| passes 6: the kernel clamps y only on the flagged path, where
     RN(amax * r) reaches Y_BOUND = 6.5 sends such a group (Markstein's quotient in its range,
     else the division), and feeds unflagged groups' |y| < 6.5 unclamped to the e2m1 rounding.
@@ -234,11 +243,14 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
                                                                                     (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
+        # (the shipped tiles, of large calls, read the table; the small tiles compute per group)
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
-                 EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread)
+                 EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
+                 TABLE=card is not None)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
-        ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32"],
-                                      c, warps, None, options={"maxnreg": cap} if cap else None)
+        ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if card else "*fp32"]
+        ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, ptrs, c, warps, None,
+                                      options={"maxnreg": cap} if cap else None)
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)

@@ -1,0 +1,74 @@
+"""2-byte NVFP4 quantize (backends/_triton_nvfp4.py) with each group's r and flags read from the
+per-scale-byte table (TABLE: nvfp4_table_kernel's, one more launch) or computed per group, on
+one CUDA GPU, interleaved round by round:
+
+    python3 benchmarks/sweep_nvfp4_table.py OUT.json [ROUNDS]
+
+bf16 and fp16 randn, linear and swizzled scales, g given (2688 / amax) at 1M-128M elements, and at
+8192x8192 g = 512 (every group flagged: Markstein's quotient) and g computed (an amax pass
+first). The switch is _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never); both
+variants' bytes are compared. Times: triton.testing.do_bench medians (L2 cleared between calls),
+the call through the backend's op (allocations and every launch included). `pct`: share of copy
+bandwidth (2 + 1/2 + 1/16 bytes an element against the copy's 4); `x_group`: the table's time
+over the per-group one in the same round.
+"""
+import itertools
+import json
+import sys
+
+import torch
+from triton.testing import do_bench
+
+from mxquant.backends import _triton_fp4_ops as ops
+
+SHAPES = ((256, 4096), (1024, 4096), (2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
+VARIANTS = {"table": 0, "per group": 1 << 62}
+
+
+def call(x, g, layout, variant):
+    ops.NV_TABLE_MIN = VARIANTS[variant]
+    return ops.nvfp4_quantize(x, g, "compressed-tensors", layout)
+
+
+def cases():
+    for (m, k), dt, layout in itertools.product(SHAPES, (torch.bfloat16, torch.float16), ("linear", "swizzled")):
+        yield m, k, dt, layout, "given"
+    for dt, layout, g in itertools.product((torch.bfloat16, torch.float16), ("linear", "swizzled"), ("512", "computed")):
+        yield 8192, 8192, dt, layout, g
+
+
+def main(path, rounds=2):
+    keep = ops.NV_TABLE_MIN
+    res, xs = [], {}
+    for m, k, dt, layout, gk in cases():
+        if (m, k, dt) not in xs:
+            torch.manual_seed(0)
+            xs[(m, k, dt)] = torch.randn(m, k, device="cuda", dtype=dt)
+    try:
+        for rnd in range(rounds):
+            for m, k, dt, layout, gk in cases():
+                x = xs[(m, k, dt)]
+                g = {"given": 2688.0 / x.abs().max().float().reshape(1), "512": torch.tensor([512.0], device="cuda"),
+                     "computed": None}[gk]
+                dst = torch.empty_like(x)
+                copy = do_bench(lambda: dst.copy_(x), warmup=5, rep=40) * 1e3
+                outs, us = {}, {}
+                for v in VARIANTS:
+                    outs[v] = [t.view(torch.uint8) for t in call(x, g, layout, v)]
+                    us[v] = do_bench(lambda: call(x, g, layout, v), warmup=5, rep=40) * 1e3
+                same = all(torch.equal(a, b) for a, b in zip(outs["table"], outs["per group"]))
+                for v in VARIANTS:
+                    r = dict(shape=f"{m}x{k}", dtype=str(dt).split(".")[-1], layout=layout, g=gk, variant=v,
+                             round=rnd, us=round(us[v], 2), copy_us=round(copy, 2),
+                             pct=round(100 * copy / us[v] * (2 + 0.5 + 1 / 16) / 4, 1),
+                             x_group=round(us[v] / us["per group"], 3), same_bytes=same)
+                    res.append(r)
+                    print(json.dumps(r), flush=True)
+                with open(path, "w") as f:
+                    json.dump(res, f, indent=1)
+    finally:
+        ops.NV_TABLE_MIN = keep
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2)
