@@ -256,6 +256,20 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
 
 
+@pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
+def test_nvfp4_table_kernel_compiles_for_sm90():
+    """The per-scale-byte table's kernel, g given or derived from the amax bits, both dtypes:
+    compiles for sm_90 with IEEE divisions only (div.rn.f32 for r and 1 / g) and no .ftz (the
+    scale bytes 1-7 are e4m3 subnormals, built from fp32 subnormals)."""
+    from mxquant.backends import _triton_nvfp4 as k
+
+    for given, kind in itertools.product((False, True), (1, 2)):
+        ck = _aot_compile_as_launched(k.nvfp4_table_kernel, ["*fp32" if given else "*i32", "*i64"],
+                                      dict(GIVEN=given, X_KIND=kind), 4, None)
+        ptx = ck.asm["ptx"]
+        assert "div.rn.f32" in ptx and ".ftz" not in ptx and "div.full" not in ptx and "approx" not in ptx, (given, kind)
+
+
 def test_only_cuda_and_the_interpreter_take_this_kernel():
     """Its flagged groups' block is inline PTX: XPU (Intel's Triton takes no PTX) keeps the division
     kernel for every dtype, CUDA and the interpreter take this one for the dtypes listed; fp32
