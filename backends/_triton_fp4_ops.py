@@ -125,6 +125,9 @@ allocation), not computed per group: 16.5 instructions an element against 21.0 (
 benchmarks/sass_mix.py). Smaller calls, whose time the extra launch would weigh on, compute
 them per group."""
 NV_TABLE_ENTRIES = 128  # one per e4m3 byte of a nonnegative scale
+NV_TABLE_PDL = False
+"""The quantize kernel launched as the table kernel's programmatic dependent (Hopper and later:
+it starts while the table kernel runs and waits for it before reading the table)."""
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -248,7 +251,8 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
     table = free and m * k >= NV_TABLE_MIN
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, scale_mode, swizzled,
+    pdl = table and NV_TABLE_PDL and device.type == "cuda"
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, pdl, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -265,12 +269,12 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            constexprs.update(PACK=max(1, min(pack, per_thread)), TABLE=table)
+            constexprs.update(PACK=max(1, min(pack, per_thread)), TABLE=table, PDL=pdl)
         else:
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
-        return _launch.Plan(kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs,
-                            warps, {"maxnreg": maxnreg} if maxnreg else None)
+        options = {**({"maxnreg": maxnreg} if maxnreg else {}), **({"launch_pdl": True} if pdl else {})}
+        return _launch.Plan(kernel, n_m * n_k, (m, k, stride, srows, scols, n_k), constexprs, warps, options)
 
     p = _launch.plan(key, make)
     if nv and not given:
@@ -280,7 +284,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         g_in = global_scale.reshape(1) if given else data
     if table:
         t = torch.empty(NV_TABLE_ENTRIES, dtype=torch.int64, device=device)
-        _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, device).launch_n(device, g_in, t)
+        _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, pdl, device).launch_n(device, g_in, t)
         p.launch_n(device, x2, data, scale, g_in, g_out, t)
     elif free:
         p.launch_n(device, x2, data, scale, g_in, g_out, g_out)  # (TABLE off: the table pointer unused)
@@ -289,13 +293,14 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     return data, scale, g_out
 
 
-def _table_plan(given, x_dtype, g_aligned, device):
+def _table_plan(given, x_dtype, g_aligned, pdl, device):
     """backends/_triton_nvfp4.py's nvfp4_table_kernel: one program (g's 16-byte alignment in the
     key: Triton specializes on it)."""
-    key = ("nvfp4table", given, x_dtype, g_aligned, device)
+    key = ("nvfp4table", given, x_dtype, g_aligned, pdl, device)
 
     def make():
-        return _launch.Plan(_nv_kernels().nvfp4_table_kernel, 1, (), dict(GIVEN=given, X_KIND=_X_KIND[x_dtype]), 4)
+        return _launch.Plan(_nv_kernels().nvfp4_table_kernel, 1, (),
+                            dict(GIVEN=given, X_KIND=_X_KIND[x_dtype], PDL=pdl), 4)
 
     return _launch.plan(key, make)
 

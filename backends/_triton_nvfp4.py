@@ -41,6 +41,7 @@ dividing only the elements near a midpoint (call D, 2026-12-06) was slower still
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
 from ._triton_kernels import _amax_bits, _to_f32
@@ -206,13 +207,15 @@ def nvfp4_quantize_kernel(
     M, K, stride_xm, scale_rows, scale_cols, n_k,
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
-    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TABLE: tl.constexpr,
+    NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TABLE: tl.constexpr, PDL: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
     16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too).
     TABLE: each group's r and flags read from table_ptr at its scale byte (nvfp4_table_kernel's,
-    for this launch's g), not computed per group (table_ptr is unused otherwise)."""
+    for this launch's g), not computed per group (table_ptr is unused otherwise); PDL: launched
+    as the table kernel's programmatic dependent (it may start before that kernel ends), so it
+    waits for it (griddepcontrol.wait) before reading the table, after loading x."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
@@ -249,6 +252,8 @@ def nvfp4_quantize_kernel(
     if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
         sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
     if TABLE:  # r and the flags of the group's scale byte (nvfp4_table_kernel), no work per group
+        if PDL:
+            gdc_wait()
         tv = tl.load(table_ptr + tbyte)
         r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
@@ -276,7 +281,7 @@ def nvfp4_quantize_kernel(
 
 
 @triton.jit
-def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr):
+def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr, PDL: tl.constexpr):
     """The per-scale-byte table nvfp4_quantize_kernel's TABLE reads, for one launch's g (read
     from g_ptr when GIVEN, else derived from the amax bits there, as the quantize kernel does):
     128 int64 entries, one per e4m3 byte b a group's scale can take (0x01-0x7E; 0 is replaced
@@ -285,7 +290,10 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
     groups 1, or 3 where D lies outside Markstein's range, else 0) and with it (bits 34-35: 1 or
     3). The quantize kernel adds what depends on the group's amax: Y_BOUND's test, an unbounded
     scale (3 where flagged) and a NaN / Inf group (2). The same expressions as its per-group
-    path, so both give the same r and flags for every byte; one program of 128 lanes."""
+    path, so both give the same r and flags for every byte; one program of 128 lanes. PDL: lets
+    the quantize kernel, its programmatic dependent, launch at once (it waits before reading)."""
+    if PDL:
+        gdc_launch_dependents()
     b = tl.arange(0, 128)
     if GIVEN:
         g = tl.load(g_ptr)

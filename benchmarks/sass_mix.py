@@ -52,7 +52,7 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     if nv and x_kind:
         with unflagged_only(_triton_nvfp4, markstein):
             return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, [*ptrs, "*i64"],
-                                            {**c, "PACK": 8, "TABLE": table}, 8, divisible,
+                                            {**c, "PACK": 8, "TABLE": table, "PDL": False}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)

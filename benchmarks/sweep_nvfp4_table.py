@@ -1,13 +1,14 @@
 """2-byte NVFP4 quantize (backends/_triton_nvfp4.py) with each group's r and flags read from the
-per-scale-byte table (TABLE: nvfp4_table_kernel's, one more launch) or computed per group, on
-one CUDA GPU, interleaved round by round:
+per-scale-byte table (TABLE: nvfp4_table_kernel's, one more launch; with the quantize kernel as
+its programmatic dependent or not) or computed per group, on one CUDA GPU, interleaved round by
+round:
 
     python3 benchmarks/sweep_nvfp4_table.py OUT.json [ROUNDS]
 
 bf16 and fp16 randn, linear and swizzled scales, g given (2688 / amax) at 1M-128M elements, and at
 8192x8192 g = 512 (every group flagged: Markstein's quotient) and g computed (an amax pass
-first). The switch is _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never); both
-variants' bytes are compared. Times: triton.testing.do_bench medians (L2 cleared between calls),
+first). The switches are _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never) and
+NV_TABLE_PDL; every variant's bytes are compared with the per-group one's. Times: triton.testing.do_bench medians (L2 cleared between calls),
 the call through the backend's op (allocations and every launch included). `pct`: share of copy
 bandwidth (2 + 1/2 + 1/16 bytes an element against the copy's 4); `x_group`: the table's time
 over the per-group one in the same round.
@@ -22,11 +23,12 @@ from triton.testing import do_bench
 from mxquant.backends import _triton_fp4_ops as ops
 
 SHAPES = ((256, 4096), (1024, 4096), (2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
-VARIANTS = {"table": 0, "per group": 1 << 62}
+VARIANTS = {"table": (0, False), "table, PDL": (0, True), "per group": (1 << 62, False)}
+"""(NV_TABLE_MIN, NV_TABLE_PDL)."""
 
 
 def call(x, g, layout, variant):
-    ops.NV_TABLE_MIN = VARIANTS[variant]
+    ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = VARIANTS[variant]
     return ops.nvfp4_quantize(x, g, "compressed-tensors", layout)
 
 
@@ -38,7 +40,7 @@ def cases():
 
 
 def main(path, rounds=2):
-    keep = ops.NV_TABLE_MIN
+    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL
     res, xs = [], {}
     for m, k, dt, layout, gk in cases():
         if (m, k, dt) not in xs:
@@ -56,7 +58,7 @@ def main(path, rounds=2):
                 for v in VARIANTS:
                     outs[v] = [t.view(torch.uint8) for t in call(x, g, layout, v)]
                     us[v] = do_bench(lambda: call(x, g, layout, v), warmup=5, rep=40) * 1e3
-                same = all(torch.equal(a, b) for a, b in zip(outs["table"], outs["per group"]))
+                same = all(all(torch.equal(a, b) for a, b in zip(outs[v], outs["per group"])) for v in VARIANTS)
                 for v in VARIANTS:
                     r = dict(shape=f"{m}x{k}", dtype=str(dt).split(".")[-1], layout=layout, g=gk, variant=v,
                              round=rnd, us=round(us[v], 2), copy_us=round(copy, 2),
@@ -67,7 +69,7 @@ def main(path, rounds=2):
                 with open(path, "w") as f:
                     json.dump(res, f, indent=1)
     finally:
-        ops.NV_TABLE_MIN = keep
+        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = keep
 
 
 if __name__ == "__main__":

@@ -37,12 +37,16 @@ def half_inputs_on_this_kernel(monkeypatch):
     monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset(HALF))
 
 
-@pytest.fixture(params=["per group", "table"])
+@pytest.fixture(params=["per group", "table", "table, PDL"])
 def rflags(monkeypatch, request):
     """Each group's r and flags computed per group, or read from the per-scale-byte table
     (nvfp4_table_kernel; TABLE, which calls of ops.NV_TABLE_MIN elements and up take: every call
-    here with the threshold at 0)."""
-    monkeypatch.setattr(ops, "NV_TABLE_MIN", 0 if request.param == "table" else 1 << 62)
+    here with the threshold at 0), the quantize kernel launched as the table kernel's
+    programmatic dependent or not (ops.NV_TABLE_PDL; CUDA only)."""
+    if request.param == "table, PDL" and request.node.callspec.params.get("dev") != "cuda":
+        pytest.skip("programmatic dependent launch: CUDA only")
+    monkeypatch.setattr(ops, "NV_TABLE_MIN", 1 << 62 if request.param == "per group" else 0)
+    monkeypatch.setattr(ops, "NV_TABLE_PDL", request.param == "table, PDL")
     return request.param
 
 
@@ -246,7 +250,7 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         # (the shipped tiles, of large calls, read the table; the small tiles compute per group)
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
-                 TABLE=card is not None)
+                 TABLE=card is not None, PDL=card is not None and swz)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if card else "*fp32"]
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, ptrs, c, warps, None,
@@ -265,7 +269,7 @@ def test_nvfp4_table_kernel_compiles_for_sm90():
 
     for given, kind in itertools.product((False, True), (1, 2)):
         ck = _aot_compile_as_launched(k.nvfp4_table_kernel, ["*fp32" if given else "*i32", "*i64"],
-                                      dict(GIVEN=given, X_KIND=kind), 4, None)
+                                      dict(GIVEN=given, X_KIND=kind, PDL=given), 4, None)
         ptx = ck.asm["ptx"]
         assert "div.rn.f32" in ptx and ".ftz" not in ptx and "div.full" not in ptx and "approx" not in ptx, (given, kind)
 
