@@ -5,8 +5,10 @@ round:
 
     python3 benchmarks/sweep_nvfp4_table.py OUT.json [ROUNDS]
 
-bf16 and fp16 randn, linear and swizzled scales, g given (2688 / amax) at 4M-128M elements, and at
-8192x8192 g = 512 (every group flagged: Markstein's quotient). The switches are _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never) and
+bf16 and fp16 randn, linear and swizzled scales, g given at 8M-128M elements: x's own (the call's
+computed g, RN_x(RN_x(1 / amax) * 2688), as bench_fp4.py gives it), and at 8192x8192 also
+2688 / amax in fp32 and 512 (either may flag the common scale bytes, so most warps take the
+flagged groups' path: Markstein's quotient). The switches are _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never) and
 NV_TABLE_PDL; every variant's bytes are compared with the per-group one's. Times: bench_quantize.bench's medians of device time (CUDA events, L2
 flushed by a 1 GiB write before each call, so the host keeps ahead), the call through the
 backend's op (both launches). `pct`: share of copy
@@ -21,7 +23,7 @@ import torch
 from bench_quantize import bench  # (benchmarks/ on sys.path: device time, 1 GiB L2 flush)
 from mxquant.backends import _triton_fp4_ops as ops
 
-SHAPES = ((1024, 4096), (2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
+SHAPES = ((2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
 VARIANTS = {"table": (0, False), "table, PDL": (0, True), "per group": (1 << 62, False)}
 """(NV_TABLE_MIN, NV_TABLE_PDL)."""
 
@@ -33,9 +35,9 @@ def call(x, g, layout, variant):
 
 def cases():
     for (m, k), dt, layout in itertools.product(SHAPES, (torch.bfloat16, torch.float16), ("linear", "swizzled")):
-        yield m, k, dt, layout, "given"
-    for dt, layout in itertools.product((torch.bfloat16, torch.float16), ("linear", "swizzled")):
-        yield 8192, 8192, dt, layout, "512"
+        yield m, k, dt, layout, "of x"
+    for dt, layout, g in itertools.product((torch.bfloat16, torch.float16), ("linear", "swizzled"), ("fp32", "512")):
+        yield 8192, 8192, dt, layout, g
 
 
 def main(path, rounds=2):
@@ -49,8 +51,9 @@ def main(path, rounds=2):
         for rnd in range(rounds):
             for m, k, dt, layout, gk in cases():
                 x = xs[(m, k, dt)]
-                g = {"given": 2688.0 / x.abs().max().float().reshape(1), "512": torch.tensor([512.0], device="cuda"),
-                     "computed": None}[gk]
+                g = {"of x": lambda: ops.nvfp4_quantize(x, None, "compressed-tensors", "linear")[2].clone(),
+                     "fp32": lambda: 2688.0 / x.abs().max().float().reshape(1),
+                     "512": lambda: torch.tensor([512.0], device="cuda")}[gk]()
                 dst = torch.empty_like(x)
                 copy = bench(lambda: dst.copy_(x), 40)
                 outs, us = {}, {}
