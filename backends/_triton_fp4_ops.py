@@ -118,16 +118,22 @@ def _spread(swizzled: bool, bm: int, config, default: bool = True) -> bool:
     return can and default
 
 
-NV_TABLE_MIN = 1 << 22
-"""2-byte NVFP4 calls of at least this many elements read each group's r and flags from a table
-per scale byte (backends/_triton_nvfp4.py's nvfp4_table_kernel, one more launch and a 1 KB
-allocation), not computed per group: 16.5 instructions an element against 21.0 (sm_90 SASS,
-benchmarks/sass_mix.py). Smaller calls, whose time the extra launch would weigh on, compute
-them per group."""
+NV_TABLE_MIN = 1 << 26
+"""2-byte NVFP4 calls of at least this many elements, with scales in NV_TABLE_LAYOUTS, read each
+group's r and flags from a table per scale byte (backends/_triton_nvfp4.py's
+nvfp4_table_kernel: one more launch and a 1 KB allocation), not computed per group: 16.5
+instructions an element against 21.0 (sm_90 SASS, benchmarks/sass_mix.py). One H100
+(seventeenth session, benchmarks/sweep_nvfp4_table.py, device time, the quantize kernel as the
+table kernel's programmatic dependent): linear, 64M-128M elements, 0.97-1.01x the per-group
+time where few warps take the flagged groups' path and 0.94-0.95x where most do (g = 512, an
+fp32 g, fp16 data whose own g flags common scale bytes); swizzled 0.96-1.02x (1.02x in the
+common case), so it stays per group; at 8M-16M elements 1.00-1.10x (the launch)."""
+NV_TABLE_LAYOUTS = frozenset({"linear"})
 NV_TABLE_ENTRIES = 128  # one per e4m3 byte of a nonnegative scale
-NV_TABLE_PDL = False
+NV_TABLE_PDL = True
 """The quantize kernel launched as the table kernel's programmatic dependent (Hopper and later:
-it starts while the table kernel runs and waits for it before reading the table)."""
+it starts while the table kernel runs and waits for it, griddepcontrol.wait, before reading the
+table): 1-2% off the table's time in the sweep above."""
 
 
 def _division_free(x_dtype, device) -> bool:
@@ -250,7 +256,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     m, stride = x2.shape[0], x2.stride(0)
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
-    table = free and m * k >= NV_TABLE_MIN
+    table = free and m * k >= NV_TABLE_MIN and scale_layout in NV_TABLE_LAYOUTS
     pdl = table and NV_TABLE_PDL and device.type == "cuda"
     key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, pdl, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)

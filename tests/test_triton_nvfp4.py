@@ -43,11 +43,39 @@ def rflags(monkeypatch, request):
     (nvfp4_table_kernel; TABLE, which calls of ops.NV_TABLE_MIN elements and up take: every call
     here with the threshold at 0), the quantize kernel launched as the table kernel's
     programmatic dependent or not (ops.NV_TABLE_PDL; CUDA only)."""
-    if request.param == "table, PDL" and request.node.callspec.params.get("dev") != "cuda":
+    if request.param == "table, PDL" and request.node.callspec.params.get("dev", "cuda") != "cuda":
         pytest.skip("programmatic dependent launch: CUDA only")
     monkeypatch.setattr(ops, "NV_TABLE_MIN", 1 << 62 if request.param == "per group" else 0)
+    monkeypatch.setattr(ops, "NV_TABLE_LAYOUTS", frozenset(LAYOUTS))
     monkeypatch.setattr(ops, "NV_TABLE_PDL", request.param == "table, PDL")
     return request.param
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("given", [False, True], ids=["g computed", "g given"])
+def test_nvfp4_table_in_a_cuda_graph(rflags, given):
+    """The table kernel and the quantize kernel (its programmatic dependent where PDL) captured
+    in a CUDA graph and replayed on new data of a new amax (and a new g where given): the table
+    is rebuilt for the replay's g, bytes against the oracle."""
+    rng = np.random.default_rng(5)
+    x = _groups(torch.bfloat16, 2688.0 / 3.1, 6, rng).cuda()
+    x[1] = 1.0  # (no NaN / Inf: g computed stays finite)
+    g = torch.tensor([2688.0 / 3.1], dtype=torch.float32, device="cuda")
+    call = lambda: ops.nvfp4_quantize(x, g if given else None, "compressed-tensors", "linear")  # noqa: E731
+    call()  # (compiled outside the capture)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    x.copy_(_groups(torch.bfloat16, 512.0, 6, rng).cuda())
+    x[1] = -2.0
+    g.fill_(512.0)
+    graph.replay()
+    torch.cuda.synchronize()
+    want = oracle.nvfp4_quantize(x.cpu(), 512.0 if given else None, "linear")
+    assert out[2].item() == np.float32(want[2])
+    assert_bytes(out[0].cpu(), want[0], "replayed data")
+    assert_bytes(out[1].reshape(-1).cpu(), want[1], "replayed scale")
 
 
 def _check(x, g, layout, config, name):
