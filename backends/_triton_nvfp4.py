@@ -25,6 +25,14 @@ this uses.
   given g, old and new interleaved: 90.5 / 92.5% of copy linear (was 88.5 / 90.5), 85.3 / 86.7%
   swizzled (was 83.7 / 85.6) at 8192x8192 / 16384x8192.
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
+- A group's r and the flags that depend on its scale alone (_nv_flag's rule, Markstein's range)
+  are functions of its scale byte for the launch's g: large calls with linear scales
+  (ops.NV_TABLE_MIN, NV_TABLE_LAYOUTS) read them from a table of 128 entries that
+  nvfp4_table_kernel builds first (TABLE; the quantize kernel launched as its programmatic
+  dependent), not computed per group (a division, _nv_flag's 20-odd instructions): 16.5
+  instructions an element against 21.0 (sass_mix.py). One H100 (seventeenth session): 0.97-1.01x
+  the per-group time where few warps take the flagged path, 0.94-0.95x where most do; the
+  instructions cut bound the kernel only there.
 
 tests/test_nvfp4_reciprocal.py checks these identities on every x of both dtypes against IEEE
 division (Markstein's with fp32 FMA emulated exactly); tests/test_triton_fp4.py and
