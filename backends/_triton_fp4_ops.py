@@ -136,6 +136,14 @@ it starts while the table kernel runs and waits for it, griddepcontrol.wait, bef
 table): 1-2% off the table's time in the sweep above."""
 
 
+def _pdl_ok(device) -> bool:
+    """Programmatic dependent launch (griddepcontrol) for the table path: CUDA of compute
+    capability 9.0 and up (the PTX needs sm_90; the backend runs from 8.9), and a Triton with
+    its grid dependency control (3.4 and later)."""
+    return (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+            and _nv_kernels().HAS_GDC)
+
+
 def _division_free(x_dtype, device) -> bool:
     """NVFP4 of this input on backends/_triton_nvfp4.py's kernel: its dtype in NV_DIVISION_FREE,
     on CUDA (its flagged groups' block is inline PTX) or under the interpreter (which runs the
@@ -257,7 +265,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     srows, scols = sshape if swizzled else (m, k // group)
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
     table = free and m * k >= NV_TABLE_MIN and scale_layout in NV_TABLE_LAYOUTS
-    pdl = table and NV_TABLE_PDL and device.type == "cuda"
+    pdl = table and NV_TABLE_PDL and _pdl_ok(device)
     key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, pdl, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
@@ -288,7 +296,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         _amax_plan(m, k, stride, x2, device, config).launch_n(device, x2, g_in)
     else:
         g_in = global_scale.reshape(1) if given else data
-    if table:
+    if table:  # (the table kernel is a normal launch: it waits for the last reader of a reused t)
         t = torch.empty(NV_TABLE_ENTRIES, dtype=torch.int64, device=device)
         _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, pdl, device).launch_n(device, g_in, t)
         p.launch_n(device, x2, data, scale, g_in, g_out, t)

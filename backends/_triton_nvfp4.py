@@ -21,7 +21,9 @@ this uses.
   rounds to an e2m1 code <= 7 as it is, and the code is read from y itself, |y| only an operand
   modifier (backends/_triton_fp4.py's _e2m1_code, MXFP4's too): 21 instructions an element, 8.7
   of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
-  benchmarks/sass_mix.py; the ALU pipe bounds this kernel, Nsight Compute: 77%). One H100, bf16,
+  benchmarks/sass_mix.py; the ALU pipe is this kernel's busiest, Nsight Compute: 77%, though
+  cutting its instructions further, below, showed them not to bound it where few groups are
+  flagged). One H100, bf16,
   given g, old and new interleaved: 90.5 / 92.5% of copy linear (was 88.5 / 90.5), 85.3 / 86.7%
   swizzled (was 83.7 / 85.6) at 8192x8192 / 16384x8192.
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
@@ -49,7 +51,20 @@ dividing only the elements near a midpoint (call D, 2026-12-06) was slower still
 
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+try:  # grid dependency control (programmatic dependent launch): Triton 3.4 and later
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    HAS_GDC = True
+except ImportError:  # pragma: no cover - older Triton: the table path without PDL (ops._quantize)
+    HAS_GDC = False
+
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
 
 from ._triton_fp4 import _FP32_INF, _e2m1_code, _global_scale, _round_x, _store_scales, _tile_ids, _tile_rows
 from ._triton_kernels import _amax_bits, _to_f32
@@ -262,7 +277,7 @@ def nvfp4_quantize_kernel(
     if TABLE:  # r and the flags of the group's scale byte (nvfp4_table_kernel), no work per group
         if PDL:
             gdc_wait()
-        tv = tl.load(table_ptr + tbyte)
+        tv = tl.load(table_ptr + (tbyte & 0x7F))  # (a negative g, unchecked on CUDA, stays inside)
         r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
         f = tl.where(big, (tv >> 34).to(tl.int32), (tv >> 32).to(tl.int32) & 3)

@@ -8,12 +8,15 @@ round:
 bf16 and fp16 randn, linear and swizzled scales, g given at 8M-128M elements: x's own (the call's
 computed g, RN_x(RN_x(1 / amax) * 2688), as bench_fp4.py gives it), and at 8192x8192 also
 2688 / amax in fp32 and 512 (either may flag the common scale bytes, so most warps take the
-flagged groups' path: Markstein's quotient). The switches are _triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never) and
-NV_TABLE_PDL; every variant's bytes are compared with the per-group one's. Times: bench_quantize.bench's medians of device time (CUDA events, L2
-flushed by a 1 GiB write before each call, so the host keeps ahead), the call through the
-backend's op (both launches). `pct`: share of copy
-bandwidth (2 + 1/2 + 1/16 bytes an element against the copy's 4); `x_group`: the table's time
-over the per-group one in the same round.
+flagged groups' path: Markstein's quotient). The switches: _triton_fp4_ops.NV_TABLE_MIN (0:
+always the table; 2**62: never) and NV_TABLE_PDL, with NV_TABLE_LAYOUTS held at both layouts;
+every variant's bytes are compared with the per-group one's. Times: bench_quantize.bench's
+medians of device time (CUDA events, L2 flushed by a 1 GiB write before each call, so the host
+keeps ahead), the call through the backend's op (both launches). `pct`: share of copy
+bandwidth (2 + 1/2 + 1/16 bytes an element against the copy's 4); `x_group`: the variant's time
+over the per-group one in the same round. Seventeenth session, one H100:
+docs/perf/h100-nvfp4-table-seventeenth-2026-12-06-C.json (run before NV_TABLE_LAYOUTS existed,
+when the table served both layouts).
 """
 import itertools
 import json
@@ -30,6 +33,7 @@ VARIANTS = {"table": (0, False), "table, PDL": (0, True), "per group": (1 << 62,
 
 def call(x, g, layout, variant):
     ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = VARIANTS[variant]
+    ops.NV_TABLE_LAYOUTS = frozenset({"linear", "swizzled"})
     return ops.nvfp4_quantize(x, g, "compressed-tensors", layout)
 
 
@@ -41,7 +45,7 @@ def cases():
 
 
 def main(path, rounds=2):
-    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL
+    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS
     res, xs = [], {}
     for m, k, dt, layout, gk in cases():
         if (m, k, dt) not in xs:
@@ -71,7 +75,7 @@ def main(path, rounds=2):
                 with open(path, "w") as f:
                     json.dump(res, f, indent=1)
     finally:
-        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = keep
+        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS = keep
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from mxquant.backends import _triton_fp4_ops as ops
+from mxquant.backends import _triton_launch as _launch
 
 import fp4_oracle as oracle
 from test_nvfp4_reciprocal import E4M3, NEAR, flagged, flagged_d
 from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile_as_launched
 from test_triton_fp4 import _flat
-from test_triton_training import DEVS, poisoned_outputs  # noqa: F401  (autouse fixture)
+from test_triton_training import DEVS, cuda_only, poisoned_outputs  # noqa: F401  (autouse fixture)
 from training_helpers import LAYOUTS, assert_bytes
 
 HALF = [torch.bfloat16, torch.float16]
@@ -51,8 +52,54 @@ def rflags(monkeypatch, request):
     return request.param
 
 
+def _table_want(g: float, kind: str) -> np.ndarray:
+    """nvfp4_table_kernel's 128 entries for g, restated in NumPy: r = RN(g / scale) (IEEE fp32
+    division) in the low word; _nv_flag's rule on d = RN(scale * RN(1 / g)) (flagged_d) and
+    Markstein's range [2**-95, 2**15) on d give the flag without Y_BOUND (bits 32-33: 0, 1, or 3
+    outside the range) and with it (bits 34-35: 1 or 3); byte 0 stands for 0x20's 0.125, 0x7F
+    (a NaN / Inf group's) is 0."""
+    F32 = np.float32
+    b = np.arange(128)
+    e, m = b >> 3, b & 7
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        sval = np.where(e == 0, m * 2.0**-9, (8 + m) * 2.0 ** (e - 10.0)).astype(F32)
+        sval[0] = F32(0.125)
+        r = F32(g) / sval
+        d = sval * (F32(1) / F32(g))
+    slow = ~((d >= 2.0**-95) & (d < 2.0**15))
+    f_big = np.where(slow, 3, 1)
+    f = np.where(flagged_d(d, kind), f_big, 0)
+    want = r.view(np.uint32).astype(np.int64) | ((f | (f_big << 2)).astype(np.int64) << 32)
+    want[0x7F] = 0
+    return want
+
+
+@pytest.mark.parametrize("dev", DEVS)
+@pytest.mark.parametrize("hp", HALF, ids=str)
+def test_nvfp4_table_entries(dev, hp):
+    """nvfp4_table_kernel's every entry, g given (scales flagged by class, Markstein's range ends)
+    and g derived from the amax bits as the quantize call does, against the NumPy restatement:
+    a wrong flag class (1 for 3, or Y_BOUND's field) costs only speed on a GPU, so the bytes
+    alone would not show it."""
+    kind = "bf16" if hp == torch.bfloat16 else "fp16"
+    for g in (2688.0 / 3.1, 512.0, 448.0, 1.0, 2.0**100, 2.0**-14, _partly_flagged_g(kind)):
+        t = torch.empty(128, dtype=torch.int64, device=dev)
+        gt = torch.tensor([g], dtype=torch.float32, device=dev)
+        ops._table_plan(True, hp, gt.data_ptr() % 16 == 0, False, torch.device(dev)).launch_n(torch.device(dev), gt, t)
+        want = _table_want(float(np.float32(g)), kind)
+        got = t.cpu().numpy()
+        assert np.array_equal(got, want), f"g {g}: entries {np.flatnonzero(got != want)[:8]} differ"
+    for amax in (3.1, 0.02, 6e4 if hp == torch.float16 else 1e30):
+        x = torch.tensor([amax], dtype=hp)
+        bits = torch.tensor([x.float().view(torch.int32).item()], dtype=torch.int32, device=dev)
+        t = torch.empty(128, dtype=torch.int64, device=dev)
+        ops._table_plan(False, hp, False, False, torch.device(dev)).launch_n(torch.device(dev), bits, t)
+        want = _table_want(oracle.nvfp4_global_scale(x), kind)
+        assert np.array_equal(t.cpu().numpy(), want), f"amax {amax}"
+
+
+@cuda_only
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("given", [False, True], ids=["g computed", "g given"])
 def test_nvfp4_table_in_a_cuda_graph(rflags, given):
     """The table kernel and the quantize kernel (its programmatic dependent where PDL) captured
@@ -63,6 +110,7 @@ def test_nvfp4_table_in_a_cuda_graph(rflags, given):
     x[1] = 1.0  # (no NaN / Inf: g computed stays finite)
     g = torch.tensor([2688.0 / 3.1], dtype=torch.float32, device="cuda")
     call = lambda: ops.nvfp4_quantize(x, g if given else None, "compressed-tensors", "linear")  # noqa: E731
+    _launch._PLANS.clear()  # (to see which plans this call makes)
     call()  # (compiled outside the capture)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -73,6 +121,9 @@ def test_nvfp4_table_in_a_cuda_graph(rflags, given):
     graph.replay()
     torch.cuda.synchronize()
     want = oracle.nvfp4_quantize(x.cpu(), 512.0 if given else None, "linear")
+    tables = [p for key, p in _launch._PLANS.items() if key[0] == "nvfp4table"]
+    assert bool(tables) == (rflags != "per group")
+    assert all(p.constexprs["PDL"] == (rflags == "table, PDL") for p in tables)
     assert out[2].item() == np.float32(want[2])
     assert_bytes(out[0].cpu(), want[0], "replayed data")
     assert_bytes(out[1].reshape(-1).cpu(), want[1], "replayed scale")
@@ -275,16 +326,19 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
                                                                                     (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
-        # (the shipped tiles, of large calls, read the table; the small tiles compute per group)
+        # (the shipped linear tiles, of large calls, read the table, the quantize kernel launched as
+        # the table kernel's dependent; the swizzled and small tiles compute per group)
+        table = card is not None and not swz and "linear" in ops.NV_TABLE_LAYOUTS
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
-                 TABLE=card is not None, PDL=card is not None and swz)
+                 TABLE=table, PDL=table and ops.NV_TABLE_PDL)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
-        ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if card else "*fp32"]
+        ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if table else "*fp32"]
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, ptrs, c, warps, None,
                                       options={"maxnreg": cap} if cap else None)
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
+        assert ("griddepcontrol.wait" in ptx) == c["PDL"], c
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
 
 
