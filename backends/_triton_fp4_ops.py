@@ -126,8 +126,8 @@ instructions an element against 21.0 (sm_90 SASS, benchmarks/sass_mix.py). One H
 (seventeenth session, benchmarks/sweep_nvfp4_table.py, device time, the quantize kernel as the
 table kernel's programmatic dependent): linear, 64M-128M elements, 0.97-1.01x the per-group
 time where few warps take the flagged groups' path and 0.94-0.95x where most do (g = 512, an
-fp32 g, fp16 data whose own g flags common scale bytes); swizzled 0.96-1.02x (1.02x in the
-common case), so it stays per group; at 8M-16M elements 0.98-1.10x (the launch)."""
+fp32 g, fp16 data whose own g flags common scale bytes); swizzled 0.96-1.02x (1.01-1.02x in
+the common case), so it stays per group; at 8M-16M elements 0.98-1.14x (the launch)."""
 NV_TABLE_LAYOUTS = frozenset({"linear"})
 NV_TABLE_ENTRIES = 128  # one per e4m3 byte of a nonnegative scale
 NV_TABLE_PDL = True

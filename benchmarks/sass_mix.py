@@ -40,7 +40,8 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
     with one path of its PTX block (unflagged_only): the one unflagged groups run, or with
     markstein the flagged groups' one, whose static count is then what an element costs; table:
     2-byte NVFP4's r and flags read per scale byte (TABLE, what calls of >= NV_TABLE_MIN elements
-    take), else computed per group."""
+    with scales in NV_TABLE_LAYOUTS, linear ones, take; compiled for swizzled scales too, which
+    ship per group), else computed per group."""
     from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 
@@ -102,14 +103,14 @@ def main(argv=None) -> int:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:])
     per_thread = 8192 // 256
     for name, nv, swz, kind in (("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
-                                ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path)", True, True, 1),
-                                ("nvfp4 bf16 linear (unflagged path, no table)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path, no table)", True, True, 1),
+                                ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path, table)", True, False, 1),
+                                ("nvfp4 bf16 swizzled (unflagged path, table)", True, True, 1),
+                                ("nvfp4 bf16 linear (unflagged path, per group)", True, False, 1),
+                                ("nvfp4 bf16 swizzled (unflagged path, per group)", True, True, 1),
                                 ("nvfp4 fp32 linear", True, False, 0),
-                                ("nvfp4 bf16 linear (flagged path: Markstein)", True, False, 1),
-                                ("nvfp4 fp16 linear (flagged path: Markstein)", True, False, 2)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="no table" not in name))
+                                ("nvfp4 bf16 linear (flagged path: Markstein, table)", True, False, 1),
+                                ("nvfp4 fp16 linear (flagged path: Markstein, table)", True, False, 2)):
+        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="per group" not in name))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

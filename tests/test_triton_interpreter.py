@@ -90,7 +90,7 @@ def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper(runs):
     passed, tail = runs["fp4"].result()
     assert passed >= 65, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box); 69 on 2026-12-06
     passed, tail = runs["fp4 compile"].result()
-    assert passed == 8, tail  # the kernels compile (the NVFP4 2-byte one too); the packed bytes' store needs no shared memory
+    assert passed == 9, tail  # the kernels compile (the NVFP4 2-byte one and its table's too); the packed bytes' store needs no shared memory
 
 
 def test_triton_kgroups_under_the_interpreter_and_for_hopper(runs):
