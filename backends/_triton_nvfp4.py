@@ -109,13 +109,26 @@ def _nv_flag(d, X_KIND: tl.constexpr):
     be a normal fp32 (the bound takes its rounding error as relative) or r falls below 2**-13,
     short of where a nonzero x could give y' = 0 (bf16: r < 2**-17; fp16 far lower; bf16 groups
     whose scale / g reaches 2**13, group amaxes of about 49152 and up, are divided)."""
+    return _nv_grid(d, X_KIND) | _nv_out_of_range(d, X_KIND)
+
+
+@triton.jit
+def _nv_grid(d, X_KIND: tl.constexpr):
+    """_nv_flag's first part: k * d (k = 1, 3, 5, 7) within 32 fp32 steps of the dtype's grid."""
     LOW: tl.constexpr = 0xFFFF if X_KIND == 1 else 0x1FFF  # (bits + 32) mod 2**16 (2**13) <= 64
     t1 = (d.to(tl.int32, bitcast=True) + 32) & LOW
     t3 = ((d * 3.0).to(tl.int32, bitcast=True) + 32) & LOW
     t5 = ((d * 5.0).to(tl.int32, bitcast=True) + 32) & LOW
     t7 = ((d * 7.0).to(tl.int32, bitcast=True) + 32) & LOW
+    return tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64
+
+
+@triton.jit
+def _nv_out_of_range(d, X_KIND: tl.constexpr):
+    """_nv_flag's second part: d outside [2**-120, DMAX) (a NaN d is not: Markstein's range
+    check sends it to the division), where y' may not be within 3 fp32 steps of y."""
     DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
-    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64) | (d < 2.0**-120) | (d >= DMAX)
+    return (d < 2.0**-120) | (d >= DMAX)
 
 
 MARKSTEIN_DMIN, MARKSTEIN_DMAX = tl.constexpr(2.0**-95), tl.constexpr(2.0**15)
@@ -155,15 +168,24 @@ def _nv_quotient_ptx(n: int = 8) -> str:
       divided once for the elements whose scale is the first's) where the flag is not 2, y = 0
       where it is 2;
     both clamped to [-6, 6] (e2m1's largest magnitude; a group of Y_BOUND's needs it). Unflagged
-    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code rounds to a code <= 7."""
+    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code rounds to a code <= 7.
+    Flag 4 (NEAR's groups: flagged by _nv_grid alone, in Markstein's range, not Y_BOUND's): y'
+    stands unless one of the n lies near a rounding midpoint (_near_midpoint), then as flag 1."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
+    lines = [".reg .pred p, pq, pn;", ".reg .b32 f, b, t;", f".reg .f32 a, d, d0, q, e, y<{n}>;"]
     lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
-    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;", "setp.ne.s32 p, f, 1;"]
+    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
+    # flag 4 (NEAR's groups): y' stands unless one of them lies within 8 steps of a number of
+    # two fraction bits (the rounding midpoints among them) above 0.125; then Markstein's quotient
+    lines += ["setp.ne.s32 p, f, 4;", "@p bra FLAGGED;", "setp.ne.s32 pq, f, 4;"]  # (pq = false)
+    for i in range(n):
+        lines += [f"mov.b32 b, y{i};", "add.s32 t, b, 8;", "and.b32 t, t, 2097151;", f"abs.f32 a, y{i};",
+                  "setp.gt.f32 pn, a, 0f3E000000;", "setp.le.and.u32 pn, t, 16, pn;", "or.pred pq, pq, pn;"]
+    lines += ["@!pq bra DONE;", "FLAGGED:", "setp.ne.s32 p, f, 1;", "setp.ne.and.s32 p, f, 4, p;"]
     lines += [f"setp.neu.or.f32 p, {s(i)}, {s(0)}, p;" for i in range(1, n)]
     lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
     for i in range(n):
@@ -197,8 +219,10 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
     PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3),
     behind a branch that unflagged groups never take; under the interpreter by division."""
     if INTERPRETED:
-        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)), x * r) + 0.0
+        yp = x * r + 0.0
+        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)) + 0.0, yp)
         y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
+        y = tl.where((flag == 4) & ~_near_midpoint(yp), yp, y)
         return tl.where(flag == 2, 0.0, y)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
     if PACK == 8:
@@ -209,6 +233,14 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
         return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32, True, 2)
     else:
         return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32, True, 1)
+
+
+@triton.jit
+def _near_midpoint(y):
+    """|y| above 0.125 and within 8 fp32 steps of a number of two fraction bits (every e2m1
+    rounding midpoint is one): the PTX block's test for flag 4."""
+    b = y.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    return (((b + 8) & 0x1FFFFF) <= 16) & (b > 0x3E000000)
 
 
 @triton.jit
@@ -231,6 +263,7 @@ def nvfp4_quantize_kernel(
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
     NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TABLE: tl.constexpr, PDL: tl.constexpr,
+    NEAR: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
@@ -238,7 +271,9 @@ def nvfp4_quantize_kernel(
     TABLE: each group's r and flags read from table_ptr at its scale byte (nvfp4_table_kernel's,
     for this launch's g), not computed per group (table_ptr is unused otherwise); PDL: launched
     as the table kernel's programmatic dependent (it may start before that kernel ends), so it
-    waits for it (griddepcontrol.wait) before reading the table, after loading x."""
+    waits for it (griddepcontrol.wait) before reading the table, after loading x. NEAR: groups
+    flagged by _nv_grid alone (in Markstein's range, not Y_BOUND's) get flag 4, whose elements
+    keep y' unless one lies near an e2m1 rounding midpoint (the table built with NEAR too)."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
@@ -280,14 +315,17 @@ def nvfp4_quantize_kernel(
         tv = tl.load(table_ptr + (tbyte & 0x7F))  # (a negative g, unchecked on CUDA, stays inside)
         r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
-        f = tl.where(big, (tv >> 34).to(tl.int32), (tv >> 32).to(tl.int32) & 3)
+        f = tl.where(big, (tv >> 35).to(tl.int32), (tv >> 32).to(tl.int32) & 7)
         fl = tl.where(special, 2, tl.where(unbounded & (f != 0), 3, f))[:, :, None]
     else:
         r2 = tl.math.div_rn(g, sval)                                    # RN(g / scale)
         d = sval * tl.math.div_rn(1.0, g)                              # D = RN(scale / g) within 3 steps
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                     # |y| may reach 7
         slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
-        fl = tl.where(special, 2, tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0))[:, :, None]
+        f = tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0)
+        if NEAR:  # groups flagged by the grid alone: y' where no element lies near a midpoint
+            f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow & ~big, 4, f)
+        fl = tl.where(special, 2, f)[:, :, None]
     sv, r = sval[:, :, None], r2[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
     b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
@@ -304,14 +342,15 @@ def nvfp4_quantize_kernel(
 
 
 @triton.jit
-def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr, PDL: tl.constexpr):
+def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr, PDL: tl.constexpr,
+                       NEAR: tl.constexpr):
     """The per-scale-byte table nvfp4_quantize_kernel's TABLE reads, for one launch's g (read
     from g_ptr when GIVEN, else derived from the amax bits there, as the quantize kernel does):
     128 int64 entries, one per e4m3 byte b a group's scale can take (0x01-0x7E; 0 is replaced
     by 0x20 and 0x7F marks a NaN / Inf group, whose entries are 0), each r = RN(g / scale) in
-    the low 32 bits and above them the group's flag without Y_BOUND (bits 32-33: _nv_flag's
-    groups 1, or 3 where D lies outside Markstein's range, else 0) and with it (bits 34-35: 1 or
-    3). The quantize kernel adds what depends on the group's amax: Y_BOUND's test, an unbounded
+    the low 32 bits and above them the group's flag without Y_BOUND (bits 32-34: _nv_flag's
+    groups 1, or 3 where D lies outside Markstein's range, with NEAR 4 where _nv_grid alone flags
+    and D is in that range; else 0) and with it (bits 35-36: 1 or 3). The quantize kernel adds what depends on the group's amax: Y_BOUND's test, an unbounded
     scale (3 where flagged) and a NaN / Inf group (2). The same expressions as its per-group
     path, so both give the same r and flags for every byte; one program of 128 lanes. PDL: lets
     the quantize kernel, its programmatic dependent, launch at once (it waits before reading)."""
@@ -329,5 +368,7 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
     slow = ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))
     f_big = tl.where(slow, 3, 1)
     f = tl.where(_nv_flag(d, X_KIND), f_big, 0)
-    entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 2)).to(tl.int64) << 32)
+    if NEAR:
+        f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow, 4, f)
+    entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 3)).to(tl.int64) << 32)
     tl.store(table_ptr + b, tl.where(b == 0x7F, 0, entry))

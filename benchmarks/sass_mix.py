@@ -33,7 +33,8 @@ ALU = {"FMNMX", "PRMT", "LOP3", "SEL", "LEA", "ISETP", "IADD3", "SHF", "SGXT", "
 FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
-def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False, table: bool = True):
+def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False, table: bool = True,
+                   near: bool = False):
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
     it (tests/test_triton_compile.py's _aot_compile_as_launched) at 1 x 8192, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
@@ -51,16 +52,16 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
              BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False)
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
-        with unflagged_only(_triton_nvfp4, markstein):
+        with unflagged_only(_triton_nvfp4, markstein, near):
             return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, [*ptrs, "*i64"],
-                                            {**c, "PACK": 8, "TABLE": table, "PDL": False}, 8, divisible,
+                                            {**c, "PACK": 8, "TABLE": table, "PDL": False, "NEAR": near}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)
 
 
 @contextlib.contextmanager
-def unflagged_only(module, markstein: bool = False):
+def unflagged_only(module, markstein: bool = False, near: bool = False):
     """module's 8-element PTX block without its branches: the unflagged path (what most groups
     run), or with markstein the flagged groups' path (Markstein's quotient; its div.rn / rcp.rn
     counted with their slow paths, which do not run for normal operands). Never launched."""
@@ -68,6 +69,10 @@ def unflagged_only(module, markstein: bool = False):
     ptx = module._nv_quotient_ptx(8)
     head, tail = ptx[:ptx.index("@p bra DONE;")], ptx[ptx.index("DONE:"):]
     mid = ptx[ptx.index("@p bra SLOW;") + len("@p bra SLOW;"):ptx.index("\nbra DONE;")] if markstein else ""
+    if near:  # NEAR's flag-4 test, no element near a midpoint (what almost every flag-4 block runs);
+        # its outcome kept live by one predicated move in place of the branch (1/8 an element)
+        mid = ptx[ptx.index("@p bra DONE;") + len("@p bra DONE;"):ptx.index("FLAGGED:")].replace("@p bra FLAGGED;", "")
+        mid = mid.replace("@!pq bra DONE;", "@pq mov.f32 y0, 0f00000000;")
     module.NV_QUOTIENT8 = triton.language.constexpr(head + mid + tail)
     _forget_hashes(module)
     try:
@@ -109,8 +114,10 @@ def main(argv=None) -> int:
                                 ("nvfp4 bf16 swizzled (unflagged path, per group)", True, True, 1),
                                 ("nvfp4 fp32 linear", True, False, 0),
                                 ("nvfp4 bf16 linear (flagged path: Markstein, table)", True, False, 1),
-                                ("nvfp4 fp16 linear (flagged path: Markstein, table)", True, False, 2)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="per group" not in name))
+                                ("nvfp4 fp16 linear (flagged path: Markstein, table)", True, False, 2),
+                                ("nvfp4 bf16 linear (flag 4 path: near test, table)", True, False, 1)):
+        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="per group" not in name,
+                                        near="near test" in name))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

@@ -9,7 +9,8 @@ bf16 and fp16 randn, linear and swizzled scales, g given at 8M-128M elements: x'
 computed g, RN_x(RN_x(1 / amax) * 2688), as bench_fp4.py gives it), and at 8192x8192 also
 2688 / amax in fp32 and 512 (either may flag the common scale bytes, so most warps take the
 flagged groups' path: Markstein's quotient). The switches: _triton_fp4_ops.NV_TABLE_MIN (0:
-always the table; 2**62: never) and NV_TABLE_PDL, with NV_TABLE_LAYOUTS held at both layouts;
+always the table; 2**62: never), NV_TABLE_PDL and NV_NEAR (grid-flagged groups decided per
+element), with NV_TABLE_LAYOUTS held at both layouts;
 every variant's bytes are compared with the per-group one's. Times: bench_quantize.bench's
 medians of device time (CUDA events, L2 flushed by a 1 GiB write before each call, so the host
 keeps ahead), the call through the backend's op (both launches). `pct`: share of copy
@@ -27,12 +28,13 @@ from bench_quantize import bench  # (benchmarks/ on sys.path: device time, 1 GiB
 from mxquant.backends import _triton_fp4_ops as ops
 
 SHAPES = ((2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
-VARIANTS = {"table": (0, False), "table, PDL": (0, True), "per group": (1 << 62, False)}
-"""(NV_TABLE_MIN, NV_TABLE_PDL)."""
+VARIANTS = {"table": (0, False, False), "table, PDL": (0, True, False), "per group": (1 << 62, False, False),
+            "table, PDL, near": (0, True, True), "per group, near": (1 << 62, False, True)}
+"""(NV_TABLE_MIN, NV_TABLE_PDL, NV_NEAR)."""
 
 
 def call(x, g, layout, variant):
-    ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = VARIANTS[variant]
+    ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_NEAR = VARIANTS[variant]
     ops.NV_TABLE_LAYOUTS = frozenset({"linear", "swizzled"})
     return ops.nvfp4_quantize(x, g, "compressed-tensors", layout)
 
@@ -45,7 +47,7 @@ def cases():
 
 
 def main(path, rounds=2):
-    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS
+    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS, ops.NV_NEAR
     res, xs = [], {}
     for m, k, dt, layout, gk in cases():
         if (m, k, dt) not in xs:
@@ -75,7 +77,7 @@ def main(path, rounds=2):
                 with open(path, "w") as f:
                     json.dump(res, f, indent=1)
     finally:
-        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS = keep
+        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS, ops.NV_NEAR = keep
 
 
 if __name__ == "__main__":

@@ -249,3 +249,41 @@ def test_unclamped_groups_divide_below_16_and_in_range(kind):
         inside = (d >= 2.0**-95) & (d < 2.0**15)
         assert ((d_exact[inside] >= 2.0**-96) & (d_exact[inside] < 2.0**16)).all(), (kind, g)
     assert keep.any() and underflow  # (the smallest subnormals' amax / 6 rounds to 0 in both dtypes)
+
+
+def near_midpoint(y: np.ndarray) -> np.ndarray:
+    """The kernel's flag-4 test (backends/_triton_nvfp4.py's _near_midpoint), restated: |y|
+    above 0.125 and its bits within 8 of a multiple of 2**21 (a number of two fraction bits)."""
+    b = np.abs(y).view(U32).astype(np.int64)
+    return (((b + 8) & 0x1FFFFF) <= 16) & (b > 0x3E000000)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+def test_near_midpoint_test_keeps_every_nibble(kind):
+    """NEAR's rule (ops.NV_NEAR, flag 4): in a group whose d lies in [2**-120, DMAX) and which is
+    not Y_BOUND's (|y'| < 6.5), every x whose y' = RN(x * RN(g / s)) the test does not catch has
+    the nibble of the contract's y = RN(x / RN(s / g)), whatever _nv_flag says of the group: on
+    every finite x of the dtype (either sign), every e4m3 scale, under MARKSTEIN_G and two g of
+    data. y' lies within 2 fp32 steps of y here (the rule's bound is 3; the test's window 8), and
+    the test catches the x = m * D that g = 1.0 and NEAR[0] put on the midpoints."""
+    x = finite(kind)
+    x = np.concatenate([x, -x])
+    worst, caught, checked = 0, 0, 0
+    for g in (*MARKSTEIN_G, 2688.0 / 5.7, 2688.0 / 3.1):
+        g32 = F32(g)
+        with np.errstate(all="ignore"):
+            d = (E4M3 * (F32(1) / g32)).astype(F32)
+            for s in E4M3[(d >= 2.0**-120) & (d < GRID[kind][2])]:
+                D, r = F32(s) / g32, g32 / F32(s)
+                y, yp = (x / D).astype(F32), (x * r).astype(F32)
+                keep = np.abs(yp) < 6.5
+                y, yp = y[keep], yp[keep]
+                if not yp.size:
+                    continue
+                worst = max(worst, int(np.abs(y.view(U32).astype(np.int64) - yp.view(U32).astype(np.int64)).max()))
+                near = near_midpoint(yp)
+                missed = (nibble(y) != nibble(yp)) & ~near
+                assert not missed.any(), (kind, g, float(s), x[keep][missed][:4])
+                caught += int(near.sum())
+                checked += yp.size
+    assert worst <= 3 and 0 < caught < checked * 1e-3, (worst, caught, checked)
