@@ -155,7 +155,7 @@ has every scale subnormal and such groups at group amaxes of 0.0127-0.0176, 0.02
 0.0381-0.041: Markstein's quotient keeps them as fast as the other flagged groups)."""
 
 
-def _nv_quotient_ptx(n: int = 8) -> str:
+def _nv_quotient_ptx(n: int = 8, near: bool = False) -> str:
     """PTX for n elements ($0..: y; then x, r, scale, g, flag, n of each): y = x * r + 0; where a
     flag of the n is set (a branch around the rest):
     - every flag 1 (_nv_flag's or Y_BOUND's groups, D in Markstein's range, |x / D| < 16) and
@@ -169,23 +169,31 @@ def _nv_quotient_ptx(n: int = 8) -> str:
       where it is 2;
     both clamped to [-6, 6] (e2m1's largest magnitude; a group of Y_BOUND's needs it). Unflagged
     groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code rounds to a code <= 7.
-    Flag 4 (NEAR's groups: flagged by _nv_grid alone, in Markstein's range, not Y_BOUND's): y'
-    stands unless one of the n lies near a rounding midpoint (_near_midpoint), then as flag 1."""
+    With near (the NEAR kernels' blocks only), flag 4 (groups flagged by _nv_grid alone, in
+    Markstein's range, neither Y_BOUND's nor unbounded): y' stands unless one of the n lies near a
+    rounding midpoint (_near_midpoint), then as flag 1."""
     x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    lines = [".reg .pred p, pq, pn;", ".reg .b32 f, b, t;", f".reg .f32 a, d, d0, q, e, y<{n}>;"]
+    if near:
+        lines = [".reg .pred p, pq, pn;", ".reg .b32 f, b, t;", f".reg .f32 a, d, d0, q, e, y<{n}>;"]
+    else:
+        lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
     lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
     lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
-    # flag 4 (NEAR's groups): y' stands unless one of them lies within 8 steps of a number of
-    # two fraction bits (the rounding midpoints among them) above 0.125; then Markstein's quotient
-    lines += ["setp.ne.s32 p, f, 4;", "@p bra FLAGGED;", "setp.ne.s32 pq, f, 4;"]  # (pq = false)
-    for i in range(n):
-        lines += [f"mov.b32 b, y{i};", "add.s32 t, b, 8;", "and.b32 t, t, 2097151;", f"abs.f32 a, y{i};",
-                  "setp.gt.f32 pn, a, 0f3E000000;", "setp.le.and.u32 pn, t, 16, pn;", "or.pred pq, pq, pn;"]
-    lines += ["@!pq bra DONE;", "FLAGGED:", "setp.ne.s32 p, f, 1;", "setp.ne.and.s32 p, f, 4, p;"]
+    if near:
+        # flag 4: y' stands unless one of them lies within 8 steps of a number of two fraction
+        # bits (the rounding midpoints among them) above 0.125; then Markstein's quotient (NaN /
+        # Inf groups are flag 2, never 4, so y' is not NaN here)
+        lines += ["setp.ne.s32 p, f, 4;", "@p bra FLAGGED;", "setp.ne.s32 pq, f, 4;"]  # (pq = false)
+        for i in range(n):
+            lines += [f"mov.b32 b, y{i};", "add.s32 t, b, 8;", "and.b32 t, t, 2097151;", f"abs.f32 a, y{i};",
+                      "setp.gt.f32 pn, a, 0f3E000000;", "setp.le.and.u32 pn, t, 16, pn;", "or.pred pq, pq, pn;"]
+        lines += ["@!pq bra DONE;", "FLAGGED:", "setp.ne.s32 p, f, 1;", "setp.ne.and.s32 p, f, 4, p;"]
+    else:
+        lines += ["setp.ne.s32 p, f, 1;"]
     lines += [f"setp.neu.or.f32 p, {s(i)}, {s(0)}, p;" for i in range(1, n)]
     lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
     for i in range(n):
@@ -208,23 +216,36 @@ def _constraints(n: int) -> str:
 
 
 NV_QUOTIENT8, NV_QUOTIENT4, NV_QUOTIENT2, NV_QUOTIENT1 = (tl.constexpr(_nv_quotient_ptx(n)) for n in (8, 4, 2, 1))
+NV_QUOTIENT8N, NV_QUOTIENT4N, NV_QUOTIENT2N, NV_QUOTIENT1N = (tl.constexpr(_nv_quotient_ptx(n, True)) for n in (8, 4, 2, 1))
 _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.constexpr(_constraints(n)) for n in (8, 4, 2, 1))
 
 
 @triton.jit
-def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr):
+def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr, NEAR: tl.constexpr):
     """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
     1 or 3 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / RN(s / g)) clamped to [-6, 6],
     where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements at a time in
     PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3),
-    behind a branch that unflagged groups never take; under the interpreter by division."""
+    behind a branch that unflagged groups never take; under the interpreter by division. NEAR:
+    flag 4 keeps y' where no element lies near a rounding midpoint (the PTX decides per block of
+    PACK, the interpreter per element: the same bytes), else as 1."""
     if INTERPRETED:
         yp = x * r + 0.0
         y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)) + 0.0, yp)
         y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
-        y = tl.where((flag == 4) & ~_near_midpoint(yp), yp, y)
+        if NEAR:  # (per element; the PTX per block of PACK: the same bytes)
+            y = tl.where((flag == 4) & ~_near_midpoint(yp), yp, y)
         return tl.where(flag == 2, 0.0, y)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
+    if NEAR:
+        if PACK == 8:
+            return tl.inline_asm_elementwise(NV_QUOTIENT8N, _NV_CONSTRAINTS8, args, tl.float32, True, 8)
+        elif PACK == 4:
+            return tl.inline_asm_elementwise(NV_QUOTIENT4N, _NV_CONSTRAINTS4, args, tl.float32, True, 4)
+        elif PACK == 2:
+            return tl.inline_asm_elementwise(NV_QUOTIENT2N, _NV_CONSTRAINTS2, args, tl.float32, True, 2)
+        else:
+            return tl.inline_asm_elementwise(NV_QUOTIENT1N, _NV_CONSTRAINTS1, args, tl.float32, True, 1)
     if PACK == 8:
         return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32, True, 8)
     elif PACK == 4:
@@ -245,12 +266,12 @@ def _near_midpoint(y):
 
 @triton.jit
 def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
-               INTERPRETED: tl.constexpr):
+               INTERPRETED: tl.constexpr, NEAR: tl.constexpr):
     """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
     (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits from y's by integer
     multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
     its bytes."""
-    y = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED)
+    y = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED, NEAR)
     lo, hi = tl.split(tl.reshape(_e2m1_code(y), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
     return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
@@ -327,8 +348,8 @@ def nvfp4_quantize_kernel(
             f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow & ~big, 4, f)
         fl = tl.where(special, 2, f)[:, :, None]
     sv, r = sval[:, :, None], r2[:, :, None]
-    b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
-    b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED)
+    b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
+    b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
     # a group's 8 bytes in one store a thread: consecutive lanes, consecutive 8 bytes (two 4-byte
     # stores, a half each, left every other 4 bytes of a warp's span to the second)
     packed = tl.reshape(tl.permute(tl.join(b0, b1), (0, 1, 3, 2)), (BLOCK_M, NB, 8))

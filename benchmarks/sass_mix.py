@@ -65,20 +65,21 @@ def unflagged_only(module, markstein: bool = False, near: bool = False):
     """module's 8-element PTX block without its branches: the unflagged path (what most groups
     run), or with markstein the flagged groups' path (Markstein's quotient; its div.rn / rcp.rn
     counted with their slow paths, which do not run for normal operands). Never launched."""
-    keep = module.NV_QUOTIENT8
-    ptx = module._nv_quotient_ptx(8)
+    name = "NV_QUOTIENT8N" if near else "NV_QUOTIENT8"
+    keep = getattr(module, name)
+    ptx = module._nv_quotient_ptx(8, near)
     head, tail = ptx[:ptx.index("@p bra DONE;")], ptx[ptx.index("DONE:"):]
     mid = ptx[ptx.index("@p bra SLOW;") + len("@p bra SLOW;"):ptx.index("\nbra DONE;")] if markstein else ""
     if near:  # NEAR's flag-4 test, no element near a midpoint (what almost every flag-4 block runs);
         # its outcome kept live by one predicated move in place of the branch (1/8 an element)
         mid = ptx[ptx.index("@p bra DONE;") + len("@p bra DONE;"):ptx.index("FLAGGED:")].replace("@p bra FLAGGED;", "")
         mid = mid.replace("@!pq bra DONE;", "@pq mov.f32 y0, 0f00000000;")
-    module.NV_QUOTIENT8 = triton.language.constexpr(head + mid + tail)
+    setattr(module, name, triton.language.constexpr(head + mid + tail))
     _forget_hashes(module)
     try:
         yield
     finally:
-        module.NV_QUOTIENT8 = keep
+        setattr(module, name, keep)
         _forget_hashes(module)
 
 

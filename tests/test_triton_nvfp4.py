@@ -337,7 +337,7 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         table = card is not None and not swz and "linear" in ops.NV_TABLE_LAYOUTS
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
-                 TABLE=table, PDL=table and ops.NV_TABLE_PDL, NEAR=given)  # (NEAR's PTX both ways)
+                 TABLE=table, PDL=table and ops.NV_TABLE_PDL, NEAR=given)  # (NEAR's PTX blocks too)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if table else "*fp32"]
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, ptrs, c, warps, None,
@@ -345,6 +345,7 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ("griddepcontrol.wait" in ptx) == c["PDL"], c
+        assert ("FLAGGED:" in ptx) == c["NEAR"], c  # (NEAR off: the blocks of before it)
         assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
 
 
