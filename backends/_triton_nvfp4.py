@@ -237,23 +237,18 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
             y = tl.where((flag == 4) & ~_near_midpoint(yp), yp, y)
         return tl.where(flag == 2, 0.0, y)
     args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
-    if NEAR:
-        if PACK == 8:
-            return tl.inline_asm_elementwise(NV_QUOTIENT8N, _NV_CONSTRAINTS8, args, tl.float32, True, 8)
-        elif PACK == 4:
-            return tl.inline_asm_elementwise(NV_QUOTIENT4N, _NV_CONSTRAINTS4, args, tl.float32, True, 4)
-        elif PACK == 2:
-            return tl.inline_asm_elementwise(NV_QUOTIENT2N, _NV_CONSTRAINTS2, args, tl.float32, True, 2)
-        else:
-            return tl.inline_asm_elementwise(NV_QUOTIENT1N, _NV_CONSTRAINTS1, args, tl.float32, True, 1)
     if PACK == 8:
-        return tl.inline_asm_elementwise(NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32, True, 8)
+        return tl.inline_asm_elementwise(NV_QUOTIENT8N if NEAR else NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32,
+                                         True, 8)
     elif PACK == 4:
-        return tl.inline_asm_elementwise(NV_QUOTIENT4, _NV_CONSTRAINTS4, args, tl.float32, True, 4)
+        return tl.inline_asm_elementwise(NV_QUOTIENT4N if NEAR else NV_QUOTIENT4, _NV_CONSTRAINTS4, args, tl.float32,
+                                         True, 4)
     elif PACK == 2:
-        return tl.inline_asm_elementwise(NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32, True, 2)
+        return tl.inline_asm_elementwise(NV_QUOTIENT2N if NEAR else NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32,
+                                         True, 2)
     else:
-        return tl.inline_asm_elementwise(NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32, True, 1)
+        return tl.inline_asm_elementwise(NV_QUOTIENT1N if NEAR else NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32,
+                                         True, 1)
 
 
 @triton.jit
