@@ -252,6 +252,24 @@ def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr
 
 
 @triton.jit
+def _scale_flags(g, sval, X_KIND: tl.constexpr, NEAR: tl.constexpr):
+    """What a group's scale value sval decides under g, per group or per scale byte in
+    nvfp4_table_kernel: (r = RN(g / scale), the flag of a group not Y_BOUND's, the flag of one
+    that is). Flags: 1 where _nv_flag's rule flags (d = RN(scale * RN(1 / g)), D within 3 steps)
+    or Y_BOUND's, 3 instead where d lies outside Markstein's range (a NaN d too: divided), with
+    NEAR 4 where the grid part alone flags and d is in both ranges; else 0. The caller makes a
+    flagged group of an unbounded scale 3 and a NaN / Inf group 2."""
+    r2 = tl.math.div_rn(g, sval)
+    d = sval * tl.math.div_rn(1.0, g)
+    slow = ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))
+    f_big = tl.where(slow, 3, 1)
+    f = tl.where(_nv_flag(d, X_KIND), f_big, 0)
+    if NEAR:  # groups flagged by the grid alone: y' where no element lies near a midpoint
+        f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow, 4, f)
+    return r2, f, f_big
+
+
+@triton.jit
 def _near_midpoint(y):
     """|y| above 0.125 and within 8 fp32 steps of a number of two fraction bits (every e2m1
     rounding midpoint is one): the PTX block's test for flag 4."""
@@ -332,16 +350,11 @@ def nvfp4_quantize_kernel(
         r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
         f = tl.where(big, (tv >> 35).to(tl.int32), (tv >> 32).to(tl.int32) & 7)
-        fl = tl.where(special, 2, tl.where(unbounded & (f != 0), 3, f))[:, :, None]
     else:
-        r2 = tl.math.div_rn(g, sval)                                    # RN(g / scale)
-        d = sval * tl.math.div_rn(1.0, g)                              # D = RN(scale / g) within 3 steps
+        r2, f_scale, f_big = _scale_flags(g, sval, X_KIND, NEAR)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                     # |y| may reach 7
-        slow = unbounded | ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))  # (flagged: divided; a NaN d too)
-        f = tl.where(_nv_flag(d, X_KIND) | big, tl.where(slow, 3, 1), 0)
-        if NEAR:  # groups flagged by the grid alone: y' where no element lies near a midpoint
-            f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow & ~big, 4, f)
-        fl = tl.where(special, 2, f)[:, :, None]
+        f = tl.where(big, f_big, f_scale)
+    fl = tl.where(special, 2, tl.where(unbounded & (f != 0), 3, f))[:, :, None]
     sv, r = sval[:, :, None], r2[:, :, None]
     b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
     b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
@@ -366,9 +379,10 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
     by 0x20 and 0x7F marks a NaN / Inf group, whose entries are 0), each r = RN(g / scale) in
     the low 32 bits and above them the group's flag without Y_BOUND (bits 32-34: _nv_flag's
     groups 1, or 3 where D lies outside Markstein's range, with NEAR 4 where _nv_grid alone flags
-    and D is in that range; else 0) and with it (bits 35-36: 1 or 3). The quantize kernel adds what depends on the group's amax: Y_BOUND's test, an unbounded
-    scale (3 where flagged) and a NaN / Inf group (2). The same expressions as its per-group
-    path, so both give the same r and flags for every byte; one program of 128 lanes. PDL: lets
+    and D is in that range; else 0) and with it (bits 35-36: 1 or 3): _scale_flags, as the
+    quantize kernel's per-group path computes them. The quantize kernel adds what depends on
+    the group's amax: Y_BOUND's test, an unbounded scale (3 where flagged) and a NaN / Inf group
+    (2). One program of 128 lanes. PDL: lets
     the quantize kernel, its programmatic dependent, launch at once (it waits before reading)."""
     if PDL:
         gdc_launch_dependents()
@@ -379,12 +393,6 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
         g = _global_scale(tl.load(g_ptr), X_KIND)
     sval = (b << 20).to(tl.float32, bitcast=True) * 1.329227995784916e36          # 2**120: the byte's value
     sval = tl.where(b == 0, 0.125, sval)
-    r2 = tl.math.div_rn(g, sval)
-    d = sval * tl.math.div_rn(1.0, g)
-    slow = ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))
-    f_big = tl.where(slow, 3, 1)
-    f = tl.where(_nv_flag(d, X_KIND), f_big, 0)
-    if NEAR:
-        f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow, 4, f)
+    r2, f, f_big = _scale_flags(g, sval, X_KIND, NEAR)
     entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 3)).to(tl.int64) << 32)
     tl.store(table_ptr + b, tl.where(b == 0x7F, 0, entry))
