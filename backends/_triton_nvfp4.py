@@ -306,8 +306,9 @@ def nvfp4_quantize_kernel(
     for this launch's g), not computed per group (table_ptr is unused otherwise); PDL: launched
     as the table kernel's programmatic dependent (it may start before that kernel ends), so it
     waits for it (griddepcontrol.wait) before reading the table, after loading x. NEAR: groups
-    flagged by _nv_grid alone (in Markstein's range, not Y_BOUND's) get flag 4, whose elements
-    keep y' unless one lies near an e2m1 rounding midpoint (the table built with NEAR too)."""
+    flagged by _nv_grid alone (in Markstein's range, neither Y_BOUND's nor unbounded) get flag 4,
+    whose elements keep y' unless one lies near an e2m1 rounding midpoint (the table built with
+    NEAR too)."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
