@@ -61,11 +61,8 @@ def _table_want(g: float, kind: str, near: bool) -> np.ndarray:
     outside the range; with near 4 where the grid part alone flags, d in both ranges) and with it
     (bits 35-36: 1 or 3); byte 0 stands for 0x20's 0.125, 0x7F (a NaN / Inf group's) is 0."""
     F32 = np.float32
-    b = np.arange(128)
-    e, m = b >> 3, b & 7
+    sval = np.concatenate([[0.125], E4M3, [1.0]]).astype(F32)  # (E4M3: bytes 1-126 in order; 0x7F's entry is 0)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        sval = np.where(e == 0, m * 2.0**-9, (8 + m) * 2.0 ** (e - 10.0)).astype(F32)
-        sval[0] = F32(0.125)
         r = F32(g) / sval
         d = sval * (F32(1) / F32(g))
     slow = ~((d >= 2.0**-95) & (d < 2.0**15))
