@@ -120,8 +120,9 @@ def _spread(swizzled: bool, bm: int, config, default: bool = True) -> bool:
 
 NV_TABLE_MIN = 1 << 26
 """2-byte NVFP4 calls of at least this many elements, with scales in NV_TABLE_LAYOUTS, read each
-group's r and flags from a table per scale byte (backends/_triton_nvfp4.py's
-nvfp4_table_kernel: one more launch and a 1 KB allocation), not computed per group: 16.5
+group's r and flags (and the flagged groups' D and R) from a table per scale byte
+(backends/_triton_nvfp4.py's nvfp4_table_kernel: one more launch and a 2 KB allocation), not
+computed per group (or per flagged block): 16.5
 instructions an element against 21.0 (sm_90 SASS, benchmarks/sass_mix.py). One H100
 (seventeenth session, benchmarks/sweep_nvfp4_table.py, device time, the quantize kernel as the
 table kernel's programmatic dependent): linear, 64M-128M elements, 0.97-1.01x the per-group
@@ -129,22 +130,11 @@ time where few warps take the flagged groups' path and 0.94-0.95x where most do 
 fp32 g, fp16 data whose own g flags common scale bytes); swizzled 0.96-1.02x (1.01-1.02x in
 the common case), so it stays per group; at 8M-16M elements 0.98-1.14x (the launch)."""
 NV_TABLE_LAYOUTS = frozenset({"linear"})
-NV_TABLE_ENTRIES = 128  # one per e4m3 byte of a nonnegative scale
+NV_TABLE_ENTRIES = 256  # two per e4m3 byte of a nonnegative scale
 NV_TABLE_PDL = True
 """The quantize kernel launched as the table kernel's programmatic dependent (Hopper and later:
 it starts while the table kernel runs and waits for it, griddepcontrol.wait, before reading the
 table): 1-2% off the table's time in the sweep above."""
-
-
-NV_NEAR = False
-"""2-byte NVFP4 groups flagged by _nv_flag's grid rule alone (in Markstein's range, neither
-Y_BOUND's nor of an unbounded scale) keep y' = RN(x * r) for every element unless one of a PTX block's lies within 8 fp32
-steps of an e2m1 rounding midpoint, which sends the block to Markstein's quotient (flag 4):
-tests/test_nvfp4_reciprocal.py checks the test on every x of both dtypes (y' lies within 3
-steps of y). sm_90 SASS, bf16 linear with the table: 22.0 instructions an element, 10.9 on the
-ALU pipe, against Markstein's 28.75 and 11.7 (benchmarks/sass_mix.py). Off: not yet run on a
-GPU (it is for tensors whose g flags a common scale byte, where most warps run Markstein's
-quotient at 72-80% of copy); benchmarks/sweep_nvfp4_table.py times it."""
 
 
 def _pdl_ok(device) -> bool:
@@ -277,8 +267,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     free = nv and _division_free(x.dtype, device)  # backends/_triton_nvfp4.py's kernel
     table = free and m * k >= NV_TABLE_MIN and scale_layout in NV_TABLE_LAYOUTS
     pdl = table and NV_TABLE_PDL and _pdl_ok(device)
-    near = free and NV_NEAR
-    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, pdl, near, scale_mode, swizzled,
+    key = ("fp4q", nv, given, m, k, stride, x.dtype, free, table, pdl, scale_mode, swizzled,
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
@@ -295,7 +284,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
             kernel = _nv_kernels().nvfp4_quantize_kernel
             per_thread = bm * bk // 2 // (32 * warps)  # elements of a half-group tile a thread holds
             pack = config[4] if config is not None and len(config) > 4 else 8
-            constexprs.update(PACK=max(1, min(pack, per_thread)), TABLE=table, PDL=pdl, NEAR=near)
+            constexprs.update(PACK=max(1, min(pack, per_thread)), TABLE=table, PDL=pdl)
         else:
             kernel = _kernels().fp4_quantize_kernel
             constexprs.update(NV=nv, RCEIL=scale_mode == "rceil", TIE_UP=scale_mode == "compressed-tensors")
@@ -310,7 +299,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
         g_in = global_scale.reshape(1) if given else data
     if table:  # (the table kernel is a normal launch: it waits for the last reader of a reused t)
         t = torch.empty(NV_TABLE_ENTRIES, dtype=torch.int64, device=device)
-        _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, pdl, near, device).launch_n(
+        _table_plan(given, x.dtype, given and global_scale.data_ptr() % 16 == 0, pdl, device).launch_n(
             device, g_in, t)
         p.launch_n(device, x2, data, scale, g_in, g_out, t)
     elif free:
@@ -320,14 +309,14 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
     return data, scale, g_out
 
 
-def _table_plan(given, x_dtype, g_aligned, pdl, near, device):
+def _table_plan(given, x_dtype, g_aligned, pdl, device):
     """backends/_triton_nvfp4.py's nvfp4_table_kernel: one program (g's 16-byte alignment in the
     key: Triton specializes on it)."""
-    key = ("nvfp4table", given, x_dtype, g_aligned, pdl, near, device)
+    key = ("nvfp4table", given, x_dtype, g_aligned, pdl, device)
 
     def make():
         return _launch.Plan(_nv_kernels().nvfp4_table_kernel, 1, (),
-                            dict(GIVEN=given, X_KIND=_X_KIND[x_dtype], PDL=pdl, NEAR=near), 4)
+                            dict(GIVEN=given, X_KIND=_X_KIND[x_dtype], PDL=pdl), 4)
 
     return _launch.plan(key, make)
 

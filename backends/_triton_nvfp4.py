@@ -17,7 +17,8 @@ this uses.
   y's sign bit is the nibble's (compressed-tensors: +0 for +-0), put in place per packed byte by
   multiplications as MXFP4's (the FMA pipe).
 - No clamp per element: a group whose RN(amax * r) reaches Y_BOUND (6.5) takes the flagged path
-  (Markstein's quotient, or the division), which clamps y to [-6, 6]; everywhere else |y| < 6.5
+  (Markstein's quotient, flag 5, or the division), which clamps y to [-6, 6] (the other flagged
+  groups' Markstein quotient, flag 1, is not clamped: |y| < 7 there); everywhere else |y| < 6.5
   rounds to an e2m1 code <= 7 as it is, and the code is read from y itself, |y| only an operand
   modifier (backends/_triton_fp4.py's _e2m1_code, MXFP4's too): 21 instructions an element, 8.7
   of them on the ALU pipe, against 22 and 9.3 with min(|y|, 6) (sixteenth session,
@@ -29,12 +30,15 @@ this uses.
 - The group scale's RN_x(amax / 6) is RN_x(amax * RN(1 / 6)), exact for every bf16 / fp16 amax.
 - A group's r and the flags that depend on its scale alone (_nv_flag's rule, Markstein's range)
   are functions of its scale byte for the launch's g: large calls with linear scales
-  (ops.NV_TABLE_MIN, NV_TABLE_LAYOUTS) read them from a table of 128 entries that
+  (ops.NV_TABLE_MIN, NV_TABLE_LAYOUTS) read them from a table of 2 x 128 entries that
   nvfp4_table_kernel builds first (TABLE; the quantize kernel launched as its programmatic
   dependent), not computed per group (a division, _nv_flag's 20-odd instructions): 16.5
   instructions an element against 21.0 (sass_mix.py). One H100 (seventeenth session): 0.97-1.01x
   the per-group time where few warps take the flagged path, 0.94-0.95x where most do; the
-  instructions cut bound the kernel only there.
+  instructions cut bound the kernel only there. The table holds Markstein's D and R too, so a
+  flagged block reads them instead of a div.rn.f32 and an rcp.rn.f32 of its own (eighteenth
+  session): the flagged path's sm_90 SASS 18.5 instructions an element (8.3 on the ALU pipe)
+  against 28.75 (11.7) with both and the clamp.
 
 tests/test_nvfp4_reciprocal.py checks these identities on every x of both dtypes against IEEE
 division (Markstein's with fp32 FMA emulated exactly); tests/test_triton_fp4.py and
@@ -155,56 +159,49 @@ has every scale subnormal and such groups at group amaxes of 0.0127-0.0176, 0.02
 0.0381-0.041: Markstein's quotient keeps them as fast as the other flagged groups)."""
 
 
-def _nv_quotient_ptx(n: int = 8, near: bool = False) -> str:
-    """PTX for n elements ($0..: y; then x, r, scale, g, flag, n of each): y = x * r + 0; where a
-    flag of the n is set (a branch around the rest):
-    - every flag 1 (_nv_flag's or Y_BOUND's groups, D in Markstein's range, |x / D| < 16) and
-      every scale the first's: D = RN(scale / g) once (div.rn.f32), R = RN(1 / D) (rcp.rn.f32),
-      then per element Markstein's correctly rounded quotient q0 = RN(x * R), e = x - q0 * D
-      (one FMA, exact), y = RN(q0 + e * R) = RN(x / D): three FMA-pipe instructions for a
-      division (y is never -0: x = +-0 gives +0, a nonzero x a nonzero y);
+def _nv_quotient_ptx(n: int = 8, tabled: bool = False) -> str:
+    """PTX for n elements ($0..: y; then x, r, a, b, flag, n of each; a, b = scale, g, or with
+    tabled D = RN(scale / g), R = RN(1 / D) from nvfp4_table_kernel's table). Where no flag of
+    the n is set: y = x * r + 0. Otherwise (a branch, which unflagged groups never take):
+    - every flag 1 or 5 (_nv_flag's or Y_BOUND's groups, D in Markstein's range, |x / D| < 16)
+      and every a the first's: D and R (per group: D by div.rn.f32, R by rcp.rn.f32, once a
+      block), then per element Markstein's correctly rounded quotient q0 = RN(x * R),
+      e = x - q0 * D (one FMA, exact), y = RN(q0 + e * R) = RN(x / D): three FMA-pipe
+      instructions for a division (y is never -0: x = +-0 gives +0, a nonzero x a nonzero y);
+      clamped to [-6, 6] only where a flag is 5 (Y_BOUND's groups: elsewhere |y| < 7, which
+      _e2m1_code rounds to a code <= 7);
     - otherwise (flag 3: outside Markstein's range or |x / D| not bounded, see MARKSTEIN_DMIN; 2:
-      a NaN / Inf group; scales that differ) y = x / (scale / g) + 0 (div.rn.f32; scale / g
-      divided once for the elements whose scale is the first's) where the flag is not 2, y = 0
-      where it is 2;
-    both clamped to [-6, 6] (e2m1's largest magnitude; a group of Y_BOUND's needs it). Unflagged
-    groups are not clamped: there |y| < Y_BOUND < 7, which _e2m1_code rounds to a code <= 7.
-    With near (the NEAR kernels' blocks only), flag 4 (groups flagged by _nv_grid alone, in
-    Markstein's range, neither Y_BOUND's nor unbounded): y' stands unless one of the n lies near a
-    rounding midpoint (_near_midpoint), then as flag 1."""
-    x, r, s, g, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
+      a NaN / Inf group; blocks whose a differ) y = x / D + 0 (div.rn.f32; per group D = scale /
+      g divided once for the elements whose scale is the first's) clamped to [-6, 6] where the
+      flag is not 2, y = 0 where it is 2."""
+    x, r, a, b, f = (lambda i, k=k: f"${n * (k + 1) + i}" for k in range(5))
     # every input is read before any output is written: LLVM may give an output the register of
     # an input (no early clobber), which an H100 run showed (call A, 2026-12-06: wrong bytes)
-    if near:
-        lines = [".reg .pred p, pq, pn;", ".reg .b32 f, b, t;", f".reg .f32 a, d, d0, q, e, y<{n}>;"]
-    else:
-        lines = [".reg .pred p;", ".reg .b32 f;", f".reg .f32 d, d0, q, e, y<{n}>;"]
-    lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
+    lines = [".reg .pred p;", ".reg .b32 f, t;", f".reg .f32 d, d0, q, e, y<{n}>;"]
     lines += [f"or.b32 f, {f(0)}, {f(1)};" if n > 1 else f"mov.b32 f, {f(0)};"]
     lines += [f"or.b32 f, f, {f(i)};" for i in range(2, n)]
-    lines += ["setp.eq.s32 p, f, 0;", "@p bra DONE;"]
-    if near:
-        # flag 4: y' stands unless one of them lies within 8 steps of a number of two fraction
-        # bits (the rounding midpoints among them) above 0.125; then Markstein's quotient (NaN /
-        # Inf groups are flag 2, never 4, so y' is not NaN here)
-        lines += ["setp.ne.s32 p, f, 4;", "@p bra FLAGGED;", "setp.ne.s32 pq, f, 4;"]  # (pq = false)
-        for i in range(n):
-            lines += [f"mov.b32 b, y{i};", "add.s32 t, b, 8;", "and.b32 t, t, 2097151;", f"abs.f32 a, y{i};",
-                      "setp.gt.f32 pn, a, 0f3E000000;", "setp.le.and.u32 pn, t, 16, pn;", "or.pred pq, pq, pn;"]
-        lines += ["@!pq bra DONE;", "FLAGGED:", "setp.ne.s32 p, f, 1;", "setp.ne.and.s32 p, f, 4, p;"]
-    else:
-        lines += ["setp.ne.s32 p, f, 1;"]
-    lines += [f"setp.neu.or.f32 p, {s(i)}, {s(0)}, p;" for i in range(1, n)]
-    lines += ["@p bra SLOW;", f"div.rn.f32 d0, {s(0)}, {g(0)};", "rcp.rn.f32 d, d0;"]
+    lines += ["setp.ne.s32 p, f, 0;", "@p bra FLAGGED;"]
+    lines += [f"fma.rn.f32 y{i}, {x(i)}, {r(i)}, 0f00000000;" for i in range(n)]
+    lines += ["bra DONE;", "FLAGGED:", "and.b32 t, f, -5;", "setp.ne.s32 p, t, 1;"]
+    lines += [f"setp.neu.or.f32 p, {a(i)}, {a(0)}, p;" for i in range(1, n)]
+    lines += ["@p bra SLOW;"]
+    lines += [f"mov.f32 d0, {a(0)};", f"mov.f32 d, {b(0)};"] if tabled else [
+        f"div.rn.f32 d0, {a(0)}, {b(0)};", "rcp.rn.f32 d, d0;"]
     for i in range(n):
         lines += [f"mul.rn.f32 q, {x(i)}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {x(i)};",
-                  f"fma.rn.f32 y{i}, e, d, q;", f"min.f32 y{i}, y{i}, 0f40C00000;",
-                  f"max.f32 y{i}, y{i}, 0fC0C00000;"]
-    lines += ["bra DONE;", "SLOW:", f"div.rn.f32 d0, {s(0)}, {g(0)};"]
-    for i in range(n):  # scale / g divided once where the block's elements share a scale (one group)
-        lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {s(i)}, {s(0)};", f"@p div.rn.f32 d, {s(i)}, {g(i)};"] if i else []
-        lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};", "add.rn.f32 d, d, 0f00000000;",
-                  "min.f32 d, d, 0f40C00000;", "max.f32 d, d, 0fC0C00000;",
+                  f"fma.rn.f32 y{i}, e, d, q;"]
+    lines += ["setp.eq.s32 p, f, 1;", "@p bra DONE;"]
+    lines += [line for i in range(n) for line in (f"min.f32 y{i}, y{i}, 0f40C00000;", f"max.f32 y{i}, y{i}, 0fC0C00000;")]
+    lines += ["bra DONE;", "SLOW:"]
+    if not tabled:
+        lines += [f"div.rn.f32 d0, {a(0)}, {b(0)};"]
+    for i in range(n):
+        if tabled:
+            lines += [f"div.rn.f32 d, {x(i)}, {a(i)};"]
+        else:  # scale / g divided once where the block's elements share a scale (one group)
+            lines += ["mov.f32 d, d0;", f"setp.neu.f32 p, {a(i)}, {a(0)};", f"@p div.rn.f32 d, {a(i)}, {b(i)};"] if i else []
+            lines += [f"div.rn.f32 d, {x(i)}, {'d' if i else 'd0'};"]
+        lines += ["add.rn.f32 d, d, 0f00000000;", "min.f32 d, d, 0f40C00000;", "max.f32 d, d, 0fC0C00000;",
                   f"setp.eq.s32 p, {f(i)}, 2;", f"selp.f32 y{i}, 0f00000000, d, p;"]
     lines += ["DONE:"]
     lines += [f"mov.b32 ${i}, y{i};" for i in range(n)]
@@ -216,75 +213,61 @@ def _constraints(n: int) -> str:
 
 
 NV_QUOTIENT8, NV_QUOTIENT4, NV_QUOTIENT2, NV_QUOTIENT1 = (tl.constexpr(_nv_quotient_ptx(n)) for n in (8, 4, 2, 1))
-NV_QUOTIENT8N, NV_QUOTIENT4N, NV_QUOTIENT2N, NV_QUOTIENT1N = (tl.constexpr(_nv_quotient_ptx(n, True)) for n in (8, 4, 2, 1))
+NV_QUOTIENT8T, NV_QUOTIENT4T, NV_QUOTIENT2T, NV_QUOTIENT1T = (tl.constexpr(_nv_quotient_ptx(n, True)) for n in (8, 4, 2, 1))
 _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.constexpr(_constraints(n)) for n in (8, 4, 2, 1))
 
 
 @triton.jit
-def _nv_quotient(x, r, s, g, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr, NEAR: tl.constexpr):
+def _nv_quotient(x, r, a, b, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr, TABLE: tl.constexpr):
     """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
-    1 or 3 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / RN(s / g)) clamped to [-6, 6],
-    where it is 2 (a NaN / Inf group, whose bytes are 0) 0; on a GPU PACK elements at a time in
-    PTX (_nv_quotient_ptx: Markstein's quotient where the flags are 1, the division where 3),
-    behind a branch that unflagged groups never take; under the interpreter by division. NEAR:
-    flag 4 keeps y' where no element lies near a rounding midpoint (the PTX decides per block of
-    PACK, the interpreter per element: the same bytes), else as 1."""
+    1, 3 or 5 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / D), D = RN(s / g), clamped
+    to [-6, 6], where it is 2 (a NaN / Inf group, whose bytes are 0) 0; (a, b) = (s, g), or with
+    TABLE (D, R = RN(1 / D)) read from the table. On a GPU PACK elements at a time in PTX
+    (_nv_quotient_ptx: Markstein's quotient where the flags are 1 or 5, the division where 3),
+    behind a branch that unflagged groups never take; under the interpreter by division."""
     if INTERPRETED:
-        yp = x * r + 0.0
-        y = tl.where(flag != 0, tl.math.div_rn(x, tl.math.div_rn(s, g)) + 0.0, yp)
+        d = a if TABLE else tl.math.div_rn(a, b)
+        y = tl.where(flag != 0, tl.math.div_rn(x, d) + 0.0, x * r + 0.0)
         y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
-        if NEAR:  # (per element; the PTX per block of PACK: the same bytes)
-            y = tl.where((flag == 4) & ~_near_midpoint(yp), yp, y)
         return tl.where(flag == 2, 0.0, y)
-    args = [x, r, s, tl.full(x.shape, 0.0, tl.float32) + g, flag]  # (broadcast to x's shape)
+    args = [x, r, a, b if TABLE else tl.full(x.shape, 0.0, tl.float32) + b, flag]  # (g broadcast to x's shape)
     if PACK == 8:
-        return tl.inline_asm_elementwise(NV_QUOTIENT8N if NEAR else NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32,
+        return tl.inline_asm_elementwise(NV_QUOTIENT8T if TABLE else NV_QUOTIENT8, _NV_CONSTRAINTS8, args, tl.float32,
                                          True, 8)
     elif PACK == 4:
-        return tl.inline_asm_elementwise(NV_QUOTIENT4N if NEAR else NV_QUOTIENT4, _NV_CONSTRAINTS4, args, tl.float32,
+        return tl.inline_asm_elementwise(NV_QUOTIENT4T if TABLE else NV_QUOTIENT4, _NV_CONSTRAINTS4, args, tl.float32,
                                          True, 4)
     elif PACK == 2:
-        return tl.inline_asm_elementwise(NV_QUOTIENT2N if NEAR else NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32,
+        return tl.inline_asm_elementwise(NV_QUOTIENT2T if TABLE else NV_QUOTIENT2, _NV_CONSTRAINTS2, args, tl.float32,
                                          True, 2)
     else:
-        return tl.inline_asm_elementwise(NV_QUOTIENT1N if NEAR else NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32,
+        return tl.inline_asm_elementwise(NV_QUOTIENT1T if TABLE else NV_QUOTIENT1, _NV_CONSTRAINTS1, args, tl.float32,
                                          True, 1)
 
 
 @triton.jit
-def _scale_flags(g, sval, X_KIND: tl.constexpr, NEAR: tl.constexpr):
+def _scale_flags(g, sval, X_KIND: tl.constexpr):
     """What a group's scale value sval decides under g, per group or per scale byte in
     nvfp4_table_kernel: (r = RN(g / scale), the flag of a group not Y_BOUND's, the flag of one
-    that is). Flags: 1 where _nv_flag's rule flags (d = RN(scale * RN(1 / g)), D within 3 steps)
-    or Y_BOUND's, 3 instead where d lies outside Markstein's range (a NaN d too: divided), with
-    NEAR 4 where the grid part alone flags and d is in both ranges; else 0. The caller makes a
-    flagged group of an unbounded scale 3 and a NaN / Inf group 2."""
+    that is). Flags: 1 where _nv_flag's rule flags (d = RN(scale * RN(1 / g)), D within 3 steps),
+    5 for Y_BOUND's (Markstein's quotient clamped), 3 instead of either where d lies outside
+    Markstein's range (a NaN d too: divided); else 0. The caller makes a flagged group of an
+    unbounded scale 3 and a NaN / Inf group 2."""
     r2 = tl.math.div_rn(g, sval)
     d = sval * tl.math.div_rn(1.0, g)
     slow = ~((d >= MARKSTEIN_DMIN) & (d < MARKSTEIN_DMAX))
-    f_big = tl.where(slow, 3, 1)
-    f = tl.where(_nv_flag(d, X_KIND), f_big, 0)
-    if NEAR:  # groups flagged by the grid alone: y' where no element lies near a midpoint
-        f = tl.where(_nv_grid(d, X_KIND) & ~_nv_out_of_range(d, X_KIND) & ~slow, 4, f)
-    return r2, f, f_big
+    f = tl.where(_nv_flag(d, X_KIND), tl.where(slow, 3, 1), 0)
+    return r2, f, tl.where(slow, 3, 5)
 
 
 @triton.jit
-def _near_midpoint(y):
-    """|y| above 0.125 and within 8 fp32 steps of a number of two fraction bits (every e2m1
-    rounding midpoint is one): the PTX block's test for flag 4."""
-    b = y.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    return (((b + 8) & 0x1FFFFF) <= 16) & (b > 0x3E000000)
-
-
-@triton.jit
-def _pack_half(x, r, sv, g, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
-               INTERPRETED: tl.constexpr, NEAR: tl.constexpr):
+def _pack_half(x, r, a, b, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
+               INTERPRETED: tl.constexpr, TABLE: tl.constexpr):
     """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
     (BLOCK_M, NB, 4): element 2j in the low nibble, the sign bits from y's by integer
     multiply-adds (the FMA pipe: umulhi(b, 2) is b >> 31); a NaN / Inf group's y are 0, so are
-    its bytes."""
-    y = _nv_quotient(x, r, sv, g, fl, PACK, INTERPRETED, NEAR)
+    its bytes. (a, b): _nv_quotient's."""
+    y = _nv_quotient(x, r, a, b, fl, PACK, INTERPRETED, TABLE)
     lo, hi = tl.split(tl.reshape(_e2m1_code(y), (BLOCK_M, NB, 4, 2)))
     y_lo, y_hi = tl.split(tl.reshape(y.to(tl.uint32, bitcast=True), (BLOCK_M, NB, 4, 2)))
     return ((hi + tl.umulhi(y_hi, 2) * 8) * 16 + lo + tl.umulhi(y_lo, 2) * 8).to(tl.uint8)
@@ -297,18 +280,15 @@ def nvfp4_quantize_kernel(
     GIVEN: tl.constexpr, X_KIND: tl.constexpr, SWIZZLED: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr, MASK: tl.constexpr, EVICT: tl.constexpr, BIG: tl.constexpr, INTERPRETED: tl.constexpr,
     NK_SHIFT: tl.constexpr, PACK: tl.constexpr, SPREAD: tl.constexpr, TABLE: tl.constexpr, PDL: tl.constexpr,
-    NEAR: tl.constexpr,
 ):
     """NVFP4 of 2-byte x (X_KIND 1 bf16, 2 fp16): the global scale read from g_ptr when GIVEN,
     else derived from the amax bits at g_ptr (program 0 writes it to g_out_ptr); e4m3 scales per
     16, packed e2m1 bytes. The grid covers scale_rows x scale_cols * 16 (swizzled padding too).
-    TABLE: each group's r and flags read from table_ptr at its scale byte (nvfp4_table_kernel's,
-    for this launch's g), not computed per group (table_ptr is unused otherwise); PDL: launched
-    as the table kernel's programmatic dependent (it may start before that kernel ends), so it
-    waits for it (griddepcontrol.wait) before reading the table, after loading x. NEAR: groups
-    flagged by _nv_grid alone (in Markstein's range, neither Y_BOUND's nor unbounded) get flag 4,
-    whose elements keep y' unless one lies near an e2m1 rounding midpoint (the table built with
-    NEAR too)."""
+    TABLE: each group's r, flags, D and R read from table_ptr at its scale byte
+    (nvfp4_table_kernel's, for this launch's g), not computed per group or per flagged block
+    (table_ptr is unused otherwise); PDL: launched as the table kernel's programmatic dependent
+    (it may start before that kernel ends), so it waits for it (griddepcontrol.wait) before
+    reading the table, after loading x."""
     NB: tl.constexpr = BLOCK_K // 16
     tile = tl.program_id(0)
     pid_m, pid_k = _tile_ids(tile, n_k, NK_SHIFT)
@@ -344,21 +324,26 @@ def nvfp4_quantize_kernel(
     tbyte = sbyte  # (before the padding's zero bytes)
     if SWIZZLED:  # padding rows / columns: zero bytes (their zero groups would give 0x20)
         sbyte = tl.where((rows[:, None] < M) & (sblk[None, :] < K // 16), sbyte, 0)
-    if TABLE:  # r and the flags of the group's scale byte (nvfp4_table_kernel), no work per group
+    if TABLE:  # r, the flags, D and R of the group's scale byte (nvfp4_table_kernel), no work per group
         if PDL:
             gdc_wait()
-        tv = tl.load(table_ptr + (tbyte & 0x7F))  # (a negative g, unchecked on CUDA, stays inside)
+        tb = table_ptr + (tbyte & 0x7F)  # (a negative g, unchecked on CUDA, stays inside)
+        tv = tl.load(tb)
+        dr = tl.load(tb + 128)  # (every group's: a flagged block's division reads the D of each)
         r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
         f = tl.where(big, (tv >> 35).to(tl.int32), (tv >> 32).to(tl.int32) & 7)
+        a = (dr & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)[:, :, None]   # D
+        b = (dr >> 32).to(tl.int32).to(tl.float32, bitcast=True)[:, :, None]          # R
     else:
-        r2, f_scale, f_big = _scale_flags(g, sval, X_KIND, NEAR)
+        r2, f_scale, f_big = _scale_flags(g, sval, X_KIND)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                     # |y| may reach 7
         f = tl.where(big, f_big, f_scale)
+        a, b = sval[:, :, None], g
     fl = tl.where(special, 2, tl.where(unbounded & (f != 0), 3, f))[:, :, None]
-    sv, r = sval[:, :, None], r2[:, :, None]
-    b0 = _pack_half(x0, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
-    b1 = _pack_half(x1, r, sv, g, fl, BLOCK_M, NB, PACK, INTERPRETED, NEAR)
+    r = r2[:, :, None]
+    b0 = _pack_half(x0, r, a, b, fl, BLOCK_M, NB, PACK, INTERPRETED, TABLE)
+    b1 = _pack_half(x1, r, a, b, fl, BLOCK_M, NB, PACK, INTERPRETED, TABLE)
     # a group's 8 bytes in one store a thread: consecutive lanes, consecutive 8 bytes (two 4-byte
     # stores, a half each, left every other 4 bytes of a warp's span to the second)
     packed = tl.reshape(tl.permute(tl.join(b0, b1), (0, 1, 3, 2)), (BLOCK_M, NB, 8))
@@ -372,19 +357,19 @@ def nvfp4_quantize_kernel(
 
 
 @triton.jit
-def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr, PDL: tl.constexpr,
-                       NEAR: tl.constexpr):
+def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constexpr, PDL: tl.constexpr):
     """The per-scale-byte table nvfp4_quantize_kernel's TABLE reads, for one launch's g (read
     from g_ptr when GIVEN, else derived from the amax bits there, as the quantize kernel does):
-    128 int64 entries, one per e4m3 byte b a group's scale can take (0x01-0x7E; 0 is replaced
-    by 0x20 and 0x7F marks a NaN / Inf group, whose entries are 0), each r = RN(g / scale) in
+    2 x 128 int64 entries, two per e4m3 byte b a group's scale can take (0x01-0x7E; 0 is replaced
+    by 0x20 and 0x7F marks a NaN / Inf group, whose entries are 0). Entry b: r = RN(g / scale) in
     the low 32 bits and above them the group's flag without Y_BOUND (bits 32-34: _nv_flag's
-    groups 1, or 3 where D lies outside Markstein's range, with NEAR 4 where _nv_grid alone flags
-    and D is in that range; else 0) and with it (bits 35-36: 1 or 3): _scale_flags, as the
-    quantize kernel's per-group path computes them. The quantize kernel adds what depends on
-    the group's amax: Y_BOUND's test, an unbounded scale (3 where flagged) and a NaN / Inf group
-    (2). One program of 128 lanes. PDL: lets
-    the quantize kernel, its programmatic dependent, launch at once (it waits before reading)."""
+    groups 1, or 3 where D lies outside Markstein's range; else 0) and with it (bits 35-37: 5 or
+    3): _scale_flags, as the quantize kernel's per-group path computes them. Entry 128 + b:
+    D = RN(scale / g) in the low 32 bits, R = RN(1 / D) in the high 32 (Markstein's operands,
+    which the per-group path computes per flagged block). The quantize kernel adds what depends
+    on the group's amax: Y_BOUND's test, an unbounded scale (3 where flagged) and a NaN / Inf
+    group (2). One program of 128 lanes. PDL: lets the quantize kernel, its programmatic
+    dependent, launch at once (it waits before reading)."""
     if PDL:
         gdc_launch_dependents()
     b = tl.arange(0, 128)
@@ -394,6 +379,10 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
         g = _global_scale(tl.load(g_ptr), X_KIND)
     sval = (b << 20).to(tl.float32, bitcast=True) * 1.329227995784916e36          # 2**120: the byte's value
     sval = tl.where(b == 0, 0.125, sval)
-    r2, f, f_big = _scale_flags(g, sval, X_KIND, NEAR)
+    r2, f, f_big = _scale_flags(g, sval, X_KIND)
+    d = tl.math.div_rn(sval, g)
+    rd = tl.math.div_rn(1.0, d)
     entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 3)).to(tl.int64) << 32)
+    dr = (d.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (rd.to(tl.int32, bitcast=True).to(tl.int64) << 32)
     tl.store(table_ptr + b, tl.where(b == 0x7F, 0, entry))
+    tl.store(table_ptr + 128 + b, tl.where(b == 0x7F, 0, dr))

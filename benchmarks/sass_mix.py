@@ -33,16 +33,16 @@ ALU = {"FMNMX", "PRMT", "LOP3", "SEL", "LEA", "ISETP", "IADD3", "SHF", "SGXT", "
 FMA = {"FFMA", "FMUL", "FADD", "IMAD", "HFMA2", "HMUL2", "HADD2"}
 
 
-def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstein: bool = False, table: bool = True,
-                   near: bool = False):
+def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, path: str = "unflagged", table: bool = True):
     """The FP4 quantize kernel a launch of these inputs takes, compiled as the launch specializes
     it (tests/test_triton_compile.py's _aot_compile_as_launched) at 1 x 8192, 8 warps:
     backends/_triton_fp4.py's (MXFP4, fp32 NVFP4), or for 2-byte NVFP4 backends/_triton_nvfp4.py's
-    with one path of its PTX block (unflagged_only): the one unflagged groups run, or with
-    markstein the flagged groups' one, whose static count is then what an element costs; table:
-    2-byte NVFP4's r and flags read per scale byte (TABLE, what calls of >= NV_TABLE_MIN elements
+    with one path of its PTX block (one_path): the one unflagged groups run, or the flagged
+    groups' one (Markstein's quotient, "markstein", clamped as Y_BOUND's groups take it with
+    "markstein clamped"), whose static count is then what an element costs; table: 2-byte
+    NVFP4's r, flags, D and R read per scale byte (TABLE, what calls of >= NV_TABLE_MIN elements
     with scales in NV_TABLE_LAYOUTS, linear ones, take; compiled for swizzled scales too, which
-    ship per group), else computed per group."""
+    ship per group), else computed per group (D and R per flagged block)."""
     from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 
@@ -52,28 +52,31 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, markstei
              BIG=False, INTERPRETED=False, NK_SHIFT=0, SPREAD=False)
     options = {"maxnreg": maxnreg} if maxnreg else None
     if nv and x_kind:
-        with unflagged_only(_triton_nvfp4, markstein, near):
+        with one_path(_triton_nvfp4, path, table):
             return _aot_compile_as_launched(_triton_nvfp4.nvfp4_quantize_kernel, [*ptrs, "*i64"],
-                                            {**c, "PACK": 8, "TABLE": table, "PDL": False, "NEAR": near}, 8, divisible,
+                                            {**c, "PACK": 8, "TABLE": table, "PDL": False}, 8, divisible,
                                             options=options)
     c.update(NV=nv, RCEIL=True, TIE_UP=False)
     return _aot_compile_as_launched(_triton_fp4.fp4_quantize_kernel, ptrs, c, 8, divisible, options=options)
 
 
 @contextlib.contextmanager
-def unflagged_only(module, markstein: bool = False, near: bool = False):
+def one_path(module, path: str = "unflagged", table: bool = True):
     """module's 8-element PTX block without its branches: the unflagged path (what most groups
-    run), or with markstein the flagged groups' path (Markstein's quotient; its div.rn / rcp.rn
-    counted with their slow paths, which do not run for normal operands). Never launched."""
-    name = "NV_QUOTIENT8N" if near else "NV_QUOTIENT8"
+    run), or the flagged groups' path ("markstein": Markstein's quotient; per group its div.rn /
+    rcp.rn counted with their slow paths, which do not run for normal operands; "markstein
+    clamped": with Y_BOUND's clamp). Never launched."""
+    name = "NV_QUOTIENT8T" if table else "NV_QUOTIENT8"
     keep = getattr(module, name)
-    ptx = module._nv_quotient_ptx(8, near)
-    head, tail = ptx[:ptx.index("@p bra DONE;")], ptx[ptx.index("DONE:"):]
-    mid = ptx[ptx.index("@p bra SLOW;") + len("@p bra SLOW;"):ptx.index("\nbra DONE;")] if markstein else ""
-    if near:  # NEAR's flag-4 test, no element near a midpoint (what almost every flag-4 block runs);
-        # its outcome kept live by one predicated move in place of the branch (1/8 an element)
-        mid = ptx[ptx.index("@p bra DONE;") + len("@p bra DONE;"):ptx.index("FLAGGED:")].replace("@p bra FLAGGED;", "")
-        mid = mid.replace("@!pq bra DONE;", "@pq mov.f32 y0, 0f00000000;")
+    ptx = module._nv_quotient_ptx(8, table)
+    head, tail = ptx[:ptx.index("@p bra FLAGGED;")], ptx[ptx.index("DONE:"):]
+    if path == "unflagged":
+        mid = ptx[ptx.index("@p bra FLAGGED;") + len("@p bra FLAGGED;"):ptx.index("\nbra DONE;\nFLAGGED:")]
+    else:
+        mid = ptx[ptx.index("@p bra SLOW;") + len("@p bra SLOW;"):ptx.index("\nbra DONE;\nSLOW:")]
+        cut = mid.index("setp.eq.s32 p, f, 1;")
+        mid = mid[:cut] + (mid[cut:].replace("setp.eq.s32 p, f, 1;\n@p bra DONE;", "") if path == "markstein clamped"
+                           else "")
     setattr(module, name, triton.language.constexpr(head + mid + tail))
     _forget_hashes(module)
     try:
@@ -114,11 +117,13 @@ def main(argv=None) -> int:
                                 ("nvfp4 bf16 linear (unflagged path, per group)", True, False, 1),
                                 ("nvfp4 bf16 swizzled (unflagged path, per group)", True, True, 1),
                                 ("nvfp4 fp32 linear", True, False, 0),
-                                ("nvfp4 bf16 linear (flagged path: Markstein, table)", True, False, 1),
-                                ("nvfp4 fp16 linear (flagged path: Markstein, table)", True, False, 2),
-                                ("nvfp4 bf16 linear (flag 4 path: near test, table)", True, False, 1)):
-        ops = opcode_mix(compile_kernel(nv, swz, kind, markstein="Markstein" in name, table="per group" not in name,
-                                        near="near test" in name))
+                                ("nvfp4 bf16 linear (flagged path: markstein, table)", True, False, 1),
+                                ("nvfp4 fp16 linear (flagged path: markstein, table)", True, False, 2),
+                                ("nvfp4 bf16 linear (flagged path: markstein clamped, table)", True, False, 1),
+                                ("nvfp4 bf16 linear (flagged path: markstein, per group)", True, False, 1),
+                                ("nvfp4 bf16 swizzled (flagged path: markstein, per group)", True, True, 1)):
+        path = name[name.index(": ") + 2:name.index(",", name.index(": "))] if "(flagged path" in name else "unflagged"
+        ops = opcode_mix(compile_kernel(nv, swz, kind, path=path, table="per group" not in name))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

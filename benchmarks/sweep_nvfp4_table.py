@@ -1,23 +1,24 @@
-"""2-byte NVFP4 quantize (backends/_triton_nvfp4.py) with each group's r and flags read from the
-per-scale-byte table (TABLE: nvfp4_table_kernel's, one more launch; with the quantize kernel as
-its programmatic dependent or not) or computed per group, on one CUDA GPU, interleaved round by
-round:
+"""2-byte NVFP4 quantize (backends/_triton_nvfp4.py) with each group's r and flags (and a
+flagged block's D and R) read from the per-scale-byte table (TABLE: nvfp4_table_kernel's, one
+more launch; with the quantize kernel as its programmatic dependent or not) or computed per
+group, on one CUDA GPU, interleaved round by round:
 
     python3 benchmarks/sweep_nvfp4_table.py OUT.json [ROUNDS]
 
 bf16 and fp16 randn, linear and swizzled scales, g given at 8M-128M elements: x's own (the call's
-computed g, RN_x(RN_x(1 / amax) * 2688), as bench_fp4.py gives it), and at 8192x8192 also
-2688 / amax in fp32 and 512 (either may flag the common scale bytes, so most warps take the
-flagged groups' path: Markstein's quotient). The switches: _triton_fp4_ops.NV_TABLE_MIN (0:
-always the table; 2**62: never), NV_TABLE_PDL and NV_NEAR (grid-flagged groups decided per
-element), with NV_TABLE_LAYOUTS held at both layouts;
+computed g, RN_x(RN_x(1 / amax) * 2688), as bench_fp4.py gives it), and at 8192x8192 and
+16384x8192 also 2688 / amax in fp32 and 512 (either may flag the common scale bytes, so most
+warps take the flagged groups' path: Markstein's quotient). The switches:
+_triton_fp4_ops.NV_TABLE_MIN (0: always the table; 2**62: never) and NV_TABLE_PDL, with
+NV_TABLE_LAYOUTS held at both layouts;
 every variant's bytes are compared with the per-group one's. Times: bench_quantize.bench's
 medians of device time (CUDA events, L2 flushed by a 1 GiB write before each call, so the host
 keeps ahead), the call through the backend's op (both launches). `pct`: share of copy
 bandwidth (2 + 1/2 + 1/16 bytes an element against the copy's 4); `x_group`: the variant's time
 over the per-group one in the same round. Seventeenth session, one H100:
 docs/perf/h100-nvfp4-table-seventeenth-2026-12-06-C.json (run before NV_TABLE_LAYOUTS existed,
-when the table served both layouts).
+when the table served both layouts); eighteenth session's (with NV_NEAR variants, since removed):
+docs/perf/h100-nvfp4-table-eighteenth-2026-12-06-A.json.
 """
 import itertools
 import json
@@ -28,13 +29,12 @@ from bench_quantize import bench  # (benchmarks/ on sys.path: device time, 1 GiB
 from mxquant.backends import _triton_fp4_ops as ops
 
 SHAPES = ((2048, 4096), (4096, 4096), (8192, 8192), (16384, 8192))
-VARIANTS = {"table": (0, False, False), "table, PDL": (0, True, False), "per group": (1 << 62, False, False),
-            "table, PDL, near": (0, True, True), "per group, near": (1 << 62, False, True)}
-"""(NV_TABLE_MIN, NV_TABLE_PDL, NV_NEAR)."""
+VARIANTS = {"table": (0, False), "table, PDL": (0, True), "per group": (1 << 62, False)}
+"""(NV_TABLE_MIN, NV_TABLE_PDL)."""
 
 
 def call(x, g, layout, variant):
-    ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_NEAR = VARIANTS[variant]
+    ops.NV_TABLE_MIN, ops.NV_TABLE_PDL = VARIANTS[variant]
     ops.NV_TABLE_LAYOUTS = frozenset({"linear", "swizzled"})
     return ops.nvfp4_quantize(x, g, "compressed-tensors", layout)
 
@@ -42,12 +42,13 @@ def call(x, g, layout, variant):
 def cases():
     for (m, k), dt, layout in itertools.product(SHAPES, (torch.bfloat16, torch.float16), ("linear", "swizzled")):
         yield m, k, dt, layout, "of x"
-    for dt, layout, g in itertools.product((torch.bfloat16, torch.float16), ("linear", "swizzled"), ("fp32", "512")):
-        yield 8192, 8192, dt, layout, g
+    for (m, k), dt, layout, g in itertools.product(SHAPES[2:], (torch.bfloat16, torch.float16), ("linear", "swizzled"),
+                                                   ("fp32", "512")):
+        yield m, k, dt, layout, g
 
 
 def main(path, rounds=2):
-    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS, ops.NV_NEAR
+    keep = ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS
     res, xs = [], {}
     for m, k, dt, layout, gk in cases():
         if (m, k, dt) not in xs:
@@ -77,7 +78,7 @@ def main(path, rounds=2):
                 with open(path, "w") as f:
                     json.dump(res, f, indent=1)
     finally:
-        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS, ops.NV_NEAR = keep
+        ops.NV_TABLE_MIN, ops.NV_TABLE_PDL, ops.NV_TABLE_LAYOUTS = keep
 
 
 if __name__ == "__main__":

@@ -38,66 +38,65 @@ def half_inputs_on_this_kernel(monkeypatch):
     monkeypatch.setattr(ops, "NV_DIVISION_FREE", frozenset(HALF))
 
 
-@pytest.fixture(params=["per group", "table", "table, PDL", "per group, near", "table, near", "table, PDL, near"])
+@pytest.fixture(params=["per group", "table", "table, PDL"])
 def rflags(monkeypatch, request):
-    """Each group's r and flags computed per group, or read from the per-scale-byte table
-    (nvfp4_table_kernel; TABLE, which calls of ops.NV_TABLE_MIN elements and up take: every call
-    here with the threshold at 0), the quantize kernel launched as the table kernel's
-    programmatic dependent or not (ops.NV_TABLE_PDL; CUDA only), grid-flagged groups decided per
-    element (ops.NV_NEAR) or not."""
+    """Each group's r and flags (and a flagged block's D and R) computed per group, or read from
+    the per-scale-byte table (nvfp4_table_kernel; TABLE, which calls of ops.NV_TABLE_MIN elements
+    and up take: every call here with the threshold at 0), the quantize kernel launched as the
+    table kernel's programmatic dependent or not (ops.NV_TABLE_PDL; CUDA only)."""
     if "PDL" in request.param and request.node.callspec.params.get("dev", "cuda") != "cuda":
         pytest.skip("programmatic dependent launch: CUDA only")
     monkeypatch.setattr(ops, "NV_TABLE_MIN", 1 << 62 if request.param.startswith("per group") else 0)
     monkeypatch.setattr(ops, "NV_TABLE_LAYOUTS", frozenset(LAYOUTS))
     monkeypatch.setattr(ops, "NV_TABLE_PDL", "PDL" in request.param)
-    monkeypatch.setattr(ops, "NV_NEAR", "near" in request.param)
     return request.param
 
 
-def _table_want(g: float, kind: str, near: bool) -> np.ndarray:
-    """nvfp4_table_kernel's 128 entries for g, restated in NumPy: r = RN(g / scale) (IEEE fp32
-    division) in the low word; _nv_flag's rule on d = RN(scale * RN(1 / g)) (flagged_d) and
-    Markstein's range [2**-95, 2**15) on d give the flag without Y_BOUND (bits 32-34: 0, 1, or 3
-    outside the range; with near 4 where the grid part alone flags, d in both ranges) and with it
-    (bits 35-36: 1 or 3); byte 0 stands for 0x20's 0.125, 0x7F (a NaN / Inf group's) is 0."""
+def _table_want(g: float, kind: str) -> np.ndarray:
+    """nvfp4_table_kernel's 2 x 128 entries for g, restated in NumPy (IEEE fp32 divisions). Entry
+    b: r = RN(g / scale) in the low word; _nv_flag's rule on d = RN(scale * RN(1 / g))
+    (flagged_d) and Markstein's range [2**-95, 2**15) on d give the flag without Y_BOUND (bits
+    32-34: 0, 1, or 3 outside the range) and with it (bits 35-37: 5, or 3 outside the range).
+    Entry 128 + b: D = RN(scale / g) low, R = RN(1 / D) high. Byte 0 stands for 0x20's 0.125,
+    0x7F (a NaN / Inf group's) is 0 in both."""
     F32 = np.float32
     sval = np.concatenate([[0.125], E4M3, [1.0]]).astype(F32)  # (E4M3: bytes 1-126 in order; 0x7F's entry is 0)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         r = F32(g) / sval
         d = sval * (F32(1) / F32(g))
+        big_d = sval / F32(g)
+        rd = F32(1) / big_d
     slow = ~((d >= 2.0**-95) & (d < 2.0**15))
-    f_big = np.where(slow, 3, 1)
-    f = np.where(flagged_d(d, kind), f_big, 0)
-    if near:
-        in_range = (d >= 2.0**-120) & (d < GRID[kind][2])  # (_nv_flag's DMAX)
-        f = np.where(flagged_d(d, kind) & in_range & ~slow, 4, f)  # (in range: flagged by the grid alone)
-    want = r.view(np.uint32).astype(np.int64) | ((f | (f_big << 3)).astype(np.int64) << 32)
-    want[0x7F] = 0
+    f_big = np.where(slow, 3, 5)
+    f = np.where(flagged_d(d, kind), np.where(slow, 3, 1), 0)
+    want = np.concatenate([r.view(np.uint32).astype(np.int64) | ((f | (f_big << 3)).astype(np.int64) << 32),
+                           big_d.view(np.uint32).astype(np.int64) | (rd.view(np.uint32).astype(np.int64) << 32)])
+    want[[0x7F, 0xFF]] = 0
     return want
 
 
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
-@pytest.mark.parametrize("near", [False, True], ids=["", "near"])
-def test_nvfp4_table_entries(dev, hp, near):
+def test_nvfp4_table_entries(dev, hp):
     """nvfp4_table_kernel's every entry, g given (scales flagged by class, Markstein's range ends)
     and g derived from the amax bits as the quantize call does, against the NumPy restatement:
     a wrong flag class (1 for 3, or Y_BOUND's field) costs only speed on a GPU, so the bytes
     alone would not show it."""
     kind = "bf16" if hp == torch.bfloat16 else "fp16"
+    n = ops.NV_TABLE_ENTRIES
     for g in (2688.0 / 3.1, 512.0, 448.0, 1.0, 2.0**100, 2.0**-14, _partly_flagged_g(kind)):
-        t = torch.empty(128, dtype=torch.int64, device=dev)
+        t = torch.empty(n, dtype=torch.int64, device=dev)
         gt = torch.tensor([g], dtype=torch.float32, device=dev)
-        ops._table_plan(True, hp, gt.data_ptr() % 16 == 0, False, near, gt.device).launch_n(gt.device, gt, t)
-        want = _table_want(float(np.float32(g)), kind, near)
+        ops._table_plan(True, hp, gt.data_ptr() % 16 == 0, False, gt.device).launch_n(gt.device, gt, t)
+        want = _table_want(float(np.float32(g)), kind)
         got = t.cpu().numpy()
         assert np.array_equal(got, want), f"g {g}: entries {np.flatnonzero(got != want)[:8]} differ"
     for amax in (3.1, 0.02, 6e4 if hp == torch.float16 else 1e30):
         x = torch.tensor([amax], dtype=hp)
         bits = torch.tensor([x.float().view(torch.int32).item()], dtype=torch.int32, device=dev)
-        t = torch.empty(128, dtype=torch.int64, device=dev)
-        ops._table_plan(False, hp, False, False, near, bits.device).launch_n(bits.device, bits, t)
-        want = _table_want(oracle.nvfp4_global_scale(x), kind, near)
+        t = torch.empty(n, dtype=torch.int64, device=dev)
+        ops._table_plan(False, hp, False, False, bits.device).launch_n(bits.device, bits, t)
+        want = _table_want(oracle.nvfp4_global_scale(x), kind)
         assert np.array_equal(t.cpu().numpy(), want), f"amax {amax}"
 
 
@@ -126,7 +125,7 @@ def test_nvfp4_table_in_a_cuda_graph(rflags, given):
     want = oracle.nvfp4_quantize(x.cpu(), 512.0 if given else None, "linear")
     tables = [p for key, p in _launch._PLANS.items() if key[0] == "nvfp4table"]
     assert bool(tables) == (not rflags.startswith("per group"))
-    assert all(p.constexprs["PDL"] == ("PDL" in rflags) and p.constexprs["NEAR"] == ("near" in rflags) for p in tables)
+    assert all(p.constexprs["PDL"] == ("PDL" in rflags) for p in tables)
     assert out[2].item() == np.float32(want[2])
     assert_bytes(out[0].cpu(), want[0], "replayed data")
     assert_bytes(_flat(out[1].cpu(), "linear"), want[1], "replayed scale")
@@ -334,7 +333,7 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         table = card is not None and not swz and "linear" in ops.NV_TABLE_LAYOUTS
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
-                 TABLE=table, PDL=table and ops.NV_TABLE_PDL, NEAR=given)  # (NEAR's PTX blocks too)
+                 TABLE=table, PDL=table and ops.NV_TABLE_PDL)
         cap = ops._maxnreg(True, None, dtype, card) if card else None
         ptrs = [hp, "*u8", "*u8", "*fp32" if given else "*i32", "*fp32", "*i64" if table else "*fp32"]
         ck = _aot_compile_as_launched(k.nvfp4_quantize_kernel, ptrs, c, warps, None,
@@ -342,8 +341,9 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
         ptx = ck.asm["ptx"]
         assert "div.full" not in ptx and "div.approx" not in ptx and "rcp.approx" not in ptx and ".ftz" not in ptx, c
         assert ("griddepcontrol.wait" in ptx) == c["PDL"], c
-        assert ("FLAGGED:" in ptx) == c["NEAR"], c  # (NEAR off: the blocks of before it)
-        assert ptx.count("rcp.rn.f32") == ptx.count("SLOW:") > 0, c  # (Markstein's R in every PTX block)
+        assert ptx.count("FLAGGED:") == ptx.count("SLOW:") > 0, c
+        # Markstein's R: rcp.rn.f32 in every PTX block per group, read from the table with TABLE
+        assert ptx.count("rcp.rn.f32") == (0 if table else ptx.count("SLOW:")), c
 
 
 @pytest.mark.skipif(bool(_NO_TRITON) or _INTERPRET, reason="needs triton importable and TRITON_INTERPRET unset")
@@ -355,7 +355,7 @@ def test_nvfp4_table_kernel_compiles_for_sm90():
 
     for given, kind in itertools.product((False, True), (1, 2)):
         ck = _aot_compile_as_launched(k.nvfp4_table_kernel, ["*fp32" if given else "*i32", "*i64"],
-                                      dict(GIVEN=given, X_KIND=kind, PDL=given, NEAR=given), 4, None)
+                                      dict(GIVEN=given, X_KIND=kind, PDL=given), 4, None)
         ptx = ck.asm["ptx"]
         assert "div.rn.f32" in ptx and ".ftz" not in ptx and "div.full" not in ptx and "approx" not in ptx, (given, kind)
 
