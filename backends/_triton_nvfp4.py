@@ -11,7 +11,8 @@ this uses.
 - Elements: y' = RN(x * r), r = RN(g / scale) per group (no division per element), exact where
   _nv_flag leaves a group unflagged. A flagged group, where y' could round to another nibble than
   y = RN(x / D), D = RN(scale / g), gets y itself from Markstein's quotient (_nv_quotient: per
-  block of 8 elements D by div.rn.f32 and R = RN(1 / D) by rcp.rn.f32, per element q0 = RN(x * R),
+  block of 8 elements D by div.rn.f32 and R = RN(1 / D) by rcp.rn.f32, or both read from the
+  table where TABLE (below), per element q0 = RN(x * R),
   e = fma(-q0, D, x), y = fma(e, R, q0)), behind a branch that unflagged groups never take; the
   few flagged groups outside its range (MARKSTEIN_DMIN) are divided. y' + 0 turns -0 into +0, so
   y's sign bit is the nibble's (compressed-tensors: +0 for +-0), put in place per packed byte by
@@ -148,7 +149,7 @@ differ; the nibble is 0 there either way)."""
 
 Y_BOUND = tl.constexpr(6.5)
 """Groups whose RN(amax * r) reaches this take the flagged path, which clamps y to [-6, 6]
-(Markstein's quotient, flag 1, where MARKSTEIN_DMIN's conditions hold, which bound |x / D| by 16;
+(Markstein's quotient, flag 5, where MARKSTEIN_DMIN's conditions hold, which bound |x / D| by 16;
 else the division, flag 3); elsewhere every
 |y| = |RN(x * r)| <= RN(amax * r) < 6.5, and Markstein's RN(x / D) <= RN(amax / D) with
 r * D within 2**-22 of 1, so < 6.5 * (1 + 2**-22) < 7: codes <= 7 without a clamp. A group's
@@ -221,14 +222,15 @@ _NV_CONSTRAINTS8, _NV_CONSTRAINTS4, _NV_CONSTRAINTS2, _NV_CONSTRAINTS1 = (tl.con
 def _nv_quotient(x, r, a, b, flag, PACK: tl.constexpr, INTERPRETED: tl.constexpr, TABLE: tl.constexpr):
     """y + 0, fp32 (-0 becomes +0), for NVFP4 elements x: y = RN(x * r), or where flag (int32) is
     1, 3 or 5 (_nv_flag's and Y_BOUND's groups) the contract's RN(x / D), D = RN(s / g), clamped
-    to [-6, 6], where it is 2 (a NaN / Inf group, whose bytes are 0) 0; (a, b) = (s, g), or with
+    to [-6, 6] where it is 3 or 5 (flag 1's |y| < 7 goes unclamped, as in the PTX), where it is 2
+    (a NaN / Inf group, whose bytes are 0) 0; (a, b) = (s, g), or with
     TABLE (D, R = RN(1 / D)) read from the table. On a GPU PACK elements at a time in PTX
     (_nv_quotient_ptx: Markstein's quotient where the flags are 1 or 5, the division where 3),
     behind a branch that unflagged groups never take; under the interpreter by division."""
     if INTERPRETED:
         d = a if TABLE else tl.math.div_rn(a, b)
         y = tl.where(flag != 0, tl.math.div_rn(x, d) + 0.0, x * r + 0.0)
-        y = tl.where(flag != 0, tl.minimum(tl.maximum(y, -6.0), 6.0), y)
+        y = tl.where((flag == 3) | (flag == 5), tl.minimum(tl.maximum(y, -6.0), 6.0), y)
         return tl.where(flag == 2, 0.0, y)
     args = [x, r, a, b if TABLE else tl.full(x.shape, 0.0, tl.float32) + b, flag]  # (g broadcast to x's shape)
     if PACK == 8:

@@ -215,12 +215,14 @@ def test_nvfp4_half_inputs_at_the_ends_of_markstein_range(dev, hp, rflags):
 @pytest.mark.parametrize("dev", DEVS)
 @pytest.mark.parametrize("hp", HALF, ids=str)
 def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp, rflags):
-    """Groups whose |x / scale * g| passes 6: the kernel clamps y only on the flagged path, where
-    RN(amax * r) reaches Y_BOUND = 6.5 sends such a group (Markstein's quotient in its range,
-    else the division), and feeds unflagged groups' |y| < 6.5 unclamped to the e2m1 rounding.
+    """Groups whose |x / scale * g| passes 6: the kernel clamps y only on the flagged path where
+    RN(amax * r) reaches Y_BOUND = 6.5 (Markstein's quotient in its range, flag 5, else the
+    division), and feeds unflagged groups' |y| < 6.5, and grid-flagged ones' (flag 1, Markstein's
+    quotient), unclamped to the e2m1 rounding.
     Groups of e4m3 scales rounded down from a subnormal per = g * amax / 6 (|y| up to 9), of
     amax / 6 rounded down to a subnormal of the dtype under a large g, of a scale clamped to 448,
-    and of normal scales rounded down (|y| between 6 and 6.5, unclamped); bytes against the NumPy
+    and of normal scales rounded down (|y| between 6 and 6.5, unclamped; under g = 2688 unflagged,
+    under 448 and 512 flagged); bytes against the NumPy
     oracle, and each path's presence by the kernel's rule restated in NumPy (_y_path)."""
     rng = np.random.default_rng(23)
     g = 2688.0  # (the global amax of a tensor at 1)
@@ -230,6 +232,9 @@ def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp, rflags):
     sub = torch.tensor(1, dtype=torch.int16).view(hp).item()  # the smallest subnormal
     rows += [((k + 0.4) * sub * 6.0, float(np.float32(2.0**-9 / (k * sub)))) for k in (1, 2, 3)]
     rows += [(2.0, g)]  # per = 896: the scale clamps to 448
+    # normal scales rounded down under g of a short significand, which flags them (Markstein's
+    # quotient unclamped: flag 1, |y| between 6 and 6.5)
+    rows += [((8 + k + 0.49) / 8 * 6.0 / gs, gs) for gs, k in itertools.product((448.0, 512.0), (1, 3, 5))]
     paths = set()
     for amax, gg in rows:
         a = float(oracle.round_to(np.array(amax), hp))
@@ -238,7 +243,7 @@ def test_nvfp4_half_groups_whose_quotients_pass_six(dev, hp, rflags):
         x = torch.from_numpy(v.reshape(1, 64)).to(hp)
         _check(x.to(dev), gg, "linear", None, f"amax {a} g {gg}")
         paths.add(_y_path(a, gg, hp))
-    want = {"markstein, clamped", "divided, clamped", "unflagged, 6 < |y| < 6.5"}
+    want = {"markstein, clamped", "divided, clamped", "unflagged, 6 < |y| < 6.5", "markstein, 6 < |y| < 6.5"}
     assert want <= paths, paths
 
 
@@ -255,7 +260,7 @@ def _y_path(amax: float, g: float, dtype) -> str:
     if y >= 6.5:
         return "markstein, clamped" if in_range else "divided, clamped"
     if flagged_d(np.array([d]), "bf16" if dtype == torch.bfloat16 else "fp16")[0]:
-        return "markstein" if in_range else "divided"
+        return ("markstein" if in_range else "divided") + (", 6 < |y| < 6.5" if y > 6 else "")
     return "unflagged, 6 < |y| < 6.5" if y > 6 else "unflagged"
 
 
@@ -316,7 +321,8 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     """At the shipped tile of every card class and at small tiles with every PTX block size (1-8
     elements), masked or not: compiles for sm_90, with no approximate division or reciprocal
     (div.full, div.approx, rcp.approx) and no .ftz anywhere (its divisions, for r and in the
-    flagged groups' PTX, are div.rn.f32, Markstein's reciprocal rcp.rn.f32)."""
+    flagged groups' PTX, are div.rn.f32, Markstein's reciprocal rcp.rn.f32 per group; with the
+    table, which holds D and R, neither is in the PTX block but the division of flag 3)."""
     from mxquant.backends import _triton_nvfp4 as k
 
     dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
