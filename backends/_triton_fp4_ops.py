@@ -120,16 +120,17 @@ def _spread(swizzled: bool, bm: int, config, default: bool = True) -> bool:
 
 NV_TABLE_MIN = 1 << 26
 """2-byte NVFP4 calls of at least this many elements, with scales in NV_TABLE_LAYOUTS, read each
-group's r and flags (and the flagged groups' D and R) from a table per scale byte
-(backends/_triton_nvfp4.py's nvfp4_table_kernel: one more launch and a 2 KB allocation), not
-computed per group (or per flagged block): 16.5
-instructions an element against 21.0 (sm_90 SASS, benchmarks/sass_mix.py). One H100
-(seventeenth session, benchmarks/sweep_nvfp4_table.py, device time, the quantize kernel as the
-table kernel's programmatic dependent): linear, 64M-128M elements, 0.97-1.01x the per-group
-time where few warps take the flagged groups' path and 0.94-0.95x where most do (g = 512, an
-fp32 g, fp16 data whose own g flags common scale bytes); swizzled 0.96-1.02x (1.01-1.02x in
-the common case), so it stays per group; at 8M-16M elements 0.98-1.14x (the launch)."""
-NV_TABLE_LAYOUTS = frozenset({"linear"})
+group's r and flags (and the flagged groups' Markstein operands D and R) from a table per
+scale byte (backends/_triton_nvfp4.py's nvfp4_table_kernel: one more launch and a 2 KB
+allocation), not computed per group (nor D and R per flagged block): sm_90 SASS 16.5
+instructions an element against 21.0 unflagged, 18.5 against 28.0 on the flagged path
+(benchmarks/sass_mix.py). One H100, benchmarks/sweep_nvfp4_table.py (device time, the quantize
+kernel as the table kernel's programmatic dependent), eighteenth session: at 64M-128M elements
+0.98-1.00x the per-group time linear and 1.00-1.01x swizzled where few warps take the flagged
+path, 0.89-0.93x linear and 0.92-0.97x swizzled where most do (g = 512, an fp32 g, fp16 data
+whose own g flags common scale bytes); at 8M elements 1.07-1.10x (the launch), at 16M
+0.97-1.03x."""
+NV_TABLE_LAYOUTS = frozenset({"linear", "swizzled"})
 NV_TABLE_ENTRIES = 256  # two per e4m3 byte of a nonnegative scale
 NV_TABLE_PDL = True
 """The quantize kernel launched as the table kernel's programmatic dependent (Hopper and later:

@@ -41,8 +41,10 @@ def compile_kernel(nv: bool, swizzled: bool, x_kind: int, maxnreg=None, path: st
     groups' one (Markstein's quotient, "markstein", clamped as Y_BOUND's groups take it with
     "markstein clamped"), whose static count is then what an element costs; table: 2-byte
     NVFP4's r, flags, D and R read per scale byte (TABLE, what calls of >= NV_TABLE_MIN elements
-    with scales in NV_TABLE_LAYOUTS, linear ones, take; compiled for swizzled scales too, which
-    ship per group), else computed per group (D and R per flagged block)."""
+    with scales in NV_TABLE_LAYOUTS, both layouts since the eighteenth session, take), else
+    computed per group (D and R per flagged block). The unflagged path's count leaves out the
+    table's D / R load (one 8-byte load and its unpacking per group of 16, live only for the
+    flagged branch)."""
     from mxquant.backends import _triton_fp4, _triton_nvfp4
     from test_triton_compile import _aot_compile_as_launched
 

@@ -334,9 +334,9 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
                                                                                     (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
-        # (the shipped linear tiles, of large calls, read the table, the quantize kernel launched as
-        # the table kernel's dependent; the swizzled and small tiles compute per group)
-        table = card is not None and not swz and "linear" in ops.NV_TABLE_LAYOUTS
+        # (the shipped tiles, of large calls, read the table in the layouts listed, the quantize
+        # kernel launched as the table kernel's dependent; the small tiles compute per group)
+        table = card is not None and ("swizzled" if swz else "linear") in ops.NV_TABLE_LAYOUTS
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
                  TABLE=table, PDL=table and ops.NV_TABLE_PDL)
