@@ -127,7 +127,7 @@ instructions an element against 21.0 unflagged, 18.5 against 28.0 on the flagged
 (benchmarks/sass_mix.py). One H100, benchmarks/sweep_nvfp4_table.py (device time, the quantize
 kernel as the table kernel's programmatic dependent), eighteenth session: at 64M-128M elements
 0.98-1.00x the per-group time linear and 1.00-1.01x swizzled where few warps take the flagged
-path, 0.89-0.93x linear and 0.92-0.97x swizzled where most do (g = 512, an fp32 g, fp16 data
+path, 0.88-0.93x linear and 0.92-0.97x swizzled where most do (g = 512, an fp32 g, fp16 data
 whose own g flags common scale bytes); at 8M elements 1.07-1.10x (the launch), at 16M
 0.97-1.03x."""
 NV_TABLE_LAYOUTS = frozenset({"linear", "swizzled"})

@@ -40,7 +40,8 @@ this uses.
   flagged block reads them instead of a div.rn.f32 and an rcp.rn.f32 of its own (eighteenth
   session): the flagged path's sm_90 SASS 18.5 instructions an element (8.3 on the ALU pipe)
   against 28.75 (11.7) with both and the clamp; one H100: 0.87-0.91x the seventeenth session's
-  time where most warps are flagged (72-80% of copy then, 82-94% now), as before elsewhere.
+  time where most warps are flagged (78-83% of copy linear then, 88-94% now; swizzled 74-79%,
+  82.5-89%), as before elsewhere at >= 64M elements.
 
 tests/test_nvfp4_reciprocal.py checks these identities on every x of both dtypes against IEEE
 division (Markstein's with fp32 FMA emulated exactly); tests/test_triton_fp4.py and
@@ -193,7 +194,8 @@ def _nv_quotient_ptx(n: int = 8, tabled: bool = False) -> str:
         lines += [f"mul.rn.f32 q, {x(i)}, d;", "neg.f32 e, q;", f"fma.rn.f32 e, e, d0, {x(i)};",
                   f"fma.rn.f32 y{i}, e, d, q;"]
     lines += ["setp.eq.s32 p, f, 1;", "@p bra DONE;"]
-    lines += [line for i in range(n) for line in (f"min.f32 y{i}, y{i}, 0f40C00000;", f"max.f32 y{i}, y{i}, 0fC0C00000;")]
+    for i in range(n):  # (Y_BOUND's groups: |y| to at most 6)
+        lines += [f"min.f32 y{i}, y{i}, 0f40C00000;", f"max.f32 y{i}, y{i}, 0fC0C00000;"]
     lines += ["bra DONE;", "SLOW:"]
     if not tabled:
         lines += [f"div.rn.f32 d0, {a(0)}, {b(0)};"]
