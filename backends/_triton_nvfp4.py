@@ -115,27 +115,15 @@ def _nv_flag(d, X_KIND: tl.constexpr):
     built near the grid miss only within 2 steps), and d outside [2**-120, DMAX), where D may not
     be a normal fp32 (the bound takes its rounding error as relative) or r falls below 2**-13,
     short of where a nonzero x could give y' = 0 (bf16: r < 2**-17; fp16 far lower; bf16 groups
-    whose scale / g reaches 2**13, group amaxes of about 49152 and up, are divided)."""
-    return _nv_grid(d, X_KIND) | _nv_out_of_range(d, X_KIND)
-
-
-@triton.jit
-def _nv_grid(d, X_KIND: tl.constexpr):
-    """_nv_flag's first part: k * d (k = 1, 3, 5, 7) within 32 fp32 steps of the dtype's grid."""
+    whose scale / g reaches 2**13, group amaxes of about 49152 and up, are divided). A NaN d is
+    not flagged here: Markstein's range check sends it to the division."""
     LOW: tl.constexpr = 0xFFFF if X_KIND == 1 else 0x1FFF  # (bits + 32) mod 2**16 (2**13) <= 64
+    DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
     t1 = (d.to(tl.int32, bitcast=True) + 32) & LOW
     t3 = ((d * 3.0).to(tl.int32, bitcast=True) + 32) & LOW
     t5 = ((d * 5.0).to(tl.int32, bitcast=True) + 32) & LOW
     t7 = ((d * 7.0).to(tl.int32, bitcast=True) + 32) & LOW
-    return tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64
-
-
-@triton.jit
-def _nv_out_of_range(d, X_KIND: tl.constexpr):
-    """_nv_flag's second part: d outside [2**-120, DMAX) (a NaN d is not: Markstein's range
-    check sends it to the division), where y' may not be within 3 fp32 steps of y."""
-    DMAX: tl.constexpr = 2.0**13 if X_KIND == 1 else 2.0**122
-    return (d < 2.0**-120) | (d >= DMAX)
+    return (tl.minimum(tl.minimum(t1, t3), tl.minimum(t5, t7)) <= 64) | (d < 2.0**-120) | (d >= DMAX)
 
 
 MARKSTEIN_DMIN, MARKSTEIN_DMAX = tl.constexpr(2.0**-95), tl.constexpr(2.0**15)
@@ -147,6 +135,11 @@ tests/test_nvfp4_reciprocal.py checks both claims, and the quotient on every x o
 |x / D| < 16 for D in [2**-96, 2**16): its nibble and sign bit everywhere, RN(x / D) bit for bit
 where |x / D| >= 2**-4 (below that, near D = 2**-95, the residual can underflow and the last bit
 differ; the nibble is 0 there either way)."""
+
+
+TABLE_HALF = tl.constexpr(128)
+"""nvfp4_table_kernel's entries per half (one per e4m3 byte of a nonnegative scale): r and the
+flags in the first half, D and R in the second (ops.NV_TABLE_ENTRIES is both halves)."""
 
 
 Y_BOUND = tl.constexpr(6.5)
@@ -266,6 +259,18 @@ def _scale_flags(g, sval, X_KIND: tl.constexpr):
 
 
 @triton.jit
+def _low_f32(v):
+    """The fp32 whose bits are int64 v's low 32 (a table entry's half)."""
+    return (v & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _pair(lo, hi):
+    """fp32 lo's bits in the low 32 of an int64, int32 hi's in the high 32: a table entry."""
+    return (lo.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (hi.to(tl.int64) << 32)
+
+
+@triton.jit
 def _pack_half(x, r, a, b, fl, BLOCK_M: tl.constexpr, NB: tl.constexpr, PACK: tl.constexpr,
                INTERPRETED: tl.constexpr, TABLE: tl.constexpr):
     """One half (BLOCK_M, NB, 8) of the groups, x, quantized to its 4 packed bytes a group, uint8
@@ -334,12 +339,11 @@ def nvfp4_quantize_kernel(
             gdc_wait()
         tb = table_ptr + (tbyte & 0x7F)  # (a negative g, unchecked on CUDA, stays inside)
         tv = tl.load(tb)
-        dr = tl.load(tb + 128)  # (every group's: a flagged block's division reads the D of each)
-        r2 = (tv & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
+        dr = tl.load(tb + TABLE_HALF)  # (every group's: a flagged block's division reads the D of each)
+        r2 = _low_f32(tv)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND
         f = tl.where(big, (tv >> 35).to(tl.int32), (tv >> 32).to(tl.int32) & 7)
-        a = (dr & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)[:, :, None]   # D
-        b = (dr >> 32).to(tl.int32).to(tl.float32, bitcast=True)[:, :, None]          # R
+        a, b = _low_f32(dr)[:, :, None], _low_f32(dr >> 32)[:, :, None]  # D, R
     else:
         r2, f_scale, f_big = _scale_flags(g, sval, X_KIND)
         big = amax.to(tl.float32, bitcast=True) * r2 >= Y_BOUND                     # |y| may reach 7
@@ -377,7 +381,7 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
     dependent, launch at once (it waits before reading)."""
     if PDL:
         gdc_launch_dependents()
-    b = tl.arange(0, 128)
+    b = tl.arange(0, TABLE_HALF)
     if GIVEN:
         g = tl.load(g_ptr)
     else:
@@ -387,7 +391,5 @@ def nvfp4_table_kernel(g_ptr, table_ptr, GIVEN: tl.constexpr, X_KIND: tl.constex
     r2, f, f_big = _scale_flags(g, sval, X_KIND)
     d = tl.math.div_rn(sval, g)
     rd = tl.math.div_rn(1.0, d)
-    entry = (r2.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | ((f | (f_big << 3)).to(tl.int64) << 32)
-    dr = (d.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (rd.to(tl.int32, bitcast=True).to(tl.int64) << 32)
-    tl.store(table_ptr + b, tl.where(b == 0x7F, 0, entry))
-    tl.store(table_ptr + 128 + b, tl.where(b == 0x7F, 0, dr))
+    tl.store(table_ptr + b, tl.where(b == 0x7F, 0, _pair(r2, f | (f_big << 3))))
+    tl.store(table_ptr + TABLE_HALF + b, tl.where(b == 0x7F, 0, _pair(d, rd.to(tl.int32, bitcast=True))))

@@ -113,19 +113,22 @@ def opcode_mix(kernel) -> collections.Counter:
 def main(argv=None) -> int:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:])
     per_thread = 8192 // 256
-    for name, nv, swz, kind in (("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
-                                ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 bf16 linear (unflagged path, table)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path, table)", True, True, 1),
-                                ("nvfp4 bf16 linear (unflagged path, per group)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (unflagged path, per group)", True, True, 1),
-                                ("nvfp4 fp32 linear", True, False, 0),
-                                ("nvfp4 bf16 linear (flagged path: markstein, table)", True, False, 1),
-                                ("nvfp4 fp16 linear (flagged path: markstein, table)", True, False, 2),
-                                ("nvfp4 bf16 linear (flagged path: markstein clamped, table)", True, False, 1),
-                                ("nvfp4 bf16 linear (flagged path: markstein, per group)", True, False, 1),
-                                ("nvfp4 bf16 swizzled (flagged path: markstein, per group)", True, True, 1)):
-        path = name[name.index(": ") + 2:name.index(",", name.index(": "))] if "(flagged path" in name else "unflagged"
-        ops = opcode_mix(compile_kernel(nv, swz, kind, path=path, table="per group" not in name))
+    cases = [("mxfp4 bf16 linear", False, False, 1), ("mxfp4 bf16 swizzled", False, True, 1),
+             ("mxfp4 fp32 linear", False, False, 0), ("nvfp4 fp32 linear", True, False, 0)]
+    cases += [(f"nvfp4 {dt} {layout} ({path} path, {'table' if table else 'per group'})", True, layout == "swizzled",
+               kind, path, table)
+              for dt, kind, layout, path, table in (("bf16", 1, "linear", "unflagged", True),
+                                                    ("bf16", 1, "swizzled", "unflagged", True),
+                                                    ("bf16", 1, "linear", "unflagged", False),
+                                                    ("bf16", 1, "swizzled", "unflagged", False),
+                                                    ("bf16", 1, "linear", "markstein", True),
+                                                    ("fp16", 2, "linear", "markstein", True),
+                                                    ("bf16", 1, "linear", "markstein clamped", True),
+                                                    ("bf16", 1, "linear", "markstein", False),
+                                                    ("bf16", 1, "swizzled", "markstein", False))]
+    for name, nv, swz, kind, *nv_path in cases:
+        path, table = nv_path or ("unflagged", True)
+        ops = opcode_mix(compile_kernel(nv, swz, kind, path=path, table=table))
         total, alu = sum(ops.values()), sum(v for o, v in ops.items() if o in ALU)
         fma = sum(v for o, v in ops.items() if o in FMA)
         print(f"{name}: {total / per_thread:.2f} instructions an element, ALU {alu / per_thread:.2f}, "

@@ -249,4 +249,3 @@ def test_unclamped_groups_divide_below_16_and_in_range(kind):
         inside = (d >= 2.0**-95) & (d < 2.0**15)
         assert ((d_exact[inside] >= 2.0**-96) & (d_exact[inside] < 2.0**16)).all(), (kind, g)
     assert keep.any() and underflow  # (the smallest subnormals' amax / 6 rounds to 0 in both dtypes)
-

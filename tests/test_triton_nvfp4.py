@@ -19,7 +19,7 @@ from mxquant.backends import _triton_fp4_ops as ops
 from mxquant.backends import _triton_launch as _launch
 
 import fp4_oracle as oracle
-from test_nvfp4_reciprocal import E4M3, GRID, NEAR, flagged, flagged_d
+from test_nvfp4_reciprocal import E4M3, NEAR, flagged, flagged_d
 from test_triton_compile import _INTERPRET, _NO_TRITON, _aot_compile_as_launched
 from test_triton_fp4 import _flat
 from test_triton_training import DEVS, cuda_only, poisoned_outputs  # noqa: F401  (autouse fixture)
