@@ -31,6 +31,8 @@ FP4_CONFIGS = {"default": {"quantize": (8192, 8), "quantize mxfp4 swizzled": (40
                             "quantize nvfp4-bf16 linear": (4096, 4), "quantize nvfp4-fp16 linear": (4096, 4),
                             "quantize nvfp4-bf16 swizzled": (4096, 4, 4, True, "evict_first"),
                             "quantize nvfp4-fp16 swizzled": (4096, 4, 4, False, "evict_last"),
+                            "quantize nvfp4-bf16 swizzled table": (4096, 4),
+                            "quantize nvfp4-fp16 swizzled table": (4096, 4),
                             "dequantize": (4096, 4)},
                "fast-hbm": {"quantize": (8192, 8), "dequantize": (8192, 8)}}
 """(elements per program, warps[, rows[, spread[, evict]]]) per card class (triton.card) and
@@ -51,6 +53,11 @@ at 1 x 8192 / 8 and 90.3 / 94.8% with the 4 rows consecutive (MXFP4 linear stays
 82.2 / 86.2%; 1 x 8192 / 8: 81.4 / 84.7%), fp16 with consecutive rows and evict_last 87.7 /
 91.9% (rows 32 apart, evict_first: 87.3 / 88.8%; 1 x 8192 / 8: 82.6 / 87.1%); consecutive rows
 with evict_first were not timed. Programs of 16 warps took NVFP4 1.33-2.49x the time (call A).
+Since the eighteenth session swizzled calls of >= NV_TABLE_MIN elements read the table, and on
+that path (nineteenth session, call A, same sweep, medians of 2 rounds, inputs whose g flags no
+scale byte) 1 x 4096 / 4 with evict_last ("... swizzled table") was the fastest swizzled tile:
+bf16 88.0 / 94.4% against 86.9 / 89.4% at 4 x 1024 rows 32 apart evict_first, fp16 88.0 /
+94.3% against 88.0 / 93.6% at 4 x 1024 consecutive evict_last.
 The H200 ("fast-hbm") keeps 1 x 8192 / 8 everywhere (no FP4 figure from an H200).
 
 Before (2026-12-05, 8192x8192 bf16, benchmarks/sweep_training.py): 13 shapes from 1 x 1024 to
@@ -173,18 +180,21 @@ def _card(device):
     return card(device)[0]
 
 
-def _direction(nv: bool, free: bool, swizzled: bool, x_dtype) -> str:
+def _direction(nv: bool, free: bool, swizzled: bool, x_dtype, table: bool = False) -> str:
     """FP4_CONFIGS' quantize entry of a call (the plain "quantize" where a card lists none); free:
-    2-byte NVFP4 on backends/_triton_nvfp4.py's kernel, listed per input dtype."""
+    2-byte NVFP4 on backends/_triton_nvfp4.py's kernel, listed per input dtype; table: that
+    kernel reading nvfp4_table_kernel's table (" table" appended; _entry drops it where a card
+    lists no such entry)."""
     kind = f"nvfp4-{'bf16' if x_dtype == torch.bfloat16 else 'fp16'}" if free else "nvfp4" if nv else "mxfp4"
-    return f"quantize {kind} {'swizzled' if swizzled else 'linear'}"
+    return f"quantize {kind} {'swizzled' if swizzled else 'linear'}{' table' if table else ''}"
 
 
 def _entry(direction: str, device, card: str | None = None) -> tuple:
-    """FP4_CONFIGS' entry for direction on this card class ("quantize" where it lists not that
-    quantize direction; every class lists "quantize" and "dequantize")."""
-    table = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
-    return table.get(direction) or table["quantize"]
+    """FP4_CONFIGS' entry for direction on this card class (without a " table" suffix where it
+    lists none with it; "quantize" where it lists not that quantize direction; every class lists
+    "quantize" and "dequantize")."""
+    configs = FP4_CONFIGS.get(card or _card(device), FP4_CONFIGS["default"])
+    return configs.get(direction) or configs.get(direction.removesuffix(" table")) or configs["quantize"]
 
 
 def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, device, config,
@@ -205,11 +215,11 @@ def _config(rows: int, k: int, group: int, swizzled: bool, direction: str, devic
 
 
 def _tile_plan(nv: bool, free: bool, swizzled: bool, x_dtype, rows: int, k: int, device, config,
-               card: str | None = None) -> tuple[int, int, int, bool, str]:
+               card: str | None = None, table: bool = False) -> tuple[int, int, int, bool, str]:
     """(BLOCK_M, BLOCK_K, warps, rows 32 apart, eviction policy) of a quantize launch over `rows`
-    rows (swizzled: padded) of k elements: from the config, else FP4_CONFIGS' entry for the call,
-    _spread's and _evict's defaults where it names none."""
-    direction = _direction(nv, free, swizzled, x_dtype)
+    rows (swizzled: padded) of k elements: from the config, else FP4_CONFIGS' entry for the call
+    (table: 2-byte NVFP4 reading the table), _spread's and _evict's defaults where it names none."""
+    direction = _direction(nv, free, swizzled, x_dtype, table)
     bm, bk, warps = _config(rows, k, NVFP4_BLOCK if nv else MXFP4_BLOCK, swizzled, direction, device, config, card)
     extra = _entry(direction, device, card)[3:] if config is None else ()  # (spread[, evict]) listed for the call
     if config is not None and len(config) > 5:
@@ -272,7 +282,7 @@ def _quantize(x, nv, global_scale, scale_mode, scale_layout, config):
            x2.data_ptr() % 16 == 0, given and global_scale.data_ptr() % 16 == 0, device, config)
 
     def make():
-        bm, bk, warps, spread, evict = _tile_plan(nv, free, swizzled, x.dtype, srows, k, device, config)
+        bm, bk, warps, spread, evict = _tile_plan(nv, free, swizzled, x.dtype, srows, k, device, config, table=table)
         maxnreg = _maxnreg(nv, config, x.dtype, _card(device)) if device.type == "cuda" else None  # (a CUDA option)
         n_m, n_k = cdiv(srows, bm), cdiv(scols * group, bk)
         constexprs = dict(GIVEN=given, X_KIND=_X_KIND[x.dtype], SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,

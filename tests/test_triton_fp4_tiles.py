@@ -21,7 +21,7 @@ def test_the_h100s_tiles_per_kind_of_call():
     """FP4_CONFIGS' H100 entries as a launch takes them (ops._tile_plan), at 8192 columns and at
     short rows: MXFP4 linear and fp32 NVFP4 1 x 8192 / 8; MXFP4 swizzled 4 rows 32 apart x 1024 /
     4; 2-byte NVFP4 1 x 4096 / 4 linear, 4 x 1024 / 4 swizzled (bf16 rows 32 apart, evict_first;
-    fp16 consecutive, evict_last); tiles never below 4 groups when swizzled; the H200's class
+    fp16 consecutive, evict_last), 1 x 4096 / 4 evict_last swizzled on the table; tiles never below 4 groups when swizzled; the H200's class
     1 x 8192 / 8 everywhere."""
     bf, fp, f32 = torch.bfloat16, torch.float16, torch.float32
     plan = functools.partial(ops._tile_plan, device=None, config=None)
@@ -32,12 +32,16 @@ def test_the_h100s_tiles_per_kind_of_call():
     assert plan(True, True, False, fp, 8192, 8192, card="default") == (1, 4096, 4, False, "evict_first")
     assert plan(True, True, True, bf, 8192, 8192, card="default") == (4, 1024, 4, True, "evict_first")
     assert plan(True, True, True, fp, 8192, 8192, card="default") == (4, 1024, 4, False, "evict_last")
+    for dtype in (bf, fp):  # reading the table: 1 x 4096 / 4, evict_last swizzled; linear as without it
+        assert plan(True, True, True, dtype, 8192, 8192, card="default", table=True) == (1, 4096, 4, False, "evict_last")
+        assert plan(True, True, False, dtype, 8192, 8192, card="default", table=True) == (1, 4096, 4, False, "evict_first")
     assert plan(False, False, True, bf, 256, 128, card="default") == (32, 128, 4, True, "evict_last")
     assert plan(True, True, True, bf, 128, 64, card="default") == (64, 64, 4, True, "evict_first")
     for nv, free, swz in itertools.product((False, True), (False, True), (False, True)):
         if free and not nv:
             continue
         assert plan(nv, free, swz, bf, 8192, 8192, card="fast-hbm")[:3] == (1, 8192, 8)
+        assert plan(nv, free, swz, bf, 8192, 8192, card="fast-hbm", table=free)[:3] == (1, 8192, 8)
 
 
 def test_rows_32_apart_only_where_a_tile_allows_them():

@@ -326,7 +326,8 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     from mxquant.backends import _triton_nvfp4 as k
 
     dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
-    shapes = [(*ops._tile_plan(True, True, swz, dtype, 8192, 8192, None, None, card), card, swz)
+    shapes = [(*ops._tile_plan(True, True, swz, dtype, 8192, 8192, None, None, card,
+                               table=("swizzled" if swz else "linear") in ops.NV_TABLE_LAYOUTS), card, swz)
               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
     shapes += [(bm, bk, w, ops._spread(swz, bm, None), ops._evict(dtype, swz), None, swz)
                for bm, bk, w, swz in ((4, 256, 4, False), (2, 512, 2, True), (1, 1024, 1, False), (4, 2048, 8, True))]
