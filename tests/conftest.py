@@ -33,6 +33,20 @@ def pytest_configure(config):
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="mxquant-inductor-"))
 
 
+SLOW_FIRST = ("test_triton_interpreter.py", "test_cpu_native_build.py", "test_docs_examples.py", "test_cli_output.py",
+              "test_vllm_load.py", "test_plugin_isolation.py", "test_plugins.py", "test_verify_jobs.py",
+              "test_plugin_hostile.py", "test_cli_verify_reference.py")
+"""The modules that take longest (the interpreter's side-environment runs most: 6-7 minutes of
+one 2-core CI machine), run first, in this order; the rest keep pytest's order. CI runs the
+suite in two processes, a file to a process (pytest-xdist --dist loadfile, which hands files out
+in this order): a long module started last would leave the other process idle at the end."""
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: a module's own order kept)
+
+
 def pytest_runtest_setup(item):
     for name, present in _DEVICES.items():
         if item.get_closest_marker(name) is not None and not present():
