@@ -38,8 +38,9 @@ SLOW_FIRST = ("test_triton_interpreter.py", "test_cpu_native_build.py", "test_do
               "test_plugin_hostile.py", "test_cli_verify_reference.py")
 """The modules that take longest (the interpreter's side-environment runs most: 6-7 minutes of
 one 2-core CI machine), run first, in this order; the rest keep pytest's order. CI runs the
-suite in two processes, a file to a process (pytest-xdist --dist loadfile, which hands files out
-in this order): a long module started last would leave the other process idle at the end."""
+suite in two processes, a file to a process (pytest-xdist --dist loadfile; with
+--no-loadscope-reorder it hands files out in this order, without it most tests first, which put
+the interpreter's module last): a long module started last leaves the other process idle."""
 
 
 def pytest_collection_modifyitems(session, config, items):
