@@ -21,8 +21,8 @@ def test_the_h100s_tiles_per_kind_of_call():
     """FP4_CONFIGS' H100 entries as a launch takes them (ops._tile_plan), at 8192 columns and at
     short rows: MXFP4 linear and fp32 NVFP4 1 x 8192 / 8; MXFP4 swizzled 4 rows 32 apart x 1024 /
     4; 2-byte NVFP4 1 x 4096 / 4 linear, 4 x 1024 / 4 swizzled (bf16 rows 32 apart, evict_first;
-    fp16 consecutive, evict_last), 1 x 4096 / 4 evict_last swizzled on the table; tiles never below 4 groups when swizzled; the H200's class
-    1 x 8192 / 8 everywhere."""
+    fp16 consecutive, evict_last), swizzled on the table 1 x 4096 / 4 evict_last; tiles never
+    below 4 groups when swizzled; the H200's class 1 x 8192 / 8 everywhere."""
     bf, fp, f32 = torch.bfloat16, torch.float16, torch.float32
     plan = functools.partial(ops._tile_plan, device=None, config=None)
     assert plan(False, False, False, bf, 8192, 8192, card="default") == (1, 8192, 8, False, "evict_first")
