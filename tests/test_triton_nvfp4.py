@@ -326,18 +326,18 @@ def test_nvfp4_half_kernel_compiles_for_sm90(hp):
     from mxquant.backends import _triton_nvfp4 as k
 
     dtype = {"*bf16": torch.bfloat16, "*fp16": torch.float16}[hp]
-    shapes = [(*ops._tile_plan(True, True, swz, dtype, 8192, 8192, None, None, card,
-                               table=("swizzled" if swz else "linear") in ops.NV_TABLE_LAYOUTS), card, swz)
-              for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
-    shapes += [(bm, bk, w, ops._spread(swz, bm, None), ops._evict(dtype, swz), None, swz)
+    # (the shipped tiles, of large calls, read the table in the layouts listed, the quantize
+    # kernel launched as the table kernel's dependent; the small tiles compute per group)
+    shipped = [(card, swz, ("swizzled" if swz else "linear") in ops.NV_TABLE_LAYOUTS)
+               for card, swz in itertools.product(ops.FP4_CONFIGS, (False, True))]
+    shapes = [(*ops._tile_plan(True, True, swz, dtype, 8192, 8192, None, None, card, table), card, swz, table)
+              for card, swz, table in shipped]
+    shapes += [(bm, bk, w, ops._spread(swz, bm, None), ops._evict(dtype, swz), None, swz, False)
                for bm, bk, w, swz in ((4, 256, 4, False), (2, 512, 2, True), (1, 1024, 1, False), (4, 2048, 8, True))]
-    for (bm, bk, warps, spread, evict, card, swz), given, pack in itertools.product(shapes, (False, True),
-                                                                                    (1, 2, 4, 8)):
+    for (bm, bk, warps, spread, evict, card, swz, table), given, pack in itertools.product(shapes, (False, True),
+                                                                                           (1, 2, 4, 8)):
         if pack > bm * bk // 2 // (32 * warps) or (card and pack != 8):  # (a block holds a thread's elements)
             continue
-        # (the shipped tiles, of large calls, read the table in the layouts listed, the quantize
-        # kernel launched as the table kernel's dependent; the small tiles compute per group)
-        table = card is not None and ("swizzled" if swz else "linear") in ops.NV_TABLE_LAYOUTS
         c = dict(GIVEN=given, X_KIND=1 if hp == "*bf16" else 2, SWIZZLED=swz, BLOCK_M=bm, BLOCK_K=bk, MASK=swz,
                  EVICT=evict, BIG=swz, INTERPRETED=False, NK_SHIFT=-1 if swz else 0, PACK=pack, SPREAD=spread,
                  TABLE=table, PDL=table and ops.NV_TABLE_PDL)
