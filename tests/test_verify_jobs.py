@@ -127,7 +127,12 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
             "runpy.run_module('mxquant', run_name='__main__')")
     proc = subprocess.Popen([sys.executable, "-c", main],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    time.sleep(8)  # the workers have started and are in their first checks
+    # the workers have started and are in their first checks: each writes its pid file first (a
+    # fixed 8 s wait was too short on a loaded 2-core CI machine running two test processes)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("worker-*.pid")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
     assert proc.poll() is None
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
