@@ -83,21 +83,33 @@ def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constex
 
 
 @gluon.jit
-def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k, last,
+def _load_slab(x_ptr, slab, l, k, M, K, stride_l, stride_m, stride_k, LOAD: gl.constexpr, BIG: gl.constexpr):
+    """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice), as x's dtype (zero
+    past M and K)."""
+    m = slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
+    if BIG:
+        lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
+    else:
+        lw, mw, kw = l, m, k
+    return gl.load(x_ptr + lw * stride_l + mw[:, None] * stride_m + kw[None, :] * stride_k,
+                   mask=(m[:, None] < M) & (k[None, :] < K), other=0.0, eviction_policy="evict_last")
+
+
+@gluon.jit
+def _slab(xin, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, m_last, rs_cols, pid_k, last,
           EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr, ROW: gl.constexpr,
           SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
           CD_EVICT: gl.constexpr):
-    """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice; ks: STORE's):
-    column-wise data stored, row-wise data and scales too with ROW; returns the column scale
-    bytes (BLOCK_K,), which the caller stores."""
+    """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice; ks: STORE's), loaded
+    (xin: _load_slab's): column-wise data stored, row-wise data and scales too with ROW; returns
+    the column scale bytes (BLOCK_K,), which the caller stores."""
     m = slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
     if BIG:
         lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
     else:
         lw, mw, kw = l, m, k
     inside = (m[:, None] < M) & (k[None, :] < K)
-    x = gl.load(x_ptr + lw * stride_l + mw[:, None] * stride_m + kw[None, :] * stride_k,
-                mask=inside, other=0.0, eviction_policy="evict_last").to(gl.float32)
+    x = xin.to(gl.float32)
 
     # column-wise: the slab's 32 rows of each column (HALF in-thread, the rest in 32 / HALF lanes)
     amax = _amax_bits(x, 0)                                                        # (BK,)
@@ -129,19 +141,71 @@ def _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, slab, l, k, ks, M, K, stride_l, stride_
 
 
 @gluon.jit
+def _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k,
+              last, EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
+              ROW: gl.constexpr, SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr,
+              STORE: gl.constexpr, BIG: gl.constexpr, CD_EVICT: gl.constexpr, SLABS: gl.constexpr,
+              STEP: gl.constexpr):
+    """Slabs s0, s0 + STEP, ..., SLABS of them; their column scale bytes joined in registers:
+    (BLOCK_K,) for one slab, else (BLOCK_K, 2, ..., 2) whose flattened index j is slab s0 + j * STEP
+    (the even-numbered slabs, then the odd ones, each joined the same way: the order a reshape to
+    (BLOCK_K, SLABS) keeps in registers, so that a column's bytes are one store)."""
+    if SLABS == 1:
+        return _slab(_load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG), rd_ptr, rs_ptr,
+                     cd_ptr, s0, l, k, ks, M, K, m_last, rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW,
+                     SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
+    else:
+        even = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+                         rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
+                         CD_EVICT, SLABS // 2, 2 * STEP)
+        odd = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + STEP, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
+                        rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
+                        CD_EVICT, SLABS // 2, 2 * STEP)
+        return gl.join(even, odd)
+
+
+@gluon.jit
+def _packed_store(cs_ptr, acc, row0, s0, cs_cols, climit, SLABS: gl.constexpr, BLOCK_K: gl.constexpr,
+                  BIG: gl.constexpr, EVICT: gl.constexpr):
+    """Linear column scales of whole tiles: each column's SLABS bytes (acc: int32 words, byte j of
+    word w slab s0 + 4 w + j; (BLOCK_K,) for up to 4 slabs, (BLOCK_K, 2) for 8) in one store of
+    SLABS bytes at rows row0.., byte column s0 (a multiple of SLABS, as cs_cols is)."""
+    if SLABS == 8:
+        rows = row0 + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, acc.type.layout))
+        if BIG:
+            rows = rows.to(gl.int64)
+        w = gl.arange(0, 2, layout=gl.SliceLayout(0, acc.type.layout))
+        gl.store(cs_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + rows[:, None] * (cs_cols // 4) + s0 // 4
+                 + w[None, :], acc, mask=rows[:, None] < climit, eviction_policy=EVICT)
+    else:
+        rows = row0 + gl.arange(0, BLOCK_K, layout=acc.type.layout)
+        if BIG:
+            rows = rows.to(gl.int64)
+        if SLABS == 2:
+            gl.store(cs_ptr.to(gl.pointer_type(gl.int16), bitcast=True) + rows * (cs_cols // 2) + s0 // 2,
+                     acc.to(gl.int16), mask=rows < climit, eviction_policy=EVICT)
+        else:
+            gl.store(cs_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + rows * (cs_cols // 4) + s0 // 4,
+                     acc, mask=rows < climit, eviction_policy=EVICT)
+
+
+@gluon.jit
 def rowcol_kernel(
     x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
     M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
     EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
     LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
-    CS_EVICT: gl.constexpr, CD_EVICT: gl.constexpr,
+    CS_EVICT: gl.constexpr, CD_EVICT: gl.constexpr, PACKED: gl.constexpr = False, PREFETCH: gl.constexpr = False,
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
-    SLABS (1, 2 or 4) slabs one after the other, then each column's SLABS scale bytes, which
-    are adjacent in both scale layouts, in one store. CS_EVICT / CD_EVICT: the eviction policies
-    of the column scale and column data stores ("" for none; GLUON_CONFIGS picks them)."""
+    SLABS (1, 2 or 4; 8 with PACKED) slabs one after the other, then each column's SLABS scale
+    bytes, which are adjacent in both scale layouts, in one store. CS_EVICT / CD_EVICT: the
+    eviction policies of the column scale and column data stores ("" for none; GLUON_CONFIGS
+    picks them). PACKED (linear scales, M a multiple of BLOCK_M: every tile whole): the scale
+    bytes gathered in int32 words as the slabs go; PREFETCH (with PACKED): each slab's load
+    issued before the previous slab's work."""
     BLOCK_K: gl.constexpr = 8 * HALF * NW
     tile = gl.program_id(0)
     l = tile // (n_m * n_k)
@@ -151,25 +215,42 @@ def rowcol_kernel(
     k = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
     ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
     s0 = pid_m * SLABS
-    b = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols, pid_k,
-              last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
-    if SLABS > 1:
-        b1 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 1, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
-                   pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
-        if SLABS > 2:
-            b2 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 2, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
-                       CD_EVICT)
-            b3 = _slab(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + 3, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
-                       rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
-                       CD_EVICT)
-            b = gl.reshape(gl.join(gl.join(b, b2), gl.join(b1, b3)), [BLOCK_K, 4])  # [:, j] = slab s0 + j
+    if PACKED:
+        gl.static_assert(not SWIZZLED and SLABS > 1)
+        xa = _load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
+        lo = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
+        hi = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
+        for j in gl.static_range(SLABS):
+            xn = xa
+            if PREFETCH:
+                if j + 1 < SLABS:
+                    xn = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
+            b = _slab(xa, rd_ptr, rs_ptr, cd_ptr, s0 + j, l, k, ks, M, K, m_last, rs_cols, pid_k, last,
+                      EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT).to(gl.int32)
+            if j < 4:
+                lo = lo | (b << (8 * j))
+            else:
+                hi = hi | (b << (8 * (j - 4)))
+            if j + 1 < SLABS:
+                if PREFETCH:
+                    xa = xn
+                else:
+                    xa = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
+        climit = l * K + gl.where(last, k_last, K)
+        if SLABS == 8:
+            _packed_store(cs_ptr, gl.join(lo, hi), l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, BIG,
+                          CS_EVICT)
         else:
-            b = gl.join(b, b1)
-    climit = l * K + gl.where(last, k_last, K)
-    if SLABS == 1:
-        _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG, CS_EVICT)
+            _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, BIG, CS_EVICT)
     else:
-        rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
-        cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
-        _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG, CS_EVICT)
+        b = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
+                      pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT, SLABS, 1)
+        if SLABS > 2:
+            b = gl.reshape(b, [BLOCK_K, SLABS])  # [:, j] = slab s0 + j
+        climit = l * K + gl.where(last, k_last, K)
+        if SLABS == 1:
+            _store_scale(cs_ptr, b, l * K + k, s0, cs_cols, climit, SWIZZLED, BIG, CS_EVICT)
+        else:
+            rows = l * K + pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, b.type.layout))
+            cols = s0 + gl.arange(0, SLABS, layout=gl.SliceLayout(0, b.type.layout))
+            _store_scale(cs_ptr, b, rows[:, None], cols[None, :], cs_cols, climit, SWIZZLED, BIG, CS_EVICT)

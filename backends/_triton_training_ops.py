@@ -131,7 +131,14 @@ def _gluon_shape(config) -> tuple:
 def _gluon_policies(config) -> tuple:
     """(column scale stores' policy, column data stores' policy) of a ("gluon", ...) config: "" (none)
     unless given."""
-    return (*config[5:], "", "")[:2]
+    return (*config[5:7], "", "")[:2]
+
+
+def _gluon_flags(config) -> frozenset:
+    """The words of a ("gluon", ...) config's 8th entry: "packed" (linear column scale bytes gathered
+    in words as the slabs go, where every tile is whole; elsewhere bytes joined as without it), "prefetch" (with
+    packed: each slab's load issued before the previous slab's work)."""
+    return frozenset(config[7].split()) if len(config) > 7 else frozenset()
 
 
 def _use_gluon(config, device) -> bool:
@@ -141,14 +148,18 @@ def _use_gluon(config, device) -> bool:
     if config is not None and config[0] == "gluon":
         if device.type != "cuda" or _gluon() is None:
             raise ValueError(f"config {config}: the Gluon kernel runs on CUDA with Triton {' or '.join(GLUON_TRITON)}")
-        half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5, 6, 7) else (0, 0, 0, 0)
-        if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4)
+        half, warps, slabs, maxnreg = _gluon_shape(config) if len(config) in (3, 4, 5, 6, 7, 8) else (0, 0, 0, 0)
+        flags = _gluon_flags(config) if len(config) < 8 or isinstance(config[7], str) else frozenset({"?"})
+        if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4, 8)
                 or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)
-                or any(p not in ("", "evict_last", "evict_first") for p in config[5:])):
+                or any(p not in ("", "evict_last", "evict_first") for p in config[5:7])
+                or not flags <= {"packed", "prefetch"}
+                or ("prefetch" in flags and "packed" not in flags)):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg[, policy[, "
-                             "policy]]]]) with rows 4, 8, 16 or 32, warps 1 to 16 (a power of two), slabs per "
-                             "tile 1, 2 or 4, a register cap 0 (none) or 16 to 255 and the column scale and data "
-                             "stores' eviction policies '', 'evict_last' or 'evict_first'")
+                             "policy[, flags]]]]]) with rows 4, 8, 16 or 32, warps 1 to 16 (a power of two), slabs "
+                             "per tile 1, 2, 4 or 8, a register cap 0 (none) or 16 to 255, the column "
+                             "scale and data stores' eviction policies '', 'evict_last' or 'evict_first' and "
+                             "flags 'packed' or 'packed prefetch'")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None
 
@@ -234,8 +245,12 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
             if gluon:
                 load, store = _gluon().layouts(half, warps)
                 cs_evict, cd_evict = _gluon_policies(given)
+                flags = _gluon_flags(given)
+                # packed words need whole tiles and linear scales; elsewhere the per-byte stores (same bytes)
+                packed = "packed" in flags and slabs > 1 and not swizzled and m % bm == 0
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
-                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=cs_evict, CD_EVICT=cd_evict)
+                                  SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=cs_evict, CD_EVICT=cd_evict,
+                                  PACKED=packed, PREFETCH=packed and "prefetch" in flags)
                 return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
                                     {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,

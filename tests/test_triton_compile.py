@@ -92,34 +92,48 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     divisible = {"M", "K", "stride_l", "stride_m", "m_last", "k_last", "rs_cols", "cs_cols"}
     shapes = {(*cfg, 1)[:3] for cfg in [*ops.GLUON_CONFIGS.values(), *(c[1:] for c in GLUON_TEST_CONFIGS)]}
     flags = (False, True)
-    for (half, warps, slabs), row, swz, e5 in itertools.product(sorted(shapes), flags, flags, flags):
+    for (half, warps, slabs), row, swz, e5, packed in itertools.product(sorted(shapes), flags, flags, flags, flags):
+        if packed and (swz or slabs == 1):  # packed words: linear scales, 2 or more slabs
+            continue
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
-                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT="", CD_EVICT="")
+                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT="", CD_EVICT="",
+                 PACKED=packed, PREFETCH=packed and e5)
         fp8 = "*fp8e5" if e5 else "*fp8e4nv"
         k = _aot_compile_as_launched(g.rowcol_kernel, [hp, fp8, "*u8", fp8, "*u8"], c, warps, divisible, gluon=True)
-        ptx, what = k.asm["ptx"], f"{hp} HALF {half} warps {warps} slabs {slabs} ROW {row} swizzled {swz} e5m2 {e5}"
+        ptx = k.asm["ptx"]
+        what = f"{hp} HALF {half} warps {warps} slabs {slabs} ROW {row} swizzled {swz} e5m2 {e5} packed {packed}"
         assert k.metadata.shared == 0 and "bar.sync" not in ptx, what
         loads = [ln for ln in ptx.splitlines() if "ld.global" in ln]
         assert loads and all(".v4." in ln for ln in loads), what
         vec = {16: "st.global.v4.b32 ", 8: "st.global.v2.b32 ", 4: "st.global.b32 "}[half]
-        assert sum(vec in ln for ln in ptx.splitlines()) >= 8 * slabs, what  # 8 columns per thread and slab
-        if slabs > 1:  # a column's scale bytes of the tile's slabs in one store
-            assert f"st.global.b{8 * slabs} " in ptx, what
+        stores = {w: sum(f"st.global.{w} " in ln for ln in ptx.splitlines()) for w in ("b16", "b32", "v2.b32", "v4.b32")}
+        assert stores[vec[10:-1]] >= 8 * slabs, what  # the data: 8 columns per thread and slab
+        if slabs > 1:  # a column's scale bytes of the tile's slabs in one store (8 linear bytes: two words;
+            # swizzled, 4 at a time: the next 4 are in the next 512-byte block)
+            width = {2: "b16", 4: "b32", 8: "b32" if swz else "v2.b32"}[slabs]
+            assert stores[width] > (8 * slabs if width == vec[10:-1] else 0), what
     for name in ("colwise", "colwise swizzled") if hp == "*bf16" else ():  # the shipped stores' policies (one dtype)
         half, warps, slabs, _ = ops._gluon_shape(("gluon", *ops.GLUON_CONFIGS[name]))
         cs, cd = ops._gluon_policies(("gluon", *ops.GLUON_CONFIGS[name]))
         load, store = g.layouts(half, warps)
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, stride_k=1, L=1, ROW=False, SWIZZLED="swizzled" in name,
-                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT=cs, CD_EVICT=cd)
+                 HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT=cs, CD_EVICT=cd,
+                 PACKED=False, PREFETCH=False)
         ptx = _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, warps, divisible,
                                        gluon=True).asm["ptx"]
         hint = f".L1::{cs}.L2::cache_hint" if cs else ""
         assert re.search(rf"st\.global{re.escape(hint)}\.b{8 * slabs} ", ptx), (name, cs)
     load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
     for row, swz in itertools.product((False, True), (False, True)):
+        if not swz:  # packed words, 8 slabs
+            c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=False, HALF=8, NW=2, SLABS=8,
+                     LOAD=load, STORE=store, BIG=True, CS_EVICT="evict_last", CD_EVICT="", PACKED=True, PREFETCH=True)
+            _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible,
+                                     gluon=True)
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, ROW=row, SWIZZLED=swz, HALF=8, NW=2, SLABS=2,
-                 LOAD=load, STORE=store, BIG=True, CS_EVICT="evict_last", CD_EVICT="evict_first")
+                 LOAD=load, STORE=store, BIG=True, CS_EVICT="evict_last", CD_EVICT="evict_first", PACKED=False,
+                 PREFETCH=False)
         _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible,
                                  gluon=True)
 
