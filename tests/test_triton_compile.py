@@ -95,6 +95,8 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     for (half, warps, slabs), row, swz, e5, packed in itertools.product(sorted(shapes), flags, flags, flags, flags):
         if packed and (swz or slabs == 1):  # packed words: linear scales, 2 or more slabs
             continue
+        if (packed or slabs == 8) and hp != "*bf16":  # the same code but the load's dtype: one input dtype
+            continue
         load, store = g.layouts(half, warps)
         c = dict(EMAX=15 if e5 else 8, RCEIL=not swz, TIE_UP=swz, E5M2=e5, stride_k=1, L=1, ROW=row, SWIZZLED=swz,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT="", CD_EVICT="",
