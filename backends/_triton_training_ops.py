@@ -63,10 +63,10 @@ sweep_fp4_tokens.py, 32 groups, bf16): the row-wise tiles (4 x 512, 4 warps ther
 0.97x (the best of 12 shapes at 8192x8192, within 0.2% of the best at 16384x8192): each program's
 group lookup (scans over the group ends, ~22 barriers) is paid per 8192 elements, not 2048."""
 
-GLUON_CONFIGS = {"colwise": (8, 2, 2, 0, "evict_last"), "colwise swizzled": (8, 2, 1), "rowcol": (8, 2, 2),
-                 "rowcol swizzled": (8, 2, 1)}
+GLUON_CONFIGS = {"colwise": (8, 2, 2, 0, "evict_last", "", "packed prefetch"), "colwise swizzled": (8, 2, 1),
+                 "rowcol": (8, 2, 2, 0, "", "", "packed prefetch"), "rowcol swizzled": (8, 2, 1)}
 """(rows per thread, warps, 32-row slabs per tile[, register cap, column scale stores' and column
-data stores' eviction policies]) of backends/_gluon_training.py's kernel per call and scale layout
+data stores' eviction policies[, flags: "packed", "packed prefetch"]]) of backends/_gluon_training.py's kernel per call and scale layout
 on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
 (2026-12-05, seventh session; 8192x8192 and 16384x8192 bf16 -> e4m3, rceil; docs/performance.md):
 - 8 rows per thread by 2 warps is within 3% of the best of {4, 8, 16, 32} x {1, 2, 4, 8} in 7 of
@@ -85,7 +85,14 @@ linear column-wise scale bytes stored evict_last (a sector's 32 bytes come from 
 2 slabs, n_k tiles apart in launch order; kept in L2 until whole): 87.2 / 89.1% of copy against
 84.5 / 86.0% (8192x8192 / 16384x8192), byte-identical. The column data evict_first was slower in
 all cases but one (row+column swizzled at 16384x8192, 1.448x against 1.450x); swizzled
-column-wise moved by at most 1 point and row+column by at most 1.6% under either policy."""
+column-wise moved by at most 1 point and row+column by at most 1.6% under either policy. Twenty-first session
+(benchmarks/sweep_gluon_slabs.py, one H100, two calls): with linear scales the second slab's load
+issued before the first slab's work and the two scale bytes gathered in a word ("packed prefetch";
+whole tiles only, M a multiple of 64, else the bytes joined as before): column-wise 87.4-88.8 /
+90.4-90.8% of copy against 86.4-87.1 / 87.3-89.2% (8192x8192 / 16384x8192), row+column 1.63-1.66x
+the row-wise time against 1.65-1.70x; byte-identical. 4 slabs (82-87%) and 8 slabs (72-83%) were
+slower in every form (joined, packed, prefetched, 1-4 warps), register caps much slower (48-67%),
+and "packed" without prefetch too (84-86%: 16 bytes of spills)."""
 
 _E8M0 = torch.float8_e8m0fnu
 

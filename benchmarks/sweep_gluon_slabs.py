@@ -8,6 +8,8 @@ and 4 warps. On one CUDA GPU:
 
     python3 benchmarks/sweep_gluon_slabs.py OUT.json [ROUNDS]
 
+(SWEEP_COLWISE / SWEEP_ROWCOL: JSON lists of configs to time instead of the lists below.)
+
 bf16 -> e4m3, rceil, linear scales; 8192x8192 and 16384x8192. Every variant's bytes are compared
 with the shipped config's. Rounds interleave the cases beside a copy of x and the row-wise call;
 times are triton.testing.do_bench medians. `pct`: share of copy bandwidth (column-wise 2 + 1 +
@@ -15,6 +17,7 @@ times are triton.testing.do_bench medians. `pct`: share of copy bandwidth (colum
 row-wise time.
 """
 import json
+import os
 import sys
 
 import torch
@@ -47,6 +50,9 @@ ROWCOL = [None,  # ("gluon", 8, 2, 2)
 
 
 def main(path, rounds=3):
+    if os.environ.get("SWEEP_COLWISE"):  # a list of configs to time instead (the default first)
+        COLWISE[:] = [None, *(tuple(c) for c in json.loads(os.environ["SWEEP_COLWISE"]))]
+        ROWCOL[:] = [None, *(tuple(c) for c in json.loads(os.environ.get("SWEEP_ROWCOL", "[]")))]
     res = []
     for m, k in ((8192, 8192), (16384, 8192)):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16) * torch.exp2(

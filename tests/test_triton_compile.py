@@ -118,14 +118,19 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
     for name in ("colwise", "colwise swizzled") if hp == "*bf16" else ():  # the shipped stores' policies (one dtype)
         half, warps, slabs, _ = ops._gluon_shape(("gluon", *ops.GLUON_CONFIGS[name]))
         cs, cd = ops._gluon_policies(("gluon", *ops.GLUON_CONFIGS[name]))
+        flags = ops._gluon_flags(("gluon", *ops.GLUON_CONFIGS[name]))
         load, store = g.layouts(half, warps)
         c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, stride_k=1, L=1, ROW=False, SWIZZLED="swizzled" in name,
                  HALF=half, NW=warps, SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT=cs, CD_EVICT=cd,
-                 PACKED=False, PREFETCH=False)
+                 PACKED="packed" in flags, PREFETCH="prefetch" in flags)
         ptx = _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, warps, divisible,
                                        gluon=True).asm["ptx"]
         hint = f".L1::{cs}.L2::cache_hint" if cs else ""
         assert re.search(rf"st\.global{re.escape(hint)}\.b{8 * slabs} ", ptx), (name, cs)
+        if "prefetch" in flags:  # the second slab's loads (HALF a slab) are issued before the first slab's stores
+            lines = [ln for ln in ptx.splitlines() if "ld.global" in ln or "st.global" in ln]
+            first_store = next(i for i, ln in enumerate(lines) if "st.global" in ln)
+            assert first_store == 2 * half and all("ld.global" in ln for ln in lines[:first_store]), (name, lines[:20])
     load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
     for row, swz in itertools.product((False, True), (False, True)):
         if not swz:  # packed words, 8 slabs
