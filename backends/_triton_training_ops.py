@@ -89,9 +89,9 @@ column-wise moved by at most 1 point and row+column by at most 1.6% under either
 (benchmarks/sweep_gluon_slabs.py, one H100, two calls): with linear scales the second slab's load
 issued before the first slab's work and the two scale bytes gathered in a word ("packed prefetch";
 whole tiles only, M a multiple of 64, else the bytes joined as before): column-wise 87.4-88.8 /
-90.4-90.8% of copy against 86.4-87.1 / 87.3-89.2% (8192x8192 / 16384x8192), row+column 1.63-1.66x
-the row-wise time against 1.65-1.70x; byte-identical. 4 slabs (82-87%) and 8 slabs (72-83%) were
-slower in every form (joined, packed, prefetched, 1-4 warps), register caps much slower (48-67%),
+89.7-90.8% of copy against 86.4-87.1 / 87.3-89.2% (8192x8192 / 16384x8192), row+column 1.63-1.66x
+the row-wise time against 1.65-1.68x in the same sweep; byte-identical. 4 slabs (82-87%) and 8 slabs (72-83%) were
+slower in every form (joined, packed, prefetched, 1-4 warps), register caps much slower (48-68%),
 and "packed" without prefetch too (84-86%: 16 bytes of spills)."""
 
 _E8M0 = torch.float8_e8m0fnu
