@@ -200,7 +200,7 @@ def rowcol_kernel(
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
-    SLABS (1, 2 or 4; 8 with PACKED) slabs one after the other, then each column's SLABS scale
+    SLABS (1, 2, 4 or 8) slabs one after the other, then each column's SLABS scale
     bytes, which are adjacent in both scale layouts, in one store. CS_EVICT / CD_EVICT: the
     eviction policies of the column scale and column data stores ("" for none; GLUON_CONFIGS
     picks them). PACKED (linear scales, M a multiple of BLOCK_M: every tile whole): the scale
