@@ -149,7 +149,7 @@ def _gluon_flags(config) -> frozenset:
 
 
 def _use_gluon(config, device) -> bool:
-    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg[, policies]]]), or no config
+    """The Gluon kernel: config ("gluon", HALF, warps[, slabs[, maxnreg[, policies[, flags]]]]), or no config
     on CUDA where Gluon is usable; a (BLOCK_M, BLOCK_K, warps) config, CPU tensors (the interpreter)
     and XPU take the Triton kernel."""
     if config is not None and config[0] == "gluon":
