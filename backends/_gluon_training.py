@@ -166,10 +166,12 @@ def _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, strid
 
 @gluon.jit
 def _packed_store(cs_ptr, acc, row0, s0, cs_cols, climit, SLABS: gl.constexpr, BLOCK_K: gl.constexpr,
-                  BIG: gl.constexpr, EVICT: gl.constexpr):
-    """Linear column scales of whole tiles: each column's SLABS bytes (acc: int32 words, byte j of
-    word w slab s0 + 4 w + j; (BLOCK_K,) for up to 4 slabs, (BLOCK_K, 2) for 8) in one store of
-    SLABS bytes at rows row0.., byte column s0 (a multiple of SLABS, as cs_cols is)."""
+                  SWIZZLED: gl.constexpr, BIG: gl.constexpr, EVICT: gl.constexpr):
+    """Column scales of a tile's slabs s0.. (a multiple of SLABS): each column's SLABS bytes (acc:
+    int32 words, byte j of word w slab s0 + 4 w + j; (BLOCK_K,) for up to 4 slabs, (BLOCK_K, 2) for 8)
+    in one store of SLABS bytes at rows row0.., linear (whole tiles: cs_cols a multiple of SLABS) or
+    at the 128x4 layout's offsets (SLABS 2 or 4: a column's bytes adjacent and aligned there, as
+    cs_cols is a multiple of 4; a tile from column cs_cols on, a padding tile past M, stores none)."""
     if SLABS == 8:
         rows = row0 + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(1, acc.type.layout))
         if BIG:
@@ -181,12 +183,19 @@ def _packed_store(cs_ptr, acc, row0, s0, cs_cols, climit, SLABS: gl.constexpr, B
         rows = row0 + gl.arange(0, BLOCK_K, layout=acc.type.layout)
         if BIG:
             rows = rows.to(gl.int64)
-        if SLABS == 2:
-            gl.store(cs_ptr.to(gl.pointer_type(gl.int16), bitcast=True) + rows * (cs_cols // 2) + s0 // 2,
-                     acc.to(gl.int16), mask=rows < climit, eviction_policy=EVICT)
+        if SWIZZLED:
+            r = rows % 128
+            offs = ((rows // 128) * (cs_cols // 4) + s0 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + s0 % 4
+            mask = (rows < climit) & (s0 < cs_cols)
         else:
-            gl.store(cs_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + rows * (cs_cols // 4) + s0 // 4,
-                     acc, mask=rows < climit, eviction_policy=EVICT)
+            offs = rows * cs_cols + s0
+            mask = rows < climit
+        if SLABS == 2:
+            gl.store(cs_ptr.to(gl.pointer_type(gl.int16), bitcast=True) + offs // 2, acc.to(gl.int16), mask=mask,
+                     eviction_policy=EVICT)
+        else:
+            gl.store(cs_ptr.to(gl.pointer_type(gl.int32), bitcast=True) + offs // 4, acc, mask=mask,
+                     eviction_policy=EVICT)
 
 
 @gluon.jit
@@ -203,9 +212,9 @@ def rowcol_kernel(
     SLABS (1, 2, 4 or 8) slabs one after the other, then each column's SLABS scale
     bytes, which are adjacent in both scale layouts, in one store. CS_EVICT / CD_EVICT: the
     eviction policies of the column scale and column data stores ("" for none; GLUON_CONFIGS
-    picks them). PACKED (linear scales, M a multiple of BLOCK_M: every tile whole): the scale
-    bytes gathered in int32 words as the slabs go; PREFETCH (with PACKED): each slab's load
-    issued before the previous slab's work."""
+    picks them). PACKED (linear scales with M a multiple of BLOCK_M, every tile whole; or swizzled
+    with 2 or 4 slabs): the scale bytes gathered in int32 words as the slabs go; PREFETCH (with
+    PACKED): each slab's load issued before the previous slab's work."""
     BLOCK_K: gl.constexpr = 8 * HALF * NW
     tile = gl.program_id(0)
     l = tile // (n_m * n_k)
@@ -216,7 +225,7 @@ def rowcol_kernel(
     ks = pid_k * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, STORE))
     s0 = pid_m * SLABS
     if PACKED:
-        gl.static_assert(not SWIZZLED and SLABS > 1)
+        gl.static_assert(SLABS > 1 and not (SWIZZLED and SLABS == 8))
         xa = _load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         lo = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
         hi = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
@@ -238,10 +247,11 @@ def rowcol_kernel(
                     xa = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         climit = l * K + gl.where(last, k_last, K)
         if SLABS == 8:
-            _packed_store(cs_ptr, gl.join(lo, hi), l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, BIG,
-                          CS_EVICT)
+            _packed_store(cs_ptr, gl.join(lo, hi), l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K,
+                          SWIZZLED, BIG, CS_EVICT)
         else:
-            _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, BIG, CS_EVICT)
+            _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, SWIZZLED, BIG,
+                          CS_EVICT)
     else:
         b = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
                       pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT, SLABS, 1)

@@ -142,9 +142,10 @@ def _gluon_policies(config) -> tuple:
 
 
 def _gluon_flags(config) -> frozenset:
-    """The words of a ("gluon", ...) config's 8th entry: "packed" (linear column scale bytes gathered
-    in words as the slabs go, where every tile is whole; elsewhere bytes joined as without it), "prefetch" (with
-    packed: each slab's load issued before the previous slab's work)."""
+    """The words of a ("gluon", ...) config's 8th entry: "packed" (column scale bytes gathered in words
+    as the slabs go: linear ones where every tile is whole, swizzled ones at 2 or 4 slabs; elsewhere
+    bytes joined as without it), "prefetch" (with packed: each slab's load issued before the previous
+    slab's work)."""
     return frozenset(config[7].split()) if len(config) > 7 else frozenset()
 
 
@@ -253,8 +254,9 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 load, store = _gluon().layouts(half, warps)
                 cs_evict, cd_evict = _gluon_policies(given)
                 flags = _gluon_flags(given)
-                # packed words need whole tiles and linear scales; elsewhere the per-byte stores (same bytes)
-                packed = "packed" in flags and slabs > 1 and not swizzled and m % bm == 0
+                # packed words: linear scales of whole tiles, swizzled ones of 2 or 4 slabs (a column's bytes
+                # adjacent and aligned in the 128x4 layout); elsewhere the bytes joined (the same bytes)
+                packed = "packed" in flags and slabs > 1 and (slabs <= 4 if swizzled else m % bm == 0)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=cs_evict, CD_EVICT=cd_evict,
                                   PACKED=packed, PREFETCH=packed and "prefetch" in flags)

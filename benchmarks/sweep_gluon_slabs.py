@@ -8,9 +8,10 @@ and 4 warps. On one CUDA GPU:
 
     python3 benchmarks/sweep_gluon_slabs.py OUT.json [ROUNDS]
 
-(SWEEP_COLWISE / SWEEP_ROWCOL: JSON lists of configs to time instead of the lists below.)
+(SWEEP_COLWISE / SWEEP_ROWCOL: JSON lists of configs to time instead of the lists below;
+SWEEP_LAYOUT=swizzled: 128x4 scales instead of linear ones, against that layout's shipped configs.)
 
-bf16 -> e4m3, rceil, linear scales; 8192x8192 and 16384x8192. Every variant's bytes are compared
+bf16 -> e4m3, rceil, linear scales (or SWEEP_LAYOUT's); 8192x8192 and 16384x8192. Every variant's bytes are compared
 with the shipped config's. Rounds interleave the cases beside a copy of x and the row-wise call;
 times are triton.testing.do_bench medians. `pct`: share of copy bandwidth (column-wise 2 + 1 +
 1/32 bytes an element, row+column 2 + 2 (1 + 1/32), against the copy's 4); `x_row`: over the
@@ -50,6 +51,7 @@ ROWCOL = [None,  # ("gluon", 8, 2, 2)
 
 
 def main(path, rounds=3):
+    lay = os.environ.get("SWEEP_LAYOUT", "linear")
     if os.environ.get("SWEEP_COLWISE"):  # a list of configs to time instead (the default first)
         COLWISE[:] = [None, *(tuple(c) for c in json.loads(os.environ["SWEEP_COLWISE"]))]
         ROWCOL[:] = [None, *(tuple(c) for c in json.loads(os.environ.get("SWEEP_ROWCOL", "[]")))]
@@ -62,21 +64,21 @@ def main(path, rounds=3):
         exact = {}
         for op, cfg in todo:
             call = ops.quantize_colwise if op == "colwise" else ops.quantize_rowcol
-            want = [t.view(torch.uint8).clone() for t in call(x, E4, "rceil", "linear")]
-            got = call(x, E4, "rceil", "linear", cfg)
+            want = [t.view(torch.uint8).clone() for t in call(x, E4, "rceil", lay)]
+            got = call(x, E4, "rceil", lay, cfg)
             exact[(op, cfg)] = all(torch.equal(a.view(torch.uint8), b) for a, b in zip(got, want))
         # the shipped default against the oracle's identity: quantize(x.mT.contiguous())
-        want = tb.quantize(x.mT.contiguous(), E4, "rceil", "linear")
-        got = ops.quantize_colwise(x, E4, "rceil", "linear")
+        want = tb.quantize(x.mT.contiguous(), E4, "rceil", lay)
+        got = ops.quantize_colwise(x, E4, "rceil", lay)
         default_exact = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(got, want))
         for rnd in range(rounds):
             copy = do_bench(lambda: dst.copy_(x), warmup=5, rep=40) * 1e3
-            row = do_bench(lambda: tb.quantize(x, E4, "rceil", "linear"), warmup=5, rep=40) * 1e3
+            row = do_bench(lambda: tb.quantize(x, E4, "rceil", lay), warmup=5, rep=40) * 1e3
             for op, cfg in todo:
                 call = ops.quantize_colwise if op == "colwise" else ops.quantize_rowcol
-                us = do_bench(lambda: call(x, E4, "rceil", "linear", cfg), warmup=5, rep=40) * 1e3
+                us = do_bench(lambda: call(x, E4, "rceil", lay, cfg), warmup=5, rep=40) * 1e3
                 per = 3 + 1 / 32 if op == "colwise" else 2 + 2 * (1 + 1 / 32)
-                r = dict(shape=f"{m}x{k}", op=op, cfg=list(cfg) if cfg else "default", round=rnd,
+                r = dict(shape=f"{m}x{k}", layout=lay, op=op, cfg=list(cfg) if cfg else "default", round=rnd,
                          exact=exact[(op, cfg)], default_exact_vs_rowwise_of_transpose=default_exact,
                          us=round(us, 2), copy_us=round(copy, 2), row_us=round(row, 2),
                          pct=round(100 * copy / us * per / 4, 1), x_row=round(us / row, 3))
