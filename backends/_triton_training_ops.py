@@ -92,7 +92,10 @@ whole tiles only, M a multiple of 64, else the bytes joined as before): column-w
 89.7-90.8% of copy against 86.4-87.1 / 87.3-89.2% (8192x8192 / 16384x8192), row+column 1.63-1.66x
 the row-wise time against 1.65-1.68x in the same sweep; byte-identical. 4 slabs (82-87%) and 8 slabs (72-83%) were
 slower in every form (joined, packed, prefetched, 1-4 warps), register caps much slower (48-68%),
-and "packed" without prefetch too (84-86%: 16 bytes of spills)."""
+and "packed" without prefetch too (84-86%: 16 bytes of spills). Twenty-second session (the same
+sweep with SWEEP_LAYOUT=swizzled, one H100): swizzled scales at 2 slabs "packed prefetch" took
+1.55-1.58x the row-wise time for row+column against 1.43-1.46x at the shipped 1 slab, column-wise
+within a point of it; the swizzled configs stay one slab."""
 
 _E8M0 = torch.float8_e8m0fnu
 
