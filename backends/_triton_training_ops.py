@@ -96,9 +96,10 @@ and "packed" without prefetch too (84-86%: 16 bytes of spills). Twenty-second se
 sweep with SWEEP_LAYOUT=swizzled, one H100): swizzled scales at 2 slabs "packed prefetch" took
 1.55-1.58x the row-wise time for row+column against 1.43-1.46x at the shipped 1 slab, column-wise
 within a point of it; the swizzled configs stay one slab. Column-wise swizzled stores its scale
-bytes evict_last since then: 0.3-0.7 points ahead of no policy in each of 9 sweep rounds over two
-calls (8192x8192 91.2-93.9% against 90.0-93.2%, 16384x8192 94.6-95.2% against 93.9-94.6%),
-byte-identical; row+column swizzled moved by under 1% either way under either policy."""
+bytes evict_last since then: ahead of no policy in 8 of 9 sweep rounds over two calls at
+8192x8192 (90.6-93.9% against 90.0-93.2%; 0.5-1.5 points, 0.1 behind in one) and in all 9 at
+16384x8192 (94.5-95.2% against 93.9-94.6%), byte-identical; row+column swizzled moved by under 1%
+either way under either policy."""
 
 _E8M0 = torch.float8_e8m0fnu
 
