@@ -95,7 +95,7 @@ slower in every form (joined, packed, prefetched, 1-4 warps), register caps much
 and "packed" without prefetch too (84-86%: 16 bytes of spills). Twenty-second session (the same
 sweep with SWEEP_LAYOUT=swizzled, one H100): swizzled scales at 2 slabs "packed prefetch" took
 1.55-1.58x the row-wise time for row+column against 1.43-1.46x at the shipped 1 slab, column-wise
-within a point of it; the swizzled configs stay one slab. Column-wise swizzled stores its scale
+within about a point of it (4 slabs: 2-4.5 points behind); the swizzled configs stay one slab. Column-wise swizzled stores its scale
 bytes evict_last since then: ahead of no policy in 8 of 9 sweep rounds over two calls at
 8192x8192 (90.6-93.9% against 90.0-93.2%; 0.5-1.5 points, 0.1 behind in one) and in all 9 at
 16384x8192 (94.5-95.2% against 93.9-94.6%), byte-identical; row+column swizzled moved by under 1%
