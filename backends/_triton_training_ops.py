@@ -77,29 +77,16 @@ on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
 - swizzled scales: 1 slab (92-93% of copy column-wise; row+column 1.41-1.46x row-wise, 1.53x
   in one of four runs); 2 slabs is even column-wise and 13% slower for row+column, 4 slabs 4-8%
   and 63-65% slower.
-The tile order (M-fastest groups of slabs) and an evict_first policy for x were tried: no gain.
-Tenth session: 8 to 32 slabs a tile in a loop, the column scale bytes staged in shared memory and
-stored a column at a time: 76.9-84.0% linear column-wise, swizzled 78.7-84.3% (a barrier a slab);
-reverted (docs/performance.md). Sixteenth session (benchmarks/sweep_gluon_stores.py, one H100):
-linear column-wise scale bytes stored evict_last (a sector's 32 bytes come from 16 programs of
-2 slabs, n_k tiles apart in launch order; kept in L2 until whole): 87.2 / 89.1% of copy against
-84.5 / 86.0% (8192x8192 / 16384x8192), byte-identical. The column data evict_first was slower in
-all cases but one (row+column swizzled at 16384x8192, 1.448x against 1.450x); swizzled
-column-wise moved by at most 1 point and row+column by at most 1.6% under either policy. Twenty-first session
-(benchmarks/sweep_gluon_slabs.py, one H100, two calls): with linear scales the second slab's load
-issued before the first slab's work and the two scale bytes gathered in a word ("packed prefetch";
-whole tiles only, M a multiple of 64, else the bytes joined as before): column-wise 87.4-88.8 /
-89.7-90.8% of copy against 86.4-87.1 / 87.3-89.2% (8192x8192 / 16384x8192), row+column 1.63-1.66x
-the row-wise time against 1.65-1.68x in the same sweep; byte-identical. 4 slabs (82-87%) and 8 slabs (72-83%) were
-slower in every form (joined, packed, prefetched, 1-4 warps), register caps much slower (48-68%),
-and "packed" without prefetch too (84-86%: 16 bytes of spills). Twenty-second session (the same
-sweep with SWEEP_LAYOUT=swizzled, one H100): swizzled scales at 2 slabs "packed prefetch" took
-1.55-1.58x the row-wise time for row+column against 1.43-1.46x at the shipped 1 slab, column-wise
-within about a point of it (4 slabs: 2-4.5 points behind); the swizzled configs stay one slab. Column-wise swizzled stores its scale
-bytes evict_last since then: ahead of no policy in 8 of 9 sweep rounds over two calls at
-8192x8192 (90.6-93.9% against 90.0-93.2%; 0.5-1.5 points, 0.1 behind in one) and in all 9 at
-16384x8192 (94.5-95.2% against 93.9-94.6%), byte-identical; row+column swizzled moved by under 1%
-either way under either policy."""
+Later sweeps on an H100 (docs/performance.md, by session): linear column scale bytes stored
+evict_last (sixteenth: L2 keeps each 32-byte sector until its 16 programs are done; 87.2 / 89.1%
+against 84.5 / 86.0%); with linear scales the second slab's load before the first slab's work and
+the two bytes gathered in a word, "packed prefetch", where M is a multiple of 64 (twenty-first:
+column-wise 87.4-88.8 / 89.7-90.8%, row+column 1.63-1.66x against 1.65-1.68x); swizzled
+column-wise scale bytes stored evict_last (twenty-second: ahead in 17 of 18 sweep rounds by 0.5-1.5
+points). Tried and not kept: the tile order, evict_first for x or the column data, 4 to 32 slabs
+a tile (joined, packed, prefetched or staged in shared memory: 72-87%), register caps (48-68%),
+"packed" without prefetch (84-86%), swizzled scales at 2 slabs "packed prefetch" (row+column
+1.55-1.58x against 1.43-1.46x at 1 slab). All byte-identical to the shipped configs."""
 
 _E8M0 = torch.float8_e8m0fnu
 
