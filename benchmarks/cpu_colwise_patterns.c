@@ -12,126 +12,158 @@
  *
  * Results: docs/performance.md, twenty-second session. */
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <omp.h>
+
 #define M 4096
 #define K 8192
-static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
-static uint16_t *x; static uint8_t *out;
-/* A: row-wise: read rows sequentially, write bytes sequentially (NT) */
+
+static uint16_t *x; /* M x K bf16 bits */
+static uint8_t *out; /* K x M bytes (the transposed output) */
 static __m256i sink[64];
-static void patA(void){
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    #pragma omp for schedule(static)
-    for(int r=0;r<M;r++){ const char*p=(const char*)(x+(size_t)r*K); uint8_t*o=out+(size_t)r*K;
-      for(int c=0;c<K*2;c+=128){ __m256i a=_mm256_loadu_si256((const __m256i*)(p+c)),b=_mm256_loadu_si256((const __m256i*)(p+c+32)),
-        d=_mm256_loadu_si256((const __m256i*)(p+c+64)),e=_mm256_loadu_si256((const __m256i*)(p+c+96));
-        acc=_mm256_xor_si256(acc,_mm256_xor_si256(_mm256_xor_si256(a,b),_mm256_xor_si256(d,e)));
-        _mm256_stream_si256((__m256i*)(o+c/2),_mm256_xor_si256(a,d)); _mm256_stream_si256((__m256i*)(o+c/2+32),_mm256_xor_si256(b,e)); } }
-    sink[omp_get_thread_num()]=acc; }
-  _mm_sfence();
+static int UB = 256, S = 2048, PF = 1, RD = 1, WR = 1; /* unit rows, unit columns, switches */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
 }
-/* B: units of UB rows x S cols: tile columns of 64 cols (128 B a row) down UB rows, prefetch next tile column;
-   per band pair write 64 columns x 64 B lines at out + c*M + row */
-static int UB = 256, S = 2048, PF = 1, RD = 1, WR = 1;
-static void patB(void){
-  int strips=K/S, groups=M/UB, units=strips*groups;
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    #pragma omp for schedule(static)
-    for(int u=0;u<units;u++){ int cb=(u%strips)*S, r0=(u/strips)*UB;
-      for(int c0=cb;c0<cb+S;c0+=64){
-        if(PF && c0+64<cb+S) for(int r=r0;r<r0+UB;r++){ const char*p=(const char*)(x+(size_t)r*K+c0+64); _mm_prefetch(p,_MM_HINT_T2); _mm_prefetch(p+64,_MM_HINT_T2);}
-        for(int i=r0;i<r0+UB;i+=64){
-          if(RD) for(int r=i;r<i+64;r++){ const char*p=(const char*)(x+(size_t)r*K+c0);
-            for(int h=0;h<4;h++) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+32*h))); }
-          if(WR) for(int c=c0;c<c0+64;c++){ uint8_t*o=out+(size_t)c*M+i; _mm256_stream_si256((__m256i*)o,acc); _mm256_stream_si256((__m256i*)(o+32),acc);} } } }
-    sink[omp_get_thread_num()]=acc; }
-  _mm_sfence();
+
+static const char *at(int r, int c) { return (const char *)(x + (size_t)r * K + c); }
+
+/* Rows r0..r1, columns c0..c0+n of x read row by row, `step` bytes apart (32: every byte; 64: a load a line). */
+static __m256i read_rows(__m256i acc, int r0, int r1, int c0, int n, int step) {
+    for (int r = r0; r < r1; r++)
+        for (int b = 0; b < 2 * n; b += step) acc = _mm256_xor_si256(acc, _mm256_loadu_si256((const __m256i *)(at(r, c0) + b)));
+    return acc;
 }
-/* C: band pairs (64 rows) x strip S: read the 64 rows x S cols row by row (2S-byte runs), then write S columns x 64 B */
-static void patC(void){
-  int strips=K/S, pairs=M/64, units=strips*pairs;
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    #pragma omp for schedule(static)
-    for(int u=0;u<units;u++){ int cb=(u%strips)*S, i=(u/strips)*64;
-      if(RD) for(int r=i;r<i+64;r++){ const char*p=(const char*)(x+(size_t)r*K+cb);
-        for(int c=0;c<2*S;c+=32) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+c))); }
-      if(WR) for(int c=cb;c<cb+S;c++){ uint8_t*o=out+(size_t)c*M+i; _mm256_stream_si256((__m256i*)o,acc); _mm256_stream_si256((__m256i*)(o+32),acc);} }
-    sink[omp_get_thread_num()]=acc; }
-  _mm_sfence();
+
+/* Output rows c0..c0+n (columns of x), `bytes` from byte `row` on, streamed. */
+static void write_cols(__m256i v, int c0, int n, int row, int bytes) {
+    for (int c = c0; c < c0 + n; c++)
+        for (int b = 0; b < bytes; b += 32) _mm256_stream_si256((__m256i *)(out + (size_t)c * M + row + b), v);
 }
-/* E: units of UB rows x S cols read row-major (2S-byte runs), then S columns x UB bytes written */
-static void patE(void){
-  int strips=K/S, groups=M/UB, units=strips*groups;
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    #pragma omp for schedule(static)
-    for(int u=0;u<units;u++){ int cb=(u%strips)*S, i=(u/strips)*UB;
-      if(RD) for(int r=i;r<i+UB;r++){ const char*p=(const char*)(x+(size_t)r*K+cb);
-        for(int c=0;c<2*S;c+=32) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+c))); }
-      if(WR) for(int c=cb;c<cb+S;c++){ uint8_t*o=out+(size_t)c*M+i; for(int b=0;b<UB;b+=32) _mm256_stream_si256((__m256i*)(o+b),acc);} }
-    sink[omp_get_thread_num()]=acc; }
-  _mm_sfence();
+
+/* One tile column (64 columns from c0) of a unit's rows r0..r0+UB, band pair by band pair: the shipped walk. */
+static __m256i tile_column(__m256i acc, int r0, int c0) {
+    for (int i = r0; i < r0 + UB; i += 64) {
+        if (RD) acc = read_rows(acc, i, i + 64, c0, 64, 32);
+        if (WR) write_cols(acc, c0, 64, i, 64);
+    }
+    return acc;
 }
-/* F: B's walk (tile columns down the unit's band pairs) over UB x S units, with the thread's next unit
-   prefetched row-major, spread over the current unit's steps */
-static void patF(void){
-  int strips=K/S, groups=M/UB, units=strips*groups;
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    int nt=omp_get_num_threads(), t=omp_get_thread_num(), per=units/nt, u0=t*per, u1=u0+per;
-    int steps=(S/64)*(UB/64), lines=UB*S*2/64, perstep=(lines+steps-1)/steps;
-    for(int u=u0;u<u1;u++){ int cb=(u%strips)*S, r0=(u/strips)*UB;
-      int nu=u+1, ncb=(nu%strips)*S, nr0=(nu/strips)*UB, pl=0, lpr=S*2/64;
-      for(int c0=cb;c0<cb+S;c0+=64)
-        for(int i=r0;i<r0+UB;i+=64){
-          if(PF && nu<u1) for(int q=0;q<perstep && pl<lines;q++,pl++)
-             _mm_prefetch((const char*)(x+(size_t)(nr0+pl/lpr)*K+ncb)+(pl%lpr)*64,_MM_HINT_T1);
-          if(RD) for(int r=i;r<i+64;r++){ const char*p=(const char*)(x+(size_t)r*K+c0);
-            for(int h=0;h<4;h++) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+32*h))); }
-          if(WR) for(int c=c0;c<c0+64;c++){ uint8_t*o=out+(size_t)c*M+i; _mm256_stream_si256((__m256i*)o,acc); _mm256_stream_si256((__m256i*)(o+32),acc);} } }
-    sink[t]=acc; }
-  _mm_sfence();
+
+/* A: the row-wise order: rows read sequentially, bytes written sequentially. */
+static void patA(void) {
+#pragma omp parallel
+    {
+        __m256i acc = _mm256_setzero_si256();
+#pragma omp for schedule(static)
+        for (int r = 0; r < M; r++)
+            for (int c = 0; c < K; c += 64) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)at(r, c)), b = _mm256_loadu_si256((const __m256i *)(at(r, c) + 32));
+                __m256i d = _mm256_loadu_si256((const __m256i *)(at(r, c) + 64)), e = _mm256_loadu_si256((const __m256i *)(at(r, c) + 96));
+                acc = _mm256_xor_si256(acc, _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(d, e)));
+                _mm256_stream_si256((__m256i *)(out + (size_t)r * K + c), _mm256_xor_si256(a, d));
+                _mm256_stream_si256((__m256i *)(out + (size_t)r * K + c + 32), _mm256_xor_si256(b, e));
+            }
+        sink[omp_get_thread_num()] = acc;
+    }
+    _mm_sfence();
 }
-/* H: per UB x S unit, a row-major touch (demand loads), then B's walk (tile columns down band pairs, reads again) and writes */
-static void patH(void){
-  int strips=K/S, groups=M/UB, units=strips*groups;
-  #pragma omp parallel
-  { __m256i acc=_mm256_setzero_si256();
-    #pragma omp for schedule(static)
-    for(int u=0;u<units;u++){ int cb=(u%strips)*S, r0=(u/strips)*UB;
-      if(PF) for(int r=r0;r<r0+UB;r++){ const char*p=(const char*)(x+(size_t)r*K+cb);
-        for(int c=0;c<2*S;c+=64) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+c))); }
-      for(int c0=cb;c0<cb+S;c0+=64)
-        for(int i=r0;i<r0+UB;i+=64){
-          for(int r=i;r<i+64;r++){ const char*p=(const char*)(x+(size_t)r*K+c0);
-            for(int h=0;h<4;h++) acc=_mm256_xor_si256(acc,_mm256_loadu_si256((const __m256i*)(p+32*h))); }
-          for(int c=c0;c<c0+64;c++){ uint8_t*o=out+(size_t)c*M+i; _mm256_stream_si256((__m256i*)o,acc); _mm256_stream_si256((__m256i*)(o+32),acc);} } }
-    sink[omp_get_thread_num()]=acc; }
-  _mm_sfence();
+
+/* B: the shipped walk over UB x S units, the next tile column's lines prefetched (PF) down the unit. */
+static void patB(void) {
+    int strips = K / S, units = strips * (M / UB);
+#pragma omp parallel
+    {
+        __m256i acc = _mm256_setzero_si256();
+#pragma omp for schedule(static)
+        for (int u = 0; u < units; u++) {
+            int cb = u % strips * S, r0 = u / strips * UB;
+            for (int c0 = cb; c0 < cb + S; c0 += 64) {
+                if (PF && c0 + 64 < cb + S)
+                    for (int r = r0; r < r0 + UB; r++) _mm_prefetch(at(r, c0 + 64), _MM_HINT_T2), _mm_prefetch(at(r, c0 + 64) + 64, _MM_HINT_T2);
+                acc = tile_column(acc, r0, c0);
+            }
+        }
+        sink[omp_get_thread_num()] = acc;
+    }
+    _mm_sfence();
 }
-int main(int argc, char **argv) {
-    (void)argc; (void)argv;
+
+/* C (band pairs across the strip: UB 64) and E (any UB): each unit read row-major, then its columns written. */
+static void patE(void) {
+    int strips = K / S, units = strips * (M / UB);
+#pragma omp parallel
+    {
+        __m256i acc = _mm256_setzero_si256();
+#pragma omp for schedule(static)
+        for (int u = 0; u < units; u++) {
+            int cb = u % strips * S, r0 = u / strips * UB;
+            if (RD) acc = read_rows(acc, r0, r0 + UB, cb, S, 32);
+            if (WR) write_cols(acc, cb, S, r0, UB);
+        }
+        sink[omp_get_thread_num()] = acc;
+    }
+    _mm_sfence();
+}
+
+/* F: the shipped walk with the thread's next unit prefetched row-major, spread over the current unit's steps. */
+static void patF(void) {
+    int strips = K / S, units = strips * (M / UB);
+#pragma omp parallel
+    {
+        __m256i acc = _mm256_setzero_si256();
+        int t = omp_get_thread_num(), per = units / omp_get_num_threads(), u1 = (t + 1) * per;
+        int lpr = S * 2 / 64, lines = UB * lpr, tiles = S / 64, perstep = (lines + tiles - 1) / tiles;
+        for (int u = t * per; u < u1; u++) {
+            int cb = u % strips * S, r0 = u / strips * UB, ncb = (u + 1) % strips * S, nr0 = (u + 1) / strips * UB, pl = 0;
+            for (int c0 = cb; c0 < cb + S; c0 += 64) {
+                for (int q = 0; PF && u + 1 < u1 && q < perstep && pl < lines; q++, pl++)
+                    _mm_prefetch(at(nr0 + pl / lpr, ncb) + pl % lpr * 64, _MM_HINT_T1);
+                acc = tile_column(acc, r0, c0);
+            }
+        }
+        sink[t] = acc;
+    }
+    _mm_sfence();
+}
+
+/* H: each unit read row-major first (a load a line), then the shipped walk over it. */
+static void patH(void) {
+    int strips = K / S, units = strips * (M / UB);
+#pragma omp parallel
+    {
+        __m256i acc = _mm256_setzero_si256();
+#pragma omp for schedule(static)
+        for (int u = 0; u < units; u++) {
+            int cb = u % strips * S, r0 = u / strips * UB;
+            acc = read_rows(acc, r0, r0 + UB, cb, S, 64);
+            for (int c0 = cb; c0 < cb + S; c0 += 64) acc = tile_column(acc, r0, c0);
+        }
+        sink[omp_get_thread_num()] = acc;
+    }
+    _mm_sfence();
+}
+
+int main(void) {
     x = aligned_alloc(64, (size_t)M * K * 2);
     out = aligned_alloc(64, (size_t)M * K);
     memset(x, 1, (size_t)M * K * 2);
     memset(out, 0, (size_t)M * K);
-    /* name, pattern, UB, S, PF, RD, WR */
     struct { const char *name; void (*fn)(void); int ub, s, pf, rd, wr; } v[] = {
         {"A row-wise: sequential reads and writes", patA, 0, 0, 0, 1, 1},
         {"B shipped walk (256 x 2048 units)", patB, 256, 2048, 1, 1, 1},
         {"B reads only", patB, 256, 2048, 1, 1, 0},
         {"B writes only", patB, 256, 2048, 0, 0, 1},
-        {"C band pairs across 2048 columns", patC, 0, 2048, 0, 1, 1},
-        {"C reads only", patC, 0, 2048, 0, 1, 0},
-        {"C writes only", patC, 0, 2048, 0, 0, 1},
+        {"C band pairs across 2048 columns", patE, 64, 2048, 0, 1, 1},
+        {"C reads only", patE, 64, 2048, 0, 1, 0},
+        {"C writes only", patE, 64, 2048, 0, 0, 1},
         {"E unit read row-major, 128 x 2048", patE, 128, 2048, 0, 1, 1},
         {"E 256 x 256", patE, 256, 256, 0, 1, 1},
         {"F B + next unit prefetched row-major, 256 x 256", patF, 256, 256, 1, 1, 1},
@@ -143,7 +175,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < n; k++) best[k] = 1e9;
     for (int rep = 0; rep < 15; rep++)
         for (int k = 0; k < n; k++) {
-            UB = v[k].ub; S = v[k].s; PF = v[k].pf; RD = v[k].rd; WR = v[k].wr;
+            UB = v[k].ub, S = v[k].s, PF = v[k].pf, RD = v[k].rd, WR = v[k].wr;
             double t = now();
             v[k].fn();
             t = now() - t;
