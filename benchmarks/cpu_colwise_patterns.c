@@ -76,42 +76,37 @@ static void patA(void) {
     _mm_sfence();
 }
 
-/* B: the shipped walk over UB x S units, the next tile column's lines prefetched (PF) down the unit. */
-static void patB(void) {
+/* Every UB x S unit through `unit`, the units split statically between the threads. */
+static void run_units(__m256i (*unit)(__m256i acc, int r0, int cb)) {
     int strips = K / S, units = strips * (M / UB);
 #pragma omp parallel
     {
         __m256i acc = _mm256_setzero_si256();
 #pragma omp for schedule(static)
-        for (int u = 0; u < units; u++) {
-            int cb = u % strips * S, r0 = u / strips * UB;
-            for (int c0 = cb; c0 < cb + S; c0 += 64) {
-                if (PF && c0 + 64 < cb + S)
-                    for (int r = r0; r < r0 + UB; r++) _mm_prefetch(at(r, c0 + 64), _MM_HINT_T2), _mm_prefetch(at(r, c0 + 64) + 64, _MM_HINT_T2);
-                acc = tile_column(acc, r0, c0);
-            }
-        }
+        for (int u = 0; u < units; u++) acc = unit(acc, u / strips * UB, u % strips * S);
         sink[omp_get_thread_num()] = acc;
     }
     _mm_sfence();
 }
 
-/* C (band pairs across the strip: UB 64) and E (any UB): each unit read row-major, then its columns written. */
-static void patE(void) {
-    int strips = K / S, units = strips * (M / UB);
-#pragma omp parallel
-    {
-        __m256i acc = _mm256_setzero_si256();
-#pragma omp for schedule(static)
-        for (int u = 0; u < units; u++) {
-            int cb = u % strips * S, r0 = u / strips * UB;
-            if (RD) acc = read_rows(acc, r0, r0 + UB, cb, S, 32);
-            if (WR) write_cols(acc, cb, S, r0, UB);
-        }
-        sink[omp_get_thread_num()] = acc;
+/* B: the shipped walk, the next tile column's lines prefetched (PF) down the unit. */
+static __m256i unit_B(__m256i acc, int r0, int cb) {
+    for (int c0 = cb; c0 < cb + S; c0 += 64) {
+        if (PF && c0 + 64 < cb + S)
+            for (int r = r0; r < r0 + UB; r++) _mm_prefetch(at(r, c0 + 64), _MM_HINT_T2), _mm_prefetch(at(r, c0 + 64) + 64, _MM_HINT_T2);
+        acc = tile_column(acc, r0, c0);
     }
-    _mm_sfence();
+    return acc;
 }
+static void patB(void) { run_units(unit_B); }
+
+/* C (band pairs across the strip: UB 64) and E (any UB): the unit read row-major, then its columns written. */
+static __m256i unit_E(__m256i acc, int r0, int cb) {
+    if (RD) acc = read_rows(acc, r0, r0 + UB, cb, S, 32);
+    if (WR) write_cols(acc, cb, S, r0, UB);
+    return acc;
+}
+static void patE(void) { run_units(unit_E); }
 
 /* F: the shipped walk with the thread's next unit prefetched row-major, spread over the current unit's steps. */
 static void patF(void) {
@@ -134,22 +129,13 @@ static void patF(void) {
     _mm_sfence();
 }
 
-/* H: each unit read row-major first (a load a line), then the shipped walk over it. */
-static void patH(void) {
-    int strips = K / S, units = strips * (M / UB);
-#pragma omp parallel
-    {
-        __m256i acc = _mm256_setzero_si256();
-#pragma omp for schedule(static)
-        for (int u = 0; u < units; u++) {
-            int cb = u % strips * S, r0 = u / strips * UB;
-            acc = read_rows(acc, r0, r0 + UB, cb, S, 64);
-            for (int c0 = cb; c0 < cb + S; c0 += 64) acc = tile_column(acc, r0, c0);
-        }
-        sink[omp_get_thread_num()] = acc;
-    }
-    _mm_sfence();
+/* H: the unit read row-major first (a load a line), then the shipped walk over it. */
+static __m256i unit_H(__m256i acc, int r0, int cb) {
+    acc = read_rows(acc, r0, r0 + UB, cb, S, 64);
+    for (int c0 = cb; c0 < cb + S; c0 += 64) acc = tile_column(acc, r0, c0);
+    return acc;
 }
+static void patH(void) { run_units(unit_H); }
 
 int main(void) {
     x = aligned_alloc(64, (size_t)M * K * 2);
