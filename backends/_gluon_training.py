@@ -74,12 +74,19 @@ def _store_scale(ptr, sbyte, rows, cols, n_cols, row_limit, SWIZZLED: gl.constex
     and columns from n_cols on are not stored."""
     if BIG:
         rows = rows.to(gl.int64)
+    offs = _scale_offsets(rows, cols, n_cols, SWIZZLED)
+    gl.store(ptr + offs, sbyte, mask=(rows < row_limit) & (cols < n_cols), eviction_policy=EVICT)
+
+
+@gluon.jit
+def _scale_offsets(rows, cols, n_cols, SWIZZLED: gl.constexpr):
+    """Byte offsets of scale (rows, cols) in a scale matrix of n_cols columns: linear, or in the
+    128x4 layout (mxquant/layouts.py)."""
     if SWIZZLED:
         r = rows % 128
-        offs = ((rows // 128) * (n_cols // 4) + cols // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + cols % 4
+        return ((rows // 128) * (n_cols // 4) + cols // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + cols % 4
     else:
-        offs = rows * n_cols + cols
-    gl.store(ptr + offs, sbyte, mask=(rows < row_limit) & (cols < n_cols), eviction_policy=EVICT)
+        return rows * n_cols + cols
 
 
 @gluon.jit
@@ -183,13 +190,10 @@ def _packed_store(cs_ptr, acc, row0, s0, cs_cols, climit, SLABS: gl.constexpr, B
         rows = row0 + gl.arange(0, BLOCK_K, layout=acc.type.layout)
         if BIG:
             rows = rows.to(gl.int64)
-        if SWIZZLED:
-            r = rows % 128
-            offs = ((rows // 128) * (cs_cols // 4) + s0 // 4) * 512 + (r % 32) * 16 + (r // 32) * 4 + s0 % 4
-            mask = (rows < climit) & (s0 < cs_cols)
-        else:
-            offs = rows * cs_cols + s0
-            mask = rows < climit
+        offs = _scale_offsets(rows, s0, cs_cols, SWIZZLED)
+        mask = rows < climit
+        if SWIZZLED:  # (linear: whole tiles, s0 < cs_cols always)
+            mask = mask & (s0 < cs_cols)
         if SLABS == 2:
             gl.store(cs_ptr.to(gl.pointer_type(gl.int16), bitcast=True) + offs // 2, acc.to(gl.int16), mask=mask,
                      eviction_policy=EVICT)
@@ -228,7 +232,8 @@ def rowcol_kernel(
         gl.static_assert(SLABS > 1 and not (SWIZZLED and SLABS == 8))
         xa = _load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         lo = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
-        hi = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
+        if SLABS == 8:
+            hi = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
         for j in gl.static_range(SLABS):
             xn = xa
             if PREFETCH:
@@ -247,11 +252,8 @@ def rowcol_kernel(
                     xa = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         climit = l * K + gl.where(last, k_last, K)
         if SLABS == 8:
-            _packed_store(cs_ptr, gl.join(lo, hi), l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K,
-                          SWIZZLED, BIG, CS_EVICT)
-        else:
-            _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, SWIZZLED, BIG,
-                          CS_EVICT)
+            lo = gl.join(lo, hi)
+        _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, SWIZZLED, BIG, CS_EVICT)
     else:
         b = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
                       pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT, SLABS, 1)
