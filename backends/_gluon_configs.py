@@ -30,7 +30,10 @@ column-wise scale bytes stored evict_last (twenty-second: ahead in 17 of 18 swee
 points). Tried and not kept: the tile order, evict_first for x or the column data, 4 to 32 slabs
 a tile (joined, packed, prefetched or staged in shared memory: 72-87%), register caps (48-68%),
 "packed" without prefetch (84-86%), swizzled scales at 2 slabs "packed prefetch" (row+column
-1.55-1.58x against 1.43-1.46x at 1 slab). All byte-identical to the shipped configs."""
+1.55-1.58x against 1.43-1.46x at 1 slab), persistent programs (3-12 an SM) whose slabs go through
+a ring of 2-8 tiles in shared memory by cp.async (twenty-third session, d8b5c26: column-wise
+65-83% of copy, row+column 1.64-2.32x; slower at every shape, count and depth). All
+byte-identical to the shipped configs."""
 
 
 GLUON_TRITON = ("3.6",)
@@ -74,21 +77,8 @@ def _gluon_flags(config) -> frozenset:
     """The words of a ("gluon", ...) config's 8th entry: "packed" (column scale bytes gathered in words
     as the slabs go: linear ones where every tile is whole, swizzled ones at 2 or 4 slabs; elsewhere
     bytes joined as without it), "prefetch" (with packed: each slab's load issued before the previous
-    slab's work), "ring<S>x<P>" (a persistent grid of P programs an SM whose slabs go through a ring of
-    S tiles in shared memory, cp.async; not with prefetch)."""
+    slab's work)."""
     return frozenset(config[7].split()) if len(config) > 7 else frozenset()
-
-
-def _gluon_ring(flags) -> tuple[int, int]:
-    """(ring stages, programs per SM) of a config's "ring<S>x<P>" word; (0, 0) without one (or a
-    malformed one: then (-1, -1))."""
-    words = [w for w in flags if w.startswith("ring")]
-    if not words:
-        return 0, 0
-    parts = words[0][4:].split("x")
-    ok = len(words) == 1 and len(parts) == 2 and all(p.isdigit() for p in parts)
-    stages, per_sm = (int(parts[0]), int(parts[1])) if ok else (-1, -1)
-    return (stages, per_sm) if 2 <= stages <= 8 and 1 <= per_sm <= 32 else (-1, -1)
 
 
 def _use_gluon(config, device) -> bool:
@@ -103,14 +93,12 @@ def _use_gluon(config, device) -> bool:
         if (half not in (4, 8, 16, 32) or warps not in (1, 2, 4, 8, 16) or slabs not in (1, 2, 4, 8)
                 or type(maxnreg) is not int or not (maxnreg == 0 or 16 <= maxnreg <= 255)
                 or any(p not in ("", "evict_last", "evict_first") for p in config[5:7])
-                or not flags - {w for w in flags if w.startswith("ring")} <= {"packed", "prefetch"}
-                or ("prefetch" in flags and "packed" not in flags)
-                or _gluon_ring(flags)[0] < 0 or (_gluon_ring(flags)[0] and "prefetch" in flags)):
+                or not flags <= {"packed", "prefetch"}
+                or ("prefetch" in flags and "packed" not in flags)):
             raise ValueError(f"config {config}: ('gluon', rows per thread, warps[, slabs[, maxnreg[, policy[, "
                              "policy[, flags]]]]]) with rows 4, 8, 16 or 32, warps 1 to 16 (a power of two), slabs "
                              "per tile 1, 2, 4 or 8, a register cap 0 (none) or 16 to 255, the column "
                              "scale and data stores' eviction policies '', 'evict_last' or 'evict_first' and "
-                             "flags 'packed', 'packed prefetch' and 'ring<stages 2-8>x<programs an SM 1-32>' "
-                             "(not with prefetch)")
+                             "flags 'packed' or 'packed prefetch'")
         return True
     return config is None and device.type == "cuda" and _gluon() is not None

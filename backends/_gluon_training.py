@@ -35,15 +35,8 @@ compiled for sm_90 here by tests/test_triton_compile.py.
 import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from ._triton_kernels import _scale_and_inverse, _to_fp8
-
-
-def ring_layout():
-    """The shared layout of rowcol_kernel's ring (RING * SLABS, 32, BLOCK_K): row-major, unswizzled
-    (a quarter-warp's 16-byte pieces are one 128-byte row run: no bank conflict)."""
-    return gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
 
 
 def layouts(half: int, num_warps: int):
@@ -97,13 +90,9 @@ def _scale_offsets(rows, cols, n_cols, SWIZZLED: gl.constexpr):
 
 
 @gluon.jit
-def _load_slab(x_ptr, slab, l, k, M, K, stride_l, stride_m, stride_k, LOAD: gl.constexpr, BIG: gl.constexpr,
-               ring, slot0, RING: gl.constexpr, TS: gl.constexpr):
+def _load_slab(x_ptr, slab, l, k, M, K, stride_l, stride_m, stride_k, LOAD: gl.constexpr, BIG: gl.constexpr):
     """32-row slab `slab` of matrix l by the tile's columns k (LOAD's slice), as x's dtype (zero
-    past M and K): from global memory, or with RING from the ring, whose slabs slot0.. are the tile's
-    TS slabs (_issue copied them there)."""
-    if RING > 0:
-        return ring.index(slot0 + slab % TS).load(LOAD)
+    past M and K)."""
     m = slab * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
     if BIG:
         lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
@@ -163,22 +152,22 @@ def _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, strid
               last, EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr, E5M2: gl.constexpr,
               ROW: gl.constexpr, SWIZZLED: gl.constexpr, BLOCK_K: gl.constexpr, LOAD: gl.constexpr,
               STORE: gl.constexpr, BIG: gl.constexpr, CD_EVICT: gl.constexpr, SLABS: gl.constexpr,
-              STEP: gl.constexpr, ring, slot0, RING: gl.constexpr, TS: gl.constexpr):
+              STEP: gl.constexpr):
     """Slabs s0, s0 + STEP, ..., SLABS of them; their column scale bytes joined in registers:
     (BLOCK_K,) for one slab, else (BLOCK_K, 2, ..., 2) whose flattened index j is slab s0 + j * STEP
     (the even-numbered slabs, then the odd ones, each joined the same way: the order a reshape to
     (BLOCK_K, SLABS) keeps in registers, so that a column's bytes are one store)."""
     if SLABS == 1:
-        return _slab(_load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG, ring, slot0, RING, TS), rd_ptr, rs_ptr,
+        return _slab(_load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG), rd_ptr, rs_ptr,
                      cd_ptr, s0, l, k, ks, M, K, m_last, rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW,
                      SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT)
     else:
         even = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
                          rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
-                         CD_EVICT, SLABS // 2, 2 * STEP, ring, slot0, RING, TS)
+                         CD_EVICT, SLABS // 2, 2 * STEP)
         odd = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0 + STEP, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last,
                         rs_cols, pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG,
-                        CD_EVICT, SLABS // 2, 2 * STEP, ring, slot0, RING, TS)
+                        CD_EVICT, SLABS // 2, 2 * STEP)
         return gl.join(even, odd)
 
 
@@ -214,27 +203,6 @@ def _packed_store(cs_ptr, acc, row0, s0, cs_cols, climit, SLABS: gl.constexpr, B
 
 
 @gluon.jit
-def _issue(x_ptr, ring, slot0, tile, n_tiles, M, K, stride_l, stride_m, stride_k, n_m, n_k, SLABS: gl.constexpr,
-           BLOCK_K: gl.constexpr, LOAD: gl.constexpr, BIG: gl.constexpr):
-    """Tile `tile`'s SLABS slabs copied asynchronously (cp.async, 16 bytes a thread) into slabs slot0..
-    of the ring (RING * SLABS, 32, BLOCK_K), each thread the elements it will load from there in LOAD (so no
-    thread reads another's copy), zeros past M and K and for tiles from n_tiles on; one commit
-    group."""
-    l = tile // (n_m * n_k)
-    k = (tile % n_k) * BLOCK_K + gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, LOAD))
-    for j in gl.static_range(SLABS):
-        m = ((tile // n_k) % n_m * SLABS + j) * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, LOAD))
-        if BIG:
-            lw, mw, kw = l.to(gl.int64), m.to(gl.int64), k.to(gl.int64)
-        else:
-            lw, mw, kw = l, m, k
-        async_copy.async_copy_global_to_shared(
-            ring.index(slot0 + j), x_ptr + lw * stride_l + mw[:, None] * stride_m + kw[None, :] * stride_k,
-            mask=(m[:, None] < M) & (k[None, :] < K) & (tile < n_tiles), eviction_policy="evict_last")
-    async_copy.commit_group()
-
-
-@gluon.jit
 def rowcol_kernel(
     x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr,
     M, K, stride_l, stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k,
@@ -242,7 +210,6 @@ def rowcol_kernel(
     ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr, SLABS: gl.constexpr,
     LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr,
     CS_EVICT: gl.constexpr, CD_EVICT: gl.constexpr, PACKED: gl.constexpr = False, PREFETCH: gl.constexpr = False,
-    RING: gl.constexpr = 0, SMEM: gl.constexpr = None,
 ):
     """Tile (l, pid_m, pid_k) of x (L, M, K), as backends/_triton_training.py's rowcol_kernel
     with BLOCK_M = 32 * SLABS and BLOCK_K = 8 * HALF * NW (LOAD, STORE: layouts(HALF, NW)): its
@@ -251,43 +218,9 @@ def rowcol_kernel(
     eviction policies of the column scale and column data stores ("" for none; GLUON_CONFIGS
     picks them). PACKED (linear scales with M a multiple of BLOCK_M, every tile whole; or swizzled
     with 2 or 4 slabs): the scale bytes gathered in int32 words as the slabs go; PREFETCH (with
-    PACKED): each slab's load issued before the previous slab's work. RING (2 or more; SMEM:
-    ring_layout()): a persistent program takes tiles program_id, + num_programs, ..., their slabs
-    copied into a ring of RING tiles in shared memory RING - 1 tiles ahead (cp.async: loads in
-    flight without registers held for them)."""
-    if RING > 0:
-        gl.static_assert(RING >= 2)
-        gl.static_assert(not PREFETCH)
-        BLOCK_K: gl.constexpr = 8 * HALF * NW
-        ring = gl.allocate_shared_memory(x_ptr.dtype.element_ty, [RING * SLABS, 32, BLOCK_K], SMEM)
-        n_tiles = L * n_m * n_k
-        first = gl.program_id(0)
-        step = gl.num_programs(0)
-        for j in gl.static_range(RING - 1):
-            _issue(x_ptr, ring, j * SLABS, first + j * step, n_tiles, M, K, stride_l, stride_m, stride_k, n_m, n_k,
-                   SLABS, BLOCK_K, LOAD, BIG)
-        for i in range(gl.cdiv(n_tiles - first, step)):
-            _issue(x_ptr, ring, (i + RING - 1) % RING * SLABS, first + (i + RING - 1) * step, n_tiles, M, K, stride_l,
-                   stride_m, stride_k, n_m, n_k, SLABS, BLOCK_K, LOAD, BIG)
-            async_copy.wait_group(RING - 1)  # this tile's group is done
-            _tile(first + i * step, ring, i % RING * SLABS, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride_l,
-                  stride_m, stride_k, L, m_last, k_last, rs_cols, cs_cols, n_m, n_k, EMAX, RCEIL, TIE_UP, E5M2, ROW,
-                  SWIZZLED, HALF, NW, SLABS, LOAD, STORE, BIG, CS_EVICT, CD_EVICT, PACKED, PREFETCH, RING)
-        async_copy.wait_group(0)
-    else:
-        _tile(gl.program_id(0), x_ptr, 0, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride_l, stride_m, stride_k, L,
-              m_last, k_last, rs_cols, cs_cols, n_m, n_k, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, HALF, NW, SLABS,
-              LOAD, STORE, BIG, CS_EVICT, CD_EVICT, PACKED, PREFETCH, RING)
-
-
-@gluon.jit
-def _tile(tile, ring, slot0, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride_l, stride_m, stride_k, L, m_last, k_last,
-          rs_cols, cs_cols, n_m, n_k, EMAX: gl.constexpr, RCEIL: gl.constexpr, TIE_UP: gl.constexpr,
-          E5M2: gl.constexpr, ROW: gl.constexpr, SWIZZLED: gl.constexpr, HALF: gl.constexpr, NW: gl.constexpr,
-          SLABS: gl.constexpr, LOAD: gl.constexpr, STORE: gl.constexpr, BIG: gl.constexpr, CS_EVICT: gl.constexpr,
-          CD_EVICT: gl.constexpr, PACKED: gl.constexpr, PREFETCH: gl.constexpr, RING: gl.constexpr):
-    """rowcol_kernel's work on one tile (its slabs from ring with RING, else from x)."""
+    PACKED): each slab's load issued before the previous slab's work."""
     BLOCK_K: gl.constexpr = 8 * HALF * NW
+    tile = gl.program_id(0)
     l = tile // (n_m * n_k)
     pid_m = (tile // n_k) % n_m
     pid_k = tile % n_k
@@ -297,7 +230,7 @@ def _tile(tile, ring, slot0, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride
     s0 = pid_m * SLABS
     if PACKED:
         gl.static_assert(SLABS > 1 and not (SWIZZLED and SLABS == 8))
-        xa = _load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG, ring, slot0, RING, SLABS)
+        xa = _load_slab(x_ptr, s0, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         lo = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
         if SLABS == 8:
             hi = gl.zeros([BLOCK_K], gl.int32, layout=gl.SliceLayout(0, LOAD))
@@ -305,7 +238,7 @@ def _tile(tile, ring, slot0, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride
             xn = xa
             if PREFETCH:
                 if j + 1 < SLABS:
-                    xn = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG, ring, slot0, RING, SLABS)
+                    xn = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
             b = _slab(xa, rd_ptr, rs_ptr, cd_ptr, s0 + j, l, k, ks, M, K, m_last, rs_cols, pid_k, last,
                       EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT).to(gl.int32)
             if j < 4:
@@ -316,15 +249,14 @@ def _tile(tile, ring, slot0, x_ptr, rd_ptr, rs_ptr, cd_ptr, cs_ptr, M, K, stride
                 if PREFETCH:
                     xa = xn
                 else:
-                    xa = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG, ring, slot0, RING, SLABS)
+                    xa = _load_slab(x_ptr, s0 + j + 1, l, k, M, K, stride_l, stride_m, stride_k, LOAD, BIG)
         climit = l * K + gl.where(last, k_last, K)
         if SLABS == 8:
             lo = gl.join(lo, hi)
         _packed_store(cs_ptr, lo, l * K + pid_k * BLOCK_K, s0, cs_cols, climit, SLABS, BLOCK_K, SWIZZLED, BIG, CS_EVICT)
     else:
         b = _unpacked(x_ptr, rd_ptr, rs_ptr, cd_ptr, s0, l, k, ks, M, K, stride_l, stride_m, stride_k, m_last, rs_cols,
-                      pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT, SLABS, 1,
-                      ring, slot0, RING, SLABS)
+                      pid_k, last, EMAX, RCEIL, TIE_UP, E5M2, ROW, SWIZZLED, BLOCK_K, LOAD, STORE, BIG, CD_EVICT, SLABS, 1)
         if SLABS > 2:
             b = gl.reshape(b, [BLOCK_K, SLABS])  # [:, j] = slab s0 + j
         climit = l * K + gl.where(last, k_last, K)

@@ -26,7 +26,7 @@ from mxquant.layouts import round_up
 from . import _triton_launch as _launch
 from ._common import as_rows, device_guard
 from ._gluon_configs import (GLUON_CONFIGS, GLUON_TRITON, _gluon, _gluon_flags, _gluon_policies,  # noqa: F401
-                             _gluon_ring, _gluon_shape, _use_gluon, gluon_version_ok)
+                             _gluon_shape, _use_gluon, gluon_version_ok)
 
 
 def cdiv(a: int, b: int) -> int:
@@ -160,15 +160,10 @@ def _rowcol(x, dtype, scale_mode, scale_layout, config, row):
                 # packed words: linear scales of whole tiles, swizzled ones of 2 or 4 slabs (a column's bytes
                 # adjacent and aligned in the 128x4 layout); elsewhere the bytes joined (the same bytes)
                 packed = "packed" in flags and slabs > 1 and (slabs <= 4 if swizzled else m % bm == 0)
-                stages, per_sm = _gluon_ring(flags)
                 constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, HALF=half, NW=warps,
                                   SLABS=slabs, LOAD=load, STORE=store, BIG=big, CS_EVICT=cs_evict, CD_EVICT=cd_evict,
-                                  PACKED=packed, PREFETCH=packed and "prefetch" in flags, RING=stages,
-                                  SMEM=_gluon().ring_layout() if stages else None)
-                grid = n * n_m * n_k
-                if stages:  # persistent programs
-                    grid = min(grid, per_sm * torch.cuda.get_device_properties(device).multi_processor_count)
-                return _launch.Plan(_gluon().rowcol_kernel, grid, ints, constexprs, warps,
+                                  PACKED=packed, PREFETCH=packed and "prefetch" in flags)
+                return _launch.Plan(_gluon().rowcol_kernel, n * n_m * n_k, ints, constexprs, warps,
                                     {"maxnreg": maxnreg} if maxnreg else None)  # (sweeps: a ptxas register cap)
             constexprs = dict(**_modes(dtype, scale_mode), ROW=row, SWIZZLED=swizzled, BLOCK_M=bm, BLOCK_K=bk,
                               EVICT="evict_last", BIG=big, INTERPRETED=device.type == "cpu")

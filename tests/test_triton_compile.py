@@ -137,20 +137,6 @@ def test_gluon_colwise_kernel_moves_no_data_between_threads(hp):
             lines = [ln for ln in ptx.splitlines() if "ld.global" in ln or "st.global" in ln]
             first_store = next(i for i, ln in enumerate(lines) if "st.global" in ln)
             assert first_store == 2 * half and all("ld.global" in ln for ln in lines[:first_store]), (name, lines[:20])
-    for (row, swz), ring in zip(itertools.product((False, True), (False, True)), (2, 3, 4, 3)):  # ring configs:
-        # x only through cp.async (16 bytes a copy) into the ring, read back by 16-byte shared loads
-        slabs = 1 if swz else 2
-        load, store = g.layouts(8, 2)
-        c = dict(EMAX=8, RCEIL=True, TIE_UP=False, E5M2=False, stride_k=1, L=1, ROW=row, SWIZZLED=swz, HALF=8, NW=2,
-                 SLABS=slabs, LOAD=load, STORE=store, BIG=False, CS_EVICT="evict_last", CD_EVICT="", PACKED=not swz,
-                 PREFETCH=False, RING=ring, SMEM=g.ring_layout())
-        k = _aot_compile_as_launched(g.rowcol_kernel, [hp, "*fp8e4nv", "*u8", "*fp8e4nv", "*u8"], c, 2, divisible,
-                                     gluon=True)
-        ptx, elem = k.asm["ptx"], {"*bf16": 2, "*fp16": 2, "*fp32": 4}[hp]
-        assert k.metadata.shared == ring * slabs * 32 * 128 * elem and "ld.global" not in ptx, (row, swz, ring)
-        copies = re.findall(r"cp\.async\.cg\.shared\.global \[[^]]*\], \[[^]]*\], 0x10", ptx)
-        assert len(copies) == ring * slabs * 8 * elem // 2, (row, swz, ring, len(copies))  # the prologue's and the loop's
-        assert ptx.count("ld.shared.v4.b32") == slabs * 8 * elem // 2, (row, swz, ring)
     load, store = g.layouts(8, 2)  # 64-bit offsets (BIG) compile too
     for row, swz in itertools.product((False, True), (False, True)):
         if not swz:  # packed words, 8 slabs

@@ -15,15 +15,13 @@ GRID = list(itertools.product(INPUTS, ELEMS, MODES))
 GRID_LAYOUTS = list(itertools.product(INPUTS, ELEMS, MODES, LAYOUTS))
 GLUON_TEST_CONFIGS = [("gluon", 16, 4), ("gluon", 8, 2, 4), ("gluon", 4, 4, 2),
                       ("gluon", 8, 2, 8, 0, "evict_last", "", "packed prefetch"), ("gluon", 8, 2, 4, 0, "", "", "packed"),
-                      ("gluon", 8, 2, 2, 0, "", "", "packed prefetch"), ("gluon", 8, 2, 1, 0, "", "", "ring3x8"),
-                      ("gluon", 8, 2, 2, 0, "evict_last", "", "packed ring2x4")]
+                      ("gluon", 8, 2, 2, 0, "", "", "packed prefetch")]
 """The Gluon column-wise / row+column kernel's shapes the tests run besides the shipped ones
 ("gluon", rows per thread, warps, 32-row slabs per tile[, register cap, store policies, flags]):
 tests/test_triton_training.py on a GPU, tests/test_triton_compile.py compiled for sm_90. The
 packed ones take their word stores where every tile is whole (linear scales, M a multiple of
 32 x slabs) or with swizzled scales at 2 or 4 slabs, and the joined bytes elsewhere: the CUDA
-shapes have both. The ring ones are persistent programs whose slabs go through shared memory
-(cp.async): more tiles than programs, so each program runs several."""
+shapes have both."""
 
 
 def ids(combo) -> str:
