@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 GLUON_CONFIGS = {"colwise": (8, 2, 2, 0, "evict_last", "", "packed prefetch"), "colwise swizzled": (8, 2, 1, 0, "evict_last"),
-                 "rowcol": (8, 2, 2, 0, "", "", "packed prefetch"), "rowcol swizzled": (8, 2, 1)}
+                 "rowcol": (8, 2, 2, 0, "evict_last", "evict_last", "packed prefetch"), "rowcol swizzled": (8, 2, 1)}
 """(rows per thread, warps, 32-row slabs per tile[, register cap, column scale stores' and column
 data stores' eviction policies[, flags: "packed", "packed prefetch"]]) of backends/_gluon_training.py's kernel per call and scale layout
 on CUDA: 32 * slabs x (8 * rows * warps) tiles. From three sweeps on an H100
@@ -27,8 +27,11 @@ against 84.5 / 86.0%); with linear scales the second slab's load before the firs
 the two bytes gathered in a word, "packed prefetch", where M is a multiple of 64 (twenty-first:
 column-wise 87.4-88.8 / 89.7-90.8%, row+column 1.63-1.66x against 1.65-1.68x); swizzled
 column-wise scale bytes stored evict_last (twenty-second: ahead in 17 of 18 sweep rounds by 0.5-1.5
-points). Tried and not kept: the tile order, evict_first for x or the column data, 4 to 32 slabs
-a tile (joined, packed, prefetched or staged in shared memory: 72-87%), register caps (48-68%),
+points); linear row+column's column data and scale bytes stored evict_last (twenty-third: 1.609-1.617x
+/ 1.639-1.651x the row-wise time against 1.628-1.632x / 1.669-1.677x, ahead in every round; the
+column data evict_last was 0.4-3.5 points behind column-wise and even with swizzled row+column).
+Tried and not kept: the tile order, evict_first for x or the column data, 4 to 32 slabs a tile
+(joined, packed, prefetched or staged in shared memory: 72-87%), register caps (48-68%),
 "packed" without prefetch (84-86%), swizzled scales at 2 slabs "packed prefetch" (row+column
 1.55-1.58x against 1.43-1.46x at 1 slab), persistent programs (3-12 an SM) whose slabs go through
 a ring of 2-8 tiles in shared memory by cp.async (twenty-third session, d8b5c26: column-wise
