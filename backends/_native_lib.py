@@ -19,12 +19,13 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 8  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+ABI_VERSION = 9  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
 # 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c);
 # 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c);
 # 6: mxq_kgroups_rearrange (backends/csrc/mxq_cpu_kgroup.c: K-groups, mxfp8_quantize_grouped(axis=-2));
 # 7: mxq_fp4_force_no_f16c (test hook: the AVX2 variant's fp16 path of a CPU without F16C, mxq_cpu_fp4.c);
-# 8: mxq_fp8block_quantize (backends/csrc/mxq_cpu_fp8block.c: FP8 128x128 blocks and their error sums)
+# 8: mxq_fp8block_quantize (backends/csrc/mxq_cpu_fp8block.c: FP8 128x128 blocks and their error sums);
+# 9: mxq_col_order / mxq_set_col_order (the column-wise walk, mxq_cpu_training.c)
 HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the C code's in_dtype / out_dtype
 MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
 
@@ -96,6 +97,9 @@ def load() -> tuple[Optional[ctypes.CDLL], Optional[str]]:
         lib.mxq_isa_name.restype = ctypes.c_char_p
         lib.mxq_select_isa.argtypes = [_int]
         lib.mxq_select_isa.restype = _int
+        lib.mxq_col_order.restype = _int
+        lib.mxq_set_col_order.argtypes = [_int]
+        lib.mxq_set_col_order.restype = _int
     except (OSError, AttributeError) as exc:
         return None, f"library failed to load: {path}: {exc}"
     return lib, None
@@ -127,3 +131,21 @@ def select_isa(lib, name: Optional[str]) -> None:
         raise ValueError(f"unknown instruction-set variant {name!r}; known: {', '.join(names)}")
     if lib.mxq_select_isa(-1 if name is None else names.index(name)) != 0:
         raise ValueError(f"this CPU cannot run the {name!r} variant")
+
+
+COL_ORDERS = ("bands", "column")
+"""The column-wise call's walks of a work unit (mxq_cpu_training.c): 64-column tiles of bands two
+at a time across the unit, or each tile column down all of the unit's bands; the same bytes."""
+
+
+def col_order(lib) -> str:
+    """The column-wise walk in use ("column" on AMD CPUs, "bands" elsewhere, unless set)."""
+    return COL_ORDERS[lib.mxq_col_order()]
+
+
+def set_col_order(lib, name: Optional[str]) -> None:
+    """Test and benchmark hook: the column-wise walk from now on (None: the automatic choice).
+    Not while calls are running."""
+    if name is not None and name not in COL_ORDERS:
+        raise ValueError(f"unknown column-wise walk {name!r}; known: {', '.join(COL_ORDERS)}")
+    lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))

@@ -228,7 +228,8 @@ def _probe(device: torch.device):
 def _description() -> str:
     lib, _ = _native_lib.load()
     isa = lib.mxq_isa().decode() if lib is not None else "not loaded"
-    return f"C kernel (backends/csrc/mxq_cpu.c) via ctypes, {isa}, threads = torch.get_num_threads()"
+    walk = f", column-wise in {_native_lib.col_order(lib)} order" if lib is not None else ""
+    return f"C kernel (backends/csrc/mxq_cpu.c) via ctypes, {isa}{walk}, threads = torch.get_num_threads()"
 
 
 backend = Backend(

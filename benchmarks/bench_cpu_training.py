@@ -8,7 +8,9 @@ fresh outputs as the public API allocates them, e4m3, rceil, linear scales (swiz
 column-wise call): the row-wise call; column-wise; row+column; 32x32 tiles; grouped (token
 groups: 8 ragged groups; experts: 8 x 512 x K); and, as peers, what a caller without a
 column-wise call would do, the row-wise call on x.mT.contiguous() (transpose included), and
-torch's x.mT.contiguous() alone and its plain fp8 cast. Each reports the median and fastest
+torch's x.mT.contiguous() alone and its plain fp8 cast; and the column-wise call in each of its
+walks (`col_bands_walk`, `col_column_walk`; `col` is this CPU's default, the header's
+native_col_walk). Each reports the median and fastest
 round, GB/s (bytes read + written) and its time and CPU time relative to the row-wise call.
 The load average before and after is recorded: the 2-core development machine is shared.
 """
@@ -26,6 +28,7 @@ E4M3 = torch.float8_e4m3fn
 
 
 def cases(m: int, k: int, hp: torch.dtype, rounds: int) -> dict:
+    from mxquant.backends import _native_lib
     from mxquant.backends import cpu_native as nat
 
     x = torch.randn(m, k, dtype=hp)
@@ -43,6 +46,19 @@ def cases(m: int, k: int, hp: torch.dtype, rounds: int) -> dict:
         "torch_transpose_copy": lambda: x.mT.contiguous(),
         "torch_cast": lambda: x.to(E4M3),
     }
+    lib = _native_lib.load()[0]
+
+    def walk(name):  # the column-wise call in one walk (the same bytes; `col` takes this CPU's default)
+        def call():
+            _native_lib.set_col_order(lib, name)
+            try:
+                return nat.quantize_colwise(x, E4M3, "rceil", "linear")
+            finally:
+                _native_lib.set_col_order(lib, None)
+        return call
+
+    if lib is not None:
+        fns.update({f"col_{name}_walk": walk(name) for name in _native_lib.COL_ORDERS})
     stats = cpu_paths.timed_rounds(fns, rounds)
     one = m * k * (x.element_size() + 1 + 1 / 32)  # read x, write data and scales
     nbytes = {"rowcol": one + m * k * (1 + 1 / 32), "torch_transpose_copy": 2 * m * k * x.element_size(),

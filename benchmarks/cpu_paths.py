@@ -99,7 +99,13 @@ def run_header() -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python3", *sys.argv]),
             "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
             "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "native_isa": native_isa(),
-            "loadavg_before": os.getloadavg()}
+            "native_col_walk": _col_walk(), "loadavg_before": os.getloadavg()}
+
+
+def _col_walk() -> str:
+    """cpu-native's column-wise walk in use ("bands" or "column"), or None without the library."""
+    lib = _native_lib.load()[0]
+    return _native_lib.col_order(lib) if lib is not None else None
 
 
 def add_common_args(parser, default_shapes: str) -> None:

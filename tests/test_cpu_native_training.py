@@ -13,10 +13,13 @@ on two threads."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 import mxquant
+from mxquant.backends import _native_lib
 from mxquant.conformance.training_inputs import colwise_inputs, grouped_inputs, matrix_inputs
 
 import mx_oracle as oracle
@@ -70,13 +73,28 @@ def native_matrix_inputs(hp, k_any: bool):
     return out
 
 
+@contextlib.contextmanager
+def col_order(name):
+    """cpu-native's column-wise walk forced to `name` (_native_lib.COL_ORDERS) inside the block."""
+    lib = _native_lib.load()[0]
+    _native_lib.set_col_order(lib, name)
+    try:
+        yield
+    finally:
+        _native_lib.set_col_order(lib, None)
+
+
 @pytest.mark.parametrize("hp, dtype, mode, layout", GRID_LAYOUTS, ids=[ids(c) for c in GRID_LAYOUTS])
 def test_colwise_and_rowcol(variant, hp, dtype, mode, layout):
+    """Column-wise in both of its walks (column order, the automatic choice on AMD CPUs; bands two
+    at a time elsewhere), row+column, against the oracle and the transpose identity."""
     for name, x in native_matrix_inputs(hp, k_any=True):
-        got = mxquant.mxfp8_quantize(x, dtype, scale_mode=mode, scale_layout=layout, axis=-2, backend=NATIVE)
         want_data, want_scale = oracle.quantize_colwise(x, dtype, mode, layout)
-        assert_bytes(got.data, want_data, f"{name}: column data vs oracle")
-        assert_bytes(got.scale, oracle.public(want_scale, layout), f"{name}: column scale vs oracle")
+        for walk in _native_lib.COL_ORDERS:
+            with col_order(walk):
+                got = mxquant.mxfp8_quantize(x, dtype, scale_mode=mode, scale_layout=layout, axis=-2, backend=NATIVE)
+            assert_bytes(got.data, want_data, f"{name}: column data ({walk} order) vs oracle")
+            assert_bytes(got.scale, oracle.public(want_scale, layout), f"{name}: column scale ({walk} order) vs oracle")
         row_t = mxquant.mxfp8_quantize(x.mT.contiguous(), dtype, scale_mode=mode, scale_layout=layout, backend=NATIVE)
         assert_bytes(got.data, row_t.data, f"{name}: column data vs row-wise of x.mT")
         assert_bytes(got.scale, row_t.scale, f"{name}: column scale vs row-wise of x.mT")
@@ -93,14 +111,20 @@ def test_colwise_and_rowcol(variant, hp, dtype, mode, layout):
 @pytest.mark.parametrize("hp", [torch.bfloat16, torch.float16, torch.float32])
 def test_work_units_in_both_directions(variant, hp):
     """More rows and columns than one work unit (8 bands x 2048 columns): 9 bands, 2080 columns,
-    and 2 batches (the column-wise call walks a unit's tile columns first, the others its bands)."""
+    and 2 batches (the column-wise call walks a unit's tile columns first in column order, the others
+    and column-wise's other walk its bands)."""
     x = _mixed_columns((2, 288, 2080), hp, 8)
     (row, col), tiles = mxquant.mxfp8_quantize_rowcol(x, scale_layout="swizzled", backend=NATIVE), \
         mxquant.mxfp8_quantize_2d(x, scale_mode="floor", backend=NATIVE)
-    colwise = mxquant.mxfp8_quantize(x, scale_mode="floor", scale_layout="swizzled", axis=-2, backend=NATIVE)
+    colwise = {}
+    for walk in _native_lib.COL_ORDERS:
+        with col_order(walk):
+            colwise[walk] = mxquant.mxfp8_quantize(x, scale_mode="floor", scale_layout="swizzled", axis=-2, backend=NATIVE)
+    floor_col = oracle.quantize_colwise(x, torch.float8_e4m3fn, "floor", "swizzled")
     for got, want, what in ((row, oracle.quantize(x, torch.float8_e4m3fn, "rceil", "swizzled"), "row"),
                             (col, oracle.quantize_colwise(x, torch.float8_e4m3fn, "rceil", "swizzled"), "col"),
-                            (colwise, oracle.quantize_colwise(x, torch.float8_e4m3fn, "floor", "swizzled"), "column-wise"),
+                            (colwise["column"], floor_col, "column-wise, column order"),
+                            (colwise["bands"], floor_col, "column-wise, bands two at a time"),
                             (tiles, oracle.quantize_tiles(x, torch.float8_e4m3fn, "floor"), "tiles")):
         assert_bytes(got.data, want[0], f"{what} data vs oracle")
         assert_bytes(got.scale, want[1].reshape(got.scale.shape), f"{what} scale vs oracle")

@@ -15,6 +15,7 @@ typedef struct {
     int64_t m, k, bstride, rstride; /* strides in bytes */
     uint8_t *rdata, *rscale, *cdata, *cscale;
     int in_dtype, elem, mode, swizzled, op;
+    int col_order; /* column-wise: 1 walks each unit in column order (unit_col_*), 0 bands two at a time */
 } bjob_t;
 
 /* Column c of band i of batch l: its 32 output bytes, and where its scale goes. */

@@ -439,7 +439,7 @@ TARGET_AVX2 static __attribute__((noinline)) void unit_col_avx2(const bjob_t *j,
 TARGET_AVX2 INLINE void unit_avx2(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
-    if (j->op == OP_COL) {
+    if (j->op == OP_COL && j->col_order) {
         unit_col_avx2(j, f, l, i0, bands, cb, ce, in_dtype);
         return;
     }

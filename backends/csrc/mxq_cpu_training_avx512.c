@@ -365,7 +365,7 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
     int rowcol = j->op == OP_ROWCOL;
     _Alignas(64) uint8_t e[2 * BLOCK][CW];
     uint8_t csb[STRIP][UNIT_BANDS], rsb[2 * BLOCK][RSW]; /* column scales of the unit, row scales of a pair */
-    if (j->op == OP_COL) {
+    if (j->op == OP_COL && j->col_order) {
         unit_col_avx512(j, f, l, i0, bands, cb, ce, in_dtype);
         return;
     }
