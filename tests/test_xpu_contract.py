@@ -97,6 +97,16 @@ def quantize_bytes(x, dtype, layout="linear"):
 no_xpu_here = pytest.mark.skipif(torch.xpu.is_available(), reason="checks a machine without an XPU")
 
 
+def test_claims_none_of_the_training_or_fp4_calls():
+    """Intel's kernel quantizes row-wise only: the backend claims no call of backend.CLAIMABLE_OPS
+    (column-wise, row+column, 32x32, grouped, MXFP4 / NVFP4), so the registry never routes one to
+    it (docs/backends.md says why)."""
+    from mxquant.backend import CLAIMABLE_OPS
+
+    assert xb.backend.capabilities.ops == frozenset()
+    assert not any(getattr(xb.backend, op, None) for op in CLAIMABLE_OPS)
+
+
 def test_import_mxquant_imports_no_intel_package():
     code = ("import sys, torch, mxquant; import mxquant.backends.xpu as x; "
             "assert 'vllm_xpu_kernels' not in sys.modules and 'intel_extension_for_pytorch' not in sys.modules; "
