@@ -17,9 +17,12 @@ from training_helpers import GRID_LAYOUTS, assert_bytes, ids
 
 
 @pytest.mark.parametrize("hp, dtype, mode, layout", GRID_LAYOUTS, ids=[ids(c) for c in GRID_LAYOUTS])
-def test_colwise_is_rowwise_of_transpose_and_oracle(hp, dtype, mode, layout):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_colwise_is_rowwise_of_transpose_and_oracle(hp, dtype, mode, layout, backend):
+    """The routed backend (cpu-native where built) and the reference (`cpu`, the oracle of
+    `mxquant verify`) each against the NumPy oracle and the transpose identity."""
     for name, x in colwise_inputs(hp, 0):
-        got = mxquant.mxfp8_quantize(x, dtype, scale_mode=mode, scale_layout=layout, axis=-2)
+        got = mxquant.mxfp8_quantize(x, dtype, scale_mode=mode, scale_layout=layout, axis=-2, backend=backend)
         assert got.data.dtype == dtype and got.scale.dtype == torch.float8_e8m0fnu
         row = mxquant.mxfp8_quantize(x.mT.contiguous(), dtype, scale_mode=mode, scale_layout=layout)
         assert_bytes(got.data, row.data, f"{name} data vs row-wise of x.mT")

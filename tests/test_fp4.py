@@ -26,25 +26,29 @@ NV_GRID = list(itertools.product(INPUTS, LAYOUTS))
 
 
 @pytest.mark.parametrize("hp, mode, layout", MX_GRID, ids=[ids(c) for c in MX_GRID])
-def test_mxfp4_against_oracle(hp, mode, layout):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_mxfp4_against_oracle(hp, mode, layout, backend):
+    """The routed backend and the reference (`cpu`) against the NumPy oracle, both ways."""
     for name, x in fp4_inputs(hp, 0):
-        got = mxquant.mxfp4_quantize(x, scale_mode=mode, scale_layout=layout)
+        got = mxquant.mxfp4_quantize(x, scale_mode=mode, scale_layout=layout, backend=backend)
         want_data, want_scale = oracle.mxfp4_quantize(x, mode, layout)
         assert_bytes(got.data, want_data, f"{name} data")
         assert_bytes(got.scale, want_scale, f"{name} scale")
         assert got.data.dtype == torch.uint8 and got.scale.dtype == torch.float8_e8m0fnu
         lin = oracle.mxfp4_quantize(x, mode, "linear")[1].numpy().reshape(-1, max(x.shape[-1] // 32, 1))
         for out in INPUTS:
-            y = mxquant.mxfp4_dequantize(got.data, got.scale, scale_layout=layout, out_dtype=out)
+            y = mxquant.mxfp4_dequantize(got.data, got.scale, scale_layout=layout, out_dtype=out, backend=backend)
             want = oracle.mxfp4_dequantize(got.data, lin[:, : x.shape[-1] // 32], out)
             assert_same_values(y, want, f"{name} dequantize -> {out}")
 
 
 @pytest.mark.parametrize("hp, layout", NV_GRID, ids=[ids(c) for c in NV_GRID])
-def test_nvfp4_against_oracle(hp, layout):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_nvfp4_against_oracle(hp, layout, backend):
+    """The routed backend and the reference (`cpu`) against the NumPy oracle, both ways."""
     for name, x in fp4_inputs(hp, 0):
         for given in (None, torch.tensor([0.75]), torch.tensor(3.0e-3)):
-            got = mxquant.nvfp4_quantize(x, given, scale_layout=layout)
+            got = mxquant.nvfp4_quantize(x, given, scale_layout=layout, backend=backend)
             want_data, want_scale, g = oracle.nvfp4_quantize(x, None if given is None else float(given), layout)
             assert got.global_scale.dtype == torch.float32 and got.global_scale.shape == (1,)
             assert got.global_scale.item() == g, f"{name}: global scale {got.global_scale.item()} != {g}"
@@ -53,7 +57,8 @@ def test_nvfp4_against_oracle(hp, layout):
         nb = x.shape[-1] // 16
         lin = oracle.nvfp4_quantize(x, g, "linear")[1].reshape(-1, max(nb, 1))[:, :nb]
         for out in INPUTS:
-            y = mxquant.nvfp4_dequantize(got.data, got.scale, got.global_scale, scale_layout=layout, out_dtype=out)
+            y = mxquant.nvfp4_dequantize(got.data, got.scale, got.global_scale, scale_layout=layout, out_dtype=out,
+                                         backend=backend)
             assert_same_values(y, oracle.nvfp4_dequantize(got.data, lin, g, out), f"{name} dequantize -> {out}")
 
 

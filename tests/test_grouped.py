@@ -50,9 +50,11 @@ def torchao_layout(linear: torch.Tensor, group_ends) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("hp, dtype, mode", GRID, ids=[ids(c) for c in GRID])
-def test_grouped_against_torchao_and_the_oracle(hp, dtype, mode):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_grouped_against_torchao_and_the_oracle(hp, dtype, mode, backend):
+    """The routed backend and the reference (`cpu`) against the oracle's data and torchao's layout."""
     for name, x, ends in grouped_inputs(hp, 0):
-        got = mxquant.mxfp8_quantize_grouped(x, ends, dtype, scale_mode=mode)
+        got = mxquant.mxfp8_quantize_grouped(x, ends, dtype, scale_mode=mode, backend=backend)
         want_data, linear = oracle.quantize(x, dtype, mode, "linear")
         assert_bytes(got.data, want_data, f"{name} data")
         assert got.scale.dtype == torch.float8_e8m0fnu

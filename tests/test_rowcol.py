@@ -17,9 +17,12 @@ from training_helpers import GRID_LAYOUTS, assert_bytes, ids
 
 
 @pytest.mark.parametrize("hp, dtype, mode, layout", GRID_LAYOUTS, ids=[ids(c) for c in GRID_LAYOUTS])
-def test_each_half_is_its_single_call_and_the_oracle(hp, dtype, mode, layout):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_each_half_is_its_single_call_and_the_oracle(hp, dtype, mode, layout, backend):
+    """The routed backend and the reference (`cpu`), each half against its single call and the
+    NumPy oracle."""
     for name, x in matrix_inputs(hp, 0):
-        row, col = mxquant.mxfp8_quantize_rowcol(x, dtype, scale_mode=mode, scale_layout=layout)
+        row, col = mxquant.mxfp8_quantize_rowcol(x, dtype, scale_mode=mode, scale_layout=layout, backend=backend)
         want_row = mxquant.mxfp8_quantize(x, dtype, scale_mode=mode, scale_layout=layout)
         want_col = mxquant.mxfp8_quantize(x.mT.contiguous(), dtype, scale_mode=mode, scale_layout=layout)
         for got, want, what in ((row, want_row, "row"), (col, want_col, "col")):

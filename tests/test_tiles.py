@@ -20,13 +20,15 @@ from training_helpers import GRID, LAYOUTS, assert_bytes, ids, u8
 
 
 @pytest.mark.parametrize("hp, dtype, mode", GRID, ids=[ids(c) for c in GRID])
-def test_tiles_against_the_oracle_and_the_transpose(hp, dtype, mode):
+@pytest.mark.parametrize("backend", [None, "cpu"], ids=["routed", "reference"])
+def test_tiles_against_the_oracle_and_the_transpose(hp, dtype, mode, backend):
+    """The routed backend and the reference (`cpu`) against the NumPy oracle and the transpose."""
     for name, x in matrix_inputs(hp, 0):
-        got = mxquant.mxfp8_quantize_2d(x, dtype, scale_mode=mode)
+        got = mxquant.mxfp8_quantize_2d(x, dtype, scale_mode=mode, backend=backend)
         want_data, want_scale = oracle.quantize_tiles(x, dtype, mode)
         assert_bytes(got.data, want_data, f"{name} data vs oracle")
         assert_bytes(got.scale, want_scale, f"{name} scale vs oracle")
-        t = mxquant.mxfp8_quantize_2d(x.mT, dtype, scale_mode=mode)
+        t = mxquant.mxfp8_quantize_2d(x.mT, dtype, scale_mode=mode, backend=backend)
         assert_bytes(t.data, got.data.mT, f"{name} data of x.mT")
         assert_bytes(t.scale, got.scale.mT, f"{name} scale of x.mT")
 
