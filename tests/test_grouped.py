@@ -4,7 +4,8 @@ oracle's linear scales: `torch_to_blocked_per_group_3d` (3-D experts), `torch_to
 (token groups, where K/32 is a multiple of 4, the only case that torch reference handles) and
 otherwise `to_blocked` per group at the offsets of torchao's Triton kernel
 (`triton_mx_block_rearrange_2d_M_groups`: group g at padded row P_g, (T + 128 G) rows of
-round_up(K/32, 4)). Ragged, empty and 128-row groups, no rows, odd expert sizes; every input
+round_up(K/32, 4)); tests/test_torchao_triton_layouts.py runs that kernel itself (in the Triton
+side environment). Ragged, empty and 128-row groups, no rows, odd expert sizes; every input
 dtype, element dtype and scale mode; errors; fakes (the scale size never depends on the offsets'
 values); compile."""
 

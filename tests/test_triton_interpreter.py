@@ -1,6 +1,7 @@
 """The Triton backend's kernels checked on a machine without a GPU, so that CI runs them: the
 main environment holds no triton (on purpose: it would change what the rest of the suite
-sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py, tests/test_triton_fp4.py
+sees), so this runs tests/test_triton_training.py, tests/test_triton_kgroup.py (with
+tests/test_torchao_triton_layouts.py), tests/test_triton_fp4.py
 (with test_triton_fp4_rounding.py and test_triton_nvfp4.py),
 tests/test_triton_dequant.py and tests/test_triton_compile.py in a side environment that adds Triton 3.6
 to the main one (.ci/triton-env.sh, cached; built in seconds from PyPI):
@@ -28,7 +29,8 @@ RUNS = {  # name: (module, extra pytest arguments, interpret, the test here that
     "fp4": ("tests/test_triton_fp4.py", ("tests/test_triton_fp4_rounding.py", "tests/test_triton_nvfp4.py"), True,
             "test_triton_fp4_kernels_under_the_interpreter_and_for_hopper"),
     "compile": ("tests/test_triton_compile.py", (), False, "test_triton_kernels_compile_for_hopper"),
-    "kgroup": ("tests/test_triton_kgroup.py", (), True, "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
+    "kgroup": ("tests/test_triton_kgroup.py", ("tests/test_torchao_triton_layouts.py",), True,
+               "test_triton_kgroups_under_the_interpreter_and_for_hopper"),
     "dequant": ("tests/test_triton_dequant.py", (), True,
                 "test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper"),
     "fp4 compile": ("tests/test_triton_fp4.py", ("tests/test_triton_nvfp4.py", "-k", "compile"), False,
@@ -95,9 +97,11 @@ def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper(runs):
 
 def test_triton_kgroups_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_kgroup.py: K-groups (mxfp8_quantize_grouped(axis=-2)) byte for byte under
-    the interpreter, then (without it) kgroups_kernel compiled for sm_90."""
+    the interpreter, then (without it) kgroups_kernel compiled for sm_90; with it
+    tests/test_torchao_triton_layouts.py: every grouped scale against torchao's own Triton
+    rearrange kernels, run by the interpreter."""
     passed, tail = runs["kgroup"].result()
-    assert passed >= 22, tail  # 22 cases on 2026-12-05
+    assert passed >= 23, tail  # 22 cases on 2026-12-05, and the torchao kernels' test since 2026-12-07
     passed, tail = runs["kgroup compile"].result()
     assert passed == 2, tail
 
