@@ -29,13 +29,14 @@ column-wise 87.4-88.8 / 89.7-90.8%, row+column 1.63-1.66x against 1.65-1.68x); s
 column-wise scale bytes stored evict_last (twenty-second: ahead in 17 of 18 sweep rounds by 0.5-1.5
 points); linear row+column's column data and scale bytes stored evict_last (twenty-third: 1.609-1.617x
 / 1.639-1.651x the row-wise time against 1.628-1.632x / 1.669-1.677x, ahead in every round; the
-column data evict_last was 0.4-3.5 points behind column-wise and even with swizzled row+column).
+column data evict_last was 0.5-3.1 points behind column-wise round by round and even with swizzled
+row+column).
 Tried and not kept: the tile order, evict_first for x or the column data, 4 to 32 slabs a tile
 (joined, packed, prefetched or staged in shared memory: 72-87%), register caps (48-68%),
 "packed" without prefetch (84-86%), swizzled scales at 2 slabs "packed prefetch" (row+column
 1.55-1.58x against 1.43-1.46x at 1 slab), persistent programs (3-12 an SM) whose slabs go through
 a ring of 2-8 tiles in shared memory by cp.async (twenty-third session, d8b5c26: column-wise
-65-83% of copy, row+column 1.64-2.32x; slower at every shape, count and depth). All
+64.5-83% of copy, row+column 1.64-2.32x; slower at every shape, count and depth). All
 byte-identical to the shipped configs."""
 
 

@@ -59,9 +59,9 @@ static int run_bands(bjob_t *job, const void *x, int in_dtype, int64_t batches, 
 
 /* The column-wise units' walk (bjob_t.col_order): -1 automatic, else as mxq_set_col_order set it.
  * Automatic: column order (each 64-column tile down all of a unit's bands, its 256-byte output runs
- * whole) on AMD, where a Zen 4 EPYC measured it 13% faster (docs/performance.md, fifth session) and
- * a Zen 3 one even; bands two at a time elsewhere, as on Intel Xeons, where it measured 13-15%
- * faster (twenty-third session). The bytes are the same either way. */
+ * whole) on AMD, where it took 13% less time on a Zen 4 EPYC (docs/performance.md, fifth session)
+ * and as long on a Zen 3 one; bands two at a time elsewhere, as on Intel Xeons, where it took 13-15% less
+ * time (twenty-third session). The bytes are the same either way. */
 static int col_order_set = -1;
 
 int mxq_col_order(void) {
