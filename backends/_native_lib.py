@@ -139,7 +139,8 @@ at a time across the unit, or each tile column down all of the unit's bands; the
 
 
 def col_order(lib) -> str:
-    """The column-wise walk in use ("column" on AMD CPUs, "bands" elsewhere, unless set)."""
+    """The column-wise walk in use ("column" on AMD CPUs, "bands" elsewhere, unless set); only the
+    AVX2 and AVX-512 variants have two walks (the baseline code walks band by band)."""
     return COL_ORDERS[lib.mxq_col_order()]
 
 

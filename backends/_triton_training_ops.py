@@ -5,8 +5,9 @@ nothing here imports triton). Same plan cache and launch path as the row-wise ca
 byte, padding included); no host synchronisation (grouped offsets stay on the device).
 
 `config` (tests, sweeps): (BLOCK_M, BLOCK_K, warps) for colwise / rowcol / 2d / token groups,
-("gluon", HALF, warps[, slabs[, maxnreg[, scale stores' policy[, data stores' policy]]]]) for colwise /
-rowcol's Gluon kernel on CUDA (backends/_gluon_training.py),
+("gluon", HALF, warps[, slabs[, maxnreg[, scale stores' policy[, data stores' policy[, flags]]]]]]) for
+colwise / rowcol's Gluon kernel on CUDA (backends/_gluon_training.py; the configs and their check:
+backends/_gluon_configs.py),
 a row-wise `Config` for 3-D experts; None picks GLUON_CONFIGS for colwise / rowcol on CUDA under
 the Triton the Gluon kernel ran with (GLUON_TRITON), TRAINING_CONFIGS otherwise. Under Triton's interpreter
 (TRITON_INTERPRET=1) the same functions run on CPU tensors (tests/test_triton_training.py).
@@ -43,8 +44,8 @@ TRAINING_CONFIGS = {"colwise": (64, 128, 4), "colwise swizzled": (128, 64, 4), "
                     "rowcol swizzled": (128, 128, 8), "2d": (64, 128, 8)}
 """(BLOCK_M, BLOCK_K, warps) per call (and layout, where it differs). Column-wise and row+column
 from a sweep on an H100 (2026-12-05, 8192x8192 bf16 -> e4m3, rceil, linear; docs/performance.md,
-2026-12-05 (sixth session), the tile-shape sweep; on CUDA the Gluon kernel, GLUON_CONFIGS below,
-now runs those two calls unless a config is given; these shapes run under the interpreter, on XPU
+2026-12-05 (sixth session), the tile-shape sweep; on CUDA the Gluon kernel, GLUON_CONFIGS
+(backends/_gluon_configs.py), now runs those two calls unless a config is given; these shapes run under the interpreter, on XPU
 and when given, and matched the Gluon kernel byte for byte in the seventh session's sweeps): column-wise
 64x128 with 4 warps 105.9 us (the first choice, 128x64 with 8 warps, 216.9 us), row+column 64x64
 with 8 warps 185.6 us (128x128 with 16 warps 299.0 us); column-wise with 8 warps took 1.3-2x the

@@ -228,7 +228,7 @@ def _probe(device: torch.device):
 def _description() -> str:
     lib, _ = _native_lib.load()
     isa = lib.mxq_isa().decode() if lib is not None else "not loaded"
-    walk = f", column-wise in {_native_lib.col_order(lib)} order" if lib is not None else ""
+    walk = f", column-wise in {_native_lib.col_order(lib)} order" if lib is not None and "baseline" not in isa else ""
     return f"C kernel (backends/csrc/mxq_cpu.c) via ctypes, {isa}{walk}, threads = torch.get_num_threads()"
 
 

@@ -102,10 +102,13 @@ def run_header() -> dict:
             "native_col_walk": _col_walk(), "loadavg_before": os.getloadavg()}
 
 
-def _col_walk() -> str:
-    """cpu-native's column-wise walk in use ("bands" or "column"), or None without the library."""
+def _col_walk():
+    """cpu-native's column-wise walk in use ("bands" or "column"), or None without the library or
+    in its baseline variant (one walk)."""
     lib = _native_lib.load()[0]
-    return _native_lib.col_order(lib) if lib is not None else None
+    if lib is None or "baseline" in lib.mxq_isa().decode():
+        return None
+    return _native_lib.col_order(lib)
 
 
 def add_common_args(parser, default_shapes: str) -> None:

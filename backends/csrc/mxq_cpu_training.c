@@ -61,17 +61,18 @@ static int run_bands(bjob_t *job, const void *x, int in_dtype, int64_t batches, 
  * Automatic: column order (each 64-column tile down all of a unit's bands, its 256-byte output runs
  * whole) on AMD, where it took 13% less time on a Zen 4 EPYC (docs/performance.md, fifth session)
  * and as long on a Zen 3 one; bands two at a time elsewhere, as on Intel Xeons, where it took 13-15% less
- * time (twenty-third session). The bytes are the same either way. */
+ * time (twenty-third session). The bytes are the same either way. Only the AVX2 and AVX-512
+ * variants have two walks; the baseline code walks band by band. */
 static int col_order_set = -1;
 
 int mxq_col_order(void) {
     int o = __atomic_load_n(&col_order_set, __ATOMIC_RELAXED);
     if (o >= 0) return o;
-#if MXQ_X86 && (defined(__GNUC__) || defined(__clang__))
+#if MXQ_X86 /* (GCC or Clang: mxq_cpu.h) */
     __builtin_cpu_init();
-    return __builtin_cpu_is("amd") ? 1 : 0;
+    return __builtin_cpu_is("amd") ? 1 : 0; /* Hygon's Zen-based CPUs, not measured, take bands */
 #else
-    return 1;
+    return 0; /* moot: the baseline code walks band by band */
 #endif
 }
 

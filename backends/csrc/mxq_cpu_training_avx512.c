@@ -355,7 +355,8 @@ TARGET_AVX512 static __attribute__((noinline)) void unit_col_avx512(const bjob_t
 }
 
 /* Bands two at a time: a column's 64 bytes of both are one store (transpose_64x64). Column-wise
- * units go to unit_col_avx512. */
+ * units take this band walk where j->col_order is 0 (the default on non-AMD CPUs), else go to
+ * unit_col_avx512. */
 TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
