@@ -8,6 +8,7 @@ or left by an earlier build when a later one failed (a note newer than the libra
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.machinery
@@ -138,9 +139,12 @@ COL_ORDERS = ("bands", "column")
 at a time across the unit, or each tile column down all of the unit's bands; the same bytes."""
 
 
-def col_order(lib) -> str:
-    """The column-wise walk in use ("column" on AMD CPUs, "bands" elsewhere, unless set); only the
-    AVX2 and AVX-512 variants have two walks (the baseline code walks band by band)."""
+def col_order(lib) -> Optional[str]:
+    """The column-wise walk in use ("column" on AMD CPUs, "bands" elsewhere, unless set), or None
+    where the variant in use has one walk: only the AVX2 and AVX-512 variants have two (the
+    baseline, aarch64 and generic code walks band by band)."""
+    if "avx" not in lib.mxq_isa().decode():
+        return None
     return COL_ORDERS[lib.mxq_col_order()]
 
 
@@ -150,3 +154,13 @@ def set_col_order(lib, name: Optional[str]) -> None:
     if name is not None and name not in COL_ORDERS:
         raise ValueError(f"unknown column-wise walk {name!r}; known: {', '.join(COL_ORDERS)}")
     lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))
+
+
+@contextlib.contextmanager
+def forced_col_order(lib, name: Optional[str]):
+    """set_col_order(lib, name) inside the block, the automatic choice again after it."""
+    set_col_order(lib, name)
+    try:
+        yield
+    finally:
+        set_col_order(lib, None)

@@ -228,7 +228,8 @@ def _probe(device: torch.device):
 def _description() -> str:
     lib, _ = _native_lib.load()
     isa = lib.mxq_isa().decode() if lib is not None else "not loaded"
-    walk = f", column-wise in {_native_lib.col_order(lib)} order" if lib is not None and "baseline" not in isa else ""
+    order = _native_lib.col_order(lib) if lib is not None else None
+    walk = f", column-wise in {order} order" if order else ""
     return f"C kernel (backends/csrc/mxq_cpu.c) via ctypes, {isa}{walk}, threads = torch.get_num_threads()"
 
 

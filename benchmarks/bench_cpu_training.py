@@ -50,11 +50,8 @@ def cases(m: int, k: int, hp: torch.dtype, rounds: int) -> dict:
 
     def walk(name):  # the column-wise call in one walk (the same bytes; `col` takes this CPU's default)
         def call():
-            _native_lib.set_col_order(lib, name)
-            try:
+            with _native_lib.forced_col_order(lib, name):
                 return nat.quantize_colwise(x, E4M3, "rceil", "linear")
-            finally:
-                _native_lib.set_col_order(lib, None)
         return call
 
     if lib is not None:

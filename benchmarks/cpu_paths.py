@@ -106,9 +106,7 @@ def _col_walk():
     """cpu-native's column-wise walk in use ("bands" or "column"), or None without the library or
     in its baseline variant (one walk)."""
     lib = _native_lib.load()[0]
-    if lib is None or "baseline" in lib.mxq_isa().decode():
-        return None
-    return _native_lib.col_order(lib)
+    return _native_lib.col_order(lib) if lib is not None else None
 
 
 def add_common_args(parser, default_shapes: str) -> None:

@@ -13,8 +13,6 @@ on two threads."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
@@ -75,23 +73,18 @@ def native_matrix_inputs(hp, k_any: bool):
 
 def walks() -> tuple:
     """The column-wise walks of the variant running now: both (_native_lib.COL_ORDERS) in the AVX2
-    and AVX-512 variants, one (None: as it is) in the baseline code, which walks band by band.
+    and AVX-512 variants, one (None: as it is) in the baseline code, which walks band by band
+    (_native_lib.col_order says which).
     CI's AVX2-only machines run the AVX-512 variant's walks nowhere; the GPU machine's Intel Xeon
     ran them (docs/performance.md, twenty-third session)."""
     lib = _native_lib.load()[0]
-    return (None,) if "baseline" in lib.mxq_isa().decode() else _native_lib.COL_ORDERS
+    return (None,) if _native_lib.col_order(lib) is None else _native_lib.COL_ORDERS
 
 
-@contextlib.contextmanager
 def col_order(name):
     """cpu-native's column-wise walk forced to `name` (_native_lib.COL_ORDERS; None: the automatic
     choice) inside the block."""
-    lib = _native_lib.load()[0]
-    _native_lib.set_col_order(lib, name)
-    try:
-        yield
-    finally:
-        _native_lib.set_col_order(lib, None)
+    return _native_lib.forced_col_order(_native_lib.load()[0], name)
 
 
 @pytest.mark.parametrize("hp, dtype, mode, layout", GRID_LAYOUTS, ids=[ids(c) for c in GRID_LAYOUTS])

@@ -30,6 +30,7 @@ def test_gluon_configs_are_checked_before_any_launch():
     for bad in (("gluon", 8), ("gluon", 8, 3), ("gluon", 8, 2, 3), ("gluon", 8, 2, 2, True), ("gluon", 8, 2, 2, 8),
                 ("gluon", 8, 2, 2, 256), ("gluon", 8, 2, 2, 96, 1), ("gluon", 8, 2, 2, 0, "evict_normal"),
                 ("gluon", 8, 2, 2, 0, "", "", "", ""), ("gluon", 8, 2, 16), ("gluon", 8, 2, 2, 0, "", "", "prefetch"),
-                ("gluon", 8, 2, 2, 0, "", "", "packed fast"), ("gluon", 8, 2, 2, 0, "", "", 1), ("gluon", 8, 2, 1, 0, "", "", "ring3x8")):
+                ("gluon", 8, 2, 2, 0, "", "", "packed fast"), ("gluon", 8, 2, 2, 0, "", "", 1),
+                ("gluon", 8, 2, 1, 0, "", "", "ring3x8")):
         with pytest.raises(ValueError, match="register cap 0 \\(none\\) or 16 to 255"):
             ops._use_gluon(bad, cuda)

@@ -60,8 +60,8 @@ static int run_bands(bjob_t *job, const void *x, int in_dtype, int64_t batches, 
 /* The column-wise units' walk (bjob_t.col_order): -1 automatic, else as mxq_set_col_order set it.
  * Automatic: column order (each 64-column tile down all of a unit's bands, its 256-byte output runs
  * whole) on AMD, where it took 13% less time on a Zen 4 EPYC (docs/performance.md, fifth session)
- * and as long on a Zen 3 one; bands two at a time elsewhere, as on Intel Xeons, where it took 13-15% less
- * time (twenty-third session). The bytes are the same either way. Only the AVX2 and AVX-512
+ * and as long on a Zen 3 one; bands two at a time elsewhere, as on Intel Xeons, where it took
+ * 13-15% less time (twenty-third session). The bytes are the same either way. Only the AVX2 and AVX-512
  * variants have two walks; the baseline code walks band by band. */
 static int col_order_set = -1;
 
