@@ -148,19 +148,25 @@ def col_order(lib) -> Optional[str]:
     return COL_ORDERS[lib.mxq_col_order()]
 
 
-def set_col_order(lib, name: Optional[str]) -> None:
-    """Test and benchmark hook: the column-wise walk from now on (None: the automatic choice).
-    Not while calls are running."""
+_col_order_set = {}  # id(lib): the walk set_col_order last set (None: automatic)
+
+
+def set_col_order(lib, name: Optional[str]) -> Optional[str]:
+    """Test and benchmark hook: the column-wise walk from now on (None: the automatic choice);
+    returns the setting it replaced. Not while calls are running."""
     if name is not None and name not in COL_ORDERS:
         raise ValueError(f"unknown column-wise walk {name!r}; known: {', '.join(COL_ORDERS)}")
     lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))
+    previous, _col_order_set[id(lib)] = _col_order_set.get(id(lib)), name
+    return previous
 
 
 @contextlib.contextmanager
 def forced_col_order(lib, name: Optional[str]):
-    """set_col_order(lib, name) inside the block, the automatic choice again after it."""
-    set_col_order(lib, name)
+    """set_col_order(lib, name) inside the block, the setting before it again after it (so that
+    blocks nest)."""
+    previous = set_col_order(lib, name)
     try:
         yield
     finally:
-        set_col_order(lib, None)
+        set_col_order(lib, previous)

@@ -87,6 +87,20 @@ def col_order(name):
     return _native_lib.forced_col_order(_native_lib.load()[0], name)
 
 
+def test_forced_walks_nest():
+    """A forced walk is undone to the setting before it, not to the automatic choice, so that
+    blocks nest; the C library's own answer (mxq_col_order) is what is read back."""
+    lib = _native_lib.load()[0]
+    if _native_lib.col_order(lib) is None:
+        pytest.skip("the variant running here has one column-wise walk")
+    auto = lib.mxq_col_order()
+    with col_order("bands"):
+        with col_order("column"):
+            assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index("column")
+        assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index("bands")
+    assert lib.mxq_col_order() == auto
+
+
 @pytest.mark.parametrize("hp, dtype, mode, layout", GRID_LAYOUTS, ids=[ids(c) for c in GRID_LAYOUTS])
 def test_colwise_and_rowcol(variant, hp, dtype, mode, layout):
     """Column-wise in both of its walks (column order, the automatic choice on AMD CPUs; bands two

@@ -53,7 +53,7 @@ def _pytest(python, module, *args, interpret):
         env["TRITON_INTERPRET"] = "1"
     env["OMP_NUM_THREADS"] = "1"  # two runs side by side on two cores
     try:
-        proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", module, *args], cwd=REPO,
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", module, *args], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=1500)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -61,7 +61,8 @@ def _pytest(python, module, *args, interpret):
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     passed = re.search(r"(\d+) passed", proc.stdout)
-    return int(passed.group(1)) if passed else 0, tail
+    names = set(re.findall(r"^PASSED (\S+)", proc.stdout, re.M))  # -rp's summary: each passed test's id
+    return int(passed.group(1)) if passed else 0, tail, names
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +78,21 @@ def runs(request):
 
 
 def test_triton_kernels_bytes_under_the_interpreter(runs):
-    passed, tail = runs["training"].result()
+    passed, tail, _ = runs["training"].result()
     assert passed >= 160, tail  # 168 cases on 2026-12-05: every kernel, dtype, mode, layout, group case
 
 
 def test_triton_kernels_compile_for_hopper(runs):
-    passed, tail = runs["compile"].result()
+    passed, tail, _ = runs["compile"].result()
     assert passed == 7, tail  # every kernel at its shipped config, the Gluon PTX per input dtype, the raw-launch shapes
 
 
 def test_triton_fp4_kernels_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_fp4.py, test_triton_fp4_rounding.py and test_triton_nvfp4.py: the MXFP4 /
     NVFP4 kernels byte for byte under the interpreter, then (without it) compiled for sm_90."""
-    passed, tail = runs["fp4"].result()
+    passed, tail, _ = runs["fp4"].result()
     assert passed >= 65, tail  # 58 cases on 2026-12-05 (1:42 on a shared 2-core box); 69 on 2026-12-06
-    passed, tail = runs["fp4 compile"].result()
+    passed, tail, _ = runs["fp4 compile"].result()
     assert passed == 9, tail  # the kernels compile (the NVFP4 2-byte one and its table's too); the packed bytes' store needs no shared memory
 
 
@@ -100,16 +101,18 @@ def test_triton_kgroups_under_the_interpreter_and_for_hopper(runs):
     the interpreter, then (without it) kgroups_kernel compiled for sm_90; with it
     tests/test_torchao_triton_layouts.py: every grouped scale against torchao's own Triton
     rearrange kernels, run by the interpreter."""
-    passed, tail = runs["kgroup"].result()
+    passed, tail, names = runs["kgroup"].result()
     assert passed >= 23, tail  # 22 cases on 2026-12-05, and the torchao kernels' test since 2026-12-07
-    passed, tail = runs["kgroup compile"].result()
+    torchao = "tests/test_torchao_triton_layouts.py::test_grouped_scales_are_torchaos_triton_kernels_bytes"
+    assert torchao in names, tail  # that one ran and passed (not only a count that other cases could reach)
+    passed, tail, _ = runs["kgroup compile"].result()
     assert passed == 2, tail
 
 
 def test_triton_mxfp8_dequantize_under_the_interpreter_and_for_hopper(runs):
     """tests/test_triton_dequant.py: MXFP8 dequantize bit for bit (NaN included) under the
     interpreter, then (without it) mxfp8_dequantize_kernel compiled for sm_90."""
-    passed, tail = runs["dequant"].result()
+    passed, tail, _ = runs["dequant"].result()
     assert passed >= 14, tail  # 14 cases on 2026-12-05 (22 s on a shared 2-core box)
-    passed, tail = runs["dequant compile"].result()
+    passed, tail, _ = runs["dequant compile"].result()
     assert passed == 3, tail
