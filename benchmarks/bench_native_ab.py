@@ -57,13 +57,13 @@ def select_isa(lib, name: str) -> None:
 def calls(lib, x: torch.Tensor, threads: int, reuse: bool) -> dict:
     m, k = x.shape
     hp = _HP_CODE[x.dtype]
-    kept = [torch.empty(m * k, dtype=torch.uint8), torch.empty(m * k // 32, dtype=torch.uint8)] * 2
+    def fresh():  # row data, row scales, column data, column scales: four buffers (row+column writes all four)
+        return [torch.empty(n, dtype=torch.uint8) for n in (m * k, m * k // 32) * 2]
+
+    kept = fresh()  # (until 2026-12-07 the row and column buffers were one pair, so --reuse row+column wrote both into it)
 
     def out():
-        if reuse:
-            return kept
-        return [torch.empty(m * k, dtype=torch.uint8), torch.empty(m * k // 32, dtype=torch.uint8),
-                torch.empty(m * k, dtype=torch.uint8), torch.empty(m * k // 32, dtype=torch.uint8)]
+        return kept if reuse else fresh()
 
     def check(rc):
         assert rc == 0, rc
