@@ -148,16 +148,17 @@ def col_order(lib) -> Optional[str]:
     return COL_ORDERS[lib.mxq_col_order()]
 
 
-_col_order_set = {}  # id(lib): the walk set_col_order last set (None: automatic)
+_col_order_set = {}  # the library file's path: the walk set_col_order last set there (None: automatic)
 
 
 def set_col_order(lib, name: Optional[str]) -> Optional[str]:
     """Test and benchmark hook: the column-wise walk from now on (None: the automatic choice);
-    returns the setting it replaced. Not while calls are running."""
+    returns the setting it replaced (as set through this function: the C library keeps one per
+    loaded file, so it is kept here per file path). Not while calls are running."""
     if name is not None and name not in COL_ORDERS:
         raise ValueError(f"unknown column-wise walk {name!r}; known: {', '.join(COL_ORDERS)}")
     lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))
-    previous, _col_order_set[id(lib)] = _col_order_set.get(id(lib)), name
+    previous, _col_order_set[lib._name] = _col_order_set.get(lib._name), name
     return previous
 
 

@@ -7,8 +7,9 @@ wait before each call), so that load from other work on a shared machine hits ev
 
 Each library file is loaded through ctypes from a private copy (two builds of one file name would
 otherwise be one library); the calls are the C entry points that backends/cpu_native.py calls, on
-a bf16 input, e4m3, rceil, linear scales, with fresh outputs (torch.empty in every call, as the
-public API allocates them) or, with --reuse, outputs allocated once. Reports each build's median
+the --dtype input (bf16 unless given), e4m3, rceil, linear scales, with fresh outputs
+(torch.empty in every call, as the public API allocates them) or, with --reuse, outputs
+allocated once. Reports each build's median
 and fastest wall time, CPU time, and the time relative to that build's row-wise call.
 """
 
@@ -89,7 +90,7 @@ def main(argv=None):
     parser.add_argument("libs", nargs="+", help="library files (.so) to compare")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--shape", default="4096x8192", help="MxK of the bf16 input (default 4096x8192)")
+    parser.add_argument("--shape", default="4096x8192", help="MxK of the input (default 4096x8192)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--isa", help="instruction-set variant of every library, e.g. 'x86-64 avx2' (default: the CPU's best)")
     parser.add_argument("--reuse", action="store_true", help="outputs allocated once (default: fresh per call)")

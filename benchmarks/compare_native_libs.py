@@ -1,6 +1,7 @@
 """Two or more builds of cpu-native's library compared byte for byte: each build's column-wise
-output (data and scales, linear and swizzled) against the first build's, on random, tiny
-(1e-38), wide (2^-40..2^40) and NaN / Inf / zero bf16 inputs, e4m3 and e5m2, every scale mode.
+output (data and scales, linear and swizzled, in each of its walks where it has two) against the
+first build's, on random, tiny (1e-38), wide (2^-40..2^40) and NaN / Inf / zero bf16 inputs,
+e4m3 and e5m2, every scale mode.
 For experiment builds (compile-time switches) before a timing A/B (bench_native_ab.py); the
 tests compare the shipped build with the oracle.
 
@@ -35,13 +36,17 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="512x4096")
     args = parser.parse_args(argv)
     m, k = (int(v) for v in args.shape.split("x"))
-    tmp = tempfile.mkdtemp()
-    libs = [load_copy(p, tmp, f"l{i}") for i, p in enumerate(args.libs)]
+    tmp = tempfile.TemporaryDirectory()  # the copies stay mapped after it is removed
+    libs = [load_copy(p, tmp.name, f"l{i}") for i, p in enumerate(args.libs)]
     if args.isa:
         for lib in libs:
             select_isa(lib, args.isa)
     differ = 0
-    for name, xf in inputs(m, k).items():
+    walks = (0, 1) if all(hasattr(lib, "mxq_set_col_order") for lib in libs) else (None,)  # ABI 9 on
+    for walk, (name, xf) in ((w, item) for w in walks for item in inputs(m, k).items()):
+        for lib in libs:
+            if walk is not None:
+                lib.mxq_set_col_order(walk)
         x = xf.to(torch.bfloat16).contiguous()
         for elem in (0, 1):
             for mode in (0, 1, 2):
@@ -57,8 +62,9 @@ def main(argv=None) -> int:
                     for path, (data, scale) in zip(args.libs[1:], outs[1:]):
                         if not (torch.equal(data, outs[0][0]) and torch.equal(scale, outs[0][1])):
                             differ += 1
-                            print(f"DIFFER {path}: {name} elem {elem} mode {mode} swizzled {swizzled}: "
-                                  f"{int((data != outs[0][0]).sum())} data bytes")
+                            print(f"DIFFER {path}: walk {walk} {name} elem {elem} mode {mode} swizzled {swizzled}: "
+                                  f"{int((data != outs[0][0]).sum())} data bytes, "
+                                  f"{int((scale != outs[0][1]).sum())} scale bytes")
     print(f"compare_native_libs: {len(libs)} builds, {args.shape}, "
           + ("every output equal to the first build's" if not differ else f"{differ} outputs differ"))
     return 1 if differ else 0

@@ -90,14 +90,16 @@ def col_order(name):
 def test_forced_walks_nest():
     """A forced walk is undone to the setting before it, not to the automatic choice, so that
     blocks nest; the C library's own answer (mxq_col_order) is what is read back."""
+    loaded_backend(NATIVE)
     lib = _native_lib.load()[0]
     if _native_lib.col_order(lib) is None:
         pytest.skip("the variant running here has one column-wise walk")
     auto = lib.mxq_col_order()
-    with col_order("bands"):
-        with col_order("column"):
-            assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index("column")
-        assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index("bands")
+    outer, inner = _native_lib.COL_ORDERS[1 - auto], _native_lib.COL_ORDERS[auto]  # outer: not this CPU's choice
+    with col_order(outer):
+        with col_order(inner):
+            assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index(inner)
+        assert lib.mxq_col_order() == _native_lib.COL_ORDERS.index(outer)  # not back to the automatic choice
     assert lib.mxq_col_order() == auto
 
 

@@ -53,15 +53,16 @@ def _pytest(python, module, *args, interpret):
         env["TRITON_INTERPRET"] = "1"
     env["OMP_NUM_THREADS"] = "1"  # two runs side by side on two cores
     try:
-        proc = subprocess.run([python, "-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", module, *args], cwd=REPO,
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-rpfEsxX", "--color=no", "-p", "no:cacheprovider", module,
+                               *args], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=1500)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         raise AssertionError(f"{module} {' '.join(args)} still running after 1500 s:\n{out[-3000:]}") from None
-    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    tail = re.sub(r"(?m)^PASSED .*\n", "", proc.stdout)[-3000:] + proc.stderr[-2000:]  # failures, not the passed list
     assert proc.returncode == 0, tail
     passed = re.search(r"(\d+) passed", proc.stdout)
-    names = set(re.findall(r"^PASSED (\S+)", proc.stdout, re.M))  # -rp's summary: each passed test's id
+    names = set(re.findall(r"^PASSED (.+?)\s*$", proc.stdout, re.M))  # -rp's summary: each passed test's id
     return int(passed.group(1)) if passed else 0, tail, names
 
 

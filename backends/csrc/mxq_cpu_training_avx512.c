@@ -14,10 +14,12 @@
  *   row's 64 bytes one (non-temporal) store; row scales gathered per band pair. fp32 / fp16
  *   (tile_f32_avx512): the tile copied as fp32 bits, the same shared rounding in 32-bit lanes,
  *   each row block's max / min by two reductions, row blocks off the fast path by the scalar code.
- *   Prefetch, into L2: each row 512 bytes ahead (row+column: 256). Column-wise in column order
- *   (unit_col_avx512) also prefetches the next tile column; in the band walk the next band pair's
- *   rows, prefetched row by row (a Zen 4 gain when column-wise walked bands), cost 8-10% of the
- *   time on the GPU machine's Intel Xeon (twenty-fourth session), the only CPUs that walk bands now: dropped.
+ *   Prefetch, into L2: each row 512 bytes ahead (row+column: 256; 32x32 tiles: none), and the
+ *   next band pair's rows, row by row, for 32x32 tiles. Column-wise in column order
+ *   (unit_col_avx512) prefetches the next tile column; column-wise in the band walk (non-AMD CPUs)
+ *   no longer prefetches the next band pair (a Zen 4 gain when every CPU's column-wise walked
+ *   bands; 8-10% of the column-wise time on one of the GPU machine's Intel Xeon hosts,
+ *   twenty-fourth session).
  * Measured on the 2-core EPYC (docs/performance.md): 4096x8192 bf16, one thread, reused
  * outputs, thread CPU time: column-wise 13.4 -> 10.0 ms, row+column 22.8 -> 16.1 -> 10.0 (row-wise
  * 5.8); tried and dropped: units of 16 or 32 bands (no change), regular stores instead of
@@ -317,6 +319,19 @@ TARGET_AVX512 INLINE void tile_avx512(const bjob_t *j, const char *x, int64_t l,
     j->rscale[si] = (uint8_t)(s + 127);
 }
 
+/* The next band pair's rows of the strip, row by row into L2, spread over this pair's tiles
+ * (tile t of ntiles): the hardware sees each row read front to back. The 32x32 tiles' only
+ * prefetch (column-wise in the band walk dropped it: see the header). */
+TARGET_AVX512 INLINE void prefetch_next_pair(const bjob_t *j, int64_t l, int64_t nb, int64_t bands, int64_t cb,
+                                             int64_t ce, int64_t t, int64_t ntiles, int64_t esize) {
+    if (nb >= bands) return;
+    int64_t rows = (bands - nb >= 2 ? 2 : 1) * BLOCK, per_row = ((ce - cb) * esize + 63) / 64;
+    int64_t r0 = rows * t / ntiles, r1 = rows * (t + 1) / ntiles; /* whole rows per tile */
+    const char *base = band_x(j, l, nb) + cb * esize;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t q = 0; q < per_row; q++) _mm_prefetch(base + r * j->rstride + q * 64, _MM_HINT_T2);
+}
+
 /* Column-wise alone: a unit's 64-column tiles one after another, each down all the unit's bands, so
  * that every output row (a column of x) is written in one run of the unit's 256 bytes (4 lines) rather
  * than a line now and the next after the rest of the strip; the next tile column's input is
@@ -350,7 +365,7 @@ TARGET_AVX512 static __attribute__((noinline)) void unit_col_avx512(const bjob_t
 TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, int elem) {
     const fmt_t *f = &FMT[elem];
     int64_t l, i0, bands, cb, ce = unit_range(j, u, &l, &i0, &bands, &cb);
-    int64_t full = cb + (ce - cb) / CW * CW;
+    int64_t esize = in_dtype == IN_F32 ? 4 : 2, full = cb + (ce - cb) / CW * CW, ntiles = (ce - cb + CW - 1) / CW;
     int nt = NT_STORES && j->m % 64 == 0 && (uintptr_t)j->cdata % 64 == 0;
     int rnt = NT_STORES && j->k % 64 == 0 && (uintptr_t)j->rdata % 64 == 0;
     int rowcol = j->op == OP_ROWCOL;
@@ -364,6 +379,7 @@ TARGET_AVX512 INLINE void unit_avx512(const bjob_t *j, int64_t u, int in_dtype, 
         int pair = i + 1 < bands;
         for (int64_t c0 = cb; c0 < ce; c0 += CW) {
             int w = ce - c0 < CW ? (int)(ce - c0) : CW;
+            if (j->op == OP_TILES) prefetch_next_pair(j, l, i + 2, bands, cb, ce, (c0 - cb) / CW, ntiles, esize);
             for (int64_t b = i; b <= i + pair; b++) {
                 const char *x = band_x(j, l, b);
                 if (j->op == OP_TILES) {
