@@ -9,8 +9,8 @@ Each library file is loaded through ctypes from a private copy (two builds of on
 otherwise be one library); the calls are the C entry points that backends/cpu_native.py calls, on
 the --dtype input (bf16 unless given), e4m3, rceil, linear scales, with fresh outputs
 (torch.empty in every call, as the public API allocates them) or, with --reuse, outputs
-allocated once. Reports each build's median
-and fastest wall time, CPU time, and the time relative to that build's row-wise call.
+allocated once. Reports each build's median and fastest wall time, CPU time, and the time
+relative to that build's row-wise call.
 """
 
 from __future__ import annotations
