@@ -20,13 +20,14 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEM = "_mxq_cpu"
 ERROR_FILE = os.path.join(HERE, STEM + ".build-error.txt")  # written by setup.py on failure
-ABI_VERSION = 9  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
+ABI_VERSION = 10  # 2: mxq_isa_name / mxq_select_isa (the instruction-set variants); 3: mxq_error_sums;
 # 4: mxq_quantize_colwise / _rowcol / _2d / _grouped (backends/csrc/mxq_cpu_training.c);
 # 5: mxq_mxfp4_quantize / _dequantize, mxq_nvfp4_quantize / _dequantize (backends/csrc/mxq_cpu_fp4.c);
 # 6: mxq_kgroups_rearrange (backends/csrc/mxq_cpu_kgroup.c: K-groups, mxfp8_quantize_grouped(axis=-2));
 # 7: mxq_fp4_force_no_f16c (test hook: the AVX2 variant's fp16 path of a CPU without F16C, mxq_cpu_fp4.c);
 # 8: mxq_fp8block_quantize (backends/csrc/mxq_cpu_fp8block.c: FP8 128x128 blocks and their error sums);
 # 9: mxq_col_order / mxq_set_col_order (the column-wise walk, mxq_cpu_training.c)
+# 10: mxq_set_col_order returns the setting it replaced
 HP_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the C code's in_dtype / out_dtype
 MODE_CODE = {"rceil": 0, "floor": 1, "compressed-tensors": 2}
 
@@ -148,18 +149,13 @@ def col_order(lib) -> Optional[str]:
     return COL_ORDERS[lib.mxq_col_order()]
 
 
-_col_order_set = {}  # the library file's path: the walk set_col_order last set there (None: automatic)
-
-
 def set_col_order(lib, name: Optional[str]) -> Optional[str]:
     """Test and benchmark hook: the column-wise walk from now on (None: the automatic choice);
-    returns the setting it replaced (as set through this function: the C library keeps one per
-    loaded file, so it is kept here per file path). Not while calls are running."""
+    returns the setting it replaced (the C library's). Not while calls are running."""
     if name is not None and name not in COL_ORDERS:
         raise ValueError(f"unknown column-wise walk {name!r}; known: {', '.join(COL_ORDERS)}")
-    lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))
-    previous, _col_order_set[lib._name] = _col_order_set.get(lib._name), name
-    return previous
+    previous = lib.mxq_set_col_order(-1 if name is None else COL_ORDERS.index(name))
+    return None if previous < 0 else COL_ORDERS[previous]
 
 
 @contextlib.contextmanager

@@ -11,9 +11,13 @@ tests compare the shipped build with the oracle.
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import tempfile
 
 import torch
+
+from mxquant.layouts import scale_shape
 
 from bench_native_ab import load_copy, select_isa  # benchmarks/ is on sys.path when a script here runs
 
@@ -43,28 +47,23 @@ def main(argv=None) -> int:
             select_isa(lib, args.isa)
     differ = 0
     walks = (0, 1) if all(hasattr(lib, "mxq_set_col_order") for lib in libs) else (None,)  # ABI 9 on
-    for walk, (name, xf) in ((w, item) for w in walks for item in inputs(m, k).items()):
+    xs = {name: xf.to(torch.bfloat16).contiguous() for name, xf in inputs(m, k).items()}
+    for walk, name, elem, mode, swizzled in itertools.product(walks, xs, (0, 1), (0, 1, 2), (0, 1)):
+        x, outs = xs[name], []
         for lib in libs:
             if walk is not None:
                 lib.mxq_set_col_order(walk)
-        x = xf.to(torch.bfloat16).contiguous()
-        for elem in (0, 1):
-            for mode in (0, 1, 2):
-                for swizzled in (0, 1):
-                    outs = []
-                    for lib in libs:
-                        data = torch.zeros(m * k, dtype=torch.uint8)
-                        scale = torch.zeros(-(-k // 128) * 128 * -(-(m // 32) // 4) * 4, dtype=torch.uint8)
-                        rc = lib.mxq_quantize_colwise(x.data_ptr(), 1, 1, m, k, m * k, k, data.data_ptr(),
-                                                      scale.data_ptr(), elem, mode, swizzled, 2)
-                        assert rc == 0, rc
-                        outs.append((data, scale))
-                    for path, (data, scale) in zip(args.libs[1:], outs[1:]):
-                        if not (torch.equal(data, outs[0][0]) and torch.equal(scale, outs[0][1])):
-                            differ += 1
-                            print(f"DIFFER {path}: walk {walk} {name} elem {elem} mode {mode} swizzled {swizzled}: "
-                                  f"{int((data != outs[0][0]).sum())} data bytes, "
-                                  f"{int((scale != outs[0][1]).sum())} scale bytes")
+            data = torch.zeros(m * k, dtype=torch.uint8)  # (K, M), the column-wise result
+            scale = torch.zeros(math.prod(scale_shape((k, m), "swizzled" if swizzled else "linear")), dtype=torch.uint8)
+            rc = lib.mxq_quantize_colwise(x.data_ptr(), 1, 1, m, k, m * k, k, data.data_ptr(), scale.data_ptr(), elem,
+                                          mode, swizzled, 2)
+            assert rc == 0, rc
+            outs.append((data, scale))
+        for path, (data, scale) in zip(args.libs[1:], outs[1:]):
+            if not (torch.equal(data, outs[0][0]) and torch.equal(scale, outs[0][1])):
+                differ += 1
+                print(f"DIFFER {path}: walk {walk} {name} elem {elem} mode {mode} swizzled {swizzled}: "
+                      f"{int((data != outs[0][0]).sum())} data bytes, {int((scale != outs[0][1]).sum())} scale bytes")
     print(f"compare_native_libs: {len(libs)} builds, {args.shape}, "
           + ("every output equal to the first build's" if not differ else f"{differ} outputs differ"))
     return 1 if differ else 0

@@ -756,4 +756,4 @@ void mxq_run_parallel_(rows_fn fn, const void *job, int64_t rows, int64_t k, int
 void mxq_advise_huge_pages_(void *p, int64_t nbytes) { advise_huge_pages(p, nbytes); }
 void mxq_zero_swizzle_padding_(uint8_t *scale, int64_t rows, int64_t nb) { zero_swizzle_padding(scale, rows, nb); }
 
-int mxq_abi_version(void) { return 9; } /* backends/_native_lib.py ABI_VERSION */
+int mxq_abi_version(void) { return 10; } /* backends/_native_lib.py ABI_VERSION */

@@ -77,11 +77,11 @@ int mxq_col_order(void) {
 }
 
 /* Test hook: the column-wise walk from now on (1 column order, 0 bands two at a time, -1 the
- * automatic choice again). Returns 0, or -1 for another value. Not while calls are running. */
+ * automatic choice again). Returns the setting it replaced (-1, 0 or 1), or -2 for another value
+ * (nothing changed). Not while calls are running. */
 int mxq_set_col_order(int order) {
-    if (order < -1 || order > 1) return -1;
-    __atomic_store_n(&col_order_set, order, __ATOMIC_RELAXED);
-    return 0;
+    if (order < -1 || order > 1) return -2;
+    return __atomic_exchange_n(&col_order_set, order, __ATOMIC_RELAXED);
 }
 
 /* x: batches x M x K elements of in_dtype (0 fp32, 1 bf16, 2 fp16), element (b, r, c) at
