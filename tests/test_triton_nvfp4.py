@@ -184,7 +184,8 @@ def test_nvfp4_half_inputs_where_groups_are_divided_or_not(dev, hp, layout, rfla
     every config (so every PTX block size)."""
     rng = np.random.default_rng(7)
     kind = "bf16" if hp == torch.bfloat16 else "fp16"
-    configs = CONFIGS if dev == "cuda" else CONFIGS[:2]  # (the interpreter has no PTX blocks)
+    # (the interpreter has no PTX blocks; there swizzled fp16 runs the shipped tile only: 12 s a config)
+    configs = CONFIGS if dev == "cuda" else CONFIGS[:1] if (layout, hp) == ("swizzled", torch.float16) else CONFIGS[:2]
     for g, config in itertools.product((1.0, NEAR[0], _partly_flagged_g(kind), 2688.0 / 3.1), configs):
         x = _groups(hp, g, 6, rng).to(dev)
         _check(x, g, layout, config, f"g {g} config {config}")

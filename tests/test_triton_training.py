@@ -30,7 +30,8 @@ from mxquant.conformance import cases
 from mxquant.conformance.training_inputs import colwise_inputs, grouped_inputs, matrix_inputs, special_tiles
 
 import mx_oracle as oracle
-from training_helpers import ELEMS, GLUON_TEST_CONFIGS, GRID, GRID_LAYOUTS, INPUTS, LAYOUTS, MODES, assert_bytes, ids
+from training_helpers import (ELEMS, GLUON_TEST_CONFIGS, GRID, GRID_LAYOUTS, INPUTS, LAYOUTS, MODES, PAIRWISE, assert_bytes,
+                              ids)
 
 try:
     import triton  # noqa: F401
@@ -68,8 +69,27 @@ ROWCOL_CONFIGS = {"linear": [None, (32, 64, 4)], "swizzled": [None, (128, 128, 4
 # Triton kernel; GLUON_TEST_CONFIGS are the Gluon kernel's other shapes.
 
 
-def _configs(configs, dev):
-    return configs + GLUON_TEST_CONFIGS if dev == "cuda" else configs
+def _configs(configs, dev, small=True):
+    """The tile configurations a case runs: on CUDA all and the Gluon ones; under the interpreter
+    the shipped one, and the small ones where `small` (a program there costs about 0.1 s at any
+    size, so the small tiles' many programs are the cost: each input dtype takes them in one of
+    the structure tests, SMALL_TILES_ON)."""
+    if dev == "cuda":
+        return configs + GLUON_TEST_CONFIGS
+    return configs if small else configs[:1]
+
+
+SMALL_TILES_ON = {("colwise", "linear"): torch.float32, ("colwise", "swizzled"): torch.bfloat16,
+                  ("rowcol", "linear"): torch.float16, ("rowcol", "swizzled"): torch.float32,
+                  ("2d", None): torch.bfloat16, ("grouped", None): torch.float16}
+"""Under the interpreter, the input dtype whose structure test (shapes, strides, padding) runs
+the small tile configurations too; the others run the shipped one (a GPU runs every pair)."""
+
+
+def _cpu_grid(grid, cpu_cases):
+    """(dev, *case) parameters: every case of `grid` on CUDA, those in `cpu_cases` on the CPU."""
+    return [pytest.param(dev.values[0], *case, marks=dev.marks, id=f"{ids(case)}-{dev.values[0]}")
+            for case in grid for dev in DEVS if dev.values[0] == "cuda" or case in cpu_cases]
 
 
 _EMPTY = torch.empty
@@ -188,9 +208,10 @@ def test_2d_special_tiles(dev, hp, dtype, mode):
     assert_bytes(scale_t.cpu(), scale.cpu().mT.contiguous(), "2d(x^T) scale vs 2d(x) scale^T")
 
 
-@pytest.mark.parametrize("dev", DEVS)
-@pytest.mark.parametrize("hp, dtype, mode", GRID, ids=[ids(c) for c in GRID])
+@pytest.mark.parametrize("dev, hp, dtype, mode", _cpu_grid(GRID, PAIRWISE))
 def test_grouped_adversarial_ragged_and_empty_groups(dev, hp, dtype, mode):
+    """Under the interpreter the nine PAIRWISE cases (the row-wise test runs the same helpers on
+    every case); on a GPU all eighteen."""
     x = cases.adversarial_batch(hp, seed=3).to(dev)
     t = x.shape[0]
     ends = torch.tensor([0, 1, 1, 70, t, t], dtype=torch.int32, device=dev)  # empty first, middle, last
@@ -229,7 +250,7 @@ def test_colwise_and_rowcol_shapes(dev, op, layout, hp):
     dtype, mode = _one_combo(hp)
     for name, x in _inputs(dev, hp, small, cuda_shapes):
         x = x.to(dev)
-        for config in _configs(configs[layout], dev):
+        for config in _configs(configs[layout], dev, SMALL_TILES_ON[op, layout] == hp):
             check(x, dtype, mode, layout, config, f"{name} config {config}")
 
 
@@ -249,7 +270,8 @@ def test_colwise_of_transposed_and_strided_views(dev, layout):
 def test_2d_shapes(dev, hp):
     dtype, mode = _one_combo(hp)
     for name, x in _inputs(dev, hp, matrix_inputs, [(4096, 4096), (3, 640, 992)]):
-        for config in (None, (32, 32, 4)):
+        small = dev == "cuda" or SMALL_TILES_ON["2d", None] == hp
+        for config in (None, (32, 32, 4)) if small else (None,):
             _check_2d(x.to(dev), dtype, mode, config, f"{name} config {config}")
 
 
@@ -266,7 +288,8 @@ def test_grouped_shapes(dev, hp):
     for name, x, ends in inputs:
         x = x.to(dev)
         ends = ends if ends is None else ends.to(dev)
-        for config in (None, (32, 128, 4)) if ends is not None else (None,):
+        small = ends is not None and (dev == "cuda" or SMALL_TILES_ON["grouped", None] == hp)
+        for config in (None, (32, 128, 4)) if small else (None,):
             _check_grouped(x, ends, dtype, mode, config, f"{name} config {config}")
 
 

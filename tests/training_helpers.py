@@ -13,6 +13,12 @@ LAYOUTS = ["linear", "swizzled"]
 INPUTS = [torch.float32, torch.bfloat16, torch.float16]
 GRID = list(itertools.product(INPUTS, ELEMS, MODES))
 GRID_LAYOUTS = list(itertools.product(INPUTS, ELEMS, MODES, LAYOUTS))
+PAIRWISE = [(hp, ELEMS[(i + j) % 2], mode) for i, hp in enumerate(INPUTS) for j, mode in enumerate(MODES)]
+"""Nine of GRID's eighteen cases in which every pair of values meets (each input dtype with each
+element dtype and each scale mode, each element dtype with each scale mode): what Triton's
+interpreter runs of a grid whose cases cost it seconds each (tests/test_triton_training.py's
+grouped kernels, whose arithmetic is the row-wise kernel's helpers, run there on all of
+GRID_LAYOUTS); a GPU runs all eighteen."""
 GLUON_TEST_CONFIGS = [("gluon", 16, 4), ("gluon", 8, 2, 4), ("gluon", 4, 4, 2),
                       ("gluon", 8, 2, 8, 0, "evict_last", "", "packed prefetch"), ("gluon", 8, 2, 4, 0, "", "", "packed"),
                       ("gluon", 8, 2, 2, 0, "", "", "packed prefetch")]
