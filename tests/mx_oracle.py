@@ -97,6 +97,28 @@ def quantize_tiles(x: torch.Tensor, dtype, mode: str = "rceil"):
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(scale.reshape(*lead, m // 32, k // 32))
 
 
+def quantize_grouped(x: torch.Tensor, ends, dtype, mode: str = "rceil"):
+    """(data, scale) from the NumPy oracle: row-wise data; scales swizzled per expert, or per
+    group at padded row P_g of (T + 128 G) rows (round_up(K/32, 4) bytes each), zeros elsewhere."""
+    data, linear = quantize(x.cpu(), dtype, mode, "linear")
+    if ends is None:
+        e, n, c = linear.shape
+        per = swizzle(torch.zeros(n, c, dtype=torch.uint8)).numel()
+        return data, torch.stack([swizzle(linear[i]).reshape(-1) for i in range(e)]) if e else \
+            torch.zeros(0, per, dtype=torch.uint8)
+    t, c = linear.shape
+    pcol = -(-c // 4) * 4
+    out = torch.zeros((t + 128 * ends.numel()) * pcol, dtype=torch.uint8)
+    start = padded = 0
+    for end in ends.tolist():
+        if end > start:
+            block = swizzle(linear[start:end]).reshape(-1)
+            out[padded * pcol:padded * pcol + block.numel()] = block
+            padded += -(-(end - start) // 128) * 128
+        start = end
+    return data, out
+
+
 def public(scale: torch.Tensor, layout: str) -> torch.Tensor:
     """The scale as mxfp8_quantize returns it (docs/semantics.md): swizzled flat, 1-D."""
     return scale.reshape(-1) if layout == "swizzled" else scale

@@ -138,31 +138,9 @@ def _check_2d(x, dtype, mode, config, name):
     return data, scale
 
 
-def grouped_oracle(x, ends, dtype, mode):
-    """(data, scale) from the NumPy oracle: row-wise data; scales swizzled per expert, or per
-    group at padded row P_g of (T + 128 G) rows (round_up(K/32, 4) bytes each), zeros elsewhere."""
-    data, linear = oracle.quantize(x.cpu(), dtype, mode, "linear")
-    if ends is None:
-        e, n, c = linear.shape
-        per = oracle.swizzle(torch.zeros(n, c, dtype=torch.uint8)).numel()
-        return data, torch.stack([oracle.swizzle(linear[i]).reshape(-1) for i in range(e)]) if e else \
-            torch.zeros(0, per, dtype=torch.uint8)
-    t, c = linear.shape
-    pcol = -(-c // 4) * 4
-    out = torch.zeros((t + 128 * ends.numel()) * pcol, dtype=torch.uint8)
-    start = padded = 0
-    for end in ends.tolist():
-        if end > start:
-            block = oracle.swizzle(linear[start:end]).reshape(-1)
-            out[padded * pcol:padded * pcol + block.numel()] = block
-            padded += -(-(end - start) // 128) * 128
-        start = end
-    return data, out
-
-
 def _check_grouped(x, ends, dtype, mode, config, name, clamped=None):
     data, scale = ops.quantize_grouped(x, ends, dtype, mode, config)
-    want_data, want_scale = grouped_oracle(x, clamped if clamped is not None else ends, dtype, mode)
+    want_data, want_scale = oracle.quantize_grouped(x, clamped if clamped is not None else ends, dtype, mode)
     assert_bytes(data.cpu(), want_data, f"{name} data")
     assert scale.dtype == torch.float8_e8m0fnu
     assert_bytes(scale.cpu(), want_scale, f"{name} scale")
@@ -391,8 +369,8 @@ def test_cuda_graph_capture_of_the_new_calls():
                      "rowcol column scale")
         assert_bytes(row.data.cpu(), oracle.quantize(x.cpu(), e4)[0], "rowcol row data")
         assert_bytes(tiles.scale.cpu(), oracle.quantize_tiles(x.cpu(), e4)[1], "2d scale")
-        assert_bytes(tokens.scale.cpu(), grouped_oracle(x, ends.cpu(), e4, "rceil")[1], f"tokens scale, ends {new_ends}")
-        assert_bytes(experts.scale.cpu(), grouped_oracle(w, None, e4, "rceil")[1], "experts scale")
+        assert_bytes(tokens.scale.cpu(), oracle.quantize_grouped(x, ends.cpu(), e4, "rceil")[1], f"tokens scale, ends {new_ends}")
+        assert_bytes(experts.scale.cpu(), oracle.quantize_grouped(w, None, e4, "rceil")[1], "experts scale")
 
 
 @pytest.mark.cuda
@@ -411,4 +389,4 @@ def test_torch_compile_fullgraph_of_the_new_calls_cuda():
     assert_bytes(row_data.cpu(), oracle.quantize(x.cpu(), e4)[0], "row data")
     assert_bytes(col_scale.cpu(), oracle.quantize_colwise(x.cpu(), e4)[1], "column scale")
     assert_bytes(tile_scale.cpu(), oracle.quantize_tiles(x.cpu(), e4)[1], "tile scale")
-    assert_bytes(grouped_scale.cpu(), grouped_oracle(x, ends.cpu(), e4, "rceil")[1], "grouped scale")
+    assert_bytes(grouped_scale.cpu(), oracle.quantize_grouped(x, ends.cpu(), e4, "rceil")[1], "grouped scale")
