@@ -51,8 +51,9 @@ SMALL_ON = {"linear": (torch.float32, torch.bfloat16), "swizzled": (torch.float3
 """Under the interpreter, the input dtypes that run the small tiles (SMALL, SMALL_NV) in
 test_small_tiles_odd_shapes_and_strided_rows: fp32 and one 2-byte dtype per layout, so both
 NVFP4 kernels (fp32's and the 2-byte one) and MXFP4 take them in each layout; the third runs
-the shipped and the consecutive-rows tiles (NVFP4 also the pre-2026-12-05 one) (a program costs the interpreter
-about the same at any size, so small tiles' many programs are its time). A GPU runs them all."""
+the shipped and the consecutive-rows tiles, NVFP4 also the pre-2026-12-05 one (a program costs
+the interpreter about the same at any size, so small tiles' many programs are its time). A GPU
+runs them all."""
 
 
 def _name(dtype) -> str:

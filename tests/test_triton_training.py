@@ -86,6 +86,10 @@ SMALL_TILES_ON = {("colwise", "linear"): torch.float32, ("colwise", "swizzled"):
 the small tile configurations too; the others run the shipped one (a GPU runs every pair)."""
 
 
+def _small_tiles(dev, test, hp) -> bool:
+    return dev == "cuda" or SMALL_TILES_ON[test] == hp
+
+
 def _cpu_grid(grid, cpu_cases):
     """(dev, *case) parameters: every case of `grid` on CUDA, those in `cpu_cases` on the CPU."""
     return [pytest.param(dev.values[0], *case, marks=dev.marks, id=f"{ids(case)}-{dev.values[0]}")
@@ -228,7 +232,7 @@ def test_colwise_and_rowcol_shapes(dev, op, layout, hp):
     dtype, mode = _one_combo(hp)
     for name, x in _inputs(dev, hp, small, cuda_shapes):
         x = x.to(dev)
-        for config in _configs(configs[layout], dev, SMALL_TILES_ON[op, layout] == hp):
+        for config in _configs(configs[layout], dev, _small_tiles(dev, (op, layout), hp)):
             check(x, dtype, mode, layout, config, f"{name} config {config}")
 
 
@@ -248,8 +252,7 @@ def test_colwise_of_transposed_and_strided_views(dev, layout):
 def test_2d_shapes(dev, hp):
     dtype, mode = _one_combo(hp)
     for name, x in _inputs(dev, hp, matrix_inputs, [(4096, 4096), (3, 640, 992)]):
-        small = dev == "cuda" or SMALL_TILES_ON["2d", None] == hp
-        for config in (None, (32, 32, 4)) if small else (None,):
+        for config in (None, (32, 32, 4)) if _small_tiles(dev, ("2d", None), hp) else (None,):
             _check_2d(x.to(dev), dtype, mode, config, f"{name} config {config}")
 
 
@@ -266,7 +269,7 @@ def test_grouped_shapes(dev, hp):
     for name, x, ends in inputs:
         x = x.to(dev)
         ends = ends if ends is None else ends.to(dev)
-        small = ends is not None and (dev == "cuda" or SMALL_TILES_ON["grouped", None] == hp)
+        small = ends is not None and _small_tiles(dev, ("grouped", None), hp)
         for config in (None, (32, 128, 4)) if small else (None,):
             _check_grouped(x, ends, dtype, mode, config, f"{name} config {config}")
 
