@@ -10,7 +10,8 @@ Contenders per shape (M x K):
 - column-wise (`triton colwise`, linear and swizzled), row+column in one pass (`triton rowcol`,
   linear and swizzled), 32x32 tiles (`triton 2d`): our backend called directly;
 - peers where torchao imports: `triton_to_mxfp8_dim0` / `triton_to_mxfp8_dim1` (torchao's Triton
-  kernels; skipped with the reason where they do not run on this card), and torch.compile of
+  kernels; skipped with the reason where they do not run on this card: below SM100, where
+  bench_torchao_hopper.py runs them past torchao's gate), and torch.compile of
   torchao's `to_mx` on the transpose (x.t().contiguous() inside the compiled function);
 - grouped: token groups (G groups of random sizes over the M rows) against the same-size
   ungrouped swizzled call and against torchao's dim0 kernel + `triton_mx_block_rearrange_2d_M_groups`;
