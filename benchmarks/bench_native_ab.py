@@ -2,14 +2,16 @@
 and row+column calls of each, interleaved round by round (cpu_paths.timed_rounds: a 20 ms busy
 wait before each call), so that load from other work on a shared machine hits every build alike.
 
-    python3 benchmarks/bench_native_ab.py OLD.so NEW.so [--threads 2] [--rounds 15] [--shape 4096x8192]
+    python3 benchmarks/bench_native_ab.py OLD.so NEW.so[@ORDER] [--threads 2] [--rounds 15] [--shape 4096x8192]
         [--dtype bfloat16|float32|float16] [--isa 'x86-64 avx2'] [--reuse] [--out X.json]
 
 Each library file is loaded through ctypes from a private copy (two builds of one file name would
 otherwise be one library); the calls are the C entry points that backends/cpu_native.py calls, on
 the --dtype input (bf16 unless given), e4m3, rceil, linear scales, with fresh outputs
 (torch.empty in every call, as the public API allocates them) or, with --reuse, outputs
-allocated once. Reports each build's median and fastest wall time, CPU time, and the time
+allocated once. A library named PATH@ORDER walks column-wise units as mxq_set_col_order(ORDER) sets
+(1 column order, 0 bands two at a time; one library file may be named twice, with two orders).
+Reports each build's median and fastest wall time, CPU time, and the time
 relative to that build's row-wise call.
 """
 
@@ -87,7 +89,7 @@ def calls(lib, x: torch.Tensor, threads: int, reuse: bool) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("libs", nargs="+", help="library files (.so) to compare")
+    parser.add_argument("libs", nargs="+", help="library files (.so) to compare, each PATH or PATH@ORDER")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--shape", default="4096x8192", help="MxK of the input (default 4096x8192)")
@@ -104,7 +106,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         fns = {}
         for i, path in enumerate(args.libs):
-            lib = load_copy(path, tmp, f"lib{i}")
+            file, _, order = path.partition("@")
+            lib = load_copy(file, tmp, f"lib{i}")
+            if order and lib.mxq_set_col_order(int(order)) == -2:
+                raise SystemExit(f"bad column order in {path!r}")
             if args.isa:
                 select_isa(lib, args.isa)
             for name, fn in calls(lib, x, args.threads, args.reuse).items():
