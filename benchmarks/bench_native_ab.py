@@ -106,10 +106,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         fns = {}
         for i, path in enumerate(args.libs):
-            file, _, order = path.partition("@")
+            file, at, order = path.rpartition("@") if "@" in path else ("", "", "")
+            file = file if at else path
+            if at and order not in ("0", "1"):
+                raise SystemExit(f"{path!r}: the column order after @ is 0 or 1")
             lib = load_copy(file, tmp, f"lib{i}")
-            if order and lib.mxq_set_col_order(int(order)) == -2:
-                raise SystemExit(f"bad column order in {path!r}")
+            if at:
+                if not hasattr(lib, "mxq_set_col_order"):
+                    raise SystemExit(f"{path!r}: the library has no mxq_set_col_order (built before it)")
+                lib.mxq_set_col_order(int(order))
+                if lib.mxq_col_order() != int(order):
+                    raise SystemExit(f"{path!r}: the library did not take column order {order}")
             if args.isa:
                 select_isa(lib, args.isa)
             for name, fn in calls(lib, x, args.threads, args.reuse).items():
