@@ -106,7 +106,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         fns = {}
         for i, path in enumerate(args.libs):
-            file, at, order = path.rpartition("@") if "@" in path else ("", "", "")
+            file, at, order = path.rpartition("@")
             file = file if at else path
             if at and order not in ("0", "1"):
                 raise SystemExit(f"{path!r}: the column order after @ is 0 or 1")

@@ -31,6 +31,7 @@ transposed view, our column-wise data). Writes bench_torchao_hopper.json to --ou
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
@@ -40,6 +41,7 @@ import bench_training  # noqa: E402  (benchmarks/ on sys.path)
 E4M3 = torch.float8_e4m3fn
 
 
+@functools.cache
 def _torchao_past_the_gate():
     """torchao's kernel modules, imported with the SM100 gate answered yes and IS_ROCM set, or None
     and the reason."""
@@ -71,9 +73,7 @@ def _pairs(x, mode, ao):
 
     ao_kernels, ao_quant = ao
     m, k = x.shape
-    ends = bench_training._ends(m, bench_training.GROUPS, x.device)
-    kends = torch.cat([(ends[:-1] // 32) * 32, ends[-1:]])
-    experts = x.view(8, m // 8, k)
+    ends, kends, experts = bench_training.groups_of(x)
     u8 = lambda t: t.view(torch.uint8)
     dim0 = lambda: ao_kernels.triton_to_mxfp8_dim0(x, 32, mode)
     dim1 = lambda: ao_kernels.triton_to_mxfp8_dim1(x, 32, mode)
@@ -128,25 +128,26 @@ def same_bytes(ours, theirs) -> str:
     return "yes" if not any(diff) else f"no ({diff} bytes differ)"
 
 
+@functools.cache
+def _byte_comparison(dtype, device) -> tuple:
+    """Each torchao output against ours of the same mode at 4096x4096 (randn): notes."""
+    ao, _ = _torchao_past_the_gate()
+    small = torch.randn(4096, 4096, dtype=dtype, device=device)
+    return tuple(f"bytes, torchao {name} {mode} == ours: {same_bytes(ours, theirs)}"
+                 for mode in ("floor", "rceil") for name, (ours, theirs, _) in _pairs(small, mode, ao).items())
+
+
 def contenders(x, notes):
     """bench_training.run's make: the copy, then ours and torchao's per call and mode (torchao
     imported past its gate on the first call; the byte comparison once, in notes)."""
     n = x.numel()
     copy_dst = torch.empty_like(x)
     out = {"copy (ceiling)": (lambda: copy_dst.copy_(x), 4 * n, None)}
-    if not _STATE:
-        _STATE.append(_torchao_past_the_gate())
-        ao, why = _STATE[0]
-        if ao is not None:  # the byte comparison, once, at 4096x4096
-            small = torch.randn(4096, 4096, dtype=x.dtype, device=x.device)
-            for mode in ("floor", "rceil"):
-                for name, (ours, theirs, _) in _pairs(small, mode, ao).items():
-                    _STATE.append(f"bytes, torchao {name} {mode} == ours: {same_bytes(ours, theirs)}")
-    (ao, why), compared = _STATE[0], _STATE[1:]
-    notes.extend(compared)
+    ao, why = _torchao_past_the_gate()
     if ao is None:
         notes.append(why)
         return out
+    notes.extend(_byte_comparison(x.dtype, x.device))
     if x.shape[0] % 128 or x.shape[1] % 128:
         notes.append(f"{tuple(x.shape)}: torchao's dim1 kernel needs M and K multiples of 128; not run")
         return out
@@ -155,9 +156,6 @@ def contenders(x, notes):
             out[f"ours {name} {mode}"] = (ours, nbytes, None)
             out.update(bench_training.runnable({f"torchao {name} {mode}": (theirs, nbytes)}, notes))
     return out
-
-
-_STATE: list = []  # [(torchao's modules or None, why), the byte comparison's notes...]
 
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ def _ends(m, groups, device):
     return torch.cat([cuts, torch.tensor([m])]).to(torch.int32).to(device)
 
 
+def groups_of(x):
+    """The grouped calls' inputs for x (M, K): token group ends (GROUPS random sizes), K-group ends
+    (the same rounded down to multiples of 32), and x as 8 experts (8, M/8, K)."""
+    m, k = x.shape
+    ends = _ends(m, GROUPS, x.device)
+    return ends, torch.cat([(ends[:-1] // 32) * 32, ends[-1:]]), x.view(8, m // 8, k)
+
+
 def contenders(x, notes):
     """{name: (callable, bytes, reference callable on the CPU or None)}."""
     from mxquant import reference, reference_training as rt
@@ -71,9 +79,7 @@ def contenders(x, notes):
     n = x.numel()
     one, two = n * (3 + 1 / 32), n * (2 + 2 + 2 / 32)
     m, k = x.shape
-    ends = _ends(m, GROUPS, x.device)
-    experts = x.view(8, m // 8, k)
-    kends = torch.cat([(ends[:-1] // 32) * 32, ends[-1:]])  # K-groups: token ends at multiples of 32
+    ends, kends, experts = groups_of(x)
     copy_dst = torch.empty_like(x)
     out = {
         "copy (ceiling)": (lambda: copy_dst.copy_(x), 4 * n, None),
