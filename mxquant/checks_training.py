@@ -31,10 +31,17 @@ def normalize_axis(x, axis) -> int:
                      "dimension (axis=-1) or the second-to-last (axis=-2, column-wise)")
 
 
-def is_colwise(x, axis) -> bool:
+def is_colwise(x, axis, dtype, scale_mode, scale_layout, backend) -> bool:
     """Whether `axis` asks for the column-wise call (-2, or x.dim() - 2); -1 (an int) is the
-    row-wise call without a look at x; anything else is normalize_axis's to accept or refuse."""
-    return (axis != -1 or type(axis) is not int) and normalize_axis(x, axis) == -2
+    row-wise call without a look at x; anything else is normalize_axis's to accept or refuse,
+    after the argument checks (docs/semantics.md: they come first), which raise where they fail."""
+    if type(axis) is int and axis == -1:
+        return False
+    try:
+        return normalize_axis(x, axis) == -2
+    except (TypeError, ValueError):
+        _check_arguments(x, dtype, scale_mode, scale_layout, backend)
+        raise
 
 
 def check_matrix(call: str, x, dtype, scale_mode, scale_layout, backend, *, m32: bool, k32: bool) -> None:

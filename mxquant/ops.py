@@ -50,7 +50,7 @@ def mxfp8_quantize(
     backend: force a backend by name (strict: an error, never a fallback, if it cannot run),
         as use_backend() and MXQUANT_BACKEND do (docs/env.md).
     """
-    if is_colwise(x, axis):
+    if is_colwise(x, axis, dtype, scale_mode, scale_layout, backend):
         return quantize_colwise_call(x, dtype, scale_mode, scale_layout, backend)
     if _eager(x):
         return _result(MXFP8Quantized, run_quantize(x, dtype, scale_mode, scale_layout, backend))

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from .checks_training import check_group_end_values, check_grouped, check_grouped_colwise, check_matrix, is_colwise
+from .backend import PUBLIC_NAMES
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
@@ -63,7 +64,7 @@ def mxfp8_quantize_grouped(x: torch.Tensor, group_ends: Optional[torch.Tensor],
     axis=-2, K-groups (MoE weight gradient): token-sorted (T, N), every end a multiple of 32:
       data (N, T) as mxfp8_quantize(x, axis=-2); scale 1-D of round_up(N,128) * (T/32 + 4*G)
       bytes, each group's (N, tokens/32) scales swizzled on their own, columns padded to 4."""
-    if is_colwise(x, axis):
+    if is_colwise(x, axis, dtype, scale_mode, "swizzled", backend):
         if _eager(x) and _eager(group_ends):
             return MXFP8Quantized(*run_grouped_colwise(x, group_ends, dtype, scale_mode, backend))
         op = lambda: torch.ops.mxquant.quantize_grouped_colwise(x, group_ends, dtype, scale_mode, backend)  # noqa: E731
@@ -159,10 +160,10 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
     try:
         out = fn(*args)
     except CALL_ERRORS as exc:
-        raise _raised(fn, exc, f"mxfp8_{op}", x.device)
+        raise _raised(fn, exc, PUBLIC_NAMES[op], x.device)
     problem = output_problem(out, want, inputs, before, is_own(fn))
     if problem:
         name, origin = owner(fn)
-        call = f"mxfp8_{op}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"
+        call = f"{PUBLIC_NAMES[op]}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"
         raise BackendOutputError(name, origin, call, problem)
     return tuple(out)

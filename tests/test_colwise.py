@@ -52,6 +52,11 @@ ERRORS = [
     (torch.zeros(64, 64), {"axis": True}, TypeError, r"axis must be an int .*got bool"),
     (torch.zeros(64, 64, dtype=torch.int32), {"axis": -2}, TypeError, r"x has dtype int32"),
     (torch.zeros(64, 64), {"axis": -2, "scale_layout": "tiled"}, ValueError, r"scale_layout='tiled'"),
+    # the argument checks come before the axis's (docs/semantics.md, "Errors of the new calls")
+    ("abc", {"axis": 1}, TypeError, r"x must be a torch\.Tensor, got str"),
+    (torch.zeros(64, dtype=torch.int32), {"axis": -2}, TypeError, r"x has dtype int32"),
+    (torch.zeros(64, 64), {"axis": -3, "backend": 3}, TypeError, r"backend must be a backend name"),
+    (torch.zeros(64, 64), {"axis": "a", "scale_mode": "up"}, ValueError, r"scale_mode='up'"),
 ]
 
 
