@@ -202,6 +202,96 @@ def test_symlink_planted_in_dst_is_not_written_through(tmp_path):
     assert without_manifest(listing(dst)) == without_manifest(listing(tmp_path / "clean"))
 
 
+def test_a_symlinked_record_folder_is_refused_under_resume(tmp_path, capsys):
+    """DST/.mxquant-convert (the converter's own folder of shard records) planted as a symlink to
+    another folder: --resume refuses before anything in DST changes, and the folder it points to
+    (here holding a file of a record's name) stays as it was; nothing is read through it either."""
+    src, dst, victim = tmp_path / "src", tmp_path / "dst", tmp_path / "victim"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    convert(src, dst)
+    victim.mkdir()
+    (victim / "model-00001-of-00002.safetensors.json").write_text("precious")
+    os.symlink(victim, dst / manifest.PARTS)
+    before = listing(dst)
+    refuse(capsys, [src, dst, "--resume", "--quiet"], f"DST/{manifest.PARTS} is a symlink")
+    assert listing(victim) == {"model-00001-of-00002.safetensors.json": b"precious"}
+    assert listing(dst) == before and os.path.islink(dst / manifest.PARTS)
+    # a record folder that is a file: refused alike
+    os.unlink(dst / manifest.PARTS)
+    (dst / manifest.PARTS).write_text("x")
+    refuse(capsys, [src, dst, "--resume", "--quiet"], f"DST/{manifest.PARTS} is not a folder")
+
+
+def test_a_record_is_never_written_or_read_outside_dst(tmp_path):
+    """Below the refusal above: a shard record's folder that resolves outside DST is refused by
+    the same check as a shard's (Dst.target), and a record read through a link leading outside
+    DST is no record."""
+    dst, victim = tmp_path / "dst", tmp_path / "victim"
+    dst.mkdir()
+    victim.mkdir()
+    os.symlink(victim, dst / manifest.PARTS)
+    with pytest.raises(CheckpointError, match="resolves outside DST"):
+        driver.dstdir.Dst(str(dst), -1, False).target(manifest.part_rel("model.safetensors"))
+    (victim / "model.safetensors.json").write_text('{"source": {}}')
+    assert manifest._recorded(str(dst), "model.safetensors") is None
+    assert os.listdir(victim) == ["model.safetensors.json"]
+
+
+def test_contract_overwrite_clears_config_json_first(tmp_path, monkeypatch):
+    """Contract (a kill injected after the first removal): --overwrite empties DST config.json
+    first, so a run killed while clearing never leaves the old config.json beside only some of
+    the old shards (a folder a loader would take for a whole checkpoint)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save_checkpoint(src, llama_like(layers=1), shards=3)
+    convert(src, dst)
+    real, removed = os.unlink, []
+
+    def unlink(path, *a, **k):
+        if os.path.basename(path).startswith(".mxquant-probe-"):  # the check that DST is writable
+            return real(path, *a, **k)
+        if removed:
+            raise KeyboardInterrupt("killed while clearing")
+        removed.append(os.path.basename(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(driver.dstdir.os, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, dst, overwrite=True)
+    monkeypatch.undo()
+    assert removed == ["config.json"] and "config.json" not in listing(dst)
+
+
+def test_contract_a_close_failing_on_a_full_disk_leaves_no_tmp(tmp_path, monkeypatch):
+    """Contract (the fault injected: a file whose writes fail with ENOSPC once the shard's bytes
+    reach the disk): a shard write that fails where its file is closed leaves no .tmp behind, and
+    the error reported is the disk's, not one raised while cleaning up."""
+    import io
+
+    from mxquant.checkpoint import writer
+
+    class FullDisk(io.FileIO):
+        def write(self, b):
+            if len(b) > 4096:  # the header goes through, the first tensor bytes do not
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    real = writer.open_new
+
+    def open_new(path, read_back=False):
+        f = real(path, read_back)
+        raw = FullDisk(os.dup(f.fileno()), "r+b" if read_back else "wb")
+        f.close()
+        return io.BufferedWriter(raw, buffer_size=1 << 20)  # bytes stay buffered until flush / close
+
+    monkeypatch.setattr(writer, "open_new", open_new)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    with pytest.raises(OSError, match="No space left") as info:
+        convert(src, dst, resume=True)
+    assert info.value.errno == errno.ENOSPC
+    assert not [n for n in listing(dst) if n.endswith(".tmp")]
+
+
 def test_contract_read_only_dst_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """Contract: a DST where no file can be created (as root, permissions do not stop writes,
     so the probe's failure is injected; the real chmod case runs for other users)."""

@@ -8,6 +8,9 @@ tests/test_convert_scheme_load.py)."""
 
 from __future__ import annotations
 
+import json
+import struct
+
 import pytest
 import torch
 from convert_ckpt import assert_same_tensors, read_folder, refuse, save_checkpoint
@@ -76,6 +79,27 @@ def test_a_fused_expert_tensor_without_experts_is_refused(tmp_path, capsys, sche
     # kept by --ignore, as the refusal suggests: written unchanged
     convert(tmp_path / "src", tmp_path / "dst", scheme=scheme, ignore=["re:.*experts.*"], device="cpu")
     assert_same_tensors(read_folder(tmp_path / "dst"), src)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)  # mxfp8 quantizes a fused tensor whole (test_convert_memory.py)
+def test_a_fused_expert_tensor_of_empty_experts_is_refused_at_once(tmp_path, capsys, scheme):
+    """[E, 0, H]: zero bytes whatever E is, so a header can claim 2^40 experts that the file's
+    size never bounds; splitting them one by one would run without end. Refused before anything
+    is enumerated (the test's time bounds it: E = 2^40 would take hours to split), as is E past
+    65536 with bytes behind it."""
+    for shape, phrase in (([1 << 40, 0, 128], "a fused expert tensor of empty experts"),
+                          ([(1 << 16) + 1, 2, 128], "65537 experts in one tensor, more than the 65536")):
+        nbytes = shape[0] * shape[1] * shape[2] * 2
+        header = {L0 + "gate_up_proj": {"dtype": "BF16", "shape": shape, "data_offsets": [0, nbytes]}}
+        blob = json.dumps(header).encode()
+        src = tmp_path / "src"
+        src.mkdir(exist_ok=True)
+        with open(src / "model.safetensors", "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            f.truncate(8 + len(blob) + nbytes)  # a sparse file of zeros: 32 MiB claimed, none written
+        (src / "config.json").write_text(json.dumps(CONFIG))
+        refuse(capsys, [src, tmp_path / "x", "--scheme", scheme], phrase)
+        assert not (tmp_path / "x").exists()
 
 
 def test_a_split_that_gives_a_name_the_source_has_is_refused_naming_the_split(tmp_path, capsys):

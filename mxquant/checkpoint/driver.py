@@ -164,7 +164,11 @@ def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:
     except BaseException:  # not complete: no manifest either (the part files are still there)
         os.unlink(path)
         raise
-    shutil.rmtree(os.path.join(plan.dst, manifest.PARTS), ignore_errors=True)
+    parts = os.path.join(plan.dst, manifest.PARTS)
+    if os.path.islink(parts):  # never followed (target() refused writing through it)
+        os.unlink(parts)
+    else:
+        shutil.rmtree(parts, ignore_errors=True)
     return path
 
 
@@ -326,7 +330,7 @@ def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progr
     for shard in mine:
         rec = manifest.finished_record(plan.dst, shard, options) if resume else None
         if rec is not None:
-            manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
+            manifest.write_json_atomic(out_dir.target(manifest.part_rel(shard.file)), rec)
             resumed += 1
             progress(shard.size)
         else:
@@ -339,7 +343,7 @@ def _convert_shards(plan, out_dir, group, options, dev, scale_mode, chunk, progr
                                       progress=report, verify=verify)
         rec = manifest.shard_record(shard, options, os.path.join(plan.dst, shard.file), entries,
                                     time.perf_counter() - s0, sha)
-        manifest.write_json_atomic(manifest.part_path(plan.dst, shard.file), rec)
+        manifest.write_json_atomic(out_dir.target(manifest.part_rel(shard.file)), rec)
         return shard.size
 
     sizes = shardpool.run_each(todo, one, jobs, progress)

@@ -27,6 +27,8 @@ except ImportError:  # not POSIX: no lock (the converter is used on Linux)
     fcntl = None
 
 CONFIG = "config.json"
+PARTS = ".mxquant-convert"
+"""DST's folder of shard records while converting (manifest.py writes them, driver.py removes it)."""
 
 
 def open_new(path: str, read_back: bool = False):
@@ -54,8 +56,10 @@ def replace_from(path: str, write) -> None:
 
 
 def _clear(path: str) -> None:
-    """Remove everything inside the folder `path` (symlinks themselves, never their targets)."""
-    for name in os.listdir(path):
+    """Remove everything inside the folder `path` (symlinks themselves, never their targets);
+    config.json first, so a run killed while clearing leaves no folder a loader takes for a whole
+    checkpoint."""
+    for name in sorted(os.listdir(path), key=lambda n: n != CONFIG):
         p = os.path.join(path, name)
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p)
@@ -126,6 +130,7 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
             _clear(dst)
             out.fresh = True
         if resume:
+            _check_parts_folder(dst)
             out.mark_incomplete()
     except BaseException:
         if created:  # made by this run and still locked by it: nobody else can be writing into it
@@ -136,6 +141,16 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
         out.release()
         raise
     return out
+
+
+def _check_parts_folder(dst: str) -> None:
+    """--resume reads and writes shard records in DST/PARTS: refused where that is a symlink
+    (never followed: it could lead anywhere, SRC included) or not a folder."""
+    p = os.path.join(dst, PARTS)
+    if os.path.islink(p) or (os.path.lexists(p) and not os.path.isdir(p)):
+        what = "a symlink" if os.path.islink(p) else "not a folder"
+        raise CheckpointError(f"DST/{PARTS} is {what}: it is the converter's own folder of shard records, never "
+                              "followed; remove it and run again")
 
 
 def _file_above(dst: str) -> str | None:

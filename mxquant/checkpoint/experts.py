@@ -117,10 +117,29 @@ def split_fused(t: TensorInfo, config: dict, scheme: str) -> list[TensorInfo]:
     return parts(t)
 
 
+MAX_EXPERTS = 1 << 16
+"""More experts than this in one fused tensor are refused: no MoE model has a tenth as many, and a
+header may claim any E (an expert of 0 rows has no bytes for the file's size to bound)."""
+
+
+def check_count(name: str, shape: tuple) -> None:
+    """Refuse splitting the fused expert tensor `name` per expert (parts: the schemes other than
+    mxfp8; mxfp8 quantizes it whole, an empty one as empty) where its experts are empty (a
+    dimension of 0) or more than MAX_EXPERTS, before anything is enumerated."""
+    keep = "pass --ignore 're:.*experts.*' to keep every expert in its source dtype"
+    if 0 in shape[1:]:  # zero bytes whatever E says
+        raise CheckpointError(f"{name} {list(shape)}: a fused expert tensor of empty experts (a dimension of 0); "
+                              f"refusing to write an expert layer of empty weights ({keep})")
+    if shape[0] > MAX_EXPERTS:
+        raise CheckpointError(f"{name} {list(shape)}: {shape[0]} experts in one tensor, more than the {MAX_EXPERTS} "
+                              f"any model has; refusing a header that would take that many per-expert steps ({keep})")
+
+
 def parts(t: TensorInfo) -> list[TensorInfo]:
     """The per-expert 2-D weights of the fused 3-D expert tensor `t` as llm-compressor names them
     (byte ranges of the source, in file order), unchecked ([] for a name it does not split);
     split_fused is the checked form."""
+    check_count(t.name, t.shape)
     last = t.name.rsplit(".", 1)[-1]
     names = _SPLIT.get(last, ())
     e, rows, k = t.shape

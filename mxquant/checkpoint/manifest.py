@@ -14,10 +14,10 @@ import os
 import queue
 import threading
 
-from .dstdir import replace_from
+from .dstdir import PARTS, replace_from
+from .srcfiles import is_inside
 from .writer import drain
 
-PARTS = ".mxquant-convert"
 MANIFEST = "mxquant-manifest.json"
 
 
@@ -101,8 +101,22 @@ class HashingReader:
         return file_sha256(self._path)
 
 
+def part_rel(shard_file: str) -> str:
+    """A shard's record, relative to DST (written through Dst.target: never outside DST)."""
+    return f"{PARTS}/{shard_file}.json"
+
+
 def part_path(dst: str, shard_file: str) -> str:
     return os.path.join(dst, PARTS, shard_file + ".json")
+
+
+def _own_part(dst: str, shard_file: str) -> str:
+    """part_path, refused (OSError) where it resolves outside DST: a record is never read through a
+    symlink that leads elsewhere."""
+    path = part_path(dst, shard_file)
+    if not is_inside(os.path.realpath(path), os.path.realpath(dst)):
+        raise OSError(f"DST/{part_rel(shard_file)} resolves outside DST")
+    return path
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -127,7 +141,7 @@ def _recorded(dst: str, shard_file: str) -> dict | None:
     """A previous run's record of a shard: its part file, else its entry in the final manifest.
     An unreadable or malformed record is no record (that shard is converted again)."""
     try:
-        path = part_path(dst, shard_file)
+        path = _own_part(dst, shard_file)
         if os.path.isfile(path):
             with open(path) as f:
                 rec = json.load(f)
@@ -165,6 +179,6 @@ def finished_record(dst: str, shard, options: dict) -> dict | None:
 def load_parts(dst: str, files: list[str]) -> list[dict]:
     recs = []
     for name in files:
-        with open(part_path(dst, name)) as f:
+        with open(_own_part(dst, name)) as f:
             recs.append(json.load(f))
     return recs

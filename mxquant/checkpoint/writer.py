@@ -184,8 +184,16 @@ class ShardWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._join()
-        if not self._f.closed:
-            self._f.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        """After a failure: the threads stopped, the file closed and the .tmp removed. A close
+        that fails (its buffered bytes cannot be written: a full disk) still closes the file; it
+        is not raised, so the error being handled stays the one reported."""
+        try:
+            self._join()
+        finally:
+            try:
+                if not self._f.closed:
+                    self._f.close()
+            except OSError:
+                pass
+            if os.path.lexists(self.tmp):
+                os.remove(self.tmp)
