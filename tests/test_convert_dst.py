@@ -180,6 +180,10 @@ def test_dst_that_is_a_hard_link_copy_of_src(tmp_path, mode):
     for name in os.listdir(src):
         dst.mkdir(exist_ok=True)
         os.link(src / name, dst / name)
+    if mode == "resume":  # --resume continues only a folder a conversion was writing into
+        with pytest.raises(CheckpointError, match="holds no conversion by mxquant"):
+            convert(src, dst, resume=True)
+        (dst / manifest.PARTS).mkdir()  # as an interrupted run leaves it
     convert(src, dst, **{mode: True})
     assert listing(src) == before
     convert(src, tmp_path / "clean")
@@ -193,7 +197,7 @@ def test_symlink_planted_in_dst_is_not_written_through(tmp_path):
     save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
     victim = tmp_path / "victim.bin"
     victim.write_bytes(b"precious")
-    dst.mkdir()
+    (dst / manifest.PARTS).mkdir(parents=True)  # a folder a conversion was writing into
     for name in ("model.safetensors.tmp", "tokenizer.json.tmp"):
         os.symlink(victim, dst / name)
     convert(src, dst, resume=True)
@@ -220,6 +224,34 @@ def test_a_symlinked_record_folder_is_refused_under_resume(tmp_path, capsys):
     os.unlink(dst / manifest.PARTS)
     (dst / manifest.PARTS).write_text("x")
     refuse(capsys, [src, dst, "--resume", "--quiet"], f"DST/{manifest.PARTS} is not a folder")
+
+
+def test_resume_refuses_a_folder_no_conversion_wrote(tmp_path, capsys):
+    """`--resume` into a folder of someone's own files (a model folder, say): it would remove the
+    folder's config.json and every weight file the conversion does not write, so it is refused,
+    nothing touched. A folder an interrupted run left (its record folder is made when the run
+    takes DST, before any shard) and a finished conversion (its manifest) are continued."""
+    src, dst = tmp_path / "src", tmp_path / "mine"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    dst.mkdir()
+    (dst / "config.json").write_text("{}")
+    (dst / "other-model.safetensors").write_bytes(b"weights")
+    before = listing(dst)
+    refuse(capsys, [src, dst, "--resume", "--quiet"], "holds no conversion by mxquant")
+    assert listing(dst) == before
+    # with --overwrite as well, replacing the folder is consented to
+    assert main(["convert", str(src), str(dst), "--resume", "--overwrite", "--quiet"]) == 0
+    assert "other-model.safetensors" not in listing(dst)
+    # a finished conversion, then one interrupted before any shard finished: continued
+    assert main(["convert", str(src), str(dst), "--resume", "--quiet"]) == 0
+    fresh = tmp_path / "fresh"
+    from mxquant.checkpoint import dstdir
+    dstdir.prepare(str(fresh), overwrite=False, resume=False).release()  # a run killed right after taking DST
+    assert os.listdir(fresh) == [manifest.PARTS]
+    (fresh / "model-00001-of-00002.safetensors.tmp").write_bytes(b"half")
+    assert main(["convert", str(src), str(fresh), "--resume", "--quiet"]) == 0
+    convert(src, tmp_path / "clean")
+    assert without_manifest(listing(fresh)) == without_manifest(listing(tmp_path / "clean"))
 
 
 def test_a_record_is_never_written_or_read_outside_dst(tmp_path):

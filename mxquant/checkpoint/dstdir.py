@@ -28,7 +28,11 @@ except ImportError:  # not POSIX: no lock (the converter is used on Linux)
 
 CONFIG = "config.json"
 PARTS = ".mxquant-convert"
-"""DST's folder of shard records while converting (manifest.py writes them, driver.py removes it)."""
+"""DST's folder of shard records while converting (manifest.py writes them, driver.py removes it
+once the conversion is complete); made when the run takes DST, so it also marks a folder that a
+run was converting into."""
+MANIFEST = "mxquant-manifest.json"
+"""A complete conversion's manifest (manifest.py)."""
 
 
 def open_new(path: str, read_back: bool = False):
@@ -131,7 +135,10 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
             out.fresh = True
         if resume:
             _check_parts_folder(dst)
+            if not overwrite:  # with --overwrite too, replacing the folder's contents is consented to
+                check_resumable(dst)
             out.mark_incomplete()
+        os.makedirs(os.path.join(dst, PARTS), exist_ok=True)
     except BaseException:
         if created:  # made by this run and still locked by it: nobody else can be writing into it
             try:
@@ -151,6 +158,17 @@ def _check_parts_folder(dst: str) -> None:
         what = "a symlink" if os.path.islink(p) else "not a folder"
         raise CheckpointError(f"DST/{PARTS} is {what}: it is the converter's own folder of shard records, never "
                               "followed; remove it and run again")
+
+
+def check_resumable(dst: str) -> None:
+    """--resume continues a conversion into DST, and removes what it does not write (config.json,
+    other weight files): refused on a non-empty DST that holds neither PARTS (a run that did
+    not finish) nor MANIFEST (one that did), a folder no conversion was writing into."""
+    names = [n for n in os.listdir(dst) if not n.startswith(".mxquant-probe-")]
+    if names and PARTS not in names and MANIFEST not in names:
+        raise CheckpointError(f"DST {dst} is not empty and holds no conversion by mxquant (no {PARTS}/ or "
+                              f"{MANIFEST}); --resume only continues one, and would remove the folder's config.json "
+                              "and weight files: pick an empty DST, or pass --overwrite to replace it")
 
 
 def _file_above(dst: str) -> str | None:

@@ -14,11 +14,9 @@ import os
 import queue
 import threading
 
-from .dstdir import PARTS, replace_from
+from .dstdir import MANIFEST, PARTS, replace_from
 from .srcfiles import is_inside
 from .writer import drain
-
-MANIFEST = "mxquant-manifest.json"
 
 
 def file_sha256(path: str, block: int = 8 << 20) -> str:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from . import experts, fused
+from .dstdir import check_resumable
 from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
 from .select import (Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head, match_ignore,
@@ -83,6 +84,8 @@ def check_paths(src: str, dst: str, overwrite: bool, resume: bool) -> None:
     if os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):
         raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite to replace it, "
                               "or --resume to continue a conversion)")
+    if os.path.isdir(dst) and resume and not overwrite:
+        check_resumable(dst)
 
 
 def _read_config(src: str) -> dict:
