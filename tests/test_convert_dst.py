@@ -254,6 +254,34 @@ def test_resume_refuses_a_folder_no_conversion_wrote(tmp_path, capsys):
     assert without_manifest(listing(fresh)) == without_manifest(listing(tmp_path / "clean"))
 
 
+def test_copied_files_keep_their_permission_bits_but_never_setuid(tmp_path):
+    """A file of SRC (a tokenizer, a script) is copied with its permission bits and times, but a
+    setuid / setgid / sticky bit a checkpoint from anywhere carries is not (the copy belongs to
+    the user who converts: a setuid file of root's, converted as root, would be a hole)."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"run.sh": "#!/bin/sh\n", "tokenizer.json": "{}"})
+    os.chmod(src / "run.sh", 0o6755)
+    os.chmod(src / "tokenizer.json", 0o640)
+    os.utime(src / "tokenizer.json", ns=(1_000_000_000, 2_000_000_000))
+    convert(src, tmp_path / "dst")
+    assert oct((tmp_path / "dst" / "run.sh").stat().st_mode & 0o7777) == oct(0o755)
+    copied = (tmp_path / "dst" / "tokenizer.json").stat()
+    assert oct(copied.st_mode & 0o7777) == oct(0o640) and copied.st_mtime_ns == 2_000_000_000
+
+
+def test_contract_an_unreadable_file_to_copy_is_refused_in_the_plan(tmp_path, capsys, monkeypatch):
+    """Contract (the denial injected: as root every file is readable): a file of SRC that would be
+    copied but cannot be read is refused before any shard is converted, not after all of them."""
+    from mxquant.checkpoint import srcfiles
+
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+    real = os.access
+    monkeypatch.setattr(srcfiles.os, "access", lambda p, mode: not str(p).endswith("tokenizer.json") and real(p, mode))
+    refuse(capsys, [src, tmp_path / "dst"], "SRC/tokenizer.json cannot be read")
+    assert not (tmp_path / "dst").exists()
+
+
 def test_a_record_is_never_written_or_read_outside_dst(tmp_path):
     """Below the refusal above: a shard record's folder that resolves outside DST is refused by
     the same check as a shard's (Dst.target), and a record read through a link leading outside

@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -133,9 +134,14 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
 
 
 def _copy_file(src_path: str, target: str) -> None:
+    """A file of SRC copied: its bytes, permission bits and times; never its setuid, setgid or
+    sticky bits or extended attributes (file capabilities among them), which a checkpoint from
+    anywhere could carry into DST under the converting user's ownership."""
     with open(src_path, "rb") as f:
         dstdir.replace_from(target, lambda out: shutil.copyfileobj(f, out, 8 << 20))
-    shutil.copystat(src_path, target)
+        st = os.fstat(f.fileno())
+    os.chmod(target, stat.S_IMODE(st.st_mode) & 0o777)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:

@@ -144,7 +144,9 @@ def other_files(src: str, shards: list[str]) -> list[str]:
             if rel.endswith(SUFFIX):
                 raise CheckpointError(f"SRC/{rel} is a safetensors file that is not one of the checkpoint's "
                                       "shards; copied as is it would ship unconverted weights (move it out of SRC)")
-            resolve_inside(src, root, rel)
+            path = resolve_inside(src, root, rel)
+            if not os.access(path, os.R_OK):  # found here, not after every shard is converted
+                raise CheckpointError(f"SRC/{rel} cannot be read (permission denied); it would be copied into DST")
             out.append(rel)
     written = set(out) | set(shards) | {INDEX, "config.json", RESERVED[1]}  # each lands by way of <name>.tmp
     for rel in out:
