@@ -40,6 +40,13 @@ PUBLIC_NAMES = {"quantize_colwise": "mxfp8_quantize(axis=-2)", "quantize_rowcol"
                 "quantize_grouped_colwise": "mxfp8_quantize_grouped(axis=-2)"}
 """The public call behind each of TRAINING_OPS, as errors name it."""
 
+
+def public_call(op: str, args: str) -> str:
+    """`name(args)` of TRAINING_OPS' `op` as its public call spells it (column-wise ones end with
+    `, axis=-2`)."""
+    name, _, axis = PUBLIC_NAMES[op].partition("(")
+    return f"{name}({args}{', ' + axis[:-1] if axis else ''})"
+
 FP4_OPS = ("mxfp4_quantize", "mxfp4_dequantize", "nvfp4_quantize", "nvfp4_dequantize")
 """The MXFP4 / NVFP4 calls (docs/semantics.md, "MXFP4 and NVFP4"), claimed like TRAINING_OPS:
   mxfp4_quantize(x, scale_mode, scale_layout) -> (data uint8 (..., K/2), scale e8m0 (swizzled: 2-D))
@@ -113,9 +120,8 @@ class Call:
             mode = f", {self.scale_mode}" if self.scale_mode else ""
             return f"{self.op}({self.device}, {describe_dtype(self.hp_dtype)}{mode}, {self.scale_layout})"
         if self.op in TRAINING_OPS:
-            name, _, axis = PUBLIC_NAMES[self.op].partition("(")
-            return (f"{name}({self.device}, {describe_dtype(self.hp_dtype)} -> {describe_dtype(self.element_dtype)}, "
-                    f"{self.scale_mode}, {self.scale_layout}{', ' + axis[:-1] if axis else ''})")
+            return public_call(self.op, f"{self.device}, {describe_dtype(self.hp_dtype)} -> "
+                                        f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout}")
         if self.op == "quantize":
             return (f"mxfp8_quantize({self.device}, {describe_dtype(self.hp_dtype)} -> "
                     f"{describe_dtype(self.element_dtype)}, {self.scale_mode}, {self.scale_layout})")

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from .checks_training import check_group_end_values, check_grouped, check_grouped_colwise, check_matrix, is_colwise
-from .backend import PUBLIC_NAMES
+from .backend import PUBLIC_NAMES, public_call
 from .errors import BackendOutputError
 from .formats import BLOCK, describe_dtype
 from .layouts import expert_scale_shape, grouped_scale_shape, kgroup_scale_shape, scale_shape, to_public
@@ -164,6 +164,6 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
     problem = output_problem(out, want, inputs, before, is_own(fn))
     if problem:
         name, origin = owner(fn)
-        call = f"{PUBLIC_NAMES[op]}({describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode})"
+        call = public_call(op, f"{describe_dtype(x.dtype)} {tuple(x.shape)} -> {describe_dtype(dtype)}, {scale_mode}")
         raise BackendOutputError(name, origin, call, problem)
     return tuple(out)

@@ -8,6 +8,7 @@ Tests that inject a fault (a full disk, a crash, a denied write) are contract te
 """
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -277,8 +278,55 @@ def test_contract_an_unreadable_file_to_copy_is_refused_in_the_plan(tmp_path, ca
     src = tmp_path / "src"
     save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
     real = os.access
-    monkeypatch.setattr(srcfiles.os, "access", lambda p, mode: not str(p).endswith("tokenizer.json") and real(p, mode))
+    monkeypatch.setattr(srcfiles.os, "access", lambda p, mode, **kw: not str(p).endswith("tokenizer.json") and real(p, mode, **kw))
     refuse(capsys, [src, tmp_path / "dst"], "SRC/tokenizer.json cannot be read")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_contract_a_failed_run_into_an_empty_folder_leaves_it_empty(tmp_path, monkeypatch):
+    """Contract (a crash injected at the first quantized tensor): a DST that existed empty is left
+    empty, the folder kept, so the same command runs again without --overwrite."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    dst.mkdir()
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("injected")
+
+    monkeypatch.setattr(driver, "quantize_tensor", crash)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, dst)
+    assert dst.is_dir() and os.listdir(dst) == []
+    monkeypatch.undo()
+    convert(src, dst)
+    convert(src, tmp_path / "clean")
+    assert without_manifest(listing(dst)) == without_manifest(listing(tmp_path / "clean"))
+
+
+def test_an_unlistable_folder_in_src_is_refused_in_the_plan(tmp_path, capsys, monkeypatch):
+    """A folder of SRC that cannot be listed (os.walk would skip it silently, and its files would
+    be missing from DST) is refused in the plan. Contract where the test runs as root (whom no
+    mode stops): the listing's failure is injected; as another user the folder's mode does it."""
+    from mxquant.checkpoint import srcfiles
+
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+    (src / "extra").mkdir()
+    (src / "extra" / "notes.txt").write_text("x")
+    os.chmod(src / "extra", 0o300)
+    real_walk = os.walk
+    if os.geteuid() == 0:
+        def walk(top, onerror=None, **kw):
+            for here, dirs, names in real_walk(top, onerror=onerror, **kw):
+                if here.endswith("extra"):
+                    onerror(PermissionError(errno.EACCES, "Permission denied", here))
+                    continue
+                yield here, dirs, names
+        monkeypatch.setattr(srcfiles.os, "walk", walk)
+    try:
+        refuse(capsys, [src, tmp_path / "dst"], "SRC/extra cannot be read")
+    finally:
+        os.chmod(src / "extra", 0o700)
     assert not (tmp_path / "dst").exists()
 
 
@@ -292,9 +340,20 @@ def test_a_record_is_never_written_or_read_outside_dst(tmp_path):
     os.symlink(victim, dst / manifest.PARTS)
     with pytest.raises(CheckpointError, match="resolves outside DST"):
         driver.dstdir.Dst(str(dst), -1, False).target(manifest.part_rel("model.safetensors"))
-    (victim / "model.safetensors.json").write_text('{"source": {}}')
+    record = '{"source": {}, "output": {}, "tensors": []}'  # well-formed: read if it were inside DST
+    (victim / "model.safetensors.json").write_text(record)
     assert manifest._recorded(str(dst), "model.safetensors") is None
     assert os.listdir(victim) == ["model.safetensors.json"]
+    # the final manifest alike, and a symlinked one is no sign of a conversion for --resume
+    os.unlink(dst / manifest.PARTS)
+    (victim / "m.json").write_text('{"shards": [{"file": "model.safetensors", "source": {}, "output": {}, "tensors": []}]}')
+    os.symlink(victim / "m.json", dst / manifest.MANIFEST)
+    assert manifest._recorded(str(dst), "model.safetensors") is None
+    with pytest.raises(CheckpointError, match="holds no conversion by mxquant"):
+        driver.dstdir.check_resumable(str(dst))
+    (dst / manifest.PARTS).mkdir()
+    (dst / manifest.PARTS / "model.safetensors.json").write_text(record)  # the same record inside DST: read
+    assert manifest._recorded(str(dst), "model.safetensors") == json.loads(record)
 
 
 def test_contract_overwrite_clears_config_json_first(tmp_path, monkeypatch):
@@ -323,8 +382,9 @@ def test_contract_overwrite_clears_config_json_first(tmp_path, monkeypatch):
 
 def test_contract_a_close_failing_on_a_full_disk_leaves_no_tmp(tmp_path, monkeypatch):
     """Contract (the fault injected: a file whose writes fail with ENOSPC once the shard's bytes
-    reach the disk): a shard write that fails where its file is closed leaves no .tmp behind, and
-    the error reported is the disk's, not one raised while cleaning up."""
+    reach the disk): the shard's write fails, and so does the close in the cleanup (its buffered
+    bytes cannot be written either); no .tmp is left behind (the old cleanup stopped at the close),
+    and the error reported is the disk's."""
     import io
 
     from mxquant.checkpoint import writer

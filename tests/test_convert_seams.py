@@ -37,7 +37,7 @@ def test_contract_ctrl_c_says_in_one_line_what_is_left(tmp_path, monkeypatch, ca
     if resume:
         assert "--resume to continue" in err and (dst / "model-00001-of-00002.safetensors").exists()
     else:
-        assert "DST was removed" in err and not dst.exists()
+        assert "nothing of this run is left in DST" in err and not dst.exists()
 
 
 def test_a_forced_backend_that_cannot_run_is_refused_before_any_work(tmp_path):

@@ -90,6 +90,17 @@ def test_claimed_outputs_are_checked(registry):
     with pytest.raises(BackendOutputError, match=r"'bad' \(plugin bad.*scale has shape \(2, 1\), expected \(2, 3\)"):
         mxquant.mxfp8_quantize_2d(X)
 
+    def wrong_col(x, dtype, mode, layout):
+        data, scale = reference_training.quantize_colwise(x, dtype, mode, layout)
+        return data, scale[..., :1].contiguous()
+
+    registry.register_plugin(Plugin(_backend("badcol", [], ops=("quantize_colwise",), quantize_colwise=wrong_col,
+                                             priority=200)), "badcol")
+    # named as the public call is spelled, axis last
+    with pytest.raises(BackendOutputError, match=r"in mxfp8_quantize\(float32 \(64, 96\) -> float8_e4m3fn, rceil, "
+                                                 r"axis=-2\)"):
+        mxquant.mxfp8_quantize(X, axis=-2)
+
 
 def test_listed_without_callable_or_unknown_is_refused():
     with pytest.raises(TypeError, match=r"capabilities\.ops claims quantize_grouped but quantize_grouped is not given"):

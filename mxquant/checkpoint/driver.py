@@ -138,10 +138,15 @@ def _copy_file(src_path: str, target: str) -> None:
     sticky bits or extended attributes (file capabilities among them), which a checkpoint from
     anywhere could carry into DST under the converting user's ownership."""
     with open(src_path, "rb") as f:
-        dstdir.replace_from(target, lambda out: shutil.copyfileobj(f, out, 8 << 20))
         st = os.fstat(f.fileno())
-    os.chmod(target, stat.S_IMODE(st.st_mode) & 0o777)
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+        def write(out) -> None:  # mode and times set on the .tmp's descriptor, before the rename
+            shutil.copyfileobj(f, out, 8 << 20)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode) & 0o777)
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+        dstdir.replace_from(target, write)
 
 
 def _finish(plan: Plan, out_dir: Dst, records: list[dict]) -> str:

@@ -76,7 +76,9 @@ class Dst:
     path: str
     fd: int
     fresh: bool
-    """Created or emptied by this run: a failure leaves nothing of it."""
+    """Created, emptied or found empty by this run: a failure leaves nothing of it."""
+    keep_folder: bool = False
+    """Found empty: a failure empties it but leaves the folder, as the user made it."""
 
     def target(self, rel: str) -> str:
         """DST/rel, its folder made; refused if that folder resolves outside DST (a symlink
@@ -89,10 +91,11 @@ class Dst:
         return path
 
     def discard(self) -> None:
-        """After a failure: a fresh DST is removed whole (emptied, where DST is a symlink)."""
+        """After a failure: a fresh DST is removed whole (emptied, where DST is a symlink or a
+        folder found empty)."""
         if self.fresh:
             _clear(self.path)
-            if not os.path.islink(self.path):
+            if not (os.path.islink(self.path) or self.keep_folder):
                 os.rmdir(self.path)
 
     def mark_incomplete(self) -> None:
@@ -133,6 +136,8 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
         if overwrite and not resume:
             _clear(dst)
             out.fresh = True
+        elif not resume and not created and not _own_entries(dst):  # found empty: left empty on failure
+            out.fresh = out.keep_folder = True
         if resume:
             _check_parts_folder(dst)
             if not overwrite:  # with --overwrite too, replacing the folder's contents is consented to
@@ -164,11 +169,17 @@ def check_resumable(dst: str) -> None:
     """--resume continues a conversion into DST, and removes what it does not write (config.json,
     other weight files): refused on a non-empty DST that holds neither PARTS (a run that did
     not finish) nor MANIFEST (one that did), a folder no conversion was writing into."""
-    names = [n for n in os.listdir(dst) if not n.startswith(".mxquant-probe-")]
-    if names and PARTS not in names and MANIFEST not in names:
+    names = _own_entries(dst)
+    manifest = MANIFEST in names and not os.path.islink(os.path.join(dst, MANIFEST))
+    if names and PARTS not in names and not manifest:
         raise CheckpointError(f"DST {dst} is not empty and holds no conversion by mxquant (no {PARTS}/ or "
                               f"{MANIFEST}); --resume only continues one, and would remove the folder's config.json "
                               "and weight files: pick an empty DST, or pass --overwrite to replace it")
+
+
+def _own_entries(dst: str) -> list[str]:
+    """DST's entries but the writable check's probe (which another run's check may be holding)."""
+    return [n for n in os.listdir(dst) if not n.startswith(".mxquant-probe-")]
 
 
 def _file_above(dst: str) -> str | None:

@@ -137,8 +137,8 @@ def check_count(name: str, shape: tuple) -> None:
 
 def parts(t: TensorInfo) -> list[TensorInfo]:
     """The per-expert 2-D weights of the fused 3-D expert tensor `t` as llm-compressor names them
-    (byte ranges of the source, in file order), unchecked ([] for a name it does not split);
-    split_fused is the checked form."""
+    (byte ranges of the source, in file order; [] for a name it does not split), checked only for
+    their count (check_count); split_fused is the form checked for the layout too."""
     check_count(t.name, t.shape)
     last = t.name.rsplit(".", 1)[-1]
     names = _SPLIT.get(last, ())

@@ -111,9 +111,14 @@ def part_path(dst: str, shard_file: str) -> str:
 def _own_part(dst: str, shard_file: str) -> str:
     """part_path, refused (OSError) where it resolves outside DST: a record is never read through a
     symlink that leads elsewhere."""
-    path = part_path(dst, shard_file)
+    return _inside(dst, part_rel(shard_file))
+
+
+def _inside(dst: str, rel: str) -> str:
+    """DST/rel, refused (OSError) where it resolves outside DST."""
+    path = os.path.join(dst, rel)
     if not is_inside(os.path.realpath(path), os.path.realpath(dst)):
-        raise OSError(f"DST/{part_rel(shard_file)} resolves outside DST")
+        raise OSError(f"DST/{rel} resolves outside DST")
     return path
 
 
@@ -144,7 +149,7 @@ def _recorded(dst: str, shard_file: str) -> dict | None:
             with open(path) as f:
                 rec = json.load(f)
         else:
-            with open(os.path.join(dst, MANIFEST)) as f:
+            with open(_inside(dst, MANIFEST)) as f:
                 rec = next((s for s in json.load(f)["shards"] if s["file"] == shard_file), None)
         ok = (isinstance(rec, dict) and isinstance(rec.get("source"), dict) and isinstance(rec.get("output"), dict)
               and isinstance(rec.get("tensors"), list) and all(isinstance(t, dict) for t in rec["tensors"]))

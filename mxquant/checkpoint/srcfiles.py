@@ -129,7 +129,11 @@ def other_files(src: str, shards: list[str]) -> list[str]:
     index does not list (copied verbatim they would ship unconverted weights)."""
     root, skip = source_root(src), set(shards) | {INDEX, "config.json"}
     out = []
-    for here, dirs, names in os.walk(src):
+    def unreadable(e: OSError):  # os.walk would skip the folder silently
+        raise CheckpointError(f"SRC/{os.path.relpath(e.filename, src)} cannot be read ({e.strerror}); its files "
+                              "would be copied into DST")
+
+    for here, dirs, names in os.walk(src, onerror=unreadable):
         dirs.sort()
         for d in dirs:
             if os.path.islink(os.path.join(here, d)):
@@ -145,7 +149,8 @@ def other_files(src: str, shards: list[str]) -> list[str]:
                 raise CheckpointError(f"SRC/{rel} is a safetensors file that is not one of the checkpoint's "
                                       "shards; copied as is it would ship unconverted weights (move it out of SRC)")
             path = resolve_inside(src, root, rel)
-            if not os.access(path, os.R_OK):  # found here, not after every shard is converted
+            if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):  # here, not
+                # after every shard is converted
                 raise CheckpointError(f"SRC/{rel} cannot be read (permission denied); it would be copied into DST")
             out.append(rel)
     written = set(out) | set(shards) | {INDEX, "config.json", RESERVED[1]}  # each lands by way of <name>.tmp

@@ -139,7 +139,7 @@ def run(args) -> int:
         return 1
     except KeyboardInterrupt:  # cleaned up by convert(); say what is left
         kept = ("finished shards are kept in DST; run the same command with --resume to continue" if args.resume
-                else "DST was removed (nothing kept); with --resume a run keeps its finished shards when stopped")
+                else "nothing of this run is left in DST; with --resume a run keeps its finished shards when stopped")
         print(f"mxquant convert: interrupted; {kept}", file=sys.stderr)
         return 130
     if args.json and rank0:
