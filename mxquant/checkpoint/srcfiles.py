@@ -123,12 +123,18 @@ def source_shards(src: str) -> tuple[list[str], dict | None]:
     raise CheckpointError(f"SRC {src} is not a Hugging Face safetensors checkpoint (no {SINGLE} or {INDEX})")
 
 
+def _readable(path: str) -> bool:
+    """Whether this process (its effective ids, where the OS tells them apart) may read `path`."""
+    return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
 def other_files(src: str, shards: list[str]) -> list[str]:
     """The files of SRC that are copied unchanged (relative paths, sorted): all but the shards,
     the index and config.json. Refuses what cannot be copied safely, and safetensors files the
     index does not list (copied verbatim they would ship unconverted weights)."""
     root, skip = source_root(src), set(shards) | {INDEX, "config.json"}
     out = []
+
     def unreadable(e: OSError):  # os.walk would skip the folder silently
         raise CheckpointError(f"SRC/{os.path.relpath(e.filename, src)} cannot be read ({e.strerror}); its files "
                               "would be copied into DST")
@@ -149,8 +155,7 @@ def other_files(src: str, shards: list[str]) -> list[str]:
                 raise CheckpointError(f"SRC/{rel} is a safetensors file that is not one of the checkpoint's "
                                       "shards; copied as is it would ship unconverted weights (move it out of SRC)")
             path = resolve_inside(src, root, rel)
-            if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):  # here, not
-                # after every shard is converted
+            if not _readable(path):  # refused here, not once every shard is converted
                 raise CheckpointError(f"SRC/{rel} cannot be read (permission denied); it would be copied into DST")
             out.append(rel)
     written = set(out) | set(shards) | {INDEX, "config.json", RESERVED[1]}  # each lands by way of <name>.tmp
