@@ -104,18 +104,9 @@ def part_rel(shard_file: str) -> str:
     return f"{PARTS}/{shard_file}.json"
 
 
-def part_path(dst: str, shard_file: str) -> str:
-    return os.path.join(dst, PARTS, shard_file + ".json")
-
-
-def _own_part(dst: str, shard_file: str) -> str:
-    """part_path, refused (OSError) where it resolves outside DST: a record is never read through a
-    symlink that leads elsewhere."""
-    return _inside(dst, part_rel(shard_file))
-
-
 def _inside(dst: str, rel: str) -> str:
-    """DST/rel, refused (OSError) where it resolves outside DST."""
+    """DST/rel, refused (OSError) where it resolves outside DST: a record is never read through a
+    symlink that leads elsewhere."""
     path = os.path.join(dst, rel)
     if not is_inside(os.path.realpath(path), os.path.realpath(dst)):
         raise OSError(f"DST/{rel} resolves outside DST")
@@ -144,7 +135,7 @@ def _recorded(dst: str, shard_file: str) -> dict | None:
     """A previous run's record of a shard: its part file, else its entry in the final manifest.
     An unreadable or malformed record is no record (that shard is converted again)."""
     try:
-        path = _own_part(dst, shard_file)
+        path = _inside(dst, part_rel(shard_file))
         if os.path.isfile(path):
             with open(path) as f:
                 rec = json.load(f)
@@ -182,6 +173,6 @@ def finished_record(dst: str, shard, options: dict) -> dict | None:
 def load_parts(dst: str, files: list[str]) -> list[dict]:
     recs = []
     for name in files:
-        with open(_own_part(dst, name)) as f:
+        with open(_inside(dst, part_rel(name))) as f:
             recs.append(json.load(f))
     return recs
