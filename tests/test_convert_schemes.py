@@ -118,6 +118,33 @@ def test_nvfp4_global_scale_is_shared_where_llm_compressor_shares_it(pairs):
     assert not torch.equal(moe[e + "gate_proj.weight_global_scale"], moe[e + "up_proj.weight_global_scale"])
 
 
+def test_nvfp4_a_fused_set_of_mixed_dtypes_as_model_free_ptq(tmp_path):
+    """A fused set whose members have different dtypes (k_proj fp32 beside bf16 q/v, up_proj fp16
+    beside a bf16 gate_proj): the set's one global scale, and every tensor, as llm-compressor
+    writes them (the amax taken in the promoted dtype)."""
+    from llmcompressor import model_free_ptq
+    from safetensors.torch import load_file, save_file
+
+    sizes = dict(SMALL, num_hidden_layers=1)
+    torch.manual_seed(3)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**sizes, tie_word_embeddings=False)).to(
+        torch.bfloat16).save_pretrained(tmp_path / "src")
+    f = tmp_path / "src" / "model.safetensors"
+    t = load_file(f)
+    k, u = "model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    t[k] = t[k].float() * 3 + 1e-3  # the set's largest |x|, and not a bf16 value
+    t[u] = t[u].to(torch.float16) * 2
+    save_file(t, f, metadata={"format": "pt"})
+    r = convert(tmp_path / "src", tmp_path / "ours", scheme="nvfp4a16", ignore=IGNORE, device="cpu")
+    model_free_ptq(str(tmp_path / "src"), str(tmp_path / "llmc"), scheme="NVFP4A16", ignore=r.ignore, device="cpu")
+    a, b = read_folder(tmp_path / "ours"), read_folder(tmp_path / "llmc")
+    assert_same_tensors(a, b)
+    g = {n: v.item() for n, v in a.items() if n.endswith("global_scale")}
+    p = "model.layers.0."
+    assert g[p + "self_attn.q_proj.weight_global_scale"] == g[p + "self_attn.k_proj.weight_global_scale"]
+    assert g[p + "mlp.gate_proj.weight_global_scale"] == g[p + "mlp.up_proj.weight_global_scale"]
+
+
 def test_a_resume_with_another_scheme_converts_again(pairs, tmp_path):
     ours, _, _ = pairs("mxfp4", "llama")
     src = ours.parent / "src"
