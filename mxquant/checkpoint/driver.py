@@ -234,7 +234,7 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
     options = {"scale_mode": scale_mode, "ignore": list(ignore), "quantize_lm_head": quantize_lm_head,
                "scheme": scheme}  # a --resume with another scheme converts every shard again
     progress = progress or (lambda n, total=None: None)
-    out_dir = _together(group, lambda: dstdir.prepare(dst, overwrite, resume) if group.rank == 0 else None)
+    out_dir = _together(group, lambda: dstdir.prepare(dst, overwrite, resume, src) if group.rank == 0 else None)
 
     def failed() -> None:  # rank 0, after any rank failed: a fresh DST goes whole; under --resume
         if out_dir is not None:  # finished shards stay, and DST is left incomplete

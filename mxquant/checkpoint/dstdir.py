@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from typing import Optional
 
-from .srcfiles import is_inside
+from .srcfiles import check_apart, is_inside
 from .stio import CheckpointError
 
 try:
@@ -108,9 +109,10 @@ class Dst:
             self.fd = -1
 
 
-def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
+def prepare(dst: str, overwrite: bool, resume: bool, src: Optional[str] = None) -> Dst:
     """DST created if missing, locked, checked writable, emptied for --overwrite, marked
-    incomplete for --resume. Refusals are CheckpointErrors, before anything in DST changed."""
+    incomplete for --resume. Refusals are CheckpointErrors, before anything in DST changed:
+    SRC and DST apart (srcfiles.check_apart) is checked again here, once DST is locked."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         try:  # created: by this run's mkdir, not another's that won the race to it
@@ -130,6 +132,8 @@ def prepare(dst: str, overwrite: bool, resume: bool) -> Dst:
         out.release()  # the folder belongs to the run that holds its lock: never removed here
         raise
     try:
+        if src is not None:
+            check_apart(src, dst)
         _check_writable(dst)
         if os.listdir(dst) and not (overwrite or resume):  # filled since the plan looked
             raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite or --resume)")

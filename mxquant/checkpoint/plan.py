@@ -13,7 +13,7 @@ from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
 from .select import (Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head, match_ignore,
                      module_name)
-from .srcfiles import INDEX, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
+from .srcfiles import INDEX, check_apart, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, read_header
 
 
@@ -70,15 +70,7 @@ class Plan:
 def check_paths(src: str, dst: str, overwrite: bool, resume: bool) -> None:
     if not os.path.isdir(src):
         raise CheckpointError(f"SRC {src} is not a directory")
-    real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
-    if is_inside(real_dst, real_src):
-        raise CheckpointError(f"DST {dst} is inside SRC {src}; the source is never written to")
-    if is_inside(real_src, real_dst):
-        raise CheckpointError(f"SRC {src} is inside DST {dst}")
-    root = source_root(src)  # a Hugging Face cache snapshot's files live in its repository's blobs/
-    if root != real_src and (is_inside(real_dst, root) or is_inside(root, real_dst)):
-        raise CheckpointError(f"DST {dst} overlaps {root}, the Hugging Face cache repository whose blobs/ hold "
-                              f"SRC {src}'s files; the source is never written to: pick a DST outside it")
+    check_apart(src, dst)
     if os.path.lexists(dst) and not os.path.isdir(dst):
         raise CheckpointError(f"DST {dst} exists and is not a directory")
     if os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):

@@ -52,6 +52,49 @@ def is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _identities(path: str) -> set:
+    """(st_dev, st_ino) of `path` and of each of its existing ancestors."""
+    out, p = set(), os.path.realpath(path)
+    while True:
+        try:
+            st = os.stat(p)
+            out.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+        parent = os.path.dirname(p)
+        if parent == p:
+            return out
+        p = parent
+
+
+def same_or_inside(path: str, root: str) -> bool:
+    """Whether `path` is folder `root` or below it, by the paths or by identity (device and inode),
+    so that a bind mount, a second mount of one disk or a case-folded spelling of `root`, which
+    realpath does not see through, counts too."""
+    if is_inside(os.path.realpath(path), os.path.realpath(root)):
+        return True
+    try:
+        st = os.stat(root)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _identities(path)
+
+
+def check_apart(src: str, dst: str) -> None:
+    """CheckpointError unless SRC (and, for a Hugging Face cache snapshot, its repository folder)
+    and DST are apart: neither is the other or inside it, by any spelling (same_or_inside). Checked
+    when the plan is made and again just before DST is emptied."""
+    if same_or_inside(dst, src):
+        raise CheckpointError(f"DST {dst} is inside SRC {src}, or is SRC itself (by this path or another: a link or a mount); "
+                              "the source is never written to")
+    if same_or_inside(src, dst):
+        raise CheckpointError(f"SRC {src} is inside DST {dst}, or is DST itself (by this path or another: a link or a mount)")
+    root = source_root(src)  # a Hugging Face cache snapshot's files live in its repository's blobs/
+    if root != os.path.realpath(src) and (same_or_inside(dst, root) or same_or_inside(root, dst)):
+        raise CheckpointError(f"DST {dst} overlaps {root}, the Hugging Face cache repository whose blobs/ hold "
+                              f"SRC {src}'s files; the source is never written to: pick a DST outside it")
+
+
 def shard_name(raw) -> str:
     """The normalised form of a shard name from the index, or a CheckpointError."""
     if not isinstance(raw, str) or not raw:

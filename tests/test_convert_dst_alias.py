@@ -1,0 +1,82 @@
+"""SRC and DST that are one folder under two paths which realpath does not see through (a bind
+mount: a second mount of one disk, an NFS alias and a case-folding file system look the same to
+the converter): `--overwrite` emptied SRC before the identity check (device, inode) was added.
+
+The real case runs `mount --bind` in a private mount namespace (root, or an unprivileged
+`unshare -rm` where the kernel allows it) and skips where neither can mount. The contract test
+beside it makes the path check blind (a patched `is_inside`) and shows that the identity check
+alone refuses a symlinked alias. Oracle: SRC's files, byte for byte, before and after.
+"""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("safetensors")
+
+from convert_ckpt import listing, llama_like, save_checkpoint  # noqa: E402
+from subproc import child_env  # noqa: E402
+
+# dstdir and plan imported before the contract test patches srcfiles.is_inside (each binds it on import)
+from mxquant.checkpoint import CheckpointError, convert, dstdir, plan, srcfiles  # noqa: E402,F401
+
+CHILD = textwrap.dedent("""
+    import subprocess, sys
+    src, alias, mode = sys.argv[1:4]
+    subprocess.run(["mount", "--bind", src, alias], check=True)
+    args = {"same": [src, alias], "dst-inside": [src, alias + "/out"], "src-inside": [alias + "/inner", src]}[mode]
+    from mxquant.cli import main
+    rc = main(["convert", *args, "--overwrite", "--device", "cpu", "--quiet"])
+    print("rc", rc)
+""")
+
+
+def _mount_prefix():
+    """The command prefix that runs a child in its own mount namespace, or None."""
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):
+        if shutil.which(prefix[0]) is None:
+            return None
+        probe = subprocess.run([*prefix, "sh", "-c", "mkdir -p /tmp/.mxq-a /tmp/.mxq-b && "
+                                "mount --bind /tmp/.mxq-a /tmp/.mxq-b"], capture_output=True)
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+@pytest.mark.parametrize("mode", ["same", "dst-inside", "src-inside"])
+def test_overwrite_into_a_bind_mount_of_src_is_refused_and_src_untouched(tmp_path, mode):
+    prefix = _mount_prefix()
+    if prefix is None:
+        pytest.skip("no mount namespace here (neither root nor unprivileged `unshare -rm`)")
+    src, alias = tmp_path / "src", tmp_path / "alias"
+    if mode == "src-inside":  # SRC below DST: DST holds the checkpoint in inner/, SRC is mounted from it
+        save_checkpoint(tmp_path / "dstreal" / "inner", llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+        src, alias = tmp_path / "dstreal", tmp_path / "alias"
+        watched = src / "inner"
+    else:
+        save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+        watched = src
+    alias.mkdir()
+    before = listing(watched)
+    r = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(src), str(alias), mode], capture_output=True,
+                       text=True, env=child_env(), timeout=300)
+    assert "rc 2" in r.stdout, r.stdout + r.stderr
+    assert "itself (by this path or another: a link or a mount)" in r.stderr
+    assert listing(watched) == before
+
+
+def test_contract_the_identity_check_alone_refuses_an_alias_of_src(tmp_path, monkeypatch):
+    """Contract test: `is_inside` patched to see no overlap, as realpath sees none across a bind
+    mount; a symlink to SRC stands in for the mount (stat follows it to SRC's inode)."""
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1))
+    (tmp_path / "alias").symlink_to(src, target_is_directory=True)
+    before = listing(src)
+    monkeypatch.setattr(srcfiles, "is_inside", lambda path, root: False)
+    for dst in (tmp_path / "alias", tmp_path / "alias" / "out"):
+        with pytest.raises(CheckpointError, match="is inside SRC .*, or is SRC itself"):
+            convert(src, dst, overwrite=True)
+    assert listing(src) == before
