@@ -7,13 +7,14 @@ docs/writing-a-backend.md.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 
 from .formats import (BASELINE_ELEMENT_DTYPES, BASELINE_INPUT_DTYPES, BASELINE_SCALE_LAYOUTS, BASELINE_SCALE_MODES,
-                      NVFP4_SCALE_MODES, describe_dtype)
+                      BASELINE_NVFP4_SCALE_MODES, describe_dtype)
 
 QuantizeFn = Callable[[torch.Tensor, torch.dtype, str, str], "tuple[torch.Tensor, torch.Tensor]"]
 """quantize(x, dtype, scale_mode, scale_layout) -> (data, scale). Arguments are already
@@ -59,6 +60,34 @@ Their element dtype is e2m1 (Capabilities.element_dtypes is not consulted for th
 CLAIMABLE_OPS = TRAINING_OPS + FP4_OPS
 """Every call a backend serves only when it lists it in Capabilities.ops."""
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""What a backend name and a deviation code may be: no blank, comma or colon (MXQUANT_BACKEND and
+MXQUANT_ALLOW_DEVIATIONS take "name" and "name:code" lists), one line in `mxquant info`."""
+
+
+def check_name(what: str, name) -> str:
+    """`name` if it is a valid backend name or deviation code (NAME), else TypeError / ValueError."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    if not NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a valid name: letters, digits and . _ + - only, starting with a "
+                         "letter or digit, at most 64 characters")
+    return name
+
+
+def _set_of(owner: str, field_name: str, value, kind: type) -> frozenset:
+    """`value` (a set, frozenset, tuple or list of `kind`) as a frozenset, else TypeError: a bare
+    str or None here would break every call's resolution, not only this backend's."""
+    if isinstance(value, (set, frozenset, tuple, list)) and all(isinstance(v, kind) for v in value):
+        return frozenset(value)
+    raise TypeError(f"{owner}.{field_name} must be a set of {kind.__name__}, got {value!r:.200}")
+
+
+def _check_str(owner: str, field_name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}.{field_name} must be a str, got {type(value).__name__}")
+
+
 ProbeFn = Callable[[torch.device], Optional[str]]
 """probe(device) -> None if the backend can run on `device`, else a human-readable reason.
 It must never raise: the registry turns an exception into a reason anyway."""
@@ -76,6 +105,10 @@ class Deviation:
     code: str
     summary: str
 
+    def __post_init__(self):
+        check_name("Deviation.code", self.code)
+        _check_str("Deviation", "summary", self.summary)
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -92,6 +125,11 @@ class Capabilities:
     ops: frozenset = frozenset()
     """The calls of CLAIMABLE_OPS (TRAINING_OPS, FP4_OPS) this backend claims (each with its callable on the Backend).
     None by default: a backend written for the quantize / dequantize contract claims none."""
+
+    def __post_init__(self):  # every field a frozenset of its kind, checked where it is made
+        for name, kind in (("devices", str), ("element_dtypes", torch.dtype), ("scale_modes", str),
+                           ("scale_layouts", str), ("input_dtypes", torch.dtype), ("ops", str)):
+            object.__setattr__(self, name, _set_of("Capabilities", name, getattr(self, name), kind))
 
     def describe(self) -> dict:
         return {
@@ -176,8 +214,8 @@ class Backend:
             ("output dtype" if dequant else "input dtype", call.hp_dtype, caps.input_dtypes),
             ("scale layout", call.scale_layout, caps.scale_layouts),
         ]
-        if not dequant:  # claiming nvfp4_quantize claims its one mode of today (formats.NVFP4_SCALE_MODES)
-            modes = caps.scale_modes | frozenset(NVFP4_SCALE_MODES) if call.op == "nvfp4_quantize" else caps.scale_modes
+        if not dequant:  # claiming nvfp4_quantize claims its one mode of today (formats.BASELINE_NVFP4_SCALE_MODES)
+            modes = caps.scale_modes | frozenset(BASELINE_NVFP4_SCALE_MODES) if call.op == "nvfp4_quantize" else caps.scale_modes
             checks.append(("scale mode", call.scale_mode, modes))
         for what, value, accepted in checks:
             if value not in accepted:
@@ -196,3 +234,11 @@ class BackendSpec:
     target: str
     devices: tuple = field(default=())
     install_hint: str = ""
+
+    def __post_init__(self):
+        check_name("BackendSpec.name", self.name)
+        _check_str("BackendSpec", "target", self.target)
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.target):
+            raise ValueError(f"BackendSpec.target must be 'module:attribute', got {self.target!r:.200}")
+        object.__setattr__(self, "devices", tuple(sorted(_set_of("BackendSpec", "devices", self.devices, str))))
+        _check_str("BackendSpec", "install_hint", self.install_hint)

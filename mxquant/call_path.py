@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .errors import BackendCallError
-from .outputs import aliasing, owner, tensor_problem
+from .outputs import aliasing, overlapping, owner, tensor_problem
 
 
 class MXFP8Quantized(NamedTuple):
@@ -46,18 +46,20 @@ def dispatch(op_call, check, *args, **kwargs):
         raise
 
 
-CALL_ERRORS = (Exception, SystemExit)
+CALL_ERRORS = (Exception, SystemExit, GeneratorExit)
 """What a backend's call may raise that mxquant wraps in BackendCallError (a SystemExit too: it
 would end the program naming nobody); KeyboardInterrupt passes through."""
 
 
-def _raised(fn, exc: BaseException, call: str, device) -> Exception:
+def _raised(fn, exc: BaseException, call: str, device, before=None, after=None) -> Exception:
     """What to raise for `exc` raised by a backend mxquant does not own (not in OWN_OUTPUTS): a
-    BackendCallError naming it and its plugin, chained to `exc`; a memory error unchanged."""
+    BackendCallError naming it and its plugin, chained to `exc` (and saying so where the inputs'
+    version counters moved from `before` to `after`: it wrote into an input first); a memory
+    error unchanged."""
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return exc
     name, origin = owner(fn)
-    error = BackendCallError(name, origin, f"{call} on {device}", exc)
+    error = BackendCallError(name, origin, f"{call} on {device}", exc, before is not None and before != after)
     error.__cause__ = exc
     return error
 
@@ -114,10 +116,11 @@ def output_problem(out, want: list, inputs: tuple, before, own: bool = False) ->
         if type(out) is tuple and len(out) == len(want) and (before is None or before == input_versions(inputs)):
             device = x.device
             for t, (_, shape, dtype) in zip(out, want):
-                if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()):
+                if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()
+                        and not t.requires_grad and (not t.is_inference() or torch.is_inference_mode_enabled())):
                     break
             else:  # an in-tree kernel (own) allocates its outputs: no view of an input to look for
-                return None if own else aliasing(out, inputs)
+                return None if own else (aliasing(out, inputs) or overlapping(out))
     except Exception:  # a non-tensor output: the slow path names it
         pass
     if not isinstance(out, (tuple, list)) or len(out) != len(want):
@@ -126,7 +129,7 @@ def output_problem(out, want: list, inputs: tuple, before, own: bool = False) ->
         problem = tensor_problem(what, t, torch.Size(shape), dtype, x.device)
         if problem:
             return problem
-    shared = aliasing(out, inputs)
+    shared = aliasing(out, inputs) or overlapping(out)
     if shared:
         return shared
     if before is not None and before != input_versions(inputs):

@@ -20,9 +20,12 @@ class BackendError(RuntimeError):
 
 
 class UnknownBackendError(BackendError, ValueError):
-    def __init__(self, name, forced_by, call, candidates):
+    def __init__(self, name, forced_by, call, candidates, unloaded_plugins=()):
         self.backend = name
-        super().__init__(f"mxquant: unknown backend {name!r} (forced by {forced_by}) for {call.describe()}", candidates)
+        note = "".join(f"\n  plugin {p}" for p in unloaded_plugins)
+        note = f"; not loaded, so their backends are unknown here:{note}" if note else ""
+        super().__init__(f"mxquant: unknown backend {name!r} (forced by {forced_by}) for {call.describe()}{note}",
+                         candidates)
 
 
 class BackendUnavailableError(BackendError):
@@ -59,7 +62,12 @@ class BackendCallError(RuntimeError):
     the backend and its plugin; the original exception is chained (`__cause__`). A MemoryError or
     torch.OutOfMemoryError is not wrapped: it passes through as raised."""
 
-    def __init__(self, backend: str, origin: str, call: str, exc: BaseException):
+    def __init__(self, backend: str, origin: str, call: str, exc: BaseException, wrote_input: bool = False):
         self.backend, self.origin = backend, origin
-        super().__init__(f"mxquant: backend {backend!r} ({origin}) raised {type(exc).__name__} in {call}: {exc}. "
+        try:
+            text = str(exc)
+        except Exception:  # an exception whose str() raises must not hide whose it was
+            text = "(its message could not be read)"
+        wrote = " It had written into its input before raising: the input is changed." if wrote_input else ""
+        super().__init__(f"mxquant: backend {backend!r} ({origin}) raised {type(exc).__name__} in {call}: {text}.{wrote} "
                          "Force another backend with backend=... or MXQUANT_BACKEND to work around it.")

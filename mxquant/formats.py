@@ -65,6 +65,9 @@ NVFP4_BLOCK = 16
 MXFP4_SCALE_MODES = SCALE_MODES
 NVFP4_SCALE_MODES = ("compressed-tensors",)
 """NVFP4 has one rule today: the one compressed-tensors / llm-compressor checkpoints hold."""
+BASELINE_NVFP4_SCALE_MODES = ("compressed-tensors",)
+"""The NVFP4 modes that claiming nvfp4_quantize claims (frozen, as BASELINE_*: a mode added to
+NVFP4_SCALE_MODES later is claimed only by a backend that lists it in scale_modes)."""
 E4M3_MAX = 448.0
 E4M3_NAN = 0x7F
 """NVFP4 scale byte of a group holding a NaN or an Inf (the e4m3 NaN)."""

@@ -120,7 +120,7 @@ def run_quantize(x, dtype, scale_mode, scale_layout, backend):
         try:
             out = fn(x, dtype, scale_mode, scale_layout)
         except CALL_ERRORS as exc:
-            raise _raised(fn, exc, "mxfp8_quantize", x.device)
+            raise _raised(fn, exc, "mxfp8_quantize", x.device, before, versions(x))
         data, scale = check_outputs(fn, out, (x,), before, dtype, scale_layout)
     return data, to_public(scale, scale_layout)
 
@@ -189,5 +189,5 @@ def dequantize_checked(data, scale, scale_layout, out_dtype, backend, fn=None):
     try:
         out = fn(data, scale, scale_layout, out_dtype)
     except CALL_ERRORS as exc:
-        raise _raised(fn, exc, "mxfp8_dequantize", data.device)
+        raise _raised(fn, exc, "mxfp8_dequantize", data.device, before, versions(data, scale))
     return check_outputs(fn, out, (data, scale), before, out_dtype, scale_layout)

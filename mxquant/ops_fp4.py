@@ -148,7 +148,7 @@ def _call(op, x, hp, scale_mode, scale_layout, backend, want, args):
     try:
         out = fn(*args)
     except CALL_ERRORS as exc:
-        raise _raised(fn, exc, op, x.device)
+        raise _raised(fn, exc, op, x.device, before, input_versions(inputs))
     if len(want) == 1 and isinstance(out, torch.Tensor):
         out = (out,)
     problem = output_problem(out, want, inputs, before, is_own(fn))

@@ -160,7 +160,7 @@ def _call(op, x, dtype, scale_mode, scale_layout, backend, want, extra=()):
     try:
         out = fn(*args)
     except CALL_ERRORS as exc:
-        raise _raised(fn, exc, PUBLIC_NAMES[op], x.device)
+        raise _raised(fn, exc, PUBLIC_NAMES[op], x.device, before, input_versions(inputs))
     problem = output_problem(out, want, inputs, before, is_own(fn))
     if problem:
         name, origin = owner(fn)

@@ -59,6 +59,23 @@ def aliasing(outs, inputs) -> Optional[str]:
     return None
 
 
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """[start, end) of the bytes a tensor's elements occupy."""
+    start = t.data_ptr()
+    last = sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0)
+    return start, start + (last + 1) * t.element_size()
+
+
+def overlapping(outs) -> Optional[str]:
+    """Which two outputs of one call share bytes, if any (each must be a tensor of its own)."""
+    spans = [(i, _span(o)) for i, o in enumerate(outs) if isinstance(o, torch.Tensor) and o.numel()]
+    for n, (i, (a0, a1)) in enumerate(spans):
+        for j, (b0, b1) in spans[n + 1:]:
+            if a0 < b1 and b0 < a1:
+                return f"outputs {i} and {j} share memory (each output must be a tensor of its own)"
+    return None
+
+
 _SCALE_SHAPES: dict = {}
 """(x.shape, layout) -> expected scale shape, so a repeated shape costs one dict lookup."""
 
@@ -90,12 +107,13 @@ def check_outputs(fn: Callable, out, inputs: tuple, before, dtype: torch.dtype, 
     try:  # the fast path: attribute reads and one dict lookup, no call (each costs on every call)
         if len(inputs) == 1:
             data, scale = out if type(out) is tuple else ((), ())
-            if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape
+            if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape and _plain(data) and _plain(scale)
                     and scale.shape == _SCALE_SHAPES[shape, layout] and data.device == device
                     and scale.device == device and data.is_contiguous() and scale.is_contiguous()
-                    and (before is None or before == x._version) and aliasing(out, inputs) is None):
+                    and (before is None or before == x._version) and aliasing(out, inputs) is None
+                    and overlapping(out) is None):
                 return out
-        elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous()
+        elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous() and _plain(out)
               and (before is None or before == versions(*inputs)) and aliasing((out,), inputs) is None):
             return out
     except Exception:  # a non-tensor, a shape not yet in _SCALE_SHAPES, ...: the slow path below decides
@@ -119,12 +137,18 @@ def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
                    or tensor_problem("scale", out[1], _scale_shape(x.shape, layout), _E8M0, x.device))
     else:
         problem = tensor_problem("the output", out, x.shape, dtype, x.device)
-    problem = problem or aliasing(out if len(inputs) == 1 else (out,), inputs)
+    problem = problem or aliasing(out if len(inputs) == 1 else (out,), inputs) or (
+        overlapping(out) if len(inputs) == 1 else None)
     if problem or before is None or before == versions(*inputs):
         return problem
     after = versions(*inputs)
     changed = ["x"] if len(inputs) == 1 else [n for n, b, a in zip(("data", "scale"), before, after) if b != a]
     return f"it wrote into its input {' and '.join(changed)} (inputs are read-only)"
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """No gradient, not an inference tensor (the fast path's test; tensor_problem says which)."""
+    return not t.requires_grad and (not t.is_inference() or torch.is_inference_mode_enabled())
 
 
 def tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
@@ -138,6 +162,11 @@ def tensor_problem(what: str, t, shape, dtype, device) -> Optional[str]:
         return f"{what} is on device {t.device}, expected {device} (the input's)"
     if not t.is_contiguous():
         return f"{what} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)})"
+    if t.requires_grad:
+        return f"{what} requires grad (mxquant's outputs carry no gradient: return it detached)"
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        return (f"{what} is an inference tensor, made under torch.inference_mode() though the call was not "
+                "(autograd cannot save it for backward)")
     return None
 
 

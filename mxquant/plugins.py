@@ -57,11 +57,14 @@ def plugin_filter(value: Optional[str] = None) -> Callable[[str], Optional[str]]
     """
     raw = (plugins_setting() or "") if value is None else value
     items = [p.strip() for p in raw.split(",") if p.strip()]
-    if not items or items == ["all"]:
+    keywords = [p for p in items if p.lower() in ("all", "none")]
+    if keywords and len(items) > 1:
+        raise ValueError(f"{ENV_PLUGINS}={raw!r}: {keywords[0]!r} stands alone; name plugins without it")
+    if not items or [p.lower() for p in items] == ["all"]:
         return lambda name: None
-    if items == ["none"]:
+    if [p.lower() for p in items] == ["none"]:
         return lambda name: f"{ENV_PLUGINS}=none"
-    deny = {p[1:] for p in items if p.startswith("-")}
+    deny = {p[1:].strip() for p in items if p.startswith("-")}
     allow = {p for p in items if not p.startswith("-")}
     if deny and allow:
         raise ValueError(f"{ENV_PLUGINS}={raw!r} mixes allowed and denied names; use one or the other")
@@ -71,6 +74,7 @@ def plugin_filter(value: Optional[str] = None) -> Callable[[str], Optional[str]]
             return f"denied by {ENV_PLUGINS}={raw}" if name in deny else None
         return None if name in allow else f"not listed in {ENV_PLUGINS}={raw}"
 
+    decide.names = deny | allow  # (discover reports those no installed plugin is called)
     return decide
 
 
@@ -88,6 +92,7 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
         decide = plugin_filter()
     except ValueError as exc:
         decide = lambda name, msg=str(exc): msg  # noqa: E731  (bad setting: load no third-party plugin)
+        records.append(PluginRecord(f"<{ENV_PLUGINS}>", None, ENV_PLUGINS, error=f"{exc}; no third-party plugin loaded"))
     found = []
     for ep in _entry_points(records):
         try:
@@ -117,7 +122,29 @@ def discover(pm: pluggy.PluginManager) -> list[PluginRecord]:
                 pm.register(job.value, name=ep.name)
             except Exception as exc:  # not a valid pluggy plugin
                 rec.error = f"failed to register {ep.value}: {_describe(exc)}"
+                continue
+            rec.error = hook_problem(pm, ep.name, job.value, ep.value)
+            if rec.error:
+                pm.unregister(name=ep.name)
+    unknown = sorted(set(getattr(decide, "names", ())) - {ep.name for ep, _ in found})
+    for name in unknown:  # a typo there would skip nothing, or load nothing, silently
+        records.append(PluginRecord(f"<{name}>", None, ENV_PLUGINS,
+                                    error=f"{ENV_PLUGINS} names {name!r}, but no installed plugin is called that"))
     return records
+
+
+def hook_problem(pm: pluggy.PluginManager, name: str, plugin: object, where: str) -> Optional[str]:
+    """Why plugin `name` (just registered in `pm`) can register no backend, if it cannot: it
+    implements no register_backends hook (an unmarked function of that name, most often), or
+    implements it as a wrapper (pluggy then never runs its body as a hook)."""
+    impls = [i for i in pm.hook.register_backends.get_hookimpls() if i.plugin_name == name]
+    if not impls:
+        plain = callable(getattr(plugin, "register_backends", None))
+        return (f"{where} implements no register_backends hook" +
+                (": its register_backends function is not marked with @mxquant.hookimpl" if plain else ""))
+    if any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
+        return f"{where}: register_backends is marked as a wrapper; use a plain @mxquant.hookimpl"
+    return None
 
 
 _LOADING: dict[str, Job] = {}
@@ -218,6 +245,12 @@ def call_hooks(pm: pluggy.PluginManager, records: list[PluginRecord], make_entry
                          f"{ENV_PROBE_TIMEOUT} sets the limit); none of its backends is registered")
             continue
         add(pending)  # what it registered before failing, if it failed, counts (as it always did)
+        if job.raised is None and job.value is not None:  # a generator, a coroutine, a list of backends
+            close = getattr(job.value, "close", None)
+            if callable(close) and hasattr(job.value, "send"):
+                close()  # (an unstarted generator or coroutine: nothing of it runs)
+            rec.error = (f"register_backends returned a {type(job.value).__name__}: it must call register(backend) "
+                         "for each backend and return None (not a list, a generator or a coroutine)")
         if job.raised is not None:
             trace = "".join(traceback.format_exception(type(job.raised), job.raised, job.raised.__traceback__, limit=-3))
             rec.error = f"register_backends raised {_describe(job.raised)}\n{trace}"

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import forking, plugins
-from .backend import CLAIMABLE_OPS, Backend, BackendSpec, Call, Capabilities, Deviation
+from .backend import CLAIMABLE_OPS, Backend, BackendSpec, Call, Capabilities, Deviation, check_name
 from .errors import BackendIncapableError, BackendUnavailableError, NoBackendError, UnknownBackendError
 from .bounded import run_bounded
 from .probing import run_probe
@@ -63,11 +63,13 @@ class Entry:
 
 def check_backend(obj: Backend) -> Backend:
     """Reject a malformed Backend at registration/load, so it cannot break other backends' calls."""
-    if not (isinstance(obj.name, str) and obj.name):
-        raise TypeError(f"backend name must be a non-empty str, got {obj.name!r}")
+    check_name("backend name", obj.name)
     if not isinstance(obj.capabilities, Capabilities):
         raise TypeError(f"backend {obj.name!r}: capabilities must be an mxquant.Capabilities, "
                         f"got {type(obj.capabilities).__name__}")
+    for attr in ("description", "install_hint"):
+        if not isinstance(getattr(obj, attr), str):
+            raise TypeError(f"backend {obj.name!r}: {attr} must be a str, got {type(getattr(obj, attr)).__name__}")
     if not callable(obj.probe):
         raise TypeError(f"backend {obj.name!r}: probe must be callable")
     if not isinstance(obj.priority, int):
@@ -146,9 +148,12 @@ class Registry:
         """Register an in-process plugin object (anything with a `register_backends` hookimpl)."""
         with self._lock:
             self._ensure_loaded()
-            self._plugins.append(plugins.PluginRecord(name, None, repr(plugin)))
-            self._pm.register(plugin, name=name)
-            plugins.call_hooks(self._pm, self._plugins, self._entry_for, self._add, only=name)
+            self._pm.register(plugin, name=name)  # (raises for a taken name: then no record either)
+            rec = plugins.PluginRecord(name, None, repr(plugin))
+            self._plugins.append(rec)
+            rec.error = plugins.hook_problem(self._pm, name, plugin, repr(plugin))
+            if rec.error is None:
+                plugins.call_hooks(self._pm, self._plugins, self._entry_for, self._add, only=name)
             self.cache.clear()
 
     def unregister_plugin(self, name: str) -> None:
@@ -221,7 +226,8 @@ class Registry:
         if forced:
             entry = self._entries.get(forced) or next((e for e in entries if e.name.lower() == forced), None)
             if entry is None:
-                raise UnknownBackendError(forced, forced_by, call, self._candidates(call, allowed))
+                raise UnknownBackendError(forced, forced_by, call, self._candidates(call, allowed),
+                                          self.unloaded_plugins())
             if not self._lacks_op(entry, call):
                 refusal = self.status(entry, call)
                 if refusal:
@@ -238,12 +244,16 @@ class Registry:
         """ValueError if MXQUANT_ALLOW_DEVIATIONS or allow_deviations() names a backend that is
         not registered, or a deviation its backend does not declare: a typo there would
         otherwise allow nothing, silently. (A backend that cannot be imported here declares
-        nothing known: any code of it passes.)"""
+        nothing known: any code of it passes. While a plugin failed or was skipped, a name found
+        nowhere may be its backend's: it allows nothing, and every call, forced or not, still
+        runs; `mxquant info` shows the plugin.)"""
         for item, where in allowance_items():
             if item == "*":
                 continue
             name, colon, code = item.partition(":")
             entry = next((e for e in self._entries.values() if e.name.lower() == name), None)
+            if entry is None and self.unloaded_plugins():
+                continue  # perhaps a backend of a plugin that failed or was skipped: it allows nothing here
             if entry is None:
                 known = ", ".join(sorted(self._entries))
                 raise ValueError(f"mxquant: {where}: {name!r} names no registered backend (known: {known}; "
@@ -253,6 +263,16 @@ class Registry:
             if code not in codes:
                 raise ValueError(f"mxquant: {where}: backend {entry.name!r} declares no deviation {code!r} "
                                  f"(it declares: {', '.join(codes) or 'none'})")
+
+    def unloaded_plugins(self) -> list[str]:
+        """'name: why' of each plugin that failed to load or register, or that MXQUANT_PLUGINS
+        skipped: a backend name found nowhere may be one of theirs."""
+        out = []
+        for r in self._plugins:
+            why = r.error or r.skipped
+            if why:
+                out.append(f"{r.name}: {why.strip().splitlines()[0][:200] if why.strip() else why}")
+        return out
 
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
         """Whether `entry` serves the device but implements no MXFP8 dequantize (a quantize-only

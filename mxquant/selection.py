@@ -28,6 +28,8 @@ _allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_al
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Force backend `name` for mxquant calls in this block (strict: no fallback)."""
+    if not isinstance(name, str) or normalize_name(name) is None:
+        raise TypeError(f"use_backend() takes a backend name (a non-blank str), got {name!r:.100}")
     token = _forced.set(name)
     try:
         yield
@@ -88,7 +90,7 @@ def allowed_deviations() -> frozenset:
 def selection(backend: Optional[str] = None) -> tuple[Optional[str], str, frozenset]:
     """(forced name, what forced it, allowed deviations) under the current overrides."""
     allowed = allowed_deviations()
-    if backend:
+    if normalize_name(backend):  # a blank name is none given, as "" is: it never bypasses the others
         return normalize_name(backend), "the backend= argument", allowed
     if _forced.get():
         return normalize_name(_forced.get()), "mxquant.use_backend()", allowed

@@ -9,7 +9,7 @@ import sys
 
 from ..report import Report, list_backends
 from .info_short import short_lines
-from .render import stdout_console
+from .render import stdout_console, stdout_for_json_only
 
 
 def add_parser(sub) -> None:
@@ -24,14 +24,15 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Print the report; returns 0 (a broken backend or plugin is a line of the report)."""
-    report = list_backends()
     if args.json:
+        with stdout_for_json_only():
+            report = list_backends()
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.full:
-        _print_tables(report)
+        _print_tables(list_backends())
     else:
-        print("\n".join(short_lines(report)))
+        print("\n".join(short_lines(list_backends())))
     return 0
 
 

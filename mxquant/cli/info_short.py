@@ -60,7 +60,8 @@ def short_lines(report: Report, width: int = WIDTH) -> list[str]:
     deviating = [f"{b.name} ({len(b.deviations)})" for b in report.backends if b.deviations]
     if deviating:
         lines += wrap("declare deviations (chosen only when allowed or forced): " + ", ".join(deviating), width, "  ")
-    loaded = [p.name for p in report.plugins if p.status == "loaded"]
+    loaded = [p.name + ("" if p.backends else " (registered no backend)") for p in report.plugins
+              if p.status == "loaded"]
     lines += wrap(f"plugins loaded: {', '.join(loaded) or 'none'}", width, "  ")
     for p in report.plugin_problems():
         why = p.skipped if p.status == "skipped" else _last_line(p.error)

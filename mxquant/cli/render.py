@@ -5,7 +5,10 @@ A reader that goes away raises BrokenPipeError for mxquant.cli.main to end quiet
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from typing import Iterator
 
 UNWRAPPED = 1_000_000
 """The console width when stdout is not a terminal: wide enough that nothing wraps."""
@@ -30,3 +33,25 @@ def stdout_console(unwrapped: bool = True):
     if is_terminal(sys.stdout) or not unwrapped:
         return _Console(file=sys.stdout)
     return _Console(file=sys.stdout, width=UNWRAPPED, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def stdout_for_json_only() -> Iterator[None]:
+    """While a --json report is built: whatever else writes to stdout (a plugin's print at
+    import, a library's message from C) goes to stderr instead, so that stdout holds the JSON
+    alone. Python's sys.stdout and file descriptor 1 both (worker processes inherit the latter)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: Python's stream alone
+        saved = None
+    try:
+        if saved is not None:
+            os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .render import stdout_console
+from .render import stdout_console, stdout_for_json_only
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..conformance import collect, exit_code  # loaded by this command only, not by every `mxquant ...`
 
-    report = collect(args.backend, args.seed, progress=None if args.json else Progress(sys.stderr), jobs=args.jobs)
+    if args.json:
+        with stdout_for_json_only():
+            report = collect(args.backend, args.seed, progress=None, jobs=args.jobs)
+    else:
+        report = collect(args.backend, args.seed, progress=Progress(sys.stderr), jobs=args.jobs)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

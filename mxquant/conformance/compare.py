@@ -14,7 +14,8 @@ import torch
 from .. import layouts, reference
 from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
-from ..outputs import tensor_problem
+from ..call_path import CALL_ERRORS
+from ..outputs import overlapping, tensor_problem
 from .deviation_rules import DEVIATION_RULES
 from .inputs import dequantize_inputs, quantize_inputs
 
@@ -93,9 +94,38 @@ RULED_OPS = ("quantize", "mxfp4_quantize")
 other call a difference is a failure, or unattributed where the backend declares codes."""
 
 
+class Kept:
+    """Every output a backend returned in one check, with a copy of its bytes: no output may share
+    memory with one returned earlier, and at the end each must still hold its bytes (a backend
+    that hands out one static buffer twice changes a result its caller still holds). And no two
+    outputs of one call may overlap."""
+
+    def __init__(self):
+        self._kept, self._owner = [], {}
+
+    def problem(self, case: str, outs) -> Optional[str]:
+        outs = tuple(o for o in outs if isinstance(o, torch.Tensor)) if isinstance(outs, (tuple, list)) else ()
+        why = overlapping(outs)
+        ptrs = [o.untyped_storage().data_ptr() for o in outs if o.numel()]
+        earlier = next((self._owner[p] for p in ptrs if p in self._owner), None)
+        if why is None and earlier is not None:
+            why = f"its outputs share memory with those it returned for {earlier} (outputs must be new tensors)"
+        self._kept.append((case, outs, tuple(o.clone() for o in outs)))
+        self._owner.update((p, case) for p in ptrs)
+        return f"{case}: {why}" if why else None
+
+    def changed(self) -> Optional[str]:
+        """After the last call: the first earlier output whose bytes changed since it was returned."""
+        for case, outs, copies in self._kept:
+            if not all(_same_bits(o, c) for o, c in zip(outs, copies)):
+                return f"{case}: changed later (a reused buffer? outputs must be new tensors)"
+        return None
+
+
 class _Tally:
     def __init__(self, result: Result, backend: Backend, fmt):
         self.result, self.fmt = result, fmt
+        self.kept = Kept()
         declared = [d.code for d in backend.deviations]
         self.known = [c for c in DEVIATION_RULES if c in declared and result.op in RULED_OPS]
         self.unknown = [c for c in declared if c not in DEVIATION_RULES]
@@ -135,6 +165,9 @@ class _Tally:
 
     def finish(self) -> None:
         r = self.result
+        changed = self.kept.changed()
+        if changed:
+            self.problems.append(changed)
         if self.problems:
             r.status, r.reason = FAIL, "; ".join(self.problems[:3]) + (" ..." if len(self.problems) > 3 else "")
         elif r.unexplained_blocks:
@@ -162,10 +195,15 @@ def check_quantize(backend: Backend, device: torch.device, hp, dtype, mode, layo
         xd = x.to(device)
         x_copy = xd.clone()
         try:
-            data, scale = backend.quantize(xd, dtype, mode, layout)
+            out = backend.quantize(xd, dtype, mode, layout)
+            reused = tally.kept.problem(case, out)
+            data, scale = out
             data, scale = data.cpu(), scale.cpu()
-        except Exception as exc:
+        except CALL_ERRORS as exc:
             tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if reused:
+            tally.problems.append(reused)
             continue
         if not _same_bits(xd, x_copy):
             tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
@@ -208,9 +246,14 @@ def checked_outputs(tally, case: str, call, xd: torch.Tensor, ref: tuple):
     wrong number of outputs or one of the wrong shape or dtype (against `ref`)."""
     x_copy = xd.clone()
     try:
-        got = tuple(t.cpu() for t in call())
-    except Exception as exc:
+        outs = call()
+        reused = tally.kept.problem(case, outs)
+        got = tuple(t.cpu() for t in outs)
+    except CALL_ERRORS as exc:
         tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return None
+    if reused:
+        tally.problems.append(reused)
         return None
     if not _same_bits(xd, x_copy):
         tally.problems.append(f"{case}: wrote into its input x (inputs are read-only)")
@@ -257,9 +300,14 @@ def check_dequantize(backend: Backend, device: torch.device, out_dtype, dtype, l
         dd, sd = data.to(device), scale.to(device)
         copies = dd.clone(), sd.clone()
         try:
-            out = backend.dequantize(dd, sd, layout, out_dtype).cpu()
-        except Exception as exc:
+            out = backend.dequantize(dd, sd, layout, out_dtype)
+            reused = tally.kept.problem(case, (out,))
+            out = out.cpu()
+        except CALL_ERRORS as exc:
             tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        if reused:
+            tally.problems.append(reused)
             continue
         written = [n for n, t, c in (("data", dd, copies[0]), ("scale", sd, copies[1])) if not _same_bits(t, c)]
         if written:

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..backend import CLAIMABLE_OPS, TRAINING_OPS
 from ..formats import (ELEMENT_FORMATS, INPUT_DTYPES, MXFP4_SCALE_MODES, NVFP4_SCALE_MODES, OUTPUT_DTYPES, SCALE_LAYOUTS,
                        SCALE_MODES)
+from ..selection import normalize_name
 from ..registry import Entry, Registry, get_registry
 from ..report import local_device_types
 from .compare import (DEVIATION, FAIL, MAX_EXAMPLES, NOT_SUPPORTED, PASS, SCHEMA_VERSION, UNAVAILABLE, Result,  # noqa: F401
@@ -115,9 +116,11 @@ def collect(backends: Optional[list[str]] = None, seed: int = 0, registry: Optio
     entries = registry.entries()
     errors = []
     if backends:
-        known = {e.name for e in entries}
-        errors = [f"unknown backend {name!r} (known: {', '.join(sorted(known))})" for name in backends if name not in known]
-        entries = [e for e in entries if e.name in set(backends)]
+        known = {e.name.lower(): e.name for e in entries}  # as forcing a backend does: trimmed, case-folded
+        wanted = {normalize_name(name) for name in backends}
+        errors = [f"unknown backend {name!r} (known: {', '.join(sorted(known.values()))})" for name in backends
+                  if normalize_name(name) not in known]
+        entries = [e for e in entries if e.name.lower() in wanted]
     targets, results = [], []
     for entry in entries:
         t, r = verify_entry(registry, entry, seed, progress, jobs)

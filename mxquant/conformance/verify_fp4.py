@@ -15,6 +15,7 @@ import torch
 from .. import reference_fp4
 from ..backend import Backend
 from ..formats import E2M1, MXFP4_BLOCK, NVFP4_BLOCK, describe_dtype
+from ..call_path import CALL_ERRORS
 from .compare import (FAIL, Result, _same_bits, _same_values, _scale_rows, _structure_error, _Tally, checked_outputs,
                       value_example)
 from .fp4_inputs import fp4_all_bytes, fp4_inputs, nvfp4_given_scale_inputs
@@ -75,9 +76,14 @@ def _check_dequantize(tally, backend, device, op, case, inputs, layout, hp, bloc
     moved = tuple(t.to(device) for t in inputs)
     copies = tuple(t.clone() for t in moved)
     try:
-        got = getattr(backend, op)(*moved, layout, hp).cpu()
-    except Exception as exc:
+        got = getattr(backend, op)(*moved, layout, hp)
+        reused = tally.kept.problem(case, (got,))
+        got = got.cpu()
+    except CALL_ERRORS as exc:
         tally.problems.append(f"{case}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return
+    if reused:
+        tally.problems.append(reused)
         return
     if not all(_same_bits(a, b) for a, b in zip(moved, copies)):
         tally.problems.append(f"{case}: wrote into its inputs (inputs are read-only)")
