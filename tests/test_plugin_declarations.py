@@ -18,23 +18,12 @@ import pytest
 import torch
 
 import mxquant
-from inline_plugin import Plugin
+from inline_plugin import Plugin, quantizes_exactly as exact
+from inline_plugin import plugin_record as record
 from mx_oracle import backend_quantize
-from mx_oracle import quantize as oracle_quantize
 from subproc import child_env, plugin_site
 
 pytestmark = pytest.mark.usefixtures("cpu_only")
-
-
-def exact(**kw) -> bool:
-    x = torch.randn(3, 64)
-    data, scale = mxquant.mxfp8_quantize(x, **kw)
-    want_d, want_s = oracle_quantize(x, torch.float8_e4m3fn)
-    return torch.equal(data.view(torch.uint8), want_d) and torch.equal(scale.view(torch.uint8), want_s)
-
-
-def record(registry, name):
-    return next(p for p in registry.plugin_records() if p.name == name)
 
 
 @pytest.mark.parametrize("make, error", [
