@@ -100,7 +100,7 @@ def test_a_header_past_the_limit_is_named_as_such(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(stio, "MAX_HEADER", 1 << 20)
     _write(tmp_path / "src", {W: ENTRY, "__metadata__": {"pad": "x" * (2 << 20)}})
-    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], "MiB this reader accepts")
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], "bytes safetensors readers accept")
     assert not (tmp_path / "dst").exists()
 
 

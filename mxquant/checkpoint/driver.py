@@ -98,9 +98,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
                    verify) -> tuple[list[dict], str]:
     """Write one output shard; returns its tensors' manifest entries and the source's sha256."""
     out = out_dir.target(shard.file)
-    meta = dict(shard.metadata or {})
-    meta.setdefault("format", "pt")
-    writer = ShardWriter(out, shard.layout(), meta, verify=verify)
+    writer = ShardWriter(out, shard.layout(), shard.output_metadata(), verify=verify)
     entries = []
     try:
         with open(shard.path, "rb") as raw:

@@ -27,7 +27,9 @@ DTYPES = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 NAMES = {v: k for k, v in DTYPES.items()}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100_000_000
+"""The safetensors package's MAX_HEADER_SIZE: a longer header is refused by its readers, so by this
+reader too, and never written (plan.py checks every output header against it)."""
 
 
 class CheckpointError(Exception):
@@ -146,8 +148,8 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
             raise CheckpointError(f"{base}: not a safetensors file (shorter than 8 bytes)")
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER and 8 + n <= size:
-            raise CheckpointError(f"{base}: safetensors header of {n} bytes, past the {MAX_HEADER >> 20} MiB "
-                                  "this reader accepts")
+            raise CheckpointError(f"{base}: safetensors header of {n:,} bytes, past the {MAX_HEADER:,} bytes "
+                                  "safetensors readers accept")
         if 8 + n > size:
             raise CheckpointError(f"{base}: truncated or corrupt safetensors (header length {n}, file {size} bytes)")
         header = _parse(base, f.read(n))
@@ -165,6 +167,22 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
         raise CheckpointError(f"{base}: truncated or corrupt safetensors (header says {data_start + end} bytes, "
                               f"file has {size})")
     return infos, meta, data_start
+
+
+def build_header(layout, metadata: dict | None) -> tuple[bytes, list[tuple[str, int]]]:
+    """The header of a file of `layout` [(name, dtype, shape)] in that order, and `metadata`:
+    (its bytes as written after the 8-byte length, padded with spaces to a multiple of 8;
+    [(name, nbytes)] in file order). The writer writes it; the plan measures it."""
+    header, sizes, offset = {}, [], 0
+    for name, dtype, shape in layout:
+        nbytes = math.prod(shape) * itemsize(dtype)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        sizes.append((name, nbytes))
+        offset += nbytes
+    if metadata:
+        header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    return blob + b" " * (-len(blob) % 8), sizes
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
