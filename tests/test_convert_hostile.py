@@ -68,12 +68,23 @@ def test_symlinked_folder_climb_cannot_escape_dst(tmp_path, capsys):
 @pytest.mark.parametrize("name, phrase", [
     ("shard\\..\\x.safetensors", "backslash"), ("model.bin", "not a *.safetensors"),
     (".mxquant-convert/a.safetensors", "keeps for itself"), ("", "not a file name"), (7, "not a file name"),
+    ("x\ud800.safetensors", "not valid Unicode"),  # no path the OS can be asked for (UnicodeEncodeError)
 ])
 def test_odd_shard_names_are_refused(tmp_path, capsys, name, phrase):
     src = tmp_path / "src"
     save_checkpoint(src, llama_like(layers=1), shards=2)
     retarget(src, {"model-00001-of-00002.safetensors": name})
     refuse(capsys, [src, tmp_path / "dst"], phrase)
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_lone_surrogate_tensor_name_in_the_index_is_refused(tmp_path, capsys):
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    index = json.loads((src / INDEX).read_text())
+    index["weight_map"]["x\ud800.weight"] = "model-00001-of-00002.safetensors"
+    (src / INDEX).write_text(json.dumps(index))  # ensure_ascii: the \ud800 escape
+    refuse(capsys, [src, tmp_path / "dst"], "not valid Unicode")
     assert not (tmp_path / "dst").exists()
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import stat
 
-from .stio import CheckpointError
+from .stio import CheckpointError, encodable
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -103,6 +103,10 @@ def _check_index(index) -> tuple[dict, dict]:
         meta = {}
     if not isinstance(meta, dict):
         raise CheckpointError(f"{INDEX}: metadata must be an object, not {type(meta).__name__}")
+    bad = next((x for kv in weight_map.items() for x in kv if isinstance(x, str) and not encodable(x)), None)
+    if bad is not None:
+        raise CheckpointError(f"{INDEX}: weight_map entry {bad!r:.200} is not valid Unicode (a lone surrogate "
+                              "escape); no file or tensor has that name")
     return {k: shard_name(v) for k, v in weight_map.items()}, meta
 
 

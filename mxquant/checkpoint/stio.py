@@ -74,6 +74,18 @@ def _show(name: str) -> str:
     return s if len(s) <= 200 else s[:200] + "..."
 
 
+def encodable(s: str) -> bool:
+    """`s` is valid Unicode: it encodes as UTF-8. A JSON escape of a lone surrogate ("\\ud800")
+    parses into a str that does not, and the safetensors package refuses such a header."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_LONE = "is not valid Unicode (a lone surrogate escape), which safetensors readers refuse"
+
 _FIELDS = ("data_offsets", "dtype", "shape")
 _MAX_COUNT = (1 << 64) - 1  # the safetensors package's limit on element counts and their bits (usize)
 
@@ -98,6 +110,9 @@ def _metadata(base: str, header: dict) -> dict:
         return {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise CheckpointError(f"{base}: corrupt safetensors header (__metadata__ must be an object of strings)")
+    bad = next((x for kv in meta.items() for x in kv if not encodable(x)), None)
+    if bad is not None:
+        raise CheckpointError(f"{base}: corrupt safetensors header (__metadata__ entry {_show(bad)} {_LONE})")
     return meta
 
 
@@ -108,6 +123,8 @@ def _tensor(base: str, name: str, h) -> TensorInfo:
     if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise CheckpointError(f"{base}: corrupt safetensors header (tensor name {name!r:.200} is empty "
                               "or has control characters)")
+    if not encodable(name):
+        raise CheckpointError(f"{base}: corrupt safetensors header (tensor name {_show(name)} {_LONE})")
     if not isinstance(h, dict) or tuple(sorted(h)) != _FIELDS:
         raise CheckpointError(f"{what}: an entry has exactly the fields dtype, shape, data_offsets)")
     dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
