@@ -266,5 +266,10 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     config["quantization_config"] = sch.quantization_config(plan_ignore)
     _check_output_names(shards)
     _check_output_headers(shards)
-    return Plan(src, dst, shards, other_files(src, files), config, plan_ignore, index is not None,
+    copies, left = other_files(src, files)
+    if left:
+        more = " ..." if len(left) > 5 else ""
+        notes.append(f"not copied: {len(left)} weight file(s) of another format, which would ship unconverted "
+                     f"weights beside the compressed-tensors config: {', '.join(left[:5])}{more}")
+    return Plan(src, dst, shards, copies, config, plan_ignore, index is not None,
                 dict(index["metadata"]) if index else {}, notes, quant)
