@@ -68,12 +68,23 @@ def test_symlinked_folder_climb_cannot_escape_dst(tmp_path, capsys):
 @pytest.mark.parametrize("name, phrase", [
     ("shard\\..\\x.safetensors", "backslash"), ("model.bin", "not a *.safetensors"),
     (".mxquant-convert/a.safetensors", "keeps for itself"), ("", "not a file name"), (7, "not a file name"),
+    ("x\ud800.safetensors", "not valid Unicode"),  # no path the OS can be asked for (UnicodeEncodeError)
 ])
 def test_odd_shard_names_are_refused(tmp_path, capsys, name, phrase):
     src = tmp_path / "src"
     save_checkpoint(src, llama_like(layers=1), shards=2)
     retarget(src, {"model-00001-of-00002.safetensors": name})
     refuse(capsys, [src, tmp_path / "dst"], phrase)
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_lone_surrogate_tensor_name_in_the_index_is_refused(tmp_path, capsys):
+    src = tmp_path / "src"
+    save_checkpoint(src, llama_like(layers=1), shards=2)
+    index = json.loads((src / INDEX).read_text())
+    index["weight_map"]["x\ud800.weight"] = "model-00001-of-00002.safetensors"
+    (src / INDEX).write_text(json.dumps(index))  # ensure_ascii: the \ud800 escape
+    refuse(capsys, [src, tmp_path / "dst"], "not valid Unicode")
     assert not (tmp_path / "dst").exists()
 
 
@@ -213,6 +224,25 @@ def test_index_must_cover_every_tensor_and_shard(tmp_path, capsys):
     (src2 / "consolidated.safetensors").write_bytes((src2 / "model-00001-of-00002.safetensors").read_bytes())
     refuse(capsys, [src2, tmp_path / "dst"], "consolidated.safetensors is a safetensors file")
     assert not (tmp_path / "dst").exists()
+
+
+def test_weights_of_other_formats_are_not_copied_and_a_note_names_them(tmp_path, capsys):
+    """pytorch_model.bin, Meta's original/consolidated.00.pth and the like hold the unconverted
+    weights (here the same tensors, saved by torch.save); the other files are still copied."""
+    from mxquant.cli import main
+
+    src, tensors = tmp_path / "src", llama_like(layers=1)
+    save_checkpoint(src, tensors, extra_files={"tokenizer.json": "{}", "original/params.json": "{}",
+                                               "pytorch_model.bin.index.json": "{}"})
+    torch.save(tensors, src / "pytorch_model.bin")
+    torch.save(tensors, src / "original" / "consolidated.00.pth")
+    (src / "tf_model.h5").write_bytes(b"\x89HDF")
+    assert main(["convert", str(src), str(tmp_path / "dst"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert ("note: not copied: 4 weight file(s) of another format" in out and "original/consolidated.00.pth, "
+            "pytorch_model.bin, pytorch_model.bin.index.json, tf_model.h5" in out), out
+    assert sorted(listing(tmp_path / "dst")) == ["config.json", "model.safetensors", "mxquant-manifest.json",
+                                                 "original/params.json", "tokenizer.json"]
 
 
 def test_source_tensor_named_like_an_output_scale_is_refused(tmp_path, capsys):

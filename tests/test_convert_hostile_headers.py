@@ -100,7 +100,7 @@ def test_a_header_past_the_limit_is_named_as_such(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(stio, "MAX_HEADER", 1 << 20)
     _write(tmp_path / "src", {W: ENTRY, "__metadata__": {"pad": "x" * (2 << 20)}})
-    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], "MiB this reader accepts")
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst"], "bytes safetensors readers accept")
     assert not (tmp_path / "dst").exists()
 
 
@@ -177,3 +177,23 @@ def test_empty_tensors_with_huge_dimensions_take_no_time(tmp_path):
     assert r.stdout.split("\n")[0] == "['a.up_proj.weight'] ['b.norm.weight']"
     out = read_folder(tmp_path / "dst")
     assert out["a.up_proj.weight_scale"].shape == (0, 1 << 57) and out["b.norm.weight"].shape == (1 << 62, 0)
+
+
+LONE = {  # JSON text whose \ud800 escape parses into a str that is no valid Unicode
+    "tensor name": '{"x\\ud800.weight": %s}' % ENTRY_JSON,
+    "metadata key": '{"__metadata__": {"\\ud800": "pt"}, "%s": %s}' % (W, ENTRY_JSON),
+    "metadata value": '{"__metadata__": {"format": "p\\ud800"}, "%s": %s}' % (W, ENTRY_JSON),
+}
+
+
+@pytest.mark.parametrize("case", list(LONE))
+def test_lone_surrogate_escapes_are_refused_as_the_package_refuses_them(tmp_path, capsys, case):
+    """The safetensors package refuses each file; so does convert, in the plan (before, --no-verify
+    wrote a DST no reader opens, and the summary crashed printing the name)."""
+    from safetensors import safe_open
+
+    _write(tmp_path / "src", LONE[case])
+    with pytest.raises(Exception, match="invalid JSON in header"):
+        safe_open(tmp_path / "src" / "model.safetensors", "pt")
+    refuse(capsys, [tmp_path / "src", tmp_path / "dst", "--no-verify"], "not valid Unicode")
+    assert not (tmp_path / "dst").exists()

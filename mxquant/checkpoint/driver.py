@@ -62,8 +62,10 @@ class ConvertResult:
         return self.bytes_converted / self.seconds / 1e9 if self.seconds > 0 and self.bytes_converted else float("nan")
 
     def worst(self, n: int = 5) -> list[dict]:
+        """The quantized tensors of lowest SQNR, those with NaN or Inf in the input first (no SQNR)."""
+        bad = [t for t in self.tensors if t.get("nonfinite")]
         q = [t for t in self.tensors if t.get("quantized") and t.get("sqnr_db") is not None]
-        return sorted(q, key=lambda t: t["sqnr_db"])[:n]
+        return (bad + sorted(q, key=lambda t: t["sqnr_db"]))[:n]
 
 
 def resolve_device(device: str, local_rank: int = 0) -> str:
@@ -98,9 +100,7 @@ def _convert_shard(plan: Plan, out_dir: Dst, shard, *, device, scale_mode, chunk
                    verify) -> tuple[list[dict], str]:
     """Write one output shard; returns its tensors' manifest entries and the source's sha256."""
     out = out_dir.target(shard.file)
-    meta = dict(shard.metadata or {})
-    meta.setdefault("format", "pt")
-    writer = ShardWriter(out, shard.layout(), meta, verify=verify)
+    writer = ShardWriter(out, shard.layout(), shard.output_metadata(), verify=verify)
     entries = []
     try:
         with open(shard.path, "rb") as raw:
@@ -250,6 +250,10 @@ def convert(src, dst, *, ignore=(), quantize_lm_head: bool = False, scale_mode: 
             group, lambda: _convert_shards(plan, work, group, options, dev, scale_mode, chunk, progress, verify,
                                            resume, jobs), failed)
     records = _together(group, lambda: manifest.load_parts(dst, [s.file for s in plan.shards]), failed)
+    bad = [t["name"] for r in records for t in r["tensors"] if t.get("nonfinite")]
+    if bad:
+        plan.notes.append(f"{len(bad)} quantized tensor(s) hold NaN or Inf, so their blocks are NaN in the output: "
+                          f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
     _together(group, lambda: _finish(plan, out_dir, records) if group.rank == 0 else None, failed)
     done, resumed, converted = group.sum([done, resumed, converted])
     if out_dir is not None:

@@ -89,6 +89,11 @@ SPLIT_NAMES = frozenset({
 _SPLIT = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
 
 
+def split_names(name: str) -> tuple:
+    """The per-expert parts the fused expert tensor `name` is split into (() where it is not)."""
+    return _SPLIT.get(name.rsplit(".", 1)[-1], ())
+
+
 def split_fused(t: TensorInfo, config: dict, scheme: str) -> list[TensorInfo]:
     """The per-expert 2-D weights llm-compressor's model_free_ptq splits the fused 3-D expert
     tensor `t` into (names, shapes; byte ranges of the source, in file order), or a refusal
@@ -141,7 +146,7 @@ def parts(t: TensorInfo) -> list[TensorInfo]:
     their count (check_count); split_fused is the form checked for the layout too."""
     check_count(t.name, t.shape)
     last = t.name.rsplit(".", 1)[-1]
-    names = _SPLIT.get(last, ())
+    names = split_names(t.name)
     e, rows, k = t.shape
     n, item = rows // max(len(names), 1), itemsize(t.dtype)
     out = []

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from . import experts, fused
+from . import experts, fused, stio
 from .dstdir import check_resumable
 from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
 from .select import (Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head, match_ignore,
                      module_name)
 from .srcfiles import INDEX, check_apart, load_json, other_files, resolve_inside, source_root, source_shards
-from .stio import CheckpointError, TensorInfo, read_header
+from .stio import CheckpointError, TensorInfo, build_header, read_header
 
 
 
@@ -39,6 +39,12 @@ class Shard:
             else:
                 out.append((t.name, t.dtype, t.shape))
         return out
+
+    def output_metadata(self) -> dict:
+        """The output file's `__metadata__`: the source's, with `format: pt` where it has none."""
+        meta = dict(self.metadata or {})
+        meta.setdefault("format", "pt")
+        return meta
 
 
 @dataclass
@@ -114,6 +120,45 @@ def _check_output_names(shards: list[Shard]) -> None:
             owner[name] = shard.file
 
 
+def _check_output_headers(shards: list[Shard]) -> None:
+    """Every output shard's header, built as the writer builds it, within the safetensors
+    package's limit (stio.MAX_HEADER bytes): past it no reader opens the file."""
+    for shard in shards:
+        n = len(build_header(shard.layout(), shard.output_metadata())[0])
+        if n > stio.MAX_HEADER:
+            raise CheckpointError(f"output {shard.file} would have a safetensors header of {n:,} bytes, past the "
+                                  f"{stio.MAX_HEADER:,} bytes safetensors readers accept (tensor names too long, "
+                                  "or too many tensors in one shard); refusing")
+
+
+MAX_FREE_TENSORS = 1 << 16
+BYTES_PER_TENSOR = 1 << 16
+"""Past MAX_FREE_TENSORS output tensors, the conversion must read BYTES_PER_TENSOR source bytes per
+output tensor: each costs a fixed overhead (a header entry, a quantizer call, a hash, a manifest
+entry), and real checkpoints hold megabytes per tensor. A fused expert tensor of 65536 tiny experts
+(4 MiB split into 393,216 NVFP4 tensors: two minutes, 1.6 GB) is refused in the plan instead."""
+
+
+def _check_output_count(shards: list[Shard], decisions: dict[str, Decision], scheme, split: bool) -> None:
+    """Refuse, before any split is enumerated, a plan of more output tensors than its source bytes
+    justify (MAX_FREE_TENSORS, BYTES_PER_TENSOR); counted from the shapes alone."""
+    count = 0
+    for t in (t for s in shards for t in s.tensors):
+        if not decisions[t.name].quantize:
+            count += 1
+        elif split and len(t.shape) == 3:  # each expert's parts, each part the scheme's outputs
+            experts.check_count(t.name, t.shape)  # its own refusals first: empty experts, E past 65536
+            count += t.shape[0] * len(experts.split_names(t.name)) * len(scheme.outputs(t.name, t.dtype, t.shape[1:]))
+        else:
+            count += len(scheme.outputs(t.name, t.dtype, t.shape))
+    source = sum(s.size for s in shards)
+    if count > max(MAX_FREE_TENSORS, source // BYTES_PER_TENSOR):
+        raise CheckpointError(f"the conversion would write {count:,} tensors from {source:,} bytes of source (past "
+                              f"{MAX_FREE_TENSORS:,} tensors, at least {BYTES_PER_TENSOR:,} source bytes a tensor are "
+                              "needed: tiny fused experts split per expert?); refusing a checkpoint that is mostly "
+                              "per-tensor overhead")
+
+
 def _part_kept(d: Decision, t: TensorInfo, decide_one) -> Decision:
     """The decision `d` for the fused 3-D expert tensor `t`, turned to kept where a per-expert part
     the split would write is kept (`--ignore` naming it)."""
@@ -134,6 +179,7 @@ def _decide(shards: list[Shard], config: dict, scheme: str, decide_one) -> tuple
     source, fused."""
     split = scheme != "mxfp8"
     decisions = {t.name: decide_one(t) for s in shards for t in s.tensors}
+    _check_output_count(shards, decisions, SCHEMES[scheme], split)
     fused3d = [t for s in shards for t in s.tensors if len(t.shape) == 3 and decisions[t.name].quantize]
     if split:
         for t in fused3d:
@@ -211,5 +257,11 @@ def make_plan(src: str, dst: str, *, ignore=(), quantize_lm_head=False, overwrit
     config = dict(config)
     config["quantization_config"] = sch.quantization_config(plan_ignore)
     _check_output_names(shards)
-    return Plan(src, dst, shards, other_files(src, files), config, plan_ignore, index is not None,
+    _check_output_headers(shards)
+    copies, left = other_files(src, files)
+    if left:
+        more = " ..." if len(left) > 5 else ""
+        notes.append(f"not copied: {len(left)} weight file(s) of another format, which would ship unconverted "
+                     f"weights beside the compressed-tensors config: {', '.join(left[:5])}{more}")
+    return Plan(src, dst, shards, copies, config, plan_ignore, index is not None,
                 dict(index["metadata"]) if index else {}, notes, quant)

@@ -19,7 +19,7 @@ import json
 import os
 import stat
 
-from .stio import CheckpointError
+from .stio import CheckpointError, encodable
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -146,6 +146,10 @@ def _check_index(index) -> tuple[dict, dict]:
         meta = {}
     if not isinstance(meta, dict):
         raise CheckpointError(f"{INDEX}: metadata must be an object, not {type(meta).__name__}")
+    bad = next((x for kv in weight_map.items() for x in kv if isinstance(x, str) and not encodable(x)), None)
+    if bad is not None:
+        raise CheckpointError(f"{INDEX}: weight_map entry {bad!r:.200} is not valid Unicode (a lone surrogate "
+                              "escape); no file or tensor has that name")
     return {k: shard_name(v) for k, v in weight_map.items()}, meta
 
 
@@ -171,12 +175,24 @@ def _readable(path: str) -> bool:
     return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
-def other_files(src: str, shards: list[str]) -> list[str]:
-    """The files of SRC that are copied unchanged (relative paths, sorted): all but the shards,
-    the index and config.json. Refuses what cannot be copied safely, and safetensors files the
-    index does not list (copied verbatim they would ship unconverted weights)."""
+OTHER_WEIGHTS = (".bin", ".pth", ".pt", ".ckpt", ".gguf", ".h5", ".msgpack", ".npz")
+"""Weight files of other formats (pytorch_model.bin, original/consolidated.00.pth, tf_model.h5,
+flax_model.msgpack, ...), and their `<name>.index.json`: not copied (see other_files)."""
+
+
+def other_weights(rel: str) -> bool:
+    name = rel.removesuffix(".index.json")
+    return name.endswith(OTHER_WEIGHTS)
+
+
+def other_files(src: str, shards: list[str]) -> tuple[list[str], list[str]]:
+    """(the files of SRC that are copied unchanged, the weight files of other formats left out),
+    relative paths, sorted. Copied: all but the shards, the index, config.json and the other
+    formats' weights (copied, they would ship unconverted weights next to a config that says
+    compressed-tensors). Refuses what cannot be copied safely, and safetensors files the index
+    does not list (they would be read as the checkpoint's own)."""
     root, skip = source_root(src), set(shards) | {INDEX, "config.json"}
-    out = []
+    out, left = [], []
 
     def unreadable(e: OSError):  # os.walk would skip the folder silently
         raise CheckpointError(f"SRC/{os.path.relpath(e.filename, src)} cannot be read ({e.strerror}); its files "
@@ -197,6 +213,9 @@ def other_files(src: str, shards: list[str]) -> list[str]:
             if rel.endswith(SUFFIX):
                 raise CheckpointError(f"SRC/{rel} is a safetensors file that is not one of the checkpoint's "
                                       "shards; copied as is it would ship unconverted weights (move it out of SRC)")
+            if other_weights(rel):
+                left.append(rel)
+                continue
             path = resolve_inside(src, root, rel)
             if not _readable(path):  # refused here, not once every shard is converted
                 raise CheckpointError(f"SRC/{rel} cannot be read (permission denied); it would be copied into DST")
@@ -206,4 +225,4 @@ def other_files(src: str, shards: list[str]) -> list[str]:
         if rel.endswith(".tmp") and rel[: -len(".tmp")] in written:
             raise CheckpointError(f"SRC/{rel}: mxquant convert writes DST/{rel[: -len('.tmp')]} by way of this name, "
                                   "so the copy would be lost (a leftover of an interrupted write? move it out of SRC)")
-    return out
+    return out, sorted(left)

@@ -27,7 +27,9 @@ DTYPES = {
     "U8": torch.uint8, "BOOL": torch.bool,
 }
 NAMES = {v: k for k, v in DTYPES.items()}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100_000_000
+"""The safetensors package's MAX_HEADER_SIZE: a longer header is refused by its readers, so by this
+reader too, and never written (plan.py checks every output header against it)."""
 
 
 class CheckpointError(Exception):
@@ -72,6 +74,18 @@ def _show(name: str) -> str:
     return s if len(s) <= 200 else s[:200] + "..."
 
 
+def encodable(s: str) -> bool:
+    """`s` is valid Unicode: it encodes as UTF-8. A JSON escape of a lone surrogate ("\\ud800")
+    parses into a str that does not, and the safetensors package refuses such a header."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_LONE = "is not valid Unicode (a lone surrogate escape), which safetensors readers refuse"
+
 _FIELDS = ("data_offsets", "dtype", "shape")
 _MAX_COUNT = (1 << 64) - 1  # the safetensors package's limit on element counts and their bits (usize)
 
@@ -96,6 +110,9 @@ def _metadata(base: str, header: dict) -> dict:
         return {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise CheckpointError(f"{base}: corrupt safetensors header (__metadata__ must be an object of strings)")
+    bad = next((x for kv in meta.items() for x in kv if not encodable(x)), None)
+    if bad is not None:
+        raise CheckpointError(f"{base}: corrupt safetensors header (__metadata__ entry {_show(bad)} {_LONE})")
     return meta
 
 
@@ -106,6 +123,8 @@ def _tensor(base: str, name: str, h) -> TensorInfo:
     if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise CheckpointError(f"{base}: corrupt safetensors header (tensor name {name!r:.200} is empty "
                               "or has control characters)")
+    if not encodable(name):
+        raise CheckpointError(f"{base}: corrupt safetensors header (tensor name {_show(name)} {_LONE})")
     if not isinstance(h, dict) or tuple(sorted(h)) != _FIELDS:
         raise CheckpointError(f"{what}: an entry has exactly the fields dtype, shape, data_offsets)")
     dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
@@ -146,8 +165,8 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
             raise CheckpointError(f"{base}: not a safetensors file (shorter than 8 bytes)")
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER and 8 + n <= size:
-            raise CheckpointError(f"{base}: safetensors header of {n} bytes, past the {MAX_HEADER >> 20} MiB "
-                                  "this reader accepts")
+            raise CheckpointError(f"{base}: safetensors header of {n:,} bytes, past the {MAX_HEADER:,} bytes "
+                                  "safetensors readers accept")
         if 8 + n > size:
             raise CheckpointError(f"{base}: truncated or corrupt safetensors (header length {n}, file {size} bytes)")
         header = _parse(base, f.read(n))
@@ -165,6 +184,22 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict, int]:
         raise CheckpointError(f"{base}: truncated or corrupt safetensors (header says {data_start + end} bytes, "
                               f"file has {size})")
     return infos, meta, data_start
+
+
+def build_header(layout, metadata: dict | None) -> tuple[bytes, list[tuple[str, int]]]:
+    """The header of a file of `layout` [(name, dtype, shape)] in that order, and `metadata`:
+    (its bytes as written after the 8-byte length, padded with spaces to a multiple of 8;
+    [(name, nbytes)] in file order). The writer writes it; the plan measures it."""
+    header, sizes, offset = {}, [], 0
+    for name, dtype, shape in layout:
+        nbytes = math.prod(shape) * itemsize(dtype)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        sizes.append((name, nbytes))
+        offset += nbytes
+    if metadata:
+        header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    return blob + b" " * (-len(blob) % 8), sizes
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:

@@ -208,6 +208,9 @@ def quantize_tensor(f, info: TensorInfo, data_start: int, writer, *, device, sca
     sqnr = 10 * math.log10(signal / noise) if finite and noise > 0 and signal > 0 else None
     rel = math.sqrt(noise / signal) if finite and signal > 0 else (0.0 if finite and noise == 0 else None)
     (name, dt, shape), rest = outputs[0], outputs[1:]
-    return [{"name": name, "shape": list(shape), "dtype": dt, "quantized": True, "source_dtype": info.dtype,
-             "sqnr_db": sqnr, "rel_error": rel}] + [
+    entry = {"name": name, "shape": list(shape), "dtype": dt, "quantized": True, "source_dtype": info.dtype,
+             "sqnr_db": sqnr, "rel_error": rel}
+    if not finite:  # NaN or Inf in the input: its blocks are NaN in the output (the peers' bytes too)
+        entry["nonfinite"] = True
+    return [entry] + [
         {"name": n, "shape": list(sh), "dtype": d, "quantized": False, "scale_of": info.name} for n, d, sh in rest]

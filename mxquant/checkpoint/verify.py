@@ -23,6 +23,20 @@ import os
 from .stio import NAMES, CheckpointError, itemsize, tensor_bytes
 
 
+@contextlib.contextmanager
+def _refused_as(base: str):
+    """What the safetensors package raises on a file it refuses (SafetensorError, ...) as this
+    module's one-line CheckpointError; a failing disk (OSError) stays what it is."""
+    try:
+        yield
+    except (CheckpointError, OSError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the package's own error types
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"verify {base}: the safetensors package refuses it ({type(e).__name__}: {first})") \
+            from None
+
+
 def _open_checked(f, base: str, entries: list[dict]) -> dict:
     """{name: shape} of the open file, refused unless its names, shapes and dtypes are exactly
     those of `entries`."""
@@ -55,7 +69,7 @@ def check_written(path: str, entries: list[dict], edges: dict[str, tuple[bytes, 
     from safetensors import safe_open
 
     base = os.path.basename(path)
-    with safe_open(path, framework="pt") as f:
+    with _refused_as(base), safe_open(path, framework="pt") as f:
         shapes = _open_checked(f, base, entries)
         for e in entries:
             shape, item = shapes[e["name"]], itemsize(e["dtype"])
@@ -78,7 +92,7 @@ def verify_shard(path: str, entries: list[dict], chunk_bytes: int = 64 << 20) ->
     from safetensors import safe_open
 
     base = os.path.basename(path)
-    with contextlib.ExitStack() as handle:  # one open file, reopened after each chunk_bytes read
+    with _refused_as(base), contextlib.ExitStack() as handle:  # one open file, reopened after each chunk_bytes read
         f = handle.enter_context(safe_open(path, framework="pt"))  # through it (bounds the mapped pages)
         shapes = _open_checked(f, base, entries)
         budget = chunk_bytes

@@ -16,15 +16,13 @@ the tail only, not for the whole shard.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import queue
 import struct
 import threading
 
 from .dstdir import open_new
-from .stio import CheckpointError, itemsize
+from .stio import CheckpointError, build_header
 
 EDGE = 128
 """Bytes kept of each tensor's start and end for the check through the safetensors package."""
@@ -66,17 +64,7 @@ class ShardWriter:
     def __init__(self, path: str, layout: list[tuple[str, str, tuple]], metadata: dict | None = None, *,
                  verify: bool = False):
         self.path, self.tmp = path, path + ".tmp"
-        header, offset = {}, 0
-        for name, dtype, shape in layout:
-            nbytes = math.prod(shape) * itemsize(dtype)
-            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
-        if metadata:
-            header["__metadata__"] = metadata
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)
-        self._expected = [(name, header[name]["data_offsets"][1] - header[name]["data_offsets"][0])
-                          for name, _, _ in layout]
+        blob, self._expected = build_header(layout, metadata)
         self._next, self._left = 0, 0
         self.digests: dict[str, str] = {}
         """sha256 of each tensor's bytes as written (complete after close())."""

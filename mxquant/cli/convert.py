@@ -79,7 +79,9 @@ def _summary(result, console) -> None:
         w.add_column("SQNR dB", justify="right")
         w.add_column("rel. error", justify="right")
         for e in worst:
-            w.add_row(e["name"], "x".join(map(str, e["shape"])), f"{e['sqnr_db']:.2f}", f"{e['rel_error']:.4f}")
+            finite = not e.get("nonfinite")
+            w.add_row(e["name"], "x".join(map(str, e["shape"])), f"{e['sqnr_db']:.2f}" if finite else "NaN/Inf",
+                      f"{e['rel_error']:.4f}" if finite else "-")
         console.print(w)
 
 

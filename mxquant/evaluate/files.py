@@ -132,7 +132,7 @@ def read_pair(src: str, dst: str) -> Pair:
         if not os.path.isdir(folder):
             raise CheckpointError(f"{what} {folder} is not a folder")
     src_cfg, dst_cfg = _config(src, "SRC"), _config(dst, "DST")
-    if "quantization_config" in src_cfg:
+    if src_cfg.get("quantization_config") is not None:  # null: not quantized, as convert reads it
         raise CheckpointError("SRC is already quantized (its config.json has a quantization_config); "
                               "give the original checkpoint as SRC")
     scheme = _scheme(dst_cfg)

@@ -13,6 +13,7 @@ are checked equal to the source's and then shared with it (one copy in memory).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..checkpoint.stio import CheckpointError
@@ -100,17 +101,64 @@ def _file_names(model, names: list[str]) -> dict[str, list[str]]:
     return {n: list(revert_weight_conversion(model, {n: sd[n].to(torch.device("meta"))})) for n in names}
 
 
+def built(what: str, step):
+    """`step()`, transformers' failure on SRC's config.json (an unknown model_type, a malformed
+    field) as a one-line CheckpointError."""
+    try:
+        return step()
+    except CheckpointError:
+        raise
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises on a config it cannot use
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"SRC's config.json: transformers cannot {what} ({type(e).__name__}: "
+                              f"{first if len(first) <= 200 else first[:200] + '...'})") from None
+
+
+def auto_config(transformers, folder: str):
+    return built("read it", lambda: transformers.AutoConfig.from_pretrained(folder))
+
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_INDEX = re.compile(r"(?:^|\.)(\d+)(?=\.)")
+
+
+def _layer_counts(config: dict, where: str = "", depth: int = 0):
+    """(key path, value) of every layer count in config.json and its nested configs."""
+    for k, v in config.items():
+        if k in LAYER_KEYS and type(v) is int:
+            yield where + k, v
+        elif isinstance(v, dict) and depth < 4:
+            yield from _layer_counts(v, f"{where}{k}.", depth + 1)
+
+
+def check_layer_counts(pair: Pair) -> None:
+    """Refuse, from the headers alone, a config.json with more layers than SRC's tensor names
+    number: every layer has parameters, named `...layers.<i>.`-style, so a real model's layer
+    count is at most the number of distinct `.<i>.` indices among its tensor names. (Building a
+    config of a million layers, even on the meta device, takes minutes and gigabytes.)"""
+    indices = {int(i) for n in pair.src for i in _INDEX.findall(n)}
+    for key, n in _layer_counts(pair.config):
+        if n > len(indices):
+            raise CheckpointError(f"SRC's config.json has {key} = {n:,}, but its tensor names hold at most "
+                                  f"{len(indices):,} layers (distinct `.<i>.` indices); config.json and the weights "
+                                  "do not match")
+
+
 def check_config_matches(pair: Pair) -> int:
     """Refuse, before allocating anything, a config.json that describes a bigger model than
     SRC's files hold (a config without the model's sizes builds transformers' defaults: a 7B
-    Llama from a tiny checkpoint). The model is built on the meta device: no memory."""
+    Llama from a tiny checkpoint). The model is built on the meta device: no memory; its layer
+    count is bounded from the tensor names first (check_layer_counts)."""
     import torch
 
     transformers = transformers_or_refuse()
-    config = transformers.AutoConfig.from_pretrained(pair.src_dir)
+    check_layer_counts(pair)
+    config = auto_config(transformers, pair.src_dir)
     cls = _model_class(transformers, config)
     with torch.device("meta"):
-        model = cls._from_config(config)
+        model = built(f"build a {cls.__name__} from it", lambda: cls._from_config(config))
     want = sum(p.numel() for p in model.parameters())
     have = sum(math.prod(t.shape) for _, t in pair.src.values())
     if want > have:
@@ -136,7 +184,7 @@ def load(pair: Pair, device: str) -> Models:
     transformers = transformers_or_refuse()
     _quiet(transformers)
     dtype = compute_dtype(pair)
-    config = transformers.AutoConfig.from_pretrained(pair.src_dir)
+    config = auto_config(transformers, pair.src_dir)
     cls = _model_class(transformers, config)
     from .files import converted_state_dict
 
