@@ -49,8 +49,16 @@ def check_quantize_buffers(x, data, scale, dtype, scale_layout) -> None:
     check_buffer("scale", scale, scale_shape(tuple(x.shape), scale_layout), (torch.float8_e8m0fnu, torch.uint8))
 
 
-def check_dequantize_buffer(data, out) -> None:
-    """dequantize_into's buffer: data's element count, of an output dtype."""
+def check_dequantize_buffer(data, scale, scale_layout, out) -> None:
+    """dequantize_into's arguments: data of an element dtype on the CPU, scale the layout's element
+    count for it (backend form; the kernel reads that many bytes), out of data's element count and
+    an output dtype."""
+    if data.device.type != "cpu" or data.dtype not in ELEMENT_FORMATS:
+        raise ValueError(f"data must be a CPU tensor of an MXFP8 element dtype; got {data.dtype} on {data.device}")
+    want = math.prod(scale_shape(tuple(data.shape), scale_layout))
+    if scale.device.type != "cpu" or scale.dtype not in (torch.float8_e8m0fnu, torch.uint8) or scale.numel() != want:
+        raise ValueError(f"scale must be a CPU tensor of {want} float8_e8m0fnu (or uint8) elements for data "
+                         f"{tuple(data.shape)} ({scale_layout}); got {scale.dtype} {tuple(scale.shape)} on {scale.device}")
     check_buffer("out", out, data.shape, INPUT_DTYPES)
 
 

@@ -184,7 +184,7 @@ def quantize(x, dtype, scale_mode, scale_layout):
 
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (contiguous, data's element count; its dtype is the output's)."""
-    check_dequantize_buffer(data, out)
+    check_dequantize_buffer(data, scale, scale_layout, out)
     _dequantize(data, scale, scale_layout, out)
 
 

@@ -60,7 +60,7 @@ def quantize(x, dtype, scale_mode, scale_layout):
 
 def dequantize_into(data, scale, scale_layout, out) -> None:
     """Dequantize into `out` (data's element count; its dtype is the output dtype)."""
-    check_dequantize_buffer(data, out)
+    check_dequantize_buffer(data, scale, scale_layout, out)
     _dequantize(data, scale, scale_layout, out)
 
 

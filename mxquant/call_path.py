@@ -29,7 +29,10 @@ def _eager(t) -> bool:
     # non-differentiable (docs/semantics.md, "Autograd").
     if not isinstance(t, torch.Tensor):
         return True
-    return type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
+    # Under torch.vmap / grad (functorch) the tensors are wrapped: the custom op, whose missing
+    # vmap rule torch names, not a kernel reading a wrapper's data pointer.
+    return (type(t) is torch.Tensor and not t.requires_grad and not t.is_meta and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
 
 
 def dispatch(op_call, check, *args, **kwargs):

@@ -17,9 +17,10 @@ _NAMES_IN = ", ".join(describe_dtype(d) for d in INPUT_DTYPES)
 _NAMES_ELEM = ", ".join(describe_dtype(d) for d in ELEMENT_FORMATS)
 
 
-def _choice(name: str, value, accepted) -> None:
+def _choice(name: str, value, accepted, call: str = "") -> None:
     if not isinstance(value, str) or value not in accepted:
-        raise ValueError(f"{name}={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}")
+        raise ValueError(f"{call + ': ' if call else ''}{name}={value!r} is not supported; accepted values: "
+                         f"{', '.join(map(repr, accepted))}")
 
 
 def check_dense(name: str, t: torch.Tensor, call: str = "") -> None:
@@ -32,54 +33,57 @@ def check_dense(name: str, t: torch.Tensor, call: str = "") -> None:
                         f"(torch.strided) tensors{fix}")
 
 
-def _check_backend_name(backend) -> None:
+def _check_backend_name(backend, call: str = "") -> None:
     if backend is not None and not isinstance(backend, str):
-        raise TypeError(f"backend must be a backend name (str) or None, got {type(backend).__name__}")
+        raise TypeError(f"{call + ': ' if call else ''}backend must be a backend name (str) or None, "
+                        f"got {type(backend).__name__}")
 
 
-def check_quantize(x, dtype, scale_mode, scale_layout, backend=None) -> None:
-    _check_arguments(x, dtype, scale_mode, scale_layout, backend)
+def check_quantize(x, dtype, scale_mode, scale_layout, backend=None, call: str = "mxfp8_quantize") -> None:
+    """Errors begin with `call`, the public call they belong to."""
+    _check_arguments(x, dtype, scale_mode, scale_layout, backend, call)
     if x.dim() == 0:
-        raise ValueError("x must have at least one dimension (blocks run along the last one)")
+        raise ValueError(f"{call}: x must have at least one dimension (blocks run along the last one)")
     if x.shape[-1] % BLOCK:
-        raise ValueError(f"x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
+        raise ValueError(f"{call}: x.shape[-1] = {x.shape[-1]} must be a multiple of {BLOCK} (x.shape = {tuple(x.shape)})")
 
 
-def _check_arguments(x, dtype, scale_mode, scale_layout, backend) -> None:
-    """Everything of check_quantize but the shape."""
-    _check_backend_name(backend)
+def _check_arguments(x, dtype, scale_mode, scale_layout, backend, call: str = "mxfp8_quantize") -> None:
+    """Everything of check_quantize but the shape; errors begin with `call`."""
+    _check_backend_name(backend, call)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    check_dense("x", x)
+        raise TypeError(f"{call}: x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense("x", x, call)
     if x.dtype not in INPUT_DTYPES:
-        raise TypeError(f"x has dtype {describe_dtype(x.dtype)}; mxfp8_quantize accepts x of dtype {_NAMES_IN}")
+        raise TypeError(f"{call}: x has dtype {describe_dtype(x.dtype)}; accepted: {_NAMES_IN}")
     if dtype not in ELEMENT_FORMATS:
-        raise TypeError(f"dtype={dtype!r} is not an MXFP8 element dtype; accepted: torch.{_NAMES_ELEM.replace(', ', ', torch.')}")
-    _choice("scale_mode", scale_mode, SCALE_MODES)
-    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+        raise TypeError(f"{call}: dtype={dtype!r} is not an MXFP8 element dtype; accepted: torch.{_NAMES_ELEM.replace(', ', ', torch.')}")
+    _choice("scale_mode", scale_mode, SCALE_MODES, call)
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS, call)
 
 
-def check_dequantize(data, scale, scale_layout, out_dtype, backend=None) -> None:
-    _check_backend_name(backend)
+def check_dequantize(data, scale, scale_layout, out_dtype, backend=None, call: str = "mxfp8_dequantize") -> None:
+    """Errors begin with `call`."""
+    _check_backend_name(backend, call)
     for name, t in (("data", data), ("scale", scale)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        check_dense(name, t)
+            raise TypeError(f"{call}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        check_dense(name, t, call)
     if data.dtype not in ELEMENT_FORMATS:
-        raise TypeError(f"data has dtype {describe_dtype(data.dtype)}; accepted: {_NAMES_ELEM}")
+        raise TypeError(f"{call}: data has dtype {describe_dtype(data.dtype)}; accepted: {_NAMES_ELEM}")
     if scale.dtype != torch.float8_e8m0fnu:
         hint = " (view uint8 scale bytes with .view(torch.float8_e8m0fnu))" if scale.dtype == torch.uint8 else ""
-        raise TypeError(f"scale has dtype {describe_dtype(scale.dtype)}; it must be float8_e8m0fnu{hint}")
+        raise TypeError(f"{call}: scale has dtype {describe_dtype(scale.dtype)}; it must be float8_e8m0fnu{hint}")
     if out_dtype not in OUTPUT_DTYPES:
-        raise TypeError(f"out_dtype={out_dtype!r} is not supported; accepted: {_NAMES_IN}")
-    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+        raise TypeError(f"{call}: out_dtype={out_dtype!r} is not supported; accepted: {_NAMES_IN}")
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS, call)
     if data.device != scale.device:
-        raise ValueError(f"data is on {data.device} but scale is on {scale.device}; they must be on one device")
+        raise ValueError(f"{call}: data is on {data.device} but scale is on {scale.device}; they must be on one device")
     if data.dim() == 0 or data.shape[-1] % BLOCK:
-        raise ValueError(f"data.shape = {tuple(data.shape)}: the last dimension must be a multiple of {BLOCK}")
+        raise ValueError(f"{call}: data.shape = {tuple(data.shape)}: the last dimension must be a multiple of {BLOCK}")
     want = public_scale_shape(tuple(data.shape), scale_layout)
     if tuple(scale.shape) != want:
-        raise ValueError(_scale_shape_error(tuple(scale.shape), tuple(data.shape), scale_layout, want))
+        raise ValueError(f"{call}: " + _scale_shape_error(tuple(scale.shape), tuple(data.shape), scale_layout, want))
 
 
 def _scale_shape_error(got, shape, layout, want, block: int = BLOCK, call: str = "mxfp8_quantize", shown=None) -> str:

@@ -20,14 +20,14 @@ FORMATS = {"mxfp4": (MXFP4_BLOCK, MXFP4_SCALE_MODES, torch.float8_e8m0fnu),
 def check_quantize(fmt: str, x, scale_mode, scale_layout, backend, global_scale=None) -> None:
     block, modes, _ = FORMATS[fmt]
     call = f"{fmt}_quantize"
-    _check_backend_name(backend)
+    _check_backend_name(backend, call)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{call}: x must be a torch.Tensor, got {type(x).__name__}")
     check_dense("x", x, call)
     if x.dtype not in INPUT_DTYPES:
         raise TypeError(f"{call}: x has dtype {describe_dtype(x.dtype)}; accepted: {_NAMES_IN}")
-    _choice("scale_mode", scale_mode, modes)
-    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+    _choice("scale_mode", scale_mode, modes, call)
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS, call)
     if x.dim() == 0:
         raise ValueError(f"{call}: x must have at least one dimension (blocks run along the last one)")
     if x.shape[-1] % block:
@@ -63,7 +63,7 @@ def _fake(t) -> bool:
 def check_dequantize(fmt: str, data, scale, scale_layout, out_dtype, backend, global_scale=None) -> None:
     block, _, scale_dtype = FORMATS[fmt]
     call = f"{fmt}_dequantize"
-    _check_backend_name(backend)
+    _check_backend_name(backend, call)
     for name, t in (("data", data), ("scale", scale)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{call}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -78,7 +78,7 @@ def check_dequantize(fmt: str, data, scale, scale_layout, out_dtype, backend, gl
                         f"{describe_dtype(scale_dtype)}{hint}")
     if out_dtype not in OUTPUT_DTYPES:
         raise TypeError(f"{call}: out_dtype={out_dtype!r} is not supported; accepted: {_NAMES_IN}")
-    _choice("scale_layout", scale_layout, SCALE_LAYOUTS)
+    _choice("scale_layout", scale_layout, SCALE_LAYOUTS, call)
     if data.device != scale.device:
         raise ValueError(f"{call}: data is on {data.device} but scale is on {scale.device}; they must be on one device")
     if data.dim() == 0 or (2 * data.shape[-1]) % block:

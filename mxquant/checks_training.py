@@ -46,7 +46,7 @@ def is_colwise(x, axis, dtype, scale_mode, scale_layout, backend) -> bool:
 
 def check_matrix(call: str, x, dtype, scale_mode, scale_layout, backend, *, m32: bool, k32: bool) -> None:
     """x (..., M, K) for `call`: M (dim -2) and/or K (dim -1) multiples of 32 as required."""
-    _check_arguments(x, dtype, scale_mode, scale_layout, backend)
+    _check_arguments(x, dtype, scale_mode, scale_layout, backend, call)
     shape = tuple(x.shape)
     if x.dim() < 2:
         raise ValueError(f"{call}: x must have at least two dimensions (..., M, K), got shape {shape}")
@@ -59,7 +59,7 @@ def check_matrix(call: str, x, dtype, scale_mode, scale_layout, backend, *, m32:
 def check_grouped(x, group_ends, dtype, scale_mode, backend) -> None:
     """Shapes, dtypes and devices of mxfp8_quantize_grouped's arguments (never their values)."""
     call = "mxfp8_quantize_grouped"
-    _check_arguments(x, dtype, scale_mode, "swizzled", backend)
+    _check_arguments(x, dtype, scale_mode, "swizzled", backend, call)
     shape = tuple(x.shape)
     if x.dim() == 3:
         if group_ends is not None:
@@ -79,7 +79,7 @@ def check_grouped_colwise(x, group_ends, dtype, scale_mode, backend) -> None:
     """mxfp8_quantize_grouped(axis=-2), K-groups: x (T, N) token-sorted, T a multiple of 32,
     group_ends required (shapes, dtypes and devices; never the values)."""
     call = "mxfp8_quantize_grouped(axis=-2)"
-    _check_arguments(x, dtype, scale_mode, "swizzled", backend)
+    _check_arguments(x, dtype, scale_mode, "swizzled", backend, call)
     shape = tuple(x.shape)
     if x.dim() != 2:
         raise ValueError(f"{call}: x must be 2-D token-sorted (T, N), blocks of 32 along T per group; "

@@ -30,9 +30,14 @@ def mxfp8_fake_quantize(
     backend forces the quantize step; the dequantize step is then chosen as usual).
     """
     if _eager(x):  # no gradient wanted: no dispatcher
+        _check(x, dtype, scale_mode, "linear", backend)  # (errors name this call, not mxfp8_quantize)
         return _round_trip(x, dtype, scale_mode, backend)
     return dispatch(lambda: torch.ops.mxquant.fake_quantize(x, dtype, scale_mode, backend),
-                    check_quantize, x, dtype, scale_mode, "linear", backend)
+                    _check, x, dtype, scale_mode, "linear", backend)
+
+
+def _check(x, dtype, scale_mode, scale_layout, backend) -> None:
+    check_quantize(x, dtype, scale_mode, scale_layout, backend, call="mxfp8_fake_quantize")
 
 
 def _round_trip(x, dtype, scale_mode, backend):
@@ -42,12 +47,13 @@ def _round_trip(x, dtype, scale_mode, backend):
 
 @torch.library.custom_op("mxquant::fake_quantize", mutates_args=())
 def fake_quantize(x: torch.Tensor, dtype: torch.dtype, scale_mode: str, backend: Optional[str] = None) -> torch.Tensor:
+    _check(x, dtype, scale_mode, "linear", backend)
     return _round_trip(x, dtype, scale_mode, backend)
 
 
 @fake_quantize.register_fake
 def _fake_quantize_fake(x, dtype, scale_mode, backend=None):
-    check_quantize(x, dtype, scale_mode, "linear", backend)
+    _check(x, dtype, scale_mode, "linear", backend)
     return x.new_empty(x.shape)
 
 

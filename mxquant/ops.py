@@ -74,7 +74,7 @@ def mxfp8_dequantize(
     backend: as for mxfp8_quantize; forcing a quantize-only backend leaves dequantize to
     automatic choice (for `backend=`, use_backend() and MXQUANT_BACKEND alike).
     """
-    if _eager(data):
+    if _eager(data) and _eager(scale):
         return run_dequantize(data, scale, scale_layout, out_dtype, backend)
     return dispatch(lambda: torch.ops.mxquant.dequantize(data, scale, scale_layout, out_dtype, backend),
                     check_dequantize, data, scale, scale_layout, out_dtype, backend)

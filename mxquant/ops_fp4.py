@@ -60,7 +60,7 @@ def mxfp4_quantize(x: torch.Tensor, *, scale_mode: str = "rceil", scale_layout: 
 def mxfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, *, scale_layout: str = "linear",
                      out_dtype: torch.dtype = torch.bfloat16, backend: Optional[str] = None) -> torch.Tensor:
     """e2m1 * 2**(scale - 127) per block of 32, rounded once to out_dtype; NaN where the scale is 0xFF."""
-    if _eager(data):
+    if _eager(data) and _eager(scale):
         return run_mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)
     op = lambda: torch.ops.mxquant.mxfp4_dequantize(data, scale, scale_layout, out_dtype, backend)  # noqa: E731
     return dispatch(op, check_dequantize, "mxfp4", data, scale, scale_layout, out_dtype, backend)
@@ -82,7 +82,7 @@ def nvfp4_dequantize(data: torch.Tensor, scale: torch.Tensor, global_scale: torc
                      scale_layout: str = "linear", out_dtype: torch.dtype = torch.bfloat16,
                      backend: Optional[str] = None) -> torch.Tensor:
     """e2m1 * (scale / global_scale) per group of 16 (quotient and product in fp32), rounded to out_dtype."""
-    if _eager(data) and _eager(global_scale):
+    if _eager(data) and _eager(scale) and _eager(global_scale):
         return run_nvfp4_dequantize(data, scale, global_scale, scale_layout, out_dtype, backend)
     args = (data, scale, global_scale, scale_layout, out_dtype, backend)
     return dispatch(lambda: torch.ops.mxquant.nvfp4_dequantize(*args),

@@ -43,7 +43,7 @@ def _check(scale, layout, name: str) -> None:
     if scale.dim() < 2:
         raise ValueError(f"{name}: scale must have at least two dimensions (..., M/32, K/32), got shape "
                          f"{tuple(scale.shape)}")
-    _choice("layout", layout, SCALE_LAYOUTS)
+    _choice("layout", layout, SCALE_LAYOUTS, name)
 
 
 @torch.library.custom_op("mxquant::expand_tile_scales", mutates_args=())

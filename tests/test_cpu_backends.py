@@ -266,6 +266,11 @@ def test_into_rejects_bad_buffers_before_writing(name):
     module.quantize_into(x, data, sw, torch.float8_e4m3fn, "floor", "swizzled")
     want_d, want_s = reference.quantize(x, torch.float8_e4m3fn, "floor", "swizzled")
     assert torch.equal(data, u8(want_d)) and torch.equal(sw, u8(want_s)), be.name
+    # dequantize_into: a scale too short for data was read past its end (cpu-native) before its check
+    out = torch.full((8, 64), 5.0)
+    with pytest.raises(ValueError, match="scale must be a CPU tensor of 16"):
+        module.dequantize_into(want_d, want_s.reshape(-1)[:1].view(torch.float8_e8m0fnu), "linear", out)
+    assert bool((out == 5).all())
 
 
 def _quantize_in_child(x, want, queue):

@@ -107,7 +107,7 @@ ERRORS = [
     (X, _ends(64, 32, 128), ValueError, rf"{CALL}: group_ends must be non-decreasing, but group_ends\[1\] = 32 < group_ends\[0\] = 64"),
     (X, _ends(32, 96), ValueError, rf"{CALL}: group_ends\[-1\] = 96 must equal the number of rows T = x\.shape\[0\] = 128"),
     (X, _ends(32, 160), ValueError, r"group_ends\[-1\] = 160 must equal"),
-    (X.to(torch.int32), _ends(128), TypeError, r"^x has dtype int32; mxfp8_quantize accepts x of dtype float32, bfloat16, float16"),
+    (X.to(torch.int32), _ends(128), TypeError, r"^mxfp8_quantize_grouped\(axis=-2\): x has dtype int32; accepted: float32, bfloat16, float16$"),
 ]
 
 
