@@ -25,11 +25,10 @@ from mxquant.checkpoint import CheckpointError, convert, dstdir, plan, srcfiles 
 
 CHILD = textwrap.dedent("""
     import subprocess, sys
-    src, alias, mode = sys.argv[1:4]
-    subprocess.run(["mount", "--bind", src, alias], check=True)
-    args = {"same": [src, alias], "dst-inside": [src, alias + "/out"], "src-inside": [alias + "/inner", src]}[mode]
+    source, target, src, dst = sys.argv[1:5]
+    subprocess.run(["mount", "--bind", source, target], check=True)
     from mxquant.cli import main
-    rc = main(["convert", *args, "--overwrite", "--device", "cpu", "--quiet"])
+    rc = main(["convert", src, dst, "--overwrite", "--device", "cpu", "--quiet"])
     print("rc", rc)
 """)
 
@@ -46,26 +45,35 @@ def _mount_prefix():
     return None
 
 
-@pytest.mark.parametrize("mode", ["same", "dst-inside", "src-inside"])
+# (what is bind-mounted where, SRC, DST, the folder whose files must stay), relative to tmp_path; the
+# checkpoint is written into the last; "alias" is the mount point
+MODES = {
+    "dst is src": ("src", "alias", "src", "alias", "src"),
+    "dst inside src": ("src", "alias", "src", "alias/out", "src"),
+    "src inside dst": ("dst", "alias", "alias/inner", "dst", "dst/inner"),
+    "dst is a subfolder of src": ("src/original", "alias", "src", "alias", "src/original"),
+    "src is a subfolder of dst": ("dst/inner", "alias", "alias", "dst", "dst/inner"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_overwrite_into_a_bind_mount_of_src_is_refused_and_src_untouched(tmp_path, mode):
     prefix = _mount_prefix()
     if prefix is None:
         pytest.skip("no mount namespace here (neither root nor unprivileged `unshare -rm`)")
-    src, alias = tmp_path / "src", tmp_path / "alias"
-    if mode == "src-inside":  # SRC below DST: DST holds the checkpoint in inner/, SRC is mounted from it
-        save_checkpoint(tmp_path / "dstreal" / "inner", llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
-        src, alias = tmp_path / "dstreal", tmp_path / "alias"
-        watched = src / "inner"
+    source, target, src, dst, watched = (tmp_path / p for p in MODES[mode])
+    if watched.name == "original":  # a checkpoint with a subfolder of other files (Llama's original/)
+        save_checkpoint(src, llama_like(layers=1), extra_files={"original/params.json": "{}"})
     else:
-        save_checkpoint(src, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
-        watched = src
-    alias.mkdir()
-    before = listing(watched)
-    r = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(src), str(alias), mode], capture_output=True,
-                       text=True, env=child_env(), timeout=300)
+        save_checkpoint(watched, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+    source.mkdir(parents=True, exist_ok=True)
+    target.mkdir()
+    before = listing(tmp_path / MODES[mode][0].split("/")[0])
+    r = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(source), str(target), str(src), str(dst)],
+                       capture_output=True, text=True, env=child_env(), timeout=300)
     assert "rc 2" in r.stdout, r.stdout + r.stderr
     assert "itself (by this path or another: a link or a mount)" in r.stderr
-    assert listing(watched) == before
+    assert listing(tmp_path / MODES[mode][0].split("/")[0]) == before
 
 
 def test_contract_the_identity_check_alone_refuses_an_alias_of_src(tmp_path, monkeypatch):

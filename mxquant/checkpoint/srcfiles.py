@@ -52,32 +52,46 @@ def is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _identities(path: str) -> set:
-    """(st_dev, st_ino) of `path` and of each of its existing ancestors."""
+def _identity(path: str, follow: bool = True):
+    """(st_dev, st_ino) of `path`, or None: missing, or an inode number of 0, which identifies
+    nothing (Python's os.stat_result docs)."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st.st_ino else None
+
+
+def _up(path: str) -> set:
+    """The identities of `path` and of each of its existing ancestors."""
     out, p = set(), os.path.realpath(path)
     while True:
-        try:
-            st = os.stat(p)
-            out.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
+        out.add(_identity(p))
         parent = os.path.dirname(p)
         if parent == p:
-            return out
+            return out - {None}
         p = parent
 
 
+def _down(root: str) -> set:
+    """The identities of folder `root` and of every folder below it (mount points crossed,
+    symbolic links not followed)."""
+    out = {_identity(root)}
+    for folder, dirs, _ in os.walk(root, onerror=lambda e: None):
+        out.update(_identity(os.path.join(folder, d), follow=False) for d in dirs)
+    return out - {None}
+
+
 def same_or_inside(path: str, root: str) -> bool:
-    """Whether `path` is folder `root` or below it, by the paths or by identity (device and inode),
-    so that a bind mount, a second mount of one disk or a case-folded spelling of `root`, which
-    realpath does not see through, counts too."""
+    """Whether `path` is folder `root` or below it: by the paths, or by identity (device and
+    inode): one of `path` and its ancestors is `root` or a folder below `root`, so that a bind
+    mount, a second mount of one disk or a case-folded spelling of `root` or of a folder inside
+    it, which realpath does not see through, counts too."""
     if is_inside(os.path.realpath(path), os.path.realpath(root)):
         return True
-    try:
-        st = os.stat(root)
-    except OSError:
+    if not os.path.isdir(root):
         return False
-    return (st.st_dev, st.st_ino) in _identities(path)
+    return bool(_up(path) & _down(root))
 
 
 def check_apart(src: str, dst: str) -> None:
