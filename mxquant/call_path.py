@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .errors import BackendCallError
-from .outputs import aliasing, overlapping, owner, tensor_problem
+from .outputs import aliasing, disjoint, overlapping, owner, tensor_problem
 
 
 class MXFP8Quantized(NamedTuple):
@@ -123,7 +123,9 @@ def output_problem(out, want: list, inputs: tuple, before, own: bool = False) ->
                         and not t.requires_grad and (not t.is_inference() or torch.is_inference_mode_enabled())):
                     break
             else:  # an in-tree kernel (own) allocates its outputs: no view of an input to look for
-                return None if own else (aliasing(out, inputs) or overlapping(out))
+                if own:
+                    return None
+                return aliasing(out, inputs) or (None if disjoint(out) else overlapping(out))
     except Exception:  # a non-tensor output: the slow path names it
         pass
     if not isinstance(out, (tuple, list)) or len(out) != len(want):

@@ -245,15 +245,18 @@ class Registry:
         not registered, or a deviation its backend does not declare: a typo there would
         otherwise allow nothing, silently. (A backend that cannot be imported here declares
         nothing known: any code of it passes. While a plugin failed or was skipped, a name found
-        nowhere may be its backend's: it allows nothing, and every call, forced or not, still
-        runs; `mxquant info` shows the plugin.)"""
+        nowhere may be its backend's: it allows nothing, with a RuntimeWarning (once) naming those
+        plugins, and every call, forced or not, still runs.)"""
         for item, where in allowance_items():
             if item == "*":
                 continue
             name, colon, code = item.partition(":")
             entry = next((e for e in self._entries.values() if e.name.lower() == name), None)
-            if entry is None and self.unloaded_plugins():
-                continue  # perhaps a backend of a plugin that failed or was skipped: it allows nothing here
+            unloaded = self.unloaded_plugins() if entry is None else []
+            if unloaded:  # perhaps a backend of a plugin that failed or was skipped: it allows nothing here
+                _warn_once(f"mxquant: {where}: {name!r} names no registered backend; it allows nothing. Not "
+                           f"loaded, so their backends are unknown: {'; '.join(unloaded)}")
+                continue
             if entry is None:
                 known = ", ".join(sorted(self._entries))
                 raise ValueError(f"mxquant: {where}: {name!r} names no registered backend (known: {known}; "
@@ -269,6 +272,8 @@ class Registry:
         skipped: a backend name found nowhere may be one of theirs."""
         out = []
         for r in self._plugins:
+            if r.value == plugins.ENV_PLUGINS:  # a record of the setting itself, not of a plugin
+                continue
             why = r.error or r.skipped
             if why:
                 out.append(f"{r.name}: {why.strip().splitlines()[0][:200] if why.strip() else why}")
@@ -331,6 +336,17 @@ class Registry:
                 status = f"declares deviations ({codes}); not chosen automatically unless allowed via {ENV_ALLOW}"
             rows.append((entry.name, entry.origin, status))
         return rows
+
+
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _import_spec(spec: BackendSpec) -> tuple[Optional[Backend], Optional[str]]:

@@ -27,10 +27,11 @@ _allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_al
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Force backend `name` for mxquant calls in this block (strict: no fallback)."""
-    if not isinstance(name, str) or normalize_name(name) is None:
-        raise TypeError(f"use_backend() takes a backend name (a non-blank str), got {name!r:.100}")
-    token = _forced.set(name)
+    """Force backend `name` for mxquant calls in this block (strict: no fallback). None or a blank
+    name forces nothing, as for `backend=`."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"use_backend() takes a backend name (str) or None, got {type(name).__name__}")
+    token = _forced.set(name if normalize_name(name) else None)
     try:
         yield
     finally:

@@ -228,12 +228,13 @@ def test_index_must_cover_every_tensor_and_shard(tmp_path, capsys):
 
 def test_weights_of_other_formats_are_not_copied_and_a_note_names_them(tmp_path, capsys):
     """pytorch_model.bin, Meta's original/consolidated.00.pth and the like hold the unconverted
-    weights (here the same tensors, saved by torch.save); the other files are still copied."""
+    weights (here the same tensors, saved by torch.save); the other files are still copied, a
+    model's own .pt asset (Qwen2.5-Omni's spk_dict.pt, say) among them."""
     from mxquant.cli import main
 
     src, tensors = tmp_path / "src", llama_like(layers=1)
     save_checkpoint(src, tensors, extra_files={"tokenizer.json": "{}", "original/params.json": "{}",
-                                               "pytorch_model.bin.index.json": "{}"})
+                                               "pytorch_model.bin.index.json": "{}", "spk_dict.pt": "{}"})
     torch.save(tensors, src / "pytorch_model.bin")
     torch.save(tensors, src / "original" / "consolidated.00.pth")
     (src / "tf_model.h5").write_bytes(b"\x89HDF")
@@ -242,7 +243,7 @@ def test_weights_of_other_formats_are_not_copied_and_a_note_names_them(tmp_path,
     assert ("note: not copied: 4 weight file(s) of another format" in out and "original/consolidated.00.pth, "
             "pytorch_model.bin, pytorch_model.bin.index.json, tf_model.h5" in out), out
     assert sorted(listing(tmp_path / "dst")) == ["config.json", "model.safetensors", "mxquant-manifest.json",
-                                                 "original/params.json", "tokenizer.json"]
+                                                 "original/params.json", "spk_dict.pt", "tokenizer.json"]
 
 
 def test_source_tensor_named_like_an_output_scale_is_refused(tmp_path, capsys):

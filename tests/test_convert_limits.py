@@ -49,7 +49,7 @@ def _header_len(path) -> int:
         return struct.unpack("<Q", f.read(8))[0]
 
 
-def test_output_header_past_the_limit_is_refused_in_the_plan(tmp_path, capsys, monkeypatch):
+def test_contract_output_header_past_the_limit_is_refused_in_the_plan(tmp_path, capsys, monkeypatch):
     """The plan measures each output header as the writer writes it: with the limit at the real
     output header's length (read from the file written without the limit) the run passes, one
     byte lower it is refused before DST exists (the limit lowered so the test writes kilobytes)."""

@@ -15,6 +15,7 @@ A checkpoint may come from anywhere, so nothing in it chooses a path outside SRC
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import stat
@@ -189,14 +190,17 @@ def _readable(path: str) -> bool:
     return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
-OTHER_WEIGHTS = (".bin", ".pth", ".pt", ".ckpt", ".gguf", ".h5", ".msgpack", ".npz")
-"""Weight files of other formats (pytorch_model.bin, original/consolidated.00.pth, tf_model.h5,
-flax_model.msgpack, ...), and their `<name>.index.json`: not copied (see other_files)."""
+OTHER_WEIGHTS = ("pytorch_model*.bin", "consolidated*.pth", "consolidated*.pt", "tf_model*.h5",
+                 "flax_model*.msgpack", "*.gguf")
+"""The names of weight files of other formats (transformers' PyTorch, TensorFlow and Flax weights,
+Meta's original/consolidated.*.pth, GGUF), and their `<name>.index.json`: not copied (see
+other_files). By name, not by extension alone: a model's own assets may be `.pt` or `.bin` files
+(a speaker dictionary, a tokenizer model), and those are copied."""
 
 
 def other_weights(rel: str) -> bool:
-    name = rel.removesuffix(".index.json")
-    return name.endswith(OTHER_WEIGHTS)
+    name = rel.rsplit("/", 1)[-1].removesuffix(".index.json")
+    return any(fnmatch.fnmatchcase(name, p) for p in OTHER_WEIGHTS)
 
 
 def other_files(src: str, shards: list[str]) -> tuple[list[str], list[str]]:

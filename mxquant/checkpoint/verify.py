@@ -25,13 +25,13 @@ from .stio import NAMES, CheckpointError, itemsize, tensor_bytes
 
 @contextlib.contextmanager
 def _refused_as(base: str):
-    """What the safetensors package raises on a file it refuses (SafetensorError, ...) as this
-    module's one-line CheckpointError; a failing disk (OSError) stays what it is."""
+    """What the safetensors package raises on a file it refuses (its SafetensorError) as this
+    module's one-line CheckpointError; anything else (a failing disk, a bug) stays what it is."""
+    from safetensors import SafetensorError
+
     try:
         yield
-    except (CheckpointError, OSError, MemoryError):
-        raise
-    except Exception as e:  # noqa: BLE001 - the package's own error types
+    except SafetensorError as e:
         first = (str(e).splitlines() or [""])[0][:200]
         raise CheckpointError(f"verify {base}: the safetensors package refuses it ({type(e).__name__}: {first})") \
             from None

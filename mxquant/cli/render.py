@@ -40,7 +40,8 @@ def stdout_for_json_only() -> Iterator[None]:
     """While a --json report is built: whatever else writes to stdout (a plugin's print at
     import, a library's message from C) goes to stderr instead, so that stdout holds the JSON
     alone. Python's sys.stdout and file descriptor 1 both (worker processes inherit the latter)."""
-    sys.stdout.flush()
+    if sys.stdout is not None:  # (None: Python started with stdout closed)
+        sys.stdout.flush()
     try:
         saved = os.dup(1)
     except OSError:  # no descriptor 1: Python's stream alone
@@ -51,7 +52,8 @@ def stdout_for_json_only() -> Iterator[None]:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         if saved is not None:
             os.dup2(saved, 1)
             os.close(saved)

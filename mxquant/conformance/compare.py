@@ -15,7 +15,7 @@ from .. import layouts, reference
 from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
 from ..call_path import CALL_ERRORS
-from ..outputs import overlapping, tensor_problem
+from ..outputs import _span, overlapping, tensor_problem
 from .deviation_rules import DEVIATION_RULES
 from .inputs import dequantize_inputs, quantize_inputs
 
@@ -96,22 +96,22 @@ other call a difference is a failure, or unattributed where the backend declares
 
 class Kept:
     """Every output a backend returned in one check, with a copy of its bytes: no output may share
-    memory with one returned earlier, and at the end each must still hold its bytes (a backend
+    bytes with one returned earlier (slices of one arena are fine, each handed out once), and at the end each must still hold its bytes (a backend
     that hands out one static buffer twice changes a result its caller still holds). And no two
     outputs of one call may overlap."""
 
     def __init__(self):
-        self._kept, self._owner = [], {}
+        self._kept, self._spans = [], []  # (case, outputs, copies); (case, [start, end) of an output's bytes)
 
     def problem(self, case: str, outs) -> Optional[str]:
         outs = tuple(o for o in outs if isinstance(o, torch.Tensor)) if isinstance(outs, (tuple, list)) else ()
         why = overlapping(outs)
-        ptrs = [o.untyped_storage().data_ptr() for o in outs if o.numel()]
-        earlier = next((self._owner[p] for p in ptrs if p in self._owner), None)
+        spans = [_span(o) for o in outs if o.numel()]
+        earlier = next((c for c, (a0, a1) in self._spans for b0, b1 in spans if a0 < b1 and b0 < a1), None)
         if why is None and earlier is not None:
             why = f"its outputs share memory with those it returned for {earlier} (outputs must be new tensors)"
         self._kept.append((case, outs, tuple(o.clone() for o in outs)))
-        self._owner.update((p, case) for p in ptrs)
+        self._spans += [(case, span) for span in spans]
         return f"{case}: {why}" if why else None
 
     def changed(self) -> Optional[str]:

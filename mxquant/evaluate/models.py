@@ -108,7 +108,7 @@ def built(what: str, step):
         return step()
     except CheckpointError:
         raise
-    except (MemoryError, RecursionError):
+    except (MemoryError, RecursionError, ImportError):  # (a missing optional package is no config problem)
         raise
     except Exception as e:  # noqa: BLE001 - whatever transformers raises on a config it cannot use
         first = (str(e).strip().splitlines() or [""])[0]
