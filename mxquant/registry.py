@@ -342,11 +342,19 @@ _WARNED: set = set()
 
 
 def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        import warnings
+    """A RuntimeWarning pointing at the first frame outside mxquant, once per message (counted
+    once it was shown: under -W error each call raises)."""
+    if message in _WARNED:
+        return
+    import os
+    import sys
+    import warnings
 
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    here, level, frame = os.path.dirname(__file__), 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
+    _WARNED.add(message)
 
 
 def _import_spec(spec: BackendSpec) -> tuple[Optional[Backend], Optional[str]]:

@@ -28,10 +28,10 @@ _allowed: contextvars.ContextVar[frozenset] = contextvars.ContextVar("mxquant_al
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Force backend `name` for mxquant calls in this block (strict: no fallback). None or a blank
-    name forces nothing, as for `backend=`."""
+    name changes nothing, as for `backend=`: an enclosing use_backend() or MXQUANT_BACKEND holds."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"use_backend() takes a backend name (str) or None, got {type(name).__name__}")
-    token = _forced.set(name if normalize_name(name) else None)
+    token = _forced.set(name if normalize_name(name) else _forced.get())
     try:
         yield
     finally:

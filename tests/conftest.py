@@ -70,12 +70,15 @@ def pytest_runtest_setup(item):
 @pytest.fixture
 def registry(monkeypatch):
     """A fresh global registry (entry points discovered anew: the built-in ones only, as
-    MXQUANT_PLUGINS=none) with the selection variables unset and a wide terminal for rich; the
-    previous registry comes back after."""
+    MXQUANT_PLUGINS=none) with the selection variables unset, no warning of the registry's shown
+    yet, and a wide terminal for rich; the previous registry comes back after."""
     for var in (ENV_BACKEND, ENV_ALLOW):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(ENV_PLUGINS, "none")
     monkeypatch.setenv("COLUMNS", "200")
+    from mxquant import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_WARNED", set())  # (its warnings shown once per process)
     reg = Registry()
     previous = set_registry(reg)
     try:

@@ -53,6 +53,9 @@ MODES = {
     "src inside dst": ("dst", "alias", "alias/inner", "dst", "dst/inner"),
     "dst is a subfolder of src": ("src/original", "alias", "src", "alias", "src/original"),
     "src is a subfolder of dst": ("dst/inner", "alias", "alias", "dst", "dst/inner"),
+    # a folder inside one side is a folder inside the other: neither side is inside the other
+    "a folder of dst is a folder of src": ("src/original", "dst/x", "src", "dst", "src/original"),
+    "a folder of src is a folder of dst": ("dst/inner/sub", "src/y", "src", "dst", "dst/inner"),
 }
 
 
@@ -66,14 +69,19 @@ def test_overwrite_into_a_bind_mount_of_src_is_refused_and_src_untouched(tmp_pat
         save_checkpoint(src, llama_like(layers=1), extra_files={"original/params.json": "{}"})
     else:
         save_checkpoint(watched, llama_like(layers=1), extra_files={"tokenizer.json": "{}"})
+    if mode == "a folder of src is a folder of dst":  # SRC a checkpoint too; dst/inner/sub holds a file
+        save_checkpoint(src, llama_like(layers=1))
+        (source / "keep.txt").parent.mkdir(parents=True, exist_ok=True)
+        (source / "keep.txt").write_text("dst's")
     source.mkdir(parents=True, exist_ok=True)
-    target.mkdir()
-    before = listing(tmp_path / MODES[mode][0].split("/")[0])
+    target.mkdir(parents=True, exist_ok=True)
+    watched_all = [tmp_path / "src", tmp_path / "dst"]
+    before = [listing(w) for w in watched_all]
     r = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(source), str(target), str(src), str(dst)],
                        capture_output=True, text=True, env=child_env(), timeout=300)
     assert "rc 2" in r.stdout, r.stdout + r.stderr
-    assert "itself (by this path or another: a link or a mount)" in r.stderr
-    assert listing(tmp_path / MODES[mode][0].split("/")[0]) == before
+    assert "(by this path or another: a link or a mount)" in r.stderr
+    assert [listing(w) for w in watched_all] == before  # nothing removed or written, on either side
 
 
 def test_contract_the_identity_check_alone_refuses_an_alias_of_src(tmp_path, monkeypatch):
@@ -85,6 +93,6 @@ def test_contract_the_identity_check_alone_refuses_an_alias_of_src(tmp_path, mon
     before = listing(src)
     monkeypatch.setattr(srcfiles, "is_inside", lambda path, root: False)
     for dst in (tmp_path / "alias", tmp_path / "alias" / "out"):
-        with pytest.raises(CheckpointError, match="is inside SRC .*, or is SRC itself"):
+        with pytest.raises(CheckpointError, match=r"is inside SRC .*\(by this path or another: a link or a mount\)"):
             convert(src, dst, overwrite=True)
     assert listing(src) == before

@@ -85,8 +85,9 @@ def test_hooks_that_register_nothing_by_mistake_are_the_plugins_error(tmp_path, 
 def test_contract_a_failed_plugin_named_in_an_allowance_does_not_break_every_call(registry, monkeypatch):
     registry.register_plugin(Plugin(fail=RuntimeError("no driver")), "broken")
     monkeypatch.setenv("MXQUANT_ALLOW_DEVIATIONS", "brokenbk")
-    with pytest.warns(RuntimeWarning, match="'brokenbk' names no registered backend; it allows nothing.*broken"):
+    with pytest.warns(RuntimeWarning, match="'brokenbk' names no registered backend; it allows nothing.*broken") as w:
         assert exact()
+    assert w[0].filename.endswith("inline_plugin.py")  # the line that called mxquant, not one inside it
     assert exact(backend="cpu")
     with pytest.raises(mxquant.UnknownBackendError, match=r"(?s)not loaded, so their backends.*plugin broken: "
                                                           r"register_backends raised RuntimeError: no driver"):
@@ -105,10 +106,12 @@ def test_a_blank_name_is_no_name_and_never_bypasses_the_environment(registry, mo
     for blank in ("", "  ", "\t"):
         with pytest.raises(mxquant.UnknownBackendError, match="'nosuch'"):
             mxquant.mxfp8_quantize(torch.randn(2, 32), backend=blank)
-    for blank in (None, "", "  "):  # use_backend: none forced either
+    for blank in (None, "", "  "):  # use_backend: none forced either, and an enclosing one holds
         with mxquant.use_backend(blank):
             with pytest.raises(mxquant.UnknownBackendError, match="'nosuch'"):
                 mxquant.mxfp8_quantize(torch.randn(2, 32))
+        with mxquant.use_backend("cpu"), mxquant.use_backend(blank):
+            assert exact()
     with pytest.raises(TypeError, match="use_backend\\(\\) takes a backend name \\(str\\) or None, got int"):
         with mxquant.use_backend(3):
             pass

@@ -13,7 +13,7 @@ from .quantizers import DEFAULT, Quant
 from .schemes import SCHEMES
 from .select import (Decision, check_ignore, check_not_quantized, decide, ignore_list, is_lm_head, match_ignore,
                      module_name)
-from .srcfiles import INDEX, check_apart, load_json, other_files, resolve_inside, source_root, source_shards
+from .srcfiles import INDEX, check_apart, is_inside, load_json, other_files, resolve_inside, source_root, source_shards
 from .stio import CheckpointError, TensorInfo, build_header, read_header
 
 
@@ -76,12 +76,14 @@ class Plan:
 def check_paths(src: str, dst: str, overwrite: bool, resume: bool) -> None:
     if not os.path.isdir(src):
         raise CheckpointError(f"SRC {src} is not a directory")
-    check_apart(src, dst)
     if os.path.lexists(dst) and not os.path.isdir(dst):
         raise CheckpointError(f"DST {dst} exists and is not a directory")
-    if os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):
+    real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
+    nested = is_inside(real_dst, real_src) or is_inside(real_src, real_dst)  # (said as such by check_apart)
+    if not nested and os.path.isdir(dst) and os.listdir(dst) and not (overwrite or resume):
         raise CheckpointError(f"DST {dst} exists and is not empty (pass --overwrite to replace it, "
                               "or --resume to continue a conversion)")
+    check_apart(src, dst)  # (after the cheap refusal above: it walks both folders)
     if os.path.isdir(dst) and resume and not overwrite:
         check_resumable(dst)
 

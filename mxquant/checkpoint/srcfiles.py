@@ -83,31 +83,32 @@ def _down(root: str) -> set:
     return out - {None}
 
 
-def same_or_inside(path: str, root: str) -> bool:
-    """Whether `path` is folder `root` or below it: by the paths, or by identity (device and
-    inode): one of `path` and its ancestors is `root` or a folder below `root`, so that a bind
-    mount, a second mount of one disk or a case-folded spelling of `root` or of a folder inside
-    it, which realpath does not see through, counts too."""
-    if is_inside(os.path.realpath(path), os.path.realpath(root)):
-        return True
-    if not os.path.isdir(root):
-        return False
-    return bool(_up(path) & _down(root))
-
-
 def check_apart(src: str, dst: str) -> None:
     """CheckpointError unless SRC (and, for a Hugging Face cache snapshot, its repository folder)
-    and DST are apart: neither is the other or inside it, by any spelling (same_or_inside). Checked
-    when the plan is made and again just before DST is emptied."""
-    if same_or_inside(dst, src):
-        raise CheckpointError(f"DST {dst} is inside SRC {src}, or is SRC itself (by this path or another: a link or a mount); "
+    and DST are apart: neither is the other, inside the other or shares a folder with it, by path
+    or by identity (device and inode): one side or an ancestor of it is a folder of the other, or
+    a folder below one is a folder of the other, so that a bind mount, a second mount of one
+    disk or a case-folded spelling of either side or of a folder inside it, which realpath does
+    not see through, counts too. (A folder mounted over and hidden has no identity to compare.)
+    Checked when the plan is made and again just before DST is emptied."""
+    real_src, real_dst, root = os.path.realpath(src), os.path.realpath(dst), source_root(src)
+    how = "(by this path or another: a link or a mount)"
+    if is_inside(real_dst, real_src):
+        raise CheckpointError(f"DST {dst} is inside SRC {src}, or is SRC itself; the source is never written to")
+    if is_inside(real_src, real_dst):
+        raise CheckpointError(f"SRC {src} is inside DST {dst}, or is DST itself")
+    down_dst = _down(dst) if os.path.isdir(dst) else set()
+    near_dst, down_src = _up(dst) | down_dst, _down(src)
+    if near_dst & down_src:
+        raise CheckpointError(f"DST {dst} is inside SRC {src}, is SRC itself or shares a folder with it {how}; "
                               "the source is never written to")
-    if same_or_inside(src, dst):
-        raise CheckpointError(f"SRC {src} is inside DST {dst}, or is DST itself (by this path or another: a link or a mount)")
-    root = source_root(src)  # a Hugging Face cache snapshot's files live in its repository's blobs/
-    if root != os.path.realpath(src) and (same_or_inside(dst, root) or same_or_inside(root, dst)):
-        raise CheckpointError(f"DST {dst} overlaps {root}, the Hugging Face cache repository whose blobs/ hold "
-                              f"SRC {src}'s files; the source is never written to: pick a DST outside it")
+    if _up(src) & down_dst:
+        raise CheckpointError(f"SRC {src} is inside DST {dst}, or is DST itself {how}")
+    if root != real_src:  # a Hugging Face cache snapshot's files live in its repository's blobs/
+        down_root = _down(root)
+        if is_inside(real_dst, root) or is_inside(root, real_dst) or near_dst & down_root or _up(root) & down_dst:
+            raise CheckpointError(f"DST {dst} overlaps {root}, the Hugging Face cache repository whose blobs/ hold "
+                                  f"SRC {src}'s files {how}; the source is never written to: pick a DST outside it")
 
 
 def shard_name(raw) -> str:
@@ -191,15 +192,16 @@ def _readable(path: str) -> bool:
 
 
 OTHER_WEIGHTS = ("pytorch_model*.bin", "consolidated*.pth", "consolidated*.pt", "tf_model*.h5",
-                 "flax_model*.msgpack", "*.gguf")
-"""The names of weight files of other formats (transformers' PyTorch, TensorFlow and Flax weights,
-Meta's original/consolidated.*.pth, GGUF), and their `<name>.index.json`: not copied (see
-other_files). By name, not by extension alone: a model's own assets may be `.pt` or `.bin` files
-(a speaker dictionary, a tokenizer model), and those are copied."""
+                 "flax_model*.msgpack", "*.gguf", "ggml*.bin", "*.ckpt")
+"""The names (matched case-insensitively) of weight files of other formats: transformers'
+PyTorch, TensorFlow and Flax weights, Meta's original/consolidated.*.pth, GGUF and GGML files,
+checkpoints (*.ckpt); and their `<name>.index.json`: not copied (see other_files). By name, not by
+extension alone: a model's own assets may be `.pt` or `.bin` files (a speaker dictionary, a
+tokenizer model), and those are copied, as are other runtimes' exports (onnx/, openvino/)."""
 
 
 def other_weights(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1].removesuffix(".index.json")
+    name = rel.rsplit("/", 1)[-1].removesuffix(".index.json").lower()
     return any(fnmatch.fnmatchcase(name, p) for p in OTHER_WEIGHTS)
 
 
