@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .errors import BackendCallError
-from .outputs import aliasing, disjoint, overlapping, owner, tensor_problem
+from .outputs import aliasing, disjoint, overlapping, owner, plain, tensor_problem
 
 
 class MXFP8Quantized(NamedTuple):
@@ -119,8 +119,7 @@ def output_problem(out, want: list, inputs: tuple, before, own: bool = False) ->
         if type(out) is tuple and len(out) == len(want) and (before is None or before == input_versions(inputs)):
             device = x.device
             for t, (_, shape, dtype) in zip(out, want):
-                if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous()
-                        and not t.requires_grad and (not t.is_inference() or torch.is_inference_mode_enabled())):
+                if not (t.dtype is dtype and t.shape == shape and t.device == device and t.is_contiguous() and plain(t)):
                     break
             else:  # an in-tree kernel (own) allocates its outputs: no view of an input to look for
                 if own:

@@ -59,7 +59,7 @@ def aliasing(outs, inputs) -> Optional[str]:
     return None
 
 
-def _span(t: torch.Tensor) -> tuple[int, int]:
+def byte_span(t: torch.Tensor) -> tuple[int, int]:
     """[start, end) of the bytes a tensor's elements occupy."""
     start = t.data_ptr()
     last = sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0)
@@ -77,7 +77,7 @@ def disjoint(outs) -> bool:
 
 def overlapping(outs) -> Optional[str]:
     """Which two outputs of one call share bytes, if any (each must be a tensor of its own)."""
-    spans = [(i, _span(o)) for i, o in enumerate(outs) if isinstance(o, torch.Tensor) and o.numel()]
+    spans = [(i, byte_span(o)) for i, o in enumerate(outs) if isinstance(o, torch.Tensor) and o.numel()]
     for n, (i, (a0, a1)) in enumerate(spans):
         for j, (b0, b1) in spans[n + 1:]:
             if a0 < b1 and b0 < a1:
@@ -116,13 +116,13 @@ def check_outputs(fn: Callable, out, inputs: tuple, before, dtype: torch.dtype, 
     try:  # the fast path: attribute reads and one dict lookup, no call (each costs on every call)
         if len(inputs) == 1:
             data, scale = out if type(out) is tuple else ((), ())
-            if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape and _plain(data) and _plain(scale)
+            if (data.dtype is dtype and scale.dtype is _E8M0 and data.shape == shape and plain(data) and plain(scale)
                     and scale.shape == _SCALE_SHAPES[shape, layout] and data.device == device
                     and scale.device == device and data.is_contiguous() and scale.is_contiguous()
                     and (before is None or before == x._version) and aliasing(out, inputs) is None
                     and disjoint(out)):
                 return out
-        elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous() and _plain(out)
+        elif (out.dtype is dtype and out.shape == shape and out.device == device and out.is_contiguous() and plain(out)
               and (before is None or before == versions(*inputs)) and aliasing((out,), inputs) is None):
             return out
     except Exception:  # a non-tensor, a shape not yet in _SCALE_SHAPES, ...: the slow path below decides
@@ -155,7 +155,7 @@ def _problem(out, inputs, before, dtype, layout) -> Optional[str]:
     return f"it wrote into its input {' and '.join(changed)} (inputs are read-only)"
 
 
-def _plain(t: torch.Tensor) -> bool:
+def plain(t: torch.Tensor) -> bool:
     """No gradient, not an inference tensor (the fast path's test; tensor_problem says which)."""
     return not t.requires_grad and (not t.is_inference() or torch.is_inference_mode_enabled())
 

@@ -15,7 +15,7 @@ from .. import layouts, reference
 from ..backend import Backend
 from ..formats import BLOCK, ELEMENT_FORMATS, describe_dtype
 from ..call_path import CALL_ERRORS
-from ..outputs import _span, overlapping, tensor_problem
+from ..outputs import byte_span, overlapping, tensor_problem
 from .deviation_rules import DEVIATION_RULES
 from .inputs import dequantize_inputs, quantize_inputs
 
@@ -106,7 +106,7 @@ class Kept:
     def problem(self, case: str, outs) -> Optional[str]:
         outs = tuple(o for o in outs if isinstance(o, torch.Tensor)) if isinstance(outs, (tuple, list)) else ()
         why = overlapping(outs)
-        spans = [_span(o) for o in outs if o.numel()]
+        spans = [byte_span(o) for o in outs if o.numel()]
         earlier = next((c for c, (a0, a1) in self._spans for b0, b1 in spans if a0 < b1 and b0 < a1), None)
         if why is None and earlier is not None:
             why = f"its outputs share memory with those it returned for {earlier} (outputs must be new tensors)"
