@@ -270,14 +270,9 @@ class Registry:
     def unloaded_plugins(self) -> list[str]:
         """'name: why' of each plugin that failed to load or register, or that MXQUANT_PLUGINS
         skipped: a backend name found nowhere may be one of theirs."""
-        out = []
-        for r in self._plugins:
-            if r.value == plugins.ENV_PLUGINS:  # a record of the setting itself, not of a plugin
-                continue
-            why = r.error or r.skipped
-            if why:
-                out.append(f"{r.name}: {why.strip().splitlines()[0][:200] if why.strip() else why}")
-        return out
+        whys = [(r.name, (r.error or r.skipped).strip()) for r in self._plugins
+                if (r.error or r.skipped) and r.value != plugins.ENV_PLUGINS]  # (not the setting's own records)
+        return [f"{name}: {why.partition(NEWLINE)[0][:200]}" for name, why in whys]
 
     def _lacks_op(self, entry: Entry, call: Call) -> bool:
         """Whether `entry` serves the device but implements no MXFP8 dequantize (a quantize-only
@@ -338,6 +333,7 @@ class Registry:
         return rows
 
 
+NEWLINE = "\n"
 _WARNED: set = set()
 
 

@@ -106,9 +106,7 @@ def built(what: str, step):
     field) as a one-line CheckpointError."""
     try:
         return step()
-    except CheckpointError:
-        raise
-    except (MemoryError, RecursionError, ImportError):  # (a missing optional package is no config problem)
+    except (CheckpointError, MemoryError, RecursionError, ImportError):  # (a missing package is no config problem)
         raise
     except Exception as e:  # noqa: BLE001 - whatever transformers raises on a config it cannot use
         first = (str(e).strip().splitlines() or [""])[0]
